@@ -1,0 +1,58 @@
+# homehub: every target bootstraps what it needs on a fresh machine (Python + apt, nothing else).
+#   make demo   the virtual home: emulated devices -> agent -> TLS broker -> reference receiver
+#   make test   ruff, mypy --strict, pytest
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all test lint typecheck pytest demo soak hil bench deps system-deps clean
+
+all: test
+
+$(STAMP): pyproject.toml constraints.txt
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $@
+
+deps: $(STAMP) system-deps
+
+# mosquitto is the broker the tests and the demo start on loopback; installed when missing.
+system-deps:
+	@if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then \
+	  echo "installing mosquitto (apt-get)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends mosquitto >/dev/null; \
+	fi
+	@if ! command -v openssl >/dev/null; then \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openssl >/dev/null; \
+	fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check agent drivers hil tests
+	$(VENV)/bin/ruff format --check agent drivers hil tests
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy agent drivers
+
+pytest: deps
+	$(VENV)/bin/pytest
+
+test: deps lint typecheck pytest
+
+demo: deps
+	$(PY) -m hil.demo
+
+soak: deps
+	$(VENV)/bin/pytest -m soak tests
+
+hil: deps
+	$(PY) -m hil.campaign
+
+bench: deps
+	@for b in hil/bench/*.py; do echo "== $$b"; $(PY) $$b; done
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
