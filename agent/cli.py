@@ -1,0 +1,142 @@
+"""The ``homehub`` command: what a technician types on the hub's terminal.
+
+    homehub run --config FILE          the daemon (systemd starts this)
+    homehub decode CHAR HEX [--from-hub]  decode one characteristic value to JSON
+    homehub status --config FILE       outbox depth and age, as JSON
+    homehub check-config FILE          validate a configuration file
+    homehub config-schema              every configuration key, its type and default
+
+Exit codes: 0 success, 2 bad input (arguments, configuration, an undecodable value), 1 a
+failure at run time (storage, keys). Errors go to stderr as one line that says what was wrong
+and where; they never contain reading values or key material.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from drivers.errors import ConfigError, DecodeError, HubError, LocalError, UsageError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2, never a traceback."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"homehub: error: {message}\n")
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _json_default(value: object) -> Any:
+    if isinstance(value, Decimal):
+        return float(value) if not value == value.to_integral_value() else int(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for the CLI tests)."""
+    parser = _Parser(prog="homehub", description="Remote patient monitoring hub agent")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--config", type=Path, required=True, help="configuration file (TOML)")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    decode = sub.add_parser("decode", help="decode one characteristic value to JSON")
+    decode.add_argument("characteristic", help="e.g. 0x2A35, 2a35, sfloat, float")
+    decode.add_argument("hex", help="the value as hex, e.g. 067d0055006200")
+    decode.add_argument(
+        "--from-hub", action="store_true", help="the value is a request the hub writes (RACP)"
+    )
+
+    status = sub.add_parser("status", help="outbox state as JSON")
+    status.add_argument("--config", type=Path, required=True)
+
+    check = sub.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("config", type=Path)
+
+    sub.add_parser("config-schema", help="print every configuration key")
+    return parser
+
+
+def _cmd_decode(args: argparse.Namespace) -> int:
+    from drivers import registry
+
+    characteristic = registry.parse_characteristic(args.characteristic)
+    data = registry.parse_hex(args.hex)
+    result = registry.decode(characteristic, data, from_hub=args.from_hub)
+    sys.stdout.write(json.dumps(result, default=_json_default) + "\n")
+    return EXIT_OK
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from agent import config
+
+    cfg = config.load(args.config)
+    sys.stdout.write(f"{cfg.source}: ok ({len(cfg.devices)} device(s))\n")
+    return EXIT_OK
+
+
+def _cmd_config_schema(_args: argparse.Namespace) -> int:
+    from agent import config
+
+    sys.stdout.write("\n".join(config.schema_lines()) + "\n")
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from agent import config, daemon
+
+    cfg = config.load(args.config)
+    sys.stdout.write(json.dumps(daemon.status(cfg), default=_json_default) + "\n")
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from agent import config, daemon, logs
+
+    logs.configure(args.log_level)
+    cfg = config.load(args.config)
+    return daemon.main(cfg)
+
+
+_COMMANDS = {
+    "run": _cmd_run,
+    "decode": _cmd_decode,
+    "status": _cmd_status,
+    "check-config": _cmd_check_config,
+    "config-schema": _cmd_config_schema,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``homehub`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except DecodeError as exc:
+        sys.stderr.write(f"homehub: invalid {exc.characteristic} value: {exc.reason}")
+        sys.stderr.write(f" (at byte {exc.offset})\n" if exc.offset is not None else "\n")
+        return EXIT_BAD_INPUT
+    except (ConfigError, UsageError, LocalError) as exc:
+        sys.stderr.write(f"homehub: {exc}\n")
+        return EXIT_BAD_INPUT
+    except HubError as exc:
+        sys.stderr.write(f"homehub: {type(exc).__name__}: {exc}\n")
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

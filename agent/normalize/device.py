@@ -1,0 +1,126 @@
+"""FHIR Device resources: one per BLE device (PhdDevice) and one for the hub (PhgDevice).
+
+The PHD IG identifies a device by its IEEE EUI-64 System ID (from DIS 0x2A23) and its Bluetooth
+address; the logical id is ``phd-<SYSID>.<BTMAC>`` (both upper-case hex without separators),
+as in the IG's examples. The gateway is ``phg-<hub id>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from agent.normalize.codes import (
+    BT_MAC_SYSTEM,
+    DEVICE_ID_SYSTEM,
+    EUI64_SYSTEM,
+    MDC_ID_PROD_SPEC_FW,
+    MDC_ID_PROD_SPEC_HW,
+    MDC_ID_PROD_SPEC_SW,
+    MDC_MOC_VMS_MDS_SIMP,
+    PHD_PROFILE,
+    Code,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFacts:
+    """What the hub learnt about a device over BLE (Device Information Service, address)."""
+
+    address: str  #: public/static Bluetooth address, AA:BB:CC:DD:EE:FF
+    system_id: str | None = None  #: EUI-64 as 16 upper-case hex digits, None when not exposed
+    manufacturer: str | None = None
+    model: str | None = None
+    serial: str | None = None
+    firmware: str | None = None
+    hardware: str | None = None
+    software: str | None = None
+
+    @property
+    def mac_hex(self) -> str:
+        """The Bluetooth address as 12 upper-case hex digits."""
+        return self.address.replace(":", "").upper()
+
+    @property
+    def identifier_id(self) -> str:
+        """The device part of an Observation identifier: SYSID, else the EUI-48 address."""
+        return self.system_id or self.mac_hex
+
+    @property
+    def logical_id(self) -> str:
+        """FHIR logical id, ``phd-<SYSID>.<BTMAC>``."""
+        return f"phd-{self.system_id or 'NOSYSID'}.{self.mac_hex}"
+
+
+def _dashed(hex_digits: str) -> str:
+    return "-".join(hex_digits[i : i + 2] for i in range(0, len(hex_digits), 2))
+
+
+def _id_type(code: str, display: str) -> dict[str, Any]:
+    return {"coding": [{"system": DEVICE_ID_SYSTEM, "code": code, "display": display}]}
+
+
+def phd_device(facts: DeviceFacts, specialization: Code) -> dict[str, Any]:
+    """PhdDevice for a BLE personal health device."""
+    identifiers: list[dict[str, Any]] = []
+    if facts.system_id:
+        identifiers.append(
+            {
+                "type": _id_type("SYSID", "IEEE 11073 System Identifier"),
+                "system": EUI64_SYSTEM,
+                "value": _dashed(facts.system_id),
+            }
+        )
+    identifiers.append(
+        {
+            "type": _id_type("BTMAC", "Bluetooth MAC address"),
+            "system": BT_MAC_SYSTEM,
+            "value": _dashed(facts.mac_hex),
+        }
+    )
+    resource: dict[str, Any] = {
+        "resourceType": "Device",
+        "id": facts.logical_id,
+        "meta": {"profile": [PHD_PROFILE + "PhdDevice"]},
+        "identifier": identifiers,
+        "type": {
+            "coding": [
+                MDC_MOC_VMS_MDS_SIMP.codeable_concept()["coding"][0],
+                specialization.codeable_concept()["coding"][0],
+            ]
+        },
+        "specialization": [
+            {"systemType": specialization.codeable_concept(), "version": "1"},
+        ],
+    }
+    if facts.manufacturer:
+        resource["manufacturer"] = facts.manufacturer
+    if facts.serial:
+        resource["serialNumber"] = facts.serial
+    if facts.model:
+        resource["modelNumber"] = facts.model
+    versions = [
+        {"type": code.codeable_concept(), "value": value}
+        for code, value in (
+            (MDC_ID_PROD_SPEC_FW, facts.firmware),
+            (MDC_ID_PROD_SPEC_SW, facts.software),
+            (MDC_ID_PROD_SPEC_HW, facts.hardware),
+        )
+        if value
+    ]
+    if versions:
+        resource["version"] = versions
+    return resource
+
+
+def phg_device(hub_id: str, software_version: str) -> dict[str, Any]:
+    """PhgDevice: the hub itself, the gateway every Observation references."""
+    return {
+        "resourceType": "Device",
+        "id": f"phg-{hub_id}",
+        "meta": {"profile": [PHD_PROFILE + "PhgDevice"]},
+        "identifier": [{"system": "urn:homehub:hub-id", "value": hub_id}],
+        "manufacturer": "homehub",
+        "modelNumber": "homehub agent",
+        "version": [{"type": MDC_ID_PROD_SPEC_SW.codeable_concept(), "value": software_version}],
+    }

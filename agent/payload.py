@@ -1,0 +1,50 @@
+"""The signed payload of one uplink message: a deterministic CBOR map (docs/wire-format.md).
+
+    {"v": 1, "hub": <hub id>, "seq": <64-bit hub sequence>, "kind": "observation",
+     "id": <conditional-create identifier of the primary Observation>,
+     "hub_time": <RFC 3339 UTC time the hub stored it>, "fhir": <FHIR Bundle>}
+
+Encoded with cbor2's canonical (RFC 8949 §4.2.1 core deterministic) encoding, so the same
+content always gives the same bytes and therefore, with deterministic ECDSA, the same
+signature. Decimals are CBOR decimal fractions (tag 4) so a value keeps the precision the
+device sent ("2.0" stays "2.0").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+import cbor2
+
+PAYLOAD_VERSION: Final = 1
+CONTENT_TYPE: Final = "application/vnd.homehub.reading+cbor"
+MAX_PAYLOAD_BYTES: Final = 32 * 1024
+"""A BP reading with its Devices is ~2 KiB; 32 KiB leaves room for glucose context and batches."""
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """The fields of a payload, before encoding."""
+
+    hub: str
+    seq: int
+    kind: str
+    id: str
+    hub_time: str
+    fhir: dict[str, Any]
+
+    def encode(self) -> bytes:
+        """Deterministic CBOR."""
+        return cbor2.dumps(
+            {
+                "v": PAYLOAD_VERSION,
+                "hub": self.hub,
+                "seq": self.seq,
+                "kind": self.kind,
+                "id": self.id,
+                "hub_time": self.hub_time,
+                "fhir": self.fhir,
+            },
+            canonical=True,
+        )
