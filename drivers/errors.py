@@ -116,6 +116,25 @@ class UsageError(LocalError, ValueError):
         super().__init__(f"{argument}: {reason}")
 
 
+class RecordTooLargeError(LocalError, ValueError):
+    """A record handed to the outbox exceeds its size bound; nothing was stored.
+
+    Our fault: the pipeline built a record larger than any reading can need, so retrying
+    cannot help.
+
+    Attributes:
+        kind: the record's kind (``"observation"``).
+        size_bytes: the record's size.
+        limit_bytes: the bound it exceeds.
+    """
+
+    def __init__(self, kind: str, size_bytes: int, limit_bytes: int) -> None:
+        self.kind = kind
+        self.size_bytes = size_bytes
+        self.limit_bytes = limit_bytes
+        super().__init__(f"{kind} record of {size_bytes} bytes exceeds {limit_bytes} bytes")
+
+
 # ---------------------------------------------------------------------------
 # A link's fault
 # ---------------------------------------------------------------------------

@@ -1,0 +1,714 @@
+"""The durable, encrypted outbox: SQLite on disk, one sealed record per reading envelope.
+
+Theory of operation
+-------------------
+A reading is *stored* when :meth:`Outbox.append` returns. That call runs one SQLite
+transaction (``BEGIN IMMEDIATE`` … ``COMMIT``) that checks the dedup key, allocates the next
+hub-wide sequence number, lets the caller build and sign the envelope with that number
+inside it, seals it, inserts it and records the dedup key. The database runs with
+``journal_mode=WAL`` and ``synchronous=FULL``: in WAL mode ``NORMAL`` "might roll back
+following a power loss" (SQLite pragma docs; reliability-catalogue.md finding 3), ``FULL``
+fsyncs the WAL at every commit. Both pragmas are read back at open and the outbox refuses to
+run if they were not honoured. BlueZ confirms an indication before we have stored it
+(finding 4), so this commit is kept short and is the only durability point.
+
+Record states::
+
+    append ──► pending ──claim──► in_flight ──mark_delivered──► (deleted)
+                  ▲                   │
+                  └─release_in_flight─┘          claim finds a record that does not
+                                                 open ──► damaged (kept, never sent)
+
+``in_flight`` only means "handed to the uplink since the last release": at start and after
+every disconnect the daemon calls :meth:`Outbox.release_in_flight`, and the same sealed
+bytes are sent again (the platform dedups by ``(hub, seq)``). Paho keeps its queue in RAM
+only (finding 2), so this table, not paho, is the source of truth.
+
+Sequence numbers come from a counter row, not from SQLite's rowid, so they are never
+reused after deletes or restarts (a number whose transaction rolled back was never
+visible, and is handed out again). They live in 1..2**63-1, SQLite's INTEGER range.
+
+Dedup: the caller's dedup key (device serial, device time, …: identifying) is stored only
+as a keyed hash (:meth:`agent.sealing.Sealer.keyed_hash`) in ``seen``. A ``seen`` entry
+outlives its record, so a cuff that re-sends an old reading after delivery is still
+recognised. ``seen`` is bounded by :data:`SEEN_MAX_ENTRIES`, measured in sequence numbers
+rather than wall time because the hub clock can be wrong at boot (catalogue D7): entries
+more than that many sequence numbers old are pruned, except those whose record is still
+undelivered.
+
+Errors: ``sqlite3`` errors become :class:`StorageFullError` (``SQLITE_FULL``, which SQLite
+reports for ``ENOSPC``), :class:`StorageCorruptError` (``SQLITE_CORRUPT``,
+``SQLITE_NOTADB``) or :class:`StorageError`, with ``path`` and ``operation`` as fields. A
+record larger than :data:`MAX_RECORD_BYTES` raises :class:`RecordTooLargeError`, a
+:class:`LocalError`: the pipeline built it, and retrying cannot help.
+
+Corruption hook: :meth:`Outbox.open` runs ``PRAGMA quick_check`` and raises
+:class:`StorageCorruptError` when it fails. The caller (the daemon) is the place to set the
+file aside and start a fresh one (quarantine: a later issue; catalogue D5).
+
+The API is synchronous and each call is one short transaction; the daemon calls it from
+the event loop (one fsync per call, so batch with :meth:`Outbox.append_many`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import structlog
+
+from agent.sealing import Sealer, record_aad, sync_state_aad
+from drivers.errors import (
+    IntegrityError,
+    RecordTooLargeError,
+    StorageCorruptError,
+    StorageError,
+    StorageFullError,
+)
+
+log = structlog.get_logger(__name__)
+
+SCHEMA_VERSION: Final = 1
+"""``PRAGMA user_version`` of the schema this code writes (see :data:`_MIGRATIONS`)."""
+
+APPLICATION_ID: Final = 0x48484F42
+"""``PRAGMA application_id`` ("HHOB"): marks the file as a homehub outbox."""
+
+MAX_RECORD_BYTES: Final = 64 * 1024
+"""Bound on one record's plaintext. A BP envelope is ~2 KiB; payloads are capped at 32 KiB
+(agent/payload.py) and a COSE_Sign1 adds < 100 B, so 64 KiB leaves room without letting
+one record swamp the card."""
+
+MAX_BATCH: Final = 1000
+"""Most records one :meth:`Outbox.append_many` or :meth:`Outbox.claim` handles: a RACP dump
+of a full glucometer memory fits in one transaction."""
+
+MAX_DEDUP_KEY_BYTES: Final = 1024
+MAX_SYNC_STATE_BYTES: Final = 4096
+
+SEEN_MAX_ENTRIES: Final = 100_000
+"""Dedup memory, in sequence numbers: about 27 years at 10 readings a day, far more than any
+device's own memory can replay; ≈ 10 MB of hashes at most."""
+
+MAX_SEQ: Final = 2**63 - 1
+"""SQLite INTEGER is a signed 64-bit value."""
+
+BUSY_TIMEOUT_MS: Final = 1000
+"""How long a statement waits for another connection's lock (e.g. ``homehub status``
+reading). Short, because calls run on the event loop; the daemon is the only writer."""
+
+JOURNAL_SIZE_LIMIT_BYTES: Final = 64 * 1024 * 1024
+"""WAL size kept after a checkpoint (catalogue O5: WAL ≤ 64 MB)."""
+
+# SQLite primary result codes (sqlite.org/rescode.html); extended codes keep them in the
+# low byte.
+_SQLITE_CORRUPT: Final = 11
+_SQLITE_FULL: Final = 13
+_SQLITE_NOTADB: Final = 26
+_SYNCHRONOUS_FULL: Final = 2
+
+_NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
+"""Kinds, device labels and sync-state keys: short tokens, stored in clear. No ':' so a
+Bluetooth address cannot be used as a device name by mistake."""
+
+_SCHEMA_V1: Final = (
+    """CREATE TABLE meta (
+        name  TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE counters (
+        name  TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE records (
+        seq        INTEGER PRIMARY KEY,
+        kind       TEXT NOT NULL,
+        state      TEXT NOT NULL CHECK (state IN ('pending', 'in_flight', 'damaged')),
+        sealed     BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        attempts   INTEGER NOT NULL DEFAULT 0
+    )""",
+    "CREATE INDEX records_by_state ON records (state, seq)",
+    """CREATE TABLE seen (
+        dedup_hash BLOB PRIMARY KEY,
+        seq        INTEGER,
+        seen_at    REAL NOT NULL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX seen_by_seq ON seen (seq)",
+    """CREATE TABLE sync_state (
+        device     TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        sealed     BLOB NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (device, key)
+    ) WITHOUT ROWID""",
+    "INSERT INTO counters (name, value) VALUES ('next_seq', 1)",
+)
+
+
+def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
+    """Create the version-1 schema in an empty database."""
+    for statement in _SCHEMA_V1:
+        conn.execute(statement)
+
+
+_MIGRATIONS: Final[Mapping[int, Callable[[sqlite3.Connection], None]]] = {0: _migrate_0_to_1}
+"""``from user_version`` → step to ``from + 1``. All pending steps run in one transaction
+with the ``user_version`` update, so an upgrade is all-or-nothing (catalogue U3)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What :meth:`Outbox.append` did.
+
+    ``seq`` is the new record's number or, for a duplicate, the number the first copy got
+    (``None`` is reserved for a dedup entry without a record; version 1 never writes one).
+    """
+
+    seq: int | None
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    """One claimed record, opened. ``body`` (a signed envelope: PHI) stays out of the repr."""
+
+    seq: int
+    kind: str
+    body: bytes = field(repr=False)
+    created_at: float
+    """Hub wall time (Unix seconds) when it was stored."""
+    attempts: int
+    """How many times it has been claimed, this claim included."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxCounts:
+    """Outbox depth for health messages and ``homehub status``.
+
+    ``oldest_age_s`` is the age of the oldest undelivered (pending or in-flight) record by
+    the hub's wall clock, clamped at 0, or ``None`` when there is none.
+    """
+
+    pending: int
+    in_flight: int
+    oldest_age_s: float | None
+    damaged: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Durability:
+    """The durability pragmas as SQLite reports them on the outbox's connection."""
+
+    journal_mode: str
+    synchronous: int
+    """0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA."""
+
+
+def _check_name(value: str, what: str) -> None:
+    if not _NAME_RE.fullmatch(value):
+        raise ValueError(f"{what} must match {_NAME_RE.pattern}")
+
+
+def _storage_error(path: Path, operation: str, exc: sqlite3.Error) -> StorageError:
+    """Map a sqlite3 error to the hub's storage errors, by result code, never by text."""
+    code: int | None = getattr(exc, "sqlite_errorcode", None)
+    name: str = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    primary = code & 0xFF if code is not None else None
+    reason = f"{name}: {exc}"
+    if primary == _SQLITE_FULL:
+        return StorageFullError(str(path), operation, reason)
+    if primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return StorageCorruptError(str(path), operation, reason)
+    return StorageError(str(path), operation, reason)
+
+
+def _permanent(error: StorageError) -> StorageError:
+    error.transient = False
+    return error
+
+
+def _read_counts(conn: sqlite3.Connection, now: float) -> OutboxCounts:
+    by_state = {
+        state: (count, oldest)
+        for state, count, oldest in conn.execute(
+            "SELECT state, COUNT(*), MIN(created_at) FROM records GROUP BY state"
+        )
+    }
+    pending, oldest_pending = by_state.get("pending", (0, None))
+    in_flight, oldest_in_flight = by_state.get("in_flight", (0, None))
+    oldest = [t for t in (oldest_pending, oldest_in_flight) if t is not None]
+    return OutboxCounts(
+        pending=pending,
+        in_flight=in_flight,
+        oldest_age_s=max(0.0, now - min(oldest)) if oldest else None,
+        damaged=by_state.get("damaged", (0, None))[0],
+    )
+
+
+class Outbox:
+    """The outbox of one hub. Open with :meth:`open`; one instance per process."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        sealer: Sealer,
+        hub_id: str,
+        clock: Callable[[], float],
+    ) -> None:
+        """Use :meth:`open`; this only stores an already-checked connection."""
+        self._conn: sqlite3.Connection | None = conn
+        self.path: Final = path
+        self.hub_id: Final = hub_id
+        self._sealer: Final = sealer
+        self._clock: Final = clock
+
+    def __repr__(self) -> str:
+        return f"Outbox(path={str(self.path)!r}, hub_id={self.hub_id!r})"
+
+    # -- opening and closing ------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        sealer: Sealer,
+        hub_id: str,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> Outbox:
+        """Open (creating if needed) the outbox at ``path`` and check it before use.
+
+        Creates the file with mode 0600 (SQLite gives the WAL and shm files the same mode),
+        runs ``PRAGMA quick_check`` (:class:`StorageCorruptError` if not ``ok``: the
+        quarantine hook), sets and reads back ``journal_mode=WAL`` and ``synchronous=FULL``
+        (:class:`StorageError` if not honoured), migrates the schema, and refuses a file
+        that belongs to another hub. ``clock`` gives hub wall time (Unix seconds).
+        """
+        record_aad(hub_id, 0, "check")  # validates hub_id (non-empty, bounded)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise StorageError(str(path), "open", f"cannot create: {exc.strerror}") from None
+        else:
+            os.close(fd)
+            try:
+                _fsync_dir(path.parent)
+            except OSError as exc:
+                raise StorageError(str(path), "open", f"cannot sync: {exc.strerror}") from None
+        try:
+            conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise _storage_error(path, "open", exc) from exc
+        try:
+            cls._prepare(conn, path, hub_id, clock)
+        except BaseException:
+            conn.close()
+            raise
+        outbox = cls(conn, path, sealer, hub_id, clock)
+        try:
+            outbox.prune_seen()
+            counts = outbox.counts()
+        except BaseException:
+            outbox.close()
+            raise
+        log.info(
+            "outbox_opened",
+            path=str(path),
+            key_id=sealer.key_id,
+            pending=counts.pending,
+            in_flight=counts.in_flight,
+            damaged=counts.damaged,
+        )
+        return outbox
+
+    @staticmethod
+    def _prepare(
+        conn: sqlite3.Connection, path: Path, hub_id: str, clock: Callable[[], float]
+    ) -> None:
+        operation = "open"
+        try:
+            check = conn.execute("PRAGMA quick_check").fetchall()
+            if check != [("ok",)]:
+                # Quarantine hook (later issue): the caller sets the file aside.
+                raise StorageCorruptError(str(path), operation, "quick_check failed")
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            if app_id not in (0, APPLICATION_ID):
+                raise _permanent(
+                    StorageError(str(path), operation, f"not a homehub outbox (0x{app_id:08x})")
+                )
+            conn.execute("PRAGMA trusted_schema = OFF")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            conn.execute("PRAGMA synchronous = FULL")
+            synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
+            if str(mode).lower() != "wal" or synchronous != _SYNCHRONOUS_FULL:
+                raise _permanent(
+                    StorageError(
+                        str(path),
+                        operation,
+                        f"durability not honoured: journal_mode={mode}, synchronous={synchronous}",
+                    )
+                )
+            conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
+            _migrate(conn, path, hub_id, clock)
+        except sqlite3.Error as exc:
+            raise _storage_error(path, operation, exc) from exc
+
+    def close(self) -> None:
+        """Close the database; idempotent. Everything appended is already durable."""
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.close()
+            log.info("outbox_closed", path=str(self.path))
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def durability(self) -> Durability:
+        """The journal mode and synchronous level in force on this connection."""
+        conn = self._connection("durability")
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise _storage_error(self.path, "durability", exc) from exc
+        return Durability(journal_mode=str(mode), synchronous=int(synchronous))
+
+    # -- storing ------------------------------------------------------------------------
+
+    def append(
+        self, kind: str, dedup_key: str, make_record: Callable[[int], bytes]
+    ) -> AppendResult:
+        """Store one record durably, unless ``dedup_key`` was seen before.
+
+        In one transaction: a duplicate returns ``AppendResult(seq=<first copy's seq>,
+        duplicate=True)`` without calling ``make_record``; otherwise the next sequence
+        number is allocated, ``make_record(seq)`` builds the body (the signed envelope,
+        carrying ``seq``), which is sealed with ``record_aad(hub, seq, kind)`` and stored
+        as pending, and the dedup key's hash is recorded. When this returns, the record is
+        on disk. If ``make_record`` raises, nothing is stored and the exception propagates.
+        """
+        return self.append_many([(kind, dedup_key, make_record)])[0]
+
+    def append_many(
+        self,
+        items: Sequence[tuple[str, str, Callable[[int], bytes]]],
+        *,
+        sync_state: Mapping[tuple[str, str], bytes] | None = None,
+    ) -> list[AppendResult]:
+        """:meth:`append` for several records in one transaction (one fsync), all or none.
+
+        ``sync_state`` maps ``(device, key)`` to a value committed in the same transaction,
+        e.g. a glucometer's RACP high-water mark, so the cursor never runs ahead of (or
+        behind) the readings it covers. A dedup key repeated within ``items`` counts as a
+        duplicate of its first occurrence.
+        """
+        if len(items) > MAX_BATCH:
+            raise ValueError(f"at most {MAX_BATCH} records per batch")
+        for kind, dedup_key, _make in items:
+            _check_name(kind, "kind")
+            if not 0 < len(dedup_key.encode("utf-8")) <= MAX_DEDUP_KEY_BYTES:
+                raise ValueError(f"dedup_key must be 1..{MAX_DEDUP_KEY_BYTES} bytes")
+        states = [(d, k, v) for (d, k), v in (sync_state or {}).items()]
+        for device, key, value in states:
+            self._check_sync_state(device, key, value)
+        with self._transaction("append") as conn:
+            results = [self._append_one(conn, *item) for item in items]
+            for device, key, value in states:
+                self._put_sync_state(conn, device, key, value)
+        return results
+
+    def _append_one(
+        self,
+        conn: sqlite3.Connection,
+        kind: str,
+        dedup_key: str,
+        make_record: Callable[[int], bytes],
+    ) -> AppendResult:
+        dedup_hash = self._sealer.keyed_hash(dedup_key.encode("utf-8"))
+        row = conn.execute("SELECT seq FROM seen WHERE dedup_hash = ?", (dedup_hash,)).fetchone()
+        if row is not None:
+            return AppendResult(seq=row[0], duplicate=True)
+        seq: int = conn.execute("SELECT value FROM counters WHERE name = 'next_seq'").fetchone()[0]
+        if seq > MAX_SEQ - 1:
+            raise _permanent(StorageFullError(str(self.path), "append", "sequence exhausted"))
+        conn.execute("UPDATE counters SET value = ? WHERE name = 'next_seq'", (seq + 1,))
+        body = make_record(seq)
+        if len(body) > MAX_RECORD_BYTES:
+            raise RecordTooLargeError(kind, len(body), MAX_RECORD_BYTES)
+        sealed = self._sealer.seal(body, aad=record_aad(self.hub_id, seq, kind))
+        now = self._clock()
+        conn.execute(
+            "INSERT INTO records (seq, kind, state, sealed, created_at) "
+            "VALUES (?, ?, 'pending', ?, ?)",
+            (seq, kind, sealed, now),
+        )
+        conn.execute(
+            "INSERT INTO seen (dedup_hash, seq, seen_at) VALUES (?, ?, ?)",
+            (dedup_hash, seq, now),
+        )
+        return AppendResult(seq=seq, duplicate=False)
+
+    # -- sync state ---------------------------------------------------------------------
+
+    def set_sync_state(self, device: str, key: str, value: bytes) -> None:
+        """Durably store a per-device value (sealed), e.g. the last RACP sequence number.
+
+        ``device`` is the device's configured label (never its address) and ``key`` a short
+        token; both are stored in clear, the value sealed and bound to hub, device and key.
+        """
+        self._check_sync_state(device, key, value)
+        with self._transaction("set_sync_state") as conn:
+            self._put_sync_state(conn, device, key, value)
+
+    def get_sync_state(self, device: str, key: str) -> bytes | None:
+        """The value last stored for ``(device, key)``, or ``None``; IntegrityError if altered."""
+        _check_name(device, "device")
+        _check_name(key, "key")
+        conn = self._connection("get_sync_state")
+        try:
+            row = conn.execute(
+                "SELECT sealed FROM sync_state WHERE device = ? AND key = ?", (device, key)
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise _storage_error(self.path, "get_sync_state", exc) from exc
+        if row is None:
+            return None
+        try:
+            return self._sealer.open(row[0], aad=sync_state_aad(self.hub_id, device, key))
+        except IntegrityError as exc:
+            raise IntegrityError(f"sync state {device}/{key}", exc.reason) from None
+
+    @staticmethod
+    def _check_sync_state(device: str, key: str, value: bytes) -> None:
+        _check_name(device, "device")
+        _check_name(key, "key")
+        if len(value) > MAX_SYNC_STATE_BYTES:
+            raise ValueError(f"sync state values are at most {MAX_SYNC_STATE_BYTES} bytes")
+
+    def _put_sync_state(
+        self, conn: sqlite3.Connection, device: str, key: str, value: bytes
+    ) -> None:
+        sealed = self._sealer.seal(value, aad=sync_state_aad(self.hub_id, device, key))
+        conn.execute(
+            "INSERT INTO sync_state (device, key, sealed, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (device, key) DO UPDATE SET sealed = excluded.sealed, "
+            "updated_at = excluded.updated_at",
+            (device, key, sealed, self._clock()),
+        )
+
+    # -- delivering ---------------------------------------------------------------------
+
+    def claim(self, limit: int) -> list[OutboxRecord]:
+        """The oldest pending records (by seq, at most ``limit``), opened and marked in flight.
+
+        A record that fails to open (altered, moved to another seq/kind, other key) is set
+        aside as ``damaged`` (kept for forensics, never sent) and :class:`IntegrityError`
+        names the first such seq; the good records of that batch stay pending, so the next
+        claim returns them and delivery is not blocked by one bad row.
+        """
+        if not 1 <= limit <= MAX_BATCH:
+            raise ValueError(f"limit must be 1..{MAX_BATCH}")
+        good: list[OutboxRecord] = []
+        bad: list[int] = []
+        with self._transaction("claim") as conn:
+            rows = conn.execute(
+                "SELECT seq, kind, sealed, created_at, attempts FROM records "
+                "WHERE state = 'pending' ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+            for seq, kind, sealed, created_at, attempts in rows:
+                try:
+                    body = self._sealer.open(sealed, aad=record_aad(self.hub_id, seq, kind))
+                except (IntegrityError, ValueError):
+                    bad.append(seq)
+                    continue
+                good.append(OutboxRecord(seq, kind, body, created_at, attempts + 1))
+            if bad:
+                conn.executemany(
+                    "UPDATE records SET state = 'damaged' WHERE seq = ?", [(s,) for s in bad]
+                )
+            else:
+                conn.executemany(
+                    "UPDATE records SET state = 'in_flight', attempts = attempts + 1 WHERE seq = ?",
+                    [(r.seq,) for r in good],
+                )
+        if bad:
+            log.error("outbox_record_damaged", path=str(self.path), seqs=bad[:10], count=len(bad))
+            raise IntegrityError(
+                f"outbox seq {bad[0]}",
+                f"failed authentication; {len(bad)} record(s) set aside as damaged",
+            )
+        return good
+
+    def release_in_flight(self) -> int:
+        """Put every in-flight record back to pending (at start, after a disconnect)."""
+        with self._transaction("release_in_flight") as conn:
+            return conn.execute(
+                "UPDATE records SET state = 'pending' WHERE state = 'in_flight'"
+            ).rowcount
+
+    def mark_delivered(self, seq: int) -> bool:
+        """Delete a delivered record; ``False`` if it was already gone (a repeated ack).
+
+        Its ``seen`` entry stays, so the same reading sent again is still a duplicate.
+        """
+        return self.mark_delivered_many([seq]) == 1
+
+    def mark_delivered_many(self, seqs: Iterable[int]) -> int:
+        """Delete several delivered records in one transaction; returns how many existed."""
+        batch = [(s,) for s in seqs]
+        if len(batch) > MAX_BATCH:
+            raise ValueError(f"at most {MAX_BATCH} records per batch")
+        with self._transaction("mark_delivered") as conn:
+            deleted: int = conn.executemany(
+                "DELETE FROM records WHERE seq = ? AND state IN ('pending', 'in_flight')", batch
+            ).rowcount  # executemany sums the rows changed over the batch
+            pruned = _prune_seen(conn)
+        if pruned:
+            log.info("outbox_seen_pruned", path=str(self.path), count=pruned)
+        return deleted
+
+    def prune_seen(self) -> int:
+        """Apply the ``seen`` bound (:data:`SEEN_MAX_ENTRIES`) now; returns entries removed.
+
+        Runs at open and with every :meth:`mark_delivered_many`; exposed for maintenance.
+        """
+        with self._transaction("prune_seen") as conn:
+            removed = _prune_seen(conn)
+        if removed:
+            log.info("outbox_seen_pruned", path=str(self.path), count=removed)
+        return removed
+
+    def counts(self) -> OutboxCounts:
+        """How many records are pending, in flight and damaged, and the oldest one's age."""
+        conn = self._connection("counts")
+        try:
+            return _read_counts(conn, self._clock())
+        except sqlite3.Error as exc:
+            raise _storage_error(self.path, "counts", exc) from exc
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _connection(self, operation: str) -> sqlite3.Connection:
+        if self._conn is None:
+            raise _permanent(StorageError(str(self.path), operation, "outbox is closed"))
+        return self._conn
+
+    @contextlib.contextmanager
+    def _transaction(self, operation: str) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``; rolls back on any exception and re-raises it.
+
+        ``IMMEDIATE`` takes the write lock up front, so a transaction never fails half-way
+        on a lock upgrade. sqlite3 errors leave as storage errors; others (``make_record``'s)
+        as they are.
+        """
+        conn = self._connection(operation)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _storage_error(self.path, operation, exc) from exc
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            self._rollback(conn, operation)
+            if isinstance(exc, sqlite3.Error):
+                raise _storage_error(self.path, operation, exc) from exc
+            raise
+
+    def _rollback(self, conn: sqlite3.Connection, operation: str) -> None:
+        if not conn.in_transaction:
+            return  # SQLite already rolled back (e.g. after SQLITE_FULL or an I/O error)
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.error(
+                "outbox_rollback_failed",
+                path=str(self.path),
+                operation=operation,
+                error=getattr(exc, "sqlite_errorname", type(exc).__name__),
+            )
+
+
+def _migrate(conn: sqlite3.Connection, path: Path, hub_id: str, clock: Callable[[], float]) -> None:
+    """Bring the schema to :data:`SCHEMA_VERSION` in one transaction; check the hub id."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise _permanent(
+                StorageError(str(path), "migrate", f"schema {version} is newer than this agent")
+            )
+        for step in range(version, SCHEMA_VERSION):
+            _MIGRATIONS[step](conn)
+        if version != SCHEMA_VERSION:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            log.info("outbox_migrated", path=str(path), from_version=version, to=SCHEMA_VERSION)
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (name, value) VALUES ('hub_id', ?), ('created_at', ?)",
+            (hub_id, repr(clock())),
+        )
+        owner = conn.execute("SELECT value FROM meta WHERE name = 'hub_id'").fetchone()[0]
+        if owner != hub_id:
+            raise _permanent(
+                StorageError(str(path), "open", f"belongs to hub {owner!r}, not {hub_id!r}")
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _prune_seen(conn: sqlite3.Connection) -> int:
+    """Drop ``seen`` entries older than :data:`SEEN_MAX_ENTRIES` sequence numbers, except
+    those whose record is still in the outbox (an undelivered record must stay deduped)."""
+    next_seq: int = conn.execute("SELECT value FROM counters WHERE name = 'next_seq'").fetchone()[0]
+    return conn.execute(
+        "DELETE FROM seen WHERE seq < ? AND seq NOT IN (SELECT seq FROM records)",
+        (next_seq - SEEN_MAX_ENTRIES,),
+    ).rowcount
+
+
+def _fsync_dir(directory: Path) -> None:
+    """fsync a directory so a newly created file in it survives a power cut."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def peek_counts(path: Path, *, clock: Callable[[], float] = time.time) -> OutboxCounts:
+    """Counts from an outbox file, read-only and without the key (for ``homehub status``).
+
+    Safe while the daemon runs: WAL readers do not block the writer.
+    """
+    if not path.is_file():
+        raise _permanent(StorageError(str(path), "peek_counts", "no outbox at this path"))
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise _storage_error(path, "peek_counts", exc) from exc
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        return _read_counts(conn, clock())
+    except sqlite3.Error as exc:
+        raise _storage_error(path, "peek_counts", exc) from exc
+    finally:
+        conn.close()
