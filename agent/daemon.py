@@ -1,0 +1,341 @@
+"""The daemon: collects from the configured devices, stores durably, publishes, forever.
+
+Theory of operation
+-------------------
+Four named tasks run in one :class:`asyncio.TaskGroup` (docs/architecture.md):
+
+``hub.collector``
+    One BLE session per configured device (allowlist: no other device is ever connected),
+    then a pause of ``ble.cycle_interval_s``. Each measurement's raw bytes go onto a bounded
+    queue the moment they arrive. A failed session is logged and retried next round; the
+    device keeps what it did not get confirmed.
+``hub.ingest``
+    Takes raw measurements off the queue: decode, normalize, and store in one outbox
+    transaction that allocates the sequence number and signs the envelope with it inside
+    (the durability point). Invalid bytes are logged with their reason and dropped; a
+    duplicate (the same reading sent again) is recognised by its identifier and not stored
+    twice.
+``hub.publisher``
+    Whenever the uplink is connected: puts records left in flight back to pending, then
+    claims up to :data:`PUBLISH_WINDOW` records at a time, publishes them, and deletes each
+    one when its PUBACK arrives. A failed publish ends the batch; the records go back to
+    pending on the next connection and are sent again with the same bytes.
+``hub.uplink``
+    Keeps the MQTT connection, reconnecting with full-jitter exponential backoff.
+
+The outbox is opened before any task starts and closed after all have ended, so nothing
+is ever acknowledged to a device or to the broker against a closed database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import structlog
+
+from agent import cose
+from agent.ble.bps_session import RawMeasurement, collect_blood_pressure
+from agent.ble.stack import BleStack
+from agent.config import Config, DeviceConfig
+from agent.ingest import Prepared, Signer, prepare
+from agent.logs import device_label
+from agent.normalize.blood_pressure import Context
+from agent.normalize.device import DeviceFacts
+from agent.outbox import Outbox, peek_counts
+from agent.sealing import Sealer, check_key_placement, create_data_key, load_data_key
+from agent.uplink import Uplink, UplinkSettings
+from drivers.errors import (
+    BleLinkError,
+    DecodeError,
+    DeviceError,
+    HubError,
+    KeyMaterialError,
+    LocalError,
+    StorageError,
+    UplinkError,
+)
+
+log = structlog.get_logger(__name__)
+
+INGEST_QUEUE_MAX: Final = 256
+"""Raw measurements waiting to be stored. A 1,000-record glucometer download is consumed as
+fast as it arrives (one commit each, ms), so the queue only absorbs bursts; when full, the
+BLE callback waits, which delays the ATT confirmation: the device keeps the reading."""
+
+PUBLISH_WINDOW: Final = 20
+"""Records in flight at once: paho's default ``max_inflight_messages`` (performance-anchors)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Arrival:
+    """A raw measurement together with the device it came from."""
+
+    device: DeviceFacts
+    label: str
+    raw: RawMeasurement
+
+
+def _open_keys(cfg: Config) -> tuple[Sealer, Signer]:
+    """Load (or, on a fresh hub, create) the data key, and load the signing key.
+
+    A missing data key is created only when no outbox exists yet: creating a new key for
+    an existing database would strand every record in it, so that case is refused.
+    """
+    key_file = cfg.outbox.key_file
+    if not check_key_placement(key_file, cfg.outbox.path):
+        # Allowed (a dev box has one disk) but not the safe-harbor layout: say so once.
+        log.warning("data_key_on_same_filesystem", key_file=str(key_file))
+    if not key_file.exists():
+        if cfg.outbox.path.exists():
+            raise KeyMaterialError(
+                f"data key file {key_file}",
+                "missing while the outbox exists; refusing to create a new key for old records",
+            )
+        key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        data_key = create_data_key(key_file)
+    else:
+        data_key = load_data_key(key_file)
+    signer = Signer.from_key(cose.load_signing_key(cfg.signing.key_file))
+    return Sealer(data_key), signer
+
+
+def open_outbox(cfg: Config) -> tuple[Outbox, Signer]:
+    """Open the keys and the outbox as the daemon does."""
+    sealer, signer = _open_keys(cfg)
+    cfg.outbox.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return Outbox.open(cfg.outbox.path, sealer, cfg.hub.id), signer
+
+
+def status(cfg: Config) -> dict[str, Any]:
+    """What ``homehub status`` prints: outbox depth and age."""
+    counts = peek_counts(cfg.outbox.path)
+    return {
+        "hub": cfg.hub.id,
+        "outbox": {
+            "pending": counts.pending,
+            "in_flight": counts.in_flight,
+            "damaged": counts.damaged,
+            "oldest_age_s": counts.oldest_age_s,
+        },
+    }
+
+
+class Hub:
+    """The running agent. ``await Hub(cfg).run(stop)`` returns once ``stop`` is set."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self._queue: asyncio.Queue[_Arrival] = asyncio.Queue(maxsize=INGEST_QUEUE_MAX)
+        self._wake = asyncio.Event()
+        self.stored = 0
+        self.delivered = 0
+        self.rejected = 0
+        self.duplicates = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run every task until ``stop`` is set, then close cleanly."""
+        cfg = self.cfg
+        outbox, signer = open_outbox(cfg)
+        released = outbox.release_in_flight()
+        counts = outbox.counts()
+        log.info(
+            "hub_started",
+            hub=cfg.hub.id,
+            devices=len(cfg.devices),
+            pending=counts.pending,
+            released=released,
+        )
+        uplink = Uplink(
+            UplinkSettings(
+                host=cfg.mqtt.host,
+                port=cfg.mqtt.port,
+                ca_file=cfg.mqtt.ca_file,
+                cert_file=cfg.mqtt.cert_file,
+                key_file=cfg.mqtt.key_file,
+                hub_id=cfg.hub.id,
+                keepalive_s=cfg.mqtt.keepalive_s,
+                backoff_max_s=cfg.mqtt.backoff_max_s,
+            )
+        )
+        try:
+            async with BleStack.open(cfg.ble.stack) as ble:
+                async with asyncio.TaskGroup() as tg:
+                    tasks = [
+                        tg.create_task(uplink.run(), name="hub.uplink"),
+                        tg.create_task(self._publisher(outbox, uplink), name="hub.publisher"),
+                        tg.create_task(self._ingest(outbox, signer), name="hub.ingest"),
+                        tg.create_task(self._collector(ble), name="hub.collector"),
+                    ]
+                    await stop.wait()
+                    log.info("hub_stopping")
+                    for task in tasks:
+                        task.cancel()
+        finally:
+            await uplink.close()
+            outbox.close()
+            log.info(
+                "hub_stopped",
+                stored=self.stored,
+                delivered=self.delivered,
+                rejected=self.rejected,
+                duplicates=self.duplicates,
+            )
+
+    # -- collecting ---------------------------------------------------------------------
+
+    async def _collector(self, ble: BleStack) -> None:
+        while True:
+            for device in self.cfg.devices:
+                await self._session(ble, device)
+            await asyncio.sleep(self.cfg.ble.cycle_interval_s)
+
+    async def _session(self, ble: BleStack, device: DeviceConfig) -> None:
+        label = device_label(device.address)
+        bound = log.bind(device=label, kind=device.kind)
+        facts: list[DeviceFacts] = []
+
+        async def on_measurement(raw: RawMeasurement, info: DeviceFacts) -> None:
+            if not facts:
+                facts.append(info)
+            await self._queue.put(_Arrival(info, label, raw))
+
+        try:
+            async with asyncio.timeout(self.cfg.ble.session_timeout_s):
+                result = await collect_blood_pressure(
+                    ble,
+                    device.address,
+                    on_measurement,
+                    scan_timeout_s=self.cfg.ble.scan_timeout_s,
+                    connect_timeout_s=self.cfg.ble.connect_timeout_s,
+                    quiet_period_s=self.cfg.ble.quiet_period_s,
+                )
+            bound.info("ble_session_done", measurements=result.measurements)
+        except TimeoutError:
+            bound.warning("ble_session_timeout", limit_s=self.cfg.ble.session_timeout_s)
+        except BleLinkError as exc:
+            bound.info("ble_session_failed", reason=exc.reason)
+        except DeviceError as exc:
+            bound.warning("ble_device_misbehaved", error=type(exc).__name__, reason=str(exc))
+
+    # -- storing ------------------------------------------------------------------------
+
+    async def _ingest(self, outbox: Outbox, signer: Signer) -> None:
+        cfg = self.cfg
+        while True:
+            arrival = await self._queue.get()
+            bound = log.bind(device=arrival.label)
+            ctx = Context(
+                hub_id=cfg.hub.id,
+                patient_id=cfg.patient.id,
+                timezone=cfg.hub.timezone,
+                received=arrival.raw.received_wall,
+            )
+            try:
+                prepared = prepare(arrival.raw.characteristic_uuid, arrival.raw.data, arrival.device, ctx)
+            except DecodeError as exc:
+                self.rejected += 1
+                bound.warning(
+                    "measurement_rejected",
+                    characteristic=exc.characteristic,
+                    reason=exc.reason,
+                    offset=exc.offset,
+                )
+                continue
+            try:
+                result = outbox.append(
+                    prepared.kind, prepared.identifier, _envelope_maker(prepared, signer)
+                )
+            except StorageError as exc:
+                # Not stored: the device's confirmation already went out (BlueZ confirms
+                # before we commit), so this is logged loudly; devices with memory resend.
+                bound.error("measurement_not_stored", operation=exc.operation, reason=exc.reason)
+                continue
+            if result.duplicate:
+                self.duplicates += 1
+                bound.info("measurement_duplicate", seq=result.seq)
+            else:
+                self.stored += 1
+                bound.info("measurement_stored", seq=result.seq)
+                self._wake.set()
+
+    # -- publishing ---------------------------------------------------------------------
+
+    async def _publisher(self, outbox: Outbox, uplink: Uplink) -> None:
+        while True:
+            await uplink.connected.wait()
+            released = outbox.release_in_flight()
+            if released:
+                log.info("outbox_released", records=released)
+            try:
+                await self._drain(outbox, uplink)
+            except* UplinkError as group:
+                first = group.exceptions[0]
+                log.info("publish_interrupted", reason=str(first))
+                await uplink.disconnected_or_reconnected()
+
+    async def _drain(self, outbox: Outbox, uplink: Uplink) -> None:
+        while True:
+            self._wake.clear()
+            records = outbox.claim(PUBLISH_WINDOW)
+            if not records:
+                await self._wake.wait()
+                continue
+            async with asyncio.TaskGroup() as tg:
+                for record in records:
+                    tg.create_task(
+                        self._publish_one(outbox, uplink, record.seq, record.body),
+                        name=f"hub.publish[{record.seq}]",
+                    )
+
+    async def _publish_one(self, outbox: Outbox, uplink: Uplink, seq: int, body: bytes) -> None:
+        await uplink.publish(body)
+        outbox.mark_delivered(seq)
+        self.delivered += 1
+        log.info("measurement_delivered", seq=seq)
+
+
+def _envelope_maker(prepared: Prepared, signer: Signer) -> Any:
+    def make(seq: int) -> bytes:
+        return prepared.envelope(seq, signer)
+
+    return make
+
+
+def main(cfg: Config) -> int:
+    """Run the daemon until SIGTERM or SIGINT; the exit code for ``homehub run``."""
+
+    async def _main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Hub(cfg).run(stop)
+
+    try:
+        asyncio.run(_main())
+    except* (LocalError, KeyMaterialError) as group:
+        for exc in group.exceptions:
+            log.error("hub_refused_to_start", error=type(exc).__name__, reason=str(exc))
+        return 2
+    except* HubError as group:
+        for exc in group.exceptions:
+            log.error("hub_failed", error=type(exc).__name__, reason=str(exc))
+        return 1
+    return 0
+
+
+def utc_now() -> datetime:
+    """The hub's wall clock in UTC."""
+    return datetime.now(UTC)
+
+
+__all__ = ["Hub", "main", "open_outbox", "status", "utc_now"]
+
+_ = (Path, contextlib, os)  # reserved for the quarantine path (issue [outbox])
