@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from drivers.errors import ConfigError, DecodeError, HubError, LocalError, UsageError
 
@@ -31,7 +31,7 @@ EXIT_BAD_INPUT = 2
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr and exit code 2, never a traceback."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         sys.stderr.write(f"homehub: error: {message}\n")
         raise SystemExit(EXIT_BAD_INPUT)

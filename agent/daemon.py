@@ -175,10 +175,11 @@ class Hub:
                     ]
                     await stop.wait()
                     log.info("hub_stopping")
+                    await uplink.close()  # a clean DISCONNECT before the tasks go
                     for task in tasks:
                         task.cancel()
         finally:
-            await uplink.close()
+            await uplink.close()  # idempotent; a no-op after the clean stop above
             outbox.close()
             log.info(
                 "hub_stopped",
@@ -320,15 +321,23 @@ def main(cfg: Config) -> int:
 
     try:
         asyncio.run(_main())
-    except* (LocalError, KeyMaterialError) as group:
-        for exc in group.exceptions:
-            log.error("hub_refused_to_start", error=type(exc).__name__, reason=str(exc))
-        return 2
-    except* HubError as group:
-        for exc in group.exceptions:
-            log.error("hub_failed", error=type(exc).__name__, reason=str(exc))
-        return 1
+    except (HubError, BaseExceptionGroup) as exc:
+        errors = _leaves(exc)
+        hub_errors = [e for e in errors if isinstance(e, HubError)]
+        if len(hub_errors) != len(errors):
+            raise  # not ours: a bug; let the traceback (no PHI: values stay in locals) show it
+        for error in hub_errors:
+            log.error("hub_failed", error=type(error).__name__, reason=str(error))
+        refused = all(isinstance(e, LocalError | KeyMaterialError) for e in hub_errors)
+        return 2 if refused else 1
     return 0
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, in order."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
 
 
 def utc_now() -> datetime:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,6 +103,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: Any) -> None:
             for line in found:
                 reporter.write_line("  " + line, red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    else:
+        shutil.rmtree(log_dir(), ignore_errors=True)  # kept only when it holds evidence
 
 
 @pytest.fixture(scope="session")

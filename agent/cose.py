@@ -1,0 +1,420 @@
+"""COSE_Sign1 envelopes signed with ES256: the hub's signature over every payload it sends.
+
+The envelope (RFC 9052 §4.2) is the CBOR tag 18 around a four-element array::
+
+    COSE_Sign1 = #6.18([protected: bstr .cbor header_map, unprotected: {}, payload: bstr,
+                        signature: bstr])
+
+with the protected header ``{1: -7, 3: content type, 4: kid}`` (alg ES256, RFC 9052 §3.1) in
+deterministic encoding (RFC 8949 §4.2.1), the signature computed over the ``Sig_structure``
+``["Signature1", protected, h'', payload]`` (RFC 9052 §4.4) as the 64-byte ``r || s`` of
+RFC 9053 §2.1, and ECDSA made deterministic by RFC 6979, so signing the same payload twice gives
+the same bytes (the outbox can re-sign after a crash and the platform sees an identical copy).
+
+The ``kid`` is the first 16 bytes of SHA-256 over the public key's DER SubjectPublicKeyInfo
+(:func:`key_id`): the receiver finds the hub's certificate by the topic's hub id and checks that
+its key has this id.
+
+Decoding is strict because the bytes come from the network: the size is bounded, nesting is
+bounded, duplicate map keys and indefinite lengths are refused, no CBOR tag is turned into an
+object (only the outer tag 18 is accepted, and only in its one-byte form), trailing bytes are
+refused and the envelope must be in deterministic encoding. Every failure raises
+:class:`~drivers.errors.IntegrityError` whose ``reason`` names what was wrong.
+
+Sans-I/O except :func:`load_signing_key` and :func:`check_key_file`, which read a key file.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, NoReturn
+
+import cbor2
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+
+from agent.payload import CONTENT_TYPE, MAX_PAYLOAD_BYTES
+from drivers.errors import IntegrityError, KeyMaterialError
+
+# ---------------------------------------------------------------------------
+# Constants (RFC 9052 / RFC 9053 names)
+# ---------------------------------------------------------------------------
+
+COSE_SIGN1_TAG: Final = 18
+"""CBOR tag of a tagged COSE_Sign1 (RFC 9052 §2, Table 1)."""
+
+_TAG18_HEAD: Final = bytes([0xC0 | COSE_SIGN1_TAG])
+"""Tag 18 in its shortest (deterministic) form: major type 6, value in the initial byte."""
+
+HEADER_ALG: Final = 1
+HEADER_CONTENT_TYPE: Final = 3
+HEADER_KID: Final = 4
+"""Common header parameter labels (RFC 9052 §3.1, Table 2)."""
+
+ALG_ES256: Final = -7
+"""ECDSA w/ SHA-256 on P-256 (RFC 9053 §2.1, Table 1)."""
+
+KID_BYTES: Final = 16
+"""Our key id: SHA-256(SubjectPublicKeyInfo DER)[:16]; 128 bits make accidental clashes moot."""
+
+SIGNATURE_BYTES: Final = 64
+"""ES256 signature: r and s, each left-padded to the 32-byte group order length (RFC 9053 §2.1)."""
+
+_COORDINATE_BYTES: Final = 32
+
+SIG_CONTEXT: Final = "Signature1"
+"""Context string of the Sig_structure for COSE_Sign1 (RFC 9052 §4.4)."""
+
+MAX_MESSAGE_BYTES: Final = MAX_PAYLOAD_BYTES + 1024
+"""Largest envelope accepted: the largest payload (agent/payload.py) plus a generous bound on
+the fixed overhead (tag, array, protected header with a 36-byte content type and a 16-byte kid,
+64-byte signature: about 130 bytes)."""
+
+_ENVELOPE_MAX_DEPTH: Final = 3
+"""array -> unprotected map -> (nothing: it must be empty). One level of slack, no more."""
+
+_HEADER_MAX_DEPTH: Final = 2
+"""The protected header map holds only scalars and byte strings."""
+
+_MAX_KEY_FILE_BYTES: Final = 16 * 1024
+"""A PEM P-256 key is ~250 bytes; anything near this bound is not a key."""
+
+_KNOWN_SEMANTIC_TAGS: Final = (
+    0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261, 1004,
+    43000, 55799,
+)  # fmt: skip
+"""Tags cbor2 6.3 would decode into objects by itself (datetimes, bignums, decimals, shared
+references, regular expressions, MIME, sets, IP addresses…), found by probing cbor2 6.3.0.
+Each is overridden with a refusal; every other tag reaches ``tag_hook``, which refuses too."""
+
+# ---------------------------------------------------------------------------
+# The decoded envelope
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Sign1Message:
+    """A COSE_Sign1 whose signature verified (RFC 9052 §4.2).
+
+    ``payload`` is the exact signed byte string; it is kept out of ``repr`` because it holds
+    a patient's reading.
+    """
+
+    alg: int
+    kid: bytes
+    content_type: str
+    payload: bytes = field(repr=False)
+
+
+# ---------------------------------------------------------------------------
+# Signing and verifying
+# ---------------------------------------------------------------------------
+
+
+def key_id(public_key: ec.EllipticCurvePublicKey) -> bytes:
+    """The ``kid`` of a public key: SHA-256 over its DER SubjectPublicKeyInfo, first 16 bytes."""
+    spki = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).digest()[:KID_BYTES]
+
+
+def sign1(
+    payload: bytes,
+    key: ec.EllipticCurvePrivateKey,
+    kid: bytes,
+    content_type: str = CONTENT_TYPE,
+) -> bytes:
+    """Sign ``payload`` into a tagged COSE_Sign1 (RFC 9052 §4.2, §4.4; ES256 per RFC 9053 §2.1).
+
+    Deterministic: the same payload, key, kid and content type always give the same bytes.
+    Raises :class:`KeyMaterialError` if ``key`` is not a P-256 key, and ``ValueError`` for a
+    kid of the wrong length or a payload larger than the receiver accepts (both are the
+    caller's bugs, not conditions to handle).
+    """
+    _require_p256(key, "signing key")
+    if len(kid) != KID_BYTES:
+        raise ValueError(f"kid must be {KID_BYTES} bytes, got {len(kid)}")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    protected = _encode_protected(content_type, kid)
+    der = key.sign(
+        _to_be_signed(protected, payload),
+        ec.ECDSA(hashes.SHA256(), deterministic_signing=True),
+    )
+    r, s = decode_dss_signature(der)
+    signature = r.to_bytes(_COORDINATE_BYTES, "big") + s.to_bytes(_COORDINATE_BYTES, "big")
+    return cbor2.dumps(
+        cbor2.CBORTag(COSE_SIGN1_TAG, [protected, {}, payload, signature]), canonical=True
+    )
+
+
+def verify1(
+    message: bytes,
+    public_key: ec.EllipticCurvePublicKey,
+    *,
+    expected_content_type: str | None = None,
+) -> Sign1Message:
+    """Check a tagged COSE_Sign1 against ``public_key`` and return its verified content.
+
+    Raises :class:`IntegrityError` (``what="COSE_Sign1"``) with a ``reason`` naming the fault
+    for a malformed envelope, a wrong header, a kid that is not ``public_key``'s, or a signature
+    that does not verify; :class:`KeyMaterialError` if ``public_key`` is not a P-256 key.
+    """
+    _require_p256(public_key, "verification key")
+    protected, payload, signature = _split_envelope(message)
+    alg, content_type, kid = _parse_protected(protected)
+    if expected_content_type is not None and content_type != expected_content_type:
+        _reject(f"content type {content_type!r}, expected {expected_content_type!r}")
+    if kid != key_id(public_key):
+        _reject("kid does not match the verification key")
+    r = int.from_bytes(signature[:_COORDINATE_BYTES], "big")
+    s = int.from_bytes(signature[_COORDINATE_BYTES:], "big")
+    try:
+        public_key.verify(
+            encode_dss_signature(r, s),
+            _to_be_signed(protected, payload),
+            ec.ECDSA(hashes.SHA256()),
+        )
+    except InvalidSignature:
+        _reject("signature does not verify")
+    return Sign1Message(alg=alg, kid=kid, content_type=content_type, payload=payload)
+
+
+def _encode_protected(content_type: str, kid: bytes) -> bytes:
+    return cbor2.dumps(
+        {HEADER_ALG: ALG_ES256, HEADER_CONTENT_TYPE: content_type, HEADER_KID: kid},
+        canonical=True,
+    )
+
+
+def _to_be_signed(protected: bytes, payload: bytes) -> bytes:
+    """ToBeSigned: the deterministic encoding of the Sig_structure (RFC 9052 §4.4), no AAD."""
+    return cbor2.dumps([SIG_CONTEXT, protected, b"", payload], canonical=True)
+
+
+def _require_p256(key: object, what: str) -> None:
+    ok = isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) and isinstance(
+        key.curve, ec.SECP256R1
+    )
+    if not ok:
+        raise KeyMaterialError(what, "not a P-256 (secp256r1) key, ES256 needs one")
+
+
+# ---------------------------------------------------------------------------
+# Strict decoding
+# ---------------------------------------------------------------------------
+
+
+def _reject(reason: str) -> NoReturn:
+    raise IntegrityError("COSE_Sign1", reason)
+
+
+class _RefusedTagError(Exception):
+    """Raised inside cbor2 when a tag appears; carries the tag number out."""
+
+    def __init__(self, tag: int) -> None:
+        self.tag = tag
+        super().__init__(tag)
+
+
+def _refuse_semantic(tag: int, _value: object, _immutable: bool) -> NoReturn:
+    raise _RefusedTagError(tag)
+
+
+def _refuse_tag(tag: cbor2.CBORTag, _immutable: bool) -> NoReturn:
+    raise _RefusedTagError(tag.tag)
+
+
+_REFUSALS: Final[Mapping[int, Any]] = {
+    t: functools.partial(_refuse_semantic, t) for t in _KNOWN_SEMANTIC_TAGS
+}
+
+
+def _strict_loads(data: bytes, part: str, max_depth: int) -> object:
+    """Decode exactly one CBOR item from ``data`` without building any tagged object."""
+    decoder = cbor2.CBORDecoder(
+        io.BytesIO(data),
+        tag_hook=_refuse_tag,
+        semantic_decoders=_REFUSALS,
+        max_depth=max_depth,
+        allow_indefinite=False,
+        allow_duplicate_keys=False,
+    )
+    try:
+        value = decoder.decode()
+    except cbor2.CBORDecodeEOF:
+        _reject(f"{part}: truncated CBOR")
+    except cbor2.CBORDecodeError as exc:
+        _reject(f"{part}: {_describe(exc)}")
+    consumed = decoder.fp.tell()
+    if consumed != len(data):
+        _reject(f"{part}: {len(data) - consumed} trailing bytes after the CBOR item")
+    return value
+
+
+def _describe(exc: cbor2.CBORDecodeError) -> str:
+    """A fixed reason for a cbor2 failure; cbor2's own text is used only to pick it."""
+    if isinstance(exc.__cause__, _RefusedTagError):
+        return f"CBOR tag {exc.__cause__.tag} not allowed"
+    if isinstance(exc.__cause__, UnicodeDecodeError):
+        return "text string is not valid UTF-8"
+    text = str(exc).lower()
+    for needle, reason in (
+        ("duplicate map key", "duplicate map keys"),
+        ("nesting depth", "CBOR nested too deeply"),
+        ("indefinite length", "indefinite-length CBOR item"),
+    ):
+        if needle in text:
+            return reason
+    return "malformed CBOR"
+
+
+def _split_envelope(message: bytes) -> tuple[bytes, bytes, bytes]:
+    """Tag, array shape and types of a COSE_Sign1; returns (protected, payload, signature)."""
+    if len(message) > MAX_MESSAGE_BYTES:
+        _reject(f"envelope of {len(message)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    if message[:1] != _TAG18_HEAD:
+        _reject("not a tagged COSE_Sign1 (CBOR tag 18 expected)")
+    body = _strict_loads(message[1:], "envelope", _ENVELOPE_MAX_DEPTH)
+    if not isinstance(body, list):
+        _reject(f"tag 18 must wrap an array, not {_cbor_type(body)}")
+    if len(body) != 4:
+        _reject(f"array of {len(body)} elements, COSE_Sign1 has 4")
+    protected, unprotected, payload, signature = body
+    if not isinstance(protected, bytes):
+        _reject(f"protected header is {_cbor_type(protected)}, not a byte string")
+    if not isinstance(unprotected, dict):
+        _reject(f"unprotected header is {_cbor_type(unprotected)}, not a map")
+    if unprotected:
+        _reject("unprotected header must be empty")
+    if payload is None:
+        _reject("detached payload not supported")
+    if not isinstance(payload, bytes):
+        _reject(f"payload is {_cbor_type(payload)}, not a byte string")
+    if not isinstance(signature, bytes):
+        _reject(f"signature is {_cbor_type(signature)}, not a byte string")
+    if len(signature) != SIGNATURE_BYTES:
+        _reject(f"signature is {len(signature)} bytes, ES256 needs {SIGNATURE_BYTES}")
+    canonical = cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, body), canonical=True)
+    if canonical != message:
+        _reject("envelope not in deterministic CBOR encoding")
+    return protected, payload, signature
+
+
+def _parse_protected(protected: bytes) -> tuple[int, str, bytes]:
+    """The protected header map: exactly alg, content type and kid (RFC 9052 §3.1)."""
+    if not protected:
+        _reject("protected header is empty (alg is required)")
+    header = _strict_loads(protected, "protected header", _HEADER_MAX_DEPTH)
+    if not isinstance(header, dict):
+        _reject(f"protected header is {_cbor_type(header)}, not a map")
+    for label in (HEADER_ALG, HEADER_CONTENT_TYPE, HEADER_KID):
+        if label not in header:
+            _reject(f"protected header lacks label {label}")
+    unknown = sorted(
+        repr(k) for k in header if k not in (HEADER_ALG, HEADER_CONTENT_TYPE, HEADER_KID)
+    )
+    if unknown:
+        _reject(f"unknown protected header label(s) {', '.join(unknown)}")
+    alg, content_type, kid = header[HEADER_ALG], header[HEADER_CONTENT_TYPE], header[HEADER_KID]
+    if type(alg) is not int or alg != ALG_ES256:
+        _reject(f"unknown alg {alg!r}, only ES256 ({ALG_ES256}) is accepted")
+    if not isinstance(content_type, str):
+        _reject(f"content type is {_cbor_type(content_type)}, not a text string")
+    if not isinstance(kid, bytes):
+        _reject(f"kid is {_cbor_type(kid)}, not a byte string")
+    if len(kid) != KID_BYTES:
+        _reject(f"kid is {len(kid)} bytes, expected {KID_BYTES}")
+    if cbor2.dumps(header, canonical=True) != protected:
+        _reject("protected header not in deterministic CBOR encoding")
+    return alg, content_type, kid
+
+
+def _cbor_type(value: object) -> str:
+    """A CBOR-ish name of a decoded value's type, for reasons (never the value itself)."""
+    names: dict[type, str] = {
+        bytes: "a byte string",
+        str: "a text string",
+        int: "an integer",
+        bool: "a boolean",
+        float: "a float",
+        list: "an array",
+        dict: "a map",
+        type(None): "null",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+# ---------------------------------------------------------------------------
+# Key files
+# ---------------------------------------------------------------------------
+
+
+def check_key_file(path: Path, what: str) -> None:
+    """Refuse a private key file that is missing, not a regular file, or open to others.
+
+    Raises :class:`KeyMaterialError` unless ``path`` is a regular file (not a symlink) with no
+    group or other permission bits (0600 or 0400), owned by this process's user or root.
+    """
+    fd = _open_key_file(path, what)
+    os.close(fd)
+
+
+def load_signing_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    """Load the hub's ES256 signing key: an unencrypted PEM file passing :func:`check_key_file`.
+
+    Raises :class:`KeyMaterialError` for a missing or unreadable file, a wrong mode or owner,
+    a file that is not a PEM private key, or a key that is not P-256.
+    """
+    what = "signing key"
+    fd = _open_key_file(path, what)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(_MAX_KEY_FILE_BYTES + 1)
+    if len(data) > _MAX_KEY_FILE_BYTES:
+        raise KeyMaterialError(what, f"{path}: larger than {_MAX_KEY_FILE_BYTES} bytes")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise KeyMaterialError(what, f"{path}: not an unencrypted PEM private key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise KeyMaterialError(what, f"{path}: not an EC key, ES256 needs P-256")
+    _require_p256(key, what)
+    return key
+
+
+def _open_key_file(path: Path, what: str) -> int:
+    """Open ``path`` read-only without following a symlink and check it with fstat (no race)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise KeyMaterialError(what, f"{path}: file not found") from None
+    except OSError as exc:
+        raise KeyMaterialError(what, f"{path}: cannot be opened ({exc.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyMaterialError(what, f"{path}: not a regular file")
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o077:
+            raise KeyMaterialError(
+                what, f"{path}: mode {mode:04o} lets group or others read it, must be 0600"
+            )
+        if st.st_uid not in (os.geteuid(), 0):
+            raise KeyMaterialError(what, f"{path}: owned by uid {st.st_uid}, not by this user")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

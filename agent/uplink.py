@@ -1,0 +1,699 @@
+"""The MQTT uplink: paho-mqtt 2.2 driven by the asyncio event loop, without paho's thread.
+
+:class:`Uplink` keeps one MQTT 5 connection over TLS (client certificate, TLS ≥ 1.2, broker
+certificate and host name verified) to the platform's broker, reconnects forever with
+full-jitter exponential backoff (tenacity ``wait_random_exponential``, never paho's own
+jitter-free reconnect: performance-anchors §B.2), and publishes signed envelopes to
+``homehub/v1/<hub_id>/readings`` at QoS 1. :meth:`Uplink.publish` returns only when the broker's
+PUBACK carries a reason code below 0x80 and raises :class:`~drivers.errors.UplinkError` on a
+negative PUBACK, on a disconnect before the PUBACK, or when no PUBACK comes within
+PUBACK_TIMEOUT_S: the caller (the outbox publisher) then puts the record back. paho is only a
+transport with a small bounded window (reliability finding 2): the durable queue is the outbox.
+
+How paho runs on the loop (the aiomqtt 2.x pattern, paho's ``examples/loop_asyncio.py``):
+
+- ``on_socket_open``/``on_socket_close`` add and remove a reader that calls ``loop_read``;
+  ``on_socket_register_write``/``unregister_write`` add and remove a writer calling
+  ``loop_write``; a named task calls ``loop_misc`` every second (keepalive, PINGREQ).
+- An SSL socket can hold decrypted bytes the selector cannot see: after ``loop_read`` we check
+  ``SSLSocket.pending()`` and read again (bounded per wake-up, then rescheduled).
+- ``Client.connect`` blocks in ``socket.create_connection`` and the TLS handshake, so it runs in
+  a one-worker executor, bounded by paho's ``connect_timeout`` inside our ATTEMPT_TIMEOUT_S.
+  While it runs the loop does not touch that client: socket callbacks from the worker only
+  record the socket, which is attached to the selector after the worker returns (an SSL object
+  must never be used from two threads at once). A cheaper non-blocking connect would need
+  paho's private ``_create_socket``; one short-lived, bounded thread per attempt is the price.
+- Every connection gets a fresh paho ``Client``, so paho never re-sends its in-memory copies
+  after a reconnect: what was not acknowledged is re-sent by the outbox, byte-identical.
+
+The client id is the hub id. A second client with the same id takes the session over
+(MQTT 5 §3.1.4) and the two would evict each other, so nothing else may connect under it.
+All methods run on the event loop's thread.
+
+Session: Clean Start 0 with a Session Expiry Interval of SESSION_EXPIRY_S. Today the hub only
+publishes and the broker keeps little for it (QoS 1 from client to broker needs no broker-side
+state); once platform receipts arrive on a subscription, the broker keeps that subscription
+and queues receipts across short drops. Longer outages are the outbox's job.
+
+Events logged: ``mqtt_connecting``, ``mqtt_connected``, ``mqtt_connect_failed``,
+``mqtt_disconnected`` (reason code), ``mqtt_backoff`` (delay), ``mqtt_puback_timeout``,
+``mqtt_publish_refused``. Never payloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import random
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from tenacity import RetryCallState, Retrying, wait_random_exponential
+
+from agent.config import HUB_ID_RE
+from agent.cose import MAX_MESSAGE_BYTES, check_key_file
+from drivers.errors import KeyMaterialError, UplinkError, UsageError
+
+if TYPE_CHECKING:
+    from agent.config import Config
+
+_log = structlog.get_logger(__name__)
+
+# ---------------------------------------------------------------------------
+# Constants
+# ---------------------------------------------------------------------------
+
+TLS_CONNECT_TIMEOUT_S: Final = 10.0
+"""paho's ``connect_timeout``: bounds the TCP connect and each blocking read/write of the TLS
+handshake. TCP (1 RTT) + TLS 1.3 (1–2 RTT) on a degraded cellular link with 2 s RTT (N8) is
+about 6 s; 10 s leaves room for one retransmission."""
+
+CONNACK_TIMEOUT_S: Final = 10.0
+"""From CONNECT written to CONNACK: one RTT plus the broker's session lookup."""
+
+ATTEMPT_TIMEOUT_S: Final = TLS_CONNECT_TIMEOUT_S + CONNACK_TIMEOUT_S + 5.0
+"""Outer bound of one connection attempt (DNS lookup included); > the two inner timeouts."""
+
+PUBACK_TIMEOUT_S: Final = 30.0
+"""A PUBACK takes one RTT (≤ 2 s on a degraded link) plus the broker's queueing. After 30 s the
+connection is declared stuck and dropped: earlier than paho's keepalive detection (up to
+2 × keepalive = 120 s), and the outbox re-sends (reliability N2: nothing stuck in flight)."""
+
+SESSION_EXPIRY_S: Final = 3600
+"""MQTT 5 Session Expiry Interval (§3.1.2.11.2): an hour is many times the 120 s backoff cap
+and covers a typical cellular outage; it also bounds what a broker keeps for a hub that never
+returns."""
+
+STABLE_SESSION_S: Final = 60.0
+"""A connection that lasted this long resets the backoff (performance-anchors §B.2)."""
+
+REFUSAL_BACKOFF_S: Final = 30.0
+"""Least pause after a refusal that waiting cannot fix (untrusted certificate, CONNACK 'not
+authorized'): no tight retry loop against a broker that refuses us (reliability N7)."""
+
+MISC_INTERVAL_S: Final = 1.0
+"""How often ``loop_misc`` runs (keepalive and ping timeout), as paho's own loop does."""
+
+DISCONNECT_TIMEOUT_S: Final = 2.0
+""":meth:`Uplink.close` waits this long for the DISCONNECT to be written, then cuts."""
+
+INFLIGHT_MAX: Final = 20
+"""QoS 1 messages awaiting PUBACK; paho's and mosquitto's default (performance-anchors §B.1)."""
+
+_READS_PER_WAKEUP: Final = 16
+"""``loop_read`` rounds per reader wake-up while the SSL buffer still holds bytes."""
+
+_CONNACK_REFUSALS: Final = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
+"""CONNACK codes waiting cannot fix: protocol version, client id, credentials, not authorized,
+banned, authentication method (MQTT 5 §3.2.2.2)."""
+
+_PUBACK_REFUSALS: Final = frozenset({0x87, 0x90, 0x99})
+"""PUBACK codes a re-send cannot fix: not authorized, topic name invalid, payload format."""
+
+_NO_MATCHING_SUBSCRIBERS: Final = 0x10
+"""PUBACK 0x10: accepted, but nobody subscribed. Still 'delivered' in the PUBACK sense, which is
+why delivery must move to platform receipts (reliability finding 1); counted in the stats."""
+
+
+def readings_topic(hub_id: str) -> str:
+    """``homehub/v1/<hub_id>/readings``; the hub id is checked against the allowlist first."""
+    if not HUB_ID_RE.fullmatch(hub_id):
+        raise UsageError("hub_id", "must match ^[a-z0-9][a-z0-9-]{0,62}$")
+    return f"homehub/v1/{hub_id}/readings"
+
+
+# ---------------------------------------------------------------------------
+# Settings and statistics
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkSettings:
+    """Where and how to connect. Times in seconds."""
+
+    hub_id: str
+    host: str
+    port: int
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    keepalive_s: int = 60
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 120.0
+    refusal_backoff_s: float = REFUSAL_BACKOFF_S
+    first_connect_jitter_s: float = 0.0
+    inflight_max: int = INFLIGHT_MAX
+    session_expiry_s: int = SESSION_EXPIRY_S
+
+    def __post_init__(self) -> None:
+        readings_topic(self.hub_id)
+        if not 0 < self.port < 65536:
+            raise UsageError("port", "must be 1-65535")
+        if not 1 <= self.keepalive_s <= 65535:
+            raise UsageError("keepalive_s", "must be 1-65535 s (MQTT 5 §3.1.2.10; 0 is refused)")
+        if not 0 < self.backoff_base_s <= self.backoff_max_s:
+            raise UsageError("backoff_base_s", "must be > 0 and <= backoff_max_s")
+        if not 1 <= self.inflight_max <= 1000:
+            raise UsageError("inflight_max", "must be 1-1000")
+        if self.refusal_backoff_s < 0 or self.first_connect_jitter_s < 0:
+            raise UsageError("refusal_backoff_s", "pauses cannot be negative")
+
+    @classmethod
+    def from_config(cls, config: Config) -> UplinkSettings:
+        """Settings from the hub's validated configuration (``[hub]`` and ``[mqtt]``)."""
+        m = config.mqtt
+        return cls(
+            hub_id=config.hub.id,
+            host=m.host,
+            port=m.port,
+            ca_file=m.ca_file,
+            cert_file=m.cert_file,
+            key_file=m.key_file,
+            keepalive_s=m.keepalive_s,
+            backoff_max_s=m.backoff_max_s,
+        )
+
+
+@dataclass(slots=True)
+class UplinkStats:
+    """Counters since start, for the health message and for tests to await."""
+
+    connects: int = 0
+    connect_failures: int = 0
+    disconnects: int = 0
+    acked: int = 0
+    acked_no_subscribers: int = 0
+    refused: int = 0
+    lost_in_flight: int = 0
+    in_flight: int = 0
+    last_backoff_s: float = 0.0
+    last_failure: str = ""
+
+
+# ---------------------------------------------------------------------------
+# One connection
+# ---------------------------------------------------------------------------
+
+
+class _Connection:
+    """One paho client and its socket, from connect to disconnect; never reused."""
+
+    def __init__(self, uplink: Uplink, client: mqtt.Client) -> None:
+        self.uplink = uplink
+        self.client = client
+        self.loop = asyncio.get_running_loop()
+        self.sock: Any = None
+        self.attached = False
+        self.want_write = False
+        self.connected_at: float | None = None
+        self.last_socket_error = ""
+        self.connack: asyncio.Future[bool] = self.loop.create_future()
+        self.ended: asyncio.Future[UplinkError] = self.loop.create_future()
+        self.pending: dict[int, asyncio.Future[None]] = {}
+        self.connecting: concurrent.futures.Future[Any] | None = None
+        # Whoever resolves connack with an error may find nobody awaiting it any more.
+        self.connack.add_done_callback(_retrieve)
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_socket_register_write
+        client.on_socket_unregister_write = self._on_socket_unregister_write
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_log = self._on_log
+
+    @property
+    def is_connected(self) -> bool:
+        return self.connected_at is not None and not self.ended.done()
+
+    # -- selector plumbing (the worker thread only records, see the module doc) --------
+
+    def attach(self) -> None:
+        """Hand the socket to the event loop; called once the connecting worker returned."""
+        self.attached = True
+        if self.sock is None:
+            raise UplinkError("paho connected without opening a socket")
+        self.loop.add_reader(self.sock, self._on_readable)
+        if self.want_write:
+            self.loop.add_writer(self.sock, self._on_writable)
+
+    def _on_socket_open(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
+        self.sock = sock
+        if self.attached:
+            self.loop.add_reader(sock, self._on_readable)
+
+    def _on_socket_close(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
+        if self.attached:
+            self.loop.remove_reader(sock)
+            self.loop.remove_writer(sock)
+        self.sock = None
+
+    def _on_socket_register_write(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
+        self.want_write = True
+        if self.attached:
+            self.loop.add_writer(sock, self._on_writable)
+
+    def _on_socket_unregister_write(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
+        self.want_write = False
+        if self.attached:
+            self.loop.remove_writer(sock)
+
+    def _on_readable(self) -> None:
+        if self.ended.done():
+            return
+        try:
+            for _ in range(_READS_PER_WAKEUP):
+                rc = self.client.loop_read()
+                sock = self.sock
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or sock is None or self.ended.done():
+                    return
+                if not (isinstance(sock, ssl.SSLSocket) and sock.pending() > 0):
+                    return
+        except Exception as exc:  # noqa: BLE001 - a raising reader would spin; cut instead
+            self.discard(UplinkError(f"paho loop_read raised {type(exc).__name__}"))
+            return
+        self.loop.call_soon(self._on_readable)  # bytes still buffered: let others run first
+
+    def _on_writable(self) -> None:
+        if self.ended.done():
+            return
+        try:
+            self.client.loop_write()
+        except Exception as exc:  # noqa: BLE001 - see _on_readable
+            self.discard(UplinkError(f"paho loop_write raised {type(exc).__name__}"))
+
+    def misc(self) -> None:
+        """paho's periodic duties: PINGREQ when idle, disconnect when PINGRESP is overdue."""
+        if not self.ended.done():
+            self.client.loop_misc()
+
+    # -- MQTT callbacks ------------------------------------------------------------------
+
+    def _on_connect(
+        self,
+        _c: mqtt.Client,
+        _u: Any,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        _p: Properties | None,
+    ) -> None:
+        if self.connack.done():
+            return
+        if reason.is_failure:
+            self.connack.set_exception(
+                UplinkError(
+                    f"CONNACK refused: {reason}",
+                    rc=reason.value,
+                    transient=reason.value not in _CONNACK_REFUSALS,
+                )
+            )
+            return
+        self.connected_at = self.loop.time()
+        self.connack.set_result(bool(flags.session_present))
+
+    def _on_disconnect(
+        self,
+        _c: mqtt.Client,
+        _u: Any,
+        flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        _p: Properties | None,
+    ) -> None:
+        by = "broker" if flags.is_disconnect_packet_from_server else "client"
+        detail = f"; {self.last_socket_error}" if self.last_socket_error else ""
+        if self.connected_at is None:
+            # Closed before CONNACK: with TLS 1.3 this is how a refused client certificate
+            # shows (the alert arrives after our handshake finished), so waiting rarely helps.
+            error = UplinkError(
+                f"connection closed before CONNACK ({reason}{detail})", transient=False
+            )
+        else:
+            error = UplinkError(f"disconnected by {by}: {reason}{detail}", rc=reason.value)
+        self.end(error)
+
+    def _on_publish(
+        self, _c: mqtt.Client, _u: Any, mid: int, reason: ReasonCode, _p: Properties | None
+    ) -> None:
+        fut = self.pending.get(mid)
+        if fut is None or fut.done():
+            return
+        stats = self.uplink.stats
+        if reason.value >= 0x80:
+            stats.refused += 1
+            fut.set_exception(
+                UplinkError(
+                    f"PUBACK refused: {reason}",
+                    rc=reason.value,
+                    transient=reason.value not in _PUBACK_REFUSALS,
+                )
+            )
+        else:
+            stats.acked += 1
+            if reason.value == _NO_MATCHING_SUBSCRIBERS:
+                stats.acked_no_subscribers += 1
+            fut.set_result(None)
+        self.uplink._changed()
+
+    def _on_log(self, _c: mqtt.Client, _u: Any, level: int, text: str) -> None:
+        if level == mqtt.MQTT_LOG_ERR:
+            self.last_socket_error = text[:200]
+
+    # -- ending ---------------------------------------------------------------------------
+
+    def end(self, error: UplinkError) -> None:
+        """The connection is over: fail what awaits it. Idempotent."""
+        if self.ended.done():
+            return
+        self.ended.set_result(error)
+        if not self.connack.done():
+            self.connack.set_exception(error)
+        lost = 0
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(UplinkError(f"no PUBACK before the connection ended: {error}"))
+                lost += 1
+        self.uplink._connection_ended(self, error, lost)
+
+    def discard(self, error: UplinkError) -> None:
+        """End the connection now and close its socket ourselves (paho is not asked).
+
+        While the connecting worker still runs, the socket is its own: it is closed once the
+        worker returns, never under its feet.
+        """
+        self.end(error)
+        connecting = self.connecting
+        if connecting is not None and not connecting.done():
+
+            def later(_f: concurrent.futures.Future[Any]) -> None:
+                with contextlib.suppress(RuntimeError):  # the loop may be closed by then
+                    self.loop.call_soon_threadsafe(self._close_socket)
+
+            connecting.add_done_callback(later)
+            return
+        self._close_socket()
+
+    def _close_socket(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is None:
+            return
+        if self.attached:
+            self.loop.remove_reader(sock)
+            self.loop.remove_writer(sock)
+        with contextlib.suppress(OSError):
+            sock.close()
+
+
+def _connect_error(exc: OSError) -> UplinkError:
+    """An UplinkError for what paho's blocking connect raised (TCP or TLS)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return UplinkError(
+            f"TLS: broker certificate not accepted ({exc.verify_message})", transient=False
+        )
+    if isinstance(exc, ssl.SSLError):
+        return UplinkError(f"TLS handshake failed ({exc.reason})", transient=False)
+    if isinstance(exc, TimeoutError):
+        return UplinkError(f"TCP connect or TLS handshake timed out ({TLS_CONNECT_TIMEOUT_S} s)")
+    return UplinkError(f"cannot reach the broker ({exc.strerror or type(exc).__name__})")
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+# ---------------------------------------------------------------------------
+# The uplink
+# ---------------------------------------------------------------------------
+
+
+class Uplink:
+    """The hub's MQTT connection to the platform (see the module docstring).
+
+    Use: run :meth:`run` as a task; await :attr:`connected` before publishing; call
+    :meth:`publish` for each envelope (at most ``inflight_max`` await their PUBACK at once, the
+    rest wait); :meth:`close` for a clean DISCONNECT, after which :meth:`run` returns.
+    """
+
+    def __init__(self, settings: UplinkSettings) -> None:
+        self.settings = settings
+        self.topic = readings_topic(settings.hub_id)
+        self.connected = asyncio.Event()
+        self.stats = UplinkStats()
+        self._window = asyncio.Semaphore(settings.inflight_max)
+        self._conn: _Connection | None = None
+        self._closing = asyncio.Event()
+        self._stopping = False
+        self._running = False
+        self._change = asyncio.Event()
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="uplink-connect"
+        )
+        self._log = _log.bind(hub=settings.hub_id)
+
+    # -- public API ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect and stay connected until :meth:`close`; reconnect with full jitter.
+
+        Raises :class:`KeyMaterialError` at once if the TLS client key or certificates cannot
+        be used at start (a configuration fault); later failures are retried.
+        """
+        if self._running:
+            raise RuntimeError("Uplink.run() is already running")
+        self._running = True
+        try:
+            self._tls_context()  # fail fast on a broken key or certificate
+            async with asyncio.TaskGroup() as tg:
+                supervisor = tg.create_task(self._supervise(), name="uplink.supervise")
+                await self._closing.wait()
+                supervisor.cancel()
+        finally:
+            self._running = False
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def publish(self, payload: bytes) -> None:
+        """Publish one envelope at QoS 1 and return when the broker acknowledged it.
+
+        Raises :class:`UplinkError` when not connected, on a PUBACK reason code ≥ 0x80 (``rc``
+        set; ``transient`` false for 'not authorized' and the like), when the connection ends
+        first, or after PUBACK_TIMEOUT_S (the connection is then dropped). The caller re-queues.
+        """
+        if len(payload) > MAX_MESSAGE_BYTES:
+            raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
+        async with self._window:
+            conn = self._conn
+            if conn is None or not conn.is_connected:
+                raise UplinkError("not connected")
+            info = conn.client.publish(self.topic, payload, qos=1, retain=False)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._log.warning("mqtt_publish_refused", rc=int(info.rc))
+                raise UplinkError(f"paho refused the publish: {mqtt.error_string(info.rc)}")
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            conn.pending[info.mid] = fut
+            self.stats.in_flight += 1
+            self._changed()
+            try:
+                async with asyncio.timeout(PUBACK_TIMEOUT_S):
+                    await fut
+            except TimeoutError:
+                self._log.warning("mqtt_puback_timeout", timeout_s=PUBACK_TIMEOUT_S)
+                error = UplinkError(f"no PUBACK within {PUBACK_TIMEOUT_S} s")
+                conn.discard(error)
+                raise error from None
+            finally:
+                conn.pending.pop(info.mid, None)
+                self.stats.in_flight -= 1
+                self._changed()
+
+    async def disconnected_or_reconnected(self) -> None:
+        """Return once the connection current at the call has ended; at once if there is none.
+
+        For a publisher after an :class:`UplinkError`: it then awaits :attr:`connected` again
+        instead of retrying against the same (broken or refusing) connection in a tight loop.
+        """
+        conn = self._conn
+        if conn is not None and conn.is_connected:
+            await asyncio.wait({conn.ended})
+
+    async def close(self) -> None:
+        """Send DISCONNECT (waiting DISCONNECT_TIMEOUT_S at most), stop reconnecting, end run()."""
+        self._stopping = True
+        conn = self._conn
+        if conn is not None and conn.is_connected:
+            conn.client.disconnect()
+            await asyncio.wait({conn.ended}, timeout=DISCONNECT_TIMEOUT_S)
+        if conn is not None:
+            conn.discard(UplinkError("uplink closed", transient=False))
+        self._closing.set()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def wait_until(self, predicate: Callable[[UplinkStats], bool]) -> None:
+        """Return once ``predicate(self.stats)`` holds (wrap in ``asyncio.timeout``)."""
+        while not predicate(self.stats):
+            await self._change.wait()
+
+    # -- the supervisor -----------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        s = self.settings
+        backoff = wait_random_exponential(multiplier=s.backoff_base_s, max=s.backoff_max_s)
+        retry_state = RetryCallState(Retrying(), None, (), {})
+        failures = 0
+        try:
+            if s.first_connect_jitter_s > 0:
+                jitter = random.uniform(0, s.first_connect_jitter_s)  # noqa: S311 - not crypto
+                await asyncio.sleep(jitter)
+            while not self._is_stopping():
+                try:
+                    conn = await self._connect()
+                except UplinkError as exc:
+                    error = exc
+                    self.stats.connect_failures += 1
+                    self.stats.last_failure = exc.reason
+                    self._log.warning(
+                        "mqtt_connect_failed", reason=exc.reason, rc=exc.rc, transient=exc.transient
+                    )
+                    self._changed()
+                else:
+                    error = await self._serve(conn)
+                    if conn.connected_at is not None and (
+                        conn.loop.time() - conn.connected_at >= STABLE_SESSION_S
+                    ):
+                        failures = 0
+                if self._is_stopping():
+                    return
+                failures += 1
+                retry_state.attempt_number = failures
+                delay = backoff(retry_state)
+                if not error.transient:
+                    delay = max(delay, s.refusal_backoff_s)
+                self.stats.last_backoff_s = delay
+                self._log.info("mqtt_backoff", delay_s=round(delay, 3), attempt=failures)
+                self._changed()
+                await asyncio.sleep(delay)
+        finally:
+            conn_left = self._conn
+            if conn_left is not None:
+                conn_left.discard(UplinkError("uplink stopped", transient=False))
+
+    async def _connect(self) -> _Connection:
+        """One attempt: TCP + TLS in the worker, then CONNECT/CONNACK on the loop."""
+        s = self.settings
+        try:
+            ctx = self._tls_context()
+        except KeyMaterialError as exc:
+            raise UplinkError(f"TLS material unusable: {exc}", transient=False) from None
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=s.hub_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            reconnect_on_failure=False,
+        )
+        client.tls_set_context(ctx)
+        client.connect_timeout = TLS_CONNECT_TIMEOUT_S
+        client.max_inflight_messages_set(s.inflight_max)
+        client.max_queued_messages_set(s.inflight_max)
+        conn = _Connection(self, client)
+        self._conn = conn
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = s.session_expiry_s
+        self._log.info("mqtt_connecting", host=s.host, port=s.port)
+        connecting = self._executor.submit(
+            client.connect, s.host, s.port, s.keepalive_s, clean_start=False, properties=props
+        )
+        conn.connecting = connecting
+        try:
+            async with asyncio.timeout(ATTEMPT_TIMEOUT_S):
+                try:
+                    rc = await asyncio.wrap_future(connecting)
+                except OSError as exc:  # raised by paho's blocking part, in the worker
+                    raise _connect_error(exc) from None
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    raise UplinkError(f"CONNECT not sent: {mqtt.error_string(rc)}")
+                conn.attach()
+                async with asyncio.timeout(CONNACK_TIMEOUT_S):
+                    session_present = await asyncio.shield(conn.connack)
+        except TimeoutError:  # ours (asyncio.timeout), paho's socket timeouts are mapped above
+            error = UplinkError("no CONNACK in time")
+            conn.discard(error)
+            raise error from None
+        except UplinkError as exc:
+            conn.discard(exc)
+            raise
+        except BaseException:
+            conn.discard(UplinkError("connect cancelled", transient=False))
+            raise
+        self.stats.connects += 1
+        self.connected.set()
+        self._log.info("mqtt_connected", session_present=session_present)
+        self._changed()
+        return conn
+
+    async def _serve(self, conn: _Connection) -> UplinkError:
+        """Run ``loop_misc`` while ``conn`` lives; return why it ended."""
+
+        async def misc() -> None:
+            while True:
+                await asyncio.sleep(MISC_INTERVAL_S)  # a periodic duty, not a synchronisation
+                try:
+                    conn.misc()
+                except Exception as exc:  # noqa: BLE001 - end this connection, not the uplink
+                    conn.discard(UplinkError(f"paho loop_misc raised {type(exc).__name__}"))
+
+        async with asyncio.TaskGroup() as tg:
+            ticker = tg.create_task(misc(), name="uplink.loop_misc")
+            await asyncio.wait({conn.ended})
+            ticker.cancel()
+        return conn.ended.result()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """Verify the broker against our CA and its host name; present our client certificate."""
+        s = self.settings
+        check_key_file(s.key_file, "MQTT client key")
+        try:
+            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(s.ca_file))
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.load_cert_chain(s.cert_file, s.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or "unusable"
+            raise KeyMaterialError(
+                "MQTT TLS material", f"CA, certificate or key: {reason}"
+            ) from None
+        return ctx
+
+    def _connection_ended(self, conn: _Connection, error: UplinkError, lost: int) -> None:
+        if conn is not self._conn:
+            return
+        self._conn = None
+        self.stats.lost_in_flight += lost
+        if conn.connected_at is not None:
+            self.connected.clear()
+            if self._stopping:  # our own close(): not a failure worth counting
+                self._log.info("mqtt_disconnected", rc=error.rc, reason=error.reason)
+            else:
+                self.stats.disconnects += 1
+                self.stats.last_failure = error.reason
+                self._log.warning(
+                    "mqtt_disconnected", rc=error.rc, reason=error.reason, in_flight_lost=lost
+                )
+        self._changed()
+
+    def _is_stopping(self) -> bool:
+        return self._stopping
+
+    def _changed(self) -> None:
+        """Wake :meth:`wait_until` callers."""
+        event, self._change = self._change, asyncio.Event()
+        event.set()

@@ -1,0 +1,90 @@
+"""Shared fixtures: a per-run dev PKI and a real mosquitto over TLS (hil/pki.py, hil/broker.py).
+
+Also loads the PHI canary plugin (tests/phi_canaries.py): broker logs are written where it
+scans them, and every private key generated here is planted as a canary, so a key that ends
+up in any log fails the suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Final
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from hil.broker import Broker
+from hil.pki import DevPki, make_dev_pki
+from hil.receiver import Receiver
+from tests import phi_canaries
+
+pytest_plugins = ("tests.phi_canaries",)
+
+HUB_ID: Final = "hub-0001"
+SUBSCRIBE_TIMEOUT_S: Final = 10.0
+"""The receiver subscribes within milliseconds; paho's first reconnect waits 1 s at most."""
+
+
+def _plant_keys(pki: DevPki, label: str) -> None:
+    """Every private key of ``pki`` becomes a canary: its scalar and each line of its PEM."""
+    for path in (pki.ca_key, pki.server_key, pki.hub_key, pki.receiver_key):
+        pem = path.read_bytes()
+        key = serialization.load_pem_private_key(pem, password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        name = f"{label} {path.name}"
+        phi_canaries.plant(f"{name} scalar", f"{key.private_numbers().private_value:064x}")
+        for i, line in enumerate(pem.decode().splitlines()):
+            if len(line) >= 40 and not line.startswith("-----"):
+                phi_canaries.plant(f"{name} PEM line {i}", line)
+
+
+@pytest.fixture(scope="session")
+def dev_pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
+    """One CA, broker certificate, hub ``hub-0001`` and receiver for the whole session."""
+    pki = make_dev_pki(tmp_path_factory.mktemp("pki"), HUB_ID)
+    _plant_keys(pki, "dev")
+    return pki
+
+
+@pytest.fixture(scope="session")
+def foreign_pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
+    """An unrelated CA with a hub of the same id: nothing it issued may be trusted."""
+    pki = make_dev_pki(tmp_path_factory.mktemp("foreign-pki"), HUB_ID)
+    _plant_keys(pki, "foreign")
+    return pki
+
+
+def _log_path(request: pytest.FixtureRequest) -> Path:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid)[-120:]
+    return phi_canaries.log_dir() / f"{name}.mosquitto.log"
+
+
+@pytest.fixture
+def broker(dev_pki: DevPki, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """A running mosquitto (TLS, client certificates, ACL; persistence off), closed after."""
+    with Broker(dev_pki, tmp_path / "broker", log_path=_log_path(request)) as running:
+        yield running
+
+
+@pytest.fixture
+def persistent_broker(
+    dev_pki: DevPki, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Broker]:
+    """Like ``broker`` but with persistence on: sessions survive a graceful restart."""
+    with Broker(
+        dev_pki, tmp_path / "broker", persistence=True, log_path=_log_path(request)
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+async def receiver(dev_pki: DevPki, broker: Broker) -> AsyncIterator[Receiver]:
+    """The reference receiver, subscribed to ``broker``."""
+    async with Receiver.for_dev_pki(dev_pki, broker.port) as running:
+        async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
+            await running.subscribed.wait()
+        yield running
