@@ -39,7 +39,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _json_default(value: object) -> Any:
     if isinstance(value, Decimal):
-        return float(value) if not value == value.to_integral_value() else int(value)
+        return float(value) if value != value.to_integral_value() else int(value)
     if isinstance(value, bytes):
         return value.hex()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")

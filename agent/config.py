@@ -163,26 +163,40 @@ def _kind(value: Any) -> str | None:
 
 SCHEMA: Final[dict[str, dict[str, Field]]] = {
     "hub": {
-        "id": Field(str, check=_matches(HUB_ID_RE, "lowercase letters, digits and '-'"),
-                    doc="names the MQTT topic and must equal the client certificate's CN"),
-        "timezone": Field(str, "UTC", False, _timezone,
-                          doc="the patient's time zone; devices report local time without one"),
+        "id": Field(
+            str,
+            check=_matches(HUB_ID_RE, "lowercase letters, digits and '-'"),
+            doc="names the MQTT topic and must equal the client certificate's CN",
+        ),
+        "timezone": Field(
+            str,
+            "UTC",
+            False,
+            _timezone,
+            doc="the patient's time zone; devices report local time without one",
+        ),
         "state_dir": Field(Path, Path("/var/lib/homehub"), False, doc="writable state"),
     },
     "patient": {
-        "id": Field(str, check=_matches(PATIENT_ID_RE, "a FHIR logical id ([A-Za-z0-9-.], 1-64)"),
-                    doc="logical Patient id assigned by the service provider"),
+        "id": Field(
+            str,
+            check=_matches(PATIENT_ID_RE, "a FHIR logical id ([A-Za-z0-9-.], 1-64)"),
+            doc="logical Patient id assigned by the service provider",
+        ),
     },
     "ble": {
         "stack": Field(str, "bluez", False, _stack, doc="'bluez' or 'bumble:<transport>'"),
         "scan_timeout_s": Field(float, 20.0, False, _positive),
         "connect_timeout_s": Field(float, 20.0, False, _positive),
-        "quiet_period_s": Field(float, 5.0, False, _positive,
-                                doc="session ends after this long without a measurement"),
-        "session_timeout_s": Field(float, 120.0, False, _positive,
-                                   doc="hard cap on one device session (outer timeout)"),
-        "cycle_interval_s": Field(float, 30.0, False, _positive,
-                                  doc="pause between two collection rounds"),
+        "quiet_period_s": Field(
+            float, 5.0, False, _positive, doc="session ends after this long without a measurement"
+        ),
+        "session_timeout_s": Field(
+            float, 120.0, False, _positive, doc="hard cap on one device session (outer timeout)"
+        ),
+        "cycle_interval_s": Field(
+            float, 30.0, False, _positive, doc="pause between two collection rounds"
+        ),
     },
     "outbox": {
         "path": Field(Path, doc="SQLite database file"),
@@ -198,8 +212,9 @@ SCHEMA: Final[dict[str, dict[str, Field]]] = {
         "cert_file": Field(Path, doc="the hub's client certificate"),
         "key_file": Field(Path, doc="the hub's client key (mode 0600)"),
         "keepalive_s": Field(int, 60, False, _positive),
-        "backoff_max_s": Field(float, 120.0, False, _positive,
-                               doc="cap of the full-jitter reconnect backoff"),
+        "backoff_max_s": Field(
+            float, 120.0, False, _positive, doc="cap of the full-jitter reconnect backoff"
+        ),
     },
 }
 
@@ -241,7 +256,9 @@ def from_mapping(data: Mapping[str, Any], source: Path) -> Config:
     known = set(SCHEMA) | {"devices"}
     for section in data:
         if section not in known:
-            raise ConfigError(where, section, f"unknown section (known: {', '.join(sorted(known))})")
+            raise ConfigError(
+                where, section, f"unknown section (known: {', '.join(sorted(known))})"
+            )
 
     sections: dict[str, dict[str, Any]] = {}
     for name, fields in SCHEMA.items():
@@ -250,7 +267,9 @@ def from_mapping(data: Mapping[str, Any], source: Path) -> Config:
             table = {}
             if any(f.required for f in fields.values()):
                 first = next(k for k, f in fields.items() if f.required)
-                raise ConfigError(where, f"{name}.{first}", "missing (section [" + name + "] absent)")
+                raise ConfigError(
+                    where, f"{name}.{first}", "missing (section [" + name + "] absent)"
+                )
         if not isinstance(table, dict):
             raise ConfigError(where, name, "must be a table")
         sections[name] = _validate_table(where, name, table, fields, base)
@@ -331,8 +350,7 @@ def schema_lines() -> list[str]:
     """The schema as text, one key a line, for ``homehub config-schema``."""
     lines: list[str] = []
     for name, fields in [*SCHEMA.items(), ("[devices]", DEVICE_SCHEMA)]:
-        header = f"[{name}]" if not name.startswith("[") else f"[{name}]"
-        lines.append(header)
+        lines.append(f"[{name}]")
         for key, f in fields.items():
             need = "required" if f.required else f"default {f.default!s}"
             doc = f"  # {f.doc}" if f.doc else ""

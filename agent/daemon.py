@@ -165,19 +165,18 @@ class Hub:
             )
         )
         try:
-            async with BleStack.open(cfg.ble.stack) as ble:
-                async with asyncio.TaskGroup() as tg:
-                    tasks = [
-                        tg.create_task(uplink.run(), name="hub.uplink"),
-                        tg.create_task(self._publisher(outbox, uplink), name="hub.publisher"),
-                        tg.create_task(self._ingest(outbox, signer), name="hub.ingest"),
-                        tg.create_task(self._collector(ble), name="hub.collector"),
-                    ]
-                    await stop.wait()
-                    log.info("hub_stopping")
-                    await uplink.close()  # a clean DISCONNECT before the tasks go
-                    for task in tasks:
-                        task.cancel()
+            async with BleStack.open(cfg.ble.stack) as ble, asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(uplink.run(), name="hub.uplink"),
+                    tg.create_task(self._publisher(outbox, uplink), name="hub.publisher"),
+                    tg.create_task(self._ingest(outbox, signer), name="hub.ingest"),
+                    tg.create_task(self._collector(ble), name="hub.collector"),
+                ]
+                await stop.wait()
+                log.info("hub_stopping")
+                await uplink.close()  # a clean DISCONNECT before the tasks go
+                for task in tasks:
+                    task.cancel()
         finally:
             await uplink.close()  # idempotent; a no-op after the clean stop above
             outbox.close()
@@ -239,7 +238,9 @@ class Hub:
                 received=arrival.raw.received_wall,
             )
             try:
-                prepared = prepare(arrival.raw.characteristic_uuid, arrival.raw.data, arrival.device, ctx)
+                prepared = prepare(
+                    arrival.raw.characteristic_uuid, arrival.raw.data, arrival.device, ctx
+                )
             except DecodeError as exc:
                 self.rejected += 1
                 bound.warning(

@@ -29,17 +29,17 @@ class TestExample:
     def test_example_loads(self) -> None:
         """The shipped example is a valid, complete configuration."""
         cfg = config.load(EXAMPLE)
-        assert "hub-0001" == cfg.hub.id
-        assert "Europe/Berlin" == cfg.hub.timezone
-        assert 1 == len(cfg.devices)
-        assert "blood_pressure" == cfg.devices[0].kind
-        assert 8883 == cfg.mqtt.port
-        assert 20.0 == cfg.ble.scan_timeout_s
+        assert cfg.hub.id == "hub-0001"
+        assert cfg.hub.timezone == "Europe/Berlin"
+        assert len(cfg.devices) == 1
+        assert cfg.devices[0].kind == "blood_pressure"
+        assert cfg.mqtt.port == 8883
+        assert cfg.ble.scan_timeout_s == 20.0
 
     def test_defaults_apply(self, tmp_path: Path) -> None:
         """Optional keys left out take their schema default."""
         path = _example_with(tmp_path, "keepalive_s = 60\n", "")
-        assert 60 == config.load(path).mqtt.keepalive_s
+        assert config.load(path).mqtt.keepalive_s == 60
 
     def test_relative_paths_resolve_against_the_file(self, tmp_path: Path) -> None:
         """A relative path is taken relative to the configuration file's directory."""
@@ -59,10 +59,25 @@ class TestErrors:
             ("port = 8883", "port = 70000", "mqtt.port", "TCP port"),
             ('timezone = "Europe/Berlin"', 'timezone = "Mars/Olympus"', "hub.timezone", "IANA"),
             ('stack = "bluez"', 'stack = "usb"', "ble.stack", "bumble:"),
-            ('address = "F0:00:00:00:10:01"', 'address = "f0:00"', "devices[0].address", "Bluetooth"),
+            (
+                'address = "F0:00:00:00:10:01"',
+                'address = "f0:00"',
+                "devices[0].address",
+                "Bluetooth",
+            ),
             ('kind = "blood_pressure"', 'kind = "toaster"', "devices[0].kind", "one of"),
-            ("keepalive_s = 60", "keepalive_s = 60\nkeep_alive = 5", "mqtt.keep_alive", "unknown key"),
-            ("scan_timeout_s = 20.0", "scan_timeout_s = -1", "ble.scan_timeout_s", "greater than 0"),
+            (
+                "keepalive_s = 60",
+                "keepalive_s = 60\nkeep_alive = 5",
+                "mqtt.keep_alive",
+                "unknown key",
+            ),
+            (
+                "scan_timeout_s = 20.0",
+                "scan_timeout_s = -1",
+                "ble.scan_timeout_s",
+                "greater than 0",
+            ),
         ],
     )
     def test_wrong_key_is_named(
@@ -85,14 +100,14 @@ class TestErrors:
         path = _write(tmp_path, text[:start] + text[end:])
         with pytest.raises(ConfigError) as info:
             config.load(path)
-        assert "patient.id" == info.value.key
+        assert info.value.key == "patient.id"
 
     def test_unknown_section(self, tmp_path: Path) -> None:
         """A misspelt section is an error, not silently ignored."""
         path = _write(tmp_path, EXAMPLE.read_text() + "\n[mqqt]\nhost = 'x'\n")
         with pytest.raises(ConfigError) as info:
             config.load(path)
-        assert "mqqt" == info.value.key
+        assert info.value.key == "mqqt"
 
     def test_missing_file(self, tmp_path: Path) -> None:
         """A missing file is a ConfigError naming the file."""
@@ -115,7 +130,7 @@ class TestErrors:
         path = _write(tmp_path, text.replace(block, block + block.replace("10:01", "10:02")))
         with pytest.raises(ConfigError) as info:
             config.load(path)
-        assert "devices[1].label" == info.value.key
+        assert info.value.key == "devices[1].label"
 
     def test_example_is_valid_toml_with_every_schema_section(self) -> None:
         """The example mentions every section of the schema."""

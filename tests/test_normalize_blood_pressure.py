@@ -11,10 +11,14 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.device import Device
 from fhir.resources.R4B.observation import Observation
 
-from agent.normalize.blood_pressure import BloodPressureReading, Context, blood_pressure_observations
+from agent.normalize.blood_pressure import (
+    BloodPressureReading,
+    Context,
+    blood_pressure_observations,
+)
 from agent.normalize.bundle import collection
-from agent.normalize.device import DeviceFacts, phd_device, phg_device
 from agent.normalize.codes import MDC_DEV_SPEC_PROFILE_BPM
+from agent.normalize.device import DeviceFacts, phd_device, phg_device
 from agent.normalize.phd import Measured
 from drivers.ieee11073 import SpecialValue
 
@@ -55,37 +59,45 @@ class TestPanel:
     def test_values_codes_and_units(self) -> None:
         """Systolic, diastolic and mean carry MDC + LOINC codes, UCUM mm[Hg] and exact values."""
         panel, pulse = blood_pressure_observations(_reading(), CUFF, CTX)
-        assert [
-            {"system": "urn:iso:std:iso:11073:10101", "code": "150020", "display": "MDC_PRESS_BLD_NONINV"},
+        assert panel["code"]["coding"] == [
+            {
+                "system": "urn:iso:std:iso:11073:10101",
+                "code": "150020",
+                "display": "MDC_PRESS_BLD_NONINV",
+            },
             {"system": "http://loinc.org", "code": "85354-9"},
-        ] == panel["code"]["coding"]
+        ]
         comps = _components(panel)
         assert Decimal("128") == comps["150021"]["valueQuantity"]["value"]
-        assert "mm[Hg]" == comps["150021"]["valueQuantity"]["code"]
-        assert "8480-6" == comps["150021"]["code"]["coding"][1]["code"]
+        assert comps["150021"]["valueQuantity"]["code"] == "mm[Hg]"
+        assert comps["150021"]["code"]["coding"][1]["code"] == "8480-6"
         assert Decimal("82") == comps["150022"]["valueQuantity"]["value"]
-        assert "8462-4" == comps["150022"]["code"]["coding"][1]["code"]
+        assert comps["150022"]["code"]["coding"][1]["code"] == "8462-4"
         assert Decimal("97") == comps["150023"]["valueQuantity"]["value"]
-        assert 1 == len(comps["150023"]["code"]["coding"])  # MAP is not a FHIR vital sign
-        assert "149546" == pulse["code"]["coding"][0]["code"]
-        assert "8867-4" == pulse["code"]["coding"][1]["code"]
+        assert len(comps["150023"]["code"]["coding"]) == 1  # MAP is not a FHIR vital sign
+        assert pulse["code"]["coding"][0]["code"] == "149546"
+        assert pulse["code"]["coding"][1]["code"] == "8867-4"
         assert Decimal("71") == pulse["valueQuantity"]["value"]
-        assert "/min" == pulse["valueQuantity"]["code"]
+        assert pulse["valueQuantity"]["code"] == "/min"
 
     def test_references_and_times(self) -> None:
         """Patient, device and gateway references; device time in the hub's zone; issued = receipt."""
         panel, _ = blood_pressure_observations(_reading(), CUFF, CTX)
-        assert {"reference": "Patient/patient-0001"} == panel["subject"]
-        assert {"reference": "Device/phd-0102030405060708.F00000001001"} == panel["device"]
-        assert "Device/phg-hub-0001" == panel["extension"][0]["valueReference"]["reference"]
-        assert "2026-11-23T10:15:00+01:00" == panel["effectiveDateTime"]
-        assert "2026-11-23T09:30:05Z" == panel["issued"]
+        assert panel["subject"] == {"reference": "Patient/patient-0001"}
+        assert panel["device"] == {"reference": "Device/phd-0102030405060708.F00000001001"}
+        assert panel["extension"][0]["valueReference"]["reference"] == "Device/phg-hub-0001"
+        assert panel["effectiveDateTime"] == "2026-11-23T10:15:00+01:00"
+        assert panel["issued"] == "2026-11-23T09:30:05Z"
 
     def test_identifier_is_the_ig_conditional_create_identifier(self) -> None:
         """device-patient-type-timestamp, from the device's own time, identical when re-sent."""
         panel, pulse = blood_pressure_observations(_reading(), CUFF, CTX)
-        assert "0102030405060708-patient-0001-150020-20261123101500" == panel["identifier"][0]["value"]
-        assert "0102030405060708-patient-0001-149546-20261123101500" == pulse["identifier"][0]["value"]
+        assert (
+            panel["identifier"][0]["value"] == "0102030405060708-patient-0001-150020-20261123101500"
+        )
+        assert (
+            pulse["identifier"][0]["value"] == "0102030405060708-patient-0001-149546-20261123101500"
+        )
         later = Context(CTX.hub_id, CTX.patient_id, CTX.timezone, datetime(2026, 12, 1, tzinfo=UTC))
         again, _ = blood_pressure_observations(_reading(), CUFF, later)
         assert panel["identifier"] == again["identifier"]
@@ -100,9 +112,9 @@ class TestPanel:
         )
         panel, _ = blood_pressure_observations(reading, CUFF, CTX)
         comps = _components(panel)
-        assert "kPa" == comps["150021"]["valueQuantity"]["code"]
-        assert "17.0" == str(comps["150021"]["valueQuantity"]["value"])
-        assert "12.90" == str(comps["150023"]["valueQuantity"]["value"])
+        assert comps["150021"]["valueQuantity"]["code"] == "kPa"
+        assert str(comps["150021"]["valueQuantity"]["value"]) == "17.0"
+        assert str(comps["150023"]["valueQuantity"]["value"]) == "12.90"
 
     @pytest.mark.parametrize(
         ("special", "reason"),
@@ -128,12 +140,12 @@ class TestPanel:
 
     def test_no_pulse_no_pulse_observation(self) -> None:
         """Without a pulse rate only the panel is produced."""
-        assert 1 == len(blood_pressure_observations(_reading(pulse_rate=None), CUFF, CTX))
+        assert len(blood_pressure_observations(_reading(pulse_rate=None), CUFF, CTX)) == 1
 
     def test_no_device_time_uses_receipt(self) -> None:
         """Without a device time stamp effective = hub receipt time, and the identifier says so."""
         panel, _ = blood_pressure_observations(_reading(device_time=None), CUFF, CTX)
-        assert "2026-11-23T09:30:05Z" == panel["effectiveDateTime"]
+        assert panel["effectiveDateTime"] == "2026-11-23T09:30:05Z"
         assert panel["identifier"][0]["value"].endswith("-R20261123093005")
 
 
@@ -148,6 +160,6 @@ class TestValidation:
             Device.model_validate(dev)
         bundle = collection([*observations, *devices], "2026-11-23T09:30:05Z")
         parsed = Bundle.model_validate(bundle)
-        assert 4 == len(parsed.entry or [])
+        assert len(parsed.entry or []) == 4
         ids = [e["resource"]["id"] for e in bundle["entry"]]
         assert len(set(ids)) == len(ids)

@@ -29,4 +29,9 @@ def collection(resources: Sequence[dict[str, Any]], timestamp: str) -> dict[str,
         if "id" not in resource:
             resource = {**resource, "id": logical_id(resource["identifier"][0]["value"])}
         entries.append({"resource": resource})
-    return {"resourceType": "Bundle", "type": "collection", "timestamp": timestamp, "entry": entries}
+    return {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "timestamp": timestamp,
+        "entry": entries,
+    }

@@ -44,6 +44,7 @@ class Code:
 
 
 # fmt: off
+# ruff: noqa: E501  (aligned table: one code a line reads better than wrapped calls)
 MDC_PRESS_BLD_NONINV:      Final = Code(150020, "MDC_PRESS_BLD_NONINV", "Blood pressure", "85354-9")
 MDC_PRESS_BLD_NONINV_SYS:  Final = Code(150021, "MDC_PRESS_BLD_NONINV_SYS", "Systolic blood pressure", "8480-6")
 MDC_PRESS_BLD_NONINV_DIA:  Final = Code(150022, "MDC_PRESS_BLD_NONINV_DIA", "Diastolic blood pressure", "8462-4")

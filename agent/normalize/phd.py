@@ -44,7 +44,9 @@ class Measured:
 def value_fields(measured: Measured, unit: Unit) -> dict[str, Any]:
     """``valueQuantity`` for a number, ``dataAbsentReason`` for a special value."""
     if measured.special is not None or measured.value is None:
-        reason = DATA_ABSENT_REASON.get(measured.special, "error") if measured.special else "unknown"
+        reason = (
+            DATA_ABSENT_REASON.get(measured.special, "error") if measured.special else "unknown"
+        )
         return {
             "dataAbsentReason": {
                 "coding": [{"system": DATA_ABSENT_SYSTEM, "code": reason}],
@@ -92,6 +94,6 @@ def identifier_timestamp(device_local: datetime | None, received: datetime) -> s
 def observation_identifier(
     device_id: str, patient_id: str, mdc: int, timestamp: str, supplemental: tuple[int, ...] = ()
 ) -> str:
-    """``device-patient-type-timestamp[-supplemental…]`` (PhdBaseObservation, conditional-create)."""
+    """``device-patient-type-timestamp[-supplemental…]`` (PhdBaseObservation identifier)."""
     parts = [device_id, patient_id, str(mdc), timestamp, *(str(c) for c in supplemental)]
     return "-".join(parts)
