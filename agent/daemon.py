@@ -89,9 +89,6 @@ def _open_keys(cfg: Config) -> tuple[Sealer, Signer]:
     an existing database would strand every record in it, so that case is refused.
     """
     key_file = cfg.outbox.key_file
-    if not check_key_placement(key_file, cfg.outbox.path):
-        # Allowed (a dev box has one disk) but not the safe-harbor layout: say so once.
-        log.warning("data_key_on_same_filesystem", key_file=str(key_file))
     if not key_file.exists():
         if cfg.outbox.path.exists():
             raise KeyMaterialError(
@@ -102,6 +99,10 @@ def _open_keys(cfg: Config) -> tuple[Sealer, Signer]:
         data_key = create_data_key(key_file)
     else:
         data_key = load_data_key(key_file)
+    cfg.outbox.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not check_key_placement(key_file, cfg.outbox.path):
+        # Allowed (a dev box has one disk) but not the safe-harbor layout: say so once.
+        log.warning("data_key_on_same_filesystem", key_file=str(key_file))
     signer = Signer.from_key(cose.load_signing_key(cfg.signing.key_file))
     return Sealer(data_key), signer
 

@@ -164,6 +164,23 @@ class BleLinkError(TransportError):
         super().__init__("ble", f"{device}: {reason}" if device else reason)
 
 
+class BleLinkLostError(BleLinkError):
+    """The BLE link dropped during a device session, after the connection was set up.
+
+    Measurements received before the drop were already handed on; the device keeps every
+    one whose indication it did not see confirmed and sends it again next time.
+
+    Attributes:
+        phase: ``"setup"`` (reading device information, subscribing) or ``"collect"``.
+        measurements: how many measurements arrived, and were handed on, before the drop.
+    """
+
+    def __init__(self, phase: str, measurements: int, device: str | None = None) -> None:
+        self.phase = phase
+        self.measurements = measurements
+        super().__init__(f"link lost during {phase} after {measurements} measurements", device)
+
+
 class UplinkError(TransportError):
     """The MQTT uplink failed: connect refused, TLS failure, lost connection.
 

@@ -1,0 +1,144 @@
+"""The Bluetooth stack under bleak, chosen by ``ble.stack``: BlueZ (bleak's default) or Bumble.
+
+Configuration string (``[ble] stack`` in the hub's TOML)::
+
+    "bluez"                      bleak's BlueZ backend over D-Bus (a Raspberry Pi)
+    "bumble:<transport>"         our Bumble backend on any Bumble transport spec, e.g.
+                                 "bumble:tcp-client:127.0.0.1:7001"  (the virtual home)
+                                 "bumble:usb:0"                     (a USB HCI dongle)
+                                 "bumble:serial:/dev/ttyACM0,1000000"  (an HCI-UART board)
+
+The daemon opens the stack once (:meth:`BleStack.open`) and hands the opened
+:class:`BleStack` to each session, which passes ``scanner_backend``/``client_backend`` to
+``bleak.BleakScanner``/``bleak.BleakClient`` as their documented ``backend=`` argument
+(``None``: bleak picks its platform backend). :func:`backends_for` gives the same pair from
+the configuration string alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import structlog
+from bleak.backends.client import BaseBleakClient
+from bleak.backends.scanner import BaseBleakScanner
+from bumble.keys import KeyStore
+
+from agent.ble.bumble_backend import backend_classes
+from agent.ble.bumble_host import (
+    DEFAULT_STATIC_ADDRESS,
+    BumbleHost,
+    PairingPolicy,
+    bumble_host,
+)
+from drivers.errors import ConfigError
+
+log = structlog.get_logger(__name__)
+
+BUMBLE_PREFIX: Final = "bumble:"
+STACK_KEY: Final = "ble.stack"
+
+
+@dataclass(frozen=True, slots=True)
+class StackSpec:
+    """A parsed ``ble.stack`` value.
+
+    Attributes:
+        kind: ``"bluez"`` or ``"bumble"``.
+        transport: the Bumble transport spec (``"tcp-client:127.0.0.1:7001"``), or ``None``.
+    """
+
+    kind: Literal["bluez", "bumble"]
+    transport: str | None = None
+
+    @property
+    def transport_kind(self) -> str | None:
+        """The transport's scheme alone (``"tcp-client"``), for logs."""
+        return self.transport.split(":", 1)[0] if self.transport else None
+
+
+def parse_stack(stack: str) -> StackSpec:
+    """Parse ``"bluez"`` or ``"bumble:<transport>"``.
+
+    Raises:
+        ConfigError: anything else (key ``ble.stack``).
+    """
+    if stack == "bluez":
+        return StackSpec("bluez")
+    if stack.startswith(BUMBLE_PREFIX) and len(stack) > len(BUMBLE_PREFIX):
+        return StackSpec("bumble", stack[len(BUMBLE_PREFIX) :])
+    raise ConfigError(
+        STACK_KEY,
+        STACK_KEY,
+        "must be 'bluez' or 'bumble:<transport>' (e.g. 'bumble:tcp-client:127.0.0.1:7001')",
+    )
+
+
+def backends_for(
+    stack: str,
+) -> tuple[type[BaseBleakScanner] | None, type[BaseBleakClient] | None]:
+    """bleak's ``backend=`` classes for a ``ble.stack`` value: ``(None, None)`` for BlueZ.
+
+    The Bumble classes find their host when used, so the stack must be open
+    (:meth:`BleStack.open`) by then.
+
+    Raises:
+        ConfigError: not a valid ``ble.stack`` value.
+    """
+    spec = parse_stack(stack)
+    if spec.transport is None:
+        return None, None
+    return backend_classes(spec.transport)
+
+
+class BleStack:
+    """An opened Bluetooth stack: the bleak backends to use and, for Bumble, its host."""
+
+    def __init__(
+        self,
+        spec: StackSpec,
+        scanner_backend: type[BaseBleakScanner] | None,
+        client_backend: type[BaseBleakClient] | None,
+        host: BumbleHost | None,
+    ) -> None:
+        self.spec = spec
+        self.scanner_backend = scanner_backend
+        self.client_backend = client_backend
+        self.host = host
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        stack: str,
+        *,
+        static_address: str = DEFAULT_STATIC_ADDRESS,
+        keystore: KeyStore | None = None,
+        pairing: PairingPolicy | None = None,
+    ) -> AsyncIterator[BleStack]:
+        """Open the stack for the daemon's lifetime; closes the Bumble host on exit.
+
+        Args:
+            stack: the ``ble.stack`` value.
+            static_address: the hub's random static address on a Bumble controller.
+            keystore: where Bumble keeps bonding keys (default: in memory).
+            pairing: how the hub pairs on Bumble (default: Just Works).
+
+        Raises:
+            ConfigError: not a valid ``ble.stack`` value.
+            BleLinkError: the Bumble transport cannot be opened (transient: retry later).
+        """
+        spec = parse_stack(stack)
+        if spec.transport is None:
+            log.info("ble_stack_open", stack="bluez")
+            yield cls(spec, None, None, None)
+            return
+        scanner, client = backend_classes(spec.transport)
+        async with bumble_host(
+            spec.transport, static_address=static_address, keystore=keystore, pairing=pairing
+        ) as host:
+            log.info("ble_stack_open", stack="bumble", transport=spec.transport_kind)
+            yield cls(spec, scanner, client, host)

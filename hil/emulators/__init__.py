@@ -1,0 +1,11 @@
+"""Emulated BLE medical devices: Bumble peripherals that behave as the SIG specifications say.
+
+- :mod:`hil.emulators.encoding`: the emulators' own encoders for wire types (IEEE 11073 SFLOAT,
+  Date Time), written from the specifications and independent of ``drivers/`` (the hub's
+  decoders), so a test comparing the two checks one against the other.
+- :mod:`hil.emulators.peripheral`: shared pieces: advertising data, the Device Information
+  Service.
+- :mod:`hil.emulators.cuff`: a blood-pressure cuff (Blood Pressure Service 0x1810).
+"""
+
+from __future__ import annotations
