@@ -64,11 +64,15 @@ async def run_demo(run_dir: Path, timeout_s: float = DEMO_TIMEOUT_S) -> int:
     try:
         async with Receiver.for_dev_pki(pki, broker.port) as receiver, VirtualRadio() as radio:
             await receiver.subscribed.wait()
-            print("  receiver    subscribed to homehub/v1/+/readings, verifying with the hub's cert")
+            print(
+                "  receiver    subscribed to homehub/v1/+/readings, verifying with the hub's cert"
+            )
             await radio.add_cuff(DEMO_READINGS, address=CUFF_ADDRESS)
             print(f"  radio       two Bumble controllers linked in software; {radio.stack}")
             print(f"  cuff        emulated BPS 0x1810 holding {len(DEMO_READINGS)} readings")
-            config = write_agent_config(run_dir, stack=radio.stack, broker_port=broker.port, pki=pki)
+            config = write_agent_config(
+                run_dir, stack=radio.stack, broker_port=broker.port, pki=pki
+            )
             with agent_log.open("wb") as log_file:
                 agent = await asyncio.create_subprocess_exec(
                     sys.executable,

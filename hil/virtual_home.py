@@ -151,11 +151,15 @@ def expected(reading: BpReading, timezone: str = TIMEZONE) -> BpSummary:
     if reading.time_stamp is None:
         raise ValueError("expected() needs a time-stamped reading")
     t = reading.time_stamp
-    local = datetime(t.year, t.month, t.day, t.hours, t.minutes, t.seconds, tzinfo=ZoneInfo(timezone))
+    local = datetime(
+        t.year, t.month, t.day, t.hours, t.minutes, t.seconds, tzinfo=ZoneInfo(timezone)
+    )
     return BpSummary(
         systolic=Decimal(reading.systolic),
         diastolic=Decimal(reading.diastolic),
-        mean=None if reading.mean_arterial_pressure is None else Decimal(reading.mean_arterial_pressure),
+        mean=None
+        if reading.mean_arterial_pressure is None
+        else Decimal(reading.mean_arterial_pressure),
         pulse=None if reading.pulse_rate is None else Decimal(reading.pulse_rate),
         unit="kPa" if reading.unit is PressureUnit.KPA else "mmHg",
         effective=local.isoformat(timespec="seconds"),

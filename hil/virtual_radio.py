@@ -91,7 +91,7 @@ class VirtualRadio:
 
     def __init__(self, *, host: str = LOOPBACK, port: int = 0) -> None:
         self._bind = (host, port)
-        self.link = LocalLink()
+        self.link = LocalLink()  # type: ignore[no-untyped-call]  # (Bumble leaves it untyped)
         self._transport: Transport | None = None
         self._hub_controller: HubController | None = None
         self._controllers: list[Controller] = []

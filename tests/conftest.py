@@ -1,8 +1,8 @@
 """Shared fixtures: a per-run dev PKI and a real mosquitto over TLS (hil/pki.py, hil/broker.py).
 
-Also loads the PHI canary plugin (tests/phi_canaries.py): broker logs are written where it
-scans them, and every private key generated here is planted as a canary, so a key that ends
-up in any log fails the suite.
+The PHI canary plugin (tests/phi_canaries.py, loaded by pyproject's addopts) scans the broker
+logs written here, and every private key generated here is planted as a canary, so a key that
+ends up in any log fails the suite.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ from hil.broker import Broker
 from hil.pki import DevPki, make_dev_pki
 from hil.receiver import Receiver
 from tests import phi_canaries
-
-pytest_plugins = ("tests.phi_canaries",)
 
 HUB_ID: Final = "hub-0001"
 SUBSCRIBE_TIMEOUT_S: Final = 10.0

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -108,6 +107,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: Any) -> None:
 
 
 @pytest.fixture(scope="session")
-def phi_log_dir() -> Iterator[Path]:
+def phi_log_dir() -> Path:
     """The directory whose files are scanned for canaries."""
-    yield log_dir()
+    return log_dir()

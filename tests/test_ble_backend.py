@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from bleak import BleakClient, BleakScanner
@@ -26,6 +27,7 @@ from bleak.uuids import normalize_uuid_16
 from bumble.core import UUID
 from bumble.device import Device
 from bumble.gatt import Characteristic, CharacteristicValue, Descriptor, Service
+from bumble.pairing import PairingConfig, PairingDelegate
 
 from agent.ble import uuids
 from agent.ble.advertising import AdvertisementFields, parse_ad_structures
@@ -37,6 +39,7 @@ from agent.ble.bumble_backend import (
     BumbleScanner,
     backend_classes,
 )
+from agent.ble.bumble_host import PairingPolicy
 from agent.ble.stack import BleStack, StackSpec, backends_for, parse_stack
 from drivers.errors import BleLinkError, ConfigError
 from hil.emulators.cuff import EmulatedCuff, example_readings
@@ -115,11 +118,9 @@ async def start_gadget(radio: VirtualRadio) -> Gadget:
     return Gadget(device, notifier, writes, writable.descriptors[0])
 
 
-async def find(
-    ble: BleStack, address: str, **kwargs: object
-) -> tuple[BLEDevice, AdvertisementData]:
+async def find(ble: BleStack, address: str, **kwargs: Any) -> tuple[BLEDevice, AdvertisementData]:
     """Scan through bleak until ``address`` advertises."""
-    async with BleakScanner(backend=ble.scanner_backend, **kwargs) as scanner:  # type: ignore[arg-type]
+    async with BleakScanner(backend=ble.scanner_backend, **kwargs) as scanner:
         async with asyncio.timeout(WAIT_S):
             async for device, advertisement in scanner.advertisement_data():
                 if device.address == address:
@@ -137,20 +138,22 @@ class TestStackConfiguration:
 
     def test_bluez_uses_bleaks_default_backends(self) -> None:
         """'bluez' gives (None, None): bleak picks its platform backend."""
-        assert (None, None) == backends_for("bluez")
+        assert backends_for("bluez") == (None, None)
         assert StackSpec("bluez") == parse_stack("bluez")
 
     def test_bumble_transport_is_kept_verbatim(self) -> None:
         """'bumble:<transport>' keeps the whole Bumble transport spec, colons included."""
         spec = parse_stack("bumble:tcp-client:127.0.0.1:7001")
         assert StackSpec("bumble", "tcp-client:127.0.0.1:7001") == spec
-        assert "tcp-client" == spec.transport_kind
+        assert spec.transport_kind == "tcp-client"
 
     def test_bumble_backends_are_bound_to_their_transport_and_cached(self) -> None:
         """The classes carry their transport and are the same objects on every call."""
         scanner, client = backends_for("bumble:tcp-client:127.0.0.1:7001")
-        assert scanner is not None and client is not None
-        assert issubclass(scanner, BumbleScanner) and issubclass(client, BumbleClient)
+        assert scanner is not None
+        assert client is not None
+        assert issubclass(scanner, BumbleScanner)
+        assert issubclass(client, BumbleClient)
         assert "tcp-client:127.0.0.1:7001" == scanner.transport_spec == client.transport_spec
         assert (scanner, client) == backend_classes("tcp-client:127.0.0.1:7001")
 
@@ -159,7 +162,7 @@ class TestStackConfiguration:
         """Anything but 'bluez' or 'bumble:<transport>' is a ConfigError on ble.stack."""
         with pytest.raises(ConfigError) as caught:
             parse_stack(stack)
-        assert "ble.stack" == caught.value.key
+        assert caught.value.key == "ble.stack"
 
     async def test_scanner_without_open_host_is_not_available(self) -> None:
         """A Bumble scanner used before BleStack.open raises bleak's not-available error."""
@@ -240,16 +243,16 @@ class TestScanner:
     ) -> None:
         """The cuff is reported with its name, service 0x1810 and the link's RSSI."""
         device, advertisement = await find(ble, DEVICE_ADDRESS, service_uuids=["1810"])
-        assert "HH BP Cuff" == device.name
+        assert device.name == "HH BP Cuff"
         assert isinstance(device.details, BumbleDeviceDetails)
         assert advertisement.local_name == "HH BP Cuff"
-        assert [uuids.BLOOD_PRESSURE_SERVICE] == advertisement.service_uuids
-        assert ({}, {}, None) == (
+        assert advertisement.service_uuids == [uuids.BLOOD_PRESSURE_SERVICE]
+        assert (
             advertisement.manufacturer_data,
             advertisement.service_data,
             advertisement.tx_power,
-        )
-        assert -50 == advertisement.rssi  # Bumble's virtual controller reports -50 dBm
+        ) == ({}, {}, None)
+        assert advertisement.rssi == -50  # Bumble's virtual controller reports -50 dBm
 
     async def test_service_filter_excludes_other_devices(
         self, radio: VirtualRadio, ble: BleStack, cuff: EmulatedCuff
@@ -265,9 +268,9 @@ class TestScanner:
             # Both scanners share one host scan: the gadget's advertisement reached both.
             assert GADGET_ADDRESS not in filtered.discovered_devices_and_advertisement_data
         assert [normalize_uuid_16(0x180F)] == advertisement.service_uuids
-        assert {0x0059: b"\x01\x02\x03"} == advertisement.manufacturer_data
+        assert advertisement.manufacturer_data == {0x0059: b"\x01\x02\x03"}
         assert {normalize_uuid_16(0x180F): b"\x64"} == advertisement.service_data
-        assert -8 == advertisement.tx_power
+        assert advertisement.tx_power == -8
 
     async def test_seen_devices_cleared_on_start(self, ble: BleStack, cuff: EmulatedCuff) -> None:
         """A restarted scanner starts with no devices (BaseBleakScanner contract)."""
@@ -277,10 +280,10 @@ class TestScanner:
                 async for device, _ in scanner.advertisement_data():
                     if device.address == DEVICE_ADDRESS:
                         break
-        assert [DEVICE_ADDRESS] == [d.address for d in scanner.discovered_devices]
+        assert [d.address for d in scanner.discovered_devices] == [DEVICE_ADDRESS]
         await scanner.start()
         try:
-            assert [] == scanner.discovered_devices
+            assert scanner.discovered_devices == []
         finally:
             await scanner.stop()
 
@@ -312,12 +315,13 @@ class TestClientDiscovery:
         assert bps is not None
         measurement = bps.get_characteristic(uuids.BLOOD_PRESSURE_MEASUREMENT)
         feature = bps.get_characteristic(uuids.BLOOD_PRESSURE_FEATURE)
-        assert measurement is not None and feature is not None
-        assert ["indicate"] == measurement.properties
-        assert [uuids.CLIENT_CHARACTERISTIC_CONFIGURATION] == [
-            d.uuid for d in measurement.descriptors
+        assert measurement is not None
+        assert feature is not None
+        assert measurement.properties == ["indicate"]
+        assert [d.uuid for d in measurement.descriptors] == [
+            uuids.CLIENT_CHARACTERISTIC_CONFIGURATION
         ]
-        assert ["read"] == feature.properties
+        assert feature.properties == ["read"]
         dis = services.get_service(uuids.DEVICE_INFORMATION_SERVICE)
         assert dis is not None
         assert sorted(
@@ -333,9 +337,9 @@ class TestClientDiscovery:
     async def test_connection_state(self, cuff_client: BleakClient) -> None:
         """Connected, MTU exchanged to the maximum the cuff accepts, named as advertised."""
         assert cuff_client.is_connected
-        assert ATT_MTU_MAX == cuff_client.mtu_size
-        assert "HH BP Cuff" == cuff_client.name
-        assert "BumbleClient" == cuff_client.backend_id
+        assert cuff_client.mtu_size == ATT_MTU_MAX
+        assert cuff_client.name == "HH BP Cuff"
+        assert cuff_client.backend_id == "BumbleClient"
 
     async def test_requested_services_filter(self, ble: BleStack, cuff: EmulatedCuff) -> None:
         """BleakClient(services=[...]) keeps only those services in the collection."""
@@ -343,7 +347,7 @@ class TestClientDiscovery:
         async with BleakClient(
             device, services=["1810"], timeout=WAIT_S, backend=ble.client_backend
         ) as client:
-            assert [uuids.BLOOD_PRESSURE_SERVICE] == [s.uuid for s in client.services]
+            assert [s.uuid for s in client.services] == [uuids.BLOOD_PRESSURE_SERVICE]
 
     async def test_connect_by_address_string(self, ble: BleStack, cuff: EmulatedCuff) -> None:
         """An address string alone connects (random static inferred from its top bits)."""
@@ -378,10 +382,10 @@ class TestClientReadWrite:
         """Reading indicate-only 0x2A35 and writing read-only 0x2A49 give bleak's typed codes."""
         with pytest.raises(BleakGATTProtocolError) as read_error:
             await cuff_client.read_gatt_char(uuids.BLOOD_PRESSURE_MEASUREMENT)
-        assert BleakGATTProtocolErrorCode.READ_NOT_PERMITTED == read_error.value.code
+        assert read_error.value.code == BleakGATTProtocolErrorCode.READ_NOT_PERMITTED
         with pytest.raises(BleakGATTProtocolError) as write_error:
             await cuff_client.write_gatt_char(uuids.BLOOD_PRESSURE_FEATURE, b"\x00", response=True)
-        assert BleakGATTProtocolErrorCode.WRITE_NOT_PERMITTED == write_error.value.code
+        assert write_error.value.code == BleakGATTProtocolErrorCode.WRITE_NOT_PERMITTED
 
     async def test_writes_with_and_without_response(
         self, radio: VirtualRadio, ble: BleStack
@@ -393,10 +397,10 @@ class TestClientReadWrite:
             await c.write_gatt_char(GADGET_WRITABLE, b"\x01\x02", response=True)
             await c.write_gatt_char(GADGET_WRITABLE, bytearray(b"\x03"), response=False)
             async with asyncio.timeout(WAIT_S):
-                assert [b"\x01\x02", b"\x03"] == [
+                assert [
                     await gadget.writes.get(),
                     await gadget.writes.get(),
-                ]
+                ] == [b"\x01\x02", b"\x03"]
 
     async def test_descriptor_read_and_write(self, radio: VirtualRadio, ble: BleStack) -> None:
         """A writable descriptor (0x2901) reads, is written, and reads back the new value."""
@@ -409,7 +413,7 @@ class TestClientReadWrite:
             assert bytearray(b"knob") == await c.read_gatt_descriptor(descriptor)
             await c.write_gatt_descriptor(descriptor, b"dial")
             assert bytearray(b"dial") == await c.read_gatt_descriptor(descriptor)
-            assert b"dial" == gadget.description.value
+            assert gadget.description.value == b"dial"
 
 
 class TestClientSubscriptions:
@@ -429,7 +433,7 @@ class TestClientSubscriptions:
             await cuff.all_confirmed.wait()
         assert expected == [bytes(r) for r in received]
         assert all(type(r) is bytearray for r in received)
-        assert (3, 3, ()) == (cuff.confirmations, cuff.indications_sent, cuff.stored)
+        assert (cuff.confirmations, cuff.indications_sent, cuff.stored) == (3, 3, ())
 
     async def test_cccd_follows_subscription(
         self, cuff_client: BleakClient, cuff: EmulatedCuff
@@ -461,10 +465,10 @@ class TestClientSubscriptions:
         """start_notify on a read-only characteristic raises a BleakError naming the reason."""
         with pytest.raises(BumbleBackendError) as caught:
             await cuff_client.start_notify(uuids.BLOOD_PRESSURE_FEATURE, lambda _c, _d: None)
-        assert ("subscribe", "characteristic neither notifies nor indicates") == (
+        assert (
             caught.value.operation,
             caught.value.reason,
-        )
+        ) == ("subscribe", "characteristic neither notifies nor indicates")
 
 
 class TestClientLinkLife:
@@ -505,7 +509,7 @@ class TestClientLinkLife:
         await client.disconnect()
         async with asyncio.timeout(WAIT_S):
             await cuff.disconnected.wait()
-        assert ([], False) == (calls, client.is_connected)
+        assert (calls, client.is_connected) == ([], False)
 
     async def test_connect_timeout_then_controller_still_usable(
         self, ble: BleStack, cuff: EmulatedCuff
@@ -527,13 +531,14 @@ class TestClientLinkLife:
         stored keys (as BlueZ does for a bonded device); unpair forgets the keys."""
         assert ble.host is not None
         hub = ble.host.device
-        assert hub is not None and hub.keystore is not None
+        assert hub is not None
+        assert hub.keystore is not None
         device, _ = await find(ble, DEVICE_ADDRESS)
         async with BleakClient(device, timeout=WAIT_S, backend=ble.client_backend) as client:
             await client.pair()
         assert await hub.keystore.get(DEVICE_ADDRESS) is not None
         assert cuff.device.keystore is not None
-        assert [] != await cuff.device.keystore.get_all()
+        assert await cuff.device.keystore.get_all() != []
 
         client = BleakClient(device, timeout=WAIT_S, backend=ble.client_backend)
         await client.connect()
@@ -571,3 +576,80 @@ class TestClientLinkLife:
                         assert again.is_connected
         finally:
             await first.__aexit__(None, None, None)
+
+
+class _DisplayingCuffDelegate(PairingDelegate):
+    """The cuff's side of passkey entry: it shows a passkey (here: hands it to the test)."""
+
+    def __init__(self, shown: asyncio.Future[int]) -> None:
+        super().__init__(io_capability=PairingDelegate.IoCapability.DISPLAY_OUTPUT_ONLY)
+        self._shown = shown
+
+    async def display_number(self, number: int, digits: int) -> None:
+        if not self._shown.done():
+            self._shown.set_result(number)
+
+
+async def test_passkey_hook_answers_passkey_entry(radio: VirtualRadio) -> None:
+    """With a keyboard I/O capability and MITM, pairing asks the policy's passkey hook for
+    the number the device displays; the right number authenticates the link."""
+    shown: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    cuff = await radio.add_cuff(example_readings(), address=DEVICE_ADDRESS)
+    cuff.device.pairing_config_factory = lambda _c: PairingConfig(
+        sc=True, mitm=True, bonding=True, delegate=_DisplayingCuffDelegate(shown)
+    )
+    asked: list[int] = []
+
+    async def passkey() -> int:
+        number = await shown  # a person reads it off the cuff's display and types it in
+        asked.append(number)
+        return number
+
+    policy = PairingPolicy(
+        io_capability=PairingDelegate.IoCapability.KEYBOARD_INPUT_ONLY, passkey=passkey, mitm=True
+    )
+    async with BleStack.open(radio.stack, pairing=policy) as ble:
+        device, _ = await find(ble, DEVICE_ADDRESS)
+        async with BleakClient(device, timeout=WAIT_S, backend=ble.client_backend) as client:
+            await client.pair()
+            (cuff_side,) = cuff.device.connections.values()
+            assert [shown.result()] == asked
+            assert cuff_side.is_encrypted
+            assert cuff_side.authenticated
+
+
+async def test_passkey_request_without_hook_fails_pairing(radio: VirtualRadio) -> None:
+    """Without a passkey hook a passkey request is refused: pair() raises a BleakError."""
+    shown: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    cuff = await radio.add_cuff(example_readings(), address=DEVICE_ADDRESS)
+    cuff.device.pairing_config_factory = lambda _c: PairingConfig(
+        sc=True, mitm=True, bonding=True, delegate=_DisplayingCuffDelegate(shown)
+    )
+    policy = PairingPolicy(
+        io_capability=PairingDelegate.IoCapability.KEYBOARD_INPUT_ONLY, mitm=True
+    )
+    async with BleStack.open(radio.stack, pairing=policy) as ble:
+        device, _ = await find(ble, DEVICE_ADDRESS)
+        async with BleakClient(device, timeout=WAIT_S, backend=ble.client_backend) as client:
+            with pytest.raises(BumbleBackendError) as caught:
+                await client.pair()
+    assert (
+        caught.value.operation,
+        caught.value.namespace,
+        caught.value.reason,
+    ) == ("pair", "smp", "PASSKEY_ENTRY_FAILED")
+
+
+async def test_unclaimed_connection_is_dropped(ble: BleStack, cuff: EmulatedCuff) -> None:
+    """A connection no client owns (a connect cancelled as it completed) does not linger:
+    the host disconnects it after its grace period."""
+    assert ble.host is not None
+    hub = ble.host.device
+    assert hub is not None
+    await find(ble, DEVICE_ADDRESS)  # remember the address type, as a scan before a connect
+    known = ble.host.known_peer(DEVICE_ADDRESS)
+    assert known is not None
+    async with asyncio.timeout(WAIT_S):
+        await hub.connect(known[0], timeout=WAIT_S)
+        await cuff.disconnected.wait()
+    assert {} == hub.connections

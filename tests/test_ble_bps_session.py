@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC
+from typing import Any
 
 import pytest
 import structlog
@@ -17,6 +18,7 @@ from bumble.core import UUID
 from bumble.gatt import Characteristic, Service
 
 from agent.ble.bps_session import (
+    BpsSessionResult,
     RawMeasurement,
     SessionEnd,
     collect_blood_pressure,
@@ -74,13 +76,16 @@ class Pipeline:
         return [r.data for r in self.records]
 
 
-async def collect(ble: BleStack, pipeline: Pipeline, **kwargs: float) -> object:
-    """One session with the test timings."""
-    options: dict[str, float] = {"scan_timeout_s": WAIT_S, "connect_timeout_s": WAIT_S}
-    options["quiet_period_s"] = QUIET_S
-    options.update(kwargs)
+async def collect(ble: BleStack, pipeline: Pipeline, **kwargs: Any) -> BpsSessionResult:
+    """One session with the test timings (overridable)."""
+    options: dict[str, Any] = {
+        "scan_timeout_s": WAIT_S,
+        "connect_timeout_s": WAIT_S,
+        "quiet_period_s": QUIET_S,
+        **kwargs,
+    }
     async with asyncio.timeout(4 * WAIT_S):
-        return await collect_blood_pressure(ble, DEVICE_ADDRESS, pipeline, **options)  # type: ignore[arg-type]
+        return await collect_blood_pressure(ble, DEVICE_ADDRESS, pipeline, **options)
 
 
 async def test_collects_exactly_the_cuffs_readings_in_order(
@@ -101,7 +106,7 @@ async def test_collects_exactly_the_cuffs_readings_in_order(
     )
 
     assert expected == pipeline.values
-    assert (3, SessionEnd.QUIET) == (result.measurements, result.ended_by)
+    assert (result.measurements, result.ended_by) == (3, SessionEnd.QUIET)
     assert (3, expected, ()) == (cuff.confirmations, cuff.confirmed_values, cuff.stored)
     assert {BLOOD_PRESSURE_MEASUREMENT} == {r.characteristic_uuid for r in pipeline.records}
     monotonic = [r.received_monotonic for r in pipeline.records]
@@ -117,7 +122,7 @@ async def test_reads_device_information(radio: VirtualRadio, ble: BleStack) -> N
 
     result = await collect(ble, pipeline)
 
-    info = result.info  # type: ignore[attr-defined]
+    info = result.info
     assert (
         values[0x2A29],
         values[0x2A24],
@@ -146,7 +151,7 @@ async def test_reads_device_information(radio: VirtualRadio, ble: BleStack) -> N
             serial=DEVICE_SERIAL,
             firmware="1.4.2",
         )
-        == result.facts  # type: ignore[attr-defined]
+        == result.facts
         == pipeline.facts[0]
     )
 
@@ -162,11 +167,11 @@ async def test_dropped_link_mid_stream(radio: VirtualRadio, ble: BleStack) -> No
     with pytest.raises(BleLinkLostError) as caught:
         await collect(ble, pipeline)
 
-    assert ("collect", 1, "..:12:34") == (
+    assert (
         caught.value.phase,
         caught.value.measurements,
         caught.value.device,
-    )
+    ) == ("collect", 1, "..:12:34")
     assert caught.value.transient
     assert expected[:1] == pipeline.values
     assert (tuple(readings[1:]), 1) == (cuff.stored, cuff.link_drops)
@@ -175,11 +180,11 @@ async def test_dropped_link_mid_stream(radio: VirtualRadio, ble: BleStack) -> No
     again = Pipeline()
     result = await collect(ble, again)
     assert expected[1:] == again.values
-    assert (2, SessionEnd.QUIET, ()) == (
-        result.measurements,  # type: ignore[attr-defined]
-        result.ended_by,  # type: ignore[attr-defined]
+    assert (
+        result.measurements,
+        result.ended_by,
         cuff.stored,
-    )
+    ) == (2, SessionEnd.QUIET, ())
 
 
 async def test_cuff_that_keeps_readings_sends_them_again(
@@ -194,7 +199,7 @@ async def test_cuff_that_keeps_readings_sends_them_again(
     await collect(ble, first)
     await collect(ble, second)
     assert (expected, expected) == (first.values, second.values)
-    assert 6 == cuff.confirmations
+    assert cuff.confirmations == 6
 
 
 async def test_slow_pipeline_still_gets_everything_in_order(
@@ -224,7 +229,7 @@ async def test_slow_pipeline_still_gets_everything_in_order(
     )
     async with asyncio.timeout(WAIT_S):
         await cuff.all_confirmed.wait()
-    assert [] == pipeline.values
+    assert pipeline.values == []
     gate.set()
     async with asyncio.timeout(WAIT_S):
         result = await session
@@ -249,7 +254,7 @@ async def test_stops_at_max_measurements(radio: VirtualRadio, ble: BleStack) -> 
             max_measurements=2,
         )
 
-    assert SessionEnd.LIMIT == result.ended_by
+    assert result.ended_by == SessionEnd.LIMIT
     assert_confirmed_were_handed_on(cuff, pipeline.values)
     assert result.measurements == len(pipeline.values) >= 2
     assert tuple(readings[len(cuff.confirmed_values) :]) == cuff.stored
@@ -259,7 +264,7 @@ async def test_device_not_found(ble: BleStack) -> None:
     """Nothing advertising that address within the scan timeout: BleLinkError 'not found'."""
     with pytest.raises(BleLinkError) as caught:
         await collect(ble, Pipeline(), scan_timeout_s=0.3)
-    assert ("..:12:34", "..:12:34: not found") == (caught.value.device, caught.value.reason)
+    assert (caught.value.device, caught.value.reason) == ("..:12:34", "..:12:34: not found")
     assert not isinstance(caught.value, BleLinkLostError)
 
 
@@ -282,18 +287,18 @@ async def test_device_without_feature_characteristic(radio: VirtualRadio, ble: B
 
     with pytest.raises(DeviceProtocolError) as caught:
         await collect(ble, Pipeline())
-    assert ("..:12:34", "discover", "no Blood Pressure Feature 0x2A49 in 0x1810") == (
+    assert (
         caught.value.device,
         caught.value.procedure,
         caught.value.reason,
-    )
+    ) == ("..:12:34", "discover", "no Blood Pressure Feature 0x2A49 in 0x1810")
 
 
 async def test_timeouts_must_nest(ble: BleStack) -> None:
     """A session timeout not larger than scan + connect + quiet is refused up front."""
     with pytest.raises(ConfigError) as caught:
         await collect(ble, Pipeline(), scan_timeout_s=5, connect_timeout_s=5, session_timeout_s=10)
-    assert "ble.session_timeout_s" == caught.value.key
+    assert caught.value.key == "ble.session_timeout_s"
 
 
 async def test_session_deadline_ends_an_endless_transfer(
@@ -319,7 +324,7 @@ async def test_session_deadline_ends_an_endless_transfer(
             session_timeout_s=1.6,
             max_measurements=100_000,
         )
-    assert SessionEnd.DEADLINE == result.ended_by
+    assert result.ended_by == SessionEnd.DEADLINE
     assert_confirmed_were_handed_on(cuff, pipeline.values)
     assert result.measurements == len(pipeline.values) > 1
 

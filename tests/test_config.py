@@ -90,7 +90,8 @@ class TestErrors:
         assert key == info.value.key
         assert str(path) == info.value.path
         assert reason_part in info.value.reason
-        assert key in str(info.value) and str(path) in str(info.value)
+        assert key in str(info.value)
+        assert str(path) in str(info.value)
 
     def test_missing_section(self, tmp_path: Path) -> None:
         """A missing required section names its first required key."""

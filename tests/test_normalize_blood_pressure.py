@@ -44,7 +44,7 @@ def _reading(**overrides: Any) -> BloodPressureReading:
         "systolic": Measured(Decimal("128")),
         "diastolic": Measured(Decimal("82")),
         "mean_arterial_pressure": Measured(Decimal("97")),
-        "device_time": datetime(2026, 11, 23, 10, 15, 0),
+        "device_time": datetime(2026, 11, 23, 10, 15, 0),  # noqa: DTZ001 - device-local, no zone
         "pulse_rate": Measured(Decimal("71")),
     }
     fields.update(overrides)
@@ -81,7 +81,7 @@ class TestPanel:
         assert pulse["valueQuantity"]["code"] == "/min"
 
     def test_references_and_times(self) -> None:
-        """Patient, device and gateway references; device time in the hub's zone; issued = receipt."""
+        """Patient, device, gateway references; device time in the hub's zone; issued = receipt."""
         panel, _ = blood_pressure_observations(_reading(), CUFF, CTX)
         assert panel["subject"] == {"reference": "Patient/patient-0001"}
         assert panel["device"] == {"reference": "Device/phd-0102030405060708.F00000001001"}

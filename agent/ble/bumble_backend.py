@@ -87,10 +87,6 @@ DISCONNECT_TIMEOUT_S: Final = 5.0
 """HCI Disconnect to Disconnection Complete: a few connection events (≤ 4 s intervals) or
 the supervision timeout at worst; we give up waiting (and call it disconnected) after 5 s."""
 
-ORPHAN_GRACE_S: Final = 2.0
-"""A central connection that no client claimed this long after it completed (a connect that
-was cancelled just as the controller completed it) is disconnected."""
-
 RSSI_UNKNOWN_DBM: Final = -127
 """bleak's ``rssi`` is an int; a controller without RSSI (HCI 127) is reported as -127 dBm."""
 

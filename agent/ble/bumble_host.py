@@ -206,11 +206,11 @@ class BumbleHost:
         device.on(Device.EVENT_CONNECTION, self._on_connection)
         terminated = getattr(transport.source, "terminated", None)
         if isinstance(terminated, asyncio.Future):
-            terminated.add_done_callback(self._on_transport_lost)
+            terminated.add_done_callback(lambda _f: self._on_transport_lost(transport))
         log.info("ble_host_ready", transport=kind, hub=device_label(str(self.static_address)))
 
-    def _on_transport_lost(self, _future: asyncio.Future[None]) -> None:
-        if not self._closed:
+    def _on_transport_lost(self, transport: Transport) -> None:
+        if transport is self._transport and not self._closed:
             self._lost = True
             log.warning("ble_hci_transport_lost", transport=self.transport_spec.split(":", 1)[0])
 

@@ -246,7 +246,8 @@ class EmulatedCuff:
         self.confirmed_values: list[bytes] = []
         #: Set when a central enables indications on 0x2A35.
         self.subscribed = asyncio.Event()
-        #: Set whenever a delivery run ended with every held reading confirmed.
+        #: Set when a delivery run ended with every held reading confirmed; cleared by a new
+        #: connection or measurement while readings are held.
         self.all_confirmed = asyncio.Event()
         #: Set whenever the central disconnects (cleared at the next connection).
         self.disconnected = asyncio.Event()
@@ -329,6 +330,8 @@ class EmulatedCuff:
         self._confirmed_here = set()
         self.disconnected.clear()
         self.subscribed.clear()
+        if self._held:
+            self.all_confirmed.clear()
         connection.on(Connection.EVENT_DISCONNECTION, self._on_disconnection)
 
     def _on_disconnection(self, reason: int) -> None:
@@ -368,9 +371,9 @@ class EmulatedCuff:
         return len(cccd) == 2 and bool(cccd[0] & CCCD_INDICATE)
 
     def _start_delivery(self, connection: Connection) -> None:
-        if self._delivery is None or self._delivery.done():
-            if self._indications_enabled(connection):
-                self._delivery = self._spawn(self._deliver(connection), "cuff.deliver")
+        idle = self._delivery is None or self._delivery.done()
+        if idle and self._indications_enabled(connection):
+            self._delivery = self._spawn(self._deliver(connection), "cuff.deliver")
 
     async def _deliver(self, connection: Connection) -> None:
         """Indicate each held reading not yet confirmed on this connection, one at a time."""

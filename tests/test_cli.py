@@ -1,0 +1,124 @@
+"""The ``homehub`` command: decode every reference vector, and bad input exits 2 with a reason."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.cli import main
+
+VECTORS_FILE = (
+    Path(__file__).resolve().parents[2] / "shared" / "reference" / "ble-test-vectors.json"
+)
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "config" / "homehub.example.toml"
+
+
+def _vectors() -> list[Any]:
+    if not VECTORS_FILE.is_file():
+        return [pytest.param(None, marks=pytest.mark.skip(reason=f"{VECTORS_FILE} not present"))]
+    return [
+        pytest.param(v, id=f"{v['characteristic']}-{v['name']}")
+        for v in json.loads(VECTORS_FILE.read_text())
+    ]
+
+
+def _same(expected: Any, actual: Any) -> bool:
+    """Numbers as numbers (1e-9 relative), objects by their expected keys (extra keys allowed)."""
+    if isinstance(expected, dict):
+        return isinstance(actual, dict) and all(
+            k in actual and _same(v, actual[k]) for k, v in expected.items()
+        )
+    if isinstance(expected, list):
+        return (
+            isinstance(actual, list)
+            and len(expected) == len(actual)
+            and all(_same(e, a) for e, a in zip(expected, actual, strict=True))
+        )
+    if isinstance(expected, bool) or expected is None:
+        return expected == actual
+    if isinstance(expected, int | float) or (
+        isinstance(expected, str) and isinstance(actual, int | float)
+    ):
+        try:
+            e, a = float(expected), float(actual)
+        except (TypeError, ValueError):
+            return False
+        return math.isclose(e, a, rel_tol=1e-9)
+    return expected == actual
+
+
+@pytest.mark.parametrize("vector", _vectors())
+def test_every_reference_vector_through_homehub_decode(
+    vector: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`homehub decode CHAR HEX` prints the expected JSON (exit 0) or a reason (exit 2)."""
+    args = ["decode", vector["characteristic"], vector["hex"]]
+    if vector["direction"] == "write":
+        args.append("--from-hub")
+    code = main(args)
+    out, err = capsys.readouterr()
+    expected = vector["expected"]
+    if isinstance(expected, dict) and expected.get("valid") is False:
+        assert 2 == code
+        assert "" == out
+        assert err.startswith(
+            f"homehub: invalid {vector['characteristic'].upper().replace('0X', '0x')}"
+        )
+    else:
+        assert 0 == code, err
+        assert "" == err
+        assert _same(expected, json.loads(out)), out
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(
+        ("args", "fragment"),
+        [
+            (["decode", "0x2A35", "zz"], "hex"),
+            (["decode", "0x9999", "00"], "0x9999"),
+            (["decode", "0x2A35", "0678"], "0x2A35"),
+            (["frobnicate"], "invalid choice"),
+            (["check-config", "/nonexistent/homehub.toml"], "not found"),
+        ],
+    )
+    def test_bad_input_exits_2_with_a_reason(
+        self, args: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Every kind of bad input gives exit code 2 and one reason on stderr, no traceback."""
+        with pytest.raises(SystemExit) if args == ["frobnicate"] else contextlib.nullcontext():
+            code = main(args)
+            assert 2 == code
+        _, err = capsys.readouterr()
+        assert fragment in err
+        assert "Traceback" not in err
+
+    def test_check_config_accepts_the_example(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """check-config says ok for the shipped example."""
+        assert 0 == main(["check-config", str(EXAMPLE_CONFIG)])
+        assert "ok" in capsys.readouterr().out
+
+    def test_console_script_runs(self) -> None:
+        """The installed `homehub` entry point decodes a value in a real process."""
+        exe = Path(sys.executable).with_name("homehub")
+        result = subprocess.run(
+            [str(exe), "decode", "0x2A35", "067d0055006200e707081b0e1e2d4800"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert 0 == result.returncode, result.stderr
+        decoded = json.loads(result.stdout)
+        assert (125, 85, 98, 72) == (
+            decoded["systolic"],
+            decoded["diastolic"],
+            decoded["mean_arterial_pressure"],
+            decoded["pulse_rate"],
+        )
