@@ -30,12 +30,9 @@ is ever acknowledged to a device or to the broker against a closed database.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import signal
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Final
 
 import structlog
@@ -53,6 +50,7 @@ from agent.sealing import Sealer, check_key_placement, create_data_key, load_dat
 from agent.uplink import Uplink, UplinkSettings
 from drivers.errors import (
     BleLinkError,
+    BleLinkLostError,
     DecodeError,
     DeviceError,
     HubError,
@@ -65,9 +63,12 @@ from drivers.errors import (
 log = structlog.get_logger(__name__)
 
 INGEST_QUEUE_MAX: Final = 256
-"""Raw measurements waiting to be stored. A 1,000-record glucometer download is consumed as
-fast as it arrives (one commit each, ms), so the queue only absorbs bursts; when full, the
-BLE callback waits, which delays the ATT confirmation: the device keeps the reading."""
+"""Raw measurements waiting to be stored. The stack confirms an indication as soon as the
+callback returns (BlueZ and Bumble alike), so this queue does not hold confirmations back; a
+full queue makes the BLE session buffer (bounded) until ingest catches up."""
+
+BLE_REOPEN_DELAY_S: Final = 5.0
+"""Pause before reopening a BLE stack that failed to open (adapter gone, HCI not up)."""
 
 PUBLISH_WINDOW: Final = 20
 """Records in flight at once: paho's default ``max_inflight_messages`` (performance-anchors)."""
@@ -153,25 +154,14 @@ class Hub:
             pending=counts.pending,
             released=released,
         )
-        uplink = Uplink(
-            UplinkSettings(
-                host=cfg.mqtt.host,
-                port=cfg.mqtt.port,
-                ca_file=cfg.mqtt.ca_file,
-                cert_file=cfg.mqtt.cert_file,
-                key_file=cfg.mqtt.key_file,
-                hub_id=cfg.hub.id,
-                keepalive_s=cfg.mqtt.keepalive_s,
-                backoff_max_s=cfg.mqtt.backoff_max_s,
-            )
-        )
+        uplink = Uplink(UplinkSettings.from_config(cfg))
         try:
-            async with BleStack.open(cfg.ble.stack) as ble, asyncio.TaskGroup() as tg:
+            async with asyncio.TaskGroup() as tg:
                 tasks = [
                     tg.create_task(uplink.run(), name="hub.uplink"),
                     tg.create_task(self._publisher(outbox, uplink), name="hub.publisher"),
                     tg.create_task(self._ingest(outbox, signer), name="hub.ingest"),
-                    tg.create_task(self._collector(ble), name="hub.collector"),
+                    tg.create_task(self._collector(), name="hub.collector"),
                 ]
                 await stop.wait()
                 log.info("hub_stopping")
@@ -191,35 +181,46 @@ class Hub:
 
     # -- collecting ---------------------------------------------------------------------
 
-    async def _collector(self, ble: BleStack) -> None:
+    async def _collector(self) -> None:
         while True:
-            for device in self.cfg.devices:
-                await self._session(ble, device)
-            await asyncio.sleep(self.cfg.ble.cycle_interval_s)
+            try:
+                async with BleStack.open(self.cfg.ble.stack) as ble:
+                    while True:
+                        for device in self.cfg.devices:
+                            await self._session(ble, device)
+                        await asyncio.sleep(self.cfg.ble.cycle_interval_s)
+            except BleLinkError as exc:
+                # The adapter (or the virtual radio's HCI port) is not there: try again.
+                log.warning("ble_stack_unavailable", reason=exc.reason)
+                await asyncio.sleep(BLE_REOPEN_DELAY_S)
 
     async def _session(self, ble: BleStack, device: DeviceConfig) -> None:
         label = device_label(device.address)
         bound = log.bind(device=label, kind=device.kind)
-        facts: list[DeviceFacts] = []
 
         async def on_measurement(raw: RawMeasurement, info: DeviceFacts) -> None:
-            if not facts:
-                facts.append(info)
             await self._queue.put(_Arrival(info, label, raw))
 
         try:
-            async with asyncio.timeout(self.cfg.ble.session_timeout_s):
-                result = await collect_blood_pressure(
-                    ble,
-                    device.address,
-                    on_measurement,
-                    scan_timeout_s=self.cfg.ble.scan_timeout_s,
-                    connect_timeout_s=self.cfg.ble.connect_timeout_s,
-                    quiet_period_s=self.cfg.ble.quiet_period_s,
-                )
-            bound.info("ble_session_done", measurements=result.measurements)
-        except TimeoutError:
-            bound.warning("ble_session_timeout", limit_s=self.cfg.ble.session_timeout_s)
+            # The session's own deadline ends the radio part and still hands on everything
+            # received; an outer cancellation would drop readings the device saw confirmed.
+            result = await collect_blood_pressure(
+                ble,
+                device.address,
+                on_measurement,
+                scan_timeout_s=self.cfg.ble.scan_timeout_s,
+                connect_timeout_s=self.cfg.ble.connect_timeout_s,
+                quiet_period_s=self.cfg.ble.quiet_period_s,
+                session_timeout_s=self.cfg.ble.session_timeout_s,
+            )
+            bound.info(
+                "ble_session_done", measurements=result.measurements, ended_by=result.ended_by.value
+            )
+        except BleLinkLostError as exc:
+            # Many cuffs hang up themselves after their transfer; bleak gives no reason, so a
+            # drop after measurements is most likely that. What was received is handed on.
+            level = bound.info if exc.measurements > 0 else bound.warning
+            level("ble_session_link_lost", phase=exc.phase, measurements=exc.measurements)
         except BleLinkError as exc:
             bound.info("ble_session_failed", reason=exc.reason)
         except DeviceError as exc:
@@ -349,4 +350,3 @@ def utc_now() -> datetime:
 
 __all__ = ["Hub", "main", "open_outbox", "status", "utc_now"]
 
-_ = (Path, contextlib, os)  # reserved for the quarantine path (issue [outbox])

@@ -13,6 +13,7 @@ import json
 import textwrap
 from datetime import UTC, datetime
 from decimal import Decimal
+from collections.abc import Mapping
 from typing import Any, Final
 
 import cbor2
@@ -78,7 +79,7 @@ def _plain(value: Any) -> Any:
         return f"h'{value.hex()}'"
     if isinstance(value, Decimal):
         return f"decimal({value})"
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v) for v in value]
