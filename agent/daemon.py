@@ -38,13 +38,14 @@ from typing import Any, Final
 import structlog
 
 from agent import cose
-from agent.ble.bps_session import RawMeasurement, collect_blood_pressure
+from agent.ble.bps_session import RawMeasurement
+from agent.ble.sessions import SESSIONS
 from agent.ble.stack import BleStack
 from agent.config import Config, DeviceConfig
 from agent.ingest import Prepared, Signer, prepare
 from agent.logs import device_label
-from agent.normalize.blood_pressure import Context
 from agent.normalize.device import DeviceFacts
+from agent.normalize.phd import Context
 from agent.outbox import Outbox, peek_counts
 from agent.sealing import Sealer, check_key_placement, create_data_key, load_data_key
 from agent.uplink import Uplink, UplinkSettings
@@ -79,7 +80,8 @@ class _Arrival:
     """A raw measurement together with the device it came from."""
 
     device: DeviceFacts
-    label: str
+    label: str  #: for logs: the last two address octets
+    device_key: str  #: the configured label: names the device's sync state in the outbox
     raw: RawMeasurement
 
 
@@ -140,11 +142,13 @@ class Hub:
         self.delivered = 0
         self.rejected = 0
         self.duplicates = 0
+        self._outbox: Outbox | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run every task until ``stop`` is set, then close cleanly."""
         cfg = self.cfg
         outbox, signer = open_outbox(cfg)
+        self._outbox = outbox
         released = outbox.release_in_flight()
         counts = outbox.counts()
         log.info(
@@ -199,22 +203,19 @@ class Hub:
         bound = log.bind(device=label, kind=device.kind)
 
         async def on_measurement(raw: RawMeasurement, info: DeviceFacts) -> None:
-            await self._queue.put(_Arrival(info, label, raw))
+            await self._queue.put(_Arrival(info, label, device.label, raw))
 
+        def sync_state(key: str) -> bytes | None:
+            return self._outbox.get_sync_state(device.label, key) if self._outbox else None
+
+        session = SESSIONS[device.kind]
         try:
-            # The session's own deadline ends the radio part and still hands on everything
-            # received; an outer cancellation would drop readings the device saw confirmed.
-            result = await collect_blood_pressure(
-                ble,
-                device.address,
-                on_measurement,
-                scan_timeout_s=self.cfg.ble.scan_timeout_s,
-                connect_timeout_s=self.cfg.ble.connect_timeout_s,
-                quiet_period_s=self.cfg.ble.quiet_period_s,
-                session_timeout_s=self.cfg.ble.session_timeout_s,
-            )
+            # Each session's own deadline (ble.session_timeout_s) ends the radio part and
+            # still hands on everything received; an outer cancellation would drop readings
+            # the device already saw confirmed.
+            outcome = await session(ble, device, on_measurement, self.cfg.ble, sync_state)
             bound.info(
-                "ble_session_done", measurements=result.measurements, ended_by=result.ended_by.value
+                "ble_session_done", measurements=outcome.measurements, ended_by=outcome.ended_by
             )
         except BleLinkLostError as exc:
             # Many cuffs hang up themselves after their transfer; bleak gives no reason, so a
@@ -240,9 +241,7 @@ class Hub:
                 received=arrival.raw.received_wall,
             )
             try:
-                prepared = prepare(
-                    arrival.raw.characteristic_uuid, arrival.raw.data, arrival.device, ctx
-                )
+                prepared = prepare(arrival.raw, arrival.device, ctx)
             except DecodeError as exc:
                 self.rejected += 1
                 bound.warning(
@@ -253,8 +252,11 @@ class Hub:
                 )
                 continue
             try:
-                result = outbox.append(
-                    prepared.kind, prepared.identifier, _envelope_maker(prepared, signer)
+                # The reading and the sync state it advances commit in one transaction.
+                sync = {(arrival.device_key, k): v for k, v in arrival.raw.sync_state.items()}
+                (result,) = outbox.append_many(
+                    [(prepared.kind, prepared.identifier, _envelope_maker(prepared, signer))],
+                    sync_state=sync or None,
                 )
             except StorageError as exc:
                 # Not stored: the device's confirmation already went out (BlueZ confirms
@@ -349,4 +351,3 @@ def utc_now() -> datetime:
 
 
 __all__ = ["Hub", "main", "open_outbox", "status", "utc_now"]
-

@@ -10,6 +10,7 @@ an undecodable reading is never stored as if it were valid.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -17,15 +18,12 @@ from typing import Any, Final
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent import cose
+from agent.ble.bps_session import RawMeasurement
 from agent.normalize import codes
-from agent.normalize.blood_pressure import (
-    BloodPressureReading,
-    Context,
-    blood_pressure_observations,
-)
+from agent.normalize.blood_pressure import BloodPressureReading, blood_pressure_observations
 from agent.normalize.bundle import collection
 from agent.normalize.device import DeviceFacts, phd_device, phg_device
-from agent.normalize.phd import Measured, fhir_datetime
+from agent.normalize.phd import Context, Measured, fhir_datetime
 from agent.payload import CONTENT_TYPE, Payload
 from drivers.blood_pressure import BloodPressureMeasurement, PressureUnit
 from drivers.errors import DecodeError
@@ -94,16 +92,9 @@ def blood_pressure_reading(measurement: BloodPressureMeasurement) -> BloodPressu
     )
 
 
-def prepare(characteristic_uuid: str, data: bytes, device: DeviceFacts, ctx: Context) -> Prepared:
-    """Decode and normalize one measurement.
-
-    Raises:
-        DecodeError: the bytes are not a valid value of that characteristic, or the
-            characteristic is not one the hub collects.
-    """
-    if characteristic_uuid.lower() != BLOOD_PRESSURE_MEASUREMENT:
-        raise DecodeError(characteristic_uuid, "not a characteristic the hub collects")
-    measurement = BloodPressureMeasurement.from_bytes(data)
+def prepare_blood_pressure(raw: RawMeasurement, device: DeviceFacts, ctx: Context) -> Prepared:
+    """A Blood Pressure Measurement 0x2A35: the BP panel, pulse rate, and both Devices."""
+    measurement = BloodPressureMeasurement.from_bytes(raw.data)
     observations = blood_pressure_observations(blood_pressure_reading(measurement), device, ctx)
     resources = [
         *observations,
@@ -117,3 +108,24 @@ def prepare(characteristic_uuid: str, data: bytes, device: DeviceFacts, ctx: Con
         hub_id=ctx.hub_id,
         stored_at=ctx.received,
     )
+
+
+Preparer = Callable[[RawMeasurement, DeviceFacts, Context], Prepared]
+
+#: How each measurement characteristic (bleak-style 128-bit UUID) becomes a record.
+PREPARERS: Final[dict[str, Preparer]] = {
+    BLOOD_PRESSURE_MEASUREMENT: prepare_blood_pressure,
+}
+
+
+def prepare(raw: RawMeasurement, device: DeviceFacts, ctx: Context) -> Prepared:
+    """Decode and normalize one measurement (with its related values).
+
+    Raises:
+        DecodeError: the bytes are not a valid value of that characteristic, or the
+            characteristic is not one the hub collects.
+    """
+    preparer = PREPARERS.get(raw.characteristic_uuid.lower())
+    if preparer is None:
+        raise DecodeError(raw.characteristic_uuid, "not a characteristic the hub collects")
+    return preparer(raw, device, ctx)

@@ -19,8 +19,9 @@ from typing import Any, Final
 import cbor2
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from agent.ble.bps_session import RawMeasurement
 from agent.ingest import BLOOD_PRESSURE_MEASUREMENT, Signer, prepare
-from agent.normalize.blood_pressure import Context
+from agent.normalize.phd import Context
 from agent.normalize.device import DeviceFacts
 from drivers.blood_pressure import BloodPressureMeasurement, PressureUnit
 from drivers.gatt_time import DateTime
@@ -65,9 +66,13 @@ def example_signer() -> Signer:
 
 def example_envelope(seq: int = 1) -> bytes:
     """The whole published message for the example reading."""
-    prepared = prepare(
-        BLOOD_PRESSURE_MEASUREMENT, example_measurement(), EXAMPLE_DEVICE, EXAMPLE_CONTEXT
+    raw = RawMeasurement(
+        characteristic_uuid=BLOOD_PRESSURE_MEASUREMENT,
+        data=example_measurement(),
+        received_monotonic=0.0,
+        received_wall=EXAMPLE_CONTEXT.received,
     )
+    prepared = prepare(raw, EXAMPLE_DEVICE, EXAMPLE_CONTEXT)
     return prepared.envelope(seq, example_signer())
 
 

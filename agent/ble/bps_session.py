@@ -50,7 +50,7 @@ import enum
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
@@ -134,12 +134,20 @@ class RawMeasurement:
         data: the value's bytes exactly as indicated (never in the repr: it is PHI).
         received_monotonic: ``time.monotonic()`` at arrival, for ordering and intervals.
         received_wall: the hub's UTC wall clock at arrival.
+        related: see below.
+        sync_state: see below.
     """
 
     characteristic_uuid: str
     data: bytes = field(repr=False)
     received_monotonic: float
     received_wall: datetime
+    related: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    """Values that belong to this one, by characteristic UUID (e.g. a glucose measurement's
+    context 0x2A34, joined by sequence number in the session)."""
+    sync_state: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    """Per-device sync state (e.g. a glucometer's RACP high-water mark) that must commit in
+    the same outbox transaction as this measurement, by key."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from typing import Any
 from agent.normalize import codes
 from agent.normalize.device import DeviceFacts
 from agent.normalize.phd import (
+    Context,
     Measured,
     fhir_datetime,
     identifier_timestamp,
@@ -39,16 +40,6 @@ class BloodPressureReading:
     device_time: datetime | None  #: the cuff's naive local time stamp, None if absent/unusable
     pulse_rate: Measured | None = None
     user_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Context:
-    """Who and when: the same for every resource made from one transfer."""
-
-    hub_id: str
-    patient_id: str
-    timezone: str
-    received: datetime  #: hub wall time (aware) when the measurement arrived
 
 
 def _common(

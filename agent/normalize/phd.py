@@ -97,3 +97,13 @@ def observation_identifier(
     """``device-patient-type-timestamp[-supplemental…]`` (PhdBaseObservation identifier)."""
     parts = [device_id, patient_id, str(mdc), timestamp, *(str(c) for c in supplemental)]
     return "-".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Who and when: the same for every resource made from one transfer."""
+
+    hub_id: str
+    patient_id: str
+    timezone: str
+    received: datetime  #: hub wall time (aware) when the measurement arrived

@@ -1,0 +1,68 @@
+"""Which BLE session collects from which kind of device: one entry per ``devices.kind``.
+
+Every session has the same shape, so the daemon treats all devices alike::
+
+    await SESSIONS[device.kind](ble, device, on_measurement, settings, sync_state)
+
+``on_measurement`` stores one raw measurement (it returns once the reading is queued for
+the outbox); ``sync_state`` reads this device's committed sync state (a glucometer's RACP
+high-water mark). A session that advances such state returns the new value inside the
+:class:`RawMeasurement` (``sync_state``), so it commits in the same transaction as the
+reading it covers: never ahead of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from agent.ble.bps_session import OnMeasurement, collect_blood_pressure
+from agent.ble.stack import BleStack
+from agent.config import BleConfig, DeviceConfig
+
+
+class SyncStateReader(Protocol):
+    """Reads this device's committed sync state by key (``None`` when never set)."""
+
+    def __call__(self, key: str) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOutcome:
+    """How a session that did not raise ended."""
+
+    measurements: int
+    ended_by: str
+
+
+Session = Callable[
+    [BleStack, DeviceConfig, OnMeasurement, BleConfig, SyncStateReader],
+    Awaitable[SessionOutcome],
+]
+
+
+async def blood_pressure_session(
+    ble: BleStack,
+    device: DeviceConfig,
+    on_measurement: OnMeasurement,
+    settings: BleConfig,
+    _sync_state: SyncStateReader,
+) -> SessionOutcome:
+    """A BPS 1.0 cuff: indications of its stored measurements after connection."""
+    result = await collect_blood_pressure(
+        ble,
+        device.address,
+        on_measurement,
+        scan_timeout_s=settings.scan_timeout_s,
+        connect_timeout_s=settings.connect_timeout_s,
+        quiet_period_s=settings.quiet_period_s,
+        session_timeout_s=settings.session_timeout_s,
+    )
+    return SessionOutcome(result.measurements, result.ended_by.value)
+
+
+#: ``devices.kind`` → its session. agent/config.py lists the same kinds (DEVICE_KINDS).
+SESSIONS: Final[dict[str, Session]] = {
+    "blood_pressure": blood_pressure_session,
+}
