@@ -31,7 +31,7 @@ import hashlib
 import io
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, NoReturn
@@ -131,6 +131,20 @@ def key_id(public_key: ec.EllipticCurvePublicKey) -> bytes:
     return hashlib.sha256(spki).digest()[:KID_BYTES]
 
 
+Es256Sign = Callable[[bytes], bytes]
+"""An ES256 signing operation: message in (hashed with SHA-256 by the callee), the 64-byte
+``r || s`` out. A key provider (:mod:`agent.keys`) supplies one whose key may never leave a
+token; :func:`es256_sign` is the in-memory one."""
+
+
+def es256_sign(key: ec.EllipticCurvePrivateKey, message: bytes) -> bytes:
+    """ES256 over ``message`` with an in-memory key: deterministic (RFC 6979), ``r || s``."""
+    _require_p256(key, "signing key")
+    der = key.sign(message, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+    r, s = decode_dss_signature(der)
+    return r.to_bytes(_COORDINATE_BYTES, "big") + s.to_bytes(_COORDINATE_BYTES, "big")
+
+
 def sign1(
     payload: bytes,
     key: ec.EllipticCurvePrivateKey,
@@ -145,17 +159,32 @@ def sign1(
     caller's bugs, not conditions to handle).
     """
     _require_p256(key, "signing key")
+    return sign1_with(payload, functools.partial(es256_sign, key), kid, content_type)
+
+
+def sign1_with(
+    payload: bytes,
+    sign: Es256Sign,
+    kid: bytes,
+    content_type: str = CONTENT_TYPE,
+) -> bytes:
+    """Like :func:`sign1`, with the ES256 operation supplied by the caller (a key provider).
+
+    Deterministic only if ``sign`` is: a PKCS#11 token draws a fresh ECDSA nonce, so signing
+    the same payload twice gives two different, equally valid envelopes. That is harmless
+    because the outbox stores the signed bytes and re-sends exactly those. Raises
+    :class:`KeyMaterialError` if ``sign`` returns something that is not a 64-byte ``r || s``.
+    """
     if len(kid) != KID_BYTES:
         raise ValueError(f"kid must be {KID_BYTES} bytes, got {len(kid)}")
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     protected = _encode_protected(content_type, kid)
-    der = key.sign(
-        _to_be_signed(protected, payload),
-        ec.ECDSA(hashes.SHA256(), deterministic_signing=True),
-    )
-    r, s = decode_dss_signature(der)
-    signature = r.to_bytes(_COORDINATE_BYTES, "big") + s.to_bytes(_COORDINATE_BYTES, "big")
+    signature = sign(_to_be_signed(protected, payload))
+    if len(signature) != SIGNATURE_BYTES:
+        raise KeyMaterialError(
+            "signing key", f"signature of {len(signature)} bytes, ES256 needs {SIGNATURE_BYTES}"
+        )
     return cbor2.dumps(
         cbor2.CBORTag(COSE_SIGN1_TAG, [protected, {}, payload, signature]), canonical=True
     )

@@ -43,6 +43,7 @@ from agent.ble.sessions import SESSIONS
 from agent.ble.stack import BleStack
 from agent.config import Config, DeviceConfig
 from agent.ingest import Prepared, Signer, prepare
+from agent.ingest_batcher import Item, Status, collect_batch, commit_batch
 from agent.logs import device_label
 from agent.normalize.device import DeviceFacts
 from agent.normalize.phd import Context
@@ -232,44 +233,53 @@ class Hub:
     async def _ingest(self, outbox: Outbox, signer: Signer) -> None:
         cfg = self.cfg
         while True:
-            arrival = await self._queue.get()
-            bound = log.bind(device=arrival.label)
-            ctx = Context(
-                hub_id=cfg.hub.id,
-                patient_id=cfg.patient.id,
-                timezone=cfg.hub.timezone,
-                received=arrival.raw.received_wall,
-            )
-            try:
-                prepared = prepare(arrival.raw, arrival.device, ctx)
-            except DecodeError as exc:
-                self.rejected += 1
-                bound.warning(
-                    "measurement_rejected",
-                    characteristic=exc.characteristic,
-                    reason=exc.reason,
-                    offset=exc.offset,
+            # Group commit: what arrives within GROUP_COMMIT_WINDOW_S shares one transaction.
+            arrivals = await collect_batch(self._queue)
+            items: list[Item] = []
+            labels: list[str] = []
+            for arrival in arrivals:
+                ctx = Context(
+                    hub_id=cfg.hub.id,
+                    patient_id=cfg.patient.id,
+                    timezone=cfg.hub.timezone,
+                    received=arrival.raw.received_wall,
                 )
-                continue
-            try:
+                try:
+                    prepared = prepare(arrival.raw, arrival.device, ctx)
+                except DecodeError as exc:
+                    self.rejected += 1
+                    log.warning(
+                        "measurement_rejected",
+                        device=arrival.label,
+                        characteristic=exc.characteristic,
+                        reason=exc.reason,
+                        offset=exc.offset,
+                    )
+                    continue
                 # The reading and the sync state it advances commit in one transaction.
                 sync = {(arrival.device_key, k): v for k, v in arrival.raw.sync_state.items()}
-                (result,) = outbox.append_many(
-                    [(prepared.kind, prepared.identifier, _envelope_maker(prepared, signer))],
-                    sync_state=sync or None,
-                )
-            except StorageError as exc:
-                # Not stored: the device's confirmation already went out (BlueZ confirms
-                # before we commit), so this is logged loudly; devices with memory resend.
-                bound.error("measurement_not_stored", operation=exc.operation, reason=exc.reason)
-                continue
-            if result.duplicate:
-                self.duplicates += 1
-                bound.info("measurement_duplicate", seq=result.seq)
-            else:
-                self.stored += 1
-                bound.info("measurement_stored", seq=result.seq)
-                self._wake.set()
+                maker = _envelope_maker(prepared, signer)
+                items.append(Item(prepared.kind, prepared.identifier, maker, sync))
+                labels.append(arrival.label)
+            for label, outcome in zip(labels, commit_batch(outbox, items), strict=True):
+                bound = log.bind(device=label)
+                if outcome.status is Status.NOT_STORED:
+                    # Not stored: the device's confirmation already went out (BlueZ confirms
+                    # before we commit), so this is logged loudly; devices with memory resend.
+                    error = outcome.error
+                    bound.error(
+                        "measurement_not_stored",
+                        error=type(error).__name__,
+                        operation=getattr(error, "operation", "append"),
+                        reason=str(getattr(error, "reason", error)),
+                    )
+                elif outcome.status is Status.DUPLICATE:
+                    self.duplicates += 1
+                    bound.info("measurement_duplicate", seq=outcome.seq)
+                else:
+                    self.stored += 1
+                    bound.info("measurement_stored", seq=outcome.seq)
+                    self._wake.set()
 
     # -- publishing ---------------------------------------------------------------------
 

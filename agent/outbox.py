@@ -42,9 +42,21 @@ reports for ``ENOSPC``), :class:`StorageCorruptError` (``SQLITE_CORRUPT``,
 record larger than :data:`MAX_RECORD_BYTES` raises :class:`RecordTooLargeError`, a
 :class:`LocalError`: the pipeline built it, and retrying cannot help.
 
-Corruption hook: :meth:`Outbox.open` runs ``PRAGMA quick_check`` and raises
-:class:`StorageCorruptError` when it fails. The caller (the daemon) is the place to set the
-file aside and start a fresh one (quarantine: a later issue; catalogue D5).
+Corruption: :meth:`Outbox.open` runs ``PRAGMA quick_check`` and raises
+:class:`StorageCorruptError` when it fails. :func:`open_or_quarantine` (what the daemon
+calls) then moves the file and its ``-wal``/``-shm`` aside to ``<name>.corrupt-<UTC time>``
+for inspection, opens a fresh outbox and logs ``outbox_quarantined`` (catalogue D5): never
+a crash loop. The fresh file's sequence counter starts above anything the old one can have
+handed out (:func:`open_or_quarantine`), so a (hub, seq) is never reused.
+
+Quota: ``quota_bytes`` bounds the bytes the live pages of the database hold (pages in use,
+not the free list; the WAL is bounded separately by :data:`JOURNAL_SIZE_LIMIT_BYTES`). At
+:data:`CRITICAL_FRACTION` of it the outbox is *critical*: ``storage_critical`` is logged
+once, non-clinical kinds (:data:`NON_CLINICAL_KINDS`: telemetry, logs) are refused and
+those still pending are shed (deleted unsent). Clinical records are never deleted unsent:
+past the quota itself, appends of any kind fail with :class:`StorageFullError` and roll
+back whole, so a device that keeps its own records (RACP) keeps them, because its
+high-water mark, committed in the same transaction, does not advance.
 
 The API is synchronous and each call is one short transaction; the daemon calls it from
 the event loop (one fsync per call, so batch with :meth:`Outbox.append_many`).
@@ -53,6 +65,7 @@ the event loop (one fsync per call, so batch with :meth:`Outbox.append_many`).
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 import re
 import sqlite3
@@ -107,8 +120,25 @@ reading). Short, because calls run on the event loop; the daemon is the only wri
 JOURNAL_SIZE_LIMIT_BYTES: Final = 64 * 1024 * 1024
 """WAL size kept after a checkpoint (catalogue O5: WAL ≤ 64 MB)."""
 
+DEFAULT_QUOTA_BYTES: Final = 256 * 1024 * 1024
+"""Default bound on the outbox's live data (config ``outbox.quota_bytes``). A sealed BP
+envelope with its row and index entries takes ≈ 5 KB on disk (hil/bench/outbox.py), so
+256 MiB hold ≈ 50,000 readings: 13 years of 10 readings a day, or two weeks of oximetry
+summaries at one a minute, undelivered; and 256 MiB + the 64 MiB WAL is a small share of
+even an 8 GB SD card."""
+
+CRITICAL_FRACTION: Final = 0.9
+"""Share of the quota at which the outbox turns critical (``storage_critical``, non-clinical
+kinds shed): leaves 10 % (≈ 25 MiB by default, ≈ 5,000 readings) for clinical records
+before the hard limit."""
+
+NON_CLINICAL_KINDS: Final = frozenset({"telemetry", "log"})
+"""Kinds that may be refused and shed under storage pressure; every other kind is clinical
+(the safe default for a kind this table does not know)."""
+
 # SQLite primary result codes (sqlite.org/rescode.html); extended codes keep them in the
 # low byte.
+_SQLITE_IOERR: Final = 10
 _SQLITE_CORRUPT: Final = 11
 _SQLITE_FULL: Final = 13
 _SQLITE_NOTADB: Final = 26
@@ -201,6 +231,8 @@ class OutboxCounts:
     in_flight: int
     oldest_age_s: float | None
     damaged: int = 0
+    used_bytes: int = 0
+    """Bytes held by the database's pages in use (what the quota bounds)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +267,33 @@ def _permanent(error: StorageError) -> StorageError:
     return error
 
 
+class StorageLevel(enum.Enum):
+    """Where the outbox stands against its quota."""
+
+    OK = "ok"
+    CRITICAL = "critical"
+    """At or past :data:`CRITICAL_FRACTION` of the quota: non-clinical kinds are shed."""
+    FULL = "full"
+    """At or past the quota: nothing more is stored until records are delivered."""
+
+
+def storage_level(used_bytes: int, quota_bytes: int) -> StorageLevel:
+    """Classify ``used_bytes`` against ``quota_bytes`` (for the outbox and ``homehub status``)."""
+    if used_bytes >= quota_bytes:
+        return StorageLevel.FULL
+    if used_bytes >= quota_bytes * CRITICAL_FRACTION:
+        return StorageLevel.CRITICAL
+    return StorageLevel.OK
+
+
+def _used_bytes(conn: sqlite3.Connection) -> int:
+    """Bytes in the pages in use, as this connection (or its open transaction) sees them."""
+    page_size: int = conn.execute("PRAGMA page_size").fetchone()[0]
+    page_count: int = conn.execute("PRAGMA page_count").fetchone()[0]
+    free: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    return (page_count - free) * page_size
+
+
 def _read_counts(conn: sqlite3.Connection, now: float) -> OutboxCounts:
     by_state = {
         state: (count, oldest)
@@ -250,6 +309,7 @@ def _read_counts(conn: sqlite3.Connection, now: float) -> OutboxCounts:
         in_flight=in_flight,
         oldest_age_s=max(0.0, now - min(oldest)) if oldest else None,
         damaged=by_state.get("damaged", (0, None))[0],
+        used_bytes=_used_bytes(conn),
     )
 
 
@@ -263,13 +323,18 @@ class Outbox:
         sealer: Sealer,
         hub_id: str,
         clock: Callable[[], float],
+        quota_bytes: int = DEFAULT_QUOTA_BYTES,
     ) -> None:
         """Use :meth:`open`; this only stores an already-checked connection."""
+        if quota_bytes <= 0:
+            raise ValueError("quota_bytes must be > 0")
         self._conn: sqlite3.Connection | None = conn
         self.path: Final = path
         self.hub_id: Final = hub_id
+        self.quota_bytes: Final = quota_bytes
         self._sealer: Final = sealer
         self._clock: Final = clock
+        self._level = StorageLevel.OK
 
     def __repr__(self) -> str:
         return f"Outbox(path={str(self.path)!r}, hub_id={self.hub_id!r})"
@@ -284,6 +349,7 @@ class Outbox:
         hub_id: str,
         *,
         clock: Callable[[], float] = time.time,
+        quota_bytes: int = DEFAULT_QUOTA_BYTES,
     ) -> Outbox:
         """Open (creating if needed) the outbox at ``path`` and check it before use.
 
@@ -315,7 +381,7 @@ class Outbox:
         except BaseException:
             conn.close()
             raise
-        outbox = cls(conn, path, sealer, hub_id, clock)
+        outbox = cls(conn, path, sealer, hub_id, clock, quota_bytes)
         try:
             outbox.prune_seen()
             counts = outbox.counts()
@@ -329,7 +395,10 @@ class Outbox:
             pending=counts.pending,
             in_flight=counts.in_flight,
             damaged=counts.damaged,
+            used_bytes=counts.used_bytes,
+            quota_bytes=quota_bytes,
         )
+        outbox._note_level(counts.used_bytes)
         return outbox
 
     @staticmethod
@@ -425,11 +494,72 @@ class Outbox:
         states = [(d, k, v) for (d, k), v in (sync_state or {}).items()]
         for device, key, value in states:
             self._check_sync_state(device, key, value)
+        if self._pressure() is not StorageLevel.OK:
+            self._shed_non_clinical()
+            refused = sorted({kind for kind, _key, _make in items if kind in NON_CLINICAL_KINDS})
+            if refused:
+                raise StorageFullError(
+                    str(self.path), "append", f"storage critical: kind {refused[0]} shed"
+                )
         with self._transaction("append") as conn:
+            before = _used_bytes(conn)
             results = [self._append_one(conn, *item) for item in items]
             for device, key, value in states:
                 self._put_sync_state(conn, device, key, value)
+            after = _used_bytes(conn)
+            if after > self.quota_bytes and after > before:
+                self._note_level(after)
+                raise StorageFullError(
+                    str(self.path), "append", f"quota of {self.quota_bytes} bytes reached"
+                )
+        self._note_level(after)
         return results
+
+    def _pressure(self) -> StorageLevel:
+        """The quota level now (read outside any transaction: three cheap pragmas)."""
+        conn = self._connection("append")
+        try:
+            used = _used_bytes(conn)
+        except sqlite3.Error as exc:
+            raise _storage_error(self.path, "append", exc) from exc
+        self._note_level(used)
+        return self._level
+
+    def _shed_non_clinical(self) -> int:
+        """Delete pending non-clinical records (telemetry, logs): shed first under pressure.
+
+        Its own transaction, so the shedding stands even when the append that follows is
+        refused. Clinical kinds are never touched.
+        """
+        kinds = sorted(NON_CLINICAL_KINDS)
+        marks = ", ".join("?" * len(kinds))
+        with self._transaction("shed") as conn:
+            shed: int = conn.execute(
+                f"DELETE FROM records WHERE state = 'pending' AND kind IN ({marks})",  # noqa: S608
+                kinds,
+            ).rowcount
+        if shed:
+            log.warning("outbox_shed", path=str(self.path), records=shed)
+        return shed
+
+    def _note_level(self, used_bytes: int) -> None:
+        """Log the quota level when it changes (``storage_critical`` before the hard limit)."""
+        level = storage_level(used_bytes, self.quota_bytes)
+        if level is self._level:
+            return
+        previous, self._level = self._level, level
+        fields = {"path": str(self.path), "used_bytes": used_bytes, "quota_bytes": self.quota_bytes}
+        if level is StorageLevel.OK:
+            log.info("storage_ok", previous=previous.value, **fields)
+        elif level is StorageLevel.CRITICAL:
+            log.warning("storage_critical", previous=previous.value, **fields)
+        else:
+            log.error("storage_full", previous=previous.value, **fields)
+
+    @property
+    def level(self) -> StorageLevel:
+        """The quota level as of the last append, delivery or open."""
+        return self._level
 
     def _append_one(
         self,
@@ -578,8 +708,10 @@ class Outbox:
                 "DELETE FROM records WHERE seq = ? AND state IN ('pending', 'in_flight')", batch
             ).rowcount  # executemany sums the rows changed over the batch
             pruned = _prune_seen(conn)
+            used = _used_bytes(conn)
         if pruned:
             log.info("outbox_seen_pruned", path=str(self.path), count=pruned)
+        self._note_level(used)
         return deleted
 
     def prune_seen(self) -> int:
@@ -600,6 +732,15 @@ class Outbox:
             return _read_counts(conn, self._clock())
         except sqlite3.Error as exc:
             raise _storage_error(self.path, "counts", exc) from exc
+
+    def _raise_next_seq(self, floor: int) -> None:
+        """Make the next sequence number at least ``floor`` (after a quarantine)."""
+        if not 1 <= floor <= MAX_SEQ:
+            raise ValueError("floor out of range")
+        with self._transaction("raise_next_seq") as conn:
+            conn.execute(
+                "UPDATE counters SET value = MAX(value, ?) WHERE name = 'next_seq'", (floor,)
+            )
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -712,3 +853,92 @@ def peek_counts(path: Path, *, clock: Callable[[], float] = time.time) -> Outbox
         raise _storage_error(path, "peek_counts", exc) from exc
     finally:
         conn.close()
+
+
+_QUARANTINE_SUFFIXES: Final = ("", "-wal", "-shm")
+"""The database and the files SQLite keeps beside it in WAL mode, moved together."""
+
+MAX_QUARANTINED_NAMES: Final = 100
+"""Attempts at a free ``.corrupt-<time>[-n]`` name; more corrupt files than that in one
+second means something else is wrong."""
+
+
+def quarantine(path: Path, *, clock: Callable[[], float] = time.time) -> Path:
+    """Move the database at ``path`` (and its ``-wal``/``-shm``) aside for inspection.
+
+    The new name is ``<name>.corrupt-<UTC YYYYmmddTHHMMSSZ>`` (``-n`` added if taken), with
+    the same ``-wal``/``-shm`` suffixes; the directory is fsynced so the move survives a power
+    cut. Returns the new path of the database file.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(clock()))
+    for n in range(MAX_QUARANTINED_NAMES):
+        target = path.with_name(f"{path.name}.corrupt-{stamp}" + (f"-{n}" if n else ""))
+        if not any(Path(f"{target}{suffix}").exists() for suffix in _QUARANTINE_SUFFIXES):
+            break
+    else:
+        raise _permanent(StorageError(str(path), "quarantine", "no free quarantine name"))
+    try:
+        for suffix in _QUARANTINE_SUFFIXES:
+            source = Path(f"{path}{suffix}")
+            if source.exists():
+                source.rename(f"{target}{suffix}")
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise StorageError(str(path), "quarantine", f"cannot move aside: {exc.strerror}") from None
+    return target
+
+
+def _salvage_next_seq(quarantined: Path) -> int | None:
+    """The quarantined file's sequence counter, if it can still be read (read-only)."""
+    try:
+        conn = sqlite3.connect(f"{quarantined.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        row = conn.execute("SELECT value FROM counters WHERE name = 'next_seq'").fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return int(row[0]) if row is not None and isinstance(row[0], int) else None
+
+
+def open_or_quarantine(
+    path: Path,
+    sealer: Sealer,
+    hub_id: str,
+    *,
+    clock: Callable[[], float] = time.time,
+    quota_bytes: int = DEFAULT_QUOTA_BYTES,
+) -> Outbox:
+    """:meth:`Outbox.open`, but a corrupt file is quarantined and a fresh outbox opened.
+
+    Corrupt means :class:`StorageCorruptError` at open (``quick_check`` failed, or not a
+    database at all). The file goes aside (:func:`quarantine`), ``outbox_quarantined`` is
+    logged with the new name, and a fresh outbox is created. Its sequence counter starts at
+    the larger of the old file's counter (when still readable) and the wall clock in
+    microseconds, so no sequence number the old file handed out is handed out again; a
+    second failure (the fresh file corrupt too: the disk is bad) propagates.
+    """
+    try:
+        return Outbox.open(path, sealer, hub_id, clock=clock, quota_bytes=quota_bytes)
+    except StorageCorruptError as exc:
+        reason = exc.reason
+    moved = quarantine(path, clock=clock)
+    salvaged = _salvage_next_seq(moved)
+    floor = max(salvaged or 1, int(clock() * 1_000_000), 1)
+    log.error(
+        "outbox_quarantined",
+        path=str(path),
+        moved_to=str(moved),
+        reason=reason,
+        counter_salvaged=salvaged is not None,
+        next_seq=floor,
+    )
+    outbox = Outbox.open(path, sealer, hub_id, clock=clock, quota_bytes=quota_bytes)
+    try:
+        outbox._raise_next_seq(floor)
+    except BaseException:
+        outbox.close()
+        raise
+    return outbox

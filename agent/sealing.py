@@ -12,12 +12,27 @@ Key file (version 1, :data:`KEY_FILE_SIZE` = 50 bytes, mode 0600 or stricter)::
     offset  size  field
     0       8     magic  b"HHDATKEY"
     8       1     format version (1)
-    9       1     protection algorithm: 0x00 = plain (the key is protected by file
-                  mode and placement only). Reserved so a later issue can add
-                  wrapping (a KEK held in a TPM / PKCS#11 token) without a new magic.
+    9       1     protection: 0x00 = plain (the key is protected by file mode and
+                  placement only; see below for the wrapped forms)
     10      32    the data key (random)
     42      8     check value: HMAC-SHA256(key, "homehub key check v1")[:8]; detects a
                   damaged key file before it makes every record look tampered with
+
+Wrapped key file (version 1, :data:`WRAPPED_KEY_FILE_SIZE` = 70 bytes): the data key
+encrypted by a key-encryption key (KEK) that a key provider (:mod:`agent.keys`) holds::
+
+    offset  size  field
+    0       8     magic  b"HHDATKEY"
+    8       1     format version (1)
+    9       1     protection: 0x10 = AES-256-GCM under a KEK in a file (or a systemd
+                  credential), 0x11 = AES-256-GCM inside a PKCS#11 token (the KEK never
+                  leaves it)
+    10      12    GCM nonce (random)
+    22      32    the encrypted data key
+    54      16    GCM tag
+
+The wrap's associated data is ``"homehub data key wrap v1" ‖ bytes 0..9``: the header
+cannot be edited to make a file claim another provider. The tag replaces the check value.
 
 Sealed record (version 1 of the format; one byte says algorithm *and* format version)::
 
@@ -51,7 +66,7 @@ import os
 import secrets
 import stat
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 import structlog
 from cryptography.exceptions import InvalidTag
@@ -69,8 +84,16 @@ DATA_KEY_BYTES: Final = 32
 KEY_FILE_MAGIC: Final = b"HHDATKEY"
 KEY_FILE_VERSION: Final = 1
 KEY_CHECK_BYTES: Final = 8
-KEY_FILE_SIZE: Final = len(KEY_FILE_MAGIC) + 1 + 1 + DATA_KEY_BYTES + KEY_CHECK_BYTES
+KEY_FILE_HEADER_BYTES: Final = len(KEY_FILE_MAGIC) + 1 + 1
+KEY_FILE_SIZE: Final = KEY_FILE_HEADER_BYTES + DATA_KEY_BYTES + KEY_CHECK_BYTES
 """8 magic + 1 version + 1 protection + 32 key + 8 check value = 50 bytes."""
+
+WRAP_NONCE_BYTES: Final = 12
+WRAP_TAG_BYTES: Final = 16
+WRAPPED_KEY_BYTES: Final = WRAP_NONCE_BYTES + DATA_KEY_BYTES + WRAP_TAG_BYTES
+"""What a :class:`KeyWrapper` returns for the 32-byte data key: nonce ‖ ciphertext ‖ tag."""
+WRAPPED_KEY_FILE_SIZE: Final = KEY_FILE_HEADER_BYTES + WRAPPED_KEY_BYTES
+"""8 magic + 1 version + 1 protection + 12 nonce + 32 wrapped key + 16 tag = 70 bytes."""
 
 NONCE_BYTES: Final = 12
 """96-bit nonce: RFC 8439 §2.8 and the GCM recommended IV length (SP 800-38D §5.2.1.1)."""
@@ -83,6 +106,7 @@ _LABEL_SEAL: Final = b"homehub seal v1"
 _LABEL_DEDUP: Final = b"homehub dedup v1"
 _LABEL_KEY_ID: Final = b"homehub key id v1"
 _LABEL_CHECK: Final = b"homehub key check v1"
+_AAD_WRAP: Final = b"homehub data key wrap v1"
 _AAD_RECORD: Final = b"homehub record v1"
 _AAD_SYNC_STATE: Final = b"homehub sync state v1"
 _MAX_AAD_FIELD: Final = 0xFFFF
@@ -94,6 +118,35 @@ class KeyProtection(enum.IntEnum):
 
     PLAIN = 0x00
     """The key is stored as is; protected by file mode and by living apart from the data."""
+
+    WRAPPED_FILE_KEK = 0x10
+    """AES-256-GCM under a 256-bit KEK read from a file or a systemd credential."""
+
+    WRAPPED_PKCS11 = 0x11
+    """AES-256-GCM computed inside a PKCS#11 token by a non-extractable KEK."""
+
+
+class KeyWrapper(Protocol):
+    """What a key provider offers the data key file: wrap and unwrap under its KEK.
+
+    Both take the 32-byte data key (or its wrapped form, nonce ‖ ciphertext ‖ tag:
+    :data:`WRAPPED_KEY_BYTES`) and associated data that the wrap authenticates.
+    ``unwrap`` raises :class:`KeyMaterialError` when the KEK is gone or the bytes or the
+    associated data were altered; its message never holds key material.
+    """
+
+    @property
+    def protection(self) -> KeyProtection:
+        """The protection byte this wrapper writes (byte 9 of the key file)."""
+        ...
+
+    def wrap(self, key: bytes, aad: bytes) -> bytes:
+        """Encrypt ``key`` under the KEK: nonce ‖ ciphertext ‖ tag."""
+        ...
+
+    def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
+        """Decrypt what :meth:`wrap` returned; :class:`KeyMaterialError` on any failure."""
+        ...
 
 
 class AeadAlgorithm(enum.IntEnum):
@@ -153,15 +206,34 @@ class DataKey:
             + _check_value(self._key)
         )
 
+    def to_wrapped_file_bytes(self, wrapper: KeyWrapper) -> bytes:
+        """The wrapped key file's content: header ‖ ``wrapper.wrap(key)`` (70 bytes)."""
+        header = KEY_FILE_MAGIC + bytes([KEY_FILE_VERSION, wrapper.protection])
+        wrapped = wrapper.wrap(self._key, _AAD_WRAP + header)
+        if len(wrapped) != WRAPPED_KEY_BYTES:
+            raise KeyMaterialError(
+                "data key wrap", f"provider returned {len(wrapped)} bytes, not {WRAPPED_KEY_BYTES}"
+            )
+        return header + wrapped
+
     @classmethod
-    def from_file_bytes(cls, data: bytes, *, what: str = "data key file") -> DataKey:
-        """Parse a key file's content; :class:`KeyMaterialError` says what is wrong."""
-        if len(data) != KEY_FILE_SIZE:
-            raise KeyMaterialError(what, f"size {len(data)} bytes, expected {KEY_FILE_SIZE}")
+    def from_file_bytes(
+        cls, data: bytes, *, what: str = "data key file", wrapper: KeyWrapper | None = None
+    ) -> DataKey:
+        """Parse a key file's content; :class:`KeyMaterialError` says what is wrong.
+
+        Without ``wrapper`` only a plain key file is accepted; with one, only a file wrapped
+        by that kind of provider (no silent downgrade to a plain file, no mix-up).
+        """
+        expected = KEY_FILE_SIZE if wrapper is None else WRAPPED_KEY_FILE_SIZE
+        if len(data) != expected:
+            raise KeyMaterialError(what, f"size {len(data)} bytes, expected {expected}")
         if data[:8] != KEY_FILE_MAGIC:
             raise KeyMaterialError(what, "not a homehub data key file (bad magic)")
         if data[8] != KEY_FILE_VERSION:
             raise KeyMaterialError(what, f"unsupported format version {data[8]}")
+        if wrapper is not None:
+            return cls._from_wrapped(data, what, wrapper)
         if data[9] != KeyProtection.PLAIN:
             raise KeyMaterialError(what, f"unsupported key protection 0x{data[9]:02x}")
         key = data[10 : 10 + DATA_KEY_BYTES]
@@ -169,18 +241,34 @@ class DataKey:
             raise KeyMaterialError(what, "check value mismatch: the key file is damaged")
         return cls(key)
 
+    @classmethod
+    def _from_wrapped(cls, data: bytes, what: str, wrapper: KeyWrapper) -> DataKey:
+        if data[9] != wrapper.protection:
+            try:
+                stored = KeyProtection(data[9]).name
+            except ValueError:
+                stored = f"0x{data[9]:02x}"
+            raise KeyMaterialError(
+                what, f"key protection is {stored}, the configured provider writes "
+                f"{wrapper.protection.name}; refusing to mix providers"
+            )
+        header = data[:KEY_FILE_HEADER_BYTES]
+        return cls(wrapper.unwrap(data[KEY_FILE_HEADER_BYTES:], _AAD_WRAP + header))
+
     def _subkey(self, label: bytes) -> bytes:
         return _hkdf(self._key, label)
 
 
-def load_data_key(path: Path) -> DataKey:
+def load_data_key(path: Path, wrapper: KeyWrapper | None = None) -> DataKey:
     """Read the data key file, refusing it unless it is private, well-formed and intact.
 
     Refused (:class:`KeyMaterialError`) when the file is missing, not a regular file, has
     any group/other permission bit, is owned by a uid other than ours or root, or has the
     wrong size, magic, version, protection id or check value. Mode and owner are taken
     from ``fstat`` on the opened descriptor, so they describe the bytes actually read.
+    With ``wrapper`` (a key provider), the file must be wrapped by it and is unwrapped.
     """
+    expected = KEY_FILE_SIZE if wrapper is None else WRAPPED_KEY_FILE_SIZE
     what = f"data key file {path}"
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -197,18 +285,21 @@ def load_data_key(path: Path) -> DataKey:
             raise KeyMaterialError(what, f"mode {mode:04o} gives group/other access; need 0600")
         if st.st_uid not in (os.geteuid(), 0):
             raise KeyMaterialError(what, f"owned by uid {st.st_uid}, not by uid {os.geteuid()}")
-        if st.st_size != KEY_FILE_SIZE:
-            raise KeyMaterialError(what, f"size {st.st_size} bytes, expected {KEY_FILE_SIZE}")
-        data = os.read(fd, KEY_FILE_SIZE + 1)
+        if st.st_size != expected:
+            raise KeyMaterialError(what, f"size {st.st_size} bytes, expected {expected}")
+        data = os.read(fd, expected + 1)
     except OSError as exc:
         raise KeyMaterialError(what, f"cannot read: {exc.strerror}") from None
     finally:
         os.close(fd)
-    return DataKey.from_file_bytes(data, what=what)
+    return DataKey.from_file_bytes(data, what=what, wrapper=wrapper)
 
 
-def create_data_key(path: Path) -> DataKey:
+def create_data_key(path: Path, wrapper: KeyWrapper | None = None) -> DataKey:
     """Create a new data key file at ``path``, mode 0600; never replace an existing one.
+
+    With ``wrapper`` (a key provider) the file holds the key wrapped by the provider's KEK;
+    without, the plain form.
 
     Replacing a data key would make every record sealed under the old one unreadable, so
     an existing file (even a damaged one) is an error. The key is written to a temporary
@@ -219,7 +310,7 @@ def create_data_key(path: Path) -> DataKey:
     """
     what = f"data key file {path}"
     key = DataKey.generate()
-    data = key.to_file_bytes()
+    data = key.to_file_bytes() if wrapper is None else key.to_wrapped_file_bytes(wrapper)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
         try:
@@ -240,7 +331,39 @@ def create_data_key(path: Path) -> DataKey:
     except OSError as exc:
         raise KeyMaterialError(what, f"cannot create: {exc.strerror}") from None
     log.info("data_key_created", path=str(path), key_id=key.key_id)
-    return load_data_key(path)
+    return load_data_key(path, wrapper)
+
+
+def destroy_key_file(path: Path, what: str = "data key file") -> bool:
+    """Crypto-erase a key file: overwrite it with random bytes, fsync, unlink, fsync the dir.
+
+    Returns ``False`` when there was no file. The overwrite is best effort: on flash
+    (SD card, eMMC) the old blocks may survive wear levelling, which is why a wrapped data
+    key's real erasure is destroying the KEK (:meth:`agent.keys.KeyProvider.destroy_kek`).
+    Raises :class:`KeyMaterialError` when the file cannot be overwritten or removed.
+    """
+    what = f"{what} {path}"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise KeyMaterialError(what, f"cannot open to destroy: {exc.strerror}") from None
+    try:
+        size = os.fstat(fd).st_size
+        os.write(fd, secrets.token_bytes(size))
+        os.fsync(fd)
+    except OSError as exc:
+        raise KeyMaterialError(what, f"cannot overwrite: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    try:
+        path.unlink()
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise KeyMaterialError(what, f"cannot remove: {exc.strerror}") from None
+    log.info("key_file_destroyed", path=str(path))
+    return True
 
 
 def _fsync_dir(directory: Path) -> None:
