@@ -122,3 +122,15 @@ class TestBadInput:
             decoded["mean_arterial_pressure"],
             decoded["pulse_rate"],
         )
+
+
+def test_run_refuses_a_config_with_a_wrong_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`homehub run` with a wrong key stops at once: exit 2, the key and the file named."""
+    bad = tmp_path / "homehub.toml"
+    bad.write_text(EXAMPLE_CONFIG.read_text().replace("port = 8883", 'port = "eighty"'))
+    assert main(["run", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "mqtt.port" in err
+    assert str(bad) in err
