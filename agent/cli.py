@@ -107,8 +107,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from agent import config, daemon, logs
 
+    cfg = config.load(args.config)  # a bad file is reported on stderr before logging starts
     logs.configure(args.log_level)
-    cfg = config.load(args.config)
     return daemon.main(cfg)
 
 
