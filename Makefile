@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 deps: $(STAMP) system-deps
 
-# mosquitto is the broker the tests and the demo start on loopback; installed when missing.
+# mosquitto is the broker the tests and the demo start on loopback; softhsm2 the PKCS#11 token
+# of the key-provider tests; each installed when missing.
 system-deps:
 	@if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then \
 	  echo "installing mosquitto (apt-get)"; \
@@ -28,6 +29,11 @@ system-deps:
 	fi
 	@if ! command -v openssl >/dev/null; then \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openssl >/dev/null; \
+	fi
+	@# SoftHSM2: the PKCS#11 token the key-provider tests run against (a TPM's path in the field).
+	@if [ ! -e /usr/lib/softhsm/libsofthsm2.so ] || ! command -v softhsm2-util >/dev/null; then \
+	  echo "installing softhsm2 (apt-get)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends softhsm2 >/dev/null; \
 	fi
 
 lint: $(STAMP)

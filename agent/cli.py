@@ -5,6 +5,7 @@
     homehub status --config FILE       outbox depth and age, as JSON
     homehub check-config FILE          validate a configuration file
     homehub config-schema              every configuration key, its type and default
+    homehub factory-reset --config FILE --yes  crypto-erase: destroy data key, KEK, outbox
 
 Exit codes: 0 success, 2 bad input (arguments, configuration, an undecodable value), 1 a
 failure at run time (storage, keys). Errors go to stderr as one line that says what was wrong
@@ -68,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("config", type=Path)
 
     sub.add_parser("config-schema", help="print every configuration key")
+
+    reset = sub.add_parser(
+        "factory-reset", help="destroy the data key, the KEK and the outbox (stop the daemon first)"
+    )
+    reset.add_argument("--config", type=Path, required=True)
+    reset.add_argument("--yes", action="store_true", help="confirm: every stored reading is lost")
     return parser
 
 
@@ -104,6 +111,19 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_factory_reset(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from agent import config
+    from agent.keys.reset import factory_reset
+
+    if not args.yes:
+        raise UsageError("--yes", "required: a factory reset makes every stored reading unreadable")
+    cfg = config.load(args.config)
+    sys.stdout.write(json.dumps(asdict(factory_reset(cfg))) + "\n")
+    return EXIT_OK
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from agent import config, daemon, logs
 
@@ -118,6 +138,7 @@ _COMMANDS = {
     "status": _cmd_status,
     "check-config": _cmd_check_config,
     "config-schema": _cmd_config_schema,
+    "factory-reset": _cmd_factory_reset,
 }
 
 

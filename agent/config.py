@@ -28,7 +28,13 @@ LABEL_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 PATIENT_ID_RE: Final = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 """A FHIR logical id (FHIR R4 §2.6.2 'id' type)."""
 
-DEVICE_KINDS: Final = ("blood_pressure",)
+KEY_PROVIDERS: Final = ("file", "pkcs11")
+CREDENTIAL_RE: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+"""A systemd credential name: a file name in $CREDENTIALS_DIRECTORY (no '/')."""
+TOKEN_LABEL_RE: Final = re.compile(r"^[\x20-\x7e]{1,32}$")
+"""PKCS#11 labels: CK_TOKEN_INFO.label is 32 bytes; printable ASCII keeps logs clean."""
+
+DEVICE_KINDS: Final = ("blood_pressure", "pulse_oximeter", "glucose")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +80,7 @@ class OutboxConfig:
 
     path: Path
     key_file: Path
+    quota_bytes: int = 256 * 1024 * 1024  #: agent.outbox.DEFAULT_QUOTA_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +88,20 @@ class SigningConfig:
     """``[signing]``: the hub's ES256 signing key (PEM, mode 0600)."""
 
     key_file: Path
+
+
+@dataclass(frozen=True, slots=True)
+class KeysConfig:
+    """``[keys]``: the key provider holding the KEK and the signing key (agent/keys/)."""
+
+    provider: str = "file"
+    kek_file: Path | None = None
+    kek_credential: str | None = None
+    pkcs11_module: Path | None = None
+    pkcs11_token: str | None = None
+    pkcs11_pin_file: Path | None = None
+    pkcs11_kek_label: str = "homehub-kek"
+    pkcs11_signing_label: str = "homehub-signing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +129,7 @@ class Config:
     outbox: OutboxConfig
     signing: SigningConfig
     mqtt: MqttConfig
+    keys: KeysConfig = KeysConfig()
 
 
 # ---------------------------------------------------------------------------
@@ -157,6 +179,31 @@ def _stack(value: Any) -> str | None:
     return "must be 'bluez' or 'bumble:<transport>' (e.g. 'bumble:tcp-client:127.0.0.1:7001')"
 
 
+def _key_provider(value: Any) -> str | None:
+    return None if value in KEY_PROVIDERS else f"must be one of {', '.join(KEY_PROVIDERS)}"
+
+
+def _keys_config(where: str, values: dict[str, Any]) -> KeysConfig:
+    """Cross-key checks of ``[keys]``: each provider takes only its own settings."""
+    keys = KeysConfig(**values)
+    file_only = ("kek_file", "kek_credential")
+    pkcs11_only = ("pkcs11_module", "pkcs11_token", "pkcs11_pin_file")
+    if keys.provider == "file":
+        for name in pkcs11_only:
+            if values[name] is not None:
+                raise ConfigError(where, f"keys.{name}", "only for provider 'pkcs11'")
+        if keys.kek_file is not None and keys.kek_credential is not None:
+            raise ConfigError(where, "keys.kek_credential", "give kek_file or kek_credential")
+    else:
+        for name in file_only:
+            if values[name] is not None:
+                raise ConfigError(where, f"keys.{name}", "only for provider 'file'")
+        for name in pkcs11_only:
+            if values[name] is None:
+                raise ConfigError(where, f"keys.{name}", "missing (provider 'pkcs11' needs it)")
+    return keys
+
+
 def _kind(value: Any) -> str | None:
     return None if value in DEVICE_KINDS else f"must be one of {', '.join(DEVICE_KINDS)}"
 
@@ -201,9 +248,47 @@ SCHEMA: Final[dict[str, dict[str, Field]]] = {
     "outbox": {
         "path": Field(Path, doc="SQLite database file"),
         "key_file": Field(Path, doc="data key file, mode 0600, outside the state directory"),
+        "quota_bytes": Field(
+            int,
+            256 * 1024 * 1024,
+            False,
+            _positive,
+            doc="bound on stored data; 'storage critical' at 90 %, clinical records never shed",
+        ),
     },
     "signing": {
         "key_file": Field(Path, doc="the hub's P-256 signing key (PEM, mode 0600)"),
+    },
+    "keys": {
+        "provider": Field(
+            str, "file", False, _key_provider, doc="'file' or 'pkcs11' (KEK in a token)"
+        ),
+        "kek_file": Field(
+            Path,
+            None,
+            False,
+            doc="file: KEK (32 bytes, mode 0600, outside the state directory); absent = plain",
+        ),
+        "kek_credential": Field(
+            str,
+            None,
+            False,
+            _matches(CREDENTIAL_RE, "a systemd credential name"),
+            doc="file: KEK from $CREDENTIALS_DIRECTORY/<name> (systemd LoadCredential)",
+        ),
+        "pkcs11_module": Field(
+            Path, None, False, doc="pkcs11: module, e.g. /usr/lib/softhsm/libsofthsm2.so"
+        ),
+        "pkcs11_token": Field(
+            str, None, False, _matches(TOKEN_LABEL_RE, "1-32 characters"), doc="token label"
+        ),
+        "pkcs11_pin_file": Field(Path, None, False, doc="pkcs11: user PIN (mode 0600)"),
+        "pkcs11_kek_label": Field(
+            str, "homehub-kek", False, _matches(TOKEN_LABEL_RE, "1-32 characters")
+        ),
+        "pkcs11_signing_label": Field(
+            str, "homehub-signing", False, _matches(TOKEN_LABEL_RE, "1-32 characters")
+        ),
     },
     "mqtt": {
         "host": Field(str),
@@ -298,6 +383,7 @@ def from_mapping(data: Mapping[str, Any], source: Path) -> Config:
         outbox=OutboxConfig(**sections["outbox"]),
         signing=SigningConfig(**sections["signing"]),
         mqtt=MqttConfig(**sections["mqtt"]),
+        keys=_keys_config(where, sections["keys"]),
     )
 
 

@@ -37,7 +37,7 @@ from typing import Any, Final
 
 import structlog
 
-from agent import cose
+from agent import keys
 from agent.ble.bps_session import RawMeasurement
 from agent.ble.sessions import SESSIONS
 from agent.ble.stack import BleStack
@@ -47,8 +47,8 @@ from agent.ingest_batcher import Item, Status, collect_batch, commit_batch
 from agent.logs import device_label
 from agent.normalize.device import DeviceFacts
 from agent.normalize.phd import Context
-from agent.outbox import Outbox, peek_counts
-from agent.sealing import Sealer, check_key_placement, create_data_key, load_data_key
+from agent.outbox import Outbox, open_or_quarantine, peek_counts, storage_level
+from agent.sealing import Sealer
 from agent.uplink import Uplink, UplinkSettings
 from drivers.errors import (
     BleLinkError,
@@ -72,6 +72,10 @@ full queue makes the BLE session buffer (bounded) until ingest catches up."""
 BLE_REOPEN_DELAY_S: Final = 5.0
 """Pause before reopening a BLE stack that failed to open (adapter gone, HCI not up)."""
 
+STORAGE_RETRY_S: Final = 5.0
+"""Pause before the publisher tries the outbox again after a storage error (disk full or
+failing): long enough not to spin on a dead disk, short next to any delivery deadline."""
+
 PUBLISH_WINDOW: Final = 20
 """Records in flight at once: paho's default ``max_inflight_messages`` (performance-anchors)."""
 
@@ -87,27 +91,18 @@ class _Arrival:
 
 
 def _open_keys(cfg: Config) -> tuple[Sealer, Signer]:
-    """Load (or, on a fresh hub, create) the data key, and load the signing key.
+    """Open the key provider; load (or, on a fresh hub, create) the data key through it.
 
-    A missing data key is created only when no outbox exists yet: creating a new key for
-    an existing database would strand every record in it, so that case is refused.
+    The provider (``[keys]``: a KEK file or a PKCS#11 token) also signs: with ``pkcs11``
+    the signing key never leaves the token. See :func:`agent.keys.open_data_key`.
     """
-    key_file = cfg.outbox.key_file
-    if not key_file.exists():
-        if cfg.outbox.path.exists():
-            raise KeyMaterialError(
-                f"data key file {key_file}",
-                "missing while the outbox exists; refusing to create a new key for old records",
-            )
-        key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        data_key = create_data_key(key_file)
-    else:
-        data_key = load_data_key(key_file)
-    cfg.outbox.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not check_key_placement(key_file, cfg.outbox.path):
-        # Allowed (a dev box has one disk) but not the safe-harbor layout: say so once.
-        log.warning("data_key_on_same_filesystem", key_file=str(key_file))
-    signer = Signer.from_key(cose.load_signing_key(cfg.signing.key_file))
+    provider = keys.open_provider(cfg)
+    try:
+        data_key = keys.open_data_key(cfg, provider)
+        signer = Signer.from_provider(provider)
+    except BaseException:
+        provider.close()
+        raise
     return Sealer(data_key), signer
 
 
@@ -115,12 +110,16 @@ def open_outbox(cfg: Config) -> tuple[Outbox, Signer]:
     """Open the keys and the outbox as the daemon does."""
     sealer, signer = _open_keys(cfg)
     cfg.outbox.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return Outbox.open(cfg.outbox.path, sealer, cfg.hub.id), signer
+    outbox = open_or_quarantine(
+        cfg.outbox.path, sealer, cfg.hub.id, quota_bytes=cfg.outbox.quota_bytes
+    )
+    return outbox, signer
 
 
 def status(cfg: Config) -> dict[str, Any]:
-    """What ``homehub status`` prints: outbox depth and age."""
+    """What ``homehub status`` prints: outbox depth and age, bytes used against the quota."""
     counts = peek_counts(cfg.outbox.path)
+    quota = cfg.outbox.quota_bytes
     return {
         "hub": cfg.hub.id,
         "outbox": {
@@ -128,6 +127,9 @@ def status(cfg: Config) -> dict[str, Any]:
             "in_flight": counts.in_flight,
             "damaged": counts.damaged,
             "oldest_age_s": counts.oldest_age_s,
+            "used_bytes": counts.used_bytes,
+            "quota_bytes": quota,
+            "storage": storage_level(counts.used_bytes, quota).value,
         },
     }
 
@@ -231,70 +233,91 @@ class Hub:
     # -- storing ------------------------------------------------------------------------
 
     async def _ingest(self, outbox: Outbox, signer: Signer) -> None:
-        cfg = self.cfg
         while True:
             # Group commit: what arrives within GROUP_COMMIT_WINDOW_S shares one transaction.
             arrivals = await collect_batch(self._queue)
-            items: list[Item] = []
-            labels: list[str] = []
-            for arrival in arrivals:
-                ctx = Context(
-                    hub_id=cfg.hub.id,
-                    patient_id=cfg.patient.id,
-                    timezone=cfg.hub.timezone,
-                    received=arrival.raw.received_wall,
+            self._store_batch(outbox, signer, arrivals)
+
+    def _store_batch(self, outbox: Outbox, signer: Signer, arrivals: list[_Arrival]) -> None:
+        """Decode, normalize and store ``arrivals`` in one outbox transaction; count and log.
+
+        Storage faults (disk full, I/O error, quota) are logged per reading as
+        ``measurement_not_stored`` and never counted as stored; the task carries on.
+        """
+        cfg = self.cfg
+        items: list[Item] = []
+        labels: list[str] = []
+        for arrival in arrivals:
+            ctx = Context(
+                hub_id=cfg.hub.id,
+                patient_id=cfg.patient.id,
+                timezone=cfg.hub.timezone,
+                received=arrival.raw.received_wall,
+            )
+            try:
+                prepared = prepare(arrival.raw, arrival.device, ctx)
+            except DecodeError as exc:
+                self.rejected += 1
+                log.warning(
+                    "measurement_rejected",
+                    device=arrival.label,
+                    characteristic=exc.characteristic,
+                    reason=exc.reason,
+                    offset=exc.offset,
                 )
-                try:
-                    prepared = prepare(arrival.raw, arrival.device, ctx)
-                except DecodeError as exc:
-                    self.rejected += 1
-                    log.warning(
-                        "measurement_rejected",
-                        device=arrival.label,
-                        characteristic=exc.characteristic,
-                        reason=exc.reason,
-                        offset=exc.offset,
-                    )
-                    continue
-                # The reading and the sync state it advances commit in one transaction.
-                sync = {(arrival.device_key, k): v for k, v in arrival.raw.sync_state.items()}
-                maker = _envelope_maker(prepared, signer)
-                items.append(Item(prepared.kind, prepared.identifier, maker, sync))
-                labels.append(arrival.label)
-            for label, outcome in zip(labels, commit_batch(outbox, items), strict=True):
-                bound = log.bind(device=label)
-                if outcome.status is Status.NOT_STORED:
-                    # Not stored: the device's confirmation already went out (BlueZ confirms
-                    # before we commit), so this is logged loudly; devices with memory resend.
-                    error = outcome.error
-                    bound.error(
-                        "measurement_not_stored",
-                        error=type(error).__name__,
-                        operation=getattr(error, "operation", "append"),
-                        reason=str(getattr(error, "reason", error)),
-                    )
-                elif outcome.status is Status.DUPLICATE:
-                    self.duplicates += 1
-                    bound.info("measurement_duplicate", seq=outcome.seq)
-                else:
-                    self.stored += 1
-                    bound.info("measurement_stored", seq=outcome.seq)
-                    self._wake.set()
+                continue
+            # The reading and the sync state it advances commit in one transaction.
+            sync = {(arrival.device_key, k): v for k, v in arrival.raw.sync_state.items()}
+            maker = _envelope_maker(prepared, signer)
+            items.append(Item(prepared.kind, prepared.identifier, maker, sync))
+            labels.append(arrival.label)
+        for label, outcome in zip(labels, commit_batch(outbox, items), strict=True):
+            bound = log.bind(device=label)
+            if outcome.status is Status.NOT_STORED:
+                # Not stored: the device's confirmation already went out (BlueZ confirms
+                # before we commit), so this is logged loudly; devices with memory resend.
+                error = outcome.error
+                bound.error(
+                    "measurement_not_stored",
+                    error=type(error).__name__,
+                    operation=getattr(error, "operation", "append"),
+                    reason=str(getattr(error, "reason", error)),
+                )
+            elif outcome.status is Status.DUPLICATE:
+                self.duplicates += 1
+                bound.info("measurement_duplicate", seq=outcome.seq)
+            else:
+                self.stored += 1
+                bound.info("measurement_stored", seq=outcome.seq)
+                self._wake.set()
 
     # -- publishing ---------------------------------------------------------------------
 
     async def _publisher(self, outbox: Outbox, uplink: Uplink) -> None:
         while True:
             await uplink.connected.wait()
-            released = outbox.release_in_flight()
-            if released:
-                log.info("outbox_released", records=released)
             try:
+                released = outbox.release_in_flight()
+                if released:
+                    log.info("outbox_released", records=released)
                 await self._drain(outbox, uplink)
             except* UplinkError as group:
                 first = group.exceptions[0]
                 log.info("publish_interrupted", reason=str(first))
                 await uplink.disconnected_or_reconnected()
+            except* StorageError as group:
+                # Disk full or failing: what was published stays in flight and is sent again
+                # (same bytes) once the disk answers; the process keeps running.
+                error = group.exceptions[0]
+                assert isinstance(error, StorageError)
+                log.error(
+                    "outbox_unavailable",
+                    error=type(error).__name__,
+                    operation=error.operation,
+                    reason=error.reason,
+                    retry_in_s=STORAGE_RETRY_S,
+                )
+                await asyncio.sleep(STORAGE_RETRY_S)
 
     async def _drain(self, outbox: Outbox, uplink: Uplink) -> None:
         while True:

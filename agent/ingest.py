@@ -10,10 +10,11 @@ an undecodable reading is never stored as if it were valid.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -21,9 +22,23 @@ from agent import cose
 from agent.ble.bps_session import RawMeasurement
 from agent.normalize import codes
 from agent.normalize.blood_pressure import BloodPressureReading, blood_pressure_observations
-from agent.normalize.bundle import collection
+from agent.normalize.bundle import reading_bundle
+from agent.normalize.clock import coincident_for
 from agent.normalize.device import DeviceFacts, phd_device, phg_device
-from agent.normalize.phd import Context, Measured, fhir_datetime
+from agent.normalize.glucose import (
+    GLUCOSE_MEASUREMENT,
+    GLUCOSE_MEASUREMENT_CONTEXT,
+    MDC_DEV_SPEC_PROFILE_GLUCOSE,
+    GlucoseRecord,
+    glucose_observations,
+)
+from agent.normalize.phd import Context, Measured, fhir_datetime, reported_timestamp
+from agent.normalize.pulse_oximetry import (
+    MDC_DEV_SPEC_PROFILE_PULS_OXIM,
+    PLX_CONTINUOUS_MEASUREMENT,
+    PLX_SPOT_CHECK_MEASUREMENT,
+    plx_observations,
+)
 from agent.payload import CONTENT_TYPE, Payload
 from drivers.blood_pressure import BloodPressureMeasurement, PressureUnit
 from drivers.errors import DecodeError
@@ -36,15 +51,41 @@ SOFTWARE_VERSION: Final = "0.1.0"
 
 @dataclass(frozen=True, slots=True)
 class Signer:
-    """The hub's signing key and its COSE key id."""
+    """The hub's ES256 signing operation, its public key and its COSE key id.
 
-    key: ec.EllipticCurvePrivateKey
+    ``sign`` may run inside a PKCS#11 token (:mod:`agent.keys`): then ``key`` is ``None``,
+    the private key is not in this process. Only an in-memory key (:meth:`from_key`) signs
+    deterministically (RFC 6979).
+    """
+
+    sign: cose.Es256Sign = field(repr=False)
     kid: bytes
+    public_key: ec.EllipticCurvePublicKey = field(repr=False)
+    key: ec.EllipticCurvePrivateKey | None = field(default=None, repr=False)
 
     @classmethod
     def from_key(cls, key: ec.EllipticCurvePrivateKey) -> Signer:
-        """Derive the kid from the key's public half."""
-        return cls(key, cose.key_id(key.public_key()))
+        """An in-memory key; kid from its public half."""
+        public = key.public_key()
+        return cls(functools.partial(cose.es256_sign, key), cose.key_id(public), public, key)
+
+    @classmethod
+    def from_provider(cls, provider: SigningProvider) -> Signer:
+        """A key provider's signing key (:class:`agent.keys.KeyProvider`)."""
+        public = provider.public_key()
+        return cls(provider.sign, cose.key_id(public), public)
+
+
+class SigningProvider(Protocol):
+    """The part of :class:`agent.keys.KeyProvider` a :class:`Signer` needs."""
+
+    def sign(self, message: bytes) -> bytes:
+        """ES256 over ``message``: the 64-byte ``r || s``."""
+        ...
+
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        """The signing key's public half."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +108,7 @@ class Prepared:
             hub_time=fhir_datetime(self.stored_at),
             fhir=self.bundle,
         ).encode()
-        return cose.sign1(payload, signer.key, signer.kid, CONTENT_TYPE)
+        return cose.sign1_with(payload, signer.sign, signer.kid, CONTENT_TYPE)
 
 
 def _measured(value: MedFloat16) -> Measured:
@@ -89,6 +130,13 @@ def blood_pressure_reading(measurement: BloodPressureMeasurement) -> BloodPressu
             _measured(measurement.pulse_rate) if measurement.pulse_rate is not None else None
         ),
         user_id=measurement.user_id,
+        time_problem=stamp.problem if stamp is not None else None,
+        reported_stamp=reported_timestamp(**stamp.as_dict()) if stamp is not None else None,
+        measurement_status=(
+            measurement.measurement_status.raw
+            if measurement.measurement_status is not None
+            else None
+        ),
     )
 
 
@@ -96,15 +144,59 @@ def prepare_blood_pressure(raw: RawMeasurement, device: DeviceFacts, ctx: Contex
     """A Blood Pressure Measurement 0x2A35: the BP panel, pulse rate, and both Devices."""
     measurement = BloodPressureMeasurement.from_bytes(raw.data)
     observations = blood_pressure_observations(blood_pressure_reading(measurement), device, ctx)
-    resources = [
-        *observations,
+    bundle = reading_bundle(
+        observations,
         phd_device(device, codes.MDC_DEV_SPEC_PROFILE_BPM),
         phg_device(ctx.hub_id, SOFTWARE_VERSION),
-    ]
+        coincident_for(device, ctx),
+        fhir_datetime(ctx.received),
+    )
     return Prepared(
         kind=KIND_OBSERVATION,
         identifier=observations[0]["identifier"][0]["value"],
-        bundle=collection(resources, fhir_datetime(ctx.received)),
+        bundle=bundle,
+        hub_id=ctx.hub_id,
+        stored_at=ctx.received,
+    )
+
+
+def prepare_pulse_oximetry(raw: RawMeasurement, device: DeviceFacts, ctx: Context) -> Prepared:
+    """A PLX Spot-check 0x2A5E or Continuous 0x2A5F value: SpO2, pulse rate, PAI, device
+    status (agent.normalize.pulse_oximetry), and both Devices."""
+    observations = plx_observations(raw, device, ctx)
+    bundle = reading_bundle(
+        observations,
+        phd_device(device, MDC_DEV_SPEC_PROFILE_PULS_OXIM),
+        phg_device(ctx.hub_id, SOFTWARE_VERSION),
+        coincident_for(device, ctx),
+        fhir_datetime(ctx.received),
+    )
+    return Prepared(
+        kind=KIND_OBSERVATION,
+        identifier=observations[0]["identifier"][0]["value"],
+        bundle=bundle,
+        hub_id=ctx.hub_id,
+        stored_at=ctx.received,
+    )
+
+
+def prepare_glucose(raw: RawMeasurement, device: DeviceFacts, ctx: Context) -> Prepared:
+    """A Glucose Measurement 0x2A18 with the context 0x2A34 the session joined to it
+    (agent.normalize.glucose): glucose, status bits, context; a control-solution test as a
+    device quality-control record, never as patient glucose."""
+    record = GlucoseRecord.from_values(raw.data, raw.related.get(GLUCOSE_MEASUREMENT_CONTEXT))
+    observations = glucose_observations(record, device, ctx)
+    bundle = reading_bundle(
+        observations,
+        phd_device(device, MDC_DEV_SPEC_PROFILE_GLUCOSE),
+        phg_device(ctx.hub_id, SOFTWARE_VERSION),
+        coincident_for(device, ctx),
+        fhir_datetime(ctx.received),
+    )
+    return Prepared(
+        kind=record.kind,
+        identifier=observations[0]["identifier"][0]["value"],
+        bundle=bundle,
         hub_id=ctx.hub_id,
         stored_at=ctx.received,
     )
@@ -115,6 +207,9 @@ Preparer = Callable[[RawMeasurement, DeviceFacts, Context], Prepared]
 #: How each measurement characteristic (bleak-style 128-bit UUID) becomes a record.
 PREPARERS: Final[dict[str, Preparer]] = {
     BLOOD_PRESSURE_MEASUREMENT: prepare_blood_pressure,
+    PLX_SPOT_CHECK_MEASUREMENT: prepare_pulse_oximetry,
+    PLX_CONTINUOUS_MEASUREMENT: prepare_pulse_oximetry,
+    GLUCOSE_MEASUREMENT: prepare_glucose,
 }
 
 

@@ -52,9 +52,9 @@ READINGS: Final = (
     BpReading(141, 88, 106, time_stamp=DateTime(2026, 11, 21, 19, 2, 0), pulse_rate=77),
     BpReading(119, 76, 90, time_stamp=DateTime(2026, 11, 22, 8, 3, 5), pulse_rate=64),
 )
-LATER: Final = (
-    BpReading(131, 84, 99, time_stamp=DateTime(2026, 11, 23, 7, 40, 0), pulse_rate=70),
-    BpReading(126, 80, 95, time_stamp=DateTime(2026, 11, 23, 21, 15, 30), pulse_rate=66),
+LATER: Final = (  # in the past: a reading after its receipt would be flagged, effective = receipt
+    BpReading(131, 84, 99, time_stamp=DateTime(2026, 11, 22, 19, 40, 0), pulse_rate=70),
+    BpReading(126, 80, 95, time_stamp=DateTime(2026, 11, 22, 21, 15, 30), pulse_rate=66),
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -16,10 +17,12 @@ from agent.normalize.blood_pressure import (
     Context,
     blood_pressure_observations,
 )
-from agent.normalize.bundle import collection
+from agent.normalize.bundle import collection, reading_bundle, unresolved_references
+from agent.normalize.clock import ClockFacts, coincident_for
 from agent.normalize.codes import MDC_DEV_SPEC_PROFILE_BPM
 from agent.normalize.device import DeviceFacts, phd_device, phg_device
 from agent.normalize.phd import Measured
+from drivers.gatt_time import CurrentTime
 from drivers.ieee11073 import SpecialValue
 
 CUFF = DeviceFacts(
@@ -163,3 +166,133 @@ class TestValidation:
         assert len(parsed.entry or []) == 4
         ids = [e["resource"]["id"] for e in bundle["entry"]]
         assert len(set(ids)) == len(ids)
+
+
+def _interpretation_codes(node: dict[str, Any]) -> list[str]:
+    return [c["code"] for i in node.get("interpretation", []) for c in i["coding"]]
+
+
+class TestPlausibility:
+    @pytest.mark.parametrize(
+        ("systolic", "flagged"), [("400", True), ("300", False), ("39", True), ("128", False)]
+    )
+    def test_systolic_kept_and_flagged(self, systolic: str, flagged: bool) -> None:
+        """An implausible systolic stays as sent and its component is flagged."""
+        panel, _ = blood_pressure_observations(
+            _reading(systolic=Measured(Decimal(systolic))), CUFF, CTX
+        )
+        comp = _components(panel)["150021"]
+        assert str(comp["valueQuantity"]["value"]) == systolic
+        assert _interpretation_codes(comp) == (["value-implausible"] if flagged else [])
+        Observation.model_validate(panel)
+
+    def test_kpa_compared_in_mmhg(self) -> None:
+        """53.3 kPa (about 400 mmHg) is flagged; 17.0 kPa is not."""
+        reading = _reading(
+            unit="kPa",
+            systolic=Measured(Decimal("53.3")),
+            diastolic=Measured(Decimal("10.9")),
+            mean_arterial_pressure=Measured(Decimal("17.0")),
+        )
+        panel, _ = blood_pressure_observations(reading, CUFF, CTX)
+        comps = _components(panel)
+        assert _interpretation_codes(comps["150021"]) == ["value-implausible"]
+        assert _interpretation_codes(comps["150023"]) == []
+
+    def test_diastolic_above_systolic(self) -> None:
+        """Diastolic above systolic flags the panel itself."""
+        panel, _ = blood_pressure_observations(
+            _reading(systolic=Measured(Decimal("80")), diastolic=Measured(Decimal("120"))),
+            CUFF,
+            CTX,
+        )
+        assert _interpretation_codes(panel) == ["value-implausible"]
+        assert (
+            panel["interpretation"][0]["text"]
+            == "Diastolic above systolic: implausible; kept as sent"
+        )
+
+    @pytest.mark.parametrize(("rate", "flagged"), [("0", True), ("300", True), ("71", False)])
+    def test_pulse(self, rate: str, flagged: bool) -> None:
+        """A pulse of 0 or 300 /min is kept and flagged."""
+        _, pulse = blood_pressure_observations(
+            _reading(pulse_rate=Measured(Decimal(rate))), CUFF, CTX
+        )
+        assert str(pulse["valueQuantity"]["value"]) == rate
+        assert _interpretation_codes(pulse) == (["value-implausible"] if flagged else [])
+
+
+class TestMeasurementStatus:
+    def test_status_observation(self) -> None:
+        """Status bits become a bits Observation derived from the panel, same time and ids."""
+        panel, pulse, status = blood_pressure_observations(
+            _reading(measurement_status=0x0004), CUFF, CTX
+        )
+        bundle = collection([panel, pulse, status], "2026-11-23T09:30:05Z")
+        panel_id = bundle["entry"][0]["resource"]["id"]
+        assert status["derivedFrom"] == [{"reference": f"Observation/{panel_id}"}]
+        assert status["identifier"][0]["value"] == (
+            "0102030405060708-patient-0001-8410608-20261123101500"
+        )
+        assert status["component"][0]["code"]["coding"][0]["code"] == "8410608.2"
+        assert status["effectiveDateTime"] == panel["effectiveDateTime"]
+        assert [c["coding"][0]["code"] for c in status["category"]] == ["phd-observation"]
+        Observation.model_validate(status)
+
+    def test_no_bits_no_observation(self) -> None:
+        """A status word with no mapped bit set adds nothing."""
+        assert len(blood_pressure_observations(_reading(measurement_status=0xFFC0), CUFF, CTX)) == 2
+
+
+class TestClockAndBundle:
+    def test_bundle_with_clock_resolves_every_reference(self) -> None:
+        """With a clock read the Bundle holds the coincident timestamp; every reference resolves."""
+        clock = ClockFacts.from_current_time(
+            bytes(CurrentTime.from_datetime(datetime(2026, 11, 23, 10, 20, 5))),  # noqa: DTZ001
+            CTX.received,
+        )
+        cuff = dataclasses.replace(CUFF, clock=clock)
+        observations = blood_pressure_observations(_reading(measurement_status=0x0001), cuff, CTX)
+        bundle = reading_bundle(
+            observations,
+            phd_device(cuff, MDC_DEV_SPEC_PROFILE_BPM),
+            phg_device("hub-0001", "0.1.0"),
+            coincident_for(cuff, CTX),
+            "2026-11-23T09:30:05Z",
+        )
+        types = [e["resource"]["resourceType"] for e in bundle["entry"]]
+        assert types == ["Observation"] * 3 + ["Device", "Device", "Observation"]
+        assert unresolved_references(bundle) == []
+        coin_ref = f"Observation/{clock.logical_id(cuff.logical_id)}"
+        for obs in observations:
+            assert {
+                "url": "http://hl7.org/fhir/uv/phd/StructureDefinition/CoincidentTimeStampReference",
+                "valueReference": {"reference": coin_ref},
+            } in obs["extension"]
+        # the cuff is 10 minutes behind: effective moves 10 minutes later
+        assert observations[0]["effectiveDateTime"] == "2026-11-23T10:25:00+01:00"
+        Bundle.model_validate(bundle)
+
+    def test_no_time_stamp_no_coincident_timestamp(self) -> None:
+        """A reading without a device time stamp gets no coincident timestamp (IG rule)."""
+        clock = ClockFacts.from_current_time(bytes(10), CTX.received)
+        cuff = DeviceFacts(CUFF.address, CUFF.system_id, clock=clock)
+        observations = blood_pressure_observations(_reading(device_time=None), cuff, CTX)
+        bundle = reading_bundle(
+            observations,
+            phd_device(cuff, MDC_DEV_SPEC_PROFILE_BPM),
+            phg_device("hub-0001", "0.1.0"),
+            coincident_for(cuff, CTX),
+            "2026-11-23T09:30:05Z",
+        )
+        assert len(bundle["entry"]) == 4
+        assert unresolved_references(bundle) == []
+
+    def test_walker_finds_a_dangling_reference(self) -> None:
+        """The reference walker reports a reference that names no entry (Patient excepted)."""
+        observations = blood_pressure_observations(_reading(), CUFF, CTX)
+        bundle = collection([*observations], "2026-11-23T09:30:05Z")
+        assert sorted(set(unresolved_references(bundle))) == [
+            "Device/phd-0102030405060708.F00000001001",
+            "Device/phg-hub-0001",
+        ]

@@ -10,7 +10,8 @@ Theory of operation
    0x1810. The address is an allowlist entry: no other device is ever connected to.
 2. **Connect** (bleak's ``timeout`` = ``connect_timeout_s``, set-up and discovery included).
 3. **Read** the Device Information Service strings and System ID (DIS 1.1, all optional)
-   and the Blood Pressure Feature 0x2A49 (BPS §3.3, mandatory).
+   and the Blood Pressure Feature 0x2A49 (BPS §3.3, mandatory), then the device's clock,
+   Current Time 0x2A2B, when it has CTS 0x1805 (:mod:`agent.ble.current_time`; best effort).
 4. **Subscribe** to Blood Pressure Measurement 0x2A35 (BPS §3.1: indicate only). A cuff with
    stored readings sends them one indication at a time, each after the previous one's
    confirmation; the stack confirms each right after our callback returned.
@@ -61,7 +62,9 @@ from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.device import BLEDevice
 from bleak.backends.service import BleakGATTService
 from bleak.exc import BleakError, BleakGATTProtocolError
+from bleak.uuids import normalize_uuid_16
 
+from agent.ble.current_time import with_device_clock
 from agent.ble.stack import BleStack
 from agent.ble.uuids import (
     BLOOD_PRESSURE_FEATURE,
@@ -78,6 +81,7 @@ from agent.ble.uuids import (
 )
 from agent.logs import device_label
 from agent.normalize.device import DeviceFacts
+from agent.normalize.regulatory import RegulatoryData
 from drivers.device_information import DisString, DisStringCharacteristic, SystemId
 from drivers.errors import (
     BleLinkError,
@@ -120,6 +124,9 @@ ends and the device keeps the rest for the next one."""
 MEASUREMENT_SLACK: Final = 4
 """Buffer entries beyond ``max_measurements`` for indications in flight while the session
 disconnects: a device sends the next one only after a confirmation, so one at most."""
+
+REGULATORY_CERTIFICATION_DATA_LIST: Final = normalize_uuid_16(0x2A2A)
+"""DIS 0x2A2A (DIS 1.1 §3.9), optional; read with the other DIS values."""
 
 OnMeasurement = Callable[["RawMeasurement", DeviceFacts], Awaitable[None]]
 """The pipeline's hook: store one raw measurement (from the device described)."""
@@ -166,6 +173,7 @@ class BpsDeviceInfo:
     firmware_revision: bytes | None = field(default=None, repr=False)
     software_revision: bytes | None = field(default=None, repr=False)
     system_id: bytes | None = field(default=None, repr=False)
+    regulatory_certification: bytes | None = field(default=None, repr=False)
 
 
 class SessionEnd(enum.Enum):
@@ -228,9 +236,21 @@ def device_facts(address: str, info: BpsDeviceInfo, label: str) -> DeviceFacts:
                 characteristic=exc.characteristic,
                 reason=exc.reason,
             )
+    regulatory: RegulatoryData | None = None
+    if info.regulatory_certification is not None:
+        try:
+            regulatory = RegulatoryData.from_bytes(info.regulatory_certification)
+        except DecodeError as exc:
+            log.warning(
+                "ble_dis_undecodable",
+                device=label,
+                characteristic=exc.characteristic,
+                reason=exc.reason,
+            )
     return DeviceFacts(
         address=address.upper(),
         system_id=system_id,
+        regulatory=regulatory,
         manufacturer=strings.get(DisStringCharacteristic.MANUFACTURER_NAME),
         model=strings.get(DisStringCharacteristic.MODEL_NUMBER),
         serial=strings.get(DisStringCharacteristic.SERIAL_NUMBER),
@@ -348,6 +368,7 @@ class _Session:
             firmware_revision=await read(dis, FIRMWARE_REVISION_STRING),
             software_revision=await read(dis, SOFTWARE_REVISION_STRING),
             system_id=await read(dis, SYSTEM_ID),
+            regulatory_certification=await read(dis, REGULATORY_CERTIFICATION_DATA_LIST),
         )
         return info, bps
 
@@ -511,6 +532,7 @@ async def collect_blood_pressure(
             async with asyncio.timeout_at(None if math.isinf(deadline) else deadline):
                 info, bps = await session.read_info(client)
                 facts = device_facts(session.address, info, session.label)
+                facts = await with_device_clock(client, facts, session.label)
                 measurement = session.measurement_characteristic(bps)
                 await session.gatt(
                     "subscribe_bpm", client.start_notify(measurement, session.on_indication)

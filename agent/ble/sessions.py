@@ -18,6 +18,13 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from agent.ble.bps_session import OnMeasurement, collect_blood_pressure
+from agent.ble.gls_session import (
+    RACP_PROCEDURE_TIMEOUT_S,
+    SYNC_KEY,
+    collect_glucose,
+    read_mark,
+)
+from agent.ble.plx_session import collect_pulse_oximetry
 from agent.ble.stack import BleStack
 from agent.config import BleConfig, DeviceConfig
 
@@ -62,7 +69,55 @@ async def blood_pressure_session(
     return SessionOutcome(result.measurements, result.ended_by.value)
 
 
+async def pulse_oximeter_session(
+    ble: BleStack,
+    device: DeviceConfig,
+    on_measurement: OnMeasurement,
+    settings: BleConfig,
+    _sync_state: SyncStateReader,
+) -> SessionOutcome:
+    """A PLXS 1.0 oximeter: spot-check indications, continuous notifications thinned to one
+    per ``plx_session.CONTINUOUS_INTERVAL_S`` (policy in :mod:`agent.ble.plx_session`)."""
+    result = await collect_pulse_oximetry(
+        ble,
+        device.address,
+        on_measurement,
+        scan_timeout_s=settings.scan_timeout_s,
+        connect_timeout_s=settings.connect_timeout_s,
+        quiet_period_s=settings.quiet_period_s,
+        session_timeout_s=settings.session_timeout_s,
+    )
+    return SessionOutcome(result.measurements, result.ended_by.value)
+
+
+async def glucose_session(
+    ble: BleStack,
+    device: DeviceConfig,
+    on_measurement: OnMeasurement,
+    settings: BleConfig,
+    sync_state: SyncStateReader,
+) -> SessionOutcome:
+    """A GLS 1.0 glucometer: an incremental RACP sync from the committed high-water mark
+    (``gls_last_seq``; policy in :mod:`agent.ble.gls_session`)."""
+    # The RACP procedure timeout nests inside what the session deadline leaves after scan
+    # and connect (30 s unless the configured session is shorter).
+    room = settings.session_timeout_s - settings.scan_timeout_s - settings.connect_timeout_s
+    result = await collect_glucose(
+        ble,
+        device.address,
+        on_measurement,
+        read_mark(sync_state(SYNC_KEY), device.label),
+        scan_timeout_s=settings.scan_timeout_s,
+        connect_timeout_s=settings.connect_timeout_s,
+        session_timeout_s=settings.session_timeout_s,
+        procedure_timeout_s=max(min(RACP_PROCEDURE_TIMEOUT_S, room / 2), 0.5),
+    )
+    return SessionOutcome(result.measurements, result.ended_by.value)
+
+
 #: ``devices.kind`` → its session. agent/config.py lists the same kinds (DEVICE_KINDS).
 SESSIONS: Final[dict[str, Session]] = {
     "blood_pressure": blood_pressure_session,
+    "glucose": glucose_session,
+    "pulse_oximeter": pulse_oximeter_session,
 }

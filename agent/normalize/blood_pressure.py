@@ -2,31 +2,58 @@
 
 One 0x2A35 measurement becomes:
 - a PhdCompoundNumericObservation (also the FHIR vital-signs ``bp`` profile) coded
-  MDC_PRESS_BLD_NONINV / LOINC 85354-9 with systolic, diastolic and mean components, and
+  MDC_PRESS_BLD_NONINV / LOINC 85354-9 with systolic, diastolic and mean components,
 - when the cuff sent a pulse rate, a PhdNumericObservation MDC_PULS_RATE_NON_INV / LOINC 8867-4
-  (the ``bp`` profile has no slot for pulse: the IG reports it as its own Observation).
+  (the ``bp`` profile has no slot for pulse: the IG reports it as its own Observation), and
+- when the Measurement Status sets a mapped bit, a PhdBitsEnumerationObservation
+  MDC_BLOOD_PRESSURE_MEASUREMENT_STATUS (8410608) derived from the panel (IG bpm-status.json).
 
-Both reference the cuff (``device``), the hub (gateway extension) and the patient, carry the
-cuff's own time in ``effectiveDateTime`` and the hub's reception time in ``issued``.
+All reference the cuff (``device``), the hub (gateway extension) and the patient; times follow
+:mod:`agent.normalize.clock` (device time mapped onto the hub's timeline when the cuff's clock
+was read, receipt time plus a flag when the cuff's time is unusable), ``issued`` is the hub's
+receipt time. Values outside :data:`PLAUSIBLE` (and a diastolic above the systolic) are kept
+and flagged with an ``interpretation`` (:mod:`agent.normalize.status`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from decimal import Decimal
+from typing import Any, Final
 
 from agent.normalize import codes
+from agent.normalize.bundle import logical_id
+from agent.normalize.clock import ObservationTime, apply_time, observation_time
 from agent.normalize.device import DeviceFacts
 from agent.normalize.phd import (
     Context,
     Measured,
-    fhir_datetime,
     identifier_timestamp,
-    localize,
     observation_identifier,
     value_fields,
 )
+from agent.normalize.status import (
+    BP_MEASUREMENT_STATUS,
+    PlausibleRange,
+    bits_observation,
+    implausible,
+    implausible_interpretation,
+)
+
+MMHG_PER_KPA: Final = Decimal("7.50062")
+"""1 kPa = 7.50062 mmHg (1 mmHg = 0.133322 kPa, ble-spec-facts §3.1): only for range checks;
+values are never converted."""
+
+PLAUSIBLE: Final[dict[str, PlausibleRange]] = {
+    "systolic": PlausibleRange(Decimal(40), Decimal(300), "mm[Hg]"),
+    "diastolic": PlausibleRange(Decimal(20), Decimal(200), "mm[Hg]"),
+    "mean": PlausibleRange(Decimal(25), Decimal(250), "mm[Hg]"),
+    "pulse": PlausibleRange(Decimal(20), Decimal(250), "/min"),
+}
+"""Physiologically possible values (adults, non-invasive), wider than any alarm limit: beyond
+them the number is a device or handling error, so it is flagged (never dropped). Pressures in
+mmHg; kPa readings are compared after conversion."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +67,9 @@ class BloodPressureReading:
     device_time: datetime | None  #: the cuff's naive local time stamp, None if absent/unusable
     pulse_rate: Measured | None = None
     user_id: int | None = None
+    time_problem: str | None = None  #: why a time stamp that was sent is unusable
+    reported_stamp: str | None = None  #: the sent time stamp's raw fields, YYYYMMDDhhmmss
+    measurement_status: int | None = None  #: the raw Measurement Status word, if sent
 
 
 def _common(
@@ -69,24 +99,31 @@ def _common(
     }
 
 
-def _times(reading: BloodPressureReading, ctx: Context) -> dict[str, Any]:
-    effective = (
-        localize(reading.device_time, ctx.timezone)
-        if reading.device_time is not None
-        else ctx.received
+def reading_time(
+    reading: BloodPressureReading, device: DeviceFacts, ctx: Context
+) -> ObservationTime:
+    """The reading's ``effective[x]`` and time flags (rules in :mod:`agent.normalize.clock`)."""
+    return observation_time(
+        reading.device_time, reading.time_problem, device.clock, ctx, device.logical_id
     )
-    return {
-        "effectiveDateTime": fhir_datetime(effective),
-        "issued": fhir_datetime(ctx.received),
-    }
+
+
+def _in_mmhg(value: Decimal, unit: str) -> Decimal:
+    return value * MMHG_PER_KPA if unit == "kPa" else value
+
+
+def _flag_component(component: dict[str, Any], measured: Measured, unit: str, key: str) -> None:
+    if measured.value is not None and implausible(_in_mmhg(measured.value, unit), PLAUSIBLE[key]):
+        component["interpretation"] = implausible_interpretation()
 
 
 def blood_pressure_observations(
     reading: BloodPressureReading, device: DeviceFacts, ctx: Context
 ) -> list[dict[str, Any]]:
-    """The panel Observation, then the pulse-rate Observation when present."""
+    """The panel Observation, then pulse rate and measurement status when present."""
     unit = codes.UNIT_KPA if reading.unit == "kPa" else codes.UNIT_MMHG
-    stamp = identifier_timestamp(reading.device_time, ctx.received)
+    when = reading_time(reading, device, ctx)
+    stamp = reading.reported_stamp or identifier_timestamp(reading.device_time, ctx.received)
     panel_id = observation_identifier(
         device.identifier_id, ctx.patient_id, codes.MDC_PRESS_BLD_NONINV.mdc, stamp
     )
@@ -100,15 +137,22 @@ def blood_pressure_observations(
         ],
         panel_id,
     )
-    panel.update(_times(reading, ctx))
-    panel["component"] = [
-        {"code": code.codeable_concept(), **value_fields(measured, unit)}
-        for code, measured in (
-            (codes.MDC_PRESS_BLD_NONINV_SYS, reading.systolic),
-            (codes.MDC_PRESS_BLD_NONINV_DIA, reading.diastolic),
-            (codes.MDC_PRESS_BLD_NONINV_MEAN, reading.mean_arterial_pressure),
+    apply_time(panel, when, ctx)
+    components = []
+    for code, measured, key in (
+        (codes.MDC_PRESS_BLD_NONINV_SYS, reading.systolic, "systolic"),
+        (codes.MDC_PRESS_BLD_NONINV_DIA, reading.diastolic, "diastolic"),
+        (codes.MDC_PRESS_BLD_NONINV_MEAN, reading.mean_arterial_pressure, "mean"),
+    ):
+        component = {"code": code.codeable_concept(), **value_fields(measured, unit)}
+        _flag_component(component, measured, reading.unit, key)
+        components.append(component)
+    panel["component"] = components
+    systolic, diastolic = reading.systolic.value, reading.diastolic.value
+    if systolic is not None and diastolic is not None and diastolic > systolic:
+        panel["interpretation"] = implausible_interpretation(
+            "Diastolic above systolic: implausible; kept as sent"
         )
-    ]
     out = [panel]
     if reading.pulse_rate is not None:
         pulse_id = observation_identifier(
@@ -124,7 +168,25 @@ def blood_pressure_observations(
             ],
             pulse_id,
         )
-        pulse.update(_times(reading, ctx))
+        apply_time(pulse, when, ctx)
         pulse.update(value_fields(reading.pulse_rate, codes.UNIT_PER_MIN))
+        rate = reading.pulse_rate.value
+        if rate is not None and implausible(rate, PLAUSIBLE["pulse"]):
+            pulse["interpretation"] = implausible_interpretation()
         out.append(pulse)
+    if reading.measurement_status is not None:
+        status_id = observation_identifier(
+            device.identifier_id,
+            ctx.patient_id,
+            codes.MDC_BLOOD_PRESSURE_MEASUREMENT_STATUS.mdc,
+            stamp,
+        )
+        base = _common(ctx, device, codes.MDC_BLOOD_PRESSURE_MEASUREMENT_STATUS, [], status_id)
+        base["category"] = [base["category"][1]]  # not a vital sign: PHD category only
+        apply_time(base, when, ctx)
+        status = bits_observation(
+            BP_MEASUREMENT_STATUS, reading.measurement_status, base, logical_id(panel_id)
+        )
+        if status is not None:
+            out.append(status)
     return out

@@ -22,6 +22,12 @@ BT_MAC_SYSTEM: Final = "http://hl7.org/fhir/sid/eui-48/bluetooth"
 
 PHD_PROFILE: Final = "http://hl7.org/fhir/uv/phd/StructureDefinition/"
 GATEWAY_EXTENSION: Final = "http://hl7.org/fhir/StructureDefinition/observation-gatewayDevice"
+COINCIDENT_TIMESTAMP_EXTENSION: Final = PHD_PROFILE + "CoincidentTimeStampReference"
+ASN1_TO_HL7_SYSTEM: Final = "http://hl7.org/fhir/uv/phd/CodeSystem/ASN1ToHL7"
+YES_NO_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/v2-0136"
+HUB_FLAG_SYSTEM: Final = "urn:homehub:fhir:reading-flag"
+"""The hub's own flags on a reading (time quality, implausible values): docs/fhir-profile.md.
+The IG defines no code for them; a URN keeps them apart from any standard code system."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +61,10 @@ MDC_DEV_SPEC_PROFILE_BPM:  Final = Code(528391, "MDC_DEV_SPEC_PROFILE_BPM", "Blo
 MDC_ID_PROD_SPEC_FW:       Final = Code(531976, "MDC_ID_PROD_SPEC_FW", "Firmware revision")
 MDC_ID_PROD_SPEC_SW:       Final = Code(531975, "MDC_ID_PROD_SPEC_SW", "Software revision")
 MDC_ID_PROD_SPEC_HW:       Final = Code(531974, "MDC_ID_PROD_SPEC_HW", "Hardware revision")
+MDC_ATTR_TIME_ABS:         Final = Code(67975, "MDC_ATTR_TIME_ABS", "Absolute time")
+MDC_BLOOD_PRESSURE_MEASUREMENT_STATUS: Final = Code(8410608, "MDC_BLOOD_PRESSURE_MEASUREMENT_STATUS", "Blood pressure measurement status")
+MDC_GLU_METER_DEV_STATUS:  Final = Code(8417752, "MDC_GLU_METER_DEV_STATUS", "Glucose meter device status")
+MDC_PULS_OXIM_DEV_STATUS:  Final = Code(150604, "MDC_PULS_OXIM_DEV_STATUS", "Pulse oximeter device and sensor status")
 # fmt: on
 
 

@@ -3,6 +3,14 @@
 The PHD IG identifies a device by its IEEE EUI-64 System ID (from DIS 0x2A23) and its Bluetooth
 address; the logical id is ``phd-<SYSID>.<BTMAC>`` (both upper-case hex without separators),
 as in the IG's examples. The gateway is ``phg-<hub id>``.
+
+**Decision: System ID in canonical EUI-64 order (OUI first).** DIS 0x2A23 carries the
+Manufacturer Identifier (uint40) then the OUI (uint24), both little-endian; the EUI-64 is that
+value byte-reversed (``drivers.device_information.SystemId.eui64``). The IG's example device
+``phd-74E8FFFEFF051C00.001C05FFE874`` writes the octets in wire order instead; we use the
+canonical order because it is the IEEE identifier a label, a Continua certificate and any
+non-BLE transport of the same device show, and the OUI then reads as the manufacturer's.
+The choice is fixed: changing it would change every device and Observation identifier.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from agent.normalize.clock import ClockFacts
 from agent.normalize.codes import (
     BT_MAC_SYSTEM,
     DEVICE_ID_SYSTEM,
@@ -21,6 +30,7 @@ from agent.normalize.codes import (
     PHD_PROFILE,
     Code,
 )
+from agent.normalize.regulatory import RegulatoryData
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +45,10 @@ class DeviceFacts:
     firmware: str | None = None
     hardware: str | None = None
     software: str | None = None
+    #: The device clock read at connection (CTS 0x2A2B), None when not read.
+    clock: ClockFacts | None = None
+    #: DIS 0x2A2A Regulatory Certification Data List, decoded; None when not exposed.
+    regulatory: RegulatoryData | None = None
 
     @property
     def mac_hex(self) -> str:
@@ -108,6 +122,11 @@ def phd_device(facts: DeviceFacts, specialization: Code) -> dict[str, Any]:
         )
         if value
     ]
+    if facts.regulatory is not None:
+        versions.extend(facts.regulatory.device_versions())
+        properties = facts.regulatory.device_properties()
+        if properties:
+            resource["property"] = properties
     if versions:
         resource["version"] = versions
     return resource

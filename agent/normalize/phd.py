@@ -7,6 +7,8 @@
 - Devices report local time without a zone. As the PHD IG allows ("the PHG can work with the
   assumption that the PHD and the PHG are always in the same time zone") we attach the hub's
   configured zone.
+- Which time goes into ``effective[x]`` (device time mapped by the coincident timestamp,
+  receipt time plus a flag for an unusable clock) is decided in :mod:`agent.normalize.clock`.
 - ``Observation.identifier`` is the IG's conditional-create identifier:
   ``device-patient-type-timestamp-duration-supplemental`` (PhdBaseObservation notes), with
   the timestamp as the device reported it, not the corrected ``effective[x]``.
@@ -89,6 +91,17 @@ def identifier_timestamp(device_local: datetime | None, received: datetime) -> s
     if device_local is not None:
         return device_local.strftime("%Y%m%d%H%M%S")
     return "R" + received.astimezone(UTC).strftime("%Y%m%d%H%M%S")
+
+
+def reported_timestamp(
+    year: int, month: int, day: int, hours: int, minutes: int, seconds: int
+) -> str:
+    """The identifier timestamp from a Date Time's raw fields, usable or not.
+
+    ``YYYYMMDDhhmmss`` exactly as sent (``00000000…`` for an unset clock), so a reading whose
+    time stamp is unusable still gets the same identifier when the device sends it again.
+    """
+    return f"{year:04d}{month:02d}{day:02d}{hours:02d}{minutes:02d}{seconds:02d}"
 
 
 def observation_identifier(

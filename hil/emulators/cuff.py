@@ -7,6 +7,8 @@ GATT database (Blood Pressure Service 1.0, ble-spec-facts §3 and §7):
     - Blood Pressure Feature 0x2A49: Read, uint16 (BPS §3.3).
 - Device Information Service 0x180A: manufacturer, model, serial, firmware revision,
   System ID (:mod:`hil.emulators.peripheral`).
+- Current Time Service 0x1805, only when given a ``clock``
+  (:func:`hil.emulators.peripheral.current_time_service`).
 
 Advertising: flags, complete local name, the 16-bit service UUID 0x1810.
 
@@ -48,7 +50,9 @@ from bumble.gatt import Characteristic, Service
 from hil.emulators.encoding import SFLOAT_NAN, DateTime, sfloat
 from hil.emulators.peripheral import (
     DeviceInformation,
+    EmulatedClock,
     advertising_data,
+    current_time_service,
     device_information_service,
     fixed_value,
 )
@@ -185,6 +189,7 @@ class EmulatedCuff:
             a connection.
         advertise_when_empty: keep advertising when no reading is held.
         advertising_interval_ms: the advertising interval.
+        clock: the cuff's clock, exposed as CTS 0x1805; None: no CTS.
     """
 
     def __init__(
@@ -199,8 +204,10 @@ class EmulatedCuff:
         drop_link_after: int | None = None,
         advertise_when_empty: bool = False,
         advertising_interval_ms: float = DEFAULT_ADVERTISING_INTERVAL_MS,
+        clock: EmulatedClock | None = None,
     ) -> None:
         self.device = device
+        self.clock = clock
         self.info = info or DeviceInformation()
         self.local_name = local_name
         self.feature = feature
@@ -284,6 +291,7 @@ class EmulatedCuff:
                     [self._measurement, self._feature_characteristic],
                 ),
                 device_information_service(self.info),
+                *([current_time_service(self.clock)] if self.clock is not None else []),
             ]
         )
         await self.device.power_on()

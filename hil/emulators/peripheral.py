@@ -6,6 +6,9 @@
   carries at most 31 octets (Vol 6 Part B §2.3.1.1).
 - The Device Information Service 0x180A (DIS 1.1) with its read-only characteristics, the
   strings as UTF-8 without terminator and the System ID from :func:`encoding.system_id`.
+- The Current Time Service 0x1805 (CTS 1.1, ble-spec-facts §2) on an :class:`EmulatedClock`
+  that is right, skewed by some minutes, reset (restarted from 2000-01-01 after a battery
+  change) or unset (date fields 0): :func:`current_time_service`, for any emulator.
 - :func:`fixed_value`: a characteristic value that enforces its ATT permissions. Bumble's
   GATT server checks only the encryption/authentication permission bits, not "readable" or
   "writable"; a real device answers Read Not Permitted (0x02) / Write Not Permitted (0x03)
@@ -14,16 +17,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Final
+from zoneinfo import ZoneInfo
 
 from bumble.att import ATT_READ_NOT_PERMITTED_ERROR, ATT_WRITE_NOT_PERMITTED_ERROR, ATT_Error
 from bumble.core import UUID
 from bumble.device import Connection
 from bumble.gatt import Characteristic, CharacteristicValue, Service
 
-from hil.emulators.encoding import system_id
+from hil.emulators.encoding import DateTime, system_id
 
 AD_FLAGS: Final = 0x01
 AD_COMPLETE_16_BIT_UUIDS: Final = 0x03
@@ -42,6 +47,7 @@ FIRMWARE_REVISION_STRING: Final = 0x2A26
 HARDWARE_REVISION_STRING: Final = 0x2A27
 SOFTWARE_REVISION_STRING: Final = 0x2A28
 MANUFACTURER_NAME_STRING: Final = 0x2A29
+REGULATORY_CERTIFICATION_DATA_LIST: Final = 0x2A2A
 
 
 def fixed_value(value: bytes, *, readable: bool = True) -> CharacteristicValue[bytes]:
@@ -91,6 +97,8 @@ class DeviceInformation:
     software_revision: str | None = None
     #: (Manufacturer Identifier uint40, OUI uint24), or None for no System ID.
     system_id: tuple[int, int] | None = field(default=(0x12FFFE3456, 0x00A0B1), repr=False)
+    #: DIS 0x2A2A value (MDER-encoded, opaque to DIS), or None for none.
+    regulatory_certification: bytes | None = None
 
     def values(self) -> dict[int, bytes]:
         """The characteristic values by 16-bit UUID, exactly as a read returns them."""
@@ -105,6 +113,8 @@ class DeviceInformation:
         result = {uuid: text.encode("utf-8") for uuid, text in strings.items() if text is not None}
         if self.system_id is not None:
             result[SYSTEM_ID] = system_id(*self.system_id)
+        if self.regulatory_certification is not None:
+            result[REGULATORY_CERTIFICATION_DATA_LIST] = self.regulatory_certification
         return result
 
 
@@ -120,3 +130,123 @@ def device_information_service(info: DeviceInformation) -> Service:
         for uuid, value in sorted(info.values().items())
     ]
     return Service(UUID.from_16_bits(DEVICE_INFORMATION_SERVICE), characteristics)
+
+
+# -- Current Time Service -------------------------------------------------------------------
+
+CURRENT_TIME_SERVICE: Final = 0x1805
+CURRENT_TIME: Final = 0x2A2B
+LOCAL_TIME_INFORMATION: Final = 0x2A0F
+
+CLOCK_RESET_VALUE: Final = datetime(2000, 1, 1)  # noqa: DTZ001 - a device's wall clock
+"""Where many devices' clocks restart after a battery change."""
+
+
+def _host_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class EmulatedClock:
+    """A device's wall clock (local time, no zone), derived from the host's UTC clock.
+
+    Args:
+        timezone: the zone the device's owner set it to (the hub's zone when right).
+        skew: how far the device's clock runs ahead (negative: behind).
+        reset_at: the clock restarted from this wall-clock value when the emulator was made
+            (a battery change) and has run since.
+        unset: the clock reports its date as unknown (year, month, day 0).
+        now: the host's UTC clock (tests inject a fixed one).
+    """
+
+    timezone: str = "Europe/Berlin"
+    skew: timedelta = timedelta(0)
+    reset_at: datetime | None = None
+    unset: bool = False
+    now: Callable[[], datetime] = _host_utc
+    _started: datetime = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._started = self.now()
+
+    @classmethod
+    def correct(cls, timezone: str = "Europe/Berlin") -> EmulatedClock:
+        """A clock set right."""
+        return cls(timezone)
+
+    @classmethod
+    def skewed(cls, minutes: float, timezone: str = "Europe/Berlin") -> EmulatedClock:
+        """A clock ``minutes`` ahead (negative: behind)."""
+        return cls(timezone, skew=timedelta(minutes=minutes))
+
+    @classmethod
+    def after_battery_change(cls, timezone: str = "Europe/Berlin") -> EmulatedClock:
+        """A clock restarted from 2000-01-01 00:00:00 and running since."""
+        return cls(timezone, reset_at=CLOCK_RESET_VALUE)
+
+    @classmethod
+    def unknown(cls) -> EmulatedClock:
+        """A clock that reports an unknown date (Date Time fields 0)."""
+        return cls(unset=True)
+
+    def read(self) -> datetime | None:
+        """The device's current wall-clock time, None when unset."""
+        if self.unset:
+            return None
+        if self.reset_at is not None:
+            return self.reset_at + (self.now() - self._started)
+        local = self.now().astimezone(ZoneInfo(self.timezone)).replace(tzinfo=None)
+        return local + self.skew
+
+    def current_time_value(self) -> bytes:
+        """Current Time 0x2A2B (GATT XML current_time): Date Time (7), Day of Week (1 = Monday,
+        0 unknown), Fractions256, Adjust Reason (0: none); 10 octets."""
+        now = self.read()
+        if now is None:
+            return bytes(DateTime(0, 0, 0)) + bytes((0, 0, 0))
+        date_time = DateTime(now.year, now.month, now.day, now.hour, now.minute, now.second)
+        return bytes(date_time) + bytes((now.isoweekday(), now.microsecond * 256 // 1_000_000, 0))
+
+    def local_time_information_value(self) -> bytes:
+        """Local Time Information 0x2A0F: Time Zone (sint8, 15-min steps, standard time) and
+        DST Offset (0, 2 = +0.5 h, 4 = +1 h, 8 = +2 h; 255 unknown)."""
+        if self.unset:
+            return bytes((0x80, 255))  # -128: time zone unknown
+        moment = self.now().astimezone(ZoneInfo(self.timezone))
+        dst = moment.dst() or timedelta(0)
+        standard = (moment.utcoffset() or timedelta(0)) - dst
+        zone = int(standard.total_seconds() // 900)
+        dst_code = {0: 0, 1800: 2, 3600: 4, 7200: 8}.get(int(dst.total_seconds()), 255)
+        return zone.to_bytes(1, "little", signed=True) + bytes((dst_code,))
+
+
+def _clock_value(read: Callable[[], bytes]) -> CharacteristicValue[bytes]:
+    def on_read(_connection: Connection) -> bytes:
+        return read()
+
+    def on_write(_connection: Connection, _value: bytes) -> None:
+        raise ATT_Error(ATT_WRITE_NOT_PERMITTED_ERROR)
+
+    return CharacteristicValue(read=on_read, write=on_write)
+
+
+def current_time_service(clock: EmulatedClock) -> Service:
+    """CTS 0x1805: Current Time 0x2A2B (Read, Notify; the optional Write is not supported, as
+    on many devices) and Local Time Information 0x2A0F (Read)."""
+    return Service(
+        UUID.from_16_bits(CURRENT_TIME_SERVICE),
+        [
+            Characteristic(
+                UUID.from_16_bits(CURRENT_TIME),
+                Characteristic.Properties.READ | Characteristic.Properties.NOTIFY,
+                Characteristic.READABLE,
+                _clock_value(clock.current_time_value),
+            ),
+            Characteristic(
+                UUID.from_16_bits(LOCAL_TIME_INFORMATION),
+                Characteristic.Properties.READ,
+                Characteristic.READABLE,
+                _clock_value(clock.local_time_information_value),
+            ),
+        ],
+    )

@@ -1,0 +1,500 @@
+"""An emulated glucometer: a Bumble peripheral with the Glucose Service 0x1808 (GLS 1.0).
+
+GATT database (ble-spec-facts §4):
+
+- Glucose Service 0x1808
+    - Glucose Measurement 0x2A18: **Notify**, with its CCCD (GLS §3.1).
+    - Glucose Measurement Context 0x2A34: **Notify**, with its CCCD (GLS §3.2).
+    - Glucose Feature 0x2A51: Read, uint16 (GLS §3.3).
+    - Record Access Control Point 0x2A52: Write + **Indicate**, with its CCCD (GLS §3.4);
+      the request logic is :mod:`hil.emulators.racp_server`.
+- Device Information Service 0x180A and, with a ``clock``, the Current Time Service 0x1805
+  (:mod:`hil.emulators.peripheral`).
+
+Behaviour, as a real meter: it stores records (:class:`GlucoseRecord`) with sequence
+numbers and sends nothing until asked. A "report stored records" request makes it notify
+each matching record (the measurement, then its context when it has one) and then indicate
+the RACP Response Code. Records are kept until a "delete stored records" request.
+
+The encoders here (:meth:`GlucoseRecord.measurement_value`, :meth:`GlucoseContext.value`)
+are written from the GATT XML ``glucose_measurement`` / ``glucose_measurement_context``,
+independently of ``drivers/``.
+
+Fault injection: ``drop_link_after_records=n`` ends the link (reason 0x08, a radio loss to
+the central) right after the n-th record of a report; ``context_first`` sends each context
+before its measurement (a meter that gets the order wrong, to test joining by sequence
+number); :meth:`Glucometer.restart_numbering` clears the memory and numbers new records
+from a given value (a meter reset, or one whose sequence number wrapped).
+
+Optional security: ``require_encryption`` makes the RACP refuse writes on an unencrypted
+link with ATT Insufficient Encryption (0x0F), as GLS requires an encrypted link.
+
+For tests: ``requests`` (the RACP values written, in order), ``sent`` (the values notified
+or indicated, in order), events ``subscribed`` and ``disconnected``; never sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Final
+
+from bumble import hci
+from bumble.att import ATT_INSUFFICIENT_ENCRYPTION_ERROR, ATT_Error
+from bumble.core import UUID
+from bumble.device import Connection, Device
+from bumble.gatt import Characteristic, CharacteristicValue, Service
+
+from hil.emulators.encoding import DateTime, sfloat
+from hil.emulators.peripheral import (
+    DeviceInformation,
+    EmulatedClock,
+    advertising_data,
+    current_time_service,
+    device_information_service,
+    fixed_value,
+)
+from hil.emulators.racp_server import RacpAttError, RacpServer, Report, Respond
+
+logger = logging.getLogger(__name__)
+
+GLUCOSE_SERVICE: Final = 0x1808
+GLUCOSE_MEASUREMENT: Final = 0x2A18
+GLUCOSE_MEASUREMENT_CONTEXT: Final = 0x2A34
+GLUCOSE_FEATURE: Final = 0x2A51
+RECORD_ACCESS_CONTROL_POINT: Final = 0x2A52
+
+DEFAULT_LOCAL_NAME: Final = "HH Glucometer"
+DEFAULT_FEATURE: Final = 0x0001 | 0x0004 | 0x0020 | 0x0200
+"""Glucose Feature: low battery (bit 0), sample size (bit 2), result high/low (bit 5),
+time fault (bit 9)."""
+DEFAULT_ADVERTISING_INTERVAL_MS: Final = 100.0
+
+CCCD_NOTIFY: Final = 0x01
+CCCD_INDICATE: Final = 0x02
+
+GLUCOMETER_INFO: Final = DeviceInformation(model_number="HH-GLU-1", serial_number="SN-GLU-0001")
+
+
+class Unit(enum.Enum):
+    """Concentration unit on the wire (0x2A18 flag bit 2)."""
+
+    KG_PER_L = 0
+    MOL_PER_L = 1
+
+
+def mg_per_dl(value: str) -> Decimal:
+    """A concentration given in mg/dL, as the kg/L value the wire carries (÷ 100 000, exact)."""
+    return Decimal(value).scaleb(-5)
+
+
+def mmol_per_l(value: str) -> Decimal:
+    """A concentration given in mmol/L, as the mol/L value the wire carries (÷ 1000, exact)."""
+    return Decimal(value).scaleb(-3)
+
+
+@dataclass(frozen=True, slots=True)
+class GlucoseContext:
+    """Glucose Measurement Context 0x2A34 fields (GATT XML); ``None``: absent.
+
+    Carbohydrate in kg and medication in kg (or litres with ``medication_litres``), as on
+    the wire; HbA1c in percent.
+    """
+
+    carbohydrate_id: int | None = None
+    carbohydrate_kg: Decimal | None = None
+    meal: int | None = None
+    tester: int | None = None
+    health: int | None = None
+    exercise_duration_s: int | None = None
+    exercise_intensity_pct: int | None = None
+    medication_id: int | None = None
+    medication: Decimal | None = None
+    medication_litres: bool = False
+    hba1c_pct: Decimal | None = None
+
+    def value(self, sequence_number: int) -> bytes:
+        """The 0x2A34 value: flags, sequence number, then the present fields in XML order."""
+        flags = 0
+        body = b""
+        if self.carbohydrate_id is not None and self.carbohydrate_kg is not None:
+            flags |= 0x01
+            body += bytes((self.carbohydrate_id,)) + sfloat(self.carbohydrate_kg)
+        if self.meal is not None:
+            flags |= 0x02
+            body += bytes((self.meal,))
+        if self.tester is not None and self.health is not None:
+            flags |= 0x04
+            body += bytes((self.tester | self.health << 4,))  # Tester low nibble
+        if self.exercise_duration_s is not None and self.exercise_intensity_pct is not None:
+            flags |= 0x08
+            body += self.exercise_duration_s.to_bytes(2, "little")
+            body += bytes((self.exercise_intensity_pct,))
+        if self.medication_id is not None and self.medication is not None:
+            flags |= 0x10 | (0x20 if self.medication_litres else 0)
+            body += bytes((self.medication_id,)) + sfloat(self.medication)
+        if self.hba1c_pct is not None:
+            flags |= 0x40
+            body += sfloat(self.hba1c_pct)
+        return bytes((flags,)) + sequence_number.to_bytes(2, "little") + body
+
+
+@dataclass(frozen=True, slots=True)
+class GlucoseRecord:
+    """One stored glucose record and its 0x2A18 encoding.
+
+    ``concentration`` is in the wire's SI unit (kg/L or mol/L; see :func:`mg_per_dl`),
+    ``sample_type`` the low nibble (1 capillary whole blood … 9 ISF, 10 control solution),
+    ``sample_location`` the high nibble (1 finger, 2 AST, 3 earlobe, 4 control solution,
+    15 not available). Values never appear in the repr.
+    """
+
+    sequence_number: int
+    base_time: DateTime = field(repr=False)
+    concentration: Decimal | None = field(repr=False)
+    unit: Unit = Unit.KG_PER_L
+    sample_type: int = 1
+    sample_location: int = 1
+    time_offset_min: int | None = field(default=None, repr=False)
+    sensor_status: int | None = field(default=None, repr=False)
+    context: GlucoseContext | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.sequence_number <= 0xFFFF:
+            raise ValueError("sequence number is a uint16")
+        if self.time_offset_min is not None and not -0x8000 <= self.time_offset_min <= 0x7FFF:
+            raise ValueError("time offset is a sint16")
+        if not (0 <= self.sample_type <= 0x0F and 0 <= self.sample_location <= 0x0F):
+            raise ValueError("type and sample location are nibbles")
+
+    def measurement_value(self) -> bytes:
+        """The 0x2A18 value (GATT XML glucose_measurement), 10 to 17 octets."""
+        flags = 0
+        out = b""
+        if self.time_offset_min is not None:
+            flags |= 0x01
+            out += self.time_offset_min.to_bytes(2, "little", signed=True)
+        if self.concentration is not None:
+            flags |= 0x02 | (0x04 if self.unit is Unit.MOL_PER_L else 0)
+            out += sfloat(self.concentration)
+            out += bytes((self.sample_type | self.sample_location << 4,))
+        if self.sensor_status is not None:
+            flags |= 0x08
+            out += self.sensor_status.to_bytes(2, "little")
+        if self.context is not None:
+            flags |= 0x10
+        head = bytes((flags,)) + self.sequence_number.to_bytes(2, "little")
+        return head + bytes(self.base_time) + out
+
+    def context_value(self) -> bytes | None:
+        """The 0x2A34 value sent after the measurement, or None."""
+        if self.context is None:
+            return None
+        return self.context.value(self.sequence_number)
+
+    def user_facing_time_key(self) -> tuple[int, ...]:
+        """Base Time + Time Offset as (Y, M, D, h, m, s), for the RACP time filter."""
+        t = self.base_time
+        # A device-local wall time: UTC only as a zone without DST, so the sum is exact.
+        base = datetime(t.year, t.month, t.day, t.hours, t.minutes, t.seconds, tzinfo=UTC)
+        moment = base + timedelta(minutes=self.time_offset_min or 0)
+        return (moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second)
+
+    def with_sequence_number(self, sequence_number: int) -> GlucoseRecord:
+        """The same record renumbered."""
+        return GlucoseRecord(
+            sequence_number,
+            self.base_time,
+            self.concentration,
+            self.unit,
+            self.sample_type,
+            self.sample_location,
+            self.time_offset_min,
+            self.sensor_status,
+            self.context,
+        )
+
+
+def example_records(first_sequence_number: int = 1) -> list[GlucoseRecord]:
+    """Four records of one day (values chosen for tests/demo): mg/dL with context, a
+    mmol/L reading from an alternate site, a control-solution test, and a meter clock set
+    back by 60 minutes (negative offset) with a status bit. Numbers wrap at 0xFFFF."""
+    n = first_sequence_number
+    return [
+        GlucoseRecord(n, DateTime(2025, 3, 14, 7, 30, 0), mg_per_dl("112"),
+                      sample_type=1, sample_location=1, time_offset_min=0,
+                      sensor_status=0x0000,
+                      context=GlucoseContext(carbohydrate_id=1, carbohydrate_kg=Decimal("0.045"),
+                                             meal=1, tester=1, health=5,
+                                             exercise_duration_s=1800, exercise_intensity_pct=40,
+                                             medication_id=1, medication=Decimal("0.000004"),
+                                             hba1c_pct=Decimal("6.8"))),
+        GlucoseRecord((n + 1) & 0xFFFF, DateTime(2025, 3, 14, 12, 15, 0), mmol_per_l("7.9"),
+                      unit=Unit.MOL_PER_L, sample_type=2, sample_location=2, time_offset_min=0),
+        GlucoseRecord((n + 2) & 0xFFFF, DateTime(2025, 3, 14, 12, 20, 0), mg_per_dl("120"),
+                      sample_type=10, sample_location=4),
+        GlucoseRecord((n + 3) & 0xFFFF, DateTime(2025, 3, 14, 20, 0, 0), mg_per_dl("98.5"),
+                      sample_type=1, sample_location=1, time_offset_min=-60,
+                      sensor_status=0x0001,
+                      context=GlucoseContext(meal=2)),
+    ]  # fmt: skip
+
+
+class Glucometer:
+    """A glucometer on a Bumble :class:`~bumble.device.Device` (not yet powered on).
+
+    Args:
+        device: the peripheral's Bumble device (see :class:`hil.virtual_radio.VirtualRadio`).
+        records: the stored records, oldest first (sequence numbers increasing).
+        info: what DIS exposes.
+        local_name: the advertised complete local name.
+        feature: the Glucose Feature value (uint16).
+        drop_link_after_records: fault injection: drop the link after this many records of
+            one report.
+        context_first: send each context before its measurement.
+        require_encryption: refuse RACP writes on an unencrypted link (ATT 0x0F).
+        clock: expose this clock as Current Time 0x2A2B (None: no CTS).
+    """
+
+    def __init__(
+        self,
+        device: Device,
+        records: Sequence[GlucoseRecord],
+        *,
+        info: DeviceInformation = GLUCOMETER_INFO,
+        local_name: str = DEFAULT_LOCAL_NAME,
+        feature: int = DEFAULT_FEATURE,
+        drop_link_after_records: int | None = None,
+        context_first: bool = False,
+        require_encryption: bool = False,
+        clock: EmulatedClock | None = None,
+    ) -> None:
+        self.device = device
+        self.info = info
+        self.local_name = local_name
+        self.drop_link_after_records = drop_link_after_records
+        self.context_first = context_first
+        self.require_encryption = require_encryption
+        self.clock = clock
+        self._records: list[GlucoseRecord] = list(records)
+        self._next_seq = (self._records[-1].sequence_number + 1) & 0xFFFF if records else 0
+        self.racp = RacpServer(lambda: self._records, self._delete)
+
+        self._measurement: Characteristic[bytes] = Characteristic(
+            UUID.from_16_bits(GLUCOSE_MEASUREMENT, "Glucose Measurement"),
+            Characteristic.Properties.NOTIFY,
+            Characteristic.Permissions(0),
+            fixed_value(b"", readable=False),
+        )
+        self._context: Characteristic[bytes] = Characteristic(
+            UUID.from_16_bits(GLUCOSE_MEASUREMENT_CONTEXT, "Glucose Measurement Context"),
+            Characteristic.Properties.NOTIFY,
+            Characteristic.Permissions(0),
+            fixed_value(b"", readable=False),
+        )
+        self._feature: Characteristic[bytes] = Characteristic(
+            UUID.from_16_bits(GLUCOSE_FEATURE, "Glucose Feature"),
+            Characteristic.Properties.READ,
+            Characteristic.READABLE,
+            fixed_value(feature.to_bytes(2, "little")),
+        )
+        self._racp: Characteristic[bytes] = Characteristic(
+            UUID.from_16_bits(RECORD_ACCESS_CONTROL_POINT, "Record Access Control Point"),
+            Characteristic.Properties.WRITE | Characteristic.Properties.INDICATE,
+            Characteristic.WRITEABLE,
+            CharacteristicValue(read=self._racp_read, write=self._racp_write),
+        )
+        device.on(Device.EVENT_CONNECTION, self._on_connection)
+
+        self._connection: Connection | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._started = False
+
+        #: The RACP values written by the central, in order.
+        self.requests: list[bytes] = []
+        #: (characteristic 16-bit UUID, value) notified or indicated, in order.
+        self.sent: list[tuple[int, bytes]] = []
+        #: Connections accepted; links dropped by fault injection.
+        self.connections = 0
+        self.link_drops = 0
+        #: Set when a central enables RACP indications.
+        self.subscribed = asyncio.Event()
+        #: Set whenever the central disconnects (cleared at the next connection).
+        self.disconnected = asyncio.Event()
+        #: Set when a report procedure ended (final value indicated or link gone).
+        self.procedure_done = asyncio.Event()
+        self._request_written = asyncio.Event()
+
+    # -- memory ---------------------------------------------------------------------------
+
+    @property
+    def stored(self) -> tuple[GlucoseRecord, ...]:
+        """The records held now, oldest first."""
+        return tuple(self._records)
+
+    def add_record(self, record: GlucoseRecord) -> GlucoseRecord:
+        """A new measurement, numbered by the meter (the given number is replaced)."""
+        numbered = record.with_sequence_number(self._next_seq)
+        self._records.append(numbered)
+        self._next_seq = (self._next_seq + 1) & 0xFFFF
+        return numbered
+
+    def restart_numbering(self, first_sequence_number: int) -> None:
+        """Forget every record; new ones are numbered from ``first_sequence_number``."""
+        self._records.clear()
+        self._next_seq = first_sequence_number & 0xFFFF
+
+    def _delete(self, sequence_number: int) -> None:
+        self._records = [r for r in self._records if r.sequence_number != sequence_number]
+
+    async def wait_for_requests(self, count: int) -> None:
+        """Return once ``count`` RACP requests were written in all (wrap in a timeout)."""
+        while len(self.requests) < count:
+            self._request_written.clear()
+            await self._request_written.wait()
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Add the services, power on and advertise."""
+        self.device.add_services(
+            [
+                Service(
+                    UUID.from_16_bits(GLUCOSE_SERVICE, "Glucose"),
+                    [self._measurement, self._context, self._feature, self._racp],
+                ),
+                device_information_service(self.info),
+                *([current_time_service(self.clock)] if self.clock is not None else []),
+            ]
+        )
+        await self.device.power_on()
+        self._started = True
+        await self._advertise()
+
+    async def stop(self) -> None:
+        """Stop procedures and advertising; disconnect; power off."""
+        self._started = False
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._connection is not None:
+            await self._connection.disconnect(hci.HCI_REMOTE_USER_TERMINATED_CONNECTION_ERROR)
+        await self.device.stop_advertising()
+        await self.device.power_off()
+
+    async def _advertise(self) -> None:
+        if self.device.is_advertising or self._connection is not None:
+            return
+        await self.device.start_advertising(
+            advertising_data=advertising_data(self.local_name, [GLUCOSE_SERVICE]),
+            scan_response_data=b"",
+            advertising_interval_min=DEFAULT_ADVERTISING_INTERVAL_MS,
+            advertising_interval_max=DEFAULT_ADVERTISING_INTERVAL_MS,
+        )
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- connection -------------------------------------------------------------------------
+
+    def _on_connection(self, connection: Connection) -> None:
+        self.connections += 1
+        self._connection = connection
+        self.disconnected.clear()
+        self.subscribed.clear()
+        self.racp.finished()
+        connection.on(Connection.EVENT_DISCONNECTION, self._on_disconnection)
+
+    def _on_disconnection(self, _reason: int) -> None:
+        self._connection = None
+        self.racp.finished()
+        self.disconnected.set()
+        if self._started:
+            self._spawn(self._advertise(), "glucometer.advertise")
+
+    async def drop_link(self) -> None:
+        """Fault injection: end the link as a radio loss does (reason 0x08 to the central)."""
+        connection = self._connection
+        if connection is not None:
+            self.link_drops += 1
+            await connection.disconnect(hci.HCI_CONNECTION_TIMEOUT_ERROR)
+
+    def _cccd(self, connection: Connection, characteristic: Characteristic[bytes]) -> int:
+        cccds = self.device.gatt_server.subscribers.get(connection, {})
+        value = cccds.get(characteristic.handle, b"\x00\x00")
+        return value[0] if len(value) == 2 else 0
+
+    # -- RACP -------------------------------------------------------------------------------
+
+    def _racp_read(self, _connection: Connection) -> bytes:
+        raise ATT_Error(0x02)  # Read Not Permitted: write + indicate only
+
+    def _racp_write(self, connection: Connection, value: bytes) -> None:
+        data = bytes(value)
+        self.requests.append(data)
+        self._request_written.set()
+        if self.require_encryption and not connection.is_encrypted:
+            raise ATT_Error(ATT_INSUFFICIENT_ENCRYPTION_ERROR)
+        try:
+            action = self.racp.handle(
+                data,
+                racp_indications=bool(self._cccd(connection, self._racp) & CCCD_INDICATE),
+                measurement_notifications=bool(
+                    self._cccd(connection, self._measurement) & CCCD_NOTIFY
+                ),
+            )
+        except RacpAttError as exc:
+            raise ATT_Error(exc.code) from None
+        if isinstance(action, Report):
+            self.procedure_done.clear()
+            self._spawn(self._report(connection, action), "glucometer.report")
+        else:
+            self._spawn(self._respond(connection, action), "glucometer.respond")
+
+    async def _respond(self, connection: Connection, action: Respond) -> None:
+        if action.then is not None:
+            action.then()
+        await self._indicate(connection, action.value)
+
+    async def _report(self, connection: Connection, report: Report) -> None:
+        """Notify each record (measurement, context), then indicate the response code."""
+        try:
+            for index, record in enumerate(report.records, start=1):
+                if self.racp.abort_requested or self._connection is not connection:
+                    return
+                assert isinstance(record, GlucoseRecord)
+                parts = [(self._measurement, GLUCOSE_MEASUREMENT, record.measurement_value())]
+                context = record.context_value()
+                if context is not None:
+                    entry = (self._context, GLUCOSE_MEASUREMENT_CONTEXT, context)
+                    parts.insert(0, entry) if self.context_first else parts.append(entry)
+                for characteristic, uuid, value in parts:
+                    self.sent.append((uuid, value))
+                    await self.device.notify_subscriber(connection, characteristic, value)
+                if self.drop_link_after_records is not None and (
+                    index >= self.drop_link_after_records
+                ):
+                    await self.drop_link()
+                    return
+            if not self.racp.abort_requested:
+                await self._indicate(connection, report.final)
+        finally:
+            self.racp.finished()
+            self.procedure_done.set()
+
+    async def _indicate(self, connection: Connection, value: bytes) -> None:
+        if self._connection is not connection:
+            return
+        self.sent.append((RECORD_ACCESS_CONTROL_POINT, value))
+        try:
+            await self.device.indicate_subscriber(connection, self._racp, value)
+        except Exception as exc:  # noqa: BLE001 - an unconfirmed indication ends the link
+            logger.warning("glucometer: RACP indication not confirmed (%s)", type(exc).__name__)

@@ -1,0 +1,172 @@
+"""The glucose chain: emulated glucometer → homehub run (a real process) → TLS mosquitto → receiver.
+
+As tests/test_end_to_end.py, with a GLS meter: the agent syncs the meter's records over RACP
+incrementally; the receiver must see exactly the values the meter held (the control-solution
+test as a device QC record, never as patient glucose), and the outbox's high-water mark must
+equal the last sequence number once the sync is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Final
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from agent.ble.gls_session import SYNC_KEY, SyncMark
+from agent.config import load
+from agent.daemon import open_outbox
+from agent.outbox import peek_counts
+from hil.broker import Broker
+from hil.emulators.encoding import DateTime
+from hil.emulators.glucometer import Glucometer, GlucoseRecord, Unit, example_records, mg_per_dl
+from hil.emulators.peripheral import DeviceInformation
+from hil.pki import DevPki
+from hil.receiver import Receiver, VerifiedReading
+from hil.virtual_home import TIMEZONE, write_agent_config
+from hil.virtual_radio import VirtualRadio
+from tests import phi_canaries
+from tests.agent_process import agent_process, stop
+
+pytestmark = pytest.mark.timeout(90)
+
+ARRIVAL_TIMEOUT_S: Final = 30.0
+LABEL: Final = "glucometer"
+METER_INFO: Final = DeviceInformation(
+    model_number="HH-GLU-1",
+    serial_number=phi_canaries.DEVICE_SERIAL,
+    system_id=(0x0012FFFE34, 0xCA7A00),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A glucose record as the platform reads it: kind, code, value, unit, time, subject."""
+
+    kind: str
+    code: str
+    value: str
+    unit: str
+    effective: str
+    subject: str
+
+
+def seen(reading: VerifiedReading) -> Seen:
+    """The primary Observation of a verified message."""
+    first = reading.payload["fhir"]["entry"][0]["resource"]
+    quantity = first["valueQuantity"]
+    return Seen(
+        reading.kind,
+        first["code"]["coding"][0]["code"],
+        str(quantity["value"]),
+        quantity["code"],
+        first["effectiveDateTime"],
+        first["subject"]["reference"].split("/")[0],
+    )
+
+
+def expected(record: GlucoseRecord) -> Seen:
+    """What the platform must see for a meter record (computed from the meter's own fields)."""
+    assert record.concentration is not None
+    control = record.sample_type == 10 or record.sample_location == 4
+    codes = {1: "160184", 2: "160188"}
+    if record.unit is Unit.MOL_PER_L:
+        value, unit = record.concentration.scaleb(3), "mmol/L"
+    else:
+        value, unit = record.concentration.scaleb(5), "mg/dL"
+    t = record.base_time
+    local = datetime(t.year, t.month, t.day, t.hours, t.minutes, t.seconds, tzinfo=UTC)
+    local += timedelta(minutes=record.time_offset_min or 0)
+    effective = local.replace(tzinfo=ZoneInfo(TIMEZONE)).isoformat(timespec="seconds")
+    return Seen(
+        "device_qc" if control else "observation",
+        "160208" if control else codes[record.sample_type],
+        str(Decimal(value)),
+        unit,
+        effective,
+        "Device" if control else "Patient",
+    )
+
+
+async def _collect(receiver: Receiver, count: int) -> list[VerifiedReading]:
+    got: list[VerifiedReading] = []
+    async with asyncio.timeout(ARRIVAL_TIMEOUT_S):
+        while len(got) < count:
+            got.append(await receiver.readings.get())
+    return got
+
+
+def _config(tmp_path: Path, radio: VirtualRadio, pki: DevPki, port: int) -> Path:
+    path = write_agent_config(
+        tmp_path,
+        stack=radio.stack,
+        broker_port=port,
+        pki=pki,
+        hub_id=pki.hub_id,
+        patient_id=phi_canaries.PATIENT_ID,
+        device_address=phi_canaries.DEVICE_ADDRESS,
+        quiet_period_s=1.0,
+        cycle_interval_s=0.5,
+    )
+    text = path.read_text()
+    device = 'kind = "blood_pressure"\naddress'
+    assert device in text
+    text = text.replace(device, 'kind = "glucose"\naddress')
+    text = text.replace('label = "cuff"', f'label = "{LABEL}"')
+    path.write_text(text)
+    return path
+
+
+async def test_glucose_sync_arrives_exact_and_mark_commits(
+    tmp_path: Path,
+    dev_pki: DevPki,
+    receiver: Receiver,
+    broker: Broker,
+    request: pytest.FixtureRequest,
+) -> None:
+    """All records arrive once with the meter's values (control solution as device QC); a
+    record added later arrives alone; the outbox's mark is the last sequence number."""
+    records = example_records()
+    later = GlucoseRecord(0, DateTime(2025, 3, 15, 6, 55, 0), mg_per_dl("131"))
+    async with VirtualRadio() as radio:
+        device = await radio.add_peripheral_device(phi_canaries.DEVICE_ADDRESS, "glucometer")
+        meter = Glucometer(device, records, info=METER_INFO)
+        await meter.start()
+        config = _config(tmp_path, radio, dev_pki, broker.port)
+        async with agent_process(config, request.node.nodeid) as agent:
+            first = await _collect(receiver, len(records))
+            added = meter.add_record(later)
+            second = await _collect(receiver, 1)
+            # Two more sessions after the new record: both find nothing new.
+            async with asyncio.timeout(ARRIVAL_TIMEOUT_S):
+                await meter.wait_for_requests(len(meter.requests) + 2)
+            assert receiver.readings.empty()
+            rc = await stop(agent)
+            import shutil, glob; [shutil.copy(f, '/tmp/glu-debug.log') for f in glob.glob(str(phi_canaries.log_dir() / '*glucose*agent.log'))]
+            assert 0 == rc
+        await meter.stop()
+
+    assert sorted((seen(r) for r in first), key=lambda s: s.effective) == sorted(
+        (expected(r) for r in records), key=lambda s: s.effective
+    )
+    assert [seen(r) for r in second] == [expected(added)]
+    assert len({r.id for r in first + second}) == len(records) + 1
+    assert meter.requests[0] == bytes.fromhex("0101")
+    assert bytes.fromhex("0103010500") in meter.requests  # >= 5 after the mark at 4
+    assert 0 == receiver.stats.rejected_total
+
+    cfg = load(config)
+    outbox, _signer = open_outbox(cfg)
+    try:
+        stored = outbox.get_sync_state(LABEL, SYNC_KEY)
+    finally:
+        outbox.close()
+    assert stored is not None
+    assert SyncMark.from_bytes(stored).sequence_number == added.sequence_number == 5
+    counts = peek_counts(tmp_path / "state" / "outbox.db")
+    assert (0, 0) == (counts.pending, counts.in_flight)

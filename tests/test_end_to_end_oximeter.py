@@ -1,0 +1,149 @@
+"""The whole chain for a pulse oximeter: emulated oximeter → homehub run → TLS mosquitto → receiver.
+
+As tests/test_end_to_end.py, nothing mocked: Bumble virtual controllers, the agent as its own
+process configured with ``kind = "pulse_oximeter"``, mosquitto with TLS, the verifying
+reference receiver. The values at the receiver must equal what the oximeter sent: each
+spot-check, and the first continuous sample (the session's thinning policy hands on one per
+60 s; the others are dropped by design).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+
+from agent.outbox import peek_counts
+from drivers.device_information import SystemId
+from hil.broker import Broker
+from hil.emulators.encoding import DateTime
+from hil.emulators.oximeter import ContinuousSample, EmulatedOximeter, SpotCheck
+from hil.emulators.peripheral import DeviceInformation
+from hil.pki import DevPki
+from hil.receiver import Receiver, VerifiedReading
+from hil.virtual_home import write_agent_config
+from hil.virtual_radio import VirtualRadio
+from tests import phi_canaries
+from tests.agent_process import agent_process, stop
+
+pytestmark = pytest.mark.timeout(90)
+
+ARRIVAL_TIMEOUT_S: Final = 30.0
+"""Cold start of the agent process, scan, connect and the transfer take ~2 s here."""
+
+SYSTEM_ID: Final = (0x0012FFFE35, 0xCA7A00)
+SYSTEM_ID_EUI64: Final = SystemId(*SYSTEM_ID).eui64.replace("-", "")
+phi_canaries.plant("oximeter system id (EUI-64)", SYSTEM_ID_EUI64)
+
+SPOT_CHECKS: Final = (
+    SpotCheck(97, 64, timestamp=DateTime(2026, 11, 20, 7, 45, 10),
+              pulse_amplitude_index=Decimal("4.2")),
+    SpotCheck(Decimal("93.5"), 81, timestamp=DateTime(2026, 11, 21, 19, 2, 0)),
+)  # fmt: skip
+CONTINUOUS: Final = (
+    ContinuousSample(95, 77, fast=(94, 78)),
+    ContinuousSample(96, 76, fast=(96, 75)),
+    ContinuousSample(96, 75, fast=(97, 74)),
+)
+MDC_SPO2, MDC_PULSE, MDC_PAI = "150456", "149530", "150448"
+MODALITY_SPOT, MODALITY_FAST = "150588", "150580"
+
+
+def _config(tmp_path: Path, radio: VirtualRadio, pki: DevPki, port: int) -> Path:
+    """The virtual home's agent configuration, with the oximeter as the allowlisted device."""
+    path = write_agent_config(
+        tmp_path,
+        stack=radio.stack,
+        broker_port=port,
+        pki=pki,
+        hub_id=pki.hub_id,
+        patient_id=phi_canaries.PATIENT_ID,
+        device_address=phi_canaries.DEVICE_ADDRESS,
+        quiet_period_s=1.0,
+        cycle_interval_s=0.5,
+    )
+    text = path.read_text()
+    assert text.count('kind = "blood_pressure"') == 1
+    path.write_text(text.replace('kind = "blood_pressure"', 'kind = "pulse_oximeter"'))
+    return path
+
+
+def _values(reading: VerifiedReading) -> dict[tuple[str, str | None], str]:
+    """(MDC code, modality) → value text of every numeric Observation in the reading."""
+    out: dict[tuple[str, str | None], str] = {}
+    for entry in reading.payload["fhir"]["entry"]:
+        resource: dict[str, Any] = entry["resource"]
+        if resource["resourceType"] != "Observation" or "valueQuantity" not in resource:
+            continue
+        modality = None
+        for component in resource.get("component", []):
+            if component["code"]["coding"][0]["code"] == "68193":
+                modality = component["valueCodeableConcept"]["coding"][0]["code"]
+        key = (resource["code"]["coding"][0]["code"], modality)
+        assert key not in out
+        out[key] = str(resource["valueQuantity"]["value"])
+    return out
+
+
+async def test_oximeter_readings_arrive_exact(
+    tmp_path: Path,
+    dev_pki: DevPki,
+    receiver: Receiver,
+    broker: Broker,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Both spot-checks and the first continuous sample arrive once, exact, IG-identified."""
+    async with VirtualRadio() as radio:
+        device = await radio.add_peripheral_device(phi_canaries.DEVICE_ADDRESS, "oximeter")
+        oximeter = EmulatedOximeter(
+            device,
+            SPOT_CHECKS,
+            CONTINUOUS,
+            info=DeviceInformation(
+                model_number="HH-PLX-1",
+                serial_number=phi_canaries.DEVICE_SERIAL,
+                system_id=SYSTEM_ID,
+            ),
+            continuous_interval_s=0.05,
+        )
+        await oximeter.start()
+        config = _config(tmp_path, radio, dev_pki, broker.port)
+        async with agent_process(config, request.node.nodeid) as agent:
+            got: list[VerifiedReading] = []
+            async with asyncio.timeout(ARRIVAL_TIMEOUT_S):
+                while len(got) < 3:
+                    got.append(await receiver.readings.get())
+                await oximeter.spot_checks_confirmed.wait()
+                await oximeter.continuous_done.wait()
+            assert 0 == await stop(agent)
+
+    prefix = f"{SYSTEM_ID_EUI64}-{phi_canaries.PATIENT_ID}-{MDC_SPO2}-"
+    by_id = {r.id: r for r in got}
+    spot_ids = [prefix + "20261120074510-150588", prefix + "20261121190200-150588"]
+    assert set(spot_ids) <= by_id.keys()
+    assert _values(by_id[spot_ids[0]]) == {
+        (MDC_SPO2, MODALITY_SPOT): "97",
+        (MDC_PULSE, MODALITY_SPOT): "64",
+        (MDC_PAI, None): "4.2",
+    }
+    assert _values(by_id[spot_ids[1]]) == {
+        (MDC_SPO2, MODALITY_SPOT): "93.5",
+        (MDC_PULSE, MODALITY_SPOT): "81",
+    }
+    (continuous,) = [r for r in got if r.id not in spot_ids]
+    assert continuous.id.startswith(prefix + "R")
+    assert _values(continuous) == {
+        (MDC_SPO2, None): "95",
+        (MDC_PULSE, None): "77",
+        (MDC_SPO2, MODALITY_FAST): "94",
+        (MDC_PULSE, MODALITY_FAST): "78",
+    }
+    assert [1, 2, 3] == sorted(r.seq for r in got)
+    assert 0 == receiver.stats.rejected_total
+    assert receiver.readings.empty()
+    counts = peek_counts(tmp_path / "state" / "outbox.db")
+    assert (0, 0) == (counts.pending, counts.in_flight)
+    assert () == oximeter.stored
