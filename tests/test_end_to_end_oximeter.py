@@ -20,7 +20,13 @@ from agent.outbox import peek_counts
 from drivers.device_information import SystemId
 from hil.broker import Broker
 from hil.emulators.encoding import DateTime
-from hil.emulators.oximeter import ContinuousSample, EmulatedOximeter, SpotCheck
+from hil.emulators.oximeter import (
+    ContinuousSample,
+    EmulatedOximeter,
+    Features,
+    SpotCheck,
+    SupportedFeatures,
+)
 from hil.emulators.peripheral import DeviceInformation
 from hil.pki import DevPki
 from hil.receiver import Receiver, VerifiedReading
@@ -147,3 +153,55 @@ async def test_oximeter_readings_arrive_exact(
     counts = peek_counts(tmp_path / "state" / "outbox.db")
     assert (0, 0) == (counts.pending, counts.in_flight)
     assert () == oximeter.stored
+
+
+STORED: Final = (
+    SpotCheck(96, 61, timestamp=DateTime(2026, 11, 18, 8, 0, 0), measurement_status=0x0200),
+    SpotCheck(94, 66, timestamp=DateTime(2026, 11, 19, 8, 0, 0), measurement_status=0x0200),
+)
+
+
+async def test_stored_records_reported_every_session_arrive_once(
+    tmp_path: Path,
+    dev_pki: DevPki,
+    receiver: Receiver,
+    broker: Broker,
+    request: pytest.FixtureRequest,
+) -> None:
+    """PLXS RACP reports the whole store each session; each stored reading arrives once."""
+    async with VirtualRadio() as radio:
+        device = await radio.add_peripheral_device(phi_canaries.DEVICE_ADDRESS, "oximeter")
+        oximeter = EmulatedOximeter(
+            device,
+            stored_records=STORED,
+            features=Features(
+                SupportedFeatures.SPOT_CHECK_MEASUREMENT_STORAGE
+                | SupportedFeatures.SPOT_CHECK_TIMESTAMP
+            ),
+            info=DeviceInformation(serial_number=phi_canaries.DEVICE_SERIAL, system_id=SYSTEM_ID),
+        )
+        await oximeter.start()
+        config = _config(tmp_path, radio, dev_pki, broker.port)
+        async with agent_process(config, request.node.nodeid) as agent:
+            got: list[VerifiedReading] = []
+            async with asyncio.timeout(ARRIVAL_TIMEOUT_S):
+                while len(got) < len(STORED):
+                    got.append(await receiver.readings.get())
+                # Two more complete sessions: the same records reported twice more.
+                while len(oximeter.racp_responses) < 3:
+                    await oximeter.disconnected.wait()
+                    oximeter.disconnected.clear()
+            assert 0 == await stop(agent)
+
+    prefix = f"{SYSTEM_ID_EUI64}-{phi_canaries.PATIENT_ID}-{MDC_SPO2}-"
+    assert sorted(r.id for r in got) == [
+        prefix + "20261118080000-150588",
+        prefix + "20261119080000-150588",
+    ]
+    assert oximeter.racp_responses[:3] == [bytes.fromhex("06000101")] * 3
+    assert len(oximeter.confirmed_values) >= 3 * len(STORED)
+    # Everything the agent stored was delivered, and no copy was queued behind it.
+    counts = peek_counts(tmp_path / "state" / "outbox.db")
+    assert (0, 0) == (counts.pending, counts.in_flight)
+    assert receiver.readings.empty()
+    assert 0 == receiver.stats.conflicting_duplicates

@@ -255,7 +255,8 @@ async def test_storage_without_records_reports_none_found(
     result = await collect(ble, pipeline)
 
     assert result.racp == "no_records_found"
-    assert device.encoded() == [] and len(pipeline.records) == 2
+    assert device.encoded() == []
+    assert len(pipeline.records) == 2
 
 
 async def test_no_racp_without_storage(radio: VirtualRadio, ble: BleStack) -> None:
