@@ -138,7 +138,6 @@ NON_CLINICAL_KINDS: Final = frozenset({"telemetry", "log"})
 
 # SQLite primary result codes (sqlite.org/rescode.html); extended codes keep them in the
 # low byte.
-_SQLITE_IOERR: Final = 10
 _SQLITE_CORRUPT: Final = 11
 _SQLITE_FULL: Final = 13
 _SQLITE_NOTADB: Final = 26

@@ -147,7 +147,7 @@ async def test_glucose_sync_arrives_exact_and_mark_commits(
                 await meter.wait_for_requests(len(meter.requests) + 2)
             assert receiver.readings.empty()
             rc = await stop(agent)
-            import shutil, glob; [shutil.copy(f, '/tmp/glu-debug.log') for f in glob.glob(str(phi_canaries.log_dir() / '*glucose*agent.log'))]
+            import shutil, glob; rc != 0 and [shutil.copy(f, '/tmp/glu-debug-fail.log') for f in glob.glob(str(phi_canaries.log_dir() / '*glucose*agent.log'))]
             assert 0 == rc
         await meter.stop()
 

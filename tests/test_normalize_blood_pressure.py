@@ -149,7 +149,7 @@ class TestPanel:
         """Without a device time stamp effective = hub receipt time, and the identifier says so."""
         panel, _ = blood_pressure_observations(_reading(device_time=None), CUFF, CTX)
         assert panel["effectiveDateTime"] == "2026-11-23T09:30:05Z"
-        assert panel["identifier"][0]["value"].endswith("-R20261123093005")
+        assert panel["identifier"][0]["value"].endswith("-R20261123093005.000000")
 
 
 class TestValidation:

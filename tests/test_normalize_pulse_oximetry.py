@@ -8,6 +8,7 @@ after a deliberate change with ``HOMEHUB_UPDATE_GOLDEN=1`` and review the diff.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -23,6 +24,7 @@ from fhir.resources.R4B.observation import Observation
 
 from agent.ble.bps_session import RawMeasurement
 from agent.ingest import PREPARERS, prepare
+from agent.normalize.clock import ClockFacts
 from agent.normalize.device import DeviceFacts
 from agent.normalize.phd import Context
 from agent.normalize.pulse_oximetry import (
@@ -363,3 +365,27 @@ def test_malformed_value_is_a_decode_error() -> None:
     """A truncated spot-check is refused with a DecodeError, never stored."""
     with pytest.raises(DecodeError):
         bundle_of(bytes(example_spot_checks()[0])[:-1])
+
+
+def test_device_clock_offset_is_applied_with_coincident_timestamp() -> None:
+    """A clock 10 min ahead: effective = device time - 10 min; the coincident Observation is
+    in the Bundle and referenced; the identifier keeps the device's own time stamp."""
+    current_time = bytes.fromhex("e907030e081405050000")  # 2025-03-14 08:20:05, Fri
+    clocked = dataclasses.replace(
+        OXIMETER, clock=ClockFacts.from_current_time(current_time, CTX.received)
+    )
+    raw = RawMeasurement(
+        PLX_SPOT_CHECK_MEASUREMENT, bytes(example_spot_checks()[1]), 0.0, CTX.received
+    )
+    bundle = prepare(raw, clocked, CTX).bundle
+    spo2 = by_code(bundle, SPO2, SPOT)
+    assert spo2["effectiveDateTime"] == "2025-03-14T07:52:05+01:00"
+    assert spo2["identifier"][0]["value"].endswith("-150456-20250314080205-150588")
+    (reference,) = [
+        e["valueReference"]["reference"]
+        for e in spo2["extension"]
+        if e["url"].endswith("CoincidentTimeStampReference")
+    ]
+    coincident = [o for o in observations(bundle) if f"Observation/{o['id']}" == reference]
+    assert coincident[0]["code"]["coding"][0]["code"] == "67975"
+    validate(bundle)

@@ -4,6 +4,8 @@ process carries on, and storing works again once the disk does."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import os
 import shutil
@@ -19,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from structlog.testing import capture_logs
 
 from agent import config as config_mod
+from agent import daemon as daemon_mod
 from agent.ble.bps_session import RawMeasurement
 from agent.daemon import Hub, _Arrival, status
 from agent.ingest import BLOOD_PRESSURE_MEASUREMENT, Signer
@@ -83,11 +86,19 @@ class FaultInjectingConnection:
 
     WRITES: Final = ("INSERT", "UPDATE", "DELETE", "COMMIT")
 
-    def __init__(self, real: sqlite3.Connection, fail_at: int, code: int, name: str) -> None:
+    def __init__(
+        self,
+        real: sqlite3.Connection,
+        fail_at: int,
+        code: int,
+        name: str,
+        only: tuple[str, ...] = WRITES,
+    ) -> None:
         self.real = real
         self.fail_at = fail_at
         self.code = code
         self.name = name
+        self.only = only
         self.writes = 0
         self.fired = False
 
@@ -100,7 +111,7 @@ class FaultInjectingConnection:
         return self.real.executemany(sql, *args)
 
     def _count(self, sql: str) -> None:
-        if not sql.lstrip().upper().startswith(self.WRITES):
+        if not sql.lstrip().upper().startswith(self.only):
             return
         self.writes += 1
         if self.writes == self.fail_at:
@@ -114,10 +125,16 @@ class FaultInjectingConnection:
         return getattr(self.real, name)
 
 
-def _inject(box: Outbox, fail_at: int, code: int, name: str) -> FaultInjectingConnection:
+def _inject(
+    box: Outbox,
+    fail_at: int,
+    code: int,
+    name: str,
+    only: tuple[str, ...] = FaultInjectingConnection.WRITES,
+) -> FaultInjectingConnection:
     real = box._conn
     assert isinstance(real, sqlite3.Connection)
-    faulty = FaultInjectingConnection(real, fail_at, code, name)
+    faulty = FaultInjectingConnection(real, fail_at, code, name, only)
     box._conn = faulty  # type: ignore[assignment]
     return faulty
 
@@ -185,6 +202,53 @@ class TestInjectedFaults:
             (again,) = box.claim(10)
             assert (record.seq, record.body) == (again.seq, again.body)
             assert box.mark_delivered(again.seq)
+
+
+class FakeUplink:
+    """A fake of the publishing surface of agent.uplink.Uplink: always connected, every
+    publish acknowledged at once; records what was published and says when."""
+
+    def __init__(self, expected: int) -> None:
+        self.connected = asyncio.Event()
+        self.connected.set()
+        self.published: list[bytes] = []
+        self.expected = expected
+        self.done = asyncio.Event()
+
+    async def publish(self, payload: bytes) -> None:
+        self.published.append(payload)
+        if len(self.published) == self.expected:
+            self.done.set()
+
+    async def disconnected_or_reconnected(self) -> None:
+        return None
+
+
+class TestPublisherFaults:
+    async def test_io_error_on_delete_keeps_publisher_running_and_resends_same_bytes(
+        self, tmp_path: Path, sealer: Sealer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """EIO on mark_delivered: outbox_unavailable is logged, the task carries on, and
+        the record is sent again with the same bytes, then deleted."""
+        monkeypatch.setattr(daemon_mod, "STORAGE_RETRY_S", 0.0)  # no 5 s pause in a test
+        path = tmp_path / "outbox.db"
+        hub = _hub(tmp_path, path)
+        uplink = FakeUplink(expected=2)
+        with Outbox.open(path, sealer, HUB, clock=_clock) as box:
+            box.append("observation", "k", _body)
+            _inject(box, 1, SQLITE_IOERR_WRITE, "SQLITE_IOERR_WRITE", only=("DELETE",))
+            with capture_logs() as events:
+                task = asyncio.create_task(hub._publisher(box, uplink))  # type: ignore[arg-type]
+                async with asyncio.timeout(5.0):
+                    await uplink.done.wait()
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            assert OutboxCounts(0, 0, None) == box.counts()
+        assert [b"body 1", b"body 1"] == uplink.published
+        assert 1 == hub.delivered
+        (event,) = [e for e in events if e["event"] == "outbox_unavailable"]
+        assert ("StorageError", "mark_delivered") == (event["error"], event["operation"])
 
 
 # ---------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from hil.emulators.oximeter import (
     example_continuous,
     example_spot_checks,
 )
-from hil.emulators.peripheral import DeviceInformation
+from hil.emulators.peripheral import DeviceInformation, EmulatedClock
 from hil.virtual_radio import VirtualRadio
 from tests.phi_canaries import DEVICE_ADDRESS, DEVICE_SERIAL
 
@@ -264,3 +264,20 @@ async def test_no_racp_without_storage(radio: VirtualRadio, ble: BleStack) -> No
     await oximeter(radio, spot_checks=example_spot_checks())
     result = await collect(ble, Pipeline())
     assert result.racp is None
+
+
+async def test_device_clock_is_read_when_the_oximeter_has_cts(
+    radio: VirtualRadio, ble: BleStack
+) -> None:
+    """With CTS 0x1805 the facts handed on carry the device clock read at connection."""
+    await oximeter(radio, spot_checks=example_spot_checks()[:1], clock=EmulatedClock.skewed(10))
+    pipeline = Pipeline()
+
+    result = await collect(ble, pipeline)
+
+    clock = result.facts.clock
+    assert clock is not None
+    offset = clock.offset("Europe/Berlin")
+    assert offset is not None
+    assert abs(offset.total_seconds() + 600) <= 2  # the device runs 10 min ahead
+    assert pipeline.facts[0].clock == clock

@@ -5,7 +5,9 @@ scan for the allowlisted address, connect, read, subscribe, hand each raw value 
 it arrives, end on quiet / limit / deadline, :class:`~drivers.errors.BleLinkLostError` on a
 dropped link), with the PLXS specifics:
 
-1. **Read** DIS (all optional) and PLX Features 0x2A60 (PLXS §3.3, mandatory).
+1. **Read** DIS (all optional) and PLX Features 0x2A60 (PLXS §3.3, mandatory), then the
+   device's clock, Current Time 0x2A2B, when it has CTS 0x1805 (:mod:`agent.ble.current_time`;
+   best effort), for the coincident timestamp of spot-check time stamps.
 2. **Subscribe** to PLX Spot-check Measurement 0x2A5E *indications* and PLX Continuous
    Measurement 0x2A5F *notifications*, whichever the device has (PLXS requires at least one).
    Spot-checks are handed on one for one, like the cuff's readings.
@@ -19,12 +21,10 @@ dropped link), with the PLXS specifics:
    decodable and traceable like any other reading, which is what a clinician reviewing a trend
    needs; a synthetic mean would hide the device's quality flags. The limitation (documented
    for the clinical team): a desaturation shorter than the interval may not be recorded; the
-   interval is configurable for programmes that need a denser trend.
+   interval is a session parameter (no configuration key yet) for programmes that need a
+   denser trend.
    Spot-checks are never thinned.
-4. The session ends as the BPS session does. A streaming oximeter keeps it alive until the
-   session deadline (``SessionEnd.DEADLINE``), which is then the normal end.
-
-5. **Measurement storage.** When PLX Features bit 2 says spot-checks are stored and the
+4. **Measurement storage.** When PLX Features bit 2 says spot-checks are stored and the
    device has a Record Access Control Point 0x2A52 (write + indicate), the session enables
    RACP indications and writes "report stored records, all records" (``01 01``: PLXS allows
    no filter, ble-spec-facts §6.4). The stored records come back as 0x2A5E indications and
@@ -36,6 +36,8 @@ dropped link), with the PLXS specifics:
    records on the device: a record that arrived between a report and a delete would be lost.
    A refused request (ATT 0xFD / 0xFE, or an RACP error code) is logged and the session
    goes on with the live values.
+5. The session ends as the BPS session does. A streaming oximeter keeps it alive until the
+   session deadline (``SessionEnd.DEADLINE``), which is then the normal end.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ from agent.ble.bps_session import (
     _Session,
     device_facts,
 )
+from agent.ble.current_time import with_device_clock
 from agent.ble.stack import BleStack
 from agent.ble.uuids import (
     DEVICE_INFORMATION_SERVICE,
@@ -395,6 +398,7 @@ async def collect_pulse_oximetry(
         try:
             async with asyncio.timeout_at(at_deadline):
                 features, facts, plx = await session.read_plx(client)
+                facts = await with_device_clock(client, facts, session.label)
                 spot = plx.get_characteristic(PLX_SPOT_CHECK_MEASUREMENT)
                 continuous = plx.get_characteristic(PLX_CONTINUOUS_MEASUREMENT)
                 subscribed = 0

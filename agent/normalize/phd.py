@@ -85,12 +85,14 @@ def identifier_timestamp(device_local: datetime | None, received: datetime) -> s
     """The timestamp part of the conditional-create identifier.
 
     The device's own reported time (``YYYYMMDDhhmmss``, as in the IG's example identifier) when
-    it sent one; otherwise the hub's reception time in UTC prefixed ``R`` — such a reading cannot
-    be recognised when the device sends it again, which only time-less devices do.
+    it sent one; otherwise the hub's reception time in UTC, to the microsecond, prefixed ``R``:
+    two time-less readings received in the same second must not share an identifier (the
+    second would be dropped as a duplicate). Such a reading cannot be recognised when the
+    device sends it again, which only time-less devices do.
     """
     if device_local is not None:
         return device_local.strftime("%Y%m%d%H%M%S")
-    return "R" + received.astimezone(UTC).strftime("%Y%m%d%H%M%S")
+    return "R" + received.astimezone(UTC).strftime("%Y%m%d%H%M%S.%f")
 
 
 def reported_timestamp(

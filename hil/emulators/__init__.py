@@ -6,6 +6,8 @@
 - :mod:`hil.emulators.peripheral`: shared pieces: advertising data, the Device Information
   Service.
 - :mod:`hil.emulators.cuff`: a blood-pressure cuff (Blood Pressure Service 0x1810).
+- :mod:`hil.emulators.oximeter`: a pulse oximeter (Pulse Oximeter Service 0x1822, with RACP
+  for stored spot-checks).
 """
 
 from __future__ import annotations

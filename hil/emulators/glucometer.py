@@ -485,6 +485,9 @@ class Glucometer:
                     await self.drop_link()
                     return
             if not self.racp.abort_requested:
+                # The procedure is over once its final response is sent: a collector may
+                # write its next request as soon as that indication arrives.
+                self.racp.finished()
                 await self._indicate(connection, report.final)
         finally:
             self.racp.finished()

@@ -8,7 +8,9 @@ GATT database (Pulse Oximeter Service 1.0, ble-spec-facts §6 and §7):
     - PLX Features 0x2A60: Read (PLXS §3.3): Supported Features uint16, then the Measurement
       Status Support (uint16) and Device and Sensor Status Support (uint24) words when
       Supported Features bits 0 and 1 announce them.
-- Device Information Service 0x180A (:mod:`hil.emulators.peripheral`).
+- Device Information Service 0x180A (:mod:`hil.emulators.peripheral`), and the Current Time
+  Service 0x1805 only when given a ``clock``
+  (:func:`hil.emulators.peripheral.current_time_service`).
 
     - Record Access Control Point 0x2A52: Write + Indicate, present exactly when the PLX
       Features claim spot-check measurement storage (bit 2; PLXS §3.4, ble-spec-facts §6.4).
@@ -71,7 +73,9 @@ from bumble.gatt import Characteristic, CharacteristicValue, Service
 from hil.emulators.encoding import DateTime, sfloat
 from hil.emulators.peripheral import (
     DeviceInformation,
+    EmulatedClock,
     advertising_data,
+    current_time_service,
     device_information_service,
     fixed_value,
 )
@@ -397,6 +401,7 @@ class EmulatedOximeter:
         stored_records: the spot-checks in measurement storage, reported through RACP
             (requires storage in ``features``).
         info: what DIS exposes.
+        clock: the oximeter's clock, exposed as CTS 0x1805; None: no CTS.
         local_name: the advertised complete local name.
         features: the PLX Features value.
         continuous_interval_s: time between two continuous notifications.
@@ -415,6 +420,7 @@ class EmulatedOximeter:
         *,
         stored_records: Sequence[SpotCheck] = (),
         info: DeviceInformation | None = None,
+        clock: EmulatedClock | None = None,
         local_name: str = DEFAULT_LOCAL_NAME,
         features: Features | None = None,
         continuous_interval_s: float = DEFAULT_CONTINUOUS_INTERVAL_S,
@@ -427,6 +433,7 @@ class EmulatedOximeter:
             raise ValueError("continuous_interval_s must be positive")
         self.device = device
         self.info = info or DeviceInformation(model_number="HH-PLX-1")
+        self.clock = clock
         self.local_name = local_name
         self.features = features or Features()
         self.has_storage = bool(
@@ -547,6 +554,7 @@ class EmulatedOximeter:
                     ],
                 ),
                 device_information_service(self.info),
+                *([current_time_service(self.clock)] if self.clock is not None else []),
             ]
         )
         await self.device.power_on()
