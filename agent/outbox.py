@@ -122,8 +122,8 @@ JOURNAL_SIZE_LIMIT_BYTES: Final = 64 * 1024 * 1024
 
 DEFAULT_QUOTA_BYTES: Final = 256 * 1024 * 1024
 """Default bound on the outbox's live data (config ``outbox.quota_bytes``). A sealed BP
-envelope with its row and index entries takes ≈ 5 KB on disk (hil/bench/outbox.py), so
-256 MiB hold ≈ 50,000 readings: 13 years of 10 readings a day, or two weeks of oximetry
+envelope with its row and index entries takes ≈ 5.6 KB on disk (hil/bench/outbox.py), so
+256 MiB hold ≈ 48,000 readings: 13 years of 10 readings a day, or a month of oximetry
 summaries at one a minute, undelivered; and 256 MiB + the 64 MiB WAL is a small share of
 even an 8 GB SD card."""
 
