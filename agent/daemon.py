@@ -47,7 +47,8 @@ from agent.ingest_batcher import Item, Status, collect_batch, commit_batch
 from agent.logs import device_label
 from agent.normalize.device import DeviceFacts
 from agent.normalize.phd import Context
-from agent.outbox import Outbox, open_or_quarantine, peek_counts, storage_level
+from agent.normalize.pulse_oximetry import PLX_CONTINUOUS_MEASUREMENT
+from agent.outbox import Outbox, StorageLevel, open_or_quarantine, peek_counts, storage_level
 from agent.sealing import Sealer
 from agent.uplink import Uplink, UplinkSettings
 from drivers.errors import (
@@ -76,6 +77,11 @@ BLE_REOPEN_DELAY_S: Final = 5.0
 STORAGE_RETRY_S: Final = 5.0
 """Pause before the publisher tries the outbox again after a storage error (disk full or
 failing): long enough not to spin on a dead disk, short next to any delivery deadline."""
+
+DEGRADED_CONTINUOUS_INTERVAL_S: Final = 15 * 60.0
+"""Under quota pressure continuous oximetry keeps one sample per device per 15 minutes (its
+summary series) instead of one per minute: spot-checks and every other clinical kind are
+still all kept, and no stored record is ever deleted unsent."""
 
 PUBLISH_WINDOW: Final = 20
 """Records in flight at once: paho's default ``max_inflight_messages`` (performance-anchors)."""
@@ -147,11 +153,16 @@ class Hub:
         self.rejected = 0
         self.duplicates = 0
         self._outbox: Outbox | None = None
+        self._last_continuous: dict[str, float] = {}
+        self.shed_continuous = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run every task until ``stop`` is set, then close cleanly."""
         cfg = self.cfg
-        outbox, signer = open_outbox(cfg)
+        opened = await self._open_outbox_when_possible(stop)
+        if opened is None:
+            return
+        outbox, signer = opened
         self._outbox = outbox
         released = outbox.release_in_flight()
         counts = outbox.counts()
@@ -186,6 +197,32 @@ class Hub:
                 rejected=self.rejected,
                 duplicates=self.duplicates,
             )
+
+    async def _open_outbox_when_possible(self, stop: asyncio.Event) -> tuple[Outbox, Signer] | None:
+        """Open keys and outbox; while the disk fails transiently (full, I/O error), wait.
+
+        Exiting instead would make systemd restart us into the same failure: a crash loop
+        that wears the flash and floods the journal. Key and corruption problems that waiting
+        cannot fix still end the start with their error.
+        """
+        while True:
+            try:
+                return open_outbox(self.cfg)
+            except StorageError as exc:
+                if not exc.transient:
+                    raise
+                log.error(
+                    "outbox_open_failed",
+                    error=type(exc).__name__,
+                    reason=exc.reason,
+                    retry_in_s=STORAGE_RETRY_S,
+                )
+            try:
+                async with asyncio.timeout(STORAGE_RETRY_S):
+                    await stop.wait()
+                return None
+            except TimeoutError:
+                continue
 
     # -- collecting ---------------------------------------------------------------------
 
@@ -249,6 +286,8 @@ class Hub:
         items: list[Item] = []
         labels: list[str] = []
         for arrival in arrivals:
+            if self._shed_continuous(outbox, arrival):
+                continue
             ctx = Context(
                 hub_id=cfg.hub.id,
                 patient_id=cfg.patient.id,
@@ -291,6 +330,23 @@ class Hub:
                 self.stored += 1
                 bound.info("measurement_stored", seq=outcome.seq)
                 self._wake.set()
+
+    def _shed_continuous(self, outbox: Outbox, arrival: _Arrival) -> bool:
+        """Whether to drop this continuous-oximetry sample because storage is under pressure."""
+        if arrival.raw.characteristic_uuid.lower() != PLX_CONTINUOUS_MEASUREMENT:
+            return False
+        now = arrival.raw.received_monotonic
+        last = self._last_continuous.get(arrival.device_key)
+        if (
+            outbox.level is not StorageLevel.OK
+            and last is not None
+            and now - last < DEGRADED_CONTINUOUS_INTERVAL_S
+        ):
+            self.shed_continuous += 1
+            log.warning("continuous_sample_shed", device=arrival.label, level=outbox.level.value)
+            return True
+        self._last_continuous[arrival.device_key] = now
+        return False
 
     # -- publishing ---------------------------------------------------------------------
 
