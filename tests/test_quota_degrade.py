@@ -55,7 +55,7 @@ def _arrival(uuid: str, data: bytes, at_s: float) -> _Arrival:
 def test_continuous_samples_thin_out_only_under_pressure(
     tmp_path: Path, quota_bytes: int, expected_shed: int
 ) -> None:
-    """Over quota, continuous samples within 15 min of the last kept one are shed; spot-checks not."""
+    """Over quota, continuous samples close to the last kept one are shed; spot-checks never."""
     cfg = _cfg(tmp_path, quota_bytes)
     outbox, _signer = open_outbox(cfg)
     with outbox:
