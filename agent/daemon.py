@@ -41,6 +41,7 @@ from agent import keys
 from agent.ble.bps_session import RawMeasurement
 from agent.ble.sessions import SESSIONS
 from agent.ble.stack import BleStack
+from agent.cancellation import raise_if_cancelled
 from agent.config import Config, DeviceConfig
 from agent.ingest import Prepared, Signer, prepare
 from agent.ingest_batcher import Item, Status, collect_batch, commit_batch
@@ -233,6 +234,7 @@ class Hub:
                     while True:
                         for device in self.cfg.devices:
                             await self._session(ble, device)
+                            raise_if_cancelled()  # a stop must not be lost in a session
                         await asyncio.sleep(self.cfg.ble.cycle_interval_s)
             except BleLinkError as exc:
                 # The adapter (or the virtual radio's HCI port) is not there: try again.

@@ -174,9 +174,10 @@ def test_mg_per_dl_with_context_shows_the_rules() -> None:
     assert all(obs[code]["derivedFrom"] == [own] for code in context_codes)
     assert obs["8417864"]["valueCodeableConcept"]["coding"][0]["code"] == "8417868"
     assert str(obs["8417768"]["valueQuantity"]["value"]) == "45"  # 0.045 kg -> g
-    assert (str(obs["8417800"]["valueQuantity"]["value"]), obs["8417800"]["valueQuantity"][
-        "code"
-    ]) == ("4", "mg")
+    assert (
+        str(obs["8417800"]["valueQuantity"]["value"]),
+        obs["8417800"]["valueQuantity"]["code"],
+    ) == ("4", "mg")
     assert str(obs["160220"]["valueQuantity"]["value"]) == "6.8"
     assert "loinc" not in str(glucose["code"])
 

@@ -9,6 +9,7 @@ commits each record's sync state as the daemon does. No sleeps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +30,7 @@ from agent.ble.gls_session import (
     read_mark,
 )
 from agent.ble.stack import BleStack
+from agent.cancellation import raise_if_cancelled
 from agent.normalize.device import DeviceFacts
 from drivers.errors import BleLinkLostError, DecodeError, DeviceProtocolError
 from hil.emulators.glucometer import Glucometer, GlucoseRecord, example_records
@@ -239,9 +241,7 @@ async def test_empty_meter(meter: MeterFactory, ble: BleStack) -> None:
     assert (result.measurements, result.ended_by, outbox.state) == (0, SessionEnd.COMPLETE, {})
 
 
-async def test_failed_response_code_is_a_protocol_error(
-    meter: MeterFactory, ble: BleStack
-) -> None:
+async def test_failed_response_code_is_a_protocol_error(meter: MeterFactory, ble: BleStack) -> None:
     """A report answered 06 00 01 05 (invalid operand) raises DeviceProtocolError."""
     glucometer = await meter(example_records())
 
@@ -298,9 +298,66 @@ def test_sync_mark_bytes() -> None:
     other size reads as no mark (resync all)."""
     value = bytes.fromhex("02") + (513).to_bytes(2, "little") + bytes(7)
     mark = SyncMark(513, fingerprint(value))
-    assert bytes(mark)[:2] == b"\x01\x02" and len(bytes(mark)) == 10
+    assert bytes(mark)[:2] == b"\x01\x02"
+    assert len(bytes(mark)) == 10
     assert SyncMark.from_bytes(bytes(mark)) == mark
-    assert mark.matches(value) and not mark.matches(value[:-1] + b"\x01")
+    assert mark.matches(value)
+    assert not mark.matches(value[:-1] + b"\x01")
     assert SyncMark.from_bytes(b"\x01\x02").matches(value)
     assert read_mark(b"\x01\x02\x03", "test") is None
     assert read_mark(None, "test") is None
+
+
+async def test_meter_requiring_encryption(meter: MeterFactory, ble: BleStack) -> None:
+    """A meter that refuses RACP writes on an unencrypted link (ATT 0x0F): without pairing
+    the session fails with a DeviceProtocolError naming it; with pair=True (Just Works) the
+    link is encrypted and the sync completes."""
+    records = example_records()
+    await meter(records, require_encryption=True)
+    with pytest.raises(DeviceProtocolError) as caught:
+        await sync(ble, Outbox())
+    assert caught.value.reason == "ATT error 0x0F (insufficient encryption)"
+
+    outbox = Outbox()
+    result = await sync(ble, outbox, pair=True)
+    assert result.measurements == len(records)
+    assert outbox.values == measurements(records)
+
+
+async def test_record_limit_aborts_and_next_session_continues(
+    meter: MeterFactory, ble: BleStack
+) -> None:
+    """At max_records the hub writes Abort (03 00) and ends with LIMIT; the meter keeps the
+    rest, and the next session continues from the committed mark without loss."""
+    records = example_records()
+    glucometer = await meter(records)
+    outbox = Outbox()
+
+    result = await sync(ble, outbox, max_records=2)
+
+    assert (result.measurements, result.ended_by) == (2, SessionEnd.LIMIT)
+    assert bytes.fromhex("0300") in glucometer.requests
+    assert outbox.values == measurements(records[:2])
+    rest = await sync(ble, outbox)
+    assert rest.ended_by is SessionEnd.COMPLETE
+    assert outbox.values == measurements(records)
+
+
+async def test_swallowed_cancellation_is_raised_again() -> None:
+    """A cancellation an inner wait_for swallowed (Python 3.11) is raised at the next check."""
+    started = asyncio.Event()
+
+    async def body() -> None:
+        operation: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        started.set()
+        # What 3.11's wait_for does when the operation completed meanwhile:
+        with contextlib.suppress(asyncio.CancelledError):
+            await operation
+        raise_if_cancelled()
+
+    task = asyncio.create_task(body())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    raise_if_cancelled()  # not cancelling here: no effect

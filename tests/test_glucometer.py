@@ -50,7 +50,9 @@ def test_measurement_mmol_all_fields() -> None:
         sensor_status=0x0801,
         context=GlucoseContext(meal=2),
     )
-    assert rec.measurement_value().hex() == "1f" + "0201" + T0_BYTES + "c4ff" + "37c0" + "22" + "0108"
+    assert (
+        rec.measurement_value().hex() == "1f" + "0201" + T0_BYTES + "c4ff" + "37c0" + "22" + "0108"
+    )
     assert rec.context_value() == bytes.fromhex("02020102")
 
 
@@ -136,7 +138,8 @@ def test_report_selects(store: Store, request_hex: str, expected: list[int]) -> 
     """Each operator and filter selects exactly the records GLS says, then 06 00 01 01."""
     action = handle(store.server(), request_hex)
     assert seqs(action) == expected
-    assert isinstance(action, Report) and action.final == bytes.fromhex("06000101")
+    assert isinstance(action, Report)
+    assert action.final == bytes.fromhex("06000101")
 
 
 @pytest.mark.parametrize(
@@ -168,7 +171,8 @@ def test_delete(store: Store) -> None:
     """Delete <= 11 removes two records once the action runs; deleting nothing finds none."""
     server = store.server()
     action = handle(server, "0202010b00")
-    assert isinstance(action, Respond) and action.value.hex() == "06000201"
+    assert isinstance(action, Respond)
+    assert action.value.hex() == "06000201"
     assert action.then is not None
     action.then()
     assert [r.sequence_number for r in store.records] == [12, 13, 14]

@@ -79,6 +79,7 @@ from agent.ble.uuids import (
     SOFTWARE_REVISION_STRING,
     SYSTEM_ID,
 )
+from agent.cancellation import raise_if_cancelled
 from agent.logs import device_label
 from agent.normalize.device import DeviceFacts
 from agent.normalize.regulatory import RegulatoryData
@@ -318,7 +319,7 @@ class _Session:
     async def gatt(self, procedure: str, operation: Coroutine[Any, Any, T]) -> T:
         """Run one bleak GATT operation, mapping its failure to the hub's errors."""
         try:
-            return await operation
+            result = await operation
         except BleakGATTProtocolError as exc:
             if self.link_lost.is_set():
                 raise BleLinkLostError(self.phase, self.handed_on, self.label) from None
@@ -331,6 +332,8 @@ class _Session:
             raise BleLinkError(
                 f"{procedure} failed ({type(exc).__name__})", device=self.label
             ) from None
+        raise_if_cancelled()
+        return result
 
     async def read_info(self, client: BleakClient) -> tuple[BpsDeviceInfo, BleakGATTService]:
         """Read DIS (all optional) and the BP Feature; check 0x1810 has 0x2A35 and 0x2A49."""
@@ -521,6 +524,7 @@ async def collect_blood_pressure(
     )
     try:
         await client.connect()
+        raise_if_cancelled()
     except TimeoutError:
         raise BleLinkError("connect timed out", device=session.label) from None
     except BleakError as exc:

@@ -85,6 +85,7 @@ from agent.ble.uuids import (
     SOFTWARE_REVISION_STRING,
     SYSTEM_ID,
 )
+from agent.cancellation import raise_if_cancelled
 from agent.logs import device_label
 from agent.normalize.device import DeviceFacts
 from drivers.device_information import DisString, DisStringCharacteristic, SystemId
@@ -415,16 +416,19 @@ class _GlsSession:
                         self.log.info("ble_device_found", rssi=advertisement.rssi)
                         return device
         except TimeoutError:
+            raise_if_cancelled()
             raise BleLinkError("not found", device=self.label) from None
         except BleakError as exc:
+            raise_if_cancelled()
             raise BleLinkError(f"scan failed ({type(exc).__name__})", device=self.label) from None
         raise BleLinkError("scan ended without a result", device=self.label)
 
     async def gatt(self, procedure: str, operation: Coroutine[Any, Any, T]) -> T:
         """Run one bleak GATT operation, mapping its failure to the hub's errors."""
         try:
-            return await operation
+            result = await operation
         except BleakGATTProtocolError as exc:
+            raise_if_cancelled()
             if self.link_lost.is_set():
                 raise BleLinkLostError(self.phase, self.handed_on, self.label) from None
             code = int(exc.args[0])
@@ -432,11 +436,14 @@ class _GlsSession:
                 self.label, procedure, f"ATT error 0x{code:02X} ({_att_name(code)})"
             ) from None
         except (BleakError, TimeoutError) as exc:
+            raise_if_cancelled()
             if self.link_lost.is_set():
                 raise BleLinkLostError(self.phase, self.handed_on, self.label) from None
             raise BleLinkError(
                 f"{procedure} failed ({type(exc).__name__})", device=self.label
             ) from None
+        raise_if_cancelled()
+        return result
 
     async def read_info(
         self, client: BleakClient
@@ -629,6 +636,7 @@ class _GlsSession:
                 await client.write_gatt_char(racp, bytes(RacpRequest.abort()), response=True)
         except (BleakError, TimeoutError) as exc:
             self.log.warning("gls_abort_failed", error=type(exc).__name__)
+        raise_if_cancelled()
 
     async def sync(
         self,
@@ -703,6 +711,7 @@ async def _disconnect(client: BleakClient, slog: Any) -> None:
             await client.disconnect()
     except (BleakError, TimeoutError) as exc:
         slog.warning("ble_session_disconnect_failed", error=type(exc).__name__)
+    raise_if_cancelled()
 
 
 def read_mark(value: bytes | None, label: str) -> SyncMark | None:
@@ -789,9 +798,16 @@ async def collect_glucose(
     try:
         await client.connect()
     except TimeoutError:
+        raise_if_cancelled()
         raise BleLinkError("connect timed out", device=session.label) from None
     except BleakError as exc:
+        raise_if_cancelled()
         raise BleLinkError(f"connect failed ({type(exc).__name__})", device=session.label) from None
+    try:
+        raise_if_cancelled()
+    except asyncio.CancelledError:
+        await _disconnect(client, slog)
+        raise
     slog.info("ble_session_connected", mtu=client.mtu_size)
 
     ended_by = SessionEnd.COMPLETE

@@ -111,6 +111,10 @@ async def glucose_session(
         connect_timeout_s=settings.connect_timeout_s,
         session_timeout_s=settings.session_timeout_s,
         procedure_timeout_s=max(min(RACP_PROCEDURE_TIMEOUT_S, room / 2), 0.5),
+        # GLS 1.0 requires an encrypted link for its characteristics (ble-spec-facts §4.5):
+        # pair (as the stack's pairing policy allows) when not bonded yet; the address is
+        # an allowlist entry, so only the configured meter is ever paired with.
+        pair=True,
     )
     return SessionOutcome(result.measurements, result.ended_by.value)
 
