@@ -35,7 +35,7 @@ def _cfg(tmp_path: Path, quota_bytes: int) -> config.Config:
     text = text.replace(
         'key_file = "/etc/homehub/keys/hub-signing.pem"', f'key_file = "{pki.hub_key}"'
     )
-    text = text.replace("[outbox]\n", f"[outbox]\nquota_bytes = {quota_bytes}\n")
+    text = text.replace("quota_bytes = 268435456", f"quota_bytes = {quota_bytes}")
     (tmp_path / "kek").mkdir(mode=0o700)
     path = tmp_path / "homehub.toml"
     path.write_text(text)
