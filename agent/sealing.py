@@ -68,7 +68,6 @@ import hashlib
 import hmac
 import os
 import secrets
-import stat
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -78,6 +77,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from agent.private_files import read_private_file
 from drivers.errors import IntegrityError, KeyMaterialError
 
 log = structlog.get_logger(__name__)
@@ -275,28 +275,9 @@ def load_data_key(path: Path, wrapper: KeyWrapper | None = None) -> DataKey:
     """
     expected = KEY_FILE_SIZE if wrapper is None else WRAPPED_KEY_FILE_SIZE
     what = f"data key file {path}"
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise KeyMaterialError(what, "missing (create it with the hub's init step)") from None
-    except OSError as exc:
-        raise KeyMaterialError(what, f"cannot open: {exc.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise KeyMaterialError(what, "not a regular file")
-        if st.st_mode & 0o077:
-            mode = stat.S_IMODE(st.st_mode)
-            raise KeyMaterialError(what, f"mode {mode:04o} gives group/other access; need 0600")
-        if st.st_uid not in (os.geteuid(), 0):
-            raise KeyMaterialError(what, f"owned by uid {st.st_uid}, not by uid {os.geteuid()}")
-        if st.st_size != expected:
-            raise KeyMaterialError(what, f"size {st.st_size} bytes, expected {expected}")
-        data = os.read(fd, expected + 1)
-    except OSError as exc:
-        raise KeyMaterialError(what, f"cannot read: {exc.strerror}") from None
-    finally:
-        os.close(fd)
+    data = read_private_file(
+        path, what, expected, missing="missing (create it with the hub's init step)"
+    )
     return DataKey.from_file_bytes(data, what=what, wrapper=wrapper)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import stat
 from pathlib import Path
 from typing import Final
 
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from agent import cose
+from agent.private_files import read_private_file
 from agent.sealing import (
     DATA_KEY_BYTES,
     WRAP_NONCE_BYTES,
@@ -182,32 +182,7 @@ class FileKeyProvider:
 
 def _read_private_file(path: Path, what: str, size: int) -> bytes:
     """Read exactly ``size`` bytes from a private regular file (checked on the open fd)."""
-    what = f"{what} {path}"
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise KeyMaterialError(what, "missing") from None
-    except OSError as exc:
-        raise KeyMaterialError(what, f"cannot open: {exc.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise KeyMaterialError(what, "not a regular file")
-        if st.st_mode & 0o077:
-            mode = stat.S_IMODE(st.st_mode)
-            raise KeyMaterialError(what, f"mode {mode:04o} gives group/other access; need 0600")
-        if st.st_uid not in (os.geteuid(), 0):
-            raise KeyMaterialError(what, f"owned by uid {st.st_uid}, not by uid {os.geteuid()}")
-        if st.st_size != size:
-            raise KeyMaterialError(what, f"size {st.st_size} bytes, expected {size}")
-        data = os.read(fd, size + 1)
-    except OSError as exc:
-        raise KeyMaterialError(what, f"cannot read: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-    if len(data) != size:
-        raise KeyMaterialError(what, f"read {len(data)} bytes, expected {size}")
-    return data
+    return read_private_file(path, f"{what} {path}", size)
 
 
 def read_pin_file(path: Path) -> str:
