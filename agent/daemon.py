@@ -116,8 +116,15 @@ def _open_keys(cfg: Config) -> tuple[Sealer, Signer]:
 
 def open_outbox(cfg: Config) -> tuple[Outbox, Signer]:
     """Open the keys and the outbox as the daemon does."""
+    try:
+        cfg.outbox.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        # The state directory is missing and cannot be made (read-only or full disk, a file
+        # in its place): a storage fault the daemon waits out, not a reason to crash-loop.
+        raise StorageError(
+            str(cfg.outbox.path), "open", f"state directory: {exc.strerror}"
+        ) from None
     sealer, signer = _open_keys(cfg)
-    cfg.outbox.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     outbox = open_or_quarantine(
         cfg.outbox.path, sealer, cfg.hub.id, quota_bytes=cfg.outbox.quota_bytes
     )
