@@ -13,6 +13,9 @@ Conventions of the JSON form:
   special can never be read as a number or as "absent".
 - Time stamps are nested objects of raw fields (``year`` … ``seconds``), as sent,
   even when not a real date; ``<field>_problem`` says why one is not usable.
+- Epoch time fields (BPS 1.1 0x2B34/0x2B35) are ``{"seconds_since_epoch", "iso"}``:
+  the raw uint32 and its ISO 8601 text, with ``+00:00`` for the UTC-based Time Stamp
+  and without offset for User Facing Time (local wall clock, zone unknown).
 - Bit fields are the raw integer (RFU bits included).
 
 Errors: :class:`~drivers.errors.UsageError` for a characteristic or hex text we do
@@ -26,6 +29,7 @@ import re
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final, Generic, TypeVar
 
 from drivers.battery import BatteryLevel
@@ -37,6 +41,12 @@ from drivers.blood_pressure import (
 )
 from drivers.cgm import CgmMeasurement
 from drivers.device_information import DisString, DisStringCharacteristic, PnpId, SystemId
+from drivers.enhanced_blood_pressure import (
+    BloodPressureRecord,
+    EnhancedBloodPressureMeasurement,
+    EnhancedIntermediateCuffPressure,
+    RecordedValue,
+)
 from drivers.errors import UsageError
 from drivers.gatt_time import CurrentTime, DateTime, LocalTimeInformation
 from drivers.glucose import GlucoseFeature, GlucoseMeasurement, GlucoseMeasurementContext
@@ -139,6 +149,73 @@ def _icp(m: IntermediateCuffPressure) -> Json:
         "user_id": m.user_id,
         "measurement_status": None if m.measurement_status is None else m.measurement_status.raw,
         "measurement_status_detail": _bp_status(m.measurement_status),
+    }
+
+
+def epoch_time(seconds: int | None, moment: datetime | None) -> dict[str, Any] | None:
+    """A uint32 epoch time field as its raw seconds and ISO 8601 text, or None when absent."""
+    if seconds is None or moment is None:
+        return None
+    return {"seconds_since_epoch": seconds, "iso": moment.isoformat()}
+
+
+def _enhanced_common(
+    m: EnhancedBloodPressureMeasurement | EnhancedIntermediateCuffPressure,
+) -> dict[str, Any]:
+    return {
+        "time_stamp": epoch_time(m.time_stamp_s, m.time_stamp),
+        "pulse_rate": number(m.pulse_rate),
+        "user_id": m.user_id,
+        "measurement_status": None if m.measurement_status is None else m.measurement_status.raw,
+        "measurement_status_detail": _bp_status(m.measurement_status),
+        "user_facing_time": epoch_time(m.user_facing_time_s, m.user_facing_time),
+        "epoch_start_2000": m.epoch_start_2000,
+    }
+
+
+def _enhanced_bpm(m: EnhancedBloodPressureMeasurement) -> dict[str, Any]:
+    return {
+        "flags": int(m.flags),
+        "unit": m.unit.value,
+        "systolic": number(m.systolic),
+        "diastolic": number(m.diastolic),
+        "mean_arterial_pressure": number(m.mean_arterial_pressure),
+        **_enhanced_common(m),
+    }
+
+
+def _enhanced_icp(m: EnhancedIntermediateCuffPressure) -> dict[str, Any]:
+    return {
+        "flags": int(m.flags),
+        "unit": m.unit.value,
+        "cuff_pressure": number(m.cuff_pressure),
+        **_enhanced_common(m),
+    }
+
+
+def _recorded_value(value: RecordedValue | None) -> Json | None:
+    if isinstance(value, EnhancedBloodPressureMeasurement):
+        return _enhanced_bpm(value)
+    if isinstance(value, EnhancedIntermediateCuffPressure):
+        return _enhanced_icp(value)
+    if isinstance(value, BloodPressureMeasurement):
+        return _bpm(value)
+    return None
+
+
+def _bp_record(r: BloodPressureRecord) -> Json:
+    return {
+        "segmentation_header": r.segmentation_header,
+        "first_segment": r.first_segment,
+        "last_segment": r.last_segment,
+        "rolling_segment_counter": r.rolling_segment_counter,
+        "sequence_number": r.sequence_number,
+        "uuid": f"0x{r.recorded_uuid:04X}",
+        "recorded_hex": r.recorded.hex(),
+        "recorded": _recorded_value(r.value),
+        "e2e_crc": r.e2e_crc,
+        # A complete record whose CRC fails is rejected; a segment's CRC is not checked.
+        "e2e_crc_verified": r.e2e_crc_verified if r.e2e_crc is not None else None,
     }
 
 
@@ -347,6 +424,19 @@ DEVICE_CODECS: Final[Mapping[str, Codec[Any]]] = _table(
     Codec("0x2A35", "Blood Pressure Measurement", BloodPressureMeasurement.from_bytes, _bpm),
     Codec("0x2A36", "Intermediate Cuff Pressure", IntermediateCuffPressure.from_bytes, _icp),
     Codec("0x2A49", "Blood Pressure Feature", BloodPressureFeature.from_bytes, _bp_feature),
+    Codec(
+        "0x2B34",
+        "Enhanced Blood Pressure Measurement",
+        EnhancedBloodPressureMeasurement.from_bytes,
+        _enhanced_bpm,
+    ),
+    Codec(
+        "0x2B35",
+        "Enhanced Intermediate Cuff Pressure",
+        EnhancedIntermediateCuffPressure.from_bytes,
+        _enhanced_icp,
+    ),
+    Codec("0x2B36", "Blood Pressure Record", BloodPressureRecord.from_bytes, _bp_record),
     Codec("0x2A18", "Glucose Measurement", GlucoseMeasurement.from_bytes, _glucose),
     Codec(
         "0x2A34",
