@@ -1,7 +1,8 @@
 """One collection session with a Glucose Service (GLS 1.0, UUID 0x1808) meter: an incremental sync.
 
-Only bleak's public API is used (as in :mod:`agent.ble.bps_session`), so the same procedure
-runs over BlueZ and over Bumble. The RACP bytes come from :mod:`drivers.racp`.
+Only bleak's public API is used (through the sessions' shared core,
+:mod:`agent.ble.gatt_session`), so the same procedure runs over BlueZ and over Bumble. The RACP
+bytes come from :mod:`drivers.racp`.
 
 Theory of operation (GLS/GLP collector procedure, ble-spec-facts §4.5)
 ---------------------------------------------------------------------
@@ -50,52 +51,35 @@ from __future__ import annotations
 import asyncio
 import enum
 import hashlib
-import math
 import time
 from collections import deque
-from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from typing import Final
 
 import structlog
-from bleak import BleakClient, BleakScanner
+from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
-from bleak.backends.device import BLEDevice
 from bleak.backends.service import BleakGATTService
-from bleak.exc import BleakError, BleakGATTProtocolError
+from bleak.exc import BleakError
 from bleak.uuids import normalize_uuid_16
 
-from agent.ble.bps_session import (
+from agent.ble.current_time import with_device_clock
+from agent.ble.gatt_session import (
     CONNECT_TIMEOUT_S,
-    DISCONNECT_TIMEOUT_S,
     SCAN_TIMEOUT_S,
+    DisValues,
+    GattSession,
     OnMeasurement,
     RawMeasurement,
+    check_session_timeout,
+    device_facts,
+    session_deadline,
 )
-from agent.ble.current_time import with_device_clock
 from agent.ble.stack import BleStack
-from agent.ble.uuids import (
-    DEVICE_INFORMATION_SERVICE,
-    FIRMWARE_REVISION_STRING,
-    HARDWARE_REVISION_STRING,
-    MANUFACTURER_NAME_STRING,
-    MODEL_NUMBER_STRING,
-    SERIAL_NUMBER_STRING,
-    SOFTWARE_REVISION_STRING,
-    SYSTEM_ID,
-)
 from agent.cancellation import raise_if_cancelled
-from agent.logs import device_label
 from agent.normalize.device import DeviceFacts
-from drivers.device_information import DisString, DisStringCharacteristic, SystemId
-from drivers.errors import (
-    BleLinkError,
-    BleLinkLostError,
-    ConfigError,
-    DecodeError,
-    DeviceProtocolError,
-)
+from drivers.errors import BleLinkLostError, ConfigError, DecodeError, DeviceProtocolError
 from drivers.racp import (
     FilterType,
     NumberOfStoredRecords,
@@ -109,8 +93,6 @@ from drivers.racp import (
 )
 
 log = structlog.get_logger(__name__)
-
-T = TypeVar("T")
 
 GLUCOSE_SERVICE: Final = normalize_uuid_16(0x1808)
 GLUCOSE_MEASUREMENT: Final = normalize_uuid_16(0x2A18)
@@ -292,7 +274,7 @@ class GlsDeviceInfo:
     """Raw values read at connection: DIS strings and System ID, Glucose Feature 0x2A51."""
 
     glucose_feature: bytes = field(repr=False)
-    dis: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    dis: DisValues = field(default_factory=DisValues, repr=False)
 
 
 class SessionEnd(enum.Enum):
@@ -315,46 +297,6 @@ class GlsSessionResult:
     facts: DeviceFacts = field(repr=False)
 
 
-_DIS_STRINGS: Final = (
-    (DisStringCharacteristic.MANUFACTURER_NAME, MANUFACTURER_NAME_STRING),
-    (DisStringCharacteristic.MODEL_NUMBER, MODEL_NUMBER_STRING),
-    (DisStringCharacteristic.SERIAL_NUMBER, SERIAL_NUMBER_STRING),
-    (DisStringCharacteristic.HARDWARE_REVISION, HARDWARE_REVISION_STRING),
-    (DisStringCharacteristic.FIRMWARE_REVISION, FIRMWARE_REVISION_STRING),
-    (DisStringCharacteristic.SOFTWARE_REVISION, SOFTWARE_REVISION_STRING),
-)
-
-
-def gls_device_facts(address: str, info: GlsDeviceInfo, label: str) -> DeviceFacts:
-    """Decode the DIS values into :class:`DeviceFacts`; an undecodable value becomes ``None``."""
-    strings: dict[DisStringCharacteristic, str] = {}
-    system_id: str | None = None
-    for which, uuid in _DIS_STRINGS:
-        raw = info.dis.get(uuid)
-        if raw is None:
-            continue
-        try:
-            strings[which] = DisString.from_bytes(which, raw).value
-        except DecodeError as exc:
-            log.warning("ble_dis_undecodable", device=label, characteristic=exc.characteristic)
-    raw_id = info.dis.get(SYSTEM_ID)
-    if raw_id is not None:
-        try:
-            system_id = SystemId.from_bytes(raw_id).eui64.replace("-", "")
-        except DecodeError as exc:
-            log.warning("ble_dis_undecodable", device=label, characteristic=exc.characteristic)
-    return DeviceFacts(
-        address=address.upper(),
-        system_id=system_id,
-        manufacturer=strings.get(DisStringCharacteristic.MANUFACTURER_NAME),
-        model=strings.get(DisStringCharacteristic.MODEL_NUMBER),
-        serial=strings.get(DisStringCharacteristic.SERIAL_NUMBER),
-        firmware=strings.get(DisStringCharacteristic.FIRMWARE_REVISION),
-        hardware=strings.get(DisStringCharacteristic.HARDWARE_REVISION),
-        software=strings.get(DisStringCharacteristic.SOFTWARE_REVISION),
-    )
-
-
 class _Deadline(Exception):
     """The session deadline passed during a procedure."""
 
@@ -363,8 +305,11 @@ class _Limit(Exception):
     """MAX_RECORDS_PER_SESSION records were handed on."""
 
 
-class _GlsSession:
+class _GlsSession(GattSession):
     """The state of one session; :func:`collect_glucose` is its public face."""
+
+    service_uuid = GLUCOSE_SERVICE
+    service_name = "Glucose Service"
 
     def __init__(
         self,
@@ -376,88 +321,32 @@ class _GlsSession:
         procedure_timeout_s: float,
         max_records: int,
     ) -> None:
-        self.ble = ble
-        self.address = address.upper()
-        self.label = device_label(self.address)
-        self.log = log.bind(device=self.label)
-        self.on_measurement = on_measurement
-        self.deadline = deadline
+        super().__init__(ble, address, on_measurement, deadline=deadline)
         self.procedure_timeout_s = procedure_timeout_s
         self.max_records = max_records
-        self.loop = asyncio.get_running_loop()
-        self.link_lost = asyncio.Event()
-        self.wakeup = asyncio.Event()
         self.joiner = RecordJoiner()
         self.ready: deque[JoinedRecord] = deque()
         self.responses: deque[bytes] = deque()
         self.problem: str | None = None
         self.collecting = False
         self.probed: list[JoinedRecord] = []
-        self.handed_on = 0
-        self.phase = "setup"
 
     # -- radio steps ------------------------------------------------------------------
 
-    async def find(self, scan_timeout_s: float) -> BLEDevice:
-        """Scan for the allowlisted address advertising service 0x1808."""
-        self.log.info("ble_scan_started", limit_s=scan_timeout_s)
-        try:
-            async with (
-                BleakScanner(
-                    service_uuids=[GLUCOSE_SERVICE], backend=self.ble.scanner_backend
-                ) as scanner,
-                asyncio.timeout(scan_timeout_s),
-            ):
-                async for device, advertisement in scanner.advertisement_data():
-                    if (
-                        device.address.upper() == self.address
-                        and GLUCOSE_SERVICE in advertisement.service_uuids
-                    ):
-                        self.log.info("ble_device_found", rssi=advertisement.rssi)
-                        return device
-        except TimeoutError:
-            raise_if_cancelled()
-            raise BleLinkError("not found", device=self.label) from None
-        except BleakError as exc:
-            raise_if_cancelled()
-            raise BleLinkError(f"scan failed ({type(exc).__name__})", device=self.label) from None
-        raise BleLinkError("scan ended without a result", device=self.label)
+    def att_error_text(self, code: int) -> str:
+        """ATT errors by name, with the GLS application errors 0x80 and 0x81."""
+        return _att_name(code)
 
-    async def gatt(self, procedure: str, operation: Coroutine[Any, Any, T]) -> T:
-        """Run one bleak GATT operation, mapping its failure to the hub's errors."""
-        try:
-            result = await operation
-        except BleakGATTProtocolError as exc:
-            raise_if_cancelled()
-            if self.link_lost.is_set():
-                raise BleLinkLostError(self.phase, self.handed_on, self.label) from None
-            code = int(exc.args[0])
-            raise DeviceProtocolError(
-                self.label, procedure, f"ATT error 0x{code:02X} ({_att_name(code)})"
-            ) from None
-        except (BleakError, TimeoutError) as exc:
-            raise_if_cancelled()
-            if self.link_lost.is_set():
-                raise BleLinkLostError(self.phase, self.handed_on, self.label) from None
-            raise BleLinkError(
-                f"{procedure} failed ({type(exc).__name__})", device=self.label
-            ) from None
+    async def disconnect(self, client: BleakClient) -> None:
+        """Disconnect (best effort), then re-raise a cancellation swallowed on the way."""
+        await super().disconnect(client)
         raise_if_cancelled()
-        return result
 
     async def read_info(
         self, client: BleakClient
     ) -> tuple[GlsDeviceInfo, BleakGATTService, BleakGATTCharacteristic]:
         """Read DIS (all optional) and the Glucose Feature; check 0x1808's characteristics."""
-        try:
-            gls = client.services.get_service(GLUCOSE_SERVICE)
-            dis = client.services.get_service(DEVICE_INFORMATION_SERVICE)
-        except BleakError:
-            raise DeviceProtocolError(
-                self.label, "discover", "more than one 0x1808 or 0x180A service"
-            ) from None
-        if gls is None:
-            raise DeviceProtocolError(self.label, "discover", "no Glucose Service 0x1808")
+        gls, dis = self.services(client)
         for uuid, name in (
             (GLUCOSE_FEATURE, "Glucose Feature 0x2A51"),
             (GLUCOSE_MEASUREMENT, "Glucose Measurement 0x2A18"),
@@ -471,16 +360,7 @@ class _GlsSession:
             raise DeviceProtocolError(self.label, "discover", "0x2A52 lacks write or indicate")
         feature = gls.get_characteristic(GLUCOSE_FEATURE)
         assert feature is not None
-        values: dict[str, bytes] = {}
-        if dis is not None:
-            for uuid in (*(u for _, u in _DIS_STRINGS), SYSTEM_ID):
-                characteristic = dis.get_characteristic(uuid)
-                if characteristic is not None:
-                    values[uuid] = bytes(
-                        await self.gatt(
-                            "read_device_information", client.read_gatt_char(characteristic)
-                        )
-                    )
+        values = await self.read_device_information(client, dis, regulatory=False)
         info = GlsDeviceInfo(
             bytes(await self.gatt("read_glucose_feature", client.read_gatt_char(feature))),
             values,
@@ -488,11 +368,6 @@ class _GlsSession:
         return info, gls, racp
 
     # -- callbacks (never wait) -----------------------------------------------------------
-
-    def on_disconnected(self, _client: BleakClient) -> None:
-        """bleak's disconnected callback."""
-        self.link_lost.set()
-        self.wakeup.set()
 
     def _accept(self, records: list[JoinedRecord]) -> None:
         if self.collecting:
@@ -705,15 +580,6 @@ def _describe(response: RacpResponse) -> str:
     )
 
 
-async def _disconnect(client: BleakClient, slog: Any) -> None:
-    try:
-        async with asyncio.timeout(DISCONNECT_TIMEOUT_S):
-            await client.disconnect()
-    except (BleakError, TimeoutError) as exc:
-        slog.warning("ble_session_disconnect_failed", error=type(exc).__name__)
-    raise_if_cancelled()
-
-
 def read_mark(value: bytes | None, label: str) -> SyncMark | None:
     """The committed mark, or None (never synced, or an unreadable value: resync all)."""
     if value is None:
@@ -763,82 +629,45 @@ async def collect_glucose(
     """
     if max_records < 1:
         raise ConfigError("(session)", "max_records", "must be at least 1")
-    if session_timeout_s is not None and (
-        session_timeout_s <= scan_timeout_s + connect_timeout_s + procedure_timeout_s
-    ):
-        raise ConfigError(
-            "(session)",
-            "ble.session_timeout_s",
-            "must exceed scan_timeout_s + connect_timeout_s + the RACP procedure timeout",
-        )
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + session_timeout_s if session_timeout_s is not None else math.inf
+    check_session_timeout(
+        session_timeout_s,
+        scan_timeout_s,
+        connect_timeout_s,
+        procedure_timeout_s,
+        "the RACP procedure timeout",
+    )
     session = _GlsSession(
         ble,
         address,
         on_measurement,
-        deadline=deadline,
+        deadline=session_deadline(session_timeout_s),
         procedure_timeout_s=procedure_timeout_s,
         max_records=max_records,
     )
     slog = session.log
-    try:
-        async with asyncio.timeout_at(None if math.isinf(deadline) else deadline):
-            device = await session.find(scan_timeout_s)
-    except TimeoutError:
-        raise BleLinkError("session deadline passed while scanning", device=session.label) from None
-
-    client = BleakClient(
-        device,
-        disconnected_callback=session.on_disconnected,
-        timeout=connect_timeout_s,
-        pair=pair,
-        backend=ble.client_backend,
-    )
-    try:
-        await client.connect()
-    except TimeoutError:
-        raise_if_cancelled()
-        raise BleLinkError("connect timed out", device=session.label) from None
-    except BleakError as exc:
-        raise_if_cancelled()
-        raise BleLinkError(f"connect failed ({type(exc).__name__})", device=session.label) from None
-    try:
-        raise_if_cancelled()
-    except asyncio.CancelledError:
-        await _disconnect(client, slog)
-        raise
-    slog.info("ble_session_connected", mtu=client.mtu_size)
+    device = await session.find(scan_timeout_s)
+    client = await session.connect(device, connect_timeout_s, pair)
 
     ended_by = SessionEnd.COMPLETE
     resynced = False
     try:
-        try:
-            async with asyncio.timeout_at(None if math.isinf(deadline) else deadline):
-                info, gls, racp = await session.read_info(client)
-                facts = gls_device_facts(session.address, info, session.label)
-                facts = await with_device_clock(client, facts, session.label)
-                measurement = gls.get_characteristic(GLUCOSE_MEASUREMENT)
-                assert measurement is not None
+        async with session.setup_deadline():
+            info, gls, racp = await session.read_info(client)
+            facts = device_facts(session.address, info.dis, session.label)
+            facts = await with_device_clock(client, facts, session.label)
+            measurement = gls.get_characteristic(GLUCOSE_MEASUREMENT)
+            assert measurement is not None
+            await session.gatt(
+                "subscribe_glucose_measurement",
+                client.start_notify(measurement, session.on_measurement_value),
+            )
+            context = gls.get_characteristic(GLUCOSE_MEASUREMENT_CONTEXT)
+            if context is not None:
                 await session.gatt(
-                    "subscribe_glucose_measurement",
-                    client.start_notify(measurement, session.on_measurement_value),
+                    "subscribe_glucose_context",
+                    client.start_notify(context, session.on_context_value),
                 )
-                context = gls.get_characteristic(GLUCOSE_MEASUREMENT_CONTEXT)
-                if context is not None:
-                    await session.gatt(
-                        "subscribe_glucose_context",
-                        client.start_notify(context, session.on_context_value),
-                    )
-                await session.gatt(
-                    "subscribe_racp", client.start_notify(racp, session.on_racp_value)
-                )
-        except TimeoutError:
-            if session.link_lost.is_set():
-                raise BleLinkLostError("setup", 0, session.label) from None
-            raise BleLinkError(
-                "session deadline passed during set-up", device=session.label
-            ) from None
+            await session.gatt("subscribe_racp", client.start_notify(racp, session.on_racp_value))
         slog.info("ble_session_subscribed")
         try:
             resynced = await session.sync(client, racp, facts, mark)
@@ -848,9 +677,9 @@ async def collect_glucose(
             await session.abort(client, racp)
             ended_by = SessionEnd.LIMIT
     except BaseException:
-        await _disconnect(client, slog)
+        await session.disconnect(client)
         raise
-    await _disconnect(client, slog)
+    await session.disconnect(client)
     if session.joiner.missing_contexts or session.joiner.dropped_contexts:
         slog.warning(
             "gls_context_unmatched",

@@ -1,6 +1,7 @@
 """One collection session with a Pulse Oximeter Service (PLXS 1.0, UUID 0x1822) device.
 
-The same procedure and guarantees as the blood-pressure session (:mod:`agent.ble.bps_session`:
+The same procedure and guarantees as the blood-pressure session (:mod:`agent.ble.bps_session`,
+both on :class:`agent.ble.gatt_session.BufferedSession`:
 scan for the allowlisted address, connect, read, subscribe, hand each raw value on the moment
 it arrives, end on quiet / limit / deadline, :class:`~drivers.errors.BleLinkLostError` on a
 dropped link), with the PLXS specifics:
@@ -42,53 +43,30 @@ dropped link), with the PLXS specifics:
 
 from __future__ import annotations
 
-import asyncio
 import math
-import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Final
 
-import structlog
-from bleak import BleakClient, BleakScanner
+from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
-from bleak.backends.device import BLEDevice
 from bleak.backends.service import BleakGATTService
-from bleak.exc import BleakError
 from bleak.uuids import normalize_uuid_16
 
-from agent.ble.bps_session import (
+from agent.ble.current_time import with_device_clock
+from agent.ble.gatt_session import (
     CONNECT_TIMEOUT_S,
     QUIET_PERIOD_S,
     SCAN_TIMEOUT_S,
-    BpsDeviceInfo,
+    BufferedSession,
     OnMeasurement,
-    RawMeasurement,
     SessionEnd,
-    _disconnect,
-    _Session,
+    check_session_timeout,
     device_facts,
+    session_deadline,
 )
-from agent.ble.current_time import with_device_clock
 from agent.ble.stack import BleStack
-from agent.ble.uuids import (
-    DEVICE_INFORMATION_SERVICE,
-    FIRMWARE_REVISION_STRING,
-    HARDWARE_REVISION_STRING,
-    MANUFACTURER_NAME_STRING,
-    MODEL_NUMBER_STRING,
-    SERIAL_NUMBER_STRING,
-    SOFTWARE_REVISION_STRING,
-    SYSTEM_ID,
-)
 from agent.normalize.device import DeviceFacts
-from drivers.errors import (
-    BleLinkError,
-    BleLinkLostError,
-    ConfigError,
-    DecodeError,
-    DeviceProtocolError,
-)
+from drivers.errors import ConfigError, DecodeError, DeviceProtocolError
 from drivers.pulse_oximetry import PlxFeatures, PlxSupportedFeatures
 from drivers.racp import (
     OpCode,
@@ -97,8 +75,6 @@ from drivers.racp import (
     ResponseCodeIndication,
     decode_response,
 )
-
-log = structlog.get_logger(__name__)
 
 PULSE_OXIMETER_SERVICE: Final = normalize_uuid_16(0x1822)
 PLX_SPOT_CHECK_MEASUREMENT: Final = normalize_uuid_16(0x2A5E)
@@ -145,8 +121,11 @@ class PlxSessionResult:
     facts: DeviceFacts = field(repr=False)
 
 
-class _PlxSession(_Session):
-    """The BPS session's state machine with the PLXS service and the continuous policy."""
+class _PlxSession(BufferedSession):
+    """The buffered session with the PLXS service and the continuous policy."""
+
+    service_uuid = PULSE_OXIMETER_SERVICE
+    service_name = "Pulse Oximeter Service"
 
     def __init__(
         self,
@@ -167,86 +146,19 @@ class _PlxSession(_Session):
         self.racp: str | None = None
         self.racp_give_up_at = -math.inf
 
-    async def find(self, scan_timeout_s: float) -> BLEDevice:
-        """Scan for the allowlisted address advertising service 0x1822."""
-        self.log.info("ble_scan_started", limit_s=scan_timeout_s)
-        try:
-            async with (
-                BleakScanner(
-                    service_uuids=[PULSE_OXIMETER_SERVICE], backend=self.ble.scanner_backend
-                ) as scanner,
-                asyncio.timeout(scan_timeout_s),
-            ):
-                async for device, advertisement in scanner.advertisement_data():
-                    if (
-                        device.address.upper() == self.address
-                        and PULSE_OXIMETER_SERVICE in advertisement.service_uuids
-                    ):
-                        self.log.info("ble_device_found", rssi=advertisement.rssi)
-                        return device
-        except TimeoutError:
-            raise BleLinkError("not found", device=self.label) from None
-        except BleakError as exc:
-            raise BleLinkError(f"scan failed ({type(exc).__name__})", device=self.label) from None
-        raise BleLinkError("scan ended without a result", device=self.label)
-
     async def read_plx(self, client: BleakClient) -> tuple[bytes, DeviceFacts, BleakGATTService]:
-        """Read DIS (all optional) and PLX Features; 0x1822 must have 0x2A60."""
-        try:
-            plx = client.services.get_service(PULSE_OXIMETER_SERVICE)
-            dis = client.services.get_service(DEVICE_INFORMATION_SERVICE)
-        except BleakError:
-            raise DeviceProtocolError(
-                self.label, "discover", "more than one 0x1822 or 0x180A service"
-            ) from None
-        if plx is None:
-            raise DeviceProtocolError(self.label, "discover", "no Pulse Oximeter Service 0x1822")
+        """Read PLX Features and DIS (all optional); 0x1822 must have 0x2A60."""
+        plx, dis = self.services(client)
         features = plx.get_characteristic(PLX_FEATURES)
         if features is None:
             raise DeviceProtocolError(self.label, "discover", "no PLX Features 0x2A60 in 0x1822")
-
-        async def read(uuid: str) -> bytes | None:
-            characteristic = dis.get_characteristic(uuid) if dis is not None else None
-            if characteristic is None:
-                return None
-            return bytes(
-                await self.gatt("read_device_information", client.read_gatt_char(characteristic))
-            )
-
         feature_value = bytes(await self.gatt("read_plx_features", client.read_gatt_char(features)))
-        dis_values = BpsDeviceInfo(
-            blood_pressure_feature=b"",  # not a cuff: only the DIS fields are used below
-            manufacturer_name=await read(MANUFACTURER_NAME_STRING),
-            model_number=await read(MODEL_NUMBER_STRING),
-            serial_number=await read(SERIAL_NUMBER_STRING),
-            hardware_revision=await read(HARDWARE_REVISION_STRING),
-            firmware_revision=await read(FIRMWARE_REVISION_STRING),
-            software_revision=await read(SOFTWARE_REVISION_STRING),
-            system_id=await read(SYSTEM_ID),
-        )
-        return feature_value, device_facts(self.address, dis_values, self.label), plx
-
-    def _arrived(self, uuid: str, data: bytearray) -> None:
-        self.received += 1
-        self.last_arrival = self.loop.time()
-        self.wakeup.set()
-        if len(self.pending) >= self.capacity:
-            self.overflowed += 1
-            self.log.error("ble_measurement_overflow", received=self.received)
-            return
-        self.pending.append(
-            RawMeasurement(
-                characteristic_uuid=uuid,
-                data=bytes(data),
-                received_monotonic=time.monotonic(),
-                received_wall=datetime.now(UTC),
-            )
-        )
-        self.log.info("ble_measurement_received", index=self.received, size=len(data))
+        values = await self.read_device_information(client, dis, regulatory=False)
+        return feature_value, device_facts(self.address, values, self.label), plx
 
     def on_spot_check(self, _sender: BleakGATTCharacteristic, data: bytearray) -> None:
         """0x2A5E indication: every one is handed on."""
-        self._arrived(PLX_SPOT_CHECK_MEASUREMENT, data)
+        self.arrived(PLX_SPOT_CHECK_MEASUREMENT, data)
 
     def on_racp(self, _sender: BleakGATTCharacteristic, data: bytearray) -> None:
         """RACP indication: the report's Response Code ends the procedure."""
@@ -318,7 +230,7 @@ class _PlxSession(_Session):
             self.last_arrival = now  # a streaming device is still sending: not quiet
             return
         self.next_continuous_at = now + self.continuous_interval_s
-        self._arrived(PLX_CONTINUOUS_MEASUREMENT, data)
+        self.arrived(PLX_CONTINUOUS_MEASUREMENT, data)
 
 
 async def collect_pulse_oximetry(
@@ -352,94 +264,53 @@ async def collect_pulse_oximetry(
         raise ConfigError("(session)", "max_measurements", "must be at least 1")
     if continuous_interval_s < 0:
         raise ConfigError("(session)", "continuous_interval_s", "must not be negative")
-    if session_timeout_s is not None and (
-        session_timeout_s <= scan_timeout_s + connect_timeout_s + quiet_period_s
-    ):
-        raise ConfigError(
-            "(session)",
-            "ble.session_timeout_s",
-            "must exceed scan_timeout_s + connect_timeout_s + quiet_period_s",
-        )
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + session_timeout_s if session_timeout_s is not None else math.inf
+    check_session_timeout(
+        session_timeout_s, scan_timeout_s, connect_timeout_s, quiet_period_s, "quiet_period_s"
+    )
     session = _PlxSession(
         ble,
         address,
         on_measurement,
         max_measurements=max_measurements,
-        deadline=deadline,
+        deadline=session_deadline(session_timeout_s),
         continuous_interval_s=continuous_interval_s,
     )
     slog = session.log
-    at_deadline = None if math.isinf(deadline) else deadline
+    device = await session.find(scan_timeout_s)
+    client = await session.connect(device, connect_timeout_s, pair)
 
     try:
-        async with asyncio.timeout_at(at_deadline):
-            device = await session.find(scan_timeout_s)
-    except TimeoutError:
-        raise BleLinkError("session deadline passed while scanning", device=session.label) from None
-
-    client = BleakClient(
-        device,
-        disconnected_callback=session.on_disconnected,
-        timeout=connect_timeout_s,
-        pair=pair,
-        backend=ble.client_backend,
-    )
-    try:
-        await client.connect()
-    except TimeoutError:
-        raise BleLinkError("connect timed out", device=session.label) from None
-    except BleakError as exc:
-        raise BleLinkError(f"connect failed ({type(exc).__name__})", device=session.label) from None
-    slog.info("ble_session_connected", mtu=client.mtu_size)
-
-    try:
-        try:
-            async with asyncio.timeout_at(at_deadline):
-                features, facts, plx = await session.read_plx(client)
-                facts = await with_device_clock(client, facts, session.label)
-                spot = plx.get_characteristic(PLX_SPOT_CHECK_MEASUREMENT)
-                continuous = plx.get_characteristic(PLX_CONTINUOUS_MEASUREMENT)
-                subscribed = 0
-                if spot is not None and "indicate" in spot.properties:
-                    await session.gatt(
-                        "subscribe_spot_check", client.start_notify(spot, session.on_spot_check)
-                    )
-                    subscribed += 1
-                if continuous is not None and "notify" in continuous.properties:
-                    await session.gatt(
-                        "subscribe_continuous",
-                        client.start_notify(continuous, session.on_continuous),
-                    )
-                    subscribed += 1
-                if not subscribed:
-                    raise DeviceProtocolError(
-                        session.label,
-                        "discover",
-                        "neither an indicating 0x2A5E nor a notifying 0x2A5F in 0x1822",
-                    )
-                if spot is not None and "indicate" in spot.properties:
-                    await session.request_stored_records(client, features, plx)
-        except TimeoutError:
-            if session.link_lost.is_set():
-                raise BleLinkLostError("setup", 0, session.label) from None
-            raise BleLinkError(
-                "session deadline passed during set-up", device=session.label
-            ) from None
+        async with session.setup_deadline():
+            features, facts, plx = await session.read_plx(client)
+            facts = await with_device_clock(client, facts, session.label)
+            spot = plx.get_characteristic(PLX_SPOT_CHECK_MEASUREMENT)
+            continuous = plx.get_characteristic(PLX_CONTINUOUS_MEASUREMENT)
+            subscribed = 0
+            if spot is not None and "indicate" in spot.properties:
+                await session.gatt(
+                    "subscribe_spot_check", client.start_notify(spot, session.on_spot_check)
+                )
+                subscribed += 1
+            if continuous is not None and "notify" in continuous.properties:
+                await session.gatt(
+                    "subscribe_continuous",
+                    client.start_notify(continuous, session.on_continuous),
+                )
+                subscribed += 1
+            if not subscribed:
+                raise DeviceProtocolError(
+                    session.label,
+                    "discover",
+                    "neither an indicating 0x2A5E nor a notifying 0x2A5F in 0x1822",
+                )
+            if spot is not None and "indicate" in spot.properties:
+                await session.request_stored_records(client, features, plx)
         slog.info("ble_session_subscribed", characteristics=subscribed)
         ended_by = await session.collect(facts, quiet_period_s)
     except BaseException:
-        await _disconnect(client, slog)
-        if session.pending:
-            slog.error("ble_measurements_not_handed_on", count=len(session.pending))
+        await session.disconnect_after_failure(client)
         raise
-    await _disconnect(client, slog)
-
-    await session.hand_on(facts)
-    if ended_by is None:
-        slog.warning("ble_session_link_lost", measurements=session.handed_on)
-        raise BleLinkLostError("collect", session.handed_on, session.label)
+    ended_by = await session.finish(client, facts, ended_by)
     if session.racp == "unfinished":
         slog.warning("plx_racp_report_unfinished")
     slog.info(

@@ -17,7 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from agent.ble.bps_session import OnMeasurement, collect_blood_pressure
+from agent.ble.bps_session import collect_blood_pressure
+from agent.ble.gatt_session import OnMeasurement
 from agent.ble.gls_session import (
     RACP_PROCEDURE_TIMEOUT_S,
     SYNC_KEY,

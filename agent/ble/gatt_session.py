@@ -1,0 +1,551 @@
+"""The shared core of the BLE collection sessions (:mod:`agent.ble.bps_session`,
+:mod:`agent.ble.plx_session`, :mod:`agent.ble.gls_session`).
+
+It holds what every session does the same way, on bleak's public API only:
+
+- the session's time bounds (:data:`SCAN_TIMEOUT_S`, :data:`CONNECT_TIMEOUT_S`,
+  :data:`QUIET_PERIOD_S`, :data:`DISCONNECT_TIMEOUT_S`), their nesting check
+  (:func:`check_session_timeout`) and the deadline (:func:`session_deadline`);
+- :class:`GattSession`: scanning for the allowlisted address advertising the session's
+  service, connecting, the GATT-operation wrapper that maps bleak's failures to the hub's
+  errors (:class:`~drivers.errors.BleLinkError`, :class:`~drivers.errors.BleLinkLostError`,
+  :class:`~drivers.errors.DeviceProtocolError`) and calls :func:`raise_if_cancelled` after
+  every radio operation, service discovery, reading the Device Information Service
+  (DIS 1.1, UUID 0x180A; all optional) and disconnecting;
+- :class:`DisValues` and :func:`device_facts`: the raw DIS values and their decoding into
+  :class:`~agent.normalize.device.DeviceFacts` (service-agnostic);
+- :class:`BufferedSession`: the bounded hand-on buffer of the sessions that end on a quiet
+  period (BPS, PLXS): the bleak callback buffers, the session's coroutine hands on;
+- :class:`RawMeasurement` and :data:`OnMeasurement`: what a session hands the pipeline.
+
+The full address is needed to connect and sits in :class:`DeviceFacts`, but is never
+logged nor put in an exception: logs and errors carry the label (last two octets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Final, Protocol, TypeVar
+
+import structlog
+from bleak import BleakClient, BleakScanner
+from bleak.backends.device import BLEDevice
+from bleak.backends.service import BleakGATTService
+from bleak.exc import BleakError, BleakGATTProtocolError, BleakGATTProtocolErrorCode
+from bleak.uuids import normalize_uuid_16
+
+from agent.ble.stack import BleStack
+from agent.ble.uuids import (
+    DEVICE_INFORMATION_SERVICE,
+    FIRMWARE_REVISION_STRING,
+    HARDWARE_REVISION_STRING,
+    MANUFACTURER_NAME_STRING,
+    MODEL_NUMBER_STRING,
+    SERIAL_NUMBER_STRING,
+    SOFTWARE_REVISION_STRING,
+    SYSTEM_ID,
+)
+from agent.cancellation import raise_if_cancelled
+from agent.logs import device_label
+from agent.normalize.device import DeviceFacts
+from agent.normalize.regulatory import RegulatoryData
+from drivers.device_information import DisString, DisStringCharacteristic, SystemId
+from drivers.errors import (
+    BleLinkError,
+    BleLinkLostError,
+    ConfigError,
+    DecodeError,
+    DeviceProtocolError,
+)
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+SCAN_TIMEOUT_S: Final = 20.0
+"""How long to look for the device. A cuff advertises for about 30 s after a measurement
+(BLP recommends 30 s of fast advertising), so 20 s catches it while leaving the rest of the
+session for connecting and the transfer."""
+
+CONNECT_TIMEOUT_S: Final = 20.0
+"""Connection plus set-up (MTU exchange, discovery): bleak-retry-connector's inner connect
+timeout, chosen from field experience with BlueZ (reliability-catalogue finding 6)."""
+
+QUIET_PERIOD_S: Final = 5.0
+"""Stored readings follow each other within one or two connection intervals (≤ 100 ms); 5 s
+without one means the device has sent all it had (Cypress times out an RACP transfer after
+5 s without an indication, ble-spec-facts §6.4)."""
+
+DISCONNECT_TIMEOUT_S: Final = 5.0
+"""Waiting for the Disconnection Complete before calling the link closed (inner to the
+backends' own disconnect handling)."""
+
+MEASUREMENT_SLACK: Final = 4
+"""Buffer entries beyond ``max_measurements`` for indications in flight while the session
+disconnects: a device sends the next one only after a confirmation, so one at most."""
+
+REGULATORY_CERTIFICATION_DATA_LIST: Final = normalize_uuid_16(0x2A2A)
+"""DIS 0x2A2A (DIS 1.1 §3.9), optional; read with the other DIS values."""
+
+OnMeasurement = Callable[["RawMeasurement", DeviceFacts], Awaitable[None]]
+"""The pipeline's hook: store one raw measurement (from the device described)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawMeasurement:
+    """One characteristic value as received, undecoded (e.g. BPS §3.1 Blood Pressure Measurement).
+
+    Attributes:
+        characteristic_uuid: bleak-style 128-bit UUID of the characteristic it came from.
+        data: the value's bytes exactly as indicated (never in the repr: it is PHI).
+        received_monotonic: ``time.monotonic()`` at arrival, for ordering and intervals.
+        received_wall: the hub's UTC wall clock at arrival.
+        related: see below.
+        sync_state: see below.
+    """
+
+    characteristic_uuid: str
+    data: bytes = field(repr=False)
+    received_monotonic: float
+    received_wall: datetime
+    related: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    """Values that belong to this one, by characteristic UUID (e.g. a glucose measurement's
+    context 0x2A34, joined by sequence number in the session)."""
+    sync_state: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    """Per-device sync state (e.g. a glucometer's RACP high-water mark) that must commit in
+    the same outbox transaction as this measurement, by key."""
+
+
+class SessionEnd(enum.Enum):
+    """Why a session that ends on a quiet period (BPS, PLXS) ended normally."""
+
+    QUIET = "quiet"  #: no measurement for the quiet period: the device has sent everything
+    LIMIT = "limit"  #: ``max_measurements`` arrived; the device keeps the rest
+    DEADLINE = "deadline"  #: ``session_timeout_s`` passed during the transfer
+
+
+class DisFields(Protocol):
+    """The raw DIS values :func:`device_facts` decodes (``None``: not exposed)."""
+
+    @property
+    def manufacturer_name(self) -> bytes | None: ...
+    @property
+    def model_number(self) -> bytes | None: ...
+    @property
+    def serial_number(self) -> bytes | None: ...
+    @property
+    def hardware_revision(self) -> bytes | None: ...
+    @property
+    def firmware_revision(self) -> bytes | None: ...
+    @property
+    def software_revision(self) -> bytes | None: ...
+    @property
+    def system_id(self) -> bytes | None: ...
+    @property
+    def regulatory_certification(self) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DisValues:
+    """Raw values of the Device Information Service 0x180A (DIS 1.1 §3), read at connection.
+
+    ``None``: the device does not expose that (optional) characteristic, or it was not read.
+    Identifiers (serial number, System ID) never appear in the repr.
+    """
+
+    manufacturer_name: bytes | None = field(default=None, repr=False)
+    model_number: bytes | None = field(default=None, repr=False)
+    serial_number: bytes | None = field(default=None, repr=False)
+    hardware_revision: bytes | None = field(default=None, repr=False)
+    firmware_revision: bytes | None = field(default=None, repr=False)
+    software_revision: bytes | None = field(default=None, repr=False)
+    system_id: bytes | None = field(default=None, repr=False)
+    regulatory_certification: bytes | None = field(default=None, repr=False)
+
+
+def _dis_undecodable(label: str, exc: DecodeError) -> None:
+    log.warning(
+        "ble_dis_undecodable", device=label, characteristic=exc.characteristic, reason=exc.reason
+    )
+
+
+def device_facts(address: str, info: DisFields, label: str) -> DeviceFacts:
+    """Decode the DIS values into :class:`DeviceFacts`; an undecodable value becomes ``None``."""
+    strings: dict[DisStringCharacteristic, str] = {}
+    for which, raw in (
+        (DisStringCharacteristic.MANUFACTURER_NAME, info.manufacturer_name),
+        (DisStringCharacteristic.MODEL_NUMBER, info.model_number),
+        (DisStringCharacteristic.SERIAL_NUMBER, info.serial_number),
+        (DisStringCharacteristic.HARDWARE_REVISION, info.hardware_revision),
+        (DisStringCharacteristic.FIRMWARE_REVISION, info.firmware_revision),
+        (DisStringCharacteristic.SOFTWARE_REVISION, info.software_revision),
+    ):
+        if raw is None:
+            continue
+        try:
+            strings[which] = DisString.from_bytes(which, raw).value
+        except DecodeError as exc:
+            _dis_undecodable(label, exc)
+    system_id: str | None = None
+    if info.system_id is not None:
+        try:
+            system_id = SystemId.from_bytes(info.system_id).eui64.replace("-", "")
+        except DecodeError as exc:
+            _dis_undecodable(label, exc)
+    regulatory: RegulatoryData | None = None
+    if info.regulatory_certification is not None:
+        try:
+            regulatory = RegulatoryData.from_bytes(info.regulatory_certification)
+        except DecodeError as exc:
+            _dis_undecodable(label, exc)
+    return DeviceFacts(
+        address=address.upper(),
+        system_id=system_id,
+        regulatory=regulatory,
+        manufacturer=strings.get(DisStringCharacteristic.MANUFACTURER_NAME),
+        model=strings.get(DisStringCharacteristic.MODEL_NUMBER),
+        serial=strings.get(DisStringCharacteristic.SERIAL_NUMBER),
+        firmware=strings.get(DisStringCharacteristic.FIRMWARE_REVISION),
+        hardware=strings.get(DisStringCharacteristic.HARDWARE_REVISION),
+        software=strings.get(DisStringCharacteristic.SOFTWARE_REVISION),
+    )
+
+
+def check_session_timeout(
+    session_timeout_s: float | None,
+    scan_timeout_s: float,
+    connect_timeout_s: float,
+    tail_s: float,
+    tail_name: str,
+) -> None:
+    """Check that the session deadline is outer to scan + connect + ``tail_s``.
+
+    Raises:
+        ConfigError: ``session_timeout_s`` is not larger than that sum.
+    """
+    if session_timeout_s is not None and (
+        session_timeout_s <= scan_timeout_s + connect_timeout_s + tail_s
+    ):
+        raise ConfigError(
+            "(session)",
+            "ble.session_timeout_s",
+            f"must exceed scan_timeout_s + connect_timeout_s + {tail_name}",
+        )
+
+
+def session_deadline(session_timeout_s: float | None) -> float:
+    """The running loop's time at which the session ends (``math.inf``: no cap)."""
+    if session_timeout_s is None:
+        return math.inf
+    return asyncio.get_running_loop().time() + session_timeout_s
+
+
+def _short(uuid: str) -> str:
+    """``0x1810`` for a bleak-style 128-bit UUID of the Bluetooth base."""
+    return f"0x{uuid[4:8].upper()}"
+
+
+class GattSession:
+    """The state every session shares: the device, the link, the deadline, the GATT wrapper.
+
+    Args:
+        ble: the opened stack (its bleak backends are used).
+        address: the allowlisted address; the only device ever connected to.
+        on_measurement: the pipeline's hook.
+        deadline: the loop time at which the session ends (``math.inf``: none).
+    """
+
+    service_uuid: ClassVar[str]
+    """The session's primary service (set by each subclass), looked for in advertisements."""
+    service_name: ClassVar[str]
+    """Its spec name, for errors (e.g. ``"Blood Pressure Service"``)."""
+
+    def __init__(
+        self,
+        ble: BleStack,
+        address: str,
+        on_measurement: OnMeasurement,
+        *,
+        deadline: float,
+    ) -> None:
+        self.ble = ble
+        self.address = address.upper()
+        self.label = device_label(self.address)
+        self.log = log.bind(device=self.label)
+        self.on_measurement = on_measurement
+        self.deadline = deadline
+        self.loop = asyncio.get_running_loop()
+        self.link_lost = asyncio.Event()
+        self.wakeup = asyncio.Event()
+        self.handed_on = 0
+        self.phase = "setup"
+
+    @property
+    def at_deadline(self) -> float | None:
+        """The deadline for ``asyncio.timeout_at`` (``None``: no cap)."""
+        return None if math.isinf(self.deadline) else self.deadline
+
+    # -- radio steps ------------------------------------------------------------------
+
+    async def find(self, scan_timeout_s: float) -> BLEDevice:
+        """Scan (within the session deadline) for the allowlisted address advertising the
+        session's service."""
+        try:
+            async with asyncio.timeout_at(self.at_deadline):
+                return await self._scan(scan_timeout_s)
+        except TimeoutError:
+            raise BleLinkError(
+                "session deadline passed while scanning", device=self.label
+            ) from None
+
+    async def _scan(self, scan_timeout_s: float) -> BLEDevice:
+        self.log.info("ble_scan_started", limit_s=scan_timeout_s)
+        try:
+            async with (
+                BleakScanner(
+                    service_uuids=[self.service_uuid], backend=self.ble.scanner_backend
+                ) as scanner,
+                asyncio.timeout(scan_timeout_s),
+            ):
+                async for device, advertisement in scanner.advertisement_data():
+                    if (
+                        device.address.upper() == self.address
+                        and self.service_uuid in advertisement.service_uuids
+                    ):
+                        self.log.info("ble_device_found", rssi=advertisement.rssi)
+                        return device
+        except TimeoutError:
+            raise_if_cancelled()
+            raise BleLinkError("not found", device=self.label) from None
+        except BleakError as exc:
+            raise_if_cancelled()
+            raise BleLinkError(f"scan failed ({type(exc).__name__})", device=self.label) from None
+        raise BleLinkError("scan ended without a result", device=self.label)
+
+    async def connect(self, device: BLEDevice, connect_timeout_s: float, pair: bool) -> BleakClient:
+        """Connect (bleak's ``timeout``: connection, set-up and discovery); a cancellation
+        swallowed on the way disconnects again and is re-raised."""
+        client = BleakClient(
+            device,
+            disconnected_callback=self.on_disconnected,
+            timeout=connect_timeout_s,
+            pair=pair,
+            backend=self.ble.client_backend,
+        )
+        try:
+            await client.connect()
+        except TimeoutError:
+            raise_if_cancelled()
+            raise BleLinkError("connect timed out", device=self.label) from None
+        except BleakError as exc:
+            raise_if_cancelled()
+            raise BleLinkError(
+                f"connect failed ({type(exc).__name__})", device=self.label
+            ) from None
+        try:
+            raise_if_cancelled()
+        except asyncio.CancelledError:
+            await self.disconnect(client)
+            raise
+        self.log.info("ble_session_connected", mtu=client.mtu_size)
+        return client
+
+    @asynccontextmanager
+    async def setup_deadline(self) -> AsyncIterator[None]:
+        """Bound the set-up by the session deadline; its passing is a link error."""
+        try:
+            async with asyncio.timeout_at(self.at_deadline):
+                yield
+        except TimeoutError:
+            if self.link_lost.is_set():
+                raise BleLinkLostError("setup", 0, self.label) from None
+            raise BleLinkError("session deadline passed during set-up", device=self.label) from None
+
+    def att_error_text(self, code: int) -> str:
+        """How an ATT error code reads in a :class:`DeviceProtocolError` (bleak's name)."""
+        return BleakGATTProtocolErrorCode(code).name
+
+    async def gatt(self, procedure: str, operation: Coroutine[Any, Any, T]) -> T:
+        """Run one bleak GATT operation, mapping its failure to the hub's errors."""
+        try:
+            result = await operation
+        except BleakGATTProtocolError as exc:
+            raise_if_cancelled()
+            if self.link_lost.is_set():
+                raise BleLinkLostError(self.phase, self.handed_on, self.label) from None
+            code = int(exc.args[0])
+            raise DeviceProtocolError(
+                self.label, procedure, f"ATT error 0x{code:02X} ({self.att_error_text(code)})"
+            ) from None
+        except (BleakError, TimeoutError) as exc:
+            raise_if_cancelled()
+            if self.link_lost.is_set():
+                raise BleLinkLostError(self.phase, self.handed_on, self.label) from None
+            raise BleLinkError(
+                f"{procedure} failed ({type(exc).__name__})", device=self.label
+            ) from None
+        raise_if_cancelled()
+        return result
+
+    def services(self, client: BleakClient) -> tuple[BleakGATTService, BleakGATTService | None]:
+        """The session's service (mandatory) and DIS 0x180A (optional), each at most once."""
+        short = _short(self.service_uuid)
+        try:
+            service = client.services.get_service(self.service_uuid)
+            dis = client.services.get_service(DEVICE_INFORMATION_SERVICE)
+        except BleakError:
+            raise DeviceProtocolError(
+                self.label, "discover", f"more than one {short} or 0x180A service"
+            ) from None
+        if service is None:
+            raise DeviceProtocolError(self.label, "discover", f"no {self.service_name} {short}")
+        return service, dis
+
+    async def read_device_information(
+        self, client: BleakClient, dis: BleakGATTService | None, *, regulatory: bool
+    ) -> DisValues:
+        """Read the DIS strings and System ID (and 0x2A2A when ``regulatory``), all optional."""
+
+        async def read(uuid: str) -> bytes | None:
+            characteristic = dis.get_characteristic(uuid) if dis is not None else None
+            if characteristic is None:
+                return None
+            return bytes(
+                await self.gatt("read_device_information", client.read_gatt_char(characteristic))
+            )
+
+        return DisValues(
+            manufacturer_name=await read(MANUFACTURER_NAME_STRING),
+            model_number=await read(MODEL_NUMBER_STRING),
+            serial_number=await read(SERIAL_NUMBER_STRING),
+            hardware_revision=await read(HARDWARE_REVISION_STRING),
+            firmware_revision=await read(FIRMWARE_REVISION_STRING),
+            software_revision=await read(SOFTWARE_REVISION_STRING),
+            system_id=await read(SYSTEM_ID),
+            regulatory_certification=(
+                await read(REGULATORY_CERTIFICATION_DATA_LIST) if regulatory else None
+            ),
+        )
+
+    def on_disconnected(self, _client: BleakClient) -> None:
+        """bleak's disconnected callback."""
+        self.link_lost.set()
+        self.wakeup.set()
+
+    async def disconnect(self, client: BleakClient) -> None:
+        """Disconnect, waiting at most :data:`DISCONNECT_TIMEOUT_S`; a failure is logged."""
+        try:
+            async with asyncio.timeout(DISCONNECT_TIMEOUT_S):
+                await client.disconnect()
+        except (BleakError, TimeoutError) as exc:
+            self.log.warning("ble_session_disconnect_failed", error=type(exc).__name__)
+
+
+class BufferedSession(GattSession):
+    """A session that hands each value on as it arrives and ends on quiet, limit or deadline.
+
+    The bleak callback cannot wait (the confirmation goes out when it returns), so values land
+    in a buffer of ``max_measurements + MEASUREMENT_SLACK`` entries (:meth:`arrived`) and the
+    session's coroutine hands them on in order (:meth:`hand_on`). A full buffer means a device
+    that ignores the ATT flow control (logged as ``ble_measurement_overflow``).
+    """
+
+    def __init__(
+        self,
+        ble: BleStack,
+        address: str,
+        on_measurement: OnMeasurement,
+        *,
+        max_measurements: int,
+        deadline: float,
+    ) -> None:
+        super().__init__(ble, address, on_measurement, deadline=deadline)
+        self.limit = max_measurements
+        self.pending: deque[RawMeasurement] = deque()
+        self.capacity = max_measurements + MEASUREMENT_SLACK
+        self.received = 0
+        self.overflowed = 0
+        self.last_arrival = self.loop.time()
+
+    def arrived(self, uuid: str, data: bytearray) -> None:
+        """Buffer one value of characteristic ``uuid``; never waits (called by bleak)."""
+        self.received += 1
+        self.last_arrival = self.loop.time()
+        self.wakeup.set()
+        if len(self.pending) >= self.capacity:
+            self.overflowed += 1
+            self.log.error("ble_measurement_overflow", received=self.received)
+            return
+        self.pending.append(
+            RawMeasurement(
+                characteristic_uuid=uuid,
+                data=bytes(data),
+                received_monotonic=time.monotonic(),
+                received_wall=datetime.now(UTC),
+            )
+        )
+        self.log.info("ble_measurement_received", index=self.received, size=len(data))
+
+    async def hand_on(self, facts: DeviceFacts) -> None:
+        """Hand every buffered measurement on, in arrival order."""
+        while self.pending:
+            raw = self.pending[0]
+            await self.on_measurement(raw, facts)
+            self.pending.popleft()
+            self.handed_on += 1
+
+    async def collect(self, facts: DeviceFacts, quiet_period_s: float) -> SessionEnd | None:
+        """Hand measurements on until quiet, limit or deadline; ``None`` if the link dropped."""
+        self.phase = "collect"
+        self.last_arrival = self.loop.time()
+        while True:
+            await self.hand_on(facts)
+            if self.link_lost.is_set():
+                return None
+            if self.received >= self.limit:
+                return SessionEnd.LIMIT
+            now = self.loop.time()
+            if now >= self.deadline:
+                return SessionEnd.DEADLINE
+            quiet_at = self.last_arrival + quiet_period_s
+            if now >= quiet_at:
+                return SessionEnd.QUIET
+            self.wakeup.clear()
+            try:
+                async with asyncio.timeout_at(min(quiet_at, self.deadline)):
+                    await self.wakeup.wait()
+            except TimeoutError:
+                continue
+
+    async def finish(
+        self, client: BleakClient, facts: DeviceFacts, ended_by: SessionEnd | None
+    ) -> SessionEnd:
+        """Disconnect, then hand on what arrived meanwhile (it was confirmed too).
+
+        Returns:
+            ``ended_by``, what :meth:`collect` returned.
+
+        Raises:
+            BleLinkLostError: the link had dropped (``ended_by`` is ``None``).
+        """
+        await self.disconnect(client)
+        await self.hand_on(facts)
+        if ended_by is None:
+            self.log.warning("ble_session_link_lost", measurements=self.handed_on)
+            raise BleLinkLostError("collect", self.handed_on, self.label)
+        return ended_by
+
+    async def disconnect_after_failure(self, client: BleakClient) -> None:
+        """Disconnect after the session failed or was cancelled; log what was not handed on."""
+        await self.disconnect(client)
+        if self.pending:
+            # Confirmed to the device but not handed on: the caller failed or cancelled.
+            self.log.error("ble_measurements_not_handed_on", count=len(self.pending))
