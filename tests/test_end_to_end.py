@@ -26,16 +26,14 @@ from hil.emulators.cuff import BpReading, EmulatedCuff
 from hil.emulators.encoding import DateTime
 from hil.emulators.peripheral import DeviceInformation
 from hil.pki import DevPki
-from hil.receiver import Receiver, VerifiedReading
-from hil.virtual_home import expected, summarize, write_agent_config
+from hil.receiver import Receiver
+from hil.virtual_home import expected, summarize
 from hil.virtual_radio import VirtualRadio
 from tests import phi_canaries
 from tests.agent_process import agent_process, stop
+from tests.virtual_home_fixtures import ARRIVAL_TIMEOUT_S, canary_agent_config, collect
 
 pytestmark = pytest.mark.timeout(90)
-
-ARRIVAL_TIMEOUT_S: Final = 30.0
-"""Cold start of the agent process, scan, connect and three indications take ~2 s here."""
 
 SYSTEM_ID: Final = (0x0012FFFE34, 0xCA7A00)
 """(Manufacturer Identifier, OUI): the canonical EUI-64 is CA-7A-00-00-12-FF-FE-34."""
@@ -68,14 +66,6 @@ class Home:
     state_db: Path
 
 
-async def _collect(receiver: Receiver, count: int) -> list[VerifiedReading]:
-    got: list[VerifiedReading] = []
-    async with asyncio.timeout(ARRIVAL_TIMEOUT_S):
-        while len(got) < count:
-            got.append(await receiver.readings.get())
-    return got
-
-
 def _hub_public_key(pki: DevPki) -> ec.EllipticCurvePublicKey:
     cert = x509.load_pem_x509_certificate(pki.hub_cert.read_bytes())
     key = cert.public_key()
@@ -87,17 +77,7 @@ async def _home(
     radio: VirtualRadio, tmp_path: Path, pki: DevPki, port: int, readings: tuple[BpReading, ...]
 ) -> Home:
     cuff = await radio.add_cuff(readings, address=phi_canaries.DEVICE_ADDRESS, info=CANARY_DIS)
-    config = write_agent_config(
-        tmp_path,
-        stack=radio.stack,
-        broker_port=port,
-        pki=pki,
-        hub_id=pki.hub_id,
-        patient_id=phi_canaries.PATIENT_ID,
-        device_address=phi_canaries.DEVICE_ADDRESS,
-        quiet_period_s=1.0,
-        cycle_interval_s=0.5,
-    )
+    config = canary_agent_config(tmp_path, radio, pki, port)
     return Home(radio, cuff, config, tmp_path / "state" / "outbox.db")
 
 
@@ -114,7 +94,7 @@ class TestChain:
         async with VirtualRadio() as radio:
             home = await _home(radio, tmp_path, dev_pki, broker.port, READINGS)
             async with agent_process(home.config, request.node.nodeid) as agent:
-                got = await _collect(receiver, len(READINGS))
+                got = await collect(receiver, len(READINGS))
                 async with asyncio.timeout(ARRIVAL_TIMEOUT_S):
                     await home.cuff.wait_for_confirmations(len(READINGS))
                 assert 0 == await stop(agent)
@@ -154,14 +134,14 @@ class TestChain:
                 await receiver.subscribed.wait()
             home = await _home(radio, tmp_path, dev_pki, broker.port, READINGS)
             async with agent_process(home.config, request.node.nodeid):
-                first = await _collect(receiver, len(READINGS))
+                first = await collect(receiver, len(READINGS))
                 await broker.astop()
                 for reading in LATER:
                     await home.cuff.add_reading(reading)
                 async with asyncio.timeout(ARRIVAL_TIMEOUT_S):
                     await home.cuff.wait_for_confirmations(len(READINGS) + len(LATER))
                 await broker.astart()
-                later = await _collect(receiver, len(LATER))
+                later = await collect(receiver, len(LATER))
                 # Anything still in flight has had its chance: nothing else may arrive.
                 assert receiver.readings.empty()
 

@@ -28,14 +28,14 @@ from hil.emulators.glucometer import Glucometer, GlucoseRecord, Unit, example_re
 from hil.emulators.peripheral import DeviceInformation
 from hil.pki import DevPki
 from hil.receiver import Receiver, VerifiedReading
-from hil.virtual_home import TIMEZONE, write_agent_config
+from hil.virtual_home import TIMEZONE
 from hil.virtual_radio import VirtualRadio
 from tests import phi_canaries
 from tests.agent_process import agent_process, stop
+from tests.virtual_home_fixtures import ARRIVAL_TIMEOUT_S, canary_agent_config, collect
 
 pytestmark = pytest.mark.timeout(90)
 
-ARRIVAL_TIMEOUT_S: Final = 30.0
 LABEL: Final = "glucometer"
 METER_INFO: Final = DeviceInformation(
     model_number="HH-GLU-1",
@@ -93,35 +93,6 @@ def expected(record: GlucoseRecord) -> Seen:
     )
 
 
-async def _collect(receiver: Receiver, count: int) -> list[VerifiedReading]:
-    got: list[VerifiedReading] = []
-    async with asyncio.timeout(ARRIVAL_TIMEOUT_S):
-        while len(got) < count:
-            got.append(await receiver.readings.get())
-    return got
-
-
-def _config(tmp_path: Path, radio: VirtualRadio, pki: DevPki, port: int) -> Path:
-    path = write_agent_config(
-        tmp_path,
-        stack=radio.stack,
-        broker_port=port,
-        pki=pki,
-        hub_id=pki.hub_id,
-        patient_id=phi_canaries.PATIENT_ID,
-        device_address=phi_canaries.DEVICE_ADDRESS,
-        quiet_period_s=1.0,
-        cycle_interval_s=0.5,
-    )
-    text = path.read_text()
-    device = 'kind = "blood_pressure"\naddress'
-    assert device in text
-    text = text.replace(device, 'kind = "glucose"\naddress')
-    text = text.replace('label = "cuff"', f'label = "{LABEL}"')
-    path.write_text(text)
-    return path
-
-
 async def test_glucose_sync_arrives_exact_and_mark_commits(
     tmp_path: Path,
     dev_pki: DevPki,
@@ -138,11 +109,13 @@ async def test_glucose_sync_arrives_exact_and_mark_commits(
         device = await radio.add_peripheral_device(phi_canaries.DEVICE_ADDRESS, "glucometer")
         meter = Glucometer(device, records, info=METER_INFO, require_encryption=True)
         await meter.start()
-        config = _config(tmp_path, radio, dev_pki, broker.port)
+        config = canary_agent_config(
+            tmp_path, radio, dev_pki, broker.port, kind="glucose", label=LABEL
+        )
         async with agent_process(config, request.node.nodeid) as agent:
-            first = await _collect(receiver, len(records))
+            first = await collect(receiver, len(records))
             added = meter.add_record(later)
-            second = await _collect(receiver, 1)
+            second = await collect(receiver, 1)
             # Two more sessions after the new record: both find nothing new. The stop below
             # lands inside a session on purpose: it must still end the agent promptly.
             async with asyncio.timeout(ARRIVAL_TIMEOUT_S):

@@ -30,15 +30,12 @@ from hil.emulators.oximeter import (
 from hil.emulators.peripheral import DeviceInformation
 from hil.pki import DevPki
 from hil.receiver import Receiver, VerifiedReading
-from hil.virtual_home import write_agent_config
 from hil.virtual_radio import VirtualRadio
 from tests import phi_canaries
 from tests.agent_process import agent_process, stop
+from tests.virtual_home_fixtures import ARRIVAL_TIMEOUT_S, canary_agent_config, collect
 
 pytestmark = pytest.mark.timeout(90)
-
-ARRIVAL_TIMEOUT_S: Final = 30.0
-"""Cold start of the agent process, scan, connect and the transfer take ~2 s here."""
 
 SYSTEM_ID: Final = (0x0012FFFE35, 0xCA7A00)
 SYSTEM_ID_EUI64: Final = SystemId(*SYSTEM_ID).eui64.replace("-", "")
@@ -56,25 +53,6 @@ CONTINUOUS: Final = (
 )
 MDC_SPO2, MDC_PULSE, MDC_PAI = "150456", "149530", "150448"
 MODALITY_SPOT, MODALITY_FAST = "150588", "150580"
-
-
-def _config(tmp_path: Path, radio: VirtualRadio, pki: DevPki, port: int) -> Path:
-    """The virtual home's agent configuration, with the oximeter as the allowlisted device."""
-    path = write_agent_config(
-        tmp_path,
-        stack=radio.stack,
-        broker_port=port,
-        pki=pki,
-        hub_id=pki.hub_id,
-        patient_id=phi_canaries.PATIENT_ID,
-        device_address=phi_canaries.DEVICE_ADDRESS,
-        quiet_period_s=1.0,
-        cycle_interval_s=0.5,
-    )
-    text = path.read_text()
-    assert text.count('kind = "blood_pressure"') == 1
-    path.write_text(text.replace('kind = "blood_pressure"', 'kind = "pulse_oximeter"'))
-    return path
 
 
 def _values(reading: VerifiedReading) -> dict[tuple[str, str | None], str]:
@@ -116,12 +94,10 @@ async def test_oximeter_readings_arrive_exact(
             continuous_interval_s=0.05,
         )
         await oximeter.start()
-        config = _config(tmp_path, radio, dev_pki, broker.port)
+        config = canary_agent_config(tmp_path, radio, dev_pki, broker.port, kind="pulse_oximeter")
         async with agent_process(config, request.node.nodeid) as agent:
-            got: list[VerifiedReading] = []
             async with asyncio.timeout(ARRIVAL_TIMEOUT_S):
-                while len(got) < 3:
-                    got.append(await receiver.readings.get())
+                got = await collect(receiver, 3, timeout_s=None)
                 await oximeter.spot_checks_confirmed.wait()
                 await oximeter.continuous_done.wait()
             assert 0 == await stop(agent)
@@ -181,12 +157,10 @@ async def test_stored_records_reported_every_session_arrive_once(
             info=DeviceInformation(serial_number=phi_canaries.DEVICE_SERIAL, system_id=SYSTEM_ID),
         )
         await oximeter.start()
-        config = _config(tmp_path, radio, dev_pki, broker.port)
+        config = canary_agent_config(tmp_path, radio, dev_pki, broker.port, kind="pulse_oximeter")
         async with agent_process(config, request.node.nodeid) as agent:
-            got: list[VerifiedReading] = []
             async with asyncio.timeout(ARRIVAL_TIMEOUT_S):
-                while len(got) < len(STORED):
-                    got.append(await receiver.readings.get())
+                got = await collect(receiver, len(STORED), timeout_s=None)
                 # Two more complete sessions: the same records reported twice more.
                 while len(oximeter.racp_responses) < 3:
                     await oximeter.disconnected.wait()

@@ -35,29 +35,24 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import itertools
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Final
+from typing import Final
 
-from bumble import hci
 from bumble.core import UUID
 from bumble.device import Connection, Device
 from bumble.gatt import Characteristic, Service
 
 from hil.emulators.encoding import SFLOAT_NAN, DateTime, sfloat
+from hil.emulators.gatt_peripheral import CCCD_INDICATE as CCCD_INDICATE  # re-exported
+from hil.emulators.gatt_peripheral import HeldReadingsPeripheral
 from hil.emulators.peripheral import (
     DeviceInformation,
     EmulatedClock,
-    advertising_data,
-    current_time_service,
-    device_information_service,
-    fixed_value,
+    read_only_characteristic,
+    unreadable_characteristic,
 )
-
-logger = logging.getLogger(__name__)
 
 BLOOD_PRESSURE_SERVICE: Final = 0x1810
 BLOOD_PRESSURE_MEASUREMENT: Final = 0x2A35
@@ -69,8 +64,6 @@ DEFAULT_FEATURE: Final = 0x0005
 
 DEFAULT_ADVERTISING_INTERVAL_MS: Final = 100.0
 """Within the 20 ms-1.28 s range real cuffs use while they have data to hand over."""
-
-CCCD_INDICATE: Final = 0x02
 
 
 class PressureUnit(enum.IntEnum):
@@ -166,16 +159,12 @@ def example_readings() -> list[BpReading]:
     ]  # fmt: skip
 
 
-@dataclass(eq=False, slots=True)
-class _Held:
-    """A stored reading, with an identity (two equal readings are still two readings)."""
-
-    reading: BpReading
-    serial: int
-
-
-class EmulatedCuff:
+class EmulatedCuff(HeldReadingsPeripheral[BpReading]):
     """A blood-pressure cuff on a Bumble :class:`~bumble.device.Device` (not yet powered on).
+
+    Advertising, connections, link drops and the one-at-a-time delivery of held readings
+    are :class:`~hil.emulators.gatt_peripheral.HeldReadingsPeripheral`'s; the cuff adds the
+    Blood Pressure Service, ``confirmations`` and ``drop_link_after``.
 
     Args:
         device: the peripheral's Bumble device (its controller on a link; see
@@ -192,6 +181,8 @@ class EmulatedCuff:
         clock: the cuff's clock, exposed as CTS 0x1805; None: no CTS.
     """
 
+    NAME = "cuff"
+
     def __init__(
         self,
         device: Device,
@@ -206,236 +197,58 @@ class EmulatedCuff:
         advertising_interval_ms: float = DEFAULT_ADVERTISING_INTERVAL_MS,
         clock: EmulatedClock | None = None,
     ) -> None:
-        self.device = device
-        self.clock = clock
-        self.info = info or DeviceInformation()
-        self.local_name = local_name
-        self.feature = feature
-        self.delete_on_confirm = delete_on_confirm
-        self.drop_link_after = drop_link_after
-        self.advertise_when_empty = advertise_when_empty
-        self.advertising_interval_ms = advertising_interval_ms
-
-        self._serials = itertools.count()
-        self._held: list[_Held] = [_Held(r, next(self._serials)) for r in readings]
-        self._measurement: Characteristic[bytes] = Characteristic(
-            UUID.from_16_bits(BLOOD_PRESSURE_MEASUREMENT, "Blood Pressure Measurement"),
+        self._measurement = unreadable_characteristic(  # indicate only (BPS §3.1)
+            BLOOD_PRESSURE_MEASUREMENT,
+            "Blood Pressure Measurement",
             Characteristic.Properties.INDICATE,
-            Characteristic.Permissions(0),  # not readable: indicate only (BPS §3.1)
-            fixed_value(b"", readable=False),
         )
-        self._feature_characteristic: Characteristic[bytes] = Characteristic(
-            UUID.from_16_bits(BLOOD_PRESSURE_FEATURE, "Blood Pressure Feature"),
-            Characteristic.Properties.READ,
-            Characteristic.READABLE,
-            fixed_value(feature.to_bytes(2, "little")),
+        super().__init__(
+            device,
+            readings,
+            characteristic=self._measurement,
+            delete_on_confirm=delete_on_confirm,
+            advertise_when_empty=advertise_when_empty,
+            service_uuid=BLOOD_PRESSURE_SERVICE,
+            info=info or DeviceInformation(),
+            clock=clock,
+            local_name=local_name,
+            advertising_interval_ms=advertising_interval_ms,
         )
-        self._measurement.on(Characteristic.EVENT_SUBSCRIPTION, self._on_subscription)
-        device.on(Device.EVENT_CONNECTION, self._on_connection)
-
-        self._connection: Connection | None = None
-        self._link_gone: asyncio.Future[int] | None = None
-        self._confirmed_here: set[int] = set()
-        self._delivery: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._started = False
-        self._advertising_lock = asyncio.Lock()
+        self.feature = feature
+        self.drop_link_after = drop_link_after
+        self._feature_characteristic = read_only_characteristic(
+            BLOOD_PRESSURE_FEATURE, feature.to_bytes(2, "little"), "Blood Pressure Feature"
+        )
 
         #: Total ATT confirmations received, over all connections.
         self.confirmations = 0
-        #: Indications sent (confirmed or not).
-        self.indications_sent = 0
-        #: Connections accepted.
-        self.connections = 0
-        #: Links dropped by fault injection.
-        self.link_drops = 0
-        #: The 0x2A35 values whose indication was confirmed, in order (duplicates included).
-        self.confirmed_values: list[bytes] = []
-        #: Set when a central enables indications on 0x2A35.
-        self.subscribed = asyncio.Event()
         #: Set when a delivery run ended with every held reading confirmed; cleared by a new
         #: connection or measurement while readings are held.
-        self.all_confirmed = asyncio.Event()
-        #: Set whenever the central disconnects (cleared at the next connection).
-        self.disconnected = asyncio.Event()
+        self.all_confirmed = self.held_confirmed
         self._confirmation_changed = asyncio.Event()
-
-    # -- what the cuff holds --------------------------------------------------------
-
-    @property
-    def stored(self) -> tuple[BpReading, ...]:
-        """The readings held now, oldest first."""
-        return tuple(h.reading for h in self._held)
-
-    def encoded(self) -> list[bytes]:
-        """The 0x2A35 values of the held readings, in the order they will be indicated."""
-        return [bytes(h.reading) for h in self._held]
 
     async def add_reading(self, reading: BpReading) -> None:
         """A new measurement: hold it, indicate it if subscribed, else advertise."""
-        self._held.append(_Held(reading, next(self._serials)))
-        self.all_confirmed.clear()
-        if self._connection is not None:
-            self._start_delivery(self._connection)
-        elif self._started:
-            await self._advertise()
+        await self._hold(reading)
 
-    # -- life cycle -------------------------------------------------------------------
-
-    async def start(self) -> None:
-        """Add the services, power on, and advertise (if holding readings)."""
-        self.device.add_services(
-            [
-                Service(
-                    UUID.from_16_bits(BLOOD_PRESSURE_SERVICE, "Blood Pressure"),
-                    [self._measurement, self._feature_characteristic],
-                ),
-                device_information_service(self.info),
-                *([current_time_service(self.clock)] if self.clock is not None else []),
-            ]
+    def _own_service(self) -> Service:
+        return Service(
+            UUID.from_16_bits(BLOOD_PRESSURE_SERVICE, "Blood Pressure"),
+            [self._measurement, self._feature_characteristic],
         )
-        await self.device.power_on()
-        self._started = True
-        if self._held or self.advertise_when_empty:
-            await self._advertise()
 
-    async def stop(self) -> None:
-        """Stop delivering and advertising; disconnect; power off."""
-        self._started = False
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        connection = self._connection
-        if connection is not None:
-            await self._terminate(connection, hci.HCI_REMOTE_USER_TERMINATED_CONNECTION_ERROR)
-        await self.device.stop_advertising()
-        await self.device.power_off()
-
-    async def _advertise(self) -> None:
-        # Serialised and idempotent: a disconnection and a new measurement may both ask.
-        async with self._advertising_lock:
-            if self.device.is_advertising or self._connection is not None:
-                return
-            await self.device.start_advertising(
-                advertising_data=advertising_data(self.local_name, [BLOOD_PRESSURE_SERVICE]),
-                scan_response_data=b"",
-                advertising_interval_min=self.advertising_interval_ms,
-                advertising_interval_max=self.advertising_interval_ms,
-            )
-
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    # -- connection -------------------------------------------------------------------
-
-    def _on_connection(self, connection: Connection) -> None:
-        self.connections += 1
-        self._connection = connection
-        self._link_gone = asyncio.get_running_loop().create_future()
-        self._confirmed_here = set()
-        self.disconnected.clear()
-        self.subscribed.clear()
+    def _connected(self, connection: Connection) -> None:
+        super()._connected(connection)
         if self._held:
             self.all_confirmed.clear()
-        connection.on(Connection.EVENT_DISCONNECTION, self._on_disconnection)
 
-    def _on_disconnection(self, reason: int) -> None:
-        if self._link_gone is not None and not self._link_gone.done():
-            self._link_gone.set_result(reason)
-        self._connection = None
-        self._delivery = None
-        self.disconnected.set()
-        if self._started and (self._held or self.advertise_when_empty):
-            self._spawn(self._advertise(), "cuff.advertise")
-
-    async def drop_link(self) -> None:
-        """Fault injection: end the link as a radio loss does (reason 0x08 to the central)."""
-        connection = self._connection
-        if connection is not None:
-            self.link_drops += 1
-            await self._terminate(connection, hci.HCI_CONNECTION_TIMEOUT_ERROR)
-
-    async def _terminate(self, connection: Connection, reason: int) -> None:
-        if self._link_gone is not None and self._link_gone.done():
-            return
-        await connection.disconnect(reason)
-
-    # -- indications ------------------------------------------------------------------
-
-    def _on_subscription(self, bearer: Any, notify_enabled: bool, indicate_enabled: bool) -> None:
-        connection = self._connection
-        if connection is None or bearer is not connection:
-            return
-        if indicate_enabled:
-            self.subscribed.set()
-            self._start_delivery(connection)
-
-    def _indications_enabled(self, connection: Connection) -> bool:
-        cccds = self.device.gatt_server.subscribers.get(connection, {})
-        cccd = cccds.get(self._measurement.handle, b"\x00\x00")
-        return len(cccd) == 2 and bool(cccd[0] & CCCD_INDICATE)
-
-    def _start_delivery(self, connection: Connection) -> None:
-        idle = self._delivery is None or self._delivery.done()
-        if idle and self._indications_enabled(connection):
-            self._delivery = self._spawn(self._deliver(connection), "cuff.deliver")
-
-    async def _deliver(self, connection: Connection) -> None:
-        """Indicate each held reading not yet confirmed on this connection, one at a time."""
-        while True:
-            pending = [h for h in self._held if h.serial not in self._confirmed_here]
-            if not pending:
-                self.all_confirmed.set()
-                return
-            held = pending[0]
-            if not await self._indicate(connection, bytes(held.reading)):
-                return
-            self._confirmed_here.add(held.serial)
-            self.confirmations += 1
-            self.confirmed_values.append(bytes(held.reading))
-            if self.delete_on_confirm:
-                self._held.remove(held)
-            self._confirmation_changed.set()
-            if (
-                self.drop_link_after is not None
-                and len(self._confirmed_here) >= self.drop_link_after
-            ):
-                await self.drop_link()
-                return
-
-    async def _indicate(self, connection: Connection, value: bytes) -> bool:
-        """Indicate ``value``; True once confirmed, False if the link or subscription went."""
-        gone = self._link_gone
-        if gone is None or gone.done():
+    async def _reading_confirmed(self) -> bool:
+        self.confirmations += 1
+        self._confirmation_changed.set()
+        if self.drop_link_after is not None and len(self._confirmed_here) >= self.drop_link_after:
+            await self.drop_link()
             return False
-
-        async def send_and_wait() -> bool:
-            # The subscription check and the send inside indicate_subscriber run in one step
-            # of this task (nothing yields between them), so Bumble cannot skip the send
-            # silently, as it does for an unsubscribed or disconnected bearer.
-            if not self._indications_enabled(connection):
-                return False
-            self.indications_sent += 1
-            await self.device.indicate_subscriber(connection, self._measurement, value)
-            return True
-
-        sending = asyncio.create_task(send_and_wait(), name="cuff.indicate")
-        await asyncio.wait((sending, gone), return_when=asyncio.FIRST_COMPLETED)
-        if not sending.done():
-            sending.cancel()
-            return False
-        if sending.cancelled():
-            return False
-        error = sending.exception()
-        if error is not None:
-            # The ATT transaction timed out (Vol 3 Part F §3.3.3): the bearer is unusable.
-            logger.warning("cuff: indication not confirmed (%s)", type(error).__name__)
-            await self._terminate(connection, hci.HCI_REMOTE_USER_TERMINATED_CONNECTION_ERROR)
-            return False
-        return sending.result()
+        return True
 
     async def wait_for_confirmations(self, count: int) -> None:
         """Return once ``confirmations`` reaches ``count`` (wrap in a timeout)."""

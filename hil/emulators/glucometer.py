@@ -42,22 +42,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final
+from typing import Final
 
-from bumble import hci
 from bumble.att import ATT_INSUFFICIENT_ENCRYPTION_ERROR, ATT_Error
 from bumble.core import UUID
 from bumble.device import Connection, Device
-from bumble.gatt import Characteristic, CharacteristicValue, Service
+from bumble.gatt import Characteristic, Service
 
 from hil.emulators.encoding import DateTime, sfloat
+from hil.emulators.gatt_peripheral import CCCD_INDICATE as CCCD_INDICATE  # re-exported
+from hil.emulators.gatt_peripheral import CCCD_NOTIFY as CCCD_NOTIFY  # re-exported
+from hil.emulators.gatt_peripheral import GattPeripheral
 from hil.emulators.peripheral import (
     DeviceInformation,
     EmulatedClock,
-    advertising_data,
-    current_time_service,
-    device_information_service,
-    fixed_value,
+    control_point_characteristic,
+    read_only_characteristic,
+    unreadable_characteristic,
 )
 from hil.emulators.racp_server import RacpAttError, RacpServer, Report, Respond
 
@@ -74,9 +75,6 @@ DEFAULT_FEATURE: Final = 0x0001 | 0x0004 | 0x0020 | 0x0200
 """Glucose Feature: low battery (bit 0), sample size (bit 2), result high/low (bit 5),
 time fault (bit 9)."""
 DEFAULT_ADVERTISING_INTERVAL_MS: Final = 100.0
-
-CCCD_NOTIFY: Final = 0x01
-CCCD_INDICATE: Final = 0x02
 
 GLUCOMETER_INFO: Final = DeviceInformation(model_number="HH-GLU-1", serial_number="SN-GLU-0001")
 
@@ -245,7 +243,7 @@ def example_records(first_sequence_number: int = 1) -> list[GlucoseRecord]:
     ]  # fmt: skip
 
 
-class Glucometer:
+class Glucometer(GattPeripheral):
     """A glucometer on a Bumble :class:`~bumble.device.Device` (not yet powered on).
 
     Args:
@@ -261,6 +259,8 @@ class Glucometer:
         clock: expose this clock as Current Time 0x2A2B (None: no CTS).
     """
 
+    NAME = "glucometer"
+
     def __init__(
         self,
         device: Device,
@@ -274,58 +274,40 @@ class Glucometer:
         require_encryption: bool = False,
         clock: EmulatedClock | None = None,
     ) -> None:
-        self.device = device
-        self.info = info
-        self.local_name = local_name
+        notify = Characteristic.Properties.NOTIFY
+        self._measurement = unreadable_characteristic(
+            GLUCOSE_MEASUREMENT, "Glucose Measurement", notify
+        )
+        self._context = unreadable_characteristic(
+            GLUCOSE_MEASUREMENT_CONTEXT, "Glucose Measurement Context", notify
+        )
+        self._feature = read_only_characteristic(
+            GLUCOSE_FEATURE, feature.to_bytes(2, "little"), "Glucose Feature"
+        )
+        self._racp = control_point_characteristic(
+            RECORD_ACCESS_CONTROL_POINT, "Record Access Control Point", self._racp_write
+        )
+        super().__init__(
+            device,
+            service_uuid=GLUCOSE_SERVICE,
+            info=info,
+            clock=clock,
+            local_name=local_name,
+            advertising_interval_ms=DEFAULT_ADVERTISING_INTERVAL_MS,
+        )
         self.drop_link_after_records = drop_link_after_records
         self.context_first = context_first
         self.require_encryption = require_encryption
-        self.clock = clock
         self._records: list[GlucoseRecord] = list(records)
         self._next_seq = (self._records[-1].sequence_number + 1) & 0xFFFF if records else 0
         self.racp = RacpServer(lambda: self._records, self._delete)
-
-        self._measurement: Characteristic[bytes] = Characteristic(
-            UUID.from_16_bits(GLUCOSE_MEASUREMENT, "Glucose Measurement"),
-            Characteristic.Properties.NOTIFY,
-            Characteristic.Permissions(0),
-            fixed_value(b"", readable=False),
-        )
-        self._context: Characteristic[bytes] = Characteristic(
-            UUID.from_16_bits(GLUCOSE_MEASUREMENT_CONTEXT, "Glucose Measurement Context"),
-            Characteristic.Properties.NOTIFY,
-            Characteristic.Permissions(0),
-            fixed_value(b"", readable=False),
-        )
-        self._feature: Characteristic[bytes] = Characteristic(
-            UUID.from_16_bits(GLUCOSE_FEATURE, "Glucose Feature"),
-            Characteristic.Properties.READ,
-            Characteristic.READABLE,
-            fixed_value(feature.to_bytes(2, "little")),
-        )
-        self._racp: Characteristic[bytes] = Characteristic(
-            UUID.from_16_bits(RECORD_ACCESS_CONTROL_POINT, "Record Access Control Point"),
-            Characteristic.Properties.WRITE | Characteristic.Properties.INDICATE,
-            Characteristic.WRITEABLE,
-            CharacteristicValue(read=self._racp_read, write=self._racp_write),
-        )
-        device.on(Device.EVENT_CONNECTION, self._on_connection)
-
-        self._connection: Connection | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._started = False
 
         #: The RACP values written by the central, in order.
         self.requests: list[bytes] = []
         #: (characteristic 16-bit UUID, value) notified or indicated, in order.
         self.sent: list[tuple[int, bytes]] = []
-        #: Connections accepted; links dropped by fault injection.
-        self.connections = 0
-        self.link_drops = 0
         #: Set when a central enables RACP indications.
         self.subscribed = asyncio.Event()
-        #: Set whenever the central disconnects (cleared at the next connection).
-        self.disconnected = asyncio.Event()
         #: Set when a report procedure ended (final value indicated or link gone).
         self.procedure_done = asyncio.Event()
         self._request_written = asyncio.Event()
@@ -360,82 +342,20 @@ class Glucometer:
 
     # -- life cycle -------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Add the services, power on and advertise."""
-        self.device.add_services(
-            [
-                Service(
-                    UUID.from_16_bits(GLUCOSE_SERVICE, "Glucose"),
-                    [self._measurement, self._context, self._feature, self._racp],
-                ),
-                device_information_service(self.info),
-                *([current_time_service(self.clock)] if self.clock is not None else []),
-            ]
-        )
-        await self.device.power_on()
-        self._started = True
-        await self._advertise()
-
-    async def stop(self) -> None:
-        """Stop procedures and advertising; disconnect; power off."""
-        self._started = False
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._connection is not None:
-            await self._connection.disconnect(hci.HCI_REMOTE_USER_TERMINATED_CONNECTION_ERROR)
-        await self.device.stop_advertising()
-        await self.device.power_off()
-
-    async def _advertise(self) -> None:
-        if self.device.is_advertising or self._connection is not None:
-            return
-        await self.device.start_advertising(
-            advertising_data=advertising_data(self.local_name, [GLUCOSE_SERVICE]),
-            scan_response_data=b"",
-            advertising_interval_min=DEFAULT_ADVERTISING_INTERVAL_MS,
-            advertising_interval_max=DEFAULT_ADVERTISING_INTERVAL_MS,
+    def _own_service(self) -> Service:
+        return Service(
+            UUID.from_16_bits(GLUCOSE_SERVICE, "Glucose"),
+            [self._measurement, self._context, self._feature, self._racp],
         )
 
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    # -- connection -------------------------------------------------------------------------
-
-    def _on_connection(self, connection: Connection) -> None:
-        self.connections += 1
-        self._connection = connection
-        self.disconnected.clear()
+    def _connected(self, connection: Connection) -> None:
         self.subscribed.clear()
         self.racp.finished()
-        connection.on(Connection.EVENT_DISCONNECTION, self._on_disconnection)
 
-    def _on_disconnection(self, _reason: int) -> None:
-        self._connection = None
+    def _disconnected(self) -> None:
         self.racp.finished()
-        self.disconnected.set()
-        if self._started:
-            self._spawn(self._advertise(), "glucometer.advertise")
-
-    async def drop_link(self) -> None:
-        """Fault injection: end the link as a radio loss does (reason 0x08 to the central)."""
-        connection = self._connection
-        if connection is not None:
-            self.link_drops += 1
-            await connection.disconnect(hci.HCI_CONNECTION_TIMEOUT_ERROR)
-
-    def _cccd(self, connection: Connection, characteristic: Characteristic[bytes]) -> int:
-        cccds = self.device.gatt_server.subscribers.get(connection, {})
-        value = cccds.get(characteristic.handle, b"\x00\x00")
-        return value[0] if len(value) == 2 else 0
 
     # -- RACP -------------------------------------------------------------------------------
-
-    def _racp_read(self, _connection: Connection) -> bytes:
-        raise ATT_Error(0x02)  # Read Not Permitted: write + indicate only
 
     def _racp_write(self, connection: Connection, value: bytes) -> None:
         data = bytes(value)
@@ -455,9 +375,9 @@ class Glucometer:
             raise ATT_Error(exc.code) from None
         if isinstance(action, Report):
             self.procedure_done.clear()
-            self._spawn(self._report(connection, action), "glucometer.report")
+            self._spawn(self._report(connection, action), "report")
         else:
-            self._spawn(self._respond(connection, action), "glucometer.respond")
+            self._spawn(self._respond(connection, action), "respond")
 
     async def _respond(self, connection: Connection, action: Respond) -> None:
         if action.then is not None:

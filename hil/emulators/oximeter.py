@@ -58,29 +58,27 @@ from __future__ import annotations
 import asyncio
 import enum
 import itertools
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
 
-from bumble import hci
-from bumble.att import ATT_READ_NOT_PERMITTED_ERROR, ATT_Error
+from bumble.att import ATT_Error
 from bumble.core import UUID
 from bumble.device import Connection, Device
-from bumble.gatt import Characteristic, CharacteristicValue, Service
+from bumble.gatt import Characteristic, Service
 
 from hil.emulators.encoding import DateTime, sfloat
+from hil.emulators.gatt_peripheral import CCCD_INDICATE as CCCD_INDICATE  # re-exported
+from hil.emulators.gatt_peripheral import CCCD_NOTIFY as CCCD_NOTIFY  # re-exported
+from hil.emulators.gatt_peripheral import HeldReadingsPeripheral
 from hil.emulators.peripheral import (
     DeviceInformation,
     EmulatedClock,
-    advertising_data,
-    current_time_service,
-    device_information_service,
-    fixed_value,
+    control_point_characteristic,
+    read_only_characteristic,
+    unreadable_characteristic,
 )
-
-logger = logging.getLogger(__name__)
 
 PULSE_OXIMETER_SERVICE: Final = 0x1822
 PLX_SPOT_CHECK_MEASUREMENT: Final = 0x2A5E
@@ -93,9 +91,6 @@ DEFAULT_ADVERTISING_INTERVAL_MS: Final = 100.0
 """Within the 20 ms-1.28 s range devices use while they have data to hand over."""
 DEFAULT_CONTINUOUS_INTERVAL_S: Final = 1.0
 """Finger oximeters update their displayed SpO2/PR about once a second."""
-
-CCCD_NOTIFY: Final = 0x01
-CCCD_INDICATE: Final = 0x02
 
 ATT_CCCD_IMPROPERLY_CONFIGURED: Final = 0xFD
 """Common profile error (Core Spec Supplement Part B §1.2) PLXS uses (ble-spec-facts §6.4)."""
@@ -150,6 +145,23 @@ def _uint(value: int, octets: int, what: str) -> bytes:
     if not 0 <= value < 1 << (8 * octets):
         raise ValueError(f"{what} does not fit {8 * octets} bits")
     return value.to_bytes(octets, "little")
+
+
+def _status_tail(
+    measurement_status: int | None,
+    device_sensor_status: int | None,
+    pulse_amplitude_index: Number | None,
+) -> bytes:
+    """The optional fields both PLX measurements end with, in wire order (PLXS §3.1, §3.2):
+    Measurement Status (uint16), Device and Sensor Status (uint24), PAI (SFLOAT %)."""
+    out = b""
+    if measurement_status is not None:
+        out += _uint(measurement_status, 2, "measurement status")
+    if device_sensor_status is not None:
+        out += _uint(device_sensor_status, 3, "device and sensor status")
+    if pulse_amplitude_index is not None:
+        out += _sfloat(pulse_amplitude_index)
+    return out
 
 
 class SpotCheckFlags(enum.IntFlag):
@@ -261,12 +273,11 @@ class SpotCheck:
         parts = [bytes([self.flags]), _sfloat(self.spo2), _sfloat(self.pulse_rate)]
         if self.timestamp is not None:
             parts.append(bytes(self.timestamp))
-        if self.measurement_status is not None:
-            parts.append(_uint(self.measurement_status, 2, "measurement status"))
-        if self.device_sensor_status is not None:
-            parts.append(_uint(self.device_sensor_status, 3, "device and sensor status"))
-        if self.pulse_amplitude_index is not None:
-            parts.append(_sfloat(self.pulse_amplitude_index))
+        parts.append(
+            _status_tail(
+                self.measurement_status, self.device_sensor_status, self.pulse_amplitude_index
+            )
+        )
         return b"".join(parts)
 
     def __repr__(self) -> str:
@@ -312,12 +323,11 @@ class ContinuousSample:
         for pair in (self.fast, self.slow):
             if pair is not None:
                 parts += [_sfloat(pair[0]), _sfloat(pair[1])]
-        if self.measurement_status is not None:
-            parts.append(_uint(self.measurement_status, 2, "measurement status"))
-        if self.device_sensor_status is not None:
-            parts.append(_uint(self.device_sensor_status, 3, "device and sensor status"))
-        if self.pulse_amplitude_index is not None:
-            parts.append(_sfloat(self.pulse_amplitude_index))
+        parts.append(
+            _status_tail(
+                self.measurement_status, self.device_sensor_status, self.pulse_amplitude_index
+            )
+        )
         return b"".join(parts)
 
     def __repr__(self) -> str:
@@ -383,16 +393,12 @@ def example_continuous() -> list[ContinuousSample]:
     ]
 
 
-@dataclass(eq=False, slots=True)
-class _Held:
-    """A stored spot-check, with an identity (two equal readings are still two readings)."""
-
-    reading: SpotCheck
-    serial: int
-
-
-class EmulatedOximeter:
+class EmulatedOximeter(HeldReadingsPeripheral[SpotCheck]):
     """A pulse oximeter on a Bumble :class:`~bumble.device.Device` (not yet powered on).
+
+    Advertising, connections, link drops and the one-at-a-time delivery of held spot-checks
+    are :class:`~hil.emulators.gatt_peripheral.HeldReadingsPeripheral`'s; the oximeter adds
+    the Pulse Oximeter Service, the continuous stream and measurement storage (RACP).
 
     Args:
         device: the peripheral's Bumble device (see :class:`hil.virtual_radio.VirtualRadio`).
@@ -411,6 +417,8 @@ class EmulatedOximeter:
             streams continuously).
         advertising_interval_ms: the advertising interval.
     """
+
+    NAME = "oximeter"
 
     def __init__(
         self,
@@ -431,78 +439,60 @@ class EmulatedOximeter:
     ) -> None:
         if continuous_interval_s <= 0:
             raise ValueError("continuous_interval_s must be positive")
-        self.device = device
-        self.info = info or DeviceInformation(model_number="HH-PLX-1")
-        self.clock = clock
-        self.local_name = local_name
-        self.features = features or Features()
-        self.has_storage = bool(
-            self.features.supported & SupportedFeatures.SPOT_CHECK_MEASUREMENT_STORAGE
-        )
-        if stored_records and not self.has_storage:
+        features = features or Features()
+        has_storage = bool(features.supported & SupportedFeatures.SPOT_CHECK_MEASUREMENT_STORAGE)
+        if stored_records and not has_storage:
             raise ValueError("stored records need spot-check measurement storage in features")
+        self._spot = unreadable_characteristic(  # indicate only (PLXS §3.1)
+            PLX_SPOT_CHECK_MEASUREMENT,
+            "PLX Spot-check Measurement",
+            Characteristic.Properties.INDICATE,
+        )
+        super().__init__(
+            device,
+            spot_checks,
+            characteristic=self._spot,
+            delete_on_confirm=delete_on_confirm,
+            advertise_when_empty=advertise_when_empty,
+            service_uuid=PULSE_OXIMETER_SERVICE,
+            info=info or DeviceInformation(model_number="HH-PLX-1"),
+            clock=clock,
+            local_name=local_name,
+            advertising_interval_ms=advertising_interval_ms,
+        )
+        self.features = features
+        self.has_storage = has_storage
         self.stored_records: list[SpotCheck] = list(stored_records)
         self.continuous = tuple(continuous)
         self.continuous_interval_s = continuous_interval_s
         self.continuous_repeat = continuous_repeat
-        self.delete_on_confirm = delete_on_confirm
-        self.advertise_when_empty = advertise_when_empty
-        self.advertising_interval_ms = advertising_interval_ms
 
         self._samples = (
             itertools.cycle(self.continuous) if continuous_repeat else iter(self.continuous)
         )
         self._samples_left = len(self.continuous)
-        self._serials = itertools.count()
-        self._held = [_Held(r, next(self._serials)) for r in spot_checks]
-        self._spot: Characteristic[bytes] = Characteristic(
-            UUID.from_16_bits(PLX_SPOT_CHECK_MEASUREMENT, "PLX Spot-check Measurement"),
-            Characteristic.Properties.INDICATE,
-            Characteristic.Permissions(0),  # indicate only (PLXS §3.1)
-            fixed_value(b"", readable=False),
-        )
-        self._continuous: Characteristic[bytes] = Characteristic(
-            UUID.from_16_bits(PLX_CONTINUOUS_MEASUREMENT, "PLX Continuous Measurement"),
+        self._continuous = unreadable_characteristic(  # notify only (PLXS §3.2)
+            PLX_CONTINUOUS_MEASUREMENT,
+            "PLX Continuous Measurement",
             Characteristic.Properties.NOTIFY,
-            Characteristic.Permissions(0),  # notify only (PLXS §3.2)
-            fixed_value(b"", readable=False),
         )
-        self._features: Characteristic[bytes] = Characteristic(
-            UUID.from_16_bits(PLX_FEATURES, "PLX Features"),
-            Characteristic.Properties.READ,
-            Characteristic.READABLE,
-            fixed_value(bytes(self.features)),
+        self._features = read_only_characteristic(
+            PLX_FEATURES, bytes(self.features), "PLX Features"
         )
-        self._racp: Characteristic[bytes] = Characteristic(
-            UUID.from_16_bits(RECORD_ACCESS_CONTROL_POINT, "Record Access Control Point"),
-            Characteristic.Properties.WRITE | Characteristic.Properties.INDICATE,
-            Characteristic.WRITEABLE,
-            CharacteristicValue(read=self._racp_read, write=self._on_racp_write),
+        self._racp = control_point_characteristic(
+            RECORD_ACCESS_CONTROL_POINT, "Record Access Control Point", self._on_racp_write
         )
-        self._spot.on(Characteristic.EVENT_SUBSCRIPTION, self._on_spot_subscription)
         self._continuous.on(Characteristic.EVENT_SUBSCRIPTION, self._on_continuous_subscription)
-        device.on(Device.EVENT_CONNECTION, self._on_connection)
 
-        self._connection: Connection | None = None
-        self._link_gone: asyncio.Future[int] | None = None
-        self._confirmed_here: set[int] = set()
-        self._delivery: asyncio.Task[None] | None = None
         self._streaming: asyncio.Task[None] | None = None
         self._racp_procedure: asyncio.Task[None] | None = None
         self._abort_requested = False
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._started = False
-        self._advertising_lock = asyncio.Lock()
         self._notified_changed = asyncio.Event()
 
-        #: Connections accepted.
-        self.connections = 0
-        #: The 0x2A5E values whose indication was confirmed, in order (duplicates included).
-        self.confirmed_values: list[bytes] = []
         #: The 0x2A5F values notified, in order.
         self.notified_values: list[bytes] = []
         #: Set when a delivery run ended with every held spot-check confirmed.
-        self.spot_checks_confirmed = asyncio.Event()
+        self.spot_checks_confirmed = self.held_confirmed
         #: Set when a (non-repeating) continuous stream has sent its last sample.
         self.continuous_done = asyncio.Event()
         #: RACP requests written (raw, in order), and the RACP indications confirmed.
@@ -511,19 +501,8 @@ class EmulatedOximeter:
         #: Set while no RACP procedure runs.
         self.racp_idle = asyncio.Event()
         self.racp_idle.set()
-        #: Set whenever the central disconnects (cleared at the next connection).
-        self.disconnected = asyncio.Event()
 
     # -- what the oximeter holds ------------------------------------------------------
-
-    @property
-    def stored(self) -> tuple[SpotCheck, ...]:
-        """The spot-checks held now, oldest first."""
-        return tuple(h.reading for h in self._held)
-
-    def encoded(self) -> list[bytes]:
-        """The 0x2A5E values of the held spot-checks, in the order they will be indicated."""
-        return [bytes(h.reading) for h in self._held]
 
     def encoded_continuous(self) -> list[bytes]:
         """The 0x2A5F values of one pass through the continuous samples."""
@@ -531,168 +510,29 @@ class EmulatedOximeter:
 
     async def add_spot_check(self, reading: SpotCheck) -> None:
         """A new spot-check: hold it, indicate it if subscribed, else advertise."""
-        self._held.append(_Held(reading, next(self._serials)))
-        self.spot_checks_confirmed.clear()
-        if self._connection is not None:
-            self._start_delivery(self._connection)
-        elif self._started:
-            await self._advertise()
+        await self._hold(reading)
 
     # -- life cycle -------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Add the services, power on, and advertise (if there is anything to send)."""
-        self.device.add_services(
+    def _own_service(self) -> Service:
+        return Service(
+            UUID.from_16_bits(PULSE_OXIMETER_SERVICE, "Pulse Oximeter"),
             [
-                Service(
-                    UUID.from_16_bits(PULSE_OXIMETER_SERVICE, "Pulse Oximeter"),
-                    [
-                        self._spot,
-                        self._continuous,
-                        self._features,
-                        *([self._racp] if self.has_storage else []),
-                    ],
-                ),
-                device_information_service(self.info),
-                *([current_time_service(self.clock)] if self.clock is not None else []),
-            ]
+                self._spot,
+                self._continuous,
+                self._features,
+                *([self._racp] if self.has_storage else []),
+            ],
         )
-        await self.device.power_on()
-        self._started = True
-        if self._has_data():
-            await self._advertise()
-
-    async def stop(self) -> None:
-        """Stop sending and advertising; disconnect; power off."""
-        self._started = False
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        connection = self._connection
-        if connection is not None:
-            await self._terminate(connection, hci.HCI_REMOTE_USER_TERMINATED_CONNECTION_ERROR)
-        await self.device.stop_advertising()
-        await self.device.power_off()
 
     def _has_data(self) -> bool:
-        return (
-            bool(self._held)
-            or bool(self.stored_records)
-            or self._samples_left > 0
-            or self.advertise_when_empty
-        )
+        return super()._has_data() or bool(self.stored_records) or self._samples_left > 0
 
-    async def _advertise(self) -> None:
-        async with self._advertising_lock:
-            if self.device.is_advertising or self._connection is not None:
-                return
-            await self.device.start_advertising(
-                advertising_data=advertising_data(self.local_name, [PULSE_OXIMETER_SERVICE]),
-                scan_response_data=b"",
-                advertising_interval_min=self.advertising_interval_ms,
-                advertising_interval_max=self.advertising_interval_ms,
-            )
-
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    # -- connection -------------------------------------------------------------------
-
-    def _on_connection(self, connection: Connection) -> None:
-        self.connections += 1
-        self._connection = connection
-        self._link_gone = asyncio.get_running_loop().create_future()
-        self._confirmed_here = set()
-        self.disconnected.clear()
-        connection.on(Connection.EVENT_DISCONNECTION, self._on_disconnection)
-
-    def _on_disconnection(self, reason: int) -> None:
-        if self._link_gone is not None and not self._link_gone.done():
-            self._link_gone.set_result(reason)
-        self._connection = None
-        self._delivery = None
+    def _disconnected(self) -> None:
+        super()._disconnected()
         if self._streaming is not None:
             self._streaming.cancel()
             self._streaming = None
-        self.disconnected.set()
-        if self._started and self._has_data():
-            self._spawn(self._advertise(), "oximeter.advertise")
-
-    async def drop_link(self) -> None:
-        """Fault injection: end the link as a radio loss does (reason 0x08 to the central)."""
-        connection = self._connection
-        if connection is not None:
-            await self._terminate(connection, hci.HCI_CONNECTION_TIMEOUT_ERROR)
-
-    async def _terminate(self, connection: Connection, reason: int) -> None:
-        if self._link_gone is not None and self._link_gone.done():
-            return
-        await connection.disconnect(reason)
-
-    def _cccd(self, connection: Connection, characteristic: Characteristic[bytes]) -> int:
-        cccds = self.device.gatt_server.subscribers.get(connection, {})
-        value = cccds.get(characteristic.handle, b"\x00\x00")
-        return value[0] if len(value) == 2 else 0
-
-    # -- spot-checks: indications -------------------------------------------------------
-
-    def _on_spot_subscription(self, bearer: Any, _notify: bool, indicate: bool) -> None:
-        connection = self._connection
-        if connection is not None and bearer is connection and indicate:
-            self._start_delivery(connection)
-
-    def _start_delivery(self, connection: Connection) -> None:
-        idle = self._delivery is None or self._delivery.done()
-        if idle and self._cccd(connection, self._spot) & CCCD_INDICATE:
-            self._delivery = self._spawn(self._deliver(connection), "oximeter.deliver")
-
-    async def _deliver(self, connection: Connection) -> None:
-        """Indicate each held spot-check not yet confirmed on this connection, in order."""
-        while True:
-            pending = [h for h in self._held if h.serial not in self._confirmed_here]
-            if not pending:
-                self.spot_checks_confirmed.set()
-                return
-            held = pending[0]
-            if not await self._indicate(connection, self._spot, bytes(held.reading)):
-                return
-            self._confirmed_here.add(held.serial)
-            self.confirmed_values.append(bytes(held.reading))
-            if self.delete_on_confirm:
-                self._held.remove(held)
-
-    async def _indicate(
-        self, connection: Connection, characteristic: Characteristic[bytes], value: bytes
-    ) -> bool:
-        """Indicate ``value``; True once confirmed, False if the link or subscription went."""
-        gone = self._link_gone
-        if gone is None or gone.done():
-            return False
-
-        async def send_and_wait() -> bool:
-            # Check and send in one step of this task: Bumble silently skips unsubscribed
-            # bearers, which must not count as a confirmation.
-            if not self._cccd(connection, characteristic) & CCCD_INDICATE:
-                return False
-            await self.device.indicate_subscriber(connection, characteristic, value)
-            return True
-
-        sending = asyncio.create_task(send_and_wait(), name="oximeter.indicate")
-        await asyncio.wait((sending, gone), return_when=asyncio.FIRST_COMPLETED)
-        if not sending.done():
-            sending.cancel()
-            return False
-        if sending.cancelled():
-            return False
-        if sending.exception() is not None:
-            # The ATT transaction timed out (Vol 3 Part F §3.3.3): the bearer is unusable.
-            logger.warning("oximeter: indication not confirmed")
-            await self._terminate(connection, hci.HCI_REMOTE_USER_TERMINATED_CONNECTION_ERROR)
-            return False
-        return sending.result()
 
     # -- continuous: notifications ------------------------------------------------------
 
@@ -702,7 +542,7 @@ class EmulatedOximeter:
             return
         idle = self._streaming is None or self._streaming.done()
         if notify and idle and self._samples_left > 0:
-            self._streaming = self._spawn(self._stream(connection), "oximeter.stream")
+            self._streaming = self._spawn(self._stream(connection), "stream")
         elif not notify and self._streaming is not None:
             self._streaming.cancel()
             self._streaming = None
@@ -734,9 +574,6 @@ class EmulatedOximeter:
 
     # -- measurement storage: RACP ------------------------------------------------------
 
-    def _racp_read(self, _connection: Connection) -> bytes:
-        raise ATT_Error(ATT_READ_NOT_PERMITTED_ERROR)  # write + indicate only
-
     def _on_racp_write(self, connection: Connection, value: bytes) -> None:
         """A request: refuse it with an ATT error, or start (or abort) a procedure."""
         request = bytes(value)
@@ -754,9 +591,9 @@ class EmulatedOximeter:
         if op == RacpOpCode.ABORT_OPERATION:
             previous = self._racp_procedure if running else None
             self._abort_requested = previous is not None
-            task = self._spawn(self._abort(connection, request, previous), "oximeter.abort")
+            task = self._spawn(self._abort(connection, request, previous), "abort")
         else:
-            task = self._spawn(self._procedure(connection, request), "oximeter.racp")
+            task = self._spawn(self._procedure(connection, request), "racp")
         self._racp_procedure = task
         self.racp_idle.clear()
         task.add_done_callback(self._racp_done)
@@ -766,7 +603,7 @@ class EmulatedOximeter:
             self.racp_idle.set()
 
     async def _respond(self, connection: Connection, value: bytes) -> None:
-        if await self._indicate(connection, self._racp, value):
+        if await self._indicate_confirmed(connection, self._racp, value):
             self.racp_responses.append(value)
 
     async def _response_code(self, connection: Connection, op: int, code: RacpResponse) -> None:
@@ -812,7 +649,7 @@ class EmulatedOximeter:
                 if self._abort_requested:
                     return  # the Abort answers; the aborted report does not
                 value = bytes(record)
-                if not await self._indicate(connection, self._spot, value):
+                if not await self._indicate_confirmed(connection, self._spot, value):
                     return
                 self.confirmed_values.append(value)
             await self._response_code(connection, op, RacpResponse.SUCCESS)

@@ -9,6 +9,9 @@
 - The Current Time Service 0x1805 (CTS 1.1, ble-spec-facts §2) on an :class:`EmulatedClock`
   that is right, skewed by some minutes, reset (restarted from 2000-01-01 after a battery
   change) or unset (date fields 0): :func:`current_time_service`, for any emulator.
+- :func:`read_only_characteristic`, :func:`unreadable_characteristic` (Notify/Indicate only)
+  and :func:`control_point_characteristic` (Write + Indicate): the characteristic shapes the
+  emulated services use.
 - :func:`fixed_value`: a characteristic value that enforces its ATT permissions. Bumble's
   GATT server checks only the encryption/authentication permission bits, not "readable" or
   "writable"; a real device answers Read Not Permitted (0x02) / Write Not Permitted (0x03)
@@ -62,6 +65,48 @@ def fixed_value(value: bytes, *, readable: bool = True) -> CharacteristicValue[b
         raise ATT_Error(ATT_WRITE_NOT_PERMITTED_ERROR)
 
     return CharacteristicValue(read=read, write=write)
+
+
+def read_only_characteristic(
+    uuid: int, value: bytes, name: str | None = None
+) -> Characteristic[bytes]:
+    """A Read-only characteristic with a constant value (a Feature, a DIS string)."""
+    return Characteristic(
+        UUID.from_16_bits(uuid, name),
+        Characteristic.Properties.READ,
+        Characteristic.READABLE,
+        fixed_value(value),
+    )
+
+
+def unreadable_characteristic(
+    uuid: int, name: str, properties: Characteristic.Properties
+) -> Characteristic[bytes]:
+    """A characteristic whose value only travels by Notify or Indicate (``properties``):
+    reads answer Read Not Permitted, writes Write Not Permitted."""
+    return Characteristic(
+        UUID.from_16_bits(uuid, name),
+        properties,
+        Characteristic.Permissions(0),
+        fixed_value(b"", readable=False),
+    )
+
+
+def control_point_characteristic(
+    uuid: int, name: str, on_write: Callable[[Connection, bytes], None]
+) -> Characteristic[bytes]:
+    """A control point (Write + Indicate, e.g. RACP 0x2A52): writes go to ``on_write``
+    (which may raise :class:`~bumble.att.ATT_Error`), reads answer Read Not Permitted."""
+
+    def read(_connection: Connection) -> bytes:
+        raise ATT_Error(ATT_READ_NOT_PERMITTED_ERROR)
+
+    return Characteristic(
+        UUID.from_16_bits(uuid, name),
+        Characteristic.Properties.WRITE | Characteristic.Properties.INDICATE,
+        Characteristic.WRITEABLE,
+        CharacteristicValue(read=read, write=on_write),
+    )
 
 
 def advertising_data(local_name: str, service_uuids: Sequence[int]) -> bytes:
@@ -121,13 +166,7 @@ class DeviceInformation:
 def device_information_service(info: DeviceInformation) -> Service:
     """DIS 0x180A: one Read-only characteristic per value (DIS 1.1 §3)."""
     characteristics: list[Characteristic[bytes]] = [
-        Characteristic(
-            UUID.from_16_bits(uuid),
-            Characteristic.Properties.READ,
-            Characteristic.READABLE,
-            fixed_value(value),
-        )
-        for uuid, value in sorted(info.values().items())
+        read_only_characteristic(uuid, value) for uuid, value in sorted(info.values().items())
     ]
     return Service(UUID.from_16_bits(DEVICE_INFORMATION_SERVICE), characteristics)
 
