@@ -140,44 +140,43 @@ def blood_pressure_reading(measurement: BloodPressureMeasurement) -> BloodPressu
     )
 
 
-def prepare_blood_pressure(raw: RawMeasurement, device: DeviceFacts, ctx: Context) -> Prepared:
-    """A Blood Pressure Measurement 0x2A35: the BP panel, pulse rate, and both Devices."""
-    measurement = BloodPressureMeasurement.from_bytes(raw.data)
-    observations = blood_pressure_observations(blood_pressure_reading(measurement), device, ctx)
+def _prepared(
+    observations: list[dict[str, Any]],
+    specialization: codes.Code,
+    device: DeviceFacts,
+    ctx: Context,
+    kind: str,
+) -> Prepared:
+    """One reading's record: its Observations, both Devices and the coincident timestamp in a
+    Bundle; identified by its first (primary) Observation's identifier."""
     bundle = reading_bundle(
         observations,
-        phd_device(device, codes.MDC_DEV_SPEC_PROFILE_BPM),
+        phd_device(device, specialization),
         phg_device(ctx.hub_id, SOFTWARE_VERSION),
         coincident_for(device, ctx),
         fhir_datetime(ctx.received),
     )
     return Prepared(
-        kind=KIND_OBSERVATION,
+        kind=kind,
         identifier=observations[0]["identifier"][0]["value"],
         bundle=bundle,
         hub_id=ctx.hub_id,
         stored_at=ctx.received,
     )
+
+
+def prepare_blood_pressure(raw: RawMeasurement, device: DeviceFacts, ctx: Context) -> Prepared:
+    """A Blood Pressure Measurement 0x2A35: the BP panel, pulse rate, and both Devices."""
+    measurement = BloodPressureMeasurement.from_bytes(raw.data)
+    observations = blood_pressure_observations(blood_pressure_reading(measurement), device, ctx)
+    return _prepared(observations, codes.MDC_DEV_SPEC_PROFILE_BPM, device, ctx, KIND_OBSERVATION)
 
 
 def prepare_pulse_oximetry(raw: RawMeasurement, device: DeviceFacts, ctx: Context) -> Prepared:
     """A PLX Spot-check 0x2A5E or Continuous 0x2A5F value: SpO2, pulse rate, PAI, device
     status (agent.normalize.pulse_oximetry), and both Devices."""
     observations = plx_observations(raw, device, ctx)
-    bundle = reading_bundle(
-        observations,
-        phd_device(device, MDC_DEV_SPEC_PROFILE_PULS_OXIM),
-        phg_device(ctx.hub_id, SOFTWARE_VERSION),
-        coincident_for(device, ctx),
-        fhir_datetime(ctx.received),
-    )
-    return Prepared(
-        kind=KIND_OBSERVATION,
-        identifier=observations[0]["identifier"][0]["value"],
-        bundle=bundle,
-        hub_id=ctx.hub_id,
-        stored_at=ctx.received,
-    )
+    return _prepared(observations, MDC_DEV_SPEC_PROFILE_PULS_OXIM, device, ctx, KIND_OBSERVATION)
 
 
 def prepare_glucose(raw: RawMeasurement, device: DeviceFacts, ctx: Context) -> Prepared:
@@ -186,20 +185,7 @@ def prepare_glucose(raw: RawMeasurement, device: DeviceFacts, ctx: Context) -> P
     device quality-control record, never as patient glucose."""
     record = GlucoseRecord.from_values(raw.data, raw.related.get(GLUCOSE_MEASUREMENT_CONTEXT))
     observations = glucose_observations(record, device, ctx)
-    bundle = reading_bundle(
-        observations,
-        phd_device(device, MDC_DEV_SPEC_PROFILE_GLUCOSE),
-        phg_device(ctx.hub_id, SOFTWARE_VERSION),
-        coincident_for(device, ctx),
-        fhir_datetime(ctx.received),
-    )
-    return Prepared(
-        kind=record.kind,
-        identifier=observations[0]["identifier"][0]["value"],
-        bundle=bundle,
-        hub_id=ctx.hub_id,
-        stored_at=ctx.received,
-    )
+    return _prepared(observations, MDC_DEV_SPEC_PROFILE_GLUCOSE, device, ctx, record.kind)
 
 
 Preparer = Callable[[RawMeasurement, DeviceFacts, Context], Prepared]
