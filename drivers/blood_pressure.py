@@ -43,7 +43,15 @@ from typing import ClassVar, Final, Self
 
 from drivers.gatt_time import DateTime
 from drivers.ieee11073 import MedFloat16
-from drivers.wire import Cursor, check_length, optional_sfloat
+from drivers.wire import (
+    Cursor,
+    check_length,
+    check_presence,
+    flags_octet,
+    optional_fields,
+    optional_sfloat,
+    presence_flags,
+)
 
 #: User ID value meaning "unknown user" (BPS 1.0 §3.1.1.6).
 UNKNOWN_USER_ID: Final = 0xFF
@@ -145,16 +153,13 @@ class MeasurementStatus:
 
 def _layout(flags: int, first: str, second: str, third: str) -> list[tuple[str, int]]:
     """Fields of a BPM/ICP value in wire order, as announced by ``flags``."""
-    layout = [("Flags", 1), (first, 2), (second, 2), (third, 2)]
-    if flags & BloodPressureFlags.TIME_STAMP_PRESENT:
-        layout.append(("Time Stamp", DateTime.SIZE))
-    if flags & BloodPressureFlags.PULSE_RATE_PRESENT:
-        layout.append(("Pulse Rate", 2))
-    if flags & BloodPressureFlags.USER_ID_PRESENT:
-        layout.append(("User ID", 1))
-    if flags & BloodPressureFlags.MEASUREMENT_STATUS_PRESENT:
-        layout.append(("Measurement Status", 2))
-    return layout
+    optional = (
+        (BloodPressureFlags.TIME_STAMP_PRESENT, "Time Stamp", DateTime.SIZE),
+        (BloodPressureFlags.PULSE_RATE_PRESENT, "Pulse Rate", 2),
+        (BloodPressureFlags.USER_ID_PRESENT, "User ID", 1),
+        (BloodPressureFlags.MEASUREMENT_STATUS_PRESENT, "Measurement Status", 2),
+    )
+    return [("Flags", 1), (first, 2), (second, 2), (third, 2), *optional_fields(flags, optional)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,9 +175,7 @@ class _Decoded:
 
 
 def _decode(characteristic: str, data: bytes, names: tuple[str, str, str]) -> _Decoded:
-    if not data:
-        check_length(characteristic, data, [("Flags", 1)])  # raises: even the flags are missing
-    flags = data[0]
+    flags = flags_octet(characteristic, data)
     check_length(characteristic, data, _layout(flags, *names), flags=flags)
     cursor = Cursor(characteristic, data, offset=1)
     pressures = (cursor.sfloat(names[0]), cursor.sfloat(names[1]), cursor.sfloat(names[2]))
@@ -190,6 +193,21 @@ def _decode(characteristic: str, data: bytes, names: tuple[str, str, str]) -> _D
     return _Decoded(BloodPressureFlags(flags), pressures, time_stamp, pulse_rate, user_id, status)
 
 
+def _presence(
+    time_stamp: DateTime | None,
+    pulse_rate: MedFloat16 | None,
+    user_id: int | None,
+    measurement_status: MeasurementStatus | None,
+) -> tuple[tuple[BloodPressureFlags, object], ...]:
+    """Each presence flag of 0x2A35/0x2A36 with its field (None when absent)."""
+    return (
+        (BloodPressureFlags.TIME_STAMP_PRESENT, time_stamp),
+        (BloodPressureFlags.PULSE_RATE_PRESENT, pulse_rate),
+        (BloodPressureFlags.USER_ID_PRESENT, user_id),
+        (BloodPressureFlags.MEASUREMENT_STATUS_PRESENT, measurement_status),
+    )
+
+
 def _check_flags(
     flags: int,
     time_stamp: DateTime | None,
@@ -198,17 +216,7 @@ def _check_flags(
     measurement_status: MeasurementStatus | None,
 ) -> None:
     """Raise ValueError unless each presence flag matches its field."""
-    if not 0 <= flags <= 0xFF:
-        raise ValueError("flags do not fit one octet")
-    pairs = (
-        (BloodPressureFlags.TIME_STAMP_PRESENT, time_stamp),
-        (BloodPressureFlags.PULSE_RATE_PRESENT, pulse_rate),
-        (BloodPressureFlags.USER_ID_PRESENT, user_id),
-        (BloodPressureFlags.MEASUREMENT_STATUS_PRESENT, measurement_status),
-    )
-    for flag, value in pairs:
-        if bool(flags & flag) != (value is not None):
-            raise ValueError(f"flag {flag.name} disagrees with the field's presence")
+    check_presence(flags, _presence(time_stamp, pulse_rate, user_id, measurement_status))
     if user_id is not None and not 0 <= user_id <= 0xFF:
         raise ValueError("User ID does not fit uint8")
 
@@ -223,15 +231,7 @@ def _flags_for(
     flags = BloodPressureFlags(0)
     if unit is PressureUnit.KPA:
         flags |= BloodPressureFlags.UNITS_KPA
-    if time_stamp is not None:
-        flags |= BloodPressureFlags.TIME_STAMP_PRESENT
-    if pulse_rate is not None:
-        flags |= BloodPressureFlags.PULSE_RATE_PRESENT
-    if user_id is not None:
-        flags |= BloodPressureFlags.USER_ID_PRESENT
-    if measurement_status is not None:
-        flags |= BloodPressureFlags.MEASUREMENT_STATUS_PRESENT
-    return flags
+    return presence_flags(flags, _presence(time_stamp, pulse_rate, user_id, measurement_status))
 
 
 def _encode_tail(
@@ -248,11 +248,40 @@ def _encode_tail(
     return out
 
 
+class _BloodPressureValue:
+    """Checks, encoding and unit shared by 0x2A35 and 0x2A36 (needs the fields below)."""
+
+    __slots__ = ()
+
+    flags: BloodPressureFlags
+    time_stamp: DateTime | None
+    pulse_rate: MedFloat16 | None
+    user_id: int | None
+    measurement_status: MeasurementStatus | None
+
+    def __post_init__(self) -> None:
+        _check_flags(
+            self.flags, self.time_stamp, self.pulse_rate, self.user_id, self.measurement_status
+        )
+
+    def _encode(self, *pressures: MedFloat16) -> bytes:
+        """The value as sent on air, given its three pressure fields in wire order."""
+        head = bytes((int(self.flags),)) + b"".join(bytes(p) for p in pressures)
+        return head + _encode_tail(
+            self.time_stamp, self.pulse_rate, self.user_id, self.measurement_status
+        )
+
+    @property
+    def unit(self) -> PressureUnit:
+        """Unit of the pressure fields (flag bit 0): systolic, diastolic and MAP, or cuff."""
+        return PressureUnit.KPA if self.flags & BloodPressureFlags.UNITS_KPA else PressureUnit.MMHG
+
+
 # -- 0x2A35 -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class BloodPressureMeasurement:
+class BloodPressureMeasurement(_BloodPressureValue):
     """Blood Pressure Measurement 0x2A35 (BPS 1.0 §3.1; GATT XML); 7 to 19 octets.
 
     ``flags`` is kept as sent (RFU bits included) and must agree with which optional
@@ -273,11 +302,6 @@ class BloodPressureMeasurement:
     CHARACTERISTIC: ClassVar[str] = "0x2A35"
     MIN_SIZE: ClassVar[int] = 7
     MAX_SIZE: ClassVar[int] = 19
-
-    def __post_init__(self) -> None:
-        _check_flags(
-            self.flags, self.time_stamp, self.pulse_rate, self.user_id, self.measurement_status
-        )
 
     @classmethod
     def create(
@@ -320,23 +344,14 @@ class BloodPressureMeasurement:
 
     def __bytes__(self) -> bytes:
         """The value as sent on air."""
-        head = bytes((int(self.flags),)) + bytes(self.systolic) + bytes(self.diastolic)
-        head += bytes(self.mean_arterial_pressure)
-        return head + _encode_tail(
-            self.time_stamp, self.pulse_rate, self.user_id, self.measurement_status
-        )
-
-    @property
-    def unit(self) -> PressureUnit:
-        """Unit of systolic, diastolic and MAP (flag bit 0)."""
-        return PressureUnit.KPA if self.flags & BloodPressureFlags.UNITS_KPA else PressureUnit.MMHG
+        return self._encode(self.systolic, self.diastolic, self.mean_arterial_pressure)
 
 
 # -- 0x2A36 -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class IntermediateCuffPressure:
+class IntermediateCuffPressure(_BloodPressureValue):
     """Intermediate Cuff Pressure 0x2A36 (BPS 1.0 §3.2); the 0x2A35 layout.
 
     The first SFLOAT is the current cuff pressure. The next two are unused (the GSS
@@ -359,11 +374,6 @@ class IntermediateCuffPressure:
     CHARACTERISTIC: ClassVar[str] = "0x2A36"
     MIN_SIZE: ClassVar[int] = 7
     MAX_SIZE: ClassVar[int] = 19
-
-    def __post_init__(self) -> None:
-        _check_flags(
-            self.flags, self.time_stamp, self.pulse_rate, self.user_id, self.measurement_status
-        )
 
     @classmethod
     def create(
@@ -393,16 +403,9 @@ class IntermediateCuffPressure:
 
     def __bytes__(self) -> bytes:
         """The value as sent on air."""
-        head = bytes((int(self.flags),)) + bytes(self.cuff_pressure)
-        head += bytes(self.unused_diastolic) + bytes(self.unused_mean_arterial_pressure)
-        return head + _encode_tail(
-            self.time_stamp, self.pulse_rate, self.user_id, self.measurement_status
+        return self._encode(
+            self.cuff_pressure, self.unused_diastolic, self.unused_mean_arterial_pressure
         )
-
-    @property
-    def unit(self) -> PressureUnit:
-        """Unit of the cuff pressure (flag bit 0)."""
-        return PressureUnit.KPA if self.flags & BloodPressureFlags.UNITS_KPA else PressureUnit.MMHG
 
 
 # -- 0x2A49 -------------------------------------------------------------------------------

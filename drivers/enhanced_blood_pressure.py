@@ -70,7 +70,16 @@ from drivers.cgm import crc16_mcrf4xx
 from drivers.errors import DecodeError
 from drivers.gatt_time import DateTime
 from drivers.ieee11073 import MedFloat16
-from drivers.wire import MAX_ATTRIBUTE_VALUE_LEN, Cursor, check_length, optional_sfloat
+from drivers.wire import (
+    MAX_ATTRIBUTE_VALUE_LEN,
+    Cursor,
+    check_length,
+    check_presence,
+    flags_octet,
+    optional_fields,
+    optional_sfloat,
+    presence_flags,
+)
 
 #: Epoch of the time fields when flag bit 6 is 0 (GSS).
 EPOCH_1900: Final = datetime(1900, 1, 1, tzinfo=UTC)
@@ -100,18 +109,14 @@ def _epoch(flags: int) -> datetime:
 
 def _layout(flags: int, pressures: tuple[str, ...]) -> list[tuple[str, int]]:
     """Fields of a 0x2B34/0x2B35 value in wire order, as announced by ``flags``."""
-    layout = [("Flags", 1)] + [(name, 2) for name in pressures]
-    if flags & _Flags.TIME_STAMP_PRESENT:
-        layout.append(("Time Stamp", 4))
-    if flags & _Flags.PULSE_RATE_PRESENT:
-        layout.append(("Pulse Rate", 2))
-    if flags & _Flags.USER_ID_PRESENT:
-        layout.append(("User ID", 1))
-    if flags & _Flags.MEASUREMENT_STATUS_PRESENT:
-        layout.append(("Measurement Status", 2))
-    if flags & _Flags.USER_FACING_TIME_PRESENT:
-        layout.append(("User Facing Time", 4))
-    return layout
+    optional = (
+        (_Flags.TIME_STAMP_PRESENT, "Time Stamp", 4),
+        (_Flags.PULSE_RATE_PRESENT, "Pulse Rate", 2),
+        (_Flags.USER_ID_PRESENT, "User ID", 1),
+        (_Flags.MEASUREMENT_STATUS_PRESENT, "Measurement Status", 2),
+        (_Flags.USER_FACING_TIME_PRESENT, "User Facing Time", 4),
+    )
+    return [("Flags", 1), *((name, 2) for name in pressures), *optional_fields(flags, optional)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,13 +129,23 @@ class _Tail:
     measurement_status: MeasurementStatus | None
     user_facing_time_s: int | None
 
+    def values(
+        self,
+    ) -> tuple[int | None, MedFloat16 | None, int | None, MeasurementStatus | None, int | None]:
+        """The fields in wire order, as the trailing constructor arguments of 0x2B34/0x2B35."""
+        return (
+            self.time_stamp_s,
+            self.pulse_rate,
+            self.user_id,
+            self.measurement_status,
+            self.user_facing_time_s,
+        )
+
 
 def _decode(
     characteristic: str, data: bytes, pressures: tuple[str, ...]
 ) -> tuple[EnhancedBloodPressureFlags, tuple[MedFloat16, ...], _Tail]:
-    if not data:
-        check_length(characteristic, data, [("Flags", 1)])  # raises: even the flags are missing
-    flags = data[0]
+    flags = flags_octet(characteristic, data)
     check_length(characteristic, data, _layout(flags, pressures), flags=flags)
     cursor = Cursor(characteristic, data, offset=1)
     values = tuple(cursor.sfloat(name) for name in pressures)
@@ -147,20 +162,20 @@ def _decode(
     return _Flags(flags), values, _Tail(stamp, pulse, user, status, facing)
 
 
-def _check(flags: int, tail: _Tail) -> None:
-    """Raise ValueError unless each presence flag matches its field and fields fit."""
-    if not 0 <= flags <= 0xFF:
-        raise ValueError("flags do not fit one octet")
-    pairs = (
+def _presence(tail: _Tail) -> tuple[tuple[_Flags, object], ...]:
+    """Each presence flag of 0x2B34/0x2B35 with its field (None when absent)."""
+    return (
         (_Flags.TIME_STAMP_PRESENT, tail.time_stamp_s),
         (_Flags.PULSE_RATE_PRESENT, tail.pulse_rate),
         (_Flags.USER_ID_PRESENT, tail.user_id),
         (_Flags.MEASUREMENT_STATUS_PRESENT, tail.measurement_status),
         (_Flags.USER_FACING_TIME_PRESENT, tail.user_facing_time_s),
     )
-    for flag, value in pairs:
-        if bool(flags & flag) != (value is not None):
-            raise ValueError(f"flag {flag.name} disagrees with the field's presence")
+
+
+def _check(flags: int, tail: _Tail) -> None:
+    """Raise ValueError unless each presence flag matches its field and fields fit."""
+    check_presence(flags, _presence(tail))
     if tail.user_id is not None and not 0 <= tail.user_id <= 0xFF:
         raise ValueError("User ID does not fit uint8")
     for seconds in (tail.time_stamp_s, tail.user_facing_time_s):
@@ -174,17 +189,7 @@ def _flags_for(unit: PressureUnit, epoch_start_2000: bool, tail: _Tail) -> _Flag
         flags |= _Flags.UNITS_KPA
     if epoch_start_2000:
         flags |= _Flags.EPOCH_START_2000
-    present = (
-        (_Flags.TIME_STAMP_PRESENT, tail.time_stamp_s),
-        (_Flags.PULSE_RATE_PRESENT, tail.pulse_rate),
-        (_Flags.USER_ID_PRESENT, tail.user_id),
-        (_Flags.MEASUREMENT_STATUS_PRESENT, tail.measurement_status),
-        (_Flags.USER_FACING_TIME_PRESENT, tail.user_facing_time_s),
-    )
-    for flag, value in present:
-        if value is not None:
-            flags |= flag
-    return flags
+    return presence_flags(flags, _presence(tail))
 
 
 def _encode_tail(tail: _Tail) -> bytes:
@@ -198,14 +203,32 @@ def _encode_tail(tail: _Tail) -> bytes:
     return out
 
 
-class _EnhancedTimes:
-    """Time and flag accessors shared by 0x2B34 and 0x2B35 (needs the fields below)."""
+class _EnhancedValue:
+    """Checks, optional fields, time and flag accessors shared by 0x2B34 and 0x2B35.
+
+    Needs the fields below.
+    """
 
     __slots__ = ()
 
     flags: EnhancedBloodPressureFlags
     time_stamp_s: int | None
+    pulse_rate: MedFloat16 | None
+    user_id: int | None
+    measurement_status: MeasurementStatus | None
     user_facing_time_s: int | None
+
+    def __post_init__(self) -> None:
+        _check(self.flags, self._tail())
+
+    def _tail(self) -> _Tail:
+        return _Tail(
+            self.time_stamp_s,
+            self.pulse_rate,
+            self.user_id,
+            self.measurement_status,
+            self.user_facing_time_s,
+        )
 
     @property
     def unit(self) -> PressureUnit:
@@ -259,7 +282,7 @@ def seconds_since_epoch(moment: datetime, *, epoch_start_2000: bool) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class EnhancedBloodPressureMeasurement(_EnhancedTimes):
+class EnhancedBloodPressureMeasurement(_EnhancedValue):
     """Enhanced Blood Pressure Measurement 0x2B34 (BPS 1.1; GSS); 7 to 20 octets.
 
     ``flags`` is kept as sent (RFU bit 7 included) and must agree with which optional
@@ -284,18 +307,6 @@ class EnhancedBloodPressureMeasurement(_EnhancedTimes):
     MAX_SIZE: ClassVar[int] = 20
     PRESSURE_FIELDS: ClassVar[tuple[str, ...]] = ("Systolic", "Diastolic", "Mean Arterial Pressure")
 
-    def __post_init__(self) -> None:
-        _check(self.flags, self._tail())
-
-    def _tail(self) -> _Tail:
-        return _Tail(
-            self.time_stamp_s,
-            self.pulse_rate,
-            self.user_id,
-            self.measurement_status,
-            self.user_facing_time_s,
-        )
-
     @classmethod
     def create(
         cls,
@@ -314,17 +325,7 @@ class EnhancedBloodPressureMeasurement(_EnhancedTimes):
         """Build a measurement, deriving the flags from the unit, epoch and present fields."""
         tail = _Tail(time_stamp_s, pulse_rate, user_id, measurement_status, user_facing_time_s)
         flags = _flags_for(unit, epoch_start_2000, tail)
-        return cls(
-            flags,
-            systolic,
-            diastolic,
-            mean_arterial_pressure,
-            time_stamp_s,
-            pulse_rate,
-            user_id,
-            measurement_status,
-            user_facing_time_s,
-        )
+        return cls(flags, systolic, diastolic, mean_arterial_pressure, *tail.values())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
@@ -335,17 +336,7 @@ class EnhancedBloodPressureMeasurement(_EnhancedTimes):
                 longer (counts the unexplained octets).
         """
         flags, (sys_, dia, map_), t = _decode(cls.CHARACTERISTIC, data, cls.PRESSURE_FIELDS)
-        return cls(
-            flags,
-            sys_,
-            dia,
-            map_,
-            t.time_stamp_s,
-            t.pulse_rate,
-            t.user_id,
-            t.measurement_status,
-            t.user_facing_time_s,
-        )
+        return cls(flags, sys_, dia, map_, *t.values())
 
     def __bytes__(self) -> bytes:
         """The value as sent on air."""
@@ -357,7 +348,7 @@ class EnhancedBloodPressureMeasurement(_EnhancedTimes):
 
 
 @dataclass(frozen=True, slots=True)
-class EnhancedIntermediateCuffPressure(_EnhancedTimes):
+class EnhancedIntermediateCuffPressure(_EnhancedValue):
     """Enhanced Intermediate Cuff Pressure 0x2B35 (BPS 1.1; GSS); 3 to 16 octets.
 
     Unlike 0x2A36 it has no unused Diastolic/MAP fields: one SFLOAT cuff pressure.
@@ -378,18 +369,6 @@ class EnhancedIntermediateCuffPressure(_EnhancedTimes):
     MAX_SIZE: ClassVar[int] = 16
     PRESSURE_FIELDS: ClassVar[tuple[str, ...]] = ("Cuff Pressure",)
 
-    def __post_init__(self) -> None:
-        _check(self.flags, self._tail())
-
-    def _tail(self) -> _Tail:
-        return _Tail(
-            self.time_stamp_s,
-            self.pulse_rate,
-            self.user_id,
-            self.measurement_status,
-            self.user_facing_time_s,
-        )
-
     @classmethod
     def create(
         cls,
@@ -406,29 +385,13 @@ class EnhancedIntermediateCuffPressure(_EnhancedTimes):
         """Build a value, deriving the flags from the unit, epoch and present fields."""
         tail = _Tail(time_stamp_s, pulse_rate, user_id, measurement_status, user_facing_time_s)
         flags = _flags_for(unit, epoch_start_2000, tail)
-        return cls(
-            flags,
-            cuff_pressure,
-            time_stamp_s,
-            pulse_rate,
-            user_id,
-            measurement_status,
-            user_facing_time_s,
-        )
+        return cls(flags, cuff_pressure, *tail.values())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
         """Decode a 0x2B35 value (rules of :meth:`EnhancedBloodPressureMeasurement.from_bytes`)."""
         flags, (cuff,), t = _decode(cls.CHARACTERISTIC, data, cls.PRESSURE_FIELDS)
-        return cls(
-            flags,
-            cuff,
-            t.time_stamp_s,
-            t.pulse_rate,
-            t.user_id,
-            t.measurement_status,
-            t.user_facing_time_s,
-        )
+        return cls(flags, cuff, *t.values())
 
     def __bytes__(self) -> bytes:
         """The value as sent on air."""

@@ -38,7 +38,7 @@ from typing import ClassVar, Final, Self
 from drivers.errors import DecodeError
 from drivers.gatt_time import DateTime
 from drivers.ieee11073 import MedFloat16
-from drivers.wire import Cursor, check_length, optional_sfloat
+from drivers.wire import Cursor, check_length, flags_octet, optional_sfloat
 
 #: Exercise Duration value meaning "overrun" (GATT XML glucose_measurement_context).
 EXERCISE_DURATION_OVERRUN_S: Final = 0xFFFF
@@ -232,9 +232,7 @@ class GlucoseMeasurement:
                 or longer (counts the unexplained octets).
         """
         name = cls.CHARACTERISTIC
-        if not data:
-            check_length(name, data, [("Flags", 1)])
-        flags = data[0]
+        flags = flags_octet(name, data)
         check_length(name, data, _measurement_layout(flags), flags=flags)
         cursor = Cursor(name, data, offset=1)
         sequence_number = cursor.u16("Sequence Number")
@@ -492,9 +490,7 @@ class GlucoseMeasurementContext:
                 zero padding up to 17 octets.
         """
         name = cls.CHARACTERISTIC
-        if not data:
-            check_length(name, data, [("Flags", 1)])
-        flags = data[0]
+        flags = flags_octet(name, data)
         layout = _context_layout(flags)
         size = sum(n for _, n in layout)
         padding = data[size:]

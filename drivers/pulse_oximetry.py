@@ -19,7 +19,15 @@ from typing import ClassVar, Self
 
 from drivers.gatt_time import DateTime
 from drivers.ieee11073 import MedFloat16
-from drivers.wire import Cursor, check_length, optional_sfloat
+from drivers.wire import (
+    Cursor,
+    check_length,
+    check_presence,
+    flags_octet,
+    optional_fields,
+    optional_sfloat,
+    presence_flags,
+)
 
 
 class PlxMeasurementStatus(enum.IntFlag):
@@ -64,12 +72,12 @@ def _check_word(value: int | None, bits: int, what: str) -> None:
         raise ValueError(f"{what} does not fit {bits} bits")
 
 
-def _check_presence(flags: int, pairs: tuple[tuple[enum.IntFlag, object], ...]) -> None:
-    if not 0 <= flags <= 0xFF:
-        raise ValueError("flags do not fit one octet")
-    for flag, value in pairs:
-        if bool(flags & flag) != (value is not None):
-            raise ValueError(f"flag {flag.name} disagrees with the field's presence")
+def _check_status_words(
+    measurement_status: PlxMeasurementStatus | None,
+    device_sensor_status: PlxDeviceSensorStatus | None,
+) -> None:
+    _check_word(measurement_status, 16, "Measurement Status")
+    _check_word(device_sensor_status, 24, "Device and Sensor Status")
 
 
 def _status_bytes(
@@ -84,6 +92,68 @@ def _status_bytes(
     return out
 
 
+def _tail_bytes(
+    measurement_status: PlxMeasurementStatus | None,
+    device_sensor_status: PlxDeviceSensorStatus | None,
+    pulse_amplitude_index: MedFloat16 | None,
+) -> bytes:
+    """The optional status words and PAI that end 0x2A5E and 0x2A5F, as sent on air."""
+    out = _status_bytes(measurement_status, device_sensor_status)
+    return out + optional_sfloat(pulse_amplitude_index)
+
+
+@dataclass(frozen=True, slots=True)
+class _TailFlags:
+    """Flag bits announcing the status words and PAI that end 0x2A5E and 0x2A5F.
+
+    The two characteristics number these bits differently (spec facts §6.2), so each
+    passes its own; only the reading and writing of the fields is shared.
+    """
+
+    measurement_status: enum.IntFlag
+    device_sensor_status: enum.IntFlag
+    pulse_amplitude_index: enum.IntFlag
+
+    def presence(
+        self,
+        measurement_status: PlxMeasurementStatus | None,
+        device_sensor_status: PlxDeviceSensorStatus | None,
+        pulse_amplitude_index: MedFloat16 | None,
+    ) -> tuple[tuple[enum.IntFlag, object], ...]:
+        """Each tail presence flag with its field (None when absent)."""
+        return (
+            (self.measurement_status, measurement_status),
+            (self.device_sensor_status, device_sensor_status),
+            (self.pulse_amplitude_index, pulse_amplitude_index),
+        )
+
+    def layout(self, flags: int) -> list[tuple[str, int]]:
+        """Layout entries of the tail fields ``flags`` announces, in wire order."""
+        optional = (
+            (self.measurement_status, "Measurement Status", 2),
+            (self.device_sensor_status, "Device and Sensor Status", 3),
+            (self.pulse_amplitude_index, "Pulse Amplitude Index", 2),
+        )
+        return optional_fields(flags, optional)
+
+    def read(
+        self, cursor: Cursor, flags: int
+    ) -> tuple[PlxMeasurementStatus | None, PlxDeviceSensorStatus | None, MedFloat16 | None]:
+        """Read the tail fields ``flags`` announces, in wire order."""
+        status = (
+            PlxMeasurementStatus(cursor.u16("Measurement Status"))
+            if flags & self.measurement_status
+            else None
+        )
+        device = (
+            PlxDeviceSensorStatus(cursor.uint(3, "Device and Sensor Status"))
+            if flags & self.device_sensor_status
+            else None
+        )
+        pai = cursor.sfloat("Pulse Amplitude Index") if flags & self.pulse_amplitude_index else None
+        return status, device, pai
+
+
 # -- 0x2A5E -----------------------------------------------------------------------------
 
 
@@ -95,6 +165,13 @@ class SpotCheckFlags(enum.IntFlag):
     DEVICE_AND_SENSOR_STATUS_PRESENT = 0x04
     PULSE_AMPLITUDE_INDEX_PRESENT = 0x08
     DEVICE_CLOCK_NOT_SET = 0x10
+
+
+_SPOT_CHECK_TAIL = _TailFlags(
+    SpotCheckFlags.MEASUREMENT_STATUS_PRESENT,
+    SpotCheckFlags.DEVICE_AND_SENSOR_STATUS_PRESENT,
+    SpotCheckFlags.PULSE_AMPLITUDE_INDEX_PRESENT,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,17 +196,11 @@ class PlxSpotCheckMeasurement:
     MAX_SIZE: ClassVar[int] = 19
 
     def __post_init__(self) -> None:
-        _check_presence(
-            self.flags,
-            (
-                (SpotCheckFlags.TIMESTAMP_PRESENT, self.timestamp),
-                (SpotCheckFlags.MEASUREMENT_STATUS_PRESENT, self.measurement_status),
-                (SpotCheckFlags.DEVICE_AND_SENSOR_STATUS_PRESENT, self.device_sensor_status),
-                (SpotCheckFlags.PULSE_AMPLITUDE_INDEX_PRESENT, self.pulse_amplitude_index),
-            ),
+        tail = _SPOT_CHECK_TAIL.presence(
+            self.measurement_status, self.device_sensor_status, self.pulse_amplitude_index
         )
-        _check_word(self.measurement_status, 16, "Measurement Status")
-        _check_word(self.device_sensor_status, 24, "Device and Sensor Status")
+        check_presence(self.flags, ((SpotCheckFlags.TIMESTAMP_PRESENT, self.timestamp), *tail))
+        _check_status_words(self.measurement_status, self.device_sensor_status)
 
     @classmethod
     def create(
@@ -144,15 +215,12 @@ class PlxSpotCheckMeasurement:
         device_clock_not_set: bool = False,
     ) -> Self:
         """Build a measurement, deriving the flags."""
-        flags = SpotCheckFlags(0)
-        for flag, value in (
-            (SpotCheckFlags.TIMESTAMP_PRESENT, timestamp),
-            (SpotCheckFlags.MEASUREMENT_STATUS_PRESENT, measurement_status),
-            (SpotCheckFlags.DEVICE_AND_SENSOR_STATUS_PRESENT, device_sensor_status),
-            (SpotCheckFlags.PULSE_AMPLITUDE_INDEX_PRESENT, pulse_amplitude_index),
-        ):
-            if value is not None:
-                flags |= flag
+        tail = _SPOT_CHECK_TAIL.presence(
+            measurement_status, device_sensor_status, pulse_amplitude_index
+        )
+        flags = presence_flags(
+            SpotCheckFlags(0), ((SpotCheckFlags.TIMESTAMP_PRESENT, timestamp), *tail)
+        )
         if device_clock_not_set:
             flags |= SpotCheckFlags.DEVICE_CLOCK_NOT_SET
         return cls(
@@ -173,39 +241,18 @@ class PlxSpotCheckMeasurement:
             DecodeError: shorter or longer than its flags announce.
         """
         name = cls.CHARACTERISTIC
-        if not data:
-            check_length(name, data, [("Flags", 1)])
-        flags = data[0]
+        flags = flags_octet(name, data)
         layout = [("Flags", 1), ("SpO2", 2), ("PR", 2)]
         if flags & SpotCheckFlags.TIMESTAMP_PRESENT:
             layout.append(("Timestamp", DateTime.SIZE))
-        if flags & SpotCheckFlags.MEASUREMENT_STATUS_PRESENT:
-            layout.append(("Measurement Status", 2))
-        if flags & SpotCheckFlags.DEVICE_AND_SENSOR_STATUS_PRESENT:
-            layout.append(("Device and Sensor Status", 3))
-        if flags & SpotCheckFlags.PULSE_AMPLITUDE_INDEX_PRESENT:
-            layout.append(("Pulse Amplitude Index", 2))
+        layout += _SPOT_CHECK_TAIL.layout(flags)
         check_length(name, data, layout, flags=flags)
         cursor = Cursor(name, data, offset=1)
         spo2, pulse_rate = cursor.sfloat("SpO2"), cursor.sfloat("PR")
         timestamp = (
             DateTime.read(cursor, "Timestamp") if flags & SpotCheckFlags.TIMESTAMP_PRESENT else None
         )
-        status = (
-            PlxMeasurementStatus(cursor.u16("Measurement Status"))
-            if flags & SpotCheckFlags.MEASUREMENT_STATUS_PRESENT
-            else None
-        )
-        device = (
-            PlxDeviceSensorStatus(cursor.uint(3, "Device and Sensor Status"))
-            if flags & SpotCheckFlags.DEVICE_AND_SENSOR_STATUS_PRESENT
-            else None
-        )
-        pai = (
-            cursor.sfloat("Pulse Amplitude Index")
-            if flags & SpotCheckFlags.PULSE_AMPLITUDE_INDEX_PRESENT
-            else None
-        )
+        status, device, pai = _SPOT_CHECK_TAIL.read(cursor, flags)
         cursor.finish()
         return cls(SpotCheckFlags(flags), spo2, pulse_rate, timestamp, status, device, pai)
 
@@ -213,8 +260,9 @@ class PlxSpotCheckMeasurement:
         """The value as sent on air."""
         out = bytes((int(self.flags),)) + bytes(self.spo2) + bytes(self.pulse_rate)
         out += b"" if self.timestamp is None else bytes(self.timestamp)
-        out += _status_bytes(self.measurement_status, self.device_sensor_status)
-        return out + optional_sfloat(self.pulse_amplitude_index)
+        return out + _tail_bytes(
+            self.measurement_status, self.device_sensor_status, self.pulse_amplitude_index
+        )
 
     @property
     def device_clock_not_set(self) -> bool:
@@ -233,6 +281,13 @@ class ContinuousFlags(enum.IntFlag):
     MEASUREMENT_STATUS_PRESENT = 0x04
     DEVICE_AND_SENSOR_STATUS_PRESENT = 0x08
     PULSE_AMPLITUDE_INDEX_PRESENT = 0x10
+
+
+_CONTINUOUS_TAIL = _TailFlags(
+    ContinuousFlags.MEASUREMENT_STATUS_PRESENT,
+    ContinuousFlags.DEVICE_AND_SENSOR_STATUS_PRESENT,
+    ContinuousFlags.PULSE_AMPLITUDE_INDEX_PRESENT,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,18 +311,18 @@ class PlxContinuousMeasurement:
     MAX_SIZE: ClassVar[int] = 20
 
     def __post_init__(self) -> None:
-        _check_presence(
+        tail = _CONTINUOUS_TAIL.presence(
+            self.measurement_status, self.device_sensor_status, self.pulse_amplitude_index
+        )
+        check_presence(
             self.flags,
             (
                 (ContinuousFlags.SPO2PR_FAST_PRESENT, self.spo2pr_fast),
                 (ContinuousFlags.SPO2PR_SLOW_PRESENT, self.spo2pr_slow),
-                (ContinuousFlags.MEASUREMENT_STATUS_PRESENT, self.measurement_status),
-                (ContinuousFlags.DEVICE_AND_SENSOR_STATUS_PRESENT, self.device_sensor_status),
-                (ContinuousFlags.PULSE_AMPLITUDE_INDEX_PRESENT, self.pulse_amplitude_index),
+                *tail,
             ),
         )
-        _check_word(self.measurement_status, 16, "Measurement Status")
-        _check_word(self.device_sensor_status, 24, "Device and Sensor Status")
+        _check_status_words(self.measurement_status, self.device_sensor_status)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
@@ -277,20 +332,13 @@ class PlxContinuousMeasurement:
             DecodeError: shorter or longer than its flags announce.
         """
         name = cls.CHARACTERISTIC
-        if not data:
-            check_length(name, data, [("Flags", 1)])
-        flags = data[0]
+        flags = flags_octet(name, data)
         layout = [("Flags", 1), ("SpO2PR-Normal SpO2", 2), ("SpO2PR-Normal PR", 2)]
         if flags & ContinuousFlags.SPO2PR_FAST_PRESENT:
             layout += [("SpO2PR-Fast SpO2", 2), ("SpO2PR-Fast PR", 2)]
         if flags & ContinuousFlags.SPO2PR_SLOW_PRESENT:
             layout += [("SpO2PR-Slow SpO2", 2), ("SpO2PR-Slow PR", 2)]
-        if flags & ContinuousFlags.MEASUREMENT_STATUS_PRESENT:
-            layout.append(("Measurement Status", 2))
-        if flags & ContinuousFlags.DEVICE_AND_SENSOR_STATUS_PRESENT:
-            layout.append(("Device and Sensor Status", 3))
-        if flags & ContinuousFlags.PULSE_AMPLITUDE_INDEX_PRESENT:
-            layout.append(("Pulse Amplitude Index", 2))
+        layout += _CONTINUOUS_TAIL.layout(flags)
         check_length(name, data, layout, flags=flags)
         cursor = Cursor(name, data, offset=1)
         spo2, pulse_rate = cursor.sfloat("SpO2"), cursor.sfloat("PR")
@@ -299,21 +347,7 @@ class PlxContinuousMeasurement:
             fast = (cursor.sfloat("SpO2PR-Fast SpO2"), cursor.sfloat("SpO2PR-Fast PR"))
         if flags & ContinuousFlags.SPO2PR_SLOW_PRESENT:
             slow = (cursor.sfloat("SpO2PR-Slow SpO2"), cursor.sfloat("SpO2PR-Slow PR"))
-        status = (
-            PlxMeasurementStatus(cursor.u16("Measurement Status"))
-            if flags & ContinuousFlags.MEASUREMENT_STATUS_PRESENT
-            else None
-        )
-        device = (
-            PlxDeviceSensorStatus(cursor.uint(3, "Device and Sensor Status"))
-            if flags & ContinuousFlags.DEVICE_AND_SENSOR_STATUS_PRESENT
-            else None
-        )
-        pai = (
-            cursor.sfloat("Pulse Amplitude Index")
-            if flags & ContinuousFlags.PULSE_AMPLITUDE_INDEX_PRESENT
-            else None
-        )
+        status, device, pai = _CONTINUOUS_TAIL.read(cursor, flags)
         cursor.finish()
         return cls(ContinuousFlags(flags), spo2, pulse_rate, fast, slow, status, device, pai)
 
@@ -323,8 +357,9 @@ class PlxContinuousMeasurement:
         for pair in (self.spo2pr_fast, self.spo2pr_slow):
             if pair is not None:
                 out += bytes(pair[0]) + bytes(pair[1])
-        out += _status_bytes(self.measurement_status, self.device_sensor_status)
-        return out + optional_sfloat(self.pulse_amplitude_index)
+        return out + _tail_bytes(
+            self.measurement_status, self.device_sensor_status, self.pulse_amplitude_index
+        )
 
 
 # -- 0x2A60 -----------------------------------------------------------------------------

@@ -25,6 +25,7 @@ Decoders raise nothing else.
 
 from __future__ import annotations
 
+import enum
 import re
 import string
 from collections.abc import Callable, Mapping
@@ -122,34 +123,47 @@ def _bp_status(status: MeasurementStatus | None) -> dict[str, Any] | None:
     }
 
 
-def _bpm(m: BloodPressureMeasurement) -> Json:
+def _bp_status_fields(status: MeasurementStatus | None) -> dict[str, Any]:
+    """The raw Measurement Status word of a 0x2A35-family value and its decoded bits."""
     return {
-        "flags": int(m.flags),
-        "unit": m.unit.value,
-        "systolic": number(m.systolic),
-        "diastolic": number(m.diastolic),
-        "mean_arterial_pressure": number(m.mean_arterial_pressure),
+        "measurement_status": None if status is None else status.raw,
+        "measurement_status_detail": _bp_status(status),
+    }
+
+
+def _bp_head(
+    m: BloodPressureMeasurement
+    | IntermediateCuffPressure
+    | EnhancedBloodPressureMeasurement
+    | EnhancedIntermediateCuffPressure,
+) -> dict[str, Any]:
+    """The leading flags and unit keys of every blood-pressure value."""
+    return {"flags": int(m.flags), "unit": m.unit.value}
+
+
+def _bp_tail(m: BloodPressureMeasurement | IntermediateCuffPressure) -> dict[str, Any]:
+    """The optional fields that end 0x2A35 and 0x2A36 (same layout, BPS 1.0 §3.1/§3.2)."""
+    return {
         "timestamp": time_stamp(m.time_stamp),
         "timestamp_problem": None if m.time_stamp is None else m.time_stamp.problem,
         "pulse_rate": number(m.pulse_rate),
         "user_id": m.user_id,
-        "measurement_status": None if m.measurement_status is None else m.measurement_status.raw,
-        "measurement_status_detail": _bp_status(m.measurement_status),
+        **_bp_status_fields(m.measurement_status),
+    }
+
+
+def _bpm(m: BloodPressureMeasurement) -> Json:
+    return {
+        **_bp_head(m),
+        "systolic": number(m.systolic),
+        "diastolic": number(m.diastolic),
+        "mean_arterial_pressure": number(m.mean_arterial_pressure),
+        **_bp_tail(m),
     }
 
 
 def _icp(m: IntermediateCuffPressure) -> Json:
-    return {
-        "flags": int(m.flags),
-        "unit": m.unit.value,
-        "cuff_pressure": number(m.cuff_pressure),
-        "timestamp": time_stamp(m.time_stamp),
-        "timestamp_problem": None if m.time_stamp is None else m.time_stamp.problem,
-        "pulse_rate": number(m.pulse_rate),
-        "user_id": m.user_id,
-        "measurement_status": None if m.measurement_status is None else m.measurement_status.raw,
-        "measurement_status_detail": _bp_status(m.measurement_status),
-    }
+    return {**_bp_head(m), "cuff_pressure": number(m.cuff_pressure), **_bp_tail(m)}
 
 
 def epoch_time(seconds: int | None, moment: datetime | None) -> dict[str, Any] | None:
@@ -166,8 +180,7 @@ def _enhanced_common(
         "time_stamp": epoch_time(m.time_stamp_s, m.time_stamp),
         "pulse_rate": number(m.pulse_rate),
         "user_id": m.user_id,
-        "measurement_status": None if m.measurement_status is None else m.measurement_status.raw,
-        "measurement_status_detail": _bp_status(m.measurement_status),
+        **_bp_status_fields(m.measurement_status),
         "user_facing_time": epoch_time(m.user_facing_time_s, m.user_facing_time),
         "epoch_start_2000": m.epoch_start_2000,
     }
@@ -175,8 +188,7 @@ def _enhanced_common(
 
 def _enhanced_bpm(m: EnhancedBloodPressureMeasurement) -> dict[str, Any]:
     return {
-        "flags": int(m.flags),
-        "unit": m.unit.value,
+        **_bp_head(m),
         "systolic": number(m.systolic),
         "diastolic": number(m.diastolic),
         "mean_arterial_pressure": number(m.mean_arterial_pressure),
@@ -185,12 +197,7 @@ def _enhanced_bpm(m: EnhancedBloodPressureMeasurement) -> dict[str, Any]:
 
 
 def _enhanced_icp(m: EnhancedIntermediateCuffPressure) -> dict[str, Any]:
-    return {
-        "flags": int(m.flags),
-        "unit": m.unit.value,
-        "cuff_pressure": number(m.cuff_pressure),
-        **_enhanced_common(m),
-    }
+    return {**_bp_head(m), "cuff_pressure": number(m.cuff_pressure), **_enhanced_common(m)}
 
 
 def _recorded_value(value: RecordedValue | None) -> Json | None:
@@ -223,8 +230,13 @@ def _flag_names(value: int, enum_type: Any) -> list[str]:
     return [member.name.lower() for member in enum_type if value & member.value]
 
 
+def _feature_bits(features: enum.IntFlag) -> Json:
+    """A feature word as its raw integer and the names of the bits it sets."""
+    return {"features": int(features), "supported": _flag_names(features, type(features))}
+
+
 def _bp_feature(f: BloodPressureFeature) -> Json:
-    return {"features": int(f.features), "supported": _flag_names(f.features, type(f.features))}
+    return _feature_bits(f.features)
 
 
 def _date_time(d: DateTime) -> Json:
@@ -314,7 +326,7 @@ def _glucose_context(c: GlucoseMeasurementContext) -> Json:
 
 
 def _glucose_feature(f: GlucoseFeature) -> Json:
-    return {"features": int(f.features), "supported": _flag_names(f.features, type(f.features))}
+    return _feature_bits(f.features)
 
 
 def _racp_response(r: RacpResponse) -> Json:
@@ -338,6 +350,15 @@ def _racp_request(r: RacpRequest) -> Json:
     }
 
 
+def _plx_tail(m: PlxSpotCheckMeasurement | PlxContinuousMeasurement) -> dict[str, Any]:
+    """The optional status words and PAI that end 0x2A5E and 0x2A5F."""
+    return {
+        "measurement_status": _optional_int(m.measurement_status),
+        "device_sensor_status": _optional_int(m.device_sensor_status),
+        "pulse_amplitude_index": number(m.pulse_amplitude_index),
+    }
+
+
 def _plx_spot_check(m: PlxSpotCheckMeasurement) -> Json:
     return {
         "flags": int(m.flags),
@@ -345,9 +366,7 @@ def _plx_spot_check(m: PlxSpotCheckMeasurement) -> Json:
         "pulse_rate": number(m.pulse_rate),
         "timestamp": time_stamp(m.timestamp),
         "timestamp_problem": None if m.timestamp is None else m.timestamp.problem,
-        "measurement_status": _optional_int(m.measurement_status),
-        "device_sensor_status": _optional_int(m.device_sensor_status),
-        "pulse_amplitude_index": number(m.pulse_amplitude_index),
+        **_plx_tail(m),
         "device_clock_not_set": m.device_clock_not_set,
     }
 
@@ -363,9 +382,7 @@ def _plx_continuous(m: PlxContinuousMeasurement) -> Json:
         "pulse_rate_fast": number(fast[1]),
         "spo2_slow": number(slow[0]),
         "pulse_rate_slow": number(slow[1]),
-        "measurement_status": _optional_int(m.measurement_status),
-        "device_sensor_status": _optional_int(m.device_sensor_status),
-        "pulse_amplitude_index": number(m.pulse_amplitude_index),
+        **_plx_tail(m),
     }
 
 

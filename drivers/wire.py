@@ -14,8 +14,9 @@ All multi-octet fields of the Bluetooth SIG characteristics are little-endian
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Final
+import enum
+from collections.abc import Iterable, Sequence
+from typing import Final, TypeVar
 
 from drivers.errors import DecodeError
 from drivers.ieee11073 import MedFloat16
@@ -26,6 +27,8 @@ MAX_ATTRIBUTE_VALUE_LEN: Final = 512
 
 #: Fields in wire order, each as (spec name used in error messages, size in octets).
 Layout = Sequence[tuple[str, int]]
+
+_FlagT = TypeVar("_FlagT", bound=enum.IntFlag)
 
 
 def _flags_text(flags: int | None) -> str:
@@ -68,6 +71,17 @@ def check_length(
             f"{_flags_text(flags) or 'the layout '}(expected {total} octets)",
             offset=total,
         )
+
+
+def flags_octet(characteristic: str, data: bytes) -> int:
+    """The leading flags octet of ``data``.
+
+    Raises:
+        DecodeError: ``data`` is empty (even the flags are missing).
+    """
+    if not data:
+        check_length(characteristic, data, [("Flags", 1)])  # raises
+    return data[0]
 
 
 class Cursor:
@@ -139,3 +153,32 @@ class Cursor:
 def optional_sfloat(value: MedFloat16 | None) -> bytes:
     """Encode an optional SFLOAT field: its two octets, or nothing when absent."""
     return b"" if value is None else bytes(value)
+
+
+def optional_fields(flags: int, fields: Iterable[tuple[int, str, int]]) -> list[tuple[str, int]]:
+    """The layout entries of the optional fields ``flags`` announces, in wire order.
+
+    ``fields`` lists (presence flag, spec name, size in octets) in wire order; a flag
+    may be listed more than once when it announces several fields.
+    """
+    return [(name, size) for flag, name, size in fields if flags & flag]
+
+
+def check_presence(flags: int, pairs: Iterable[tuple[enum.IntFlag, object]]) -> None:
+    """Raise ValueError unless ``flags`` fits one octet and each presence flag matches its field.
+
+    ``pairs`` holds (presence flag, field value or None) for every optional field.
+    """
+    if not 0 <= flags <= 0xFF:
+        raise ValueError("flags do not fit one octet")
+    for flag, value in pairs:
+        if bool(flags & flag) != (value is not None):
+            raise ValueError(f"flag {flag.name} disagrees with the field's presence")
+
+
+def presence_flags(flags: _FlagT, pairs: Iterable[tuple[int, object]]) -> _FlagT:
+    """``flags`` with the presence flag of every field in ``pairs`` that is not None."""
+    for flag, value in pairs:
+        if value is not None:
+            flags |= flag
+    return flags
