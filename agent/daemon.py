@@ -41,6 +41,7 @@ from agent import keys
 from agent.ble.bps_session import RawMeasurement
 from agent.ble.sessions import SESSIONS
 from agent.ble.stack import BleStack
+from agent.ble.uuids import PLX_CONTINUOUS_MEASUREMENT
 from agent.cancellation import raise_if_cancelled
 from agent.config import Config, DeviceConfig
 from agent.ingest import Prepared, Signer, prepare
@@ -48,7 +49,6 @@ from agent.ingest_batcher import Item, Status, collect_batch, commit_batch
 from agent.logs import device_label
 from agent.normalize.device import DeviceFacts
 from agent.normalize.phd import Context
-from agent.normalize.pulse_oximetry import PLX_CONTINUOUS_MEASUREMENT
 from agent.outbox import Outbox, StorageLevel, open_or_quarantine, peek_counts, storage_level
 from agent.sealing import Sealer
 from agent.uplink import Uplink, UplinkSettings

@@ -20,14 +20,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent import cose
 from agent.ble.bps_session import RawMeasurement
+from agent.ble.uuids import (
+    BLOOD_PRESSURE_MEASUREMENT,
+    GLUCOSE_MEASUREMENT,
+    GLUCOSE_MEASUREMENT_CONTEXT,
+    PLX_CONTINUOUS_MEASUREMENT,
+    PLX_SPOT_CHECK_MEASUREMENT,
+)
 from agent.normalize import codes
 from agent.normalize.blood_pressure import BloodPressureReading, blood_pressure_observations
 from agent.normalize.bundle import reading_bundle
 from agent.normalize.clock import coincident_for
 from agent.normalize.device import DeviceFacts, phd_device, phg_device
 from agent.normalize.glucose import (
-    GLUCOSE_MEASUREMENT,
-    GLUCOSE_MEASUREMENT_CONTEXT,
     MDC_DEV_SPEC_PROFILE_GLUCOSE,
     GlucoseRecord,
     glucose_observations,
@@ -35,8 +40,6 @@ from agent.normalize.glucose import (
 from agent.normalize.phd import Context, Measured, fhir_datetime, reported_timestamp
 from agent.normalize.pulse_oximetry import (
     MDC_DEV_SPEC_PROFILE_PULS_OXIM,
-    PLX_CONTINUOUS_MEASUREMENT,
-    PLX_SPOT_CHECK_MEASUREMENT,
     plx_observations,
 )
 from agent.payload import CONTENT_TYPE, Payload
@@ -44,7 +47,6 @@ from drivers.blood_pressure import BloodPressureMeasurement, PressureUnit
 from drivers.errors import DecodeError
 from drivers.ieee11073 import MedFloat16
 
-BLOOD_PRESSURE_MEASUREMENT: Final = "00002a35-0000-1000-8000-00805f9b34fb"
 KIND_OBSERVATION: Final = "observation"
 SOFTWARE_VERSION: Final = "0.1.0"
 

@@ -21,13 +21,12 @@ from fhir.resources.R4B.device import Device
 from fhir.resources.R4B.observation import Observation
 
 from agent.ble.bps_session import RawMeasurement
+from agent.ble.uuids import GLUCOSE_MEASUREMENT, GLUCOSE_MEASUREMENT_CONTEXT
 from agent.ingest import PREPARERS, prepare, prepare_glucose
 from agent.normalize.bundle import unresolved_references
 from agent.normalize.clock import ClockFacts
 from agent.normalize.device import DeviceFacts
 from agent.normalize.glucose import (
-    GLUCOSE_MEASUREMENT,
-    GLUCOSE_MEASUREMENT_CONTEXT,
     KIND_DEVICE_QC,
     KIND_OBSERVATION,
     GlucoseRecord,

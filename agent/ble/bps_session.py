@@ -59,7 +59,6 @@ from agent.ble.gatt_session import (
     DISCONNECT_TIMEOUT_S,
     MEASUREMENT_SLACK,
     QUIET_PERIOD_S,
-    REGULATORY_CERTIFICATION_DATA_LIST,
     SCAN_TIMEOUT_S,
     BufferedSession,
     OnMeasurement,
@@ -74,6 +73,7 @@ from agent.ble.uuids import (
     BLOOD_PRESSURE_FEATURE,
     BLOOD_PRESSURE_MEASUREMENT,
     BLOOD_PRESSURE_SERVICE,
+    REGULATORY_CERTIFICATION_DATA_LIST,
 )
 from agent.normalize.device import DeviceFacts
 from drivers.errors import ConfigError, DeviceProtocolError

@@ -63,11 +63,17 @@ from bumble.gatt_client import CharacteristicProxy, DescriptorProxy
 
 from agent.ble.advertising import parse_ad_structures
 from agent.ble.bumble_host import BumbleHost, registered_host
-from agent.ble.uuids import CLIENT_CHARACTERISTIC_CONFIGURATION, from_bumble
+from agent.ble.uuids import CLIENT_CHARACTERISTIC_CONFIGURATION, from_le_bytes
 from agent.logs import device_label
 from drivers.errors import BleLinkError
 
 log = structlog.get_logger(__name__)
+
+
+def from_bumble(value: core.UUID) -> str:
+    """bleak's string for a Bumble UUID."""
+    return from_le_bytes(value.to_bytes(force_128=True))
+
 
 T = TypeVar("T")
 

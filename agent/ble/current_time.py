@@ -29,16 +29,17 @@ from typing import Final
 import structlog
 from bleak import BleakClient
 from bleak.exc import BleakError
-from bleak.uuids import normalize_uuid_16
 
+from agent.ble.uuids import (
+    CURRENT_TIME,
+    CURRENT_TIME_SERVICE,
+)
 from agent.normalize.clock import ClockFacts, parse_clock
 from agent.normalize.device import DeviceFacts
 from agent.normalize.phd import utc_now
 
 log = structlog.get_logger(__name__)
 
-CURRENT_TIME_SERVICE: Final = normalize_uuid_16(0x1805)
-CURRENT_TIME: Final = normalize_uuid_16(0x2A2B)
 
 CURRENT_TIME_READ_TIMEOUT_S: Final = 5.0
 """One ATT read takes a few connection intervals (≤ 0.2 s); 5 s is the same allowance as the

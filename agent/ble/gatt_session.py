@@ -40,7 +40,6 @@ from bleak import BleakClient, BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.service import BleakGATTService
 from bleak.exc import BleakError, BleakGATTProtocolError, BleakGATTProtocolErrorCode
-from bleak.uuids import normalize_uuid_16
 
 from agent.ble.stack import BleStack
 from agent.ble.uuids import (
@@ -49,6 +48,7 @@ from agent.ble.uuids import (
     HARDWARE_REVISION_STRING,
     MANUFACTURER_NAME_STRING,
     MODEL_NUMBER_STRING,
+    REGULATORY_CERTIFICATION_DATA_LIST,
     SERIAL_NUMBER_STRING,
     SOFTWARE_REVISION_STRING,
     SYSTEM_ID,
@@ -92,7 +92,6 @@ MEASUREMENT_SLACK: Final = 4
 """Buffer entries beyond ``max_measurements`` for indications in flight while the session
 disconnects: a device sends the next one only after a confirmation, so one at most."""
 
-REGULATORY_CERTIFICATION_DATA_LIST: Final = normalize_uuid_16(0x2A2A)
 """DIS 0x2A2A (DIS 1.1 §3.9), optional; read with the other DIS values."""
 
 OnMeasurement = Callable[["RawMeasurement", DeviceFacts], Awaitable[None]]

@@ -62,7 +62,6 @@ from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.service import BleakGATTService
 from bleak.exc import BleakError
-from bleak.uuids import normalize_uuid_16
 
 from agent.ble.current_time import with_device_clock
 from agent.ble.gatt_session import (
@@ -77,6 +76,13 @@ from agent.ble.gatt_session import (
     session_deadline,
 )
 from agent.ble.stack import BleStack
+from agent.ble.uuids import (
+    GLUCOSE_FEATURE,
+    GLUCOSE_MEASUREMENT,
+    GLUCOSE_MEASUREMENT_CONTEXT,
+    GLUCOSE_SERVICE,
+    RECORD_ACCESS_CONTROL_POINT,
+)
 from agent.cancellation import raise_if_cancelled
 from agent.normalize.device import DeviceFacts
 from drivers.errors import BleLinkLostError, ConfigError, DecodeError, DeviceProtocolError
@@ -94,11 +100,6 @@ from drivers.racp import (
 
 log = structlog.get_logger(__name__)
 
-GLUCOSE_SERVICE: Final = normalize_uuid_16(0x1808)
-GLUCOSE_MEASUREMENT: Final = normalize_uuid_16(0x2A18)
-GLUCOSE_MEASUREMENT_CONTEXT: Final = normalize_uuid_16(0x2A34)
-GLUCOSE_FEATURE: Final = normalize_uuid_16(0x2A51)
-RECORD_ACCESS_CONTROL_POINT: Final = normalize_uuid_16(0x2A52)
 
 SYNC_KEY: Final = "gls_last_seq"
 """The outbox sync-state key of a glucometer's high-water mark (:class:`SyncMark`)."""

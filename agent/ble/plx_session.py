@@ -50,7 +50,6 @@ from typing import Final
 from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.service import BleakGATTService
-from bleak.uuids import normalize_uuid_16
 
 from agent.ble.current_time import with_device_clock
 from agent.ble.gatt_session import (
@@ -65,6 +64,13 @@ from agent.ble.gatt_session import (
     session_deadline,
 )
 from agent.ble.stack import BleStack
+from agent.ble.uuids import (
+    PLX_CONTINUOUS_MEASUREMENT,
+    PLX_FEATURES,
+    PLX_SPOT_CHECK_MEASUREMENT,
+    PULSE_OXIMETER_SERVICE,
+    RECORD_ACCESS_CONTROL_POINT,
+)
 from agent.normalize.device import DeviceFacts
 from drivers.errors import ConfigError, DecodeError, DeviceProtocolError
 from drivers.pulse_oximetry import PlxFeatures, PlxSupportedFeatures
@@ -75,12 +81,6 @@ from drivers.racp import (
     ResponseCodeIndication,
     decode_response,
 )
-
-PULSE_OXIMETER_SERVICE: Final = normalize_uuid_16(0x1822)
-PLX_SPOT_CHECK_MEASUREMENT: Final = normalize_uuid_16(0x2A5E)
-PLX_CONTINUOUS_MEASUREMENT: Final = normalize_uuid_16(0x2A5F)
-PLX_FEATURES: Final = normalize_uuid_16(0x2A60)
-RECORD_ACCESS_CONTROL_POINT: Final = normalize_uuid_16(0x2A52)
 
 RACP_PROCEDURE_TIMEOUT_S: Final = 30.0
 """Longest wait, from the request, for a stored-records report to end: PLX devices hold at

@@ -80,9 +80,6 @@ from drivers.glucose import (
 )
 from drivers.ieee11073 import MedFloat16
 
-GLUCOSE_MEASUREMENT: Final = "00002a18-0000-1000-8000-00805f9b34fb"
-GLUCOSE_MEASUREMENT_CONTEXT: Final = "00002a34-0000-1000-8000-00805f9b34fb"
-
 KIND_OBSERVATION: Final = "observation"
 KIND_DEVICE_QC: Final = "device_qc"
 """Outbox/uplink kind of a control-solution result: clinical storage class (never shed), but

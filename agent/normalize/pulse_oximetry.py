@@ -49,6 +49,10 @@ from decimal import Decimal
 from typing import Any, Final
 
 from agent.ble.bps_session import RawMeasurement
+from agent.ble.uuids import (
+    PLX_CONTINUOUS_MEASUREMENT,
+    PLX_SPOT_CHECK_MEASUREMENT,
+)
 from agent.normalize import codes
 from agent.normalize.bundle import logical_id
 from agent.normalize.clock import ObservationTime, TimeFlag, apply_time, observation_time
@@ -75,9 +79,6 @@ from drivers.pulse_oximetry import (
     PlxMeasurementStatus,
     PlxSpotCheckMeasurement,
 )
-
-PLX_SPOT_CHECK_MEASUREMENT: Final = "00002a5e-0000-1000-8000-00805f9b34fb"
-PLX_CONTINUOUS_MEASUREMENT: Final = "00002a5f-0000-1000-8000-00805f9b34fb"
 
 POCD_MEASUREMENT_STATUS_SYSTEM: Final = "http://hl7.org/fhir/uv/pocd/CodeSystem/measurement-status"
 ACT_REASON_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
