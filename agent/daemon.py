@@ -30,9 +30,9 @@ is ever acknowledged to a device or to the broker against a closed database.
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import structlog
@@ -44,7 +44,7 @@ from agent.ble.stack import BleStack
 from agent.ble.uuids import PLX_CONTINUOUS_MEASUREMENT
 from agent.cancellation import raise_if_cancelled
 from agent.config import Config, DeviceConfig
-from agent.ingest import Prepared, Signer, prepare
+from agent.ingest import Signer, prepare
 from agent.ingest_batcher import Item, Status, collect_batch, commit_batch
 from agent.logs import device_label
 from agent.normalize.device import DeviceFacts
@@ -317,7 +317,7 @@ class Hub:
                 continue
             # The reading and the sync state it advances commit in one transaction.
             sync = {(arrival.device_key, k): v for k, v in arrival.raw.sync_state.items()}
-            maker = _envelope_maker(prepared, signer)
+            maker = functools.partial(prepared.envelope, signer=signer)
             items.append(Item(prepared.kind, prepared.identifier, maker, sync))
             labels.append(arrival.label)
         for label, outcome in zip(labels, commit_batch(outbox, items), strict=True):
@@ -411,13 +411,6 @@ class Hub:
         log.info("measurement_delivered", seq=seq)
 
 
-def _envelope_maker(prepared: Prepared, signer: Signer) -> Any:
-    def make(seq: int) -> bytes:
-        return prepared.envelope(seq, signer)
-
-    return make
-
-
 def main(cfg: Config) -> int:
     """Run the daemon until SIGTERM or SIGINT; the exit code for ``homehub run``."""
 
@@ -449,9 +442,4 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
-def utc_now() -> datetime:
-    """The hub's wall clock in UTC."""
-    return datetime.now(UTC)
-
-
-__all__ = ["Hub", "main", "open_outbox", "status", "utc_now"]
+__all__ = ["Hub", "main", "open_outbox", "status"]

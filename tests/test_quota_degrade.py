@@ -7,39 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from agent import config
 from agent.ble.bps_session import RawMeasurement
 from agent.daemon import DEGRADED_CONTINUOUS_INTERVAL_S, Hub, _Arrival, open_outbox
 from agent.normalize.device import DeviceFacts
 from agent.normalize.pulse_oximetry import PLX_CONTINUOUS_MEASUREMENT
 from agent.outbox import StorageLevel
 from hil.emulators.oximeter import example_continuous, example_spot_checks
-from hil.pki import make_dev_pki
+from tests.example_config import example_config
 
 PLX_SPOT_CHECK = "00002a5e-0000-1000-8000-00805f9b34fb"
-EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "homehub.example.toml"
-
-
-def _cfg(tmp_path: Path, quota_bytes: int) -> config.Config:
-    pki = make_dev_pki(tmp_path / "pki", "hub-0001")
-    text = EXAMPLE.read_text()
-    text = text.replace(
-        'path = "/var/lib/homehub/outbox.db"', f'path = "{tmp_path}/state/outbox.db"'
-    )
-    text = text.replace(
-        'key_file = "/etc/homehub/keys/data.key"', f'key_file = "{tmp_path}/keys/data.key"'
-    )
-    text = text.replace(
-        'kek_file = "/etc/homehub/keys/kek.bin"', f'kek_file = "{tmp_path}/kek/kek.bin"'
-    )
-    text = text.replace(
-        'key_file = "/etc/homehub/keys/hub-signing.pem"', f'key_file = "{pki.hub_key}"'
-    )
-    text = text.replace("quota_bytes = 268435456", f"quota_bytes = {quota_bytes}")
-    (tmp_path / "kek").mkdir(mode=0o700)
-    path = tmp_path / "homehub.toml"
-    path.write_text(text)
-    return config.load(path)
 
 
 def _arrival(uuid: str, data: bytes, at_s: float) -> _Arrival:
@@ -56,7 +32,7 @@ def test_continuous_samples_thin_out_only_under_pressure(
     tmp_path: Path, quota_bytes: int, expected_shed: int
 ) -> None:
     """Over quota, continuous samples close to the last kept one are shed; spot-checks never."""
-    cfg = _cfg(tmp_path, quota_bytes)
+    cfg = example_config(tmp_path, quota_bytes=quota_bytes)
     outbox, _signer = open_outbox(cfg)
     with outbox:
         assert (outbox.level is StorageLevel.OK) == (quota_bytes > 1)

@@ -1,0 +1,34 @@
+"""The shipped example configuration, pointed at a test's temporary directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent import config
+from hil.pki import make_dev_pki
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "homehub.example.toml"
+
+
+def example_config(
+    tmp_path: Path, *, outbox_path: Path | None = None, quota_bytes: int | None = None
+) -> config.Config:
+    """config/homehub.example.toml with state, keys, KEK and signing key under ``tmp_path``."""
+    pki = make_dev_pki(tmp_path / "pki", "hub-0001")
+    (tmp_path / "kek").mkdir(mode=0o700)
+    outbox = outbox_path or tmp_path / "state" / "outbox.db"
+    text = EXAMPLE.read_text()
+    replacements = [
+        ('path = "/var/lib/homehub/outbox.db"', f'path = "{outbox}"'),
+        ('key_file = "/etc/homehub/keys/data.key"', f'key_file = "{tmp_path}/keys/data.key"'),
+        ('kek_file = "/etc/homehub/keys/kek.bin"', f'kek_file = "{tmp_path}/kek/kek.bin"'),
+        ('key_file = "/etc/homehub/keys/hub-signing.pem"', f'key_file = "{pki.hub_key}"'),
+    ]
+    if quota_bytes is not None:
+        replacements.append(("quota_bytes = 268435456", f"quota_bytes = {quota_bytes}"))
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / "homehub.toml"
+    path.write_text(text)
+    return config.load(path)
