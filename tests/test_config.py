@@ -137,3 +137,10 @@ class TestErrors:
         """The example mentions every section of the schema."""
         data = tomllib.loads(EXAMPLE.read_text())
         assert set(config.SCHEMA) <= set(data)
+
+
+def test_every_configurable_kind_has_a_session() -> None:
+    """DEVICE_KINDS (validated without importing BLE) and the session table agree."""
+    from agent.ble.sessions import SESSIONS
+
+    assert set(config.DEVICE_KINDS) == set(SESSIONS)
