@@ -36,7 +36,7 @@ import json
 import random
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -253,11 +253,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     asyncio.run(_Life(settings, report).run())
     return 0
-
-
-def settings_json(settings: ChildSettings) -> str:
-    """The command-line form of ``settings``."""
-    return json.dumps(asdict(settings))
 
 
 if __name__ == "__main__":
