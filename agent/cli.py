@@ -22,7 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, NoReturn
 
-from drivers.errors import ConfigError, DecodeError, HubError, LocalError, UsageError
+from agent.errors import ConfigError, DecodeError, HubError, LocalError, UsageError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

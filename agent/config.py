@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from drivers.errors import ConfigError
+from agent.errors import ConfigError
 
 HUB_ID_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 """Hub ids name MQTT topics and the client certificate: a strict allowlisted charset."""

@@ -19,7 +19,7 @@ Decoding is strict because the bytes come from the network: the size is bounded,
 bounded, duplicate map keys and indefinite lengths are refused, no CBOR tag is turned into an
 object (only the outer tag 18 is accepted, and only in its one-byte form), trailing bytes are
 refused and the envelope must be in deterministic encoding. Every failure raises
-:class:`~drivers.errors.IntegrityError` whose ``reason`` names what was wrong.
+:class:`~agent.errors.IntegrityError` whose ``reason`` names what was wrong.
 
 Sans-I/O except :func:`load_signing_key` and :func:`check_key_file`, which read a key file.
 """
@@ -45,8 +45,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from agent.errors import IntegrityError, KeyMaterialError
 from agent.payload import CONTENT_TYPE, MAX_PAYLOAD_BYTES
-from drivers.errors import IntegrityError, KeyMaterialError
 
 # ---------------------------------------------------------------------------
 # Constants (RFC 9052 / RFC 9053 names)

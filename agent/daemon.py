@@ -38,21 +38,12 @@ from typing import Any, Final
 import structlog
 
 from agent import keys
-from agent.ble.bps_session import RawMeasurement
 from agent.ble.sessions import SESSIONS
 from agent.ble.stack import BleStack
 from agent.ble.uuids import PLX_CONTINUOUS_MEASUREMENT
 from agent.cancellation import raise_if_cancelled
 from agent.config import Config, DeviceConfig
-from agent.ingest import Signer, prepare
-from agent.ingest_batcher import Item, Status, collect_batch, commit_batch
-from agent.logs import device_label
-from agent.normalize.device import DeviceFacts
-from agent.normalize.phd import Context
-from agent.outbox import Outbox, StorageLevel, open_or_quarantine, peek_counts, storage_level
-from agent.sealing import Sealer
-from agent.uplink import Uplink, UplinkSettings
-from drivers.errors import (
+from agent.errors import (
     BleLinkError,
     BleLinkLostError,
     DecodeError,
@@ -64,6 +55,15 @@ from drivers.errors import (
     StorageError,
     UplinkError,
 )
+from agent.ingest import Signer, prepare
+from agent.ingest_batcher import Item, Status, collect_batch, commit_batch
+from agent.logs import device_label
+from agent.measurement import RawMeasurement
+from agent.normalize.device import DeviceFacts
+from agent.normalize.phd import Context
+from agent.outbox import Outbox, StorageLevel, open_or_quarantine, peek_counts, storage_level
+from agent.sealing import Sealer
+from agent.uplink import Uplink, UplinkSettings
 
 log = structlog.get_logger(__name__)
 
@@ -217,7 +217,7 @@ class Hub:
             try:
                 return open_outbox(self.cfg)
             except StorageError as exc:
-                if not exc.transient:
+                if not exc.retryable:
                     raise
                 log.error(
                     "outbox_open_failed",

@@ -19,7 +19,6 @@ from typing import Any, Final, Protocol
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent import cose
-from agent.ble.bps_session import RawMeasurement
 from agent.ble.uuids import (
     BLOOD_PRESSURE_MEASUREMENT,
     GLUCOSE_MEASUREMENT,
@@ -27,6 +26,8 @@ from agent.ble.uuids import (
     PLX_CONTINUOUS_MEASUREMENT,
     PLX_SPOT_CHECK_MEASUREMENT,
 )
+from agent.errors import DecodeError
+from agent.measurement import RawMeasurement
 from agent.normalize import codes
 from agent.normalize.blood_pressure import BloodPressureReading, blood_pressure_observations
 from agent.normalize.bundle import reading_bundle
@@ -44,7 +45,6 @@ from agent.normalize.pulse_oximetry import (
 )
 from agent.payload import CONTENT_TYPE, Payload
 from drivers.blood_pressure import BloodPressureMeasurement, PressureUnit
-from drivers.errors import DecodeError
 from drivers.ieee11073 import MedFloat16
 
 KIND_OBSERVATION: Final = "observation"

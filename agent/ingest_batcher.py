@@ -26,8 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
+from agent.errors import RecordTooLargeError, StorageError
 from agent.outbox import MAX_BATCH, AppendResult, Outbox
-from drivers.errors import RecordTooLargeError, StorageError
 
 GROUP_COMMIT_WINDOW_S: Final = 0.020
 """Longest a reading waits for companions before its commit starts. A BLE connection event

@@ -77,14 +77,15 @@ from typing import Final
 
 import structlog
 
-from agent.sealing import Sealer, record_aad, sync_state_aad
-from drivers.errors import (
+from agent.errors import (
     IntegrityError,
     RecordTooLargeError,
     StorageCorruptError,
     StorageError,
     StorageFullError,
+    StorageUnusableError,
 )
+from agent.sealing import Sealer, record_aad, sync_state_aad
 
 log = structlog.get_logger(__name__)
 
@@ -262,11 +263,6 @@ def _storage_error(path: Path, operation: str, exc: sqlite3.Error) -> StorageErr
     return StorageError(str(path), operation, reason)
 
 
-def _permanent(error: StorageError) -> StorageError:
-    error.transient = False
-    return error
-
-
 class StorageLevel(enum.Enum):
     """Where the outbox stands against its quota."""
 
@@ -413,20 +409,18 @@ class Outbox:
                 raise StorageCorruptError(str(path), operation, "quick_check failed")
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
             if app_id not in (0, APPLICATION_ID):
-                raise _permanent(
-                    StorageError(str(path), operation, f"not a homehub outbox (0x{app_id:08x})")
+                raise StorageUnusableError(
+                    str(path), operation, f"not a homehub outbox (0x{app_id:08x})"
                 )
             conn.execute("PRAGMA trusted_schema = OFF")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             conn.execute("PRAGMA synchronous = FULL")
             synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
             if str(mode).lower() != "wal" or synchronous != _SYNCHRONOUS_FULL:
-                raise _permanent(
-                    StorageError(
-                        str(path),
-                        operation,
-                        f"durability not honoured: journal_mode={mode}, synchronous={synchronous}",
-                    )
+                raise StorageUnusableError(
+                    str(path),
+                    operation,
+                    f"durability not honoured: journal_mode={mode}, synchronous={synchronous}",
                 )
             conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
             _migrate(conn, path, hub_id, clock)
@@ -574,7 +568,7 @@ class Outbox:
             return AppendResult(seq=row[0], duplicate=True)
         seq: int = conn.execute("SELECT value FROM counters WHERE name = 'next_seq'").fetchone()[0]
         if seq > MAX_SEQ - 1:
-            raise _permanent(StorageFullError(str(self.path), "append", "sequence exhausted"))
+            raise StorageUnusableError(str(self.path), "append", "sequence exhausted")
         conn.execute("UPDATE counters SET value = ? WHERE name = 'next_seq'", (seq + 1,))
         body = make_record(seq)
         if len(body) > MAX_RECORD_BYTES:
@@ -746,7 +740,7 @@ class Outbox:
 
     def _connection(self, operation: str) -> sqlite3.Connection:
         if self._conn is None:
-            raise _permanent(StorageError(str(self.path), operation, "outbox is closed"))
+            raise StorageUnusableError(str(self.path), operation, "outbox is closed")
         return self._conn
 
     @contextlib.contextmanager
@@ -791,8 +785,8 @@ def _migrate(conn: sqlite3.Connection, path: Path, hub_id: str, clock: Callable[
     try:
         version: int = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise _permanent(
-                StorageError(str(path), "migrate", f"schema {version} is newer than this agent")
+            raise StorageUnusableError(
+                str(path), "migrate", f"schema {version} is newer than this agent"
             )
         for step in range(version, SCHEMA_VERSION):
             _MIGRATIONS[step](conn)
@@ -806,8 +800,8 @@ def _migrate(conn: sqlite3.Connection, path: Path, hub_id: str, clock: Callable[
         )
         owner = conn.execute("SELECT value FROM meta WHERE name = 'hub_id'").fetchone()[0]
         if owner != hub_id:
-            raise _permanent(
-                StorageError(str(path), "open", f"belongs to hub {owner!r}, not {hub_id!r}")
+            raise StorageUnusableError(
+                str(path), "open", f"belongs to hub {owner!r}, not {hub_id!r}"
             )
         conn.execute("COMMIT")
     except BaseException:
@@ -841,7 +835,7 @@ def peek_counts(path: Path, *, clock: Callable[[], float] = time.time) -> Outbox
     Safe while the daemon runs: WAL readers do not block the writer.
     """
     if not path.is_file():
-        raise _permanent(StorageError(str(path), "peek_counts", "no outbox at this path"))
+        raise StorageUnusableError(str(path), "peek_counts", "no outbox at this path")
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     except sqlite3.Error as exc:
@@ -876,7 +870,7 @@ def quarantine(path: Path, *, clock: Callable[[], float] = time.time) -> Path:
         if not any(Path(f"{target}{suffix}").exists() for suffix in _QUARANTINE_SUFFIXES):
             break
     else:
-        raise _permanent(StorageError(str(path), "quarantine", "no free quarantine name"))
+        raise StorageUnusableError(str(path), "quarantine", "no free quarantine name")
     try:
         for suffix in _QUARANTINE_SUFFIXES:
             source = Path(f"{path}{suffix}")

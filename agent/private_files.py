@@ -13,7 +13,7 @@ import os
 import stat
 from pathlib import Path
 
-from drivers.errors import KeyMaterialError
+from agent.errors import KeyMaterialError
 
 
 def read_private_file(path: Path, what: str, size: int, *, missing: str = "missing") -> bytes:

@@ -77,8 +77,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from agent.errors import IntegrityError, KeyMaterialError
 from agent.private_files import read_private_file
-from drivers.errors import IntegrityError, KeyMaterialError
 
 log = structlog.get_logger(__name__)
 

@@ -5,7 +5,7 @@ certificate and host name verified) to the platform's broker, reconnects forever
 full-jitter exponential backoff (tenacity ``wait_random_exponential``, never paho's own
 jitter-free reconnect: performance-anchors §B.2), and publishes signed envelopes to
 ``homehub/v1/<hub_id>/readings`` at QoS 1. :meth:`Uplink.publish` returns only when the broker's
-PUBACK carries a reason code below 0x80 and raises :class:`~drivers.errors.UplinkError` on a
+PUBACK carries a reason code below 0x80 and raises :class:`~agent.errors.UplinkError` on a
 negative PUBACK, on a disconnect before the PUBACK, or when no PUBACK comes within
 PUBACK_TIMEOUT_S: the caller (the outbox publisher) then puts the record back. paho is only a
 transport with a small bounded window (reliability finding 2): the durable queue is the outbox.
@@ -62,7 +62,7 @@ from tenacity import RetryCallState, Retrying, wait_random_exponential
 
 from agent.config import HUB_ID_RE
 from agent.cose import MAX_MESSAGE_BYTES, check_key_file
-from drivers.errors import KeyMaterialError, UplinkError, UsageError
+from agent.errors import KeyMaterialError, UplinkError, UplinkRefusedError, UsageError
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -311,10 +311,8 @@ class _Connection:
             return
         if reason.is_failure:
             self.connack.set_exception(
-                UplinkError(
-                    f"CONNACK refused: {reason}",
-                    rc=reason.value,
-                    transient=reason.value not in _CONNACK_REFUSALS,
+                (UplinkRefusedError if reason.value in _CONNACK_REFUSALS else UplinkError)(
+                    f"CONNACK refused: {reason}", rc=reason.value
                 )
             )
             return
@@ -334,8 +332,8 @@ class _Connection:
         if self.connected_at is None:
             # Closed before CONNACK: with TLS 1.3 this is how a refused client certificate
             # shows (the alert arrives after our handshake finished), so waiting rarely helps.
-            error = UplinkError(
-                f"connection closed before CONNACK ({reason}{detail})", transient=False
+            error: UplinkError = UplinkRefusedError(
+                f"connection closed before CONNACK ({reason}{detail})"
             )
         else:
             error = UplinkError(f"disconnected by {by}: {reason}{detail}", rc=reason.value)
@@ -351,10 +349,8 @@ class _Connection:
         if reason.value >= 0x80:
             stats.refused += 1
             fut.set_exception(
-                UplinkError(
-                    f"PUBACK refused: {reason}",
-                    rc=reason.value,
-                    transient=reason.value not in _PUBACK_REFUSALS,
+                (UplinkRefusedError if reason.value in _PUBACK_REFUSALS else UplinkError)(
+                    f"PUBACK refused: {reason}", rc=reason.value
                 )
             )
         else:
@@ -416,11 +412,9 @@ class _Connection:
 def _connect_error(exc: OSError) -> UplinkError:
     """An UplinkError for what paho's blocking connect raised (TCP or TLS)."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return UplinkError(
-            f"TLS: broker certificate not accepted ({exc.verify_message})", transient=False
-        )
+        return UplinkRefusedError(f"TLS: broker certificate not accepted ({exc.verify_message})")
     if isinstance(exc, ssl.SSLError):
-        return UplinkError(f"TLS handshake failed ({exc.reason})", transient=False)
+        return UplinkRefusedError(f"TLS handshake failed ({exc.reason})")
     if isinstance(exc, TimeoutError):
         return UplinkError(f"TCP connect or TLS handshake timed out ({TLS_CONNECT_TIMEOUT_S} s)")
     return UplinkError(f"cannot reach the broker ({exc.strerror or type(exc).__name__})")
@@ -485,8 +479,9 @@ class Uplink:
         """Publish one envelope at QoS 1 and return when the broker acknowledged it.
 
         Raises :class:`UplinkError` when not connected, on a PUBACK reason code ≥ 0x80 (``rc``
-        set; ``transient`` false for 'not authorized' and the like), when the connection ends
-        first, or after PUBACK_TIMEOUT_S (the connection is then dropped). The caller re-queues.
+        set; :class:`UplinkRefusedError` for 'not authorized' and the like), when the
+        connection ends first, or after PUBACK_TIMEOUT_S (the connection is then dropped).
+        The caller re-queues.
         """
         if len(payload) > MAX_MESSAGE_BYTES:
             raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
@@ -533,7 +528,7 @@ class Uplink:
             conn.client.disconnect()
             await asyncio.wait({conn.ended}, timeout=DISCONNECT_TIMEOUT_S)
         if conn is not None:
-            conn.discard(UplinkError("uplink closed", transient=False))
+            conn.discard(UplinkRefusedError("uplink closed"))
         self._closing.set()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -561,7 +556,7 @@ class Uplink:
                     self.stats.connect_failures += 1
                     self.stats.last_failure = exc.reason
                     self._log.warning(
-                        "mqtt_connect_failed", reason=exc.reason, rc=exc.rc, transient=exc.transient
+                        "mqtt_connect_failed", reason=exc.reason, rc=exc.rc, retryable=exc.retryable
                     )
                     self._changed()
                 else:
@@ -575,7 +570,7 @@ class Uplink:
                 failures += 1
                 retry_state.attempt_number = failures
                 delay = backoff(retry_state)
-                if not error.transient:
+                if not error.retryable:
                     delay = max(delay, s.refusal_backoff_s)
                 self.stats.last_backoff_s = delay
                 self._log.info("mqtt_backoff", delay_s=round(delay, 3), attempt=failures)
@@ -584,7 +579,7 @@ class Uplink:
         finally:
             conn_left = self._conn
             if conn_left is not None:
-                conn_left.discard(UplinkError("uplink stopped", transient=False))
+                conn_left.discard(UplinkRefusedError("uplink stopped"))
 
     async def _connect(self) -> _Connection:
         """One attempt: TCP + TLS in the worker, then CONNECT/CONNACK on the loop."""
@@ -592,7 +587,7 @@ class Uplink:
         try:
             ctx = self._tls_context()
         except KeyMaterialError as exc:
-            raise UplinkError(f"TLS material unusable: {exc}", transient=False) from None
+            raise UplinkRefusedError(f"TLS material unusable: {exc}") from None
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=s.hub_id,
@@ -631,7 +626,7 @@ class Uplink:
             conn.discard(exc)
             raise
         except BaseException:
-            conn.discard(UplinkError("connect cancelled", transient=False))
+            conn.discard(UplinkRefusedError("connect cancelled"))
             raise
         self.stats.connects += 1
         self.connected.set()

@@ -43,16 +43,16 @@ from pathlib import Path
 from typing import Final
 
 from agent import cose, logs
-from agent.ble.bps_session import RawMeasurement
+from agent.errors import UplinkError
 from agent.ingest import BLOOD_PRESSURE_MEASUREMENT, Signer, prepare
 from agent.ingest_batcher import Item, Status, commit_batch
+from agent.measurement import RawMeasurement
 from agent.normalize.device import DeviceFacts
 from agent.normalize.phd import Context
 from agent.outbox import Outbox
 from agent.sealing import Sealer, load_data_key
 from agent.uplink import Uplink, UplinkSettings
 from drivers.blood_pressure import BloodPressureMeasurement, PressureUnit
-from drivers.errors import UplinkError
 from drivers.gatt_time import DateTime
 from drivers.ieee11073 import MedFloat16
 

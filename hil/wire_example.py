@@ -21,8 +21,8 @@ from typing import Any, Final
 import cbor2
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agent.ble.bps_session import RawMeasurement
 from agent.ingest import BLOOD_PRESSURE_MEASUREMENT, Signer, prepare
+from agent.measurement import RawMeasurement
 from agent.normalize.device import DeviceFacts
 from agent.normalize.phd import Context
 from drivers.blood_pressure import BloodPressureMeasurement, PressureUnit

@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from agent import config
+from agent.errors import KeyMaterialError
 from agent.keys.provider import KeyProvider
 from agent.sealing import WRAPPED_KEY_FILE_SIZE, KeyProtection
-from drivers.errors import KeyMaterialError
 from tests import phi_canaries
 
 SOFTHSM_MODULE: Final = Path("/usr/lib/softhsm/libsofthsm2.so")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from agent.errors import DecodeError
 from drivers.battery import BatteryLevel
-from drivers.errors import DecodeError
 
 
 @pytest.mark.parametrize("level", [0, 15, 100])

@@ -41,7 +41,7 @@ from agent.ble.bumble_backend import (
 )
 from agent.ble.bumble_host import PairingPolicy
 from agent.ble.stack import BleStack, StackSpec, backends_for, parse_stack
-from drivers.errors import BleLinkError, ConfigError
+from agent.errors import BleLinkError, ConfigError
 from hil.emulators.cuff import EmulatedCuff, example_readings
 from hil.emulators.peripheral import DeviceInformation
 from hil.virtual_radio import VirtualRadio
@@ -179,7 +179,7 @@ class TestStackConfiguration:
         with pytest.raises(BleLinkError) as caught:
             async with BleStack.open(stack):
                 pass
-        assert caught.value.transient
+        assert caught.value.retryable
 
 
 class TestAdvertisingParser:

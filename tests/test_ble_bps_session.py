@@ -25,8 +25,8 @@ from agent.ble.bps_session import (
 )
 from agent.ble.stack import BleStack
 from agent.ble.uuids import BLOOD_PRESSURE_MEASUREMENT
+from agent.errors import BleLinkError, BleLinkLostError, ConfigError, DeviceProtocolError
 from agent.normalize.device import DeviceFacts
-from drivers.errors import BleLinkError, BleLinkLostError, ConfigError, DeviceProtocolError
 from hil.emulators.cuff import EmulatedCuff, example_readings
 from hil.emulators.peripheral import DeviceInformation, advertising_data, fixed_value
 from hil.virtual_radio import VirtualRadio
@@ -172,7 +172,7 @@ async def test_dropped_link_mid_stream(radio: VirtualRadio, ble: BleStack) -> No
         caught.value.measurements,
         caught.value.device,
     ) == ("collect", 1, "..:12:34")
-    assert caught.value.transient
+    assert caught.value.retryable
     assert expected[:1] == pipeline.values
     assert (tuple(readings[1:]), 1) == (cuff.stored, cuff.link_drops)
 

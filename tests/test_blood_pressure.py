@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.errors import DecodeError
 from drivers.blood_pressure import (
     BloodPressureFeature,
     BloodPressureFeatureBits,
@@ -20,7 +21,6 @@ from drivers.blood_pressure import (
     PressureUnit,
     PulseRateRange,
 )
-from drivers.errors import DecodeError
 from drivers.gatt_time import DateTime
 from drivers.ieee11073 import MedFloat16
 

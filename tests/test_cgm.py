@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from agent.errors import DecodeError
 from drivers.cgm import (
     CgmMeasurement,
     CgmMeasurementFlags,
@@ -14,7 +15,6 @@ from drivers.cgm import (
     CgmSensorStatusAnnunciation,
     crc16_mcrf4xx,
 )
-from drivers.errors import DecodeError
 from drivers.ieee11073 import MedFloat16
 
 NORDIC = bytes.fromhex("0fe3d2e405000214ff02f0e5f38e3f")

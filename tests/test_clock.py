@@ -16,8 +16,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from fhir.resources.R4B.observation import Observation
 
-from agent.ble.bps_session import RawMeasurement, collect_blood_pressure
+from agent.ble.bps_session import collect_blood_pressure
 from agent.ble.stack import BleStack
+from agent.measurement import RawMeasurement
 from agent.normalize.clock import (
     ClockFacts,
     TimeFlag,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent import config
-from drivers.errors import ConfigError
+from agent.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "homehub.example.toml"
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from agent import cose
-from drivers.errors import IntegrityError, KeyMaterialError
+from agent.errors import IntegrityError, KeyMaterialError
 
 CONTENT_TYPE: Final = "application/vnd.homehub.reading+cbor"
 PAYLOAD: Final = cbor2.dumps(

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.errors import DecodeError, UsageError
 from drivers import registry
-from drivers.errors import DecodeError, UsageError
 
 VECTORS_PATH = (
     Path(__file__).resolve().parents[2] / "shared" / "reference" / "ble-test-vectors.json"

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.errors import DecodeError
 from drivers.device_information import DisString, DisStringCharacteristic, PnpId, SystemId
-from drivers.errors import DecodeError
 
 MODEL = DisStringCharacteristic.MODEL_NUMBER
 

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.cli import main
+from agent.errors import DecodeError
 from drivers.blood_pressure import BloodPressureMeasurement, MeasurementStatus, PressureUnit
 from drivers.cgm import crc16_mcrf4xx
 from drivers.enhanced_blood_pressure import (
@@ -22,7 +23,6 @@ from drivers.enhanced_blood_pressure import (
     EnhancedIntermediateCuffPressure,
     seconds_since_epoch,
 )
-from drivers.errors import DecodeError
 from drivers.ieee11073 import MedFloat16
 from drivers.registry import decode
 

@@ -18,11 +18,11 @@ import pytest
 
 from agent import cli, cose, keys
 from agent.daemon import open_outbox
+from agent.errors import IntegrityError, KeyMaterialError
 from agent.keys.pkcs11_provider import Pkcs11KeyProvider
 from agent.keys.provider import KeyProvider
 from agent.outbox import Outbox
 from agent.sealing import DataKey, Sealer, load_data_key, record_aad
-from drivers.errors import IntegrityError, KeyMaterialError
 from tests import keyhub
 
 pytestmark = pytest.mark.skipif(

@@ -25,8 +25,8 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.device import Device
 from fhir.resources.R4B.observation import Observation
 
-from agent.ble.bps_session import RawMeasurement
 from agent.ingest import BLOOD_PRESSURE_MEASUREMENT, prepare_blood_pressure
+from agent.measurement import RawMeasurement
 from agent.normalize.bundle import unresolved_references
 from agent.normalize.clock import ClockFacts
 from agent.normalize.device import DeviceFacts

@@ -20,9 +20,10 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.device import Device
 from fhir.resources.R4B.observation import Observation
 
-from agent.ble.bps_session import RawMeasurement
 from agent.ble.uuids import GLUCOSE_MEASUREMENT, GLUCOSE_MEASUREMENT_CONTEXT
+from agent.errors import DecodeError
 from agent.ingest import PREPARERS, prepare, prepare_glucose
+from agent.measurement import RawMeasurement
 from agent.normalize.bundle import unresolved_references
 from agent.normalize.clock import ClockFacts
 from agent.normalize.device import DeviceFacts
@@ -33,7 +34,6 @@ from agent.normalize.glucose import (
     glucose_observations,
 )
 from agent.normalize.phd import Context
-from drivers.errors import DecodeError
 from hil.emulators.encoding import DateTime
 from hil.emulators.glucometer import GlucoseContext, Unit, mg_per_dl, mmol_per_l
 from hil.emulators.glucometer import GlucoseRecord as MeterRecord

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.errors import DecodeError
+from agent.errors import DecodeError
 from drivers.gatt_time import (
     AdjustReason,
     CurrentTime,

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from agent.ble.bps_session import RawMeasurement
 from agent.ble.gls_session import (
     GLUCOSE_MEASUREMENT,
     GLUCOSE_MEASUREMENT_CONTEXT,
@@ -31,8 +30,9 @@ from agent.ble.gls_session import (
 )
 from agent.ble.stack import BleStack
 from agent.cancellation import raise_if_cancelled
+from agent.errors import BleLinkLostError, DecodeError, DeviceProtocolError
+from agent.measurement import RawMeasurement
 from agent.normalize.device import DeviceFacts
-from drivers.errors import BleLinkLostError, DecodeError, DeviceProtocolError
 from hil.emulators.glucometer import Glucometer, GlucoseRecord, example_records
 from hil.emulators.peripheral import DeviceInformation
 from hil.emulators.racp_server import Respond

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.errors import RecordTooLargeError, StorageFullError
 from agent.ingest_batcher import (
     GROUP_COMMIT_MAX,
     GROUP_COMMIT_WINDOW_S,
@@ -20,7 +21,6 @@ from agent.ingest_batcher import (
 )
 from agent.outbox import MAX_RECORD_BYTES, Outbox
 from agent.sealing import DataKey, Sealer
-from drivers.errors import RecordTooLargeError, StorageFullError
 
 HUB = "hub-test-1"
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.errors import DecodeError
+from agent.errors import DecodeError
 from drivers.ieee11073 import MedFloat16, MedFloat32, SpecialValue
 
 SFLOAT_SPECIALS = {

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pkcs11 import Attribute, KeyType, ObjectClass
 
 from agent import config, cose, keys
+from agent.errors import ConfigError, KeyMaterialError
 from agent.ingest import Signer
 from agent.keys.file_provider import FileKeyProvider
 from agent.keys.pkcs11_provider import Pkcs11KeyProvider
@@ -32,7 +33,6 @@ from agent.sealing import (
     load_data_key,
     record_aad,
 )
-from drivers.errors import ConfigError, KeyMaterialError
 from tests import keyhub, phi_canaries
 
 KNOWN_KEY = bytes.fromhex("5ec7e7da7a6e7c0ffee0ddba11d00d1e" * 2)

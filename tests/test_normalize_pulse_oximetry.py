@@ -22,8 +22,9 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.device import Device
 from fhir.resources.R4B.observation import Observation
 
-from agent.ble.bps_session import RawMeasurement
+from agent.errors import DecodeError
 from agent.ingest import PREPARERS, prepare
+from agent.measurement import RawMeasurement
 from agent.normalize.clock import ClockFacts
 from agent.normalize.device import DeviceFacts
 from agent.normalize.phd import Context
@@ -31,7 +32,6 @@ from agent.normalize.pulse_oximetry import (
     PLX_CONTINUOUS_MEASUREMENT,
     PLX_SPOT_CHECK_MEASUREMENT,
 )
-from drivers.errors import DecodeError
 from hil.emulators.encoding import SFLOAT_NAN, SFLOAT_NRES, DateTime
 from hil.emulators.oximeter import (
     ContinuousSample,

@@ -9,12 +9,13 @@ from typing import Final
 import pytest
 from fhir.resources.R4B.device import Device
 
-from agent.ble.bps_session import RawMeasurement, collect_blood_pressure
+from agent.ble.bps_session import collect_blood_pressure
 from agent.ble.stack import BleStack
+from agent.errors import DecodeError
+from agent.measurement import RawMeasurement
 from agent.normalize.codes import MDC_DEV_SPEC_PROFILE_BPM
 from agent.normalize.device import DeviceFacts, phd_device
 from agent.normalize.regulatory import RegulatoryData
-from drivers.errors import DecodeError
 from hil.emulators.cuff import example_readings
 from hil.emulators.peripheral import DeviceInformation
 from hil.virtual_radio import VirtualRadio

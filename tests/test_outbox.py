@@ -16,6 +16,13 @@ from pathlib import Path
 import pytest
 
 from agent import outbox as outbox_mod
+from agent.errors import (
+    IntegrityError,
+    RecordTooLargeError,
+    StorageCorruptError,
+    StorageError,
+    StorageFullError,
+)
 from agent.outbox import (
     MAX_RECORD_BYTES,
     SCHEMA_VERSION,
@@ -26,13 +33,6 @@ from agent.outbox import (
     peek_counts,
 )
 from agent.sealing import DataKey, Sealer, create_data_key
-from drivers.errors import (
-    IntegrityError,
-    RecordTooLargeError,
-    StorageCorruptError,
-    StorageError,
-    StorageFullError,
-)
 
 HUB = "hub-test-1"
 CANARY = "CANARY-7f3a9c"
@@ -142,7 +142,7 @@ class TestOpen:
         with pytest.raises(StorageError) as info:
             Outbox.open(db_path, sealer, "hub-other")
         assert info.value.reason == "belongs to hub 'hub-test-1', not 'hub-other'"
-        assert info.value.transient is False
+        assert info.value.retryable is False
 
     def test_not_a_database_is_corrupt(self, db_path: Path, sealer: Sealer) -> None:
         """A file that is not SQLite fails at open with StorageCorruptError (quarantine hook)."""
@@ -183,7 +183,7 @@ class TestOpen:
         with pytest.raises(StorageCorruptError) as info:
             Outbox.open(db_path, sealer, HUB)
         assert (info.value.operation, info.value.reason) == ("open", reason)
-        assert info.value.transient is False
+        assert info.value.retryable is False
 
     def test_foreign_sqlite_database_refused(self, db_path: Path, sealer: Sealer) -> None:
         """A SQLite file made by another application (application_id) is refused."""
@@ -204,7 +204,7 @@ class TestOpen:
         with pytest.raises(StorageError) as info:
             Outbox.open(db_path, sealer, HUB)
         assert info.value.reason == "schema 99 is newer than this agent"
-        assert info.value.transient is False
+        assert info.value.retryable is False
 
     def test_wal_unavailable_refused(self, db_path: Path, sealer: Sealer) -> None:
         """If WAL cannot be switched on (another rollback-mode reader), open fails."""
@@ -231,7 +231,7 @@ class TestOpen:
         with pytest.raises(StorageError) as info:
             _append(ob, "k1")
         assert (info.value.operation, info.value.reason) == ("append", "outbox is closed")
-        assert info.value.transient is False
+        assert info.value.retryable is False
 
 
 class TestSequence:

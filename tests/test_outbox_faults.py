@@ -22,10 +22,11 @@ from structlog.testing import capture_logs
 
 from agent import config as config_mod
 from agent import daemon as daemon_mod
-from agent.ble.bps_session import RawMeasurement
 from agent.daemon import Hub, _Arrival, status
+from agent.errors import StorageCorruptError, StorageError, StorageFullError
 from agent.ingest import BLOOD_PRESSURE_MEASUREMENT, Signer
 from agent.ingest_batcher import Item, Status, commit_batch
+from agent.measurement import RawMeasurement
 from agent.outbox import (
     CRITICAL_FRACTION,
     DEFAULT_QUOTA_BYTES,
@@ -37,7 +38,6 @@ from agent.outbox import (
     storage_level,
 )
 from agent.sealing import DataKey, Sealer
-from drivers.errors import StorageCorruptError, StorageError, StorageFullError
 from hil.crash_child import DEVICE, measurement
 
 HUB: Final = "hub-test-1"

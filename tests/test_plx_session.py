@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from agent.ble.bps_session import RawMeasurement, SessionEnd
+from agent.ble.bps_session import SessionEnd
 from agent.ble.plx_session import (
     PLX_CONTINUOUS_MEASUREMENT,
     PLX_SPOT_CHECK_MEASUREMENT,
@@ -23,8 +23,9 @@ from agent.ble.plx_session import (
 from agent.ble.sessions import SESSIONS
 from agent.ble.stack import BleStack
 from agent.config import DEVICE_KINDS
+from agent.errors import BleLinkError, ConfigError
+from agent.measurement import RawMeasurement
 from agent.normalize.device import DeviceFacts
-from drivers.errors import BleLinkError, ConfigError
 from hil.emulators.encoding import DateTime
 from hil.emulators.oximeter import (
     EmulatedOximeter,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from drivers.errors import DecodeError
+from agent.errors import DecodeError
 from drivers.gatt_time import DateTime
 from drivers.ieee11073 import MedFloat16
 from drivers.pulse_oximetry import (

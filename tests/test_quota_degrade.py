@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.ble.bps_session import RawMeasurement
 from agent.daemon import DEGRADED_CONTINUOUS_INTERVAL_S, Hub, _Arrival, open_outbox
+from agent.measurement import RawMeasurement
 from agent.normalize.device import DeviceFacts
 from agent.normalize.pulse_oximetry import PLX_CONTINUOUS_MEASUREMENT
 from agent.outbox import StorageLevel

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from agent.errors import IntegrityError, KeyMaterialError
 from agent.sealing import (
     KEY_FILE_SIZE,
     SEAL_OVERHEAD_BYTES,
@@ -26,7 +27,6 @@ from agent.sealing import (
     record_aad,
     sync_state_aad,
 )
-from drivers.errors import IntegrityError, KeyMaterialError
 
 FIXED_KEY = bytes(range(32))
 

@@ -23,8 +23,8 @@ from structlog.testing import capture_logs
 
 from agent import cose
 from agent import uplink as uplink_module
+from agent.errors import UplinkError, UsageError
 from agent.uplink import Uplink, UplinkSettings, readings_topic
-from drivers.errors import UplinkError, UsageError
 from hil.broker import Broker
 from hil.pki import DevPki
 from hil.receiver import Receiver, VerifiedReading
@@ -250,7 +250,7 @@ class TestFailures:
             await uplink.connected.wait()
             with pytest.raises(UplinkError) as caught:
                 await uplink.publish(_Hub(dev_pki).envelope(1))
-        assert (caught.value.rc, caught.value.transient) == (0x87, False)
+        assert (caught.value.rc, caught.value.retryable) == (0x87, False)
         assert caught.value.reason == "PUBACK refused: Not authorized"
         assert (uplink.stats.acked, uplink.stats.refused) == (0, 1)
 
@@ -440,7 +440,7 @@ class TestLifecycle:
         assert [e["attempt"] for e in backoffs[:3]] == [1, 2, 3]
         assert all(0 <= e["delay_s"] <= 0.5 for e in backoffs)
         failed = next(e for e in events if e["event"] == "mqtt_connect_failed")
-        assert (failed["transient"], failed["rc"]) == (True, None)
+        assert (failed["retryable"], failed["rc"]) == (True, None)
         assert failed["reason"].startswith("cannot reach the broker")
 
     async def test_close_sends_disconnect_and_run_returns(

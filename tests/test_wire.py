@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.errors import DecodeError
+from agent.errors import DecodeError
 from drivers.wire import Cursor, check_length
 
 LAYOUT = [("Flags", 1), ("Value", 2), ("Stamp", 7)]

@@ -21,7 +21,7 @@ Theory of operation
    short as the pipeline allows. Decoding is the pipeline's job (``drivers``).
 6. The session **ends** when no measurement has arrived for ``quiet_period_s``, when
    ``max_measurements`` have arrived, or at the session deadline; it then disconnects. A
-   **dropped link** raises :class:`~drivers.errors.BleLinkLostError` (after handing on
+   **dropped link** raises :class:`~agent.errors.BleLinkLostError` (after handing on
    everything that arrived): the device keeps what it did not see confirmed.
 
 Buffering: the bleak callback cannot wait (the confirmation goes out when it returns), so
@@ -36,9 +36,9 @@ session are lost although the device saw them confirmed. Prefer ``session_timeou
 (which ends the radio part and still hands everything on) to wrapping the call in a
 shorter ``asyncio.timeout``.
 
-Errors (``drivers.errors``): :class:`~drivers.errors.BleLinkError` for "not found",
+Errors (``agent.errors``): :class:`~agent.errors.BleLinkError` for "not found",
 "connect failed", a failed or timed-out GATT operation; :class:`BleLinkLostError` for a
-dropped link; :class:`~drivers.errors.DeviceProtocolError` for a device without service 0x1810,
+dropped link; :class:`~agent.errors.DeviceProtocolError` for a device without service 0x1810,
 characteristic 0x2A35 (indicating) or 0x2A49, or that answers a read with an ATT error.
 The full address is needed to connect and sits in :class:`DeviceFacts`, but is never
 logged nor put in an exception: logs and errors carry the label (last two octets).
@@ -61,8 +61,6 @@ from agent.ble.gatt_session import (
     QUIET_PERIOD_S,
     SCAN_TIMEOUT_S,
     BufferedSession,
-    OnMeasurement,
-    RawMeasurement,
     SessionEnd,
     check_session_timeout,
     device_facts,
@@ -75,8 +73,9 @@ from agent.ble.uuids import (
     BLOOD_PRESSURE_SERVICE,
     REGULATORY_CERTIFICATION_DATA_LIST,
 )
+from agent.errors import ConfigError, DeviceProtocolError
+from agent.measurement import OnMeasurement, RawMeasurement
 from agent.normalize.device import DeviceFacts
-from drivers.errors import ConfigError, DeviceProtocolError
 
 __all__ = [
     "CONNECT_TIMEOUT_S",

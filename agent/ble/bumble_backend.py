@@ -64,8 +64,8 @@ from bumble.gatt_client import CharacteristicProxy, DescriptorProxy
 from agent.ble.advertising import parse_ad_structures
 from agent.ble.bumble_host import BumbleHost, registered_host
 from agent.ble.uuids import CLIENT_CHARACTERISTIC_CONFIGURATION, from_le_bytes
+from agent.errors import BleLinkError
 from agent.logs import device_label
-from drivers.errors import BleLinkError
 
 log = structlog.get_logger(__name__)
 

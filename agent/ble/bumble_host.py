@@ -48,8 +48,8 @@ from bumble.pairing import PairingConfig, PairingDelegate
 from bumble.transport import open_transport
 from bumble.transport.common import Transport
 
+from agent.errors import BleLinkError
 from agent.logs import device_label
-from drivers.errors import BleLinkError
 
 log = structlog.get_logger(__name__)
 

@@ -8,15 +8,16 @@ It holds what every session does the same way, on bleak's public API only:
   (:func:`check_session_timeout`) and the deadline (:func:`session_deadline`);
 - :class:`GattSession`: scanning for the allowlisted address advertising the session's
   service, connecting, the GATT-operation wrapper that maps bleak's failures to the hub's
-  errors (:class:`~drivers.errors.BleLinkError`, :class:`~drivers.errors.BleLinkLostError`,
-  :class:`~drivers.errors.DeviceProtocolError`) and calls :func:`raise_if_cancelled` after
+  errors (:class:`~agent.errors.BleLinkError`, :class:`~agent.errors.BleLinkLostError`,
+  :class:`~agent.errors.DeviceProtocolError`) and calls :func:`raise_if_cancelled` after
   every radio operation, service discovery, reading the Device Information Service
   (DIS 1.1, UUID 0x180A; all optional) and disconnecting;
 - :class:`DisValues` and :func:`device_facts`: the raw DIS values and their decoding into
   :class:`~agent.normalize.device.DeviceFacts` (service-agnostic);
 - :class:`BufferedSession`: the bounded hand-on buffer of the sessions that end on a quiet
   period (BPS, PLXS): the bleak callback buffers, the session's coroutine hands on;
-- :class:`RawMeasurement` and :data:`OnMeasurement`: what a session hands the pipeline.
+- :class:`RawMeasurement` and :data:`OnMeasurement` (from :mod:`agent.measurement`): what a
+  session hands the pipeline.
 
 The full address is needed to connect and sits in :class:`DeviceFacts`, but is never
 logged nor put in an exception: logs and errors carry the label (last two octets).
@@ -29,7 +30,7 @@ import enum
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,17 +55,18 @@ from agent.ble.uuids import (
     SYSTEM_ID,
 )
 from agent.cancellation import raise_if_cancelled
-from agent.logs import device_label
-from agent.normalize.device import DeviceFacts
-from agent.normalize.regulatory import RegulatoryData
-from drivers.device_information import DisString, DisStringCharacteristic, SystemId
-from drivers.errors import (
+from agent.errors import (
     BleLinkError,
     BleLinkLostError,
     ConfigError,
     DecodeError,
     DeviceProtocolError,
 )
+from agent.logs import device_label
+from agent.measurement import OnMeasurement, RawMeasurement
+from agent.normalize.device import DeviceFacts
+from agent.normalize.regulatory import RegulatoryData
+from drivers.device_information import DisString, DisStringCharacteristic, SystemId
 
 log = structlog.get_logger(__name__)
 
@@ -93,34 +95,6 @@ MEASUREMENT_SLACK: Final = 4
 disconnects: a device sends the next one only after a confirmation, so one at most."""
 
 """DIS 0x2A2A (DIS 1.1 §3.9), optional; read with the other DIS values."""
-
-OnMeasurement = Callable[["RawMeasurement", DeviceFacts], Awaitable[None]]
-"""The pipeline's hook: store one raw measurement (from the device described)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RawMeasurement:
-    """One characteristic value as received, undecoded (e.g. BPS §3.1 Blood Pressure Measurement).
-
-    Attributes:
-        characteristic_uuid: bleak-style 128-bit UUID of the characteristic it came from.
-        data: the value's bytes exactly as indicated (never in the repr: it is PHI).
-        received_monotonic: ``time.monotonic()`` at arrival, for ordering and intervals.
-        received_wall: the hub's UTC wall clock at arrival.
-        related: see below.
-        sync_state: see below.
-    """
-
-    characteristic_uuid: str
-    data: bytes = field(repr=False)
-    received_monotonic: float
-    received_wall: datetime
-    related: Mapping[str, bytes] = field(default_factory=dict, repr=False)
-    """Values that belong to this one, by characteristic UUID (e.g. a glucose measurement's
-    context 0x2A34, joined by sequence number in the session)."""
-    sync_state: Mapping[str, bytes] = field(default_factory=dict, repr=False)
-    """Per-device sync state (e.g. a glucometer's RACP high-water mark) that must commit in
-    the same outbox transaction as this measurement, by key."""
 
 
 class SessionEnd(enum.Enum):

@@ -37,11 +37,11 @@ Theory of operation (GLS/GLP collector procedure, ble-spec-facts §4.5)
    stored. A measurement that announces a context waits for it until the next
    measurement or the end of the procedure; a later record never overtakes an earlier one.
 6. A procedure **ends** with the RACP Response Code indication ``06 00 01 xx``: success or
-   "no records found"; anything else is a :class:`~drivers.errors.DeviceProtocolError`.
+   "no records found"; anything else is a :class:`~agent.errors.DeviceProtocolError`.
    Each procedure is bounded by :data:`RACP_PROCEDURE_TIMEOUT_S` without progress (inner
    to the session deadline); on that timeout the hub writes Abort (``03 00``).
 
-A **dropped link** raises :class:`~drivers.errors.BleLinkLostError` after handing on every
+A **dropped link** raises :class:`~agent.errors.BleLinkLostError` after handing on every
 complete record received; a record still waiting for its context is not handed on, and
 since the mark stays below it the next session asks for it again.
 """
@@ -69,8 +69,6 @@ from agent.ble.gatt_session import (
     SCAN_TIMEOUT_S,
     DisValues,
     GattSession,
-    OnMeasurement,
-    RawMeasurement,
     check_session_timeout,
     device_facts,
     session_deadline,
@@ -84,8 +82,9 @@ from agent.ble.uuids import (
     RECORD_ACCESS_CONTROL_POINT,
 )
 from agent.cancellation import raise_if_cancelled
+from agent.errors import BleLinkLostError, ConfigError, DecodeError, DeviceProtocolError
+from agent.measurement import OnMeasurement, RawMeasurement
 from agent.normalize.device import DeviceFacts
-from drivers.errors import BleLinkLostError, ConfigError, DecodeError, DeviceProtocolError
 from drivers.racp import (
     FilterType,
     NumberOfStoredRecords,

@@ -3,7 +3,7 @@
 The same procedure and guarantees as the blood-pressure session (:mod:`agent.ble.bps_session`,
 both on :class:`agent.ble.gatt_session.BufferedSession`:
 scan for the allowlisted address, connect, read, subscribe, hand each raw value on the moment
-it arrives, end on quiet / limit / deadline, :class:`~drivers.errors.BleLinkLostError` on a
+it arrives, end on quiet / limit / deadline, :class:`~agent.errors.BleLinkLostError` on a
 dropped link), with the PLXS specifics:
 
 1. **Read** DIS (all optional) and PLX Features 0x2A60 (PLXS §3.3, mandatory), then the
@@ -57,7 +57,6 @@ from agent.ble.gatt_session import (
     QUIET_PERIOD_S,
     SCAN_TIMEOUT_S,
     BufferedSession,
-    OnMeasurement,
     SessionEnd,
     check_session_timeout,
     device_facts,
@@ -71,8 +70,9 @@ from agent.ble.uuids import (
     PULSE_OXIMETER_SERVICE,
     RECORD_ACCESS_CONTROL_POINT,
 )
+from agent.errors import ConfigError, DecodeError, DeviceProtocolError
+from agent.measurement import OnMeasurement
 from agent.normalize.device import DeviceFacts
-from drivers.errors import ConfigError, DecodeError, DeviceProtocolError
 from drivers.pulse_oximetry import PlxFeatures, PlxSupportedFeatures
 from drivers.racp import (
     OpCode,

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from agent.ble.bps_session import collect_blood_pressure
-from agent.ble.gatt_session import OnMeasurement
 from agent.ble.gls_session import (
     RACP_PROCEDURE_TIMEOUT_S,
     SYNC_KEY,
@@ -28,6 +27,7 @@ from agent.ble.gls_session import (
 from agent.ble.plx_session import collect_pulse_oximetry
 from agent.ble.stack import BleStack
 from agent.config import BleConfig, DeviceConfig
+from agent.measurement import OnMeasurement
 
 
 class SyncStateReader(Protocol):

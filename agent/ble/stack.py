@@ -20,21 +20,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import structlog
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.scanner import BaseBleakScanner
-from bumble.keys import KeyStore
 
-from agent.ble.bumble_backend import backend_classes
-from agent.ble.bumble_host import (
-    DEFAULT_STATIC_ADDRESS,
-    BumbleHost,
-    PairingPolicy,
-    bumble_host,
-)
-from drivers.errors import ConfigError
+from agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    # Bumble is imported only when a ``bumble:`` stack is opened: a BlueZ hub never loads it
+    # (it is most of the agent's start time and memory).
+    from bumble.keys import KeyStore
+
+    from agent.ble.bumble_host import BumbleHost, PairingPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -91,6 +90,8 @@ def backends_for(
     spec = parse_stack(stack)
     if spec.transport is None:
         return None, None
+    from agent.ble.bumble_backend import backend_classes
+
     return backend_classes(spec.transport)
 
 
@@ -115,7 +116,7 @@ class BleStack:
         cls,
         stack: str,
         *,
-        static_address: str = DEFAULT_STATIC_ADDRESS,
+        static_address: str | None = None,
         keystore: KeyStore | None = None,
         pairing: PairingPolicy | None = None,
     ) -> AsyncIterator[BleStack]:
@@ -123,7 +124,8 @@ class BleStack:
 
         Args:
             stack: the ``ble.stack`` value.
-            static_address: the hub's random static address on a Bumble controller.
+            static_address: the hub's random static address on a Bumble controller (default:
+                :data:`agent.ble.bumble_host.DEFAULT_STATIC_ADDRESS`).
             keystore: where Bumble keeps bonding keys (default: in memory).
             pairing: how the hub pairs on Bumble (default: Just Works).
 
@@ -136,9 +138,15 @@ class BleStack:
             log.info("ble_stack_open", stack="bluez")
             yield cls(spec, None, None, None)
             return
+        from agent.ble.bumble_backend import backend_classes
+        from agent.ble.bumble_host import DEFAULT_STATIC_ADDRESS, bumble_host
+
         scanner, client = backend_classes(spec.transport)
         async with bumble_host(
-            spec.transport, static_address=static_address, keystore=keystore, pairing=pairing
+            spec.transport,
+            static_address=static_address or DEFAULT_STATIC_ADDRESS,
+            keystore=keystore,
+            pairing=pairing,
         ) as host:
             log.info("ble_stack_open", stack="bumble", transport=spec.transport_kind)
             yield cls(spec, scanner, client, host)

@@ -14,6 +14,7 @@ from pathlib import Path
 import structlog
 
 from agent.config import Config
+from agent.errors import KeyMaterialError
 from agent.keys.file_provider import FileKeyProvider, read_pin_file
 from agent.keys.provider import KeyProvider
 from agent.sealing import (
@@ -24,7 +25,6 @@ from agent.sealing import (
     create_data_key,
     load_data_key,
 )
-from drivers.errors import KeyMaterialError
 
 log = structlog.get_logger(__name__)
 

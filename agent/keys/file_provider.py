@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from agent import cose
+from agent.errors import KeyMaterialError
 from agent.private_files import read_private_file
 from agent.sealing import (
     DATA_KEY_BYTES,
@@ -34,7 +35,6 @@ from agent.sealing import (
     KeyProtection,
     destroy_key_file,
 )
-from drivers.errors import KeyMaterialError
 
 log = structlog.get_logger(__name__)
 

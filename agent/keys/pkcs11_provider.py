@@ -45,8 +45,8 @@ from pkcs11.mechanisms import GCMParams
 from pkcs11.types import DecryptMixin, EncryptMixin, SignMixin
 from pkcs11.util.ec import encode_named_curve_parameters
 
+from agent.errors import KeyMaterialError
 from agent.sealing import DATA_KEY_BYTES, WRAP_NONCE_BYTES, WRAPPED_KEY_BYTES, KeyProtection
-from drivers.errors import KeyMaterialError
 
 if TYPE_CHECKING:
     from pkcs11._pkcs11 import lib as Pkcs11Lib

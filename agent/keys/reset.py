@@ -20,9 +20,9 @@ from pathlib import Path
 import structlog
 
 from agent.config import Config
+from agent.errors import KeyMaterialError
 from agent.keys import open_provider
 from agent.sealing import destroy_key_file
-from drivers.errors import KeyMaterialError
 
 log = structlog.get_logger(__name__)
 

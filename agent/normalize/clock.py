@@ -34,9 +34,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 from zoneinfo import ZoneInfo
 
+from agent.errors import DecodeError
 from agent.normalize import codes
 from agent.normalize.phd import Context, fhir_datetime, localize
-from drivers.errors import DecodeError
 from drivers.gatt_time import CurrentTime
 
 if TYPE_CHECKING:

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
 
+from agent.errors import DecodeError
 from agent.normalize import codes
 from agent.normalize.bundle import logical_id
 from agent.normalize.clock import ObservationTime, apply_time, observation_time
@@ -69,7 +70,6 @@ from agent.normalize.status import (
     implausible,
     implausible_interpretation,
 )
-from drivers.errors import DecodeError
 from drivers.glucose import (
     ConcentrationUnit,
     GlucoseMeasurement,

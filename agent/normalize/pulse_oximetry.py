@@ -48,11 +48,12 @@ from datetime import UTC, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
-from agent.ble.bps_session import RawMeasurement
 from agent.ble.uuids import (
     PLX_CONTINUOUS_MEASUREMENT,
     PLX_SPOT_CHECK_MEASUREMENT,
 )
+from agent.errors import DecodeError
+from agent.measurement import RawMeasurement
 from agent.normalize import codes
 from agent.normalize.bundle import logical_id
 from agent.normalize.clock import ObservationTime, TimeFlag, apply_time, observation_time
@@ -71,7 +72,6 @@ from agent.normalize.status import (
     implausible,
     implausible_interpretation,
 )
-from drivers.errors import DecodeError
 from drivers.ieee11073 import MedFloat16
 from drivers.pulse_oximetry import (
     PlxContinuousMeasurement,

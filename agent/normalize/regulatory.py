@@ -24,8 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from agent.errors import DecodeError
 from agent.normalize import codes
-from drivers.errors import DecodeError
 
 CHARACTERISTIC: Final = "0x2A2A"
 AUTH_BODY_CONTINUA: Final = 2

@@ -35,9 +35,9 @@ from typing import Any, Final
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent import logs
-from agent.ble.bps_session import RawMeasurement
 from agent.ingest import BLOOD_PRESSURE_MEASUREMENT, Prepared, Signer, prepare
 from agent.ingest_batcher import GROUP_COMMIT_MAX, Item, Outcome, commit_batch
+from agent.measurement import RawMeasurement
 from agent.normalize.phd import Context
 from agent.outbox import Outbox
 from agent.sealing import DataKey, Sealer

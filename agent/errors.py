@@ -1,0 +1,231 @@
+"""The hub-wide branches of homehub's one exception tree; every error the agent raises.
+
+The root and the protocol branches (:class:`HubError`, :class:`DeviceError`,
+:class:`LocalError`) live in :mod:`drivers.errors`, the sans-I/O package, and are re-exported
+here, so the agent imports every error from this module. The first level says *whose fault it
+is*:
+
+- :class:`DeviceError`: a device sent something wrong (``drivers.errors``).
+- :class:`LocalError`: we or our operator got something wrong: :class:`ConfigError`,
+  :class:`UsageError`, :class:`RecordTooLargeError`.
+- :class:`TransportError`: a link failed (BLE radio, MQTT broker, modem).
+- :class:`StorageError`: the disk or the database failed.
+- :class:`CryptoError`: a key is missing or wrong, a seal or signature does not verify.
+
+Retryable or not is said by the class (:attr:`HubError.retryable`): a refusal that waiting
+cannot fix has its own class (:class:`UplinkRefusedError`, :class:`StorageUnusableError`,
+:class:`StorageCorruptError`). :mod:`agent.retry` decides by type, never by message.
+"""
+
+from __future__ import annotations
+
+from drivers.errors import (
+    DecodeError,
+    DeviceError,
+    DeviceFloodError,
+    DeviceProtocolError,
+    HubError,
+    LocalError,
+    UsageError,
+)
+
+__all__ = [
+    "BleLinkError",
+    "BleLinkLostError",
+    "ConfigError",
+    "CryptoError",
+    "DecodeError",
+    "DeviceError",
+    "DeviceFloodError",
+    "DeviceProtocolError",
+    "HubError",
+    "IntegrityError",
+    "KeyMaterialError",
+    "LocalError",
+    "RecordTooLargeError",
+    "StorageCorruptError",
+    "StorageError",
+    "StorageFullError",
+    "StorageUnusableError",
+    "TransportError",
+    "UplinkError",
+    "UplinkRefusedError",
+    "UsageError",
+]
+
+
+# ---------------------------------------------------------------------------
+# Our (or our operator's) fault
+# ---------------------------------------------------------------------------
+
+
+class ConfigError(LocalError):
+    """The configuration file is missing, unreadable, or holds a missing or wrong key.
+
+    Attributes:
+        path: the configuration file.
+        key: the dotted key at fault (``"mqtt.port"``), or ``None`` for the whole file.
+        reason: what is wrong with it.
+        line: the line of the file where the key (or its table) stands, when known.
+    """
+
+    def __init__(self, path: str, key: str | None, reason: str, line: int | None = None) -> None:
+        self.path = path
+        self.key = key
+        self.reason = reason
+        self.line = line
+        at = f":{line}" if line is not None else ""
+        where = f"key '{key}'" if key else "file"
+        super().__init__(f"{path}{at}: {where}: {reason}")
+
+
+class RecordTooLargeError(LocalError, ValueError):
+    """A record handed to the outbox exceeds its size bound; nothing was stored.
+
+    Our fault: the pipeline built a record larger than any reading can need, so retrying
+    cannot help.
+
+    Attributes:
+        kind: the record's kind (``"observation"``).
+        size_bytes: the record's size.
+        limit_bytes: the bound it exceeds.
+    """
+
+    def __init__(self, kind: str, size_bytes: int, limit_bytes: int) -> None:
+        self.kind = kind
+        self.size_bytes = size_bytes
+        self.limit_bytes = limit_bytes
+        super().__init__(f"{kind} record of {size_bytes} bytes exceeds {limit_bytes} bytes")
+
+
+# ---------------------------------------------------------------------------
+# A link's fault
+# ---------------------------------------------------------------------------
+
+
+class TransportError(HubError):
+    """A link failed: the BLE radio, the MQTT broker, the modem. Retried with backoff.
+
+    Attributes:
+        link: which link (``"ble"``, ``"mqtt"``, ``"modem"``).
+        reason: what happened.
+    """
+
+    retryable = True
+
+    def __init__(self, link: str, reason: str) -> None:
+        self.link = link
+        self.reason = reason
+        super().__init__(f"{link}: {reason}")
+
+
+class BleLinkError(TransportError):
+    """A BLE scan, connection or GATT operation failed or timed out."""
+
+    def __init__(self, reason: str, device: str | None = None) -> None:
+        self.device = device
+        super().__init__("ble", f"{device}: {reason}" if device else reason)
+
+
+class BleLinkLostError(BleLinkError):
+    """The BLE link dropped during a device session, after the connection was set up.
+
+    Measurements received before the drop were already handed on; the device keeps every
+    one whose indication it did not see confirmed and sends it again next time.
+
+    Attributes:
+        phase: ``"setup"`` (reading device information, subscribing) or ``"collect"``.
+        measurements: how many measurements arrived, and were handed on, before the drop.
+    """
+
+    def __init__(self, phase: str, measurements: int, device: str | None = None) -> None:
+        self.phase = phase
+        self.measurements = measurements
+        super().__init__(f"link lost during {phase} after {measurements} measurements", device)
+
+
+class UplinkError(TransportError):
+    """The MQTT uplink failed in a way waiting can fix: unreachable, dropped, timed out.
+
+    Attributes:
+        rc: the MQTT reason code, when the broker gave one.
+    """
+
+    def __init__(self, reason: str, rc: int | None = None) -> None:
+        self.rc = rc
+        super().__init__("mqtt", reason)
+
+
+class UplinkRefusedError(UplinkError):
+    """The broker or TLS refused us for a reason waiting alone cannot fix (certificate not
+    accepted, 'not authorized', a message refused for good): retried only slowly."""
+
+    retryable = False
+
+
+# ---------------------------------------------------------------------------
+# The disk's fault
+# ---------------------------------------------------------------------------
+
+
+class StorageError(HubError):
+    """The outbox database or the disk under it failed; waiting may help (a full or failing
+    disk). The reading is not reported stored.
+
+    Attributes:
+        path: the database file.
+        operation: what we were doing (``"append"``, ``"mark_delivered"``…).
+        reason: what failed.
+    """
+
+    retryable = True
+
+    def __init__(self, path: str, operation: str, reason: str) -> None:
+        self.path = path
+        self.operation = operation
+        self.reason = reason
+        super().__init__(f"{path}: {operation}: {reason}")
+
+
+class StorageFullError(StorageError):
+    """The disk is full (ENOSPC) or the outbox quota is reached."""
+
+
+class StorageUnusableError(StorageError):
+    """The outbox cannot be used and waiting will not change that: closed, another hub's,
+    a newer schema, durability refused, sequence numbers exhausted."""
+
+    retryable = False
+
+
+class StorageCorruptError(StorageError):
+    """The database failed its integrity check."""
+
+    retryable = False
+
+
+# ---------------------------------------------------------------------------
+# A key's or a signature's fault
+# ---------------------------------------------------------------------------
+
+
+class CryptoError(HubError):
+    """A key is missing or unusable, or a seal or signature does not verify.
+
+    Attributes:
+        what: the key, record or envelope concerned (``"data key"``, ``"seq 17"``).
+        reason: what is wrong (never key material).
+    """
+
+    def __init__(self, what: str, reason: str) -> None:
+        self.what = what
+        self.reason = reason
+        super().__init__(f"{what}: {reason}")
+
+
+class KeyMaterialError(CryptoError):
+    """A key file is missing, has the wrong mode or the wrong format."""
+
+
+class IntegrityError(CryptoError, ValueError):
+    """A sealed record or a signed envelope failed authentication."""
