@@ -11,6 +11,7 @@ an undecodable reading is never stored as if it were valid.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -90,18 +91,48 @@ class SigningProvider(Protocol):
         ...
 
 
+def content_digest(raw: RawMeasurement) -> bytes:
+    """SHA-256 over exactly what the device sent for this reading: the characteristic, its
+    value and each related value (by characteristic, in sorted order), length-prefixed.
+
+    Two readings with the same identity but different digests are a *conflict*."""
+    h = hashlib.sha256()
+    for uuid, value in [(raw.characteristic_uuid, raw.data), *sorted(raw.related.items())]:
+        for part in (uuid.lower().encode(), value):
+            h.update(len(part).to_bytes(4, "big"))
+            h.update(part)
+    return h.digest()
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A decoded, normalized measurement waiting for its sequence number."""
+    """A decoded, normalized measurement waiting for its sequence number.
+
+    ``identity`` is the outbox's dedup key: what distinguishes this reading from every other
+    one of the same device and patient (the record's sequence number where the service has
+    one, the content where it has not). ``content_digest`` is what the device sent
+    (:func:`content_digest`). The outbox stores a reading whose identity is new; drops a true
+    re-send (same identity, same digest) as a duplicate; and stores a reading with a known
+    identity but another digest as a *conflict*, reported and sent with ``conflict_of``.
+    """
 
     kind: str
-    identifier: str  #: the primary Observation's conditional-create identifier (dedup key)
+    identifier: str  #: the primary Observation's conditional-create identifier
     bundle: dict[str, Any]
     hub_id: str
     stored_at: datetime
+    identity: str = ""
+    """The dedup key (see above); defaults to ``identifier``."""
+    content_digest: bytes = field(default=b"", repr=False)
 
-    def envelope(self, seq: int, signer: Signer) -> bytes:
-        """The signed COSE_Sign1 message for sequence number ``seq``."""
+    @property
+    def dedup_key(self) -> str:
+        """The outbox's dedup key: ``identity``, or the identifier when none was given."""
+        return self.identity or self.identifier
+
+    def envelope(self, seq: int, signer: Signer, conflict_of: int | None = None) -> bytes:
+        """The signed COSE_Sign1 message for sequence number ``seq`` (``conflict_of``: the seq
+        of the first record with the same identity, when this one conflicts with it)."""
         payload = Payload(
             hub=self.hub_id,
             seq=seq,
@@ -109,6 +140,7 @@ class Prepared:
             id=self.identifier,
             hub_time=fhir_datetime(self.stored_at),
             fhir=self.bundle,
+            conflict_of=conflict_of,
         ).encode()
         return cose.sign1_with(payload, signer.sign, signer.kid, CONTENT_TYPE)
 
@@ -148,6 +180,7 @@ def _prepared(
     device: DeviceFacts,
     ctx: Context,
     kind: str,
+    raw: RawMeasurement | None = None,
 ) -> Prepared:
     """One reading's record: its Observations, both Devices and the coincident timestamp in a
     Bundle; identified by its first (primary) Observation's identifier."""
@@ -164,6 +197,7 @@ def _prepared(
         bundle=bundle,
         hub_id=ctx.hub_id,
         stored_at=ctx.received,
+        content_digest=content_digest(raw) if raw is not None else b"",
     )
 
 
@@ -171,14 +205,18 @@ def prepare_blood_pressure(raw: RawMeasurement, device: DeviceFacts, ctx: Contex
     """A Blood Pressure Measurement 0x2A35: the BP panel, pulse rate, and both Devices."""
     measurement = BloodPressureMeasurement.from_bytes(raw.data)
     observations = blood_pressure_observations(blood_pressure_reading(measurement), device, ctx)
-    return _prepared(observations, codes.MDC_DEV_SPEC_PROFILE_BPM, device, ctx, KIND_OBSERVATION)
+    return _prepared(
+        observations, codes.MDC_DEV_SPEC_PROFILE_BPM, device, ctx, KIND_OBSERVATION, raw
+    )
 
 
 def prepare_pulse_oximetry(raw: RawMeasurement, device: DeviceFacts, ctx: Context) -> Prepared:
     """A PLX Spot-check 0x2A5E or Continuous 0x2A5F value: SpO2, pulse rate, PAI, device
     status (agent.normalize.pulse_oximetry), and both Devices."""
     observations = plx_observations(raw, device, ctx)
-    return _prepared(observations, MDC_DEV_SPEC_PROFILE_PULS_OXIM, device, ctx, KIND_OBSERVATION)
+    return _prepared(
+        observations, MDC_DEV_SPEC_PROFILE_PULS_OXIM, device, ctx, KIND_OBSERVATION, raw
+    )
 
 
 def prepare_glucose(raw: RawMeasurement, device: DeviceFacts, ctx: Context) -> Prepared:
@@ -187,7 +225,7 @@ def prepare_glucose(raw: RawMeasurement, device: DeviceFacts, ctx: Context) -> P
     device quality-control record, never as patient glucose."""
     record = GlucoseRecord.from_values(raw.data, raw.related.get(GLUCOSE_MEASUREMENT_CONTEXT))
     observations = glucose_observations(record, device, ctx)
-    return _prepared(observations, MDC_DEV_SPEC_PROFILE_GLUCOSE, device, ctx, record.kind)
+    return _prepared(observations, MDC_DEV_SPEC_PROFILE_GLUCOSE, device, ctx, record.kind, raw)
 
 
 Preparer = Callable[[RawMeasurement, DeviceFacts, Context], Prepared]

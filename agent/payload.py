@@ -2,7 +2,13 @@
 
     {"v": 1, "hub": <hub id>, "seq": <64-bit hub sequence>, "kind": "observation",
      "id": <conditional-create identifier of the primary Observation>,
-     "hub_time": <RFC 3339 UTC time the hub stored it>, "fhir": <FHIR Bundle>}
+     "hub_time": <RFC 3339 UTC time the hub stored it>, "fhir": <FHIR Bundle>,
+     ["conflict_of": <seq of the first record with the same identity>]}
+
+``conflict_of`` is present only on a *conflict*: a reading whose identity (device, patient,
+code and the record's sequence number or time stamp) equals an earlier one's while its
+content differs. The hub stores and sends both; the platform must keep both and flag them
+for review, never merge the second into the first.
 
 Encoded with cbor2's canonical (RFC 8949 §4.2.1 core deterministic) encoding, so the same
 content always gives the same bytes and therefore, with deterministic ECDSA, the same
@@ -33,18 +39,19 @@ class Payload:
     id: str
     hub_time: str
     fhir: dict[str, Any]
+    conflict_of: int | None = None
 
     def encode(self) -> bytes:
         """Deterministic CBOR."""
-        return cbor2.dumps(
-            {
-                "v": PAYLOAD_VERSION,
-                "hub": self.hub,
-                "seq": self.seq,
-                "kind": self.kind,
-                "id": self.id,
-                "hub_time": self.hub_time,
-                "fhir": self.fhir,
-            },
-            canonical=True,
-        )
+        fields: dict[str, Any] = {
+            "v": PAYLOAD_VERSION,
+            "hub": self.hub,
+            "seq": self.seq,
+            "kind": self.kind,
+            "id": self.id,
+            "hub_time": self.hub_time,
+            "fhir": self.fhir,
+        }
+        if self.conflict_of is not None:
+            fields["conflict_of"] = self.conflict_of
+        return cbor2.dumps(fields, canonical=True)
