@@ -125,9 +125,11 @@ def _cmd_factory_reset(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from agent import config, daemon, logs
+    from agent import config, logs
 
     cfg = config.load(args.config)  # a bad file is reported on stderr before logging starts
+    from agent import daemon  # after: a bad file is refused without loading the BLE stacks
+
     logs.configure(args.log_level)
     return daemon.main(cfg)
 

@@ -10,6 +10,7 @@ technician can keep a hub's whole configuration in one folder.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 import zoneinfo
@@ -141,13 +142,41 @@ _Check = Callable[[Any], str | None]
 
 @dataclass(frozen=True, slots=True)
 class Field:
-    """One key of the schema."""
+    """One key of the schema.
+
+    A number (``int`` or ``float``) always has a closed range ``low``..``high``, and its ``doc``
+    gives the reason for it; NaN and ±inf are refused for every number.
+    """
 
     type: type
     default: Any = None
     required: bool = True
     check: _Check | None = None
     doc: str = ""
+    low: int | float | None = None
+    high: int | float | None = None
+    unit: str = ""
+
+    def __post_init__(self) -> None:
+        if self.type in (int, float):
+            if self.low is None or self.high is None or not self.low <= self.high:
+                raise ValueError("a numeric field needs a range low <= high")
+            if not self.required and not self.low <= self.default <= self.high:
+                raise ValueError("a numeric field's default must lie in its range")
+
+    def range_text(self) -> str:
+        """``1..65535`` with the unit, or ``""`` when the key is not a number."""
+        if self.low is None or self.high is None:
+            return ""
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{_number(self.low)}..{_number(self.high)}{unit}"
+
+
+def _number(value: int | float) -> str:
+    """A range bound as a technician would write it (``20``, ``0.5``)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _matches(regex: re.Pattern[str], what: str) -> _Check:
@@ -155,14 +184,6 @@ def _matches(regex: re.Pattern[str], what: str) -> _Check:
         return None if regex.fullmatch(value) else f"must be {what}"
 
     return check
-
-
-def _positive(value: Any) -> str | None:
-    return None if value > 0 else "must be greater than 0"
-
-
-def _port(value: Any) -> str | None:
-    return None if 1 <= value <= 65535 else "must be a TCP port (1-65535)"
 
 
 def _timezone(value: Any) -> str | None:
@@ -233,16 +254,58 @@ SCHEMA: Final[dict[str, dict[str, Field]]] = {
     },
     "ble": {
         "stack": Field(str, "bluez", False, _stack, doc="'bluez' or 'bumble:<transport>'"),
-        "scan_timeout_s": Field(float, 20.0, False, _positive),
-        "connect_timeout_s": Field(float, 20.0, False, _positive),
+        "scan_timeout_s": Field(
+            float,
+            20.0,
+            False,
+            low=1.0,
+            high=300.0,
+            unit="s",
+            doc="how long to look for a device's advertising; >= 1 s spans several advertising"
+            " events of a device a patient just switched on (they advertise fast then);"
+            " <= 5 min because devices are visited one after another",
+        ),
+        "connect_timeout_s": Field(
+            float,
+            20.0,
+            False,
+            low=1.0,
+            high=120.0,
+            unit="s",
+            doc="how long a connection may take to come up; >= 1 s for a few connection events;"
+            " <= 2 min, well past the LE supervision timeout's 32 s cap (Core 5.4 Vol 6 Part B"
+            " §4.5.2), after which the device has gone",
+        ),
         "quiet_period_s": Field(
-            float, 5.0, False, _positive, doc="session ends after this long without a measurement"
+            float,
+            5.0,
+            False,
+            low=0.5,
+            high=600.0,
+            unit="s",
+            doc="session ends after this long without a measurement; >= 0.5 s lets stored"
+            " records arrive back to back; <= 10 min, and below session_timeout_s",
         ),
         "session_timeout_s": Field(
-            float, 120.0, False, _positive, doc="hard cap on one device session (outer timeout)"
+            float,
+            120.0,
+            False,
+            low=3.0,
+            high=3600.0,
+            unit="s",
+            doc="hard cap on one device session (outer timeout); must exceed scan_timeout_s +"
+            " connect_timeout_s + quiet_period_s (the inner timeouts); <= 1 h, room for a"
+            " glucometer's full RACP sync, while one stuck device cannot hold the radio longer",
         ),
         "cycle_interval_s": Field(
-            float, 30.0, False, _positive, doc="pause between two collection rounds"
+            float,
+            30.0,
+            False,
+            low=0.5,
+            high=3600.0,
+            unit="s",
+            doc="pause between two collection rounds; >= 0.5 s keeps an empty round from"
+            " spinning the radio; <= 1 h so a reading reaches the clinic within the hour",
         ),
     },
     "outbox": {
@@ -252,8 +315,12 @@ SCHEMA: Final[dict[str, dict[str, Field]]] = {
             int,
             256 * 1024 * 1024,
             False,
-            _positive,
-            doc="bound on stored data; 'storage critical' at 90 %, clinical records never shed",
+            low=1024 * 1024,
+            high=4 * 1024 * 1024 * 1024,
+            unit="bytes",
+            doc="bound on stored data; 'storage critical' at 90 %, clinical records never shed;"
+            " >= 1 MiB holds the empty database and ~180 readings (5.6 KB each); <= 4 GiB,"
+            " half the smallest (8 GB) SD card, leaving the rest to the OS and the 64 MiB WAL",
         ),
     },
     "signing": {
@@ -292,13 +359,32 @@ SCHEMA: Final[dict[str, dict[str, Field]]] = {
     },
     "mqtt": {
         "host": Field(str),
-        "port": Field(int, 8883, False, _port),
+        "port": Field(
+            int, 8883, False, low=1, high=65535, doc="the broker's TCP port (1-65535; 0 is none)"
+        ),
         "ca_file": Field(Path, doc="CA that signed the broker's certificate"),
         "cert_file": Field(Path, doc="the hub's client certificate"),
         "key_file": Field(Path, doc="the hub's client key (mode 0600)"),
-        "keepalive_s": Field(int, 60, False, _positive),
+        "keepalive_s": Field(
+            int,
+            60,
+            False,
+            low=1,
+            high=65535,
+            unit="s",
+            doc="MQTT Keep Alive, a Two Byte Integer (MQTT 5 §3.1.2.10); 0 would switch it off"
+            " and leave a dead link unnoticed",
+        ),
         "backoff_max_s": Field(
-            float, 120.0, False, _positive, doc="cap of the full-jitter reconnect backoff"
+            float,
+            120.0,
+            False,
+            low=1.0,
+            high=3600.0,
+            unit="s",
+            doc="cap of the full-jitter reconnect backoff; >= 1 s, the backoff's base"
+            " (agent.uplink.UplinkSettings.backoff_base_s); <= 1 h, so every hub is back"
+            " within the hour after a platform outage",
         ),
     },
 }
@@ -314,35 +400,58 @@ DEVICE_SCHEMA: Final[dict[str, Field]] = {
 # Loading
 # ---------------------------------------------------------------------------
 
+MAX_CONFIG_BYTES: Final = 256 * 1024
+"""Largest configuration file read. The example is 4 KB; 256 KiB leaves room for many devices
+and comments, and bounds what the loader (and the line locator) ever has to look at."""
+
+_TOML_POSITION_RE: Final = re.compile(r"\(at line (\d+), column \d+\)")
+
 
 def load(path: Path | str) -> Config:
-    """Read and validate the configuration file; :class:`ConfigError` names the key and the file."""
+    """Read and validate the configuration file.
+
+    :class:`ConfigError` names the file, the key and, when it can be found, the line.
+    """
     path = Path(path)
     where = str(path)
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(where, None, "file not found") from None
     except OSError as exc:
         raise ConfigError(where, None, f"cannot be read ({exc.strerror})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(where, None, f"is larger than {MAX_CONFIG_BYTES} bytes")
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(where, None, "is not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
+        position = _TOML_POSITION_RE.search(str(exc))
+        line = int(position.group(1)) if position else None
+        raise ConfigError(where, None, f"is not valid TOML: {exc}", line) from None
+    except ValueError as exc:  # tomllib lets int()'s digit limit through (a 5,000-digit number)
         raise ConfigError(where, None, f"is not valid TOML: {exc}") from None
-    return from_mapping(data, path)
+    try:
+        return from_mapping(data, path)
+    except ConfigError as exc:
+        if exc.line is not None or exc.key is None:
+            raise
+        raise ConfigError(exc.path, exc.key, exc.reason, locate_key(text, exc.key)) from None
 
 
 def from_mapping(data: Mapping[str, Any], source: Path) -> Config:
-    """Validate an already-parsed TOML document (``source`` names it in errors)."""
+    """Validate an already-parsed TOML document (``source`` names it in errors; no lines)."""
     where = str(source)
     base = source.parent
     known = set(SCHEMA) | {"devices"}
     for section in data:
         if section not in known:
             raise ConfigError(
-                where, section, f"unknown section (known: {', '.join(sorted(known))})"
+                where, _shown_key(section), f"unknown section (known: {', '.join(sorted(known))})"
             )
 
     sections: dict[str, dict[str, Any]] = {}
@@ -378,13 +487,34 @@ def from_mapping(data: Mapping[str, Any], source: Path) -> Config:
         source=source,
         hub=HubConfig(**sections["hub"]),
         patient=PatientConfig(**sections["patient"]),
-        ble=BleConfig(**sections["ble"]),
+        ble=_ble_config(where, sections["ble"]),
         devices=devices,
         outbox=OutboxConfig(**sections["outbox"]),
         signing=SigningConfig(**sections["signing"]),
         mqtt=MqttConfig(**sections["mqtt"]),
         keys=_keys_config(where, sections["keys"]),
     )
+
+
+def _ble_config(where: str, values: dict[str, Any]) -> BleConfig:
+    """Cross-key check of ``[ble]``: the outer session timeout exceeds the inner ones together.
+
+    A session scans, connects, then collects until ``quiet_period_s`` passes without a
+    measurement; ``session_timeout_s`` cuts it all off. Were it not longer than the three
+    together, a device that behaves could still be cut off mid-transfer.
+    """
+    ble = BleConfig(**values)
+    inner = ble.scan_timeout_s + ble.connect_timeout_s + ble.quiet_period_s
+    if not ble.session_timeout_s > inner:
+        raise ConfigError(
+            where,
+            "ble.session_timeout_s",
+            "must exceed ble.scan_timeout_s + ble.connect_timeout_s + ble.quiet_period_s"
+            f" ({_number(ble.scan_timeout_s)} + {_number(ble.connect_timeout_s)}"
+            f" + {_number(ble.quiet_period_s)} = {_number(inner)} s),"
+            f" not {_number(ble.session_timeout_s)} s",
+        )
+    return ble
 
 
 def _validate_table(
@@ -394,7 +524,9 @@ def _validate_table(
     for key in table:
         if key not in fields:
             raise ConfigError(
-                where, f"{name}.{key}", f"unknown key (known: {', '.join(sorted(fields))})"
+                where,
+                f"{name}.{_shown_key(key)}",
+                f"unknown key (known: {', '.join(sorted(fields))})",
             )
     for key, field in fields.items():
         dotted = f"{name}.{key}"
@@ -417,7 +549,8 @@ def _coerce(where: str, dotted: str, value: Any, field: Field, base: Path) -> An
         # TOML has distinct int and float; a technician writing "20" means 20.0.
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(where, dotted, f"must be a number, not {type(value).__name__}")
-        value = float(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(where, dotted, f"must be a finite number, not {value}")
     elif field.type is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(where, dotted, f"must be an integer, not {type(value).__name__}")
@@ -425,11 +558,229 @@ def _coerce(where: str, dotted: str, value: Any, field: Field, base: Path) -> An
         raise ConfigError(
             where, dotted, f"must be a {field.type.__name__}, not {type(value).__name__}"
         )
+    if field.low is not None and field.high is not None:
+        # Compared before float(): an int too large for a float stays comparable.
+        if not field.low <= value <= field.high:
+            raise ConfigError(
+                where, dotted, f"must be in {field.range_text()}, not {_shown(value)}"
+            )
+        if field.type is float:
+            value = float(value)
     if field.check is not None:
         problem = field.check(value)
         if problem:
             raise ConfigError(where, dotted, problem)
     return value
+
+
+def _shown(value: int | float) -> str:
+    """A number from the file for an error line, cut short when it is absurdly long."""
+    text = _number(value)
+    return text if len(text) <= 24 else text[:20] + "..."
+
+
+def _shown_key(key: str) -> str:
+    """A key name from the file for an error line: printable, on one line, bounded."""
+    text = key if key.isprintable() else key.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= 64 else text[:60] + "..."
+
+
+# ---------------------------------------------------------------------------
+# Where a key stands: tomllib gives no line numbers, so a small scanner finds them.
+# ---------------------------------------------------------------------------
+
+_Path = tuple[str | int, ...]
+_BARE_KEY_RE: Final = re.compile(r"[A-Za-z0-9_-]+")
+_ERROR_KEY_PART_RE: Final = re.compile(r"^([^\[\]]*)((?:\[\d+\])*)$")
+
+
+def locate_key(text: str, key: str) -> int | None:
+    """The 1-based line of the file where dotted ``key`` (``"mqtt.port"``,
+    ``"devices[1].label"``) is set; else the line of the nearest enclosing table or inline
+    table that holds it (``[mqtt]``, ``mqtt = {...}``); else ``None``.
+
+    Reads ``text`` once, line by line, tracking multi-line strings and brackets so that a
+    ``[x]`` or ``k =`` inside a string or an array is not taken for a header or a key;
+    comments, quoted keys, dotted keys, ``[[arrays]]`` of tables and inline tables are
+    understood. Linear in the text's length (bounded by :data:`MAX_CONFIG_BYTES` in
+    :func:`load`).
+    """
+    target = _error_key_path(key)
+    if target is None:
+        return None
+    lines = _key_lines(text)
+    for end in range(len(target), 0, -1):
+        line = lines.get(target[:end])
+        if line is not None:
+            return line
+    return None
+
+
+def _error_key_path(key: str) -> _Path | None:
+    """``"devices[1].label"`` → ``("devices", 1, "label")``."""
+    path: list[str | int] = []
+    for part in key.split("."):
+        match = _ERROR_KEY_PART_RE.match(part)
+        if match is None or not match.group(1):
+            return None
+        path.append(match.group(1))
+        path.extend(int(i) for i in re.findall(r"\d+", match.group(2)))
+    return tuple(path)
+
+
+def _key_lines(text: str) -> dict[_Path, int]:
+    """Every header and key of the document, as a resolved path, with its first line."""
+    found: dict[_Path, int] = {}
+    arrays: dict[_Path, int] = {}  # array-of-tables path -> index of its last element
+    table: _Path = ()
+    scanner = _Scanner()
+    for number, line in enumerate(text.splitlines(), start=1):
+        rest = scanner.resume(line)
+        if rest is None:
+            continue  # the whole line is inside a multi-line string or a bracketed value
+        pos = _skip_space(line, rest)
+        if pos >= len(line) or line[pos] == "#":
+            continue
+        if line[pos] == "[":
+            is_array = line.startswith("[[", pos)
+            parsed = _parse_key(line, pos + (2 if is_array else 1))
+            if parsed is None:
+                continue
+            parts, _ = parsed
+            resolved = _resolve(parts, arrays)
+            if is_array:
+                index = arrays.get(resolved, -1) + 1
+                arrays[resolved] = index
+                found.setdefault(resolved, number)
+                resolved = (*resolved, index)
+            table = resolved
+            found.setdefault(table, number)
+            continue
+        parsed = _parse_key(line, pos)
+        if parsed is None:
+            continue
+        parts, end = parsed
+        end = _skip_space(line, end)
+        if end >= len(line) or line[end] != "=":
+            continue
+        found.setdefault((*table, *parts), number)
+        scanner.scan(line, end + 1)
+    return found
+
+
+def _resolve(parts: tuple[str, ...], arrays: Mapping[_Path, int]) -> _Path:
+    """A header's path with the current element index after each array of tables in it."""
+    resolved: list[str | int] = []
+    plain: list[str] = []
+    for part in parts:
+        plain.append(part)
+        resolved.append(part)
+        index = arrays.get(tuple(plain))
+        if index is not None and len(plain) < len(parts):
+            resolved.append(index)
+    return tuple(resolved)
+
+
+def _skip_space(line: str, pos: int) -> int:
+    while pos < len(line) and line[pos] in " \t":
+        pos += 1
+    return pos
+
+
+def _parse_key(line: str, pos: int) -> tuple[tuple[str, ...], int] | None:
+    """A (dotted, possibly quoted) key starting at ``pos``: its parts and where it ends."""
+    parts: list[str] = []
+    while True:
+        pos = _skip_space(line, pos)
+        if pos >= len(line):
+            return None
+        quote = line[pos]
+        if quote in "\"'":
+            close = pos + 1
+            chars: list[str] = []
+            while close < len(line) and line[close] != quote:
+                if quote == '"' and line[close] == "\\" and close + 1 < len(line):
+                    close += 1  # an escaped character: kept as itself (enough for a name)
+                chars.append(line[close])
+                close += 1
+            if close >= len(line):
+                return None
+            parts.append("".join(chars))
+            pos = close + 1
+        else:
+            match = _BARE_KEY_RE.match(line, pos)
+            if match is None:
+                return None
+            parts.append(match.group())
+            pos = match.end()
+        pos = _skip_space(line, pos)
+        if pos < len(line) and line[pos] == ".":
+            pos += 1
+            continue
+        return tuple(parts), pos
+
+
+class _Scanner:
+    """Tracks, across lines, whether the text is inside a multi-line string or an open
+    ``[`` / ``{`` of a value (where nothing can be a header or a key)."""
+
+    __slots__ = ("depth", "string")
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.string: str | None = None  # '"""' or "'''" while inside one
+
+    def resume(self, line: str) -> int | None:
+        """Where a statement may start on ``line``, or ``None`` when none can."""
+        if self.string is None and self.depth == 0:
+            return 0
+        self.scan(line, 0)
+        return None
+
+    def scan(self, line: str, pos: int) -> None:
+        """Follow a value's text from ``pos`` to the end of the line (or of the comment)."""
+        while pos < len(line):
+            if self.string is not None:
+                close = _find_close(line, pos, self.string)
+                if close < 0:
+                    return
+                self.string = None
+                pos = close
+                continue
+            char = line[pos]
+            if char == "#":
+                return
+            if char in "\"'":
+                triple = char * 3
+                if line.startswith(triple, pos):
+                    self.string = triple
+                    pos += 3
+                    continue
+                close = _find_close(line, pos + 1, char)
+                pos = close if close >= 0 else len(line)
+                continue
+            if char in "[{":
+                self.depth += 1
+            elif char in "]}" and self.depth > 0:
+                self.depth -= 1
+            pos += 1
+
+
+def _find_close(line: str, pos: int, quote: str) -> int:
+    """Index just past the closing ``quote`` (honouring backslash escapes in basic strings),
+    or -1 when the line ends first."""
+    basic = quote[0] == '"'
+    while pos < len(line):
+        if basic and line[pos] == "\\":
+            pos += 2
+            continue
+        if line.startswith(quote, pos):
+            end = pos + len(quote)
+            while end < len(line) and line[end] == quote[0] and len(quote) == 3:
+                end += 1  # """a"""" ends with the last three quotes
+            return end
+        pos += 1
+    return -1
 
 
 def schema_lines() -> list[str]:
@@ -439,6 +790,7 @@ def schema_lines() -> list[str]:
         lines.append(f"[{name}]")
         for key, f in fields.items():
             need = "required" if f.required else f"default {f.default!s}"
+            bounds = f", {f.range_text()}" if f.low is not None else ""
             doc = f"  # {f.doc}" if f.doc else ""
-            lines.append(f"  {key}: {f.type.__name__} ({need}){doc}")
+            lines.append(f"  {key}: {f.type.__name__} ({need}{bounds}){doc}")
     return lines

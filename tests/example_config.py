@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from agent import config
@@ -13,7 +14,11 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "homehub.example.toml
 def example_config(
     tmp_path: Path, *, outbox_path: Path | None = None, quota_bytes: int | None = None
 ) -> config.Config:
-    """config/homehub.example.toml with state, keys, KEK and signing key under ``tmp_path``."""
+    """config/homehub.example.toml with state, keys, KEK and signing key under ``tmp_path``.
+
+    ``quota_bytes`` is set on the loaded configuration, not in the file: tests reach the quota
+    at once with quotas (1 byte) below the configurable minimum of ``outbox.quota_bytes``.
+    """
     pki = make_dev_pki(tmp_path / "pki", "hub-0001")
     (tmp_path / "kek").mkdir(mode=0o700)
     outbox = outbox_path or tmp_path / "state" / "outbox.db"
@@ -24,11 +29,12 @@ def example_config(
         ('kek_file = "/etc/homehub/keys/kek.bin"', f'kek_file = "{tmp_path}/kek/kek.bin"'),
         ('key_file = "/etc/homehub/keys/hub-signing.pem"', f'key_file = "{pki.hub_key}"'),
     ]
-    if quota_bytes is not None:
-        replacements.append(("quota_bytes = 268435456", f"quota_bytes = {quota_bytes}"))
     for old, new in replacements:
         assert old in text, old
         text = text.replace(old, new)
     path = tmp_path / "homehub.toml"
     path.write_text(text)
-    return config.load(path)
+    cfg = config.load(path)
+    if quota_bytes is None:
+        return cfg
+    return dataclasses.replace(cfg, outbox=dataclasses.replace(cfg.outbox, quota_bytes=quota_bytes))

@@ -134,3 +134,55 @@ def test_run_refuses_a_config_with_a_wrong_key(
     err = capsys.readouterr().err
     assert "mqtt.port" in err
     assert str(bad) in err
+
+
+def _bad_config(tmp_path: Path, old: str, new: str) -> tuple[Path, int]:
+    """The example with one line changed; the path and that line's number."""
+    lines = EXAMPLE_CONFIG.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith(old))
+    lines[at] = new
+    bad = tmp_path / "homehub.toml"
+    bad.write_text("\n".join(lines) + "\n")
+    return bad, at + 1
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("backoff_max_s =", "backoff_max_s = inf", "mqtt.backoff_max_s"),
+        ("session_timeout_s =", "session_timeout_s = inf", "ble.session_timeout_s"),
+        ("keepalive_s =", "keepalive_s = 1e17", "mqtt.keepalive_s"),
+        ("keepalive_s =", "keepalive_s = 100000000000000000", "mqtt.keepalive_s"),
+        ("session_timeout_s =", "session_timeout_s = 44.0", "ble.session_timeout_s"),
+        ("quota_bytes =", "quota_bytes = 1024", "outbox.quota_bytes"),
+    ],
+)
+def test_out_of_range_exits_2_naming_key_file_and_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    old: str,
+    new: str,
+    key: str,
+) -> None:
+    """check-config and run refuse an unbounded value: exit 2, one line, key, file and line."""
+    bad, line = _bad_config(tmp_path, old, new)
+    args = (
+        ["check-config", str(bad)] if command == "check-config" else ["run", "--config", str(bad)]
+    )
+    assert 2 == main(args)
+    out, err = capsys.readouterr()
+    assert "" == out
+    assert 1 == err.count("\n")
+    assert err.startswith(f"homehub: {bad}:{line}: key '{key}': ")
+
+
+def test_config_schema_shows_every_range(capsys: pytest.CaptureFixture[str]) -> None:
+    """config-schema prints each number's range beside its default."""
+    assert 0 == main(["config-schema"])
+    out = capsys.readouterr().out
+    assert "  keepalive_s: int (default 60, 1..65535 s)  # MQTT Keep Alive" in out
+    assert "  port: int (default 8883, 1..65535)" in out
+    assert "  session_timeout_s: float (default 120.0, 3..3600 s)" in out
+    assert "  quota_bytes: int (default 268435456, 1048576..4294967296 bytes)" in out

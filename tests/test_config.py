@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 
@@ -38,7 +39,7 @@ class TestExample:
 
     def test_defaults_apply(self, tmp_path: Path) -> None:
         """Optional keys left out take their schema default."""
-        path = _example_with(tmp_path, "keepalive_s = 60\n", "")
+        path = _example_with(tmp_path, "keepalive_s = 60 ", "# keepalive_s = 60 ")
         assert config.load(path).mqtt.keepalive_s == 60
 
     def test_relative_paths_resolve_against_the_file(self, tmp_path: Path) -> None:
@@ -56,7 +57,7 @@ class TestErrors:
             ('id = "hub-0001"', "", "hub.id", "missing"),
             ('id = "hub-0001"', 'id = "Hub/0001"', "hub.id", "lowercase"),
             ("port = 8883", 'port = "8883"', "mqtt.port", "integer"),
-            ("port = 8883", "port = 70000", "mqtt.port", "TCP port"),
+            ("port = 8883", "port = 70000", "mqtt.port", "1..65535"),
             ('timezone = "Europe/Berlin"', 'timezone = "Mars/Olympus"', "hub.timezone", "IANA"),
             ('stack = "bluez"', 'stack = "usb"', "ble.stack", "bumble:"),
             (
@@ -76,7 +77,7 @@ class TestErrors:
                 "scan_timeout_s = 20.0",
                 "scan_timeout_s = -1",
                 "ble.scan_timeout_s",
-                "greater than 0",
+                "must be in 1..300 s, not -1",
             ),
         ],
     )
@@ -92,6 +93,8 @@ class TestErrors:
         assert reason_part in info.value.reason
         assert key in str(info.value)
         assert str(path) in str(info.value)
+        assert info.value.line is not None
+        assert f"{path}:{info.value.line}: key '{key}'" in str(info.value)
 
     def test_missing_section(self, tmp_path: Path) -> None:
         """A missing required section names its first required key."""
@@ -123,6 +126,7 @@ class TestErrors:
         with pytest.raises(ConfigError) as info:
             config.load(path)
         assert "not valid TOML" in info.value.reason
+        assert 1 == info.value.line
 
     def test_duplicate_device_label(self, tmp_path: Path) -> None:
         """Two devices cannot share a label or an address."""
@@ -132,6 +136,11 @@ class TestErrors:
         with pytest.raises(ConfigError) as info:
             config.load(path)
         assert info.value.key == "devices[1].label"
+        assert info.value.line is not None
+        lines = path.read_text().splitlines()
+        second = [i for i, line in enumerate(lines, 1) if line == "[[devices]]"][1]
+        assert lines[info.value.line - 1] == 'label = "cuff"'
+        assert info.value.line > second
 
     def test_example_is_valid_toml_with_every_schema_section(self) -> None:
         """The example mentions every section of the schema."""
@@ -144,3 +153,248 @@ def test_every_configurable_kind_has_a_session() -> None:
     from agent.ble.sessions import SESSIONS
 
     assert set(config.DEVICE_KINDS) == set(SESSIONS)
+
+
+# ---------------------------------------------------------------------------
+# Ranges: every number of the schema, below, above, NaN and ±inf, with the line
+# ---------------------------------------------------------------------------
+
+MARK = "# <- under test"
+
+NUMERIC = [
+    (section, key, field)
+    for section, fields in config.SCHEMA.items()
+    for key, field in fields.items()
+    if field.type in (int, float)
+]
+
+
+def _numeric_ids() -> list[str]:
+    return [f"{section}.{key}" for section, key, _ in NUMERIC]
+
+
+def _set_key(tmp_path: Path, section: str, key: str, value: str) -> tuple[Path, int]:
+    """The example with ``section.key = value`` (marked), and the line the mark stands on."""
+    lines = EXAMPLE.read_text().splitlines()
+    header = lines.index(f"[{section}]")
+    at = next(i for i in range(header + 1, len(lines)) if lines[i].startswith(f"{key} ="))
+    lines[at] = f"{key} = {value}  {MARK}"
+    path = _write(tmp_path, "\n".join(lines) + "\n")
+    return path, at + 1
+
+
+def _bad_values(field: config.Field) -> list[str]:
+    """TOML text for a value below and above the range, and the non-finite ones for floats."""
+    assert field.low is not None
+    assert field.high is not None
+    if field.type is int:
+        return [str(int(field.low) - 1), str(int(field.high) + 1), "0", "-1"]
+    return [
+        repr(field.low - 0.001),
+        repr(field.high + 0.001),
+        "0.0",
+        "-1.0",
+        "nan",
+        "inf",
+        "+inf",
+        "-inf",
+        "1" + "0" * 400,  # an integer too large for a float
+    ]
+
+
+class TestRanges:
+    def test_every_number_has_a_range_and_a_reason(self) -> None:
+        """No number is unbounded: each has a finite closed range and a doc giving a reason."""
+        assert {"ble.session_timeout_s", "mqtt.keepalive_s", "mqtt.port"} <= set(_numeric_ids())
+        for section, key, field in NUMERIC:
+            assert field.low is not None, key
+            assert field.high is not None, key
+            assert math.isfinite(field.low), key
+            assert math.isfinite(field.high), key
+            assert field.low <= field.default <= field.high, key
+            assert field.doc, f"{section}.{key} has no reason for its range"
+        assert not [k for k, f in config.DEVICE_SCHEMA.items() if f.type in (int, float)]
+
+    def test_chosen_ranges(self) -> None:
+        """The ranges the docs give reasons for (MQTT 5 §3.1.2.10 for Keep Alive)."""
+        ranges = {f"{s}.{k}": (f.low, f.high) for s, k, f in NUMERIC}
+        assert ranges == {
+            "ble.scan_timeout_s": (1.0, 300.0),
+            "ble.connect_timeout_s": (1.0, 120.0),
+            "ble.quiet_period_s": (0.5, 600.0),
+            "ble.session_timeout_s": (3.0, 3600.0),
+            "ble.cycle_interval_s": (0.5, 3600.0),
+            "outbox.quota_bytes": (1024 * 1024, 4 * 1024**3),
+            "mqtt.port": (1, 65535),
+            "mqtt.keepalive_s": (1, 65535),
+            "mqtt.backoff_max_s": (1.0, 3600.0),
+        }
+
+    @pytest.mark.parametrize(("section", "key", "field"), NUMERIC, ids=_numeric_ids())
+    def test_out_of_range_names_key_file_and_line(
+        self, tmp_path: Path, section: str, key: str, field: config.Field
+    ) -> None:
+        """Below, above, NaN, ±inf: each a ConfigError naming the key, the file and its line."""
+        for value in _bad_values(field):
+            path, line = _set_key(tmp_path, section, key, value)
+            with pytest.raises(ConfigError) as info:
+                config.load(path)
+            err = info.value
+            assert (f"{section}.{key}", str(path), line) == (err.key, err.path, err.line), value
+            assert str(err).startswith(f"{path}:{line}: key '{section}.{key}': "), str(err)
+            if value in ("nan", "inf", "+inf", "-inf"):
+                assert err.reason.startswith("must be a finite number"), err.reason
+            else:
+                assert err.reason.startswith(f"must be in {field.range_text()}, not "), err.reason
+
+    @pytest.mark.parametrize(("section", "key", "field"), NUMERIC, ids=_numeric_ids())
+    def test_the_bounds_themselves_load(
+        self, tmp_path: Path, section: str, key: str, field: config.Field
+    ) -> None:
+        """Both ends of each range are accepted (closed ranges), with room made for nesting."""
+        for bound in (field.low, field.high):
+            assert bound is not None
+            text = EXAMPLE.read_text()
+            roomy = {
+                "scan_timeout_s = 20.0": "scan_timeout_s = 1.0",
+                "connect_timeout_s = 20.0": "connect_timeout_s = 1.0",
+                "quiet_period_s = 5.0": "quiet_period_s = 0.5",
+                "session_timeout_s = 120.0": "session_timeout_s = 3600.0",
+            }
+            for old, new in roomy.items():
+                text = text.replace(old, new, 1)
+            lines = text.splitlines()
+            header = lines.index(f"[{section}]")
+            at = next(i for i in range(header + 1, len(lines)) if lines[i].startswith(f"{key} ="))
+            lines[at] = f"{key} = {bound!r}"
+            path = _write(tmp_path, "\n".join(lines) + "\n")
+            loaded = getattr(getattr(config.load(path), section), key)
+            assert bound == loaded
+            assert type(loaded) is field.type
+
+    def test_an_integer_key_refuses_a_float(self, tmp_path: Path) -> None:
+        """1e17 or inf for an integer key is refused by type, on its line."""
+        for value in ("1e17", "inf", "60.0"):
+            path, line = _set_key(tmp_path, "mqtt", "keepalive_s", value)
+            with pytest.raises(ConfigError) as info:
+                config.load(path)
+            assert ("mqtt.keepalive_s", line) == (info.value.key, info.value.line)
+            assert "must be an integer, not float" == info.value.reason
+
+    def test_a_number_too_long_for_python_is_refused(self, tmp_path: Path) -> None:
+        """A 5,000-digit integer is a ConfigError, not a ValueError from int()."""
+        path, _ = _set_key(tmp_path, "outbox", "quota_bytes", "9" * 5000)
+        with pytest.raises(ConfigError) as info:
+            config.load(path)
+        assert "not valid TOML" in info.value.reason
+
+    def test_oversized_file_is_refused(self, tmp_path: Path) -> None:
+        """A file past MAX_CONFIG_BYTES is refused before parsing."""
+        path = _write(tmp_path, EXAMPLE.read_text() + "#" * config.MAX_CONFIG_BYTES + "\n")
+        with pytest.raises(ConfigError) as info:
+            config.load(path)
+        assert info.value.key is None
+        assert str(config.MAX_CONFIG_BYTES) in info.value.reason
+
+
+class TestNesting:
+    def test_session_timeout_must_exceed_the_inner_timeouts(self, tmp_path: Path) -> None:
+        """20 + 20 + 5 = 45 s of inner timeouts: a 45 s session cap is refused, on its line."""
+        path, line = _set_key(tmp_path, "ble", "session_timeout_s", "45.0")
+        with pytest.raises(ConfigError) as info:
+            config.load(path)
+        err = info.value
+        assert ("ble.session_timeout_s", line) == (err.key, err.line)
+        for name in ("ble.scan_timeout_s", "ble.connect_timeout_s", "ble.quiet_period_s"):
+            assert name in err.reason
+        assert "= 45 s), not 45 s" in err.reason
+
+    def test_just_above_the_inner_timeouts_loads(self, tmp_path: Path) -> None:
+        """45.001 s exceeds 45 s: accepted."""
+        path, _ = _set_key(tmp_path, "ble", "session_timeout_s", "45.001")
+        assert 45.001 == config.load(path).ble.session_timeout_s
+
+    def test_an_inner_timeout_against_the_default_cap_points_at_the_table(
+        self, tmp_path: Path
+    ) -> None:
+        """With session_timeout_s left at its default, the error stands on the [ble] line."""
+        text = EXAMPLE.read_text()
+        lines = [
+            line
+            for line in text.splitlines()
+            if not line.startswith("session_timeout_s") and "scan_timeout_s + conn" not in line
+        ]
+        lines[lines.index("[ble]") + 2] = "scan_timeout_s = 200.0"
+        path = _write(tmp_path, "\n".join(lines) + "\n")
+        with pytest.raises(ConfigError) as info:
+            config.load(path)
+        assert "ble.session_timeout_s" == info.value.key
+        assert lines.index("[ble]") + 1 == info.value.line
+        assert "= 225 s), not 120 s" in info.value.reason
+
+
+class TestLocateKey:
+    DOC = """\
+# [mqtt] in a comment is not a header
+hub = { id = "x", timezone = "UTC" }   # an inline table
+"patient".'id' = "p"
+notes = \"\"\"
+[ble]
+scan_timeout_s = 1
+\"\"\"
+list = [
+  { port = 1 },
+  "[outbox]",
+]
+[ ble ]  # spaces and a comment
+"scan_timeout_s" = 3   # a quoted key
+connect_timeout_s=4
+[[devices]]
+kind = 'x'
+
+[[devices]]
+  label = "y"  # indented
+[mqtt]
+port = 1 # "quoted" text in a comment
+"""
+
+    @pytest.mark.parametrize(
+        ("key", "line"),
+        [
+            ("hub.id", 2),  # inside an inline table: the table's line
+            ("hub", 2),
+            ("patient.id", 3),  # dotted and quoted
+            ("notes", 4),
+            ("list", 8),
+            ("ble.scan_timeout_s", 13),  # not the one inside the multi-line string (6)
+            ("ble.connect_timeout_s", 14),
+            ("ble.quiet_period_s", 12),  # absent: the table's line
+            ("devices[0].kind", 16),
+            ("devices[1].label", 19),  # by index
+            ("devices[1].kind", 18),  # absent in that entry: the entry's header
+            ("devices[7].kind", 15),  # no such entry: the array's first header
+            ("mqtt.port", 21),
+            ("outbox.path", None),  # only inside a string
+            ("signing.key_file", None),
+        ],
+    )
+    def test_lines(self, key: str, line: int | None) -> None:
+        """Headers, keys, quoted keys, inline tables and [[arrays]] by index, strings skipped."""
+        assert tomllib.loads(self.DOC)  # the document is valid TOML
+        assert line == config.locate_key(self.DOC, key)
+
+    def test_example_lines(self) -> None:
+        """Every key of the example is found on the line that sets it."""
+        lines = EXAMPLE.read_text().splitlines()
+        section = ""
+        checked = 0
+        for number, text in enumerate(lines, start=1):
+            if text.startswith("[") and not text.startswith("[["):
+                section = text.strip("[]")
+            elif text.startswith("[[devices]]"):
+                section = "devices[0]"
+            elif text and not text.startswith("#") and " = " in text:
+                key = f"{section}.{text.split(' = ')[0]}"
+                assert number == config.locate_key(EXAMPLE.read_text(), key), key
+                checked += 1
+        assert checked >= 25
