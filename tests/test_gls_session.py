@@ -94,7 +94,7 @@ class Outbox:
         self.state.update(raw.sync_state)
 
     def mark(self) -> SyncMark | None:
-        return read_mark(self.state.get(SYNC_KEY), "test")
+        return read_mark(self.state.get(SYNC_KEY))
 
     @property
     def values(self) -> list[bytes]:
@@ -304,8 +304,8 @@ def test_sync_mark_bytes() -> None:
     assert mark.matches(value)
     assert not mark.matches(value[:-1] + b"\x01")
     assert SyncMark.from_bytes(b"\x01\x02").matches(value)
-    assert read_mark(b"\x01\x02\x03", "test") is None
-    assert read_mark(None, "test") is None
+    assert read_mark(b"\x01\x02\x03") is None
+    assert read_mark(None) is None
 
 
 async def test_meter_requiring_encryption(meter: MeterFactory, ble: BleStack) -> None:

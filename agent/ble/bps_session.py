@@ -27,9 +27,10 @@ Theory of operation
 Buffering: the bleak callback cannot wait (the confirmation goes out when it returns), so
 values land in a session buffer of ``max_measurements + MEASUREMENT_SLACK`` entries and the
 session's own coroutine hands them on in order with ``await on_measurement(...)``. The
-session stops at ``max_measurements``; the slack absorbs the indications already in flight
-while the link is torn down, so a full buffer means a device that ignores the ATT flow
-control (logged as ``ble_measurement_overflow``).
+session stops at ``max_measurements`` (the callback that accepts the last one ends the link
+at once); the slack absorbs the indications already in flight while the link is torn down,
+so a value beyond it means a device that ignores the ATT flow control: it is refused and the
+session raises :class:`~agent.errors.DeviceFloodError` (logged ``ble_device_flood``).
 
 Cancellation: measurements buffered but not yet handed on when the caller cancels the
 session are lost although the device saw them confirmed. Prefer ``session_timeout_s``
@@ -224,6 +225,9 @@ async def collect_blood_pressure(
             deadline passed before the transfer started.
         BleLinkLostError: the link dropped after set-up (measurements received until then
             were handed on; see its ``measurements``).
+        DeviceFloodError: more than ``max_measurements`` + :data:`MEASUREMENT_SLACK`
+            values (a device ignoring the ATT flow control); those accepted before were
+            handed on, the link was ended at once.
         DeviceProtocolError: the device lacks 0x1810, 0x2A35 (indicating) or 0x2A49, or
             refused a read.
     """

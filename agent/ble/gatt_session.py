@@ -16,6 +16,11 @@ It holds what every session does the same way, on bleak's public API only:
   :class:`~agent.normalize.device.DeviceFacts` (service-agnostic);
 - :class:`BufferedSession`: the bounded hand-on buffer of the sessions that end on a quiet
   period (BPS, PLXS): the bleak callback buffers, the session's coroutine hands on;
+- ending a session from a bleak callback (:meth:`GattSession.fail`,
+  :meth:`GattSession.end_link_now`): a device that fills a bounded buffer is refused at the
+  value that hits the bound, the link is ended at once (even while the session's coroutine
+  awaits a slow pipeline), what was complete is handed on, and the session raises
+  :class:`~agent.errors.DeviceFloodError` naming the buffer;
 - :class:`RawMeasurement` and :data:`OnMeasurement` (from :mod:`agent.measurement`): what a
   session hands the pipeline.
 
@@ -60,6 +65,7 @@ from agent.errors import (
     BleLinkLostError,
     ConfigError,
     DecodeError,
+    DeviceFloodError,
     DeviceProtocolError,
 )
 from agent.logs import device_label
@@ -91,10 +97,10 @@ DISCONNECT_TIMEOUT_S: Final = 5.0
 backends' own disconnect handling)."""
 
 MEASUREMENT_SLACK: Final = 4
-"""Buffer entries beyond ``max_measurements`` for indications in flight while the session
-disconnects: a device sends the next one only after a confirmation, so one at most."""
-
-"""DIS 0x2A2A (DIS 1.1 §3.9), optional; read with the other DIS values."""
+"""Values accepted beyond ``max_measurements`` for indications in flight while the session
+disconnects: the link is ended from the callback that accepted the last one, and a device
+sends the next indication only after a confirmation (Core Vol 3 Part F §3.4.7.2), so one at
+most. A device past this slack ignores the ATT flow control: a flood."""
 
 
 class SessionEnd(enum.Enum):
@@ -260,6 +266,10 @@ class GattSession:
         self.wakeup = asyncio.Event()
         self.handed_on = 0
         self.phase = "setup"
+        self.client: BleakClient | None = None
+        #: The device's fault found in a bleak callback; the session raises it.
+        self.failure: DeviceProtocolError | None = None
+        self._ending: asyncio.Task[None] | None = None
 
     @property
     def at_deadline(self) -> float | None:
@@ -329,6 +339,7 @@ class GattSession:
             await self.disconnect(client)
             raise
         self.log.info("ble_session_connected", mtu=client.mtu_size)
+        self.client = client
         return client
 
     @asynccontextmanager
@@ -352,6 +363,8 @@ class GattSession:
             result = await operation
         except BleakGATTProtocolError as exc:
             raise_if_cancelled()
+            if self.failure is not None:
+                raise self.failure from None
             if self.link_lost.is_set():
                 raise BleLinkLostError(self.phase, self.handed_on, self.label) from None
             code = int(exc.args[0])
@@ -360,6 +373,8 @@ class GattSession:
             ) from None
         except (BleakError, TimeoutError) as exc:
             raise_if_cancelled()
+            if self.failure is not None:
+                raise self.failure from None
             if self.link_lost.is_set():
                 raise BleLinkLostError(self.phase, self.handed_on, self.label) from None
             raise BleLinkError(
@@ -413,8 +428,40 @@ class GattSession:
         self.link_lost.set()
         self.wakeup.set()
 
+    def fail(self, error: DeviceProtocolError) -> None:
+        """A bleak callback found the device at fault: keep the first error, end the link now.
+
+        Never waits. A :class:`DeviceFloodError` is logged as ``ble_device_flood`` with the
+        buffer and its bound (never the values).
+        """
+        if self.failure is None:
+            self.failure = error
+            if isinstance(error, DeviceFloodError):
+                self.log.error(
+                    "ble_device_flood",
+                    buffer=error.buffer,
+                    limit=error.limit,
+                    procedure=error.procedure,
+                )
+        self.end_link_now()
+
+    def end_link_now(self) -> None:
+        """Start disconnecting from a callback (never waits); :meth:`disconnect` awaits it."""
+        self.wakeup.set()
+        if self._ending is None and self.client is not None:
+            self._ending = self.loop.create_task(
+                self._disconnect_link(self.client), name=f"ble[{self.label}].end_link"
+            )
+
     async def disconnect(self, client: BleakClient) -> None:
-        """Disconnect, waiting at most :data:`DISCONNECT_TIMEOUT_S`; a failure is logged."""
+        """Disconnect (or await the disconnection a callback started), waiting at most
+        :data:`DISCONNECT_TIMEOUT_S`; a failure is logged."""
+        if self._ending is not None:
+            await self._ending
+            return
+        await self._disconnect_link(client)
+
+    async def _disconnect_link(self, client: BleakClient) -> None:
         try:
             async with asyncio.timeout(DISCONNECT_TIMEOUT_S):
                 await client.disconnect()
@@ -426,9 +473,16 @@ class BufferedSession(GattSession):
     """A session that hands each value on as it arrives and ends on quiet, limit or deadline.
 
     The bleak callback cannot wait (the confirmation goes out when it returns), so values land
-    in a buffer of ``max_measurements + MEASUREMENT_SLACK`` entries (:meth:`arrived`) and the
-    session's coroutine hands them on in order (:meth:`hand_on`). A full buffer means a device
-    that ignores the ATT flow control (logged as ``ble_measurement_overflow``).
+    in a buffer (:meth:`arrived`) and the session's coroutine hands them on in order
+    (:meth:`hand_on`). The buffer is bounded where the value arrives: at the
+    ``max_measurements``-th value the callback ends the link at once (:meth:`end_link_now`),
+    so the session stops at its limit even while the pipeline is slow; up to
+    :data:`MEASUREMENT_SLACK` values still in flight are accepted and handed on. A value
+    beyond ``max_measurements + MEASUREMENT_SLACK`` in one session means a device that ignores
+    the ATT flow control: it is refused, and the session raises
+    :class:`~agent.errors.DeviceFloodError` (``buffer="measurements"``) after handing on
+    everything accepted before. The pending buffer never holds more than the values accepted,
+    so the same bound holds it.
     """
 
     def __init__(
@@ -450,13 +504,16 @@ class BufferedSession(GattSession):
 
     def arrived(self, uuid: str, data: bytearray) -> None:
         """Buffer one value of characteristic ``uuid``; never waits (called by bleak)."""
-        self.received += 1
         self.last_arrival = self.loop.time()
         self.wakeup.set()
-        if len(self.pending) >= self.capacity:
+        if self.failure is not None:
             self.overflowed += 1
-            self.log.error("ble_measurement_overflow", received=self.received)
             return
+        if self.received >= self.capacity:
+            self.overflowed += 1
+            self.fail(DeviceFloodError(self.label, self.phase, "measurements", self.capacity))
+            return
+        self.received += 1
         self.pending.append(
             RawMeasurement(
                 characteristic_uuid=uuid,
@@ -466,6 +523,8 @@ class BufferedSession(GattSession):
             )
         )
         self.log.info("ble_measurement_received", index=self.received, size=len(data))
+        if self.received == self.limit:
+            self.end_link_now()  # the limit: what is still in flight lands in the slack
 
     async def hand_on(self, facts: DeviceFacts) -> None:
         """Hand every buffered measurement on, in arrival order."""
@@ -481,10 +540,12 @@ class BufferedSession(GattSession):
         self.last_arrival = self.loop.time()
         while True:
             await self.hand_on(facts)
-            if self.link_lost.is_set():
+            if self.failure is not None:
                 return None
             if self.received >= self.limit:
                 return SessionEnd.LIMIT
+            if self.link_lost.is_set():
+                return None
             now = self.loop.time()
             if now >= self.deadline:
                 return SessionEnd.DEADLINE
@@ -507,10 +568,19 @@ class BufferedSession(GattSession):
             ``ended_by``, what :meth:`collect` returned.
 
         Raises:
+            DeviceFloodError: a bound was hit (what was accepted before was handed on).
+            DeviceProtocolError: another fault found in a callback.
             BleLinkLostError: the link had dropped (``ended_by`` is ``None``).
         """
         await self.disconnect(client)
         await self.hand_on(facts)
+        if self.failure is not None:
+            self.log.warning(
+                "ble_session_failed_by_device",
+                measurements=self.handed_on,
+                error=type(self.failure).__name__,
+            )
+            raise self.failure
         if ended_by is None:
             self.log.warning("ble_session_link_lost", measurements=self.handed_on)
             raise BleLinkLostError("collect", self.handed_on, self.label)

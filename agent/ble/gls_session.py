@@ -1,11 +1,13 @@
 """One collection session with a Glucose Service (GLS 1.0, UUID 0x1808) meter: an incremental sync.
 
-Only bleak's public API is used (through the sessions' shared core,
-:mod:`agent.ble.gatt_session`), so the same procedure runs over BlueZ and over Bumble. The RACP
-bytes come from :mod:`drivers.racp`.
+This is the thin bleak adapter around the sans-I/O core :mod:`drivers.gls_sync`, which holds
+the record joining, the high-water mark (:class:`SyncMark`), which RACP request comes next
+(its theory of operation) and the bounds on what a meter may push. Only bleak's public API is
+used (through the sessions' shared core, :mod:`agent.ble.gatt_session`), so the same
+procedure runs over BlueZ and over Bumble.
 
-Theory of operation (GLS/GLP collector procedure, ble-spec-facts §4.5)
----------------------------------------------------------------------
+Steps (GLS/GLP collector procedure, ble-spec-facts §4.5)
+-------------------------------------------------------
 1. **Scan** for the allowlisted address advertising 0x1808; **connect** (optionally pair:
    GLS wants an encrypted link before the RACP is used).
 2. **Read** DIS (all optional) and the Glucose Feature 0x2A51 (mandatory), then the meter's
@@ -13,33 +15,22 @@ Theory of operation (GLS/GLP collector procedure, ble-spec-facts §4.5)
 3. **Subscribe**: notifications on Glucose Measurement 0x2A18 and (when present) Glucose
    Measurement Context 0x2A34, indications on the RACP 0x2A52. A meter answers a report
    request with ATT error 0x81 if the measurement CCCD is not enabled.
-4. **Incremental sync** from the committed high-water mark (``sync_state("gls_last_seq")``,
-   a :class:`SyncMark`: the sequence number of the last record committed and a
-   fingerprint of its measurement value):
-
-   - no mark: "report stored records: all" (``01 01``);
-   - else probe the newest record ("last record", ``01 06``); if it is the marked record,
-     nothing is new. Otherwise probe the marked record itself ("within range m..m",
-     ``01 04 01 m m``): if it is still there with the same fingerprint the numbering
-     continued, and the hub asks ">= m+1" (``01 03 01 m+1``) and, when the newest number
-     is below the mark (the uint16 wrapped), also "<= newest". If the marked record is
-     gone or differs, the meter's numbering restarted (memory cleared, reset, another
-     meter behind the same address): the hub resyncs with "all". Never a silent skip:
-     a resync may send readings again (the platform deduplicates them by their stable
-     Observation.identifier), it never leaves one out.
-   - Probed records are not handed on: they are either committed already or requested
-     again by the following transfer.
-
-5. Each measurement is **joined with its context by sequence number** (not by arrival
-   order) and handed on, in the meter's order, as a :class:`RawMeasurement` with
-   ``related={0x2A34: context}`` and ``sync_state={"gls_last_seq": mark}``, so the mark
-   commits in the same outbox transaction as the reading: it never runs ahead of what is
-   stored. A measurement that announces a context waits for it until the next
-   measurement or the end of the procedure; a later record never overtakes an earlier one.
+4. **Incremental sync** from the committed mark (``sync_state("gls_last_seq")``): the
+   requests :meth:`GlsSync.next_procedure` asks for, one procedure at a time.
+5. Each record, joined with its context by sequence number, is handed on in the meter's
+   order as a :class:`RawMeasurement` with ``related={0x2A34: context}`` and
+   ``sync_state={"gls_last_seq": mark}``, so the mark commits in the same outbox
+   transaction as the reading: it never runs ahead of what is stored.
 6. A procedure **ends** with the RACP Response Code indication ``06 00 01 xx``: success or
    "no records found"; anything else is a :class:`~agent.errors.DeviceProtocolError`.
-   Each procedure is bounded by :data:`RACP_PROCEDURE_TIMEOUT_S` without progress (inner
-   to the session deadline); on that timeout the hub writes Abort (``03 00``).
+
+Bounds: the bleak callbacks feed the core, which refuses a value beyond any of its bounds
+(:mod:`drivers.gls_sync`); the callback then ends the link at once, the session hands on the
+records complete before, and raises :class:`~agent.errors.DeviceFloodError` naming the
+buffer. In time, a procedure ends after :data:`RACP_PROCEDURE_TIMEOUT_S` without progress,
+and in any case :data:`RACP_PROCEDURE_MAX_S` after its request, however much the meter
+sends (both inner to the session deadline; the hub writes Abort ``03 00``). At
+``max_records`` the hub writes Abort and the session ends normally (``LIMIT``).
 
 A **dropped link** raises :class:`~agent.errors.BleLinkLostError` after handing on every
 complete record received; a record still waiting for its context is not handed on, and
@@ -50,12 +41,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import hashlib
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, NoReturn
 
 import structlog
 from bleak import BleakClient
@@ -82,20 +71,44 @@ from agent.ble.uuids import (
     RECORD_ACCESS_CONTROL_POINT,
 )
 from agent.cancellation import raise_if_cancelled
-from agent.errors import BleLinkLostError, ConfigError, DecodeError, DeviceProtocolError
+from agent.errors import BleLinkLostError, ConfigError, DeviceProtocolError
 from agent.measurement import OnMeasurement, RawMeasurement
 from agent.normalize.device import DeviceFacts
-from drivers.racp import (
-    FilterType,
-    NumberOfStoredRecords,
-    OpCode,
-    Operator,
-    RacpRequest,
-    RacpResponse,
-    ResponseCode,
-    ResponseCodeIndication,
-    decode_response,
+from drivers.gls_sync import (
+    LIMIT_REACHED,
+    MAX_RECORDS_PER_SESSION,
+    GlsSync,
+    JoinedRecord,
+    Procedure,
+    ProcedureFinished,
+    Reason,
+    RecordJoiner,
+    RecordReady,
+    SyncDone,
+    SyncMark,
+    fingerprint,
+    read_mark,
 )
+from drivers.racp import RacpRequest
+
+__all__ = [
+    "ABORT_TIMEOUT_S",
+    "GLUCOSE_MEASUREMENT",
+    "GLUCOSE_MEASUREMENT_CONTEXT",
+    "MAX_RECORDS_PER_SESSION",
+    "RACP_PROCEDURE_MAX_S",
+    "RACP_PROCEDURE_TIMEOUT_S",
+    "SYNC_KEY",
+    "GlsDeviceInfo",
+    "GlsSessionResult",
+    "JoinedRecord",
+    "RecordJoiner",
+    "SessionEnd",
+    "SyncMark",
+    "collect_glucose",
+    "fingerprint",
+    "read_mark",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -106,167 +119,19 @@ SYNC_KEY: Final = "gls_last_seq"
 RACP_PROCEDURE_TIMEOUT_S: Final = 30.0
 """Longest wait for the next value of an RACP procedure (a record or the final response):
 the ATT transaction timeout (Core Vol 3 Part F §3.3.3) and TI's GLUCOSE_PROCEDURE_TIMEOUT,
-both 30 s (ble-spec-facts §4.5). It restarts with every record, so a long transfer is not
-cut; inner to the session deadline."""
+both 30 s (ble-spec-facts §4.5). It restarts with every value, so a long transfer is not
+cut; :data:`RACP_PROCEDURE_MAX_S` bounds the whole procedure. Inner to the session
+deadline."""
+
+RACP_PROCEDURE_MAX_S: Final = 300.0
+"""Longest an RACP procedure may last from its request, however much the meter sends: a
+stream cannot extend it by resetting the progress timeout. ``MAX_RECORDS_PER_SESSION``
+(1 000) records at a slow meter's pace (≤ 4 records/s, TI's sample paces one per 100-250 ms)
+take ≤ 250 s; the daemon's session deadline (120 s by default) usually ends it first."""
 
 ABORT_TIMEOUT_S: Final = 5.0
-"""Best-effort Abort after a timed-out procedure: one write, inner to the procedure timeout."""
-
-MAX_RECORDS_PER_SESSION: Final = 1000
-"""A meter stores 500-1000 records; beyond this the hub aborts the transfer and the meter
-keeps the rest for the next session (the mark says where to continue)."""
-
-MAX_BUFFERED: Final = 64
-"""Records received but not yet handed on (notifications have no flow control; the
-pipeline's hand-on is a queue put, so a full buffer means a stalled pipeline)."""
-
-MAX_ORPHAN_CONTEXTS: Final = 16
-"""Contexts held while their measurement has not arrived (a meter that sends the context
-first needs one)."""
-
-MAX_RACP_RESPONSES: Final = 4
-"""RACP indications buffered: one procedure runs at a time, so one is expected."""
-
-FINGERPRINT_SIZE: Final = 8
-
-
-def fingerprint(measurement: bytes) -> bytes:
-    """A record's identity for the mark: 8 octets of SHA-256 of its 0x2A18 value."""
-    return hashlib.sha256(measurement).digest()[:FINGERPRINT_SIZE]
-
-
-@dataclass(frozen=True, slots=True)
-class SyncMark:
-    """The committed high-water mark: ``sequence_number`` (uint16 LE) + 8-octet fingerprint.
-
-    A 2-octet value (sequence number only) is accepted: continuity is then checked by the
-    marked record's presence alone. ``bytes(mark)[:2]`` is the sequence number.
-    """
-
-    sequence_number: int
-    fingerprint: bytes | None = field(default=None, repr=False)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> SyncMark:
-        """Decode a stored mark.
-
-        Raises:
-            ValueError: neither 2 nor 10 octets.
-        """
-        if len(data) == 2:
-            return cls(int.from_bytes(data, "little"))
-        if len(data) == 2 + FINGERPRINT_SIZE:
-            return cls(int.from_bytes(data[:2], "little"), data[2:])
-        raise ValueError(f"a sync mark has 2 or 10 octets, not {len(data)}")
-
-    def __bytes__(self) -> bytes:
-        """The stored value."""
-        return self.sequence_number.to_bytes(2, "little") + (self.fingerprint or b"")
-
-    def matches(self, measurement: bytes) -> bool:
-        """Whether ``measurement`` is the marked record."""
-        if len(measurement) < 3:
-            return False
-        if int.from_bytes(measurement[1:3], "little") != self.sequence_number:
-            return False
-        return self.fingerprint is None or fingerprint(measurement) == self.fingerprint
-
-
-@dataclass(frozen=True, slots=True)
-class JoinedRecord:
-    """A measurement and its context (when it had one), joined by sequence number."""
-
-    sequence_number: int
-    measurement: bytes = field(repr=False)
-    context: bytes | None = field(default=None, repr=False)
-    received_monotonic: float = 0.0
-    received_wall: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-
-@dataclass(slots=True)
-class _Waiting:
-    record: JoinedRecord
-    wants_context: bool
-
-
-class RecordJoiner:
-    """Joins 0x2A18 and 0x2A34 values by sequence number, releasing records in order (sans I/O).
-
-    A measurement whose flags announce a context (bit 4) is held until that context
-    arrives, until a measurement with another sequence number arrives, or until
-    :meth:`flush`; records are released strictly in measurement order.
-    """
-
-    def __init__(self, max_orphans: int = MAX_ORPHAN_CONTEXTS) -> None:
-        self._waiting: deque[_Waiting] = deque()
-        self._contexts: dict[int, bytes] = {}
-        self._max_orphans = max_orphans
-        self.missing_contexts = 0
-        self.dropped_contexts = 0
-
-    def measurement(
-        self, data: bytes, received_monotonic: float, received_wall: datetime
-    ) -> list[JoinedRecord]:
-        """Add a 0x2A18 value; returns the records now complete, in order.
-
-        Raises:
-            DecodeError: shorter than flags + sequence number.
-        """
-        if len(data) < 3:
-            raise DecodeError("0x2A18", f"too short for a sequence number ({len(data)} octets)")
-        seq = int.from_bytes(data[1:3], "little")
-        wants = bool(data[0] & 0x10)
-        context = self._contexts.pop(seq, None) if wants else None
-        record = JoinedRecord(seq, data, context, received_monotonic, received_wall)
-        out = self._release(stale_before=True)
-        self._waiting.append(_Waiting(record, wants and context is None))
-        return out + self._release(stale_before=False)
-
-    def context(self, data: bytes) -> list[JoinedRecord]:
-        """Add a 0x2A34 value; returns the records now complete, in order.
-
-        Raises:
-            DecodeError: shorter than flags + sequence number.
-        """
-        if len(data) < 3:
-            raise DecodeError("0x2A34", f"too short for a sequence number ({len(data)} octets)")
-        seq = int.from_bytes(data[1:3], "little")
-        for waiting in self._waiting:
-            if waiting.wants_context and waiting.record.sequence_number == seq:
-                r = waiting.record
-                waiting.record = JoinedRecord(
-                    seq, r.measurement, data, r.received_monotonic, r.received_wall
-                )
-                waiting.wants_context = False
-                return self._release(stale_before=False)
-        if len(self._contexts) >= self._max_orphans:
-            self.dropped_contexts += 1
-            return []
-        self._contexts[seq] = data
-        return []
-
-    def flush(self) -> list[JoinedRecord]:
-        """End of procedure: release everything held; forget contexts without a measurement."""
-        out = self._release(stale_before=True)
-        self.dropped_contexts += len(self._contexts)
-        self._contexts.clear()
-        return out
-
-    def discard(self) -> None:
-        """The link went: forget what is held (it will be requested again)."""
-        self._waiting.clear()
-        self._contexts.clear()
-
-    def _release(self, *, stale_before: bool) -> list[JoinedRecord]:
-        out: list[JoinedRecord] = []
-        while self._waiting:
-            head = self._waiting[0]
-            if head.wants_context and not stale_before:
-                break
-            if head.wants_context:
-                self.missing_contexts += 1
-            out.append(self._waiting.popleft().record)
-        return out
+"""Best-effort Abort: one write, and then waiting for its Response Code (``06 00 03 01``),
+each inner to the procedure timeout."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +167,7 @@ class _Deadline(Exception):
 
 
 class _Limit(Exception):
-    """MAX_RECORDS_PER_SESSION records were handed on."""
+    """``max_records`` records were handed on."""
 
 
 class _GlsSession(GattSession):
@@ -317,19 +182,14 @@ class _GlsSession(GattSession):
         address: str,
         on_measurement: OnMeasurement,
         *,
+        mark: SyncMark | None,
         deadline: float,
         procedure_timeout_s: float,
         max_records: int,
     ) -> None:
         super().__init__(ble, address, on_measurement, deadline=deadline)
         self.procedure_timeout_s = procedure_timeout_s
-        self.max_records = max_records
-        self.joiner = RecordJoiner()
-        self.ready: deque[JoinedRecord] = deque()
-        self.responses: deque[bytes] = deque()
-        self.problem: str | None = None
-        self.collecting = False
-        self.probed: list[JoinedRecord] = []
+        self.core = GlsSync(mark, device=self.label, max_records=max_records)
 
     # -- radio steps ------------------------------------------------------------------
 
@@ -367,63 +227,68 @@ class _GlsSession(GattSession):
         )
         return info, gls, racp
 
-    # -- callbacks (never wait) -----------------------------------------------------------
-
-    def _accept(self, records: list[JoinedRecord]) -> None:
-        if self.collecting:
-            if len(self.ready) + len(records) > MAX_BUFFERED:
-                self.problem = self.problem or "more records buffered than the bound"
-            self.ready.extend(records)
-        else:
-            self.probed.extend(records)
+    # -- callbacks: feed the core, never wait -------------------------------------------
 
     def on_measurement_value(self, _sender: BleakGATTCharacteristic, data: bytearray) -> None:
         """0x2A18 notification."""
-        try:
-            self._accept(self.joiner.measurement(bytes(data), time.monotonic(), datetime.now(UTC)))
-        except DecodeError as exc:
-            self.problem = self.problem or exc.reason
+        if self.failure is None:
+            try:
+                self.core.measurement(bytes(data), time.monotonic(), datetime.now(UTC))
+            except DeviceProtocolError as exc:
+                self.fail(exc)
         self.wakeup.set()
 
     def on_context_value(self, _sender: BleakGATTCharacteristic, data: bytearray) -> None:
         """0x2A34 notification."""
-        try:
-            self._accept(self.joiner.context(bytes(data)))
-        except DecodeError as exc:
-            self.problem = self.problem or exc.reason
+        if self.failure is None:
+            try:
+                self.core.context(bytes(data))
+            except DeviceProtocolError as exc:
+                self.fail(exc)
         self.wakeup.set()
 
     def on_racp_value(self, _sender: BleakGATTCharacteristic, data: bytearray) -> None:
         """0x2A52 indication (confirmed by the stack after this returns)."""
-        if len(self.responses) >= MAX_RACP_RESPONSES:
-            self.problem = self.problem or "unsolicited RACP indications"
-        else:
-            self.responses.append(bytes(data))
+        if self.failure is None:
+            try:
+                self.core.racp_indication(bytes(data))
+            except DeviceProtocolError as exc:
+                self.fail(exc)
         self.wakeup.set()
 
     # -- handing on -------------------------------------------------------------------------
 
-    async def hand_on(self, facts: DeviceFacts) -> None:
-        """Hand every complete record on, in the meter's order, each with its mark."""
-        while self.ready:
-            if self.handed_on >= self.max_records:
-                raise _Limit
-            record = self.ready[0]
-            related = (
-                {GLUCOSE_MEASUREMENT_CONTEXT: record.context} if record.context is not None else {}
-            )
-            mark = SyncMark(record.sequence_number, fingerprint(record.measurement))
-            raw = RawMeasurement(
-                characteristic_uuid=GLUCOSE_MEASUREMENT,
-                data=record.measurement,
-                received_monotonic=record.received_monotonic,
-                received_wall=record.received_wall,
-                related=related,
-                sync_state={SYNC_KEY: bytes(mark)},
-            )
-            await self.on_measurement(raw, facts)
-            self.ready.popleft()
-            self.handed_on += 1
+    async def hand_on(self, ready: RecordReady, facts: DeviceFacts) -> None:
+        """Hand one complete record on, with the mark that commits with it."""
+        record = ready.record
+        related = (
+            {GLUCOSE_MEASUREMENT_CONTEXT: record.context} if record.context is not None else {}
+        )
+        raw = RawMeasurement(
+            characteristic_uuid=GLUCOSE_MEASUREMENT,
+            data=record.measurement,
+            received_monotonic=record.received_monotonic,
+            received_wall=record.received_wall,
+            related=related,
+            sync_state={SYNC_KEY: bytes(ready.mark)},
+        )
+        await self.on_measurement(raw, facts)
+        self.handed_on += 1
+
+    async def fail_now(self, client: BleakClient, facts: DeviceFacts) -> NoReturn:
+        """A callback found the meter at fault: the link is ending; hand on what was complete
+        before, then raise its error."""
+        failure = self.failure
+        assert failure is not None
+        await self.disconnect(client)
+        while isinstance(event := self.core.next_event(), RecordReady):
+            await self.hand_on(event, facts)
+        self.log.warning(
+            "gls_session_failed_by_device",
+            measurements=self.handed_on,
+            error=type(failure).__name__,
+        )
+        raise failure
 
     # -- RACP -------------------------------------------------------------------------------
 
@@ -431,134 +296,110 @@ class _GlsSession(GattSession):
         self,
         client: BleakClient,
         racp: BleakGATTCharacteristic,
-        request: RacpRequest,
+        procedure: Procedure,
         facts: DeviceFacts,
-        *,
-        collect: bool,
-    ) -> RacpResponse:
-        """Write ``request``; collect (hand on) or probe the records; return the response."""
-        self.collecting = collect
-        self.probed = []
-        self.responses.clear()
-        name = f"racp_{OpCode(request.op_code).name.lower()}"
+    ) -> None:
+        """Write the request; hand on its records (a report) until its final response."""
+        name = procedure.name
+        request = procedure.request
         self.log.info(
-            "gls_racp_request", op_code=int(request.op_code), operator=int(request.operator)
+            "gls_racp_request",
+            op_code=int(request.op_code),
+            operator=int(request.operator),
+            reason=procedure.reason.value,
         )
         await self.gatt(name, client.write_gatt_char(racp, bytes(request), response=True))
-        last_progress = self.loop.time()
-        seen = 0
+        started = self.loop.time()
+        give_up_at = min(started + RACP_PROCEDURE_MAX_S, self.deadline)
+        last_progress = started
+        seen = self.core.progress
+        aborted_at: float | None = None
         while True:
-            if collect:
-                await self.hand_on(facts)
-            if self.problem is not None:
-                raise DeviceProtocolError(self.label, name, self.problem)
+            if self.failure is not None:
+                await self.fail_now(client, facts)
+            try:
+                event = self.core.next_event()
+            except DeviceProtocolError as exc:
+                self.fail(exc)
+                continue
+            if isinstance(event, RecordReady):
+                await self.hand_on(event, facts)
+                continue
+            if isinstance(event, ProcedureFinished):
+                return
+            if event is LIMIT_REACHED:
+                self.log.info("gls_record_limit", records=self.core.accepted)
+                aborted_at = await self.abort(client, racp)
+                continue
             if self.link_lost.is_set():
-                self.joiner.discard()
+                self.core.link_lost()
                 raise BleLinkLostError(self.phase, self.handed_on, self.label)
-            if self.responses:
-                response = self._check(name, request, self.responses.popleft())
-                self._accept(self.joiner.flush())
-                if collect:
-                    await self.hand_on(facts)
-                return response
             now = self.loop.time()
-            if len(self.ready) + len(self.probed) + self.handed_on != seen:
-                seen = len(self.ready) + len(self.probed) + self.handed_on
+            if self.core.progress != seen:
+                seen = self.core.progress
                 last_progress = now
-            if now >= self.deadline:
-                await self.abort(client, racp)
-                raise _Deadline
+            if aborted_at is not None and now >= aborted_at + ABORT_TIMEOUT_S:
+                self.log.warning("gls_abort_unanswered")
+                return  # the limit ends the session: no more values are taken
+            if now >= give_up_at:
+                if aborted_at is None:
+                    await self.abort(client, racp)
+                if now >= self.deadline:
+                    raise _Deadline
+                raise DeviceProtocolError(
+                    self.label, name, f"not finished within {RACP_PROCEDURE_MAX_S:g} s"
+                )
             timeout_at = last_progress + self.procedure_timeout_s
             if now >= timeout_at:
-                await self.abort(client, racp)
+                if aborted_at is None:
+                    await self.abort(client, racp)
                 raise DeviceProtocolError(
                     self.label, name, f"no response within {self.procedure_timeout_s:g} s"
                 )
+            wake_at = min(timeout_at, give_up_at)
+            if aborted_at is not None:
+                wake_at = min(wake_at, aborted_at + ABORT_TIMEOUT_S)
             self.wakeup.clear()
             try:
-                async with asyncio.timeout_at(min(timeout_at, self.deadline)):
+                async with asyncio.timeout_at(wake_at):
                     await self.wakeup.wait()
             except TimeoutError:
                 continue
 
-    def _check(self, name: str, request: RacpRequest, data: bytes) -> RacpResponse:
-        try:
-            response = decode_response(data)
-        except DecodeError as exc:
-            raise DeviceProtocolError(
-                self.label, name, f"bad RACP response: {exc.reason}"
-            ) from None
-        if request.op_code is OpCode.REPORT_NUMBER_OF_STORED_RECORDS:
-            if not isinstance(response, NumberOfStoredRecords):
-                raise DeviceProtocolError(self.label, name, _describe(response))
-            return response
-        if not isinstance(response, ResponseCodeIndication):
-            raise DeviceProtocolError(self.label, name, "count response to a report request")
-        if response.request_op_code != request.op_code:
-            raise DeviceProtocolError(
-                self.label, name, f"response to op code 0x{response.request_op_code:02X}"
-            )
-        if response.response_code not in (ResponseCode.SUCCESS, ResponseCode.NO_RECORDS_FOUND):
-            raise DeviceProtocolError(self.label, name, _describe(response))
-        return response
-
-    async def abort(self, client: BleakClient, racp: BleakGATTCharacteristic) -> None:
-        """Best effort: write Abort ``03 00`` (the link may be gone)."""
-        if self.link_lost.is_set():
-            return
-        try:
-            async with asyncio.timeout(ABORT_TIMEOUT_S):
-                await client.write_gatt_char(racp, bytes(RacpRequest.abort()), response=True)
-        except (BleakError, TimeoutError) as exc:
-            self.log.warning("gls_abort_failed", error=type(exc).__name__)
-        raise_if_cancelled()
+    async def abort(self, client: BleakClient, racp: BleakGATTCharacteristic) -> float:
+        """Best effort: write Abort ``03 00`` (the link may be gone); the loop time it was
+        written, from which its answer is awaited."""
+        self.core.aborted()
+        if not self.link_lost.is_set():
+            try:
+                async with asyncio.timeout(ABORT_TIMEOUT_S):
+                    await client.write_gatt_char(racp, bytes(RacpRequest.abort()), response=True)
+            except (BleakError, TimeoutError) as exc:
+                self.log.warning("gls_abort_failed", error=type(exc).__name__)
+            raise_if_cancelled()
+        return self.loop.time()
 
     async def sync(
-        self,
-        client: BleakClient,
-        racp: BleakGATTCharacteristic,
-        facts: DeviceFacts,
-        mark: SyncMark | None,
+        self, client: BleakClient, racp: BleakGATTCharacteristic, facts: DeviceFacts
     ) -> bool:
-        """The incremental sync (module docstring, step 4); True when it resynced with "all"."""
+        """The incremental sync (:mod:`drivers.gls_sync`); True when it resynced with "all".
+
+        Raises:
+            _Limit: ``max_records`` were handed on; the meter keeps the rest.
+        """
         self.phase = "collect"
-
-        async def report(request: RacpRequest) -> None:
-            await self.procedure(client, racp, request, facts, collect=True)
-
-        async def probe(request: RacpRequest) -> JoinedRecord | None:
-            await self.procedure(client, racp, request, facts, collect=False)
-            return self.probed[0] if self.probed else None
-
-        if mark is None:
-            self.log.info("gls_sync_first")
-            await report(RacpRequest.report_all())
-            return False
-        newest = await probe(RacpRequest(OpCode.REPORT_STORED_RECORDS, Operator.LAST_RECORD))
-        if newest is None:
-            self.log.info("gls_sync_meter_empty")
-            return False
-        if mark.matches(newest.measurement):
-            self.log.info("gls_sync_nothing_new")
-            return False
-        marked = await probe(RacpRequest.report_range(mark.sequence_number, mark.sequence_number))
-        if marked is None or not mark.matches(marked.measurement):
-            self.log.warning("gls_sequence_reset", marked_present=marked is not None)
-            await report(RacpRequest.report_all())
-            return True
-        if mark.sequence_number < 0xFFFF:
-            await report(RacpRequest.report_from(mark.sequence_number + 1))
-        if newest.sequence_number < mark.sequence_number:
-            self.log.info("gls_sequence_wrapped")
-            await report(
-                RacpRequest(
-                    OpCode.REPORT_STORED_RECORDS,
-                    Operator.LESS_THAN_OR_EQUAL_TO,
-                    FilterType.SEQUENCE_NUMBER,
-                    (newest.sequence_number,),
-                )
-            )
-        return False
+        while True:
+            step = self.core.next_procedure()
+            if isinstance(step, SyncDone):
+                if step.reason is Reason.LIMIT:
+                    raise _Limit
+                self.log.info(step.reason.value, resynced=step.resynced)
+                return step.resynced
+            if step.reason is Reason.RESET:
+                self.log.warning(step.reason.value)
+            elif step.reason is Reason.WRAPPED:
+                self.log.info(step.reason.value)
+            await self.procedure(client, racp, step, facts)
 
 
 def _att_name(code: int) -> str:
@@ -569,26 +410,6 @@ def _att_name(code: int) -> str:
         0x81: "CCCD improperly configured",
     }
     return names.get(code, "ATT error")
-
-
-def _describe(response: RacpResponse) -> str:
-    if isinstance(response, NumberOfStoredRecords):
-        return "unexpected number-of-records response"
-    code = response.code
-    return f"RACP response code 0x{response.response_code:02X}" + (
-        f" ({code.name.lower()})" if code is not None else ""
-    )
-
-
-def read_mark(value: bytes | None, label: str) -> SyncMark | None:
-    """The committed mark, or None (never synced, or an unreadable value: resync all)."""
-    if value is None:
-        return None
-    try:
-        return SyncMark.from_bytes(value)
-    except ValueError:
-        log.warning("gls_sync_mark_unreadable", device=label, size=len(value))
-        return None
 
 
 async def collect_glucose(
@@ -623,9 +444,14 @@ async def collect_glucose(
         ConfigError: the timeouts do not nest.
         BleLinkError: not found, connect failed, a GATT operation failed.
         BleLinkLostError: the link dropped (complete records were handed on).
+        DeviceFloodError: the meter filled a bounded buffer (``buffer`` names it:
+            ``gls_ready``, ``racp_probe``, ``racp_indications``, ``gls_orphan_contexts``,
+            ``records_after_abort``); the link was ended at once and the records complete
+            before were handed on.
         DeviceProtocolError: a missing characteristic, an ATT error on the RACP (0x80
             procedure already in progress, 0x81 CCCD improperly configured, …), a bad or
-            failed RACP response, or no response within ``procedure_timeout_s``.
+            failed RACP response, no response within ``procedure_timeout_s``, or a
+            procedure not finished within :data:`RACP_PROCEDURE_MAX_S`.
     """
     if max_records < 1:
         raise ConfigError("(session)", "max_records", "must be at least 1")
@@ -640,6 +466,7 @@ async def collect_glucose(
         ble,
         address,
         on_measurement,
+        mark=mark,
         deadline=session_deadline(session_timeout_s),
         procedure_timeout_s=procedure_timeout_s,
         max_records=max_records,
@@ -670,21 +497,21 @@ async def collect_glucose(
             await session.gatt("subscribe_racp", client.start_notify(racp, session.on_racp_value))
         slog.info("ble_session_subscribed")
         try:
-            resynced = await session.sync(client, racp, facts, mark)
+            resynced = await session.sync(client, racp, facts)
         except _Deadline:
             ended_by = SessionEnd.DEADLINE
         except _Limit:
-            await session.abort(client, racp)
-            ended_by = SessionEnd.LIMIT
+            ended_by = SessionEnd.LIMIT  # Abort was written when the limit was reached
     except BaseException:
         await session.disconnect(client)
         raise
     await session.disconnect(client)
-    if session.joiner.missing_contexts or session.joiner.dropped_contexts:
+    joiner = session.core.joiner
+    if joiner.missing_contexts or joiner.dropped_contexts:
         slog.warning(
             "gls_context_unmatched",
-            missing=session.joiner.missing_contexts,
-            dropped=session.joiner.dropped_contexts,
+            missing=joiner.missing_contexts,
+            dropped=joiner.dropped_contexts,
         )
     slog.info(
         "ble_session_ended",

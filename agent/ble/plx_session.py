@@ -70,7 +70,7 @@ from agent.ble.uuids import (
     PULSE_OXIMETER_SERVICE,
     RECORD_ACCESS_CONTROL_POINT,
 )
-from agent.errors import ConfigError, DecodeError, DeviceProtocolError
+from agent.errors import ConfigError, DecodeError, DeviceFloodError, DeviceProtocolError
 from agent.measurement import OnMeasurement
 from agent.normalize.device import DeviceFacts
 from drivers.pulse_oximetry import PlxFeatures, PlxSupportedFeatures
@@ -94,6 +94,18 @@ spot-checks, the patient's deliberate measurements, are all kept."""
 
 MAX_MEASUREMENTS_PER_SESSION: Final = 200
 """Spot-checks plus forwarded continuous values; the device keeps unsent spot-checks."""
+
+MAX_CONTINUOUS_RATE_HZ: Final = 50.0
+"""Continuous notifications (forwarded or skipped) per second of session, on average, at
+most. PLXS continuous values are SpO2/PR numerics that oximeters update about once a second
+(the "fast" averaging a few times a second); 50 Hz is over ten times the fastest, while a
+device notifying at BLE's own rate (hundreds per second) is cut. The skipped ones cost no
+memory, only a counter, but without this bound such a device would keep the hub busy until
+the session deadline."""
+
+UNBOUNDED_SESSION_S: Final = 120.0
+"""The session length the continuous bound assumes when the caller sets no deadline (the
+daemon's default ``ble.session_timeout_s``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +148,7 @@ class _PlxSession(BufferedSession):
         max_measurements: int,
         deadline: float,
         continuous_interval_s: float,
+        continuous_limit: int,
     ) -> None:
         super().__init__(
             ble, address, on_measurement, max_measurements=max_measurements, deadline=deadline
@@ -143,6 +156,8 @@ class _PlxSession(BufferedSession):
         self.continuous_interval_s = continuous_interval_s
         self.next_continuous_at = -math.inf
         self.continuous_skipped = 0
+        self.continuous_received = 0
+        self.continuous_limit = continuous_limit
         self.racp: str | None = None
         self.racp_give_up_at = -math.inf
 
@@ -223,8 +238,22 @@ class _PlxSession(BufferedSession):
             return ended
 
     def on_continuous(self, _sender: BleakGATTCharacteristic, data: bytearray) -> None:
-        """0x2A5F notification: the first of each interval is handed on, the rest counted."""
+        """0x2A5F notification: the first of each interval is handed on, the rest counted.
+
+        More than ``continuous_limit`` in the session (:data:`MAX_CONTINUOUS_RATE_HZ`) is a
+        flood: refused, the link ends, the session raises ``DeviceFloodError``.
+        """
         now = self.loop.time()
+        if self.failure is not None:
+            return
+        if self.continuous_received >= self.continuous_limit:
+            self.fail(
+                DeviceFloodError(
+                    self.label, self.phase, "continuous_notifications", self.continuous_limit
+                )
+            )
+            return
+        self.continuous_received += 1
         if now < self.next_continuous_at:
             self.continuous_skipped += 1
             self.last_arrival = now  # a streaming device is still sending: not quiet
@@ -257,6 +286,9 @@ async def collect_pulse_oximetry(
         BleLinkError: not found, connect failed, a GATT operation failed or the deadline
             passed before the transfer started.
         BleLinkLostError: the link dropped after set-up (what arrived was handed on).
+        DeviceFloodError: more values than ``max_measurements`` + slack, or continuous
+            notifications faster than :data:`MAX_CONTINUOUS_RATE_HZ` on average (what
+            was accepted before was handed on).
         DeviceProtocolError: no 0x1822, no 0x2A60, neither an indicating 0x2A5E nor a
             notifying 0x2A5F, or a refused read.
     """
@@ -274,6 +306,10 @@ async def collect_pulse_oximetry(
         max_measurements=max_measurements,
         deadline=session_deadline(session_timeout_s),
         continuous_interval_s=continuous_interval_s,
+        continuous_limit=math.ceil(
+            MAX_CONTINUOUS_RATE_HZ
+            * (UNBOUNDED_SESSION_S if session_timeout_s is None else session_timeout_s)
+        ),
     )
     slog = session.log
     device = await session.find(scan_timeout_s)

@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+import structlog
+
 from agent.ble.bps_session import collect_blood_pressure
 from agent.ble.gls_session import (
     RACP_PROCEDURE_TIMEOUT_S,
@@ -27,7 +29,10 @@ from agent.ble.gls_session import (
 from agent.ble.plx_session import collect_pulse_oximetry
 from agent.ble.stack import BleStack
 from agent.config import BleConfig, DeviceConfig
+from agent.logs import device_label
 from agent.measurement import OnMeasurement
+
+log = structlog.get_logger(__name__)
 
 
 class SyncStateReader(Protocol):
@@ -103,11 +108,18 @@ async def glucose_session(
     # The RACP procedure timeout nests inside what the session deadline leaves after scan
     # and connect (30 s unless the configured session is shorter).
     room = settings.session_timeout_s - settings.scan_timeout_s - settings.connect_timeout_s
+    stored = sync_state(SYNC_KEY)
+    mark = read_mark(stored)
+    if stored is not None and mark is None:
+        # An unreadable mark (a 2- or 10-octet value is expected): resync all, never skip.
+        log.warning(
+            "gls_sync_mark_unreadable", device=device_label(device.address), size=len(stored)
+        )
     result = await collect_glucose(
         ble,
         device.address,
         on_measurement,
-        read_mark(sync_state(SYNC_KEY), device.label),
+        mark,
         scan_timeout_s=settings.scan_timeout_s,
         connect_timeout_s=settings.connect_timeout_s,
         session_timeout_s=settings.session_timeout_s,
