@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from agent import outbox as outbox_mod
 from agent.errors import (
@@ -27,6 +28,7 @@ from agent.outbox import (
     MAX_RECORD_BYTES,
     SCHEMA_VERSION,
     AppendResult,
+    AppendStatus,
     Durability,
     Outbox,
     OutboxCounts,
@@ -99,9 +101,28 @@ def _append(ob: Outbox, key: str, text: str = "body") -> AppendResult:
     return ob.append("observation", key, RecordMaker(text))
 
 
+def _stored(seq: int) -> AppendResult:
+    return AppendResult(seq, AppendStatus.STORED)
+
+
+def _dup(seq: int) -> AppendResult:
+    return AppendResult(seq, AppendStatus.DUPLICATE)
+
+
+def _state(db_path: Path, seq: int) -> str | None:
+    """A record's state as the file says (None: no such record)."""
+    raw = _raw(db_path)
+    try:
+        row = raw.execute("SELECT state FROM records WHERE seq = ?", (seq,)).fetchone()
+    finally:
+        raw.close()
+    return None if row is None else str(row[0])
+
+
 class TestOpen:
     def test_pragmas_are_wal_and_full(self, box: Outbox, db_path: Path) -> None:
-        """The outbox runs with journal_mode=WAL and synchronous=FULL, schema version 1."""
+        """The outbox runs with journal_mode=WAL and synchronous=FULL, schema version 2."""
+        assert SCHEMA_VERSION == 2
         assert box.durability() == Durability(journal_mode="wal", synchronous=2)
         raw = _raw(db_path)
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -120,20 +141,25 @@ class TestOpen:
         """Records, states, attempts, sync state and dedup entries survive close and reopen."""
         with Outbox.open(db_path, sealer, HUB, clock=clock) as ob:
             ob.append_many(
-                [("observation", f"k{i}", RecordMaker()) for i in range(1, 4)],
+                [("observation", f"k{i}", RecordMaker()) for i in range(1, 5)],
                 sync_state={("gluco", "racp_hwm"): b"\x11\x00"},
             )
-            assert [r.seq for r in ob.claim(1)] == [1]
+            assert ob.note_attempt(1) == 1
+            assert ob.note_attempt(1) == 2
+            assert ob.mark_refused(2, 0x87) is True
+            before = ob.pending_after(0, 10)
         with Outbox.open(db_path, sealer, HUB, clock=clock) as ob:
-            assert ob.counts() == OutboxCounts(pending=2, in_flight=1, oldest_age_s=0.0)
+            assert ob.counts() == OutboxCounts(pending=3, oldest_age_s=0.0, refused=1)
+            assert ob.refused() == [(2, 0x87)]
             assert ob.get_sync_state("gluco", "racp_hwm") == b"\x11\x00"
-            assert _append(ob, "k2") == AppendResult(seq=2, duplicate=True)
-            assert ob.release_in_flight() == 1
-            records = ob.claim(10)
-        assert [(r.seq, r.body, r.attempts) for r in records] == [
-            (1, b"body 1", 2),
-            (2, b"body 2", 1),
-            (3, b"body 3", 1),
+            assert _append(ob, "k2") == _dup(2)
+            assert _append(ob, "k3") == _dup(3)
+            records = ob.pending_after(0, 10)
+        assert records == before
+        assert [(r.seq, r.kind, r.body, r.attempts) for r in records] == [
+            (1, "observation", b"body 1", 2),
+            (3, "observation", b"body 3", 0),
+            (4, "observation", b"body 4", 0),
         ]
 
     def test_other_hub_refused(self, db_path: Path, sealer: Sealer) -> None:
@@ -247,7 +273,7 @@ class TestSequence:
             for i in range(3):
                 _append(ob, f"k{i}")
             assert ob.mark_delivered_many([1, 2, 3]) == 3
-            assert ob.counts() == OutboxCounts(pending=0, in_flight=0, oldest_age_s=None)
+            assert ob.counts() == OutboxCounts(pending=0, oldest_age_s=None)
         with Outbox.open(db_path, sealer, HUB, clock=clock) as ob:
             assert _append(ob, "k9").seq == 4
 
@@ -257,8 +283,8 @@ class TestSequence:
         _append(box, "k0")
         result = box.append("observation", "k1", maker)
         assert maker.calls == [2]
-        assert result == AppendResult(seq=2, duplicate=False)
-        assert box.claim(5)[1].body == b"body 2"
+        assert result == _stored(2)
+        assert box.pending_after(0, 5)[1].body == b"body 2"
 
 
 class TestDedup:
@@ -266,7 +292,9 @@ class TestDedup:
         """A seen dedup key returns the first copy's seq without calling make_record."""
         _append(box, "SN1|t1")
         maker = RecordMaker()
-        assert box.append("observation", "SN1|t1", maker) == AppendResult(seq=1, duplicate=True)
+        result = box.append("observation", "SN1|t1", maker)
+        assert result == _dup(1)
+        assert result.duplicate is True
         assert maker.calls == []
         assert box.counts().pending == 1
 
@@ -276,10 +304,10 @@ class TestDedup:
         """A reading re-sent after its record was delivered is still a duplicate."""
         with Outbox.open(db_path, sealer, HUB, clock=clock) as ob:
             _append(ob, "SN1|t1")
-            ob.claim(1)
+            assert [r.seq for r in ob.pending_after(0, 1)] == [1]
             assert ob.mark_delivered(1) is True
         with Outbox.open(db_path, sealer, HUB, clock=clock) as ob:
-            assert _append(ob, "SN1|t1") == AppendResult(seq=1, duplicate=True)
+            assert _append(ob, "SN1|t1") == _dup(1)
             assert ob.counts().pending == 0
 
     def test_duplicate_within_one_batch(self, box: Outbox) -> None:
@@ -287,7 +315,7 @@ class TestDedup:
         results = box.append_many(
             [("observation", "a", RecordMaker()), ("observation", "a", RecordMaker())]
         )
-        assert results == [AppendResult(1, False), AppendResult(1, True)]
+        assert results == [_stored(1), _dup(1)]
 
     def test_dedup_key_stored_only_as_keyed_hash(self, box: Outbox, db_path: Path) -> None:
         """The seen table holds the 32-byte keyed hash, not the dedup key."""
@@ -308,10 +336,10 @@ class TestDedup:
         # next_seq is 7: entries with seq < 4 are old; seq 2 stays undelivered.
         assert box.mark_delivered_many([1, 3, 4]) == 3
         assert box.prune_seen() == 0  # already pruned by mark_delivered_many
-        assert _append(box, "k1") == AppendResult(seq=7, duplicate=False)
-        assert _append(box, "k3") == AppendResult(seq=8, duplicate=False)
-        assert _append(box, "k2") == AppendResult(seq=2, duplicate=True)
-        assert _append(box, "k4") == AppendResult(seq=4, duplicate=True)
+        assert _append(box, "k1") == _stored(7)
+        assert _append(box, "k3") == _stored(8)
+        assert _append(box, "k2") == _dup(2)
+        assert _append(box, "k4") == _dup(4)
 
 
 class TestAtomicity:
@@ -324,9 +352,9 @@ class TestAtomicity:
                 sync_state={("gluco", "racp_hwm"): b"\x05"},
             )
         assert good.calls == [1]
-        assert box.counts() == OutboxCounts(pending=0, in_flight=0, oldest_age_s=None)
+        assert box.counts() == OutboxCounts(pending=0, oldest_age_s=None)
         assert box.get_sync_state("gluco", "racp_hwm") is None
-        assert _append(box, "a") == AppendResult(seq=1, duplicate=False)
+        assert _append(box, "a") == _stored(1)
 
     def test_sync_state_commits_with_readings(self, box: Outbox) -> None:
         """A high-water mark given to append_many is stored with the readings."""
@@ -356,7 +384,7 @@ class TestAtomicity:
         assert (info.value.size_bytes, info.value.limit_bytes) == (65537, 65536)
         assert box.counts().pending == 0
         ok = box.append("observation", "big", lambda seq: bytes(MAX_RECORD_BYTES))
-        assert ok == AppendResult(seq=1, duplicate=False)
+        assert ok == _stored(1)
 
     def test_disk_full_maps_to_storage_full(self, box: Outbox) -> None:
         """SQLITE_FULL (here from max_page_count) raises StorageFullError and stores nothing."""
@@ -371,60 +399,67 @@ class TestAtomicity:
         assert info.value.reason.startswith("SQLITE_FULL: ")
         assert box.counts().pending == 1
         conn.execute(f"PRAGMA max_page_count = {2**30}")
-        assert _append(box, "k1") == AppendResult(seq=2, duplicate=False)
+        assert _append(box, "k1") == _stored(2)
 
 
 class TestDelivery:
     def test_state_transitions(self, box: Outbox, clock: FakeClock) -> None:
-        """pending → in_flight (claim) → pending (release) → deleted (mark_delivered)."""
+        """pending → read past a cursor (nothing written, read again as often as asked) →
+        deleted (mark_delivered); a repeated ack finds nothing."""
         for i in range(1, 5):
             _append(box, f"k{i}")
             clock.now += 10
-        first = box.claim(2)
+        conn = box._conn
+        assert conn is not None
+        changes = conn.total_changes
+        first = box.pending_after(0, 2)
         assert [(r.seq, r.kind, r.body, r.attempts) for r in first] == [
-            (1, "observation", b"body 1", 1),
-            (2, "observation", b"body 2", 1),
+            (1, "observation", b"body 1", 0),
+            (2, "observation", b"body 2", 0),
         ]
-        assert box.counts() == OutboxCounts(pending=2, in_flight=2, oldest_age_s=40.0)
-        assert [r.seq for r in box.claim(10)] == [3, 4]
-        assert box.claim(10) == []
+        assert [r.seq for r in box.pending_after(first[-1].seq, 10)] == [3, 4]
+        assert box.pending_after(4, 10) == []
+        # Reading is not claiming: the same records come back, and nothing was written.
+        assert box.pending_after(0, 2) == first
+        assert conn.total_changes == changes
+        assert box.counts() == OutboxCounts(pending=4, oldest_age_s=40.0)
         assert box.mark_delivered(1) is True
         assert box.mark_delivered(1) is False
-        assert box.counts() == OutboxCounts(pending=0, in_flight=3, oldest_age_s=30.0)
-        assert box.release_in_flight() == 3
-        assert box.counts() == OutboxCounts(pending=3, in_flight=0, oldest_age_s=30.0)
-        again = box.claim(1)
-        assert [(r.seq, r.attempts) for r in again] == [(2, 2)]
-        assert box.mark_delivered(3) is True  # a late ack for a released record still counts
+        assert box.counts() == OutboxCounts(pending=3, oldest_age_s=30.0)
+        assert [r.seq for r in box.pending_after(0, 1)] == [2]
         assert box.mark_delivered_many([2, 4]) == 2
-        assert box.counts() == OutboxCounts(pending=0, in_flight=0, oldest_age_s=None)
+        assert box.mark_delivered_many([3, 4, 99]) == 1
+        assert box.counts() == OutboxCounts(pending=0, oldest_age_s=None)
+        assert box.pending_after(0, 10) == []
 
     def test_created_at_is_hub_wall_time(self, box: Outbox, clock: FakeClock) -> None:
         """created_at is the clock's time at append; ages never go negative."""
         _append(box, "k1")
         clock.now -= 3600  # the wall clock stepped back
-        assert box.claim(1)[0].created_at == 1_800_000_000.0
+        assert box.pending_after(0, 1)[0].created_at == 1_800_000_000.0
         assert box.counts().oldest_age_s == 0.0
 
     def test_record_repr_hides_body(self, box: Outbox) -> None:
         """An OutboxRecord's repr never shows the body (it is PHI)."""
         _append(box, "k1", text=CANARY)
-        assert CANARY not in repr(box.claim(1))
+        records = box.pending_after(0, 1)
+        assert records[0].body == f"{CANARY} 1".encode()
+        assert CANARY not in repr(records)
 
     def test_peek_counts_without_key(self, box: Outbox, db_path: Path) -> None:
         """peek_counts reads depth from the file without a key while the outbox is open."""
         _append(box, "k1")
         _append(box, "k2")
-        box.claim(1)
+        assert box.mark_refused(1, 0x87) is True
         assert peek_counts(db_path, clock=lambda: 1_800_000_005.0) == OutboxCounts(
-            pending=1, in_flight=1, oldest_age_s=5.0
+            pending=1, oldest_age_s=5.0, refused=1
         )
 
-    @pytest.mark.parametrize("limit", [0, 1001])
-    def test_claim_limit_bounded(self, box: Outbox, limit: int) -> None:
-        """claim takes 1..1000 records per call."""
-        with pytest.raises(ValueError, match="limit must be"):
-            box.claim(limit)
+    @pytest.mark.parametrize("limit", [0, -1, 1001])
+    def test_pending_after_limit_bounded(self, box: Outbox, limit: int) -> None:
+        """pending_after reads 1..1000 records per call."""
+        with pytest.raises(ValueError, match=r"^limit must be 1\.\.1000$"):
+            box.pending_after(0, limit)
 
 
 class TestAtRest:
@@ -452,25 +487,31 @@ class TestAtRest:
         raw.close()
 
     def test_swapped_rows_fail_and_are_set_aside(self, box: Outbox, db_path: Path) -> None:
-        """Swapping two records' ciphertexts makes claim raise and marks both damaged."""
+        """Swapping two records' ciphertexts sets both aside as damaged (kept, logged by
+        seq); the good record is still returned, so one bad row never blocks delivery."""
         for i in range(1, 4):
             _append(box, f"k{i}")
         self._swap_sealed(db_path, 1, 2)
-        with pytest.raises(IntegrityError) as info:
-            box.claim(10)
-        assert info.value.what == "outbox seq 1"
-        assert info.value.reason == "failed authentication; 2 record(s) set aside as damaged"
-        assert box.counts() == OutboxCounts(pending=1, in_flight=0, oldest_age_s=0.0, damaged=2)
-        assert [(r.seq, r.body) for r in box.claim(10)] == [(3, b"body 3")]
+        with capture_logs() as events:
+            records = box.pending_after(0, 10)
+        assert [(r.seq, r.body) for r in records] == [(3, b"body 3")]
+        (event,) = [e for e in events if e["event"] == "outbox_record_damaged"]
+        assert (event["seqs"], event["count"], event["log_level"]) == ([1, 2], 2, "error")
+        assert box.counts() == OutboxCounts(pending=1, oldest_age_s=0.0, damaged=2)
+        assert (_state(db_path, 1), _state(db_path, 2)) == ("damaged", "damaged")
+        # Damaged records are never returned again, nor deleted by an ack.
+        assert [r.seq for r in box.pending_after(0, 10)] == [3]
+        assert box.mark_delivered_many([1, 2]) == 0
+        assert box.counts().damaged == 2
 
-    def test_changed_kind_fails(self, box: Outbox, db_path: Path) -> None:
-        """Relabelling a record's kind in the table makes it fail to open."""
+    def test_changed_class_fails(self, box: Outbox, db_path: Path) -> None:
+        """Relabelling a record's class in the table makes it fail to open."""
         _append(box, "k1")
         raw = _raw(db_path)
-        raw.execute("UPDATE records SET kind = 'health' WHERE seq = 1")
+        raw.execute("UPDATE records SET class = 'other' WHERE seq = 1")
         raw.close()
-        with pytest.raises(IntegrityError):
-            box.claim(1)
+        assert box.pending_after(0, 1) == []
+        assert _state(db_path, 1) == "damaged"
 
     def test_moved_seq_fails(self, box: Outbox, db_path: Path) -> None:
         """Renumbering a record (to replay it as a new seq) makes it fail to open."""
@@ -478,30 +519,33 @@ class TestAtRest:
         raw = _raw(db_path)
         raw.execute("UPDATE records SET seq = 99 WHERE seq = 1")
         raw.close()
-        with pytest.raises(IntegrityError) as info:
-            box.claim(1)
-        assert info.value.what == "outbox seq 99"
+        with capture_logs() as events:
+            assert box.pending_after(0, 1) == []
+        assert [e["seqs"] for e in events if e["event"] == "outbox_record_damaged"] == [[99]]
+        assert _state(db_path, 99) == "damaged"
 
     def test_flipped_byte_fails(self, box: Outbox, db_path: Path) -> None:
         """One flipped ciphertext byte makes the record fail to open."""
         _append(box, "k1")
+        _append(box, "k2")
         raw = _raw(db_path)
         (blob,) = raw.execute("SELECT sealed FROM records WHERE seq = 1").fetchone()
         tampered = blob[:20] + bytes([blob[20] ^ 0x04]) + blob[21:]
         raw.execute("UPDATE records SET sealed = ? WHERE seq = 1", (tampered,))
         raw.close()
-        with pytest.raises(IntegrityError):
-            box.claim(1)
+        assert [r.seq for r in box.pending_after(0, 10)] == [2]
+        assert box.counts() == OutboxCounts(pending=1, oldest_age_s=0.0, damaged=1)
+        raw = _raw(db_path)
+        assert raw.execute("SELECT sealed FROM records WHERE seq = 1").fetchone() == (tampered,)
+        raw.close()
 
     def test_other_key_cannot_read(self, db_path: Path, sealer: Sealer) -> None:
         """Records sealed under one data key do not open under another."""
         with Outbox.open(db_path, sealer, HUB) as ob:
             _append(ob, "k1")
-        with (
-            Outbox.open(db_path, Sealer(DataKey.generate()), HUB) as ob,
-            pytest.raises(IntegrityError),
-        ):
-            ob.claim(1)
+        with Outbox.open(db_path, Sealer(DataKey.generate()), HUB) as ob:
+            assert ob.pending_after(0, 1) == []
+            assert (ob.counts().pending, ob.counts().damaged) == (0, 1)
 
     def test_swapped_sync_state_fails(self, box: Outbox, db_path: Path) -> None:
         """A sync-state value copied to another device fails to open."""
@@ -570,8 +614,8 @@ class TestCrash:
             assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
             raw.close()
             with Outbox.open(db, sealer, HUB) as ob:
-                stored = ob.claim(1000)
-                ob.release_in_flight()
+                stored = ob.pending_after(0, 1000)
+                assert ob.counts().damaged == 0
             seqs = [r.seq for r in stored]
             assert acknowledged <= set(seqs)
             assert seqs == list(range(1, len(seqs) + 1))
