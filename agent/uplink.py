@@ -1,14 +1,20 @@
 """The MQTT uplink: paho-mqtt 2.2 driven by the asyncio event loop, without paho's thread.
 
 :class:`Uplink` keeps one MQTT 5 connection over TLS (client certificate, TLS ≥ 1.2, broker
-certificate and host name verified) to the platform's broker, reconnects forever with
-full-jitter exponential backoff (tenacity ``wait_random_exponential``, never paho's own
-jitter-free reconnect: performance-anchors §B.2), and publishes signed envelopes to
+certificate and host name verified) to the platform's broker, reconnects forever (never with
+paho's own jitter-free reconnect: performance-anchors §B.2), and publishes signed envelopes to
 ``homehub/v1/<hub_id>/readings`` at QoS 1. :meth:`Uplink.publish` returns only when the broker's
 PUBACK carries a reason code below 0x80 and raises :class:`~agent.errors.UplinkError` on a
 negative PUBACK, on a disconnect before the PUBACK, or when no PUBACK comes within
 PUBACK_TIMEOUT_S: the caller (the outbox publisher) then puts the record back. paho is only a
 transport with a small bounded window (reliability finding 2): the durable queue is the outbox.
+
+How long to wait before the next attempt is :mod:`agent.retry`'s decision
+(:class:`~agent.retry.Backoff`): full jitter between 0 and ``min(backoff_max_s, backoff_base_s ·
+2^attempt)`` after a failure waiting can fix; after a refusal (:class:`UplinkRefusedError`: a
+certificate not accepted, CONNACK 'not authorized') or a bug in this bridge, a jittered pause
+never shorter than ``refusal_backoff_s``; from the first attempt again once a connection had
+lasted :data:`~agent.retry.STABLE_PERIOD_S`.
 
 How paho runs on the loop (the aiomqtt 2.x pattern, paho's ``examples/loop_asyncio.py``):
 
@@ -23,8 +29,16 @@ How paho runs on the loop (the aiomqtt 2.x pattern, paho's ``examples/loop_async
   record the socket, which is attached to the selector after the worker returns (an SSL object
   must never be used from two threads at once). A cheaper non-blocking connect would need
   paho's private ``_create_socket``; one short-lived, bounded thread per attempt is the price.
+- paho reports the socket only after a successful handshake and does not close the socket of
+  one that failed. The connection's TLS context records every socket it wraps
+  (:class:`_HandshakeSockets`), so a handshake that fails, times out or is cancelled has its
+  socket shut down at once (waking the blocked worker) and closed as the worker returns;
+  :meth:`Uplink.run` returns only after the worker did.
 - Every connection gets a fresh paho ``Client``, so paho never re-sends its in-memory copies
   after a reconnect: what was not acknowledged is re-sent by the outbox, byte-identical.
+- An exception out of paho or out of our callbacks is a bug in this bridge: it is logged with
+  its traceback (``mqtt_bridge_failed``), the connection is cut, and the next attempt waits as
+  after a refusal, so a bug never turns into a silent, tight reconnect loop.
 
 The client id is the hub id. A second client with the same id takes the session over
 (MQTT 5 §3.1.4) and the two would evict each other, so nothing else may connect under it.
@@ -37,7 +51,7 @@ and queues receipts across short drops. Longer outages are the outbox's job.
 
 Events logged: ``mqtt_connecting``, ``mqtt_connected``, ``mqtt_connect_failed``,
 ``mqtt_disconnected`` (reason code), ``mqtt_backoff`` (delay), ``mqtt_puback_timeout``,
-``mqtt_publish_refused``. Never payloads.
+``mqtt_publish_refused``, ``mqtt_bridge_failed`` (with the traceback). Never payloads.
 """
 
 from __future__ import annotations
@@ -46,7 +60,9 @@ import asyncio
 import concurrent.futures
 import contextlib
 import random
+import socket
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,11 +74,30 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from tenacity import RetryCallState, Retrying, wait_random_exponential
 
 from agent.config import HUB_ID_RE
 from agent.cose import MAX_MESSAGE_BYTES, check_key_file
-from agent.errors import KeyMaterialError, UplinkError, UplinkRefusedError, UsageError
+from agent.errors import (
+    KeyMaterialError,
+    PublishRefusedError,
+    PublishRejectedError,
+    UplinkError,
+    UplinkRefusedError,
+    UsageError,
+)
+from agent.retry import (
+    MQTT_BACKOFF_BASE_S,
+    MQTT_BACKOFF_CAP_S,
+    REFUSAL_BACKOFF_CAP_S,
+    REFUSAL_BACKOFF_FLOOR_S,
+    Backoff,
+    Clock,
+    FloorJitter,
+    FullJitter,
+    Rng,
+    boot_jitter,
+    retryable,
+)
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -94,18 +129,16 @@ SESSION_EXPIRY_S: Final = 3600
 and covers a typical cellular outage; it also bounds what a broker keeps for a hub that never
 returns."""
 
-STABLE_SESSION_S: Final = 60.0
-"""A connection that lasted this long resets the backoff (performance-anchors §B.2)."""
-
-REFUSAL_BACKOFF_S: Final = 30.0
-"""Least pause after a refusal that waiting cannot fix (untrusted certificate, CONNACK 'not
-authorized'): no tight retry loop against a broker that refuses us (reliability N7)."""
-
 MISC_INTERVAL_S: Final = 1.0
 """How often ``loop_misc`` runs (keepalive and ping timeout), as paho's own loop does."""
 
 DISCONNECT_TIMEOUT_S: Final = 2.0
 """:meth:`Uplink.close` waits this long for the DISCONNECT to be written, then cuts."""
+
+WORKER_JOIN_TIMEOUT_S: Final = 5.0
+""":meth:`Uplink.run` waits this long for a connecting worker to return. One whose sockets we
+shut down returns within milliseconds; only a DNS lookup cannot be interrupted (the resolver's
+own 5 s timeout), and such a worker is left to end by itself."""
 
 INFLIGHT_MAX: Final = 20
 """QoS 1 messages awaiting PUBACK; paho's and mosquitto's default (performance-anchors §B.1)."""
@@ -148,9 +181,10 @@ class UplinkSettings:
     cert_file: Path
     key_file: Path
     keepalive_s: int = 60
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 120.0
-    refusal_backoff_s: float = REFUSAL_BACKOFF_S
+    backoff_base_s: float = MQTT_BACKOFF_BASE_S
+    backoff_max_s: float = MQTT_BACKOFF_CAP_S
+    refusal_backoff_s: float = REFUSAL_BACKOFF_FLOOR_S
+    refusal_backoff_max_s: float = REFUSAL_BACKOFF_CAP_S
     first_connect_jitter_s: float = 0.0
     inflight_max: int = INFLIGHT_MAX
     session_expiry_s: int = SESSION_EXPIRY_S
@@ -163,10 +197,23 @@ class UplinkSettings:
             raise UsageError("keepalive_s", "must be 1-65535 s (MQTT 5 §3.1.2.10; 0 is refused)")
         if not 0 < self.backoff_base_s <= self.backoff_max_s:
             raise UsageError("backoff_base_s", "must be > 0 and <= backoff_max_s")
+        if not 0 < self.refusal_backoff_s < self.refusal_backoff_max_s:
+            raise UsageError(
+                "refusal_backoff_s", "must be > 0 and < refusal_backoff_max_s (jittered, no loop)"
+            )
         if not 1 <= self.inflight_max <= 1000:
             raise UsageError("inflight_max", "must be 1-1000")
-        if self.refusal_backoff_s < 0 or self.first_connect_jitter_s < 0:
-            raise UsageError("refusal_backoff_s", "pauses cannot be negative")
+        if self.first_connect_jitter_s < 0:
+            raise UsageError("first_connect_jitter_s", "cannot be negative")
+
+    def backoff(self, rng: Rng | None = None, clock: Clock | None = None) -> Backoff:
+        """The reconnect policy these settings describe (:mod:`agent.retry`)."""
+        return Backoff(
+            FullJitter(self.backoff_base_s, self.backoff_max_s),
+            FloorJitter(self.refusal_backoff_s, self.refusal_backoff_max_s),
+            rng=rng,
+            clock=clock,
+        )
 
     @classmethod
     def from_config(cls, config: Config) -> UplinkSettings:
@@ -205,12 +252,127 @@ class UplinkStats:
 # ---------------------------------------------------------------------------
 
 
+class _HandshakeSockets:
+    """Every socket paho's blocking ``connect`` opens for one connection, so that it gets closed.
+
+    paho creates the socket inside ``Client.connect`` (TCP connect, then the TLS handshake) and
+    reports it through ``on_socket_open`` only after the handshake succeeded; a handshake that
+    fails, times out or is given up leaves an open socket that nobody closes until the garbage
+    collector finds it (a descriptor leak on a hub that retries for days). The connection's TLS
+    context (:class:`_TlsContext`) records each socket here as paho has it wrapped. The worker
+    thread and the event loop meet here, under a lock:
+
+    - the worker closes them all as it returns, when ``connect`` failed or the attempt was
+      abandoned meanwhile (:func:`_blocking_connect`);
+    - :meth:`abandon` (on the loop: the attempt timed out or was cancelled, the connection is
+      over) closes them all if the worker has returned; otherwise it only shuts them down,
+      which wakes a handshake blocked in a read at once without touching its SSL object from a
+      second thread, and the worker closes them as it returns;
+    - a socket recorded after :meth:`abandon` is closed at once and the handshake refused.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._abandoned = False
+        self._worker_returned = False
+
+    def record(self, sock: socket.socket) -> None:
+        """A socket paho is about to use (worker thread)."""
+        with self._lock:
+            if not self._abandoned:
+                self._sockets.append(sock)
+                return
+        sock.close()
+        raise ConnectionAbortedError("connection attempt abandoned")
+
+    def worker_returned(self, *, failed: bool) -> None:
+        """The worker's ``connect`` returned or raised (worker thread)."""
+        with self._lock:
+            self._worker_returned = True
+            close = failed or self._abandoned
+        if close:
+            self._close_all()
+
+    def abandon(self) -> None:
+        """Nobody will use these sockets any more (event loop)."""
+        with self._lock:
+            self._abandoned = True
+            returned = self._worker_returned
+            sockets = list(self._sockets)
+        if returned:
+            self._close_all()
+            return
+        for sock in sockets:
+            with contextlib.suppress(OSError):  # already closed, or detached by the SSL wrapper
+                # The plain socket's shutdown: SSLSocket.shutdown would also drop its SSL object.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def _close_all(self) -> None:
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+class _TlsContext(ssl.SSLContext):
+    """The client TLS context of one connection: records each socket it wraps in ``sockets``."""
+
+    sockets: _HandshakeSockets
+
+    def wrap_socket(
+        self,
+        sock: socket.socket,
+        server_side: bool = False,
+        do_handshake_on_connect: bool = True,
+        suppress_ragged_eofs: bool = True,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLSocket:
+        """``SSLContext.wrap_socket``, recording the TCP socket and then its SSL socket."""
+        self.sockets.record(sock)  # until the SSL socket takes its descriptor over
+        wrapped = super().wrap_socket(
+            sock,
+            server_side=server_side,
+            do_handshake_on_connect=do_handshake_on_connect,
+            suppress_ragged_eofs=suppress_ragged_eofs,
+            server_hostname=server_hostname,
+            session=session,
+        )
+        self.sockets.record(wrapped)
+        return wrapped
+
+
+def _blocking_connect(
+    client: mqtt.Client,
+    sockets: _HandshakeSockets,
+    host: str,
+    port: int,
+    keepalive_s: int,
+    properties: Properties,
+) -> MQTTErrorCode:
+    """The worker's part of an attempt: paho's blocking connect (TCP, TLS, CONNECT written).
+
+    Whatever happens, the worker tells ``sockets`` it returned, which closes them when the
+    attempt failed or was abandoned meanwhile.
+    """
+    failed = True
+    try:
+        rc = client.connect(host, port, keepalive_s, clean_start=False, properties=properties)
+        failed = rc != MQTTErrorCode.MQTT_ERR_SUCCESS
+        return rc
+    finally:
+        sockets.worker_returned(failed=failed)
+
+
 class _Connection:
     """One paho client and its socket, from connect to disconnect; never reused."""
 
-    def __init__(self, uplink: Uplink, client: mqtt.Client) -> None:
+    def __init__(self, uplink: Uplink, client: mqtt.Client, sockets: _HandshakeSockets) -> None:
         self.uplink = uplink
         self.client = client
+        self.sockets = sockets
         self.loop = asyncio.get_running_loop()
         self.sock: Any = None
         self.attached = False
@@ -218,9 +380,8 @@ class _Connection:
         self.connected_at: float | None = None
         self.last_socket_error = ""
         self.connack: asyncio.Future[bool] = self.loop.create_future()
-        self.ended: asyncio.Future[UplinkError] = self.loop.create_future()
+        self.ended: asyncio.Future[Exception] = self.loop.create_future()
         self.pending: dict[int, asyncio.Future[None]] = {}
-        self.connecting: concurrent.futures.Future[Any] | None = None
         # Whoever resolves connack with an error may find nobody awaiting it any more.
         self.connack.add_done_callback(_retrieve)
         client.on_socket_open = self._on_socket_open
@@ -280,7 +441,7 @@ class _Connection:
                 if not (isinstance(sock, ssl.SSLSocket) and sock.pending() > 0):
                     return
         except Exception as exc:  # noqa: BLE001 - a raising reader would spin; cut instead
-            self.discard(UplinkError(f"paho loop_read raised {type(exc).__name__}"))
+            self.bridge_failed("loop_read", exc)
             return
         self.loop.call_soon(self._on_readable)  # bytes still buffered: let others run first
 
@@ -290,12 +451,28 @@ class _Connection:
         try:
             self.client.loop_write()
         except Exception as exc:  # noqa: BLE001 - see _on_readable
-            self.discard(UplinkError(f"paho loop_write raised {type(exc).__name__}"))
+            self.bridge_failed("loop_write", exc)
 
     def misc(self) -> None:
         """paho's periodic duties: PINGREQ when idle, disconnect when PINGRESP is overdue."""
-        if not self.ended.done():
+        if self.ended.done():
+            return
+        try:
             self.client.loop_misc()
+        except Exception as exc:  # noqa: BLE001 - end this connection, not the uplink
+            self.bridge_failed("loop_misc", exc)
+
+    def bridge_failed(self, call: str, exc: Exception) -> None:
+        """An exception out of paho or our callbacks: a bug. Log its traceback, then cut.
+
+        Must be called from the ``except`` block that caught ``exc`` (``exc_info=True``). The
+        connection ends with ``exc`` itself, which is not a HubError, so the supervisor backs
+        off as after a refusal instead of reconnecting at once into the same bug.
+        """
+        self.uplink._log.error(
+            "mqtt_bridge_failed", call=call, error=type(exc).__name__, exc_info=True
+        )
+        self.discard(exc)
 
     # -- MQTT callbacks ------------------------------------------------------------------
 
@@ -349,7 +526,7 @@ class _Connection:
         if reason.value >= 0x80:
             stats.refused += 1
             fut.set_exception(
-                (UplinkRefusedError if reason.value in _PUBACK_REFUSALS else UplinkError)(
+                (PublishRejectedError if reason.value in _PUBACK_REFUSALS else PublishRefusedError)(
                     f"PUBACK refused: {reason}", rc=reason.value
                 )
             )
@@ -366,8 +543,11 @@ class _Connection:
 
     # -- ending ---------------------------------------------------------------------------
 
-    def end(self, error: UplinkError) -> None:
-        """The connection is over: fail what awaits it. Idempotent."""
+    def end(self, error: Exception) -> None:
+        """The connection is over: fail what awaits it. Idempotent.
+
+        ``error`` is an :class:`UplinkError`, or the exception of a bug (:meth:`bridge_failed`).
+        """
         if self.ended.done():
             return
         self.ended.set_result(error)
@@ -380,33 +560,20 @@ class _Connection:
                 lost += 1
         self.uplink._connection_ended(self, error, lost)
 
-    def discard(self, error: UplinkError) -> None:
+    def discard(self, error: Exception) -> None:
         """End the connection now and close its socket ourselves (paho is not asked).
 
-        While the connecting worker still runs, the socket is its own: it is closed once the
-        worker returns, never under its feet.
+        While the connecting worker still runs, the socket is its own: it is shut down now and
+        closed as the worker returns, never under its feet (:class:`_HandshakeSockets`).
         """
         self.end(error)
-        connecting = self.connecting
-        if connecting is not None and not connecting.done():
-
-            def later(_f: concurrent.futures.Future[Any]) -> None:
-                with contextlib.suppress(RuntimeError):  # the loop may be closed by then
-                    self.loop.call_soon_threadsafe(self._close_socket)
-
-            connecting.add_done_callback(later)
-            return
-        self._close_socket()
-
-    def _close_socket(self) -> None:
         sock, self.sock = self.sock, None
-        if sock is None:
-            return
-        if self.attached:
+        if sock is not None and self.attached:  # attached: the worker has returned
             self.loop.remove_reader(sock)
             self.loop.remove_writer(sock)
-        with contextlib.suppress(OSError):
-            sock.close()
+            with contextlib.suppress(OSError):
+                sock.close()
+        self.sockets.abandon()
 
 
 def _connect_error(exc: OSError) -> UplinkError:
@@ -418,6 +585,13 @@ def _connect_error(exc: OSError) -> UplinkError:
     if isinstance(exc, TimeoutError):
         return UplinkError(f"TCP connect or TLS handshake timed out ({TLS_CONNECT_TIMEOUT_S} s)")
     return UplinkError(f"cannot reach the broker ({exc.strerror or type(exc).__name__})")
+
+
+def _describe(error: Exception) -> tuple[int | None, str]:
+    """The reason code and the reason of why a connection ended, for stats and logs."""
+    if isinstance(error, UplinkError):
+        return error.rc, error.reason
+    return None, f"bug in the MQTT bridge: {type(error).__name__}"
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -438,8 +612,14 @@ class Uplink:
     rest wait); :meth:`close` for a clean DISCONNECT, after which :meth:`run` returns.
     """
 
-    def __init__(self, settings: UplinkSettings) -> None:
+    def __init__(
+        self, settings: UplinkSettings, *, rng: Rng | None = None, clock: Clock | None = None
+    ) -> None:
+        """``rng`` and ``clock`` are the backoff's edges (:mod:`agent.retry`), for tests."""
         self.settings = settings
+        self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not a secret
+        self._backoff = settings.backoff(self._rng, clock)
+        self._worker: concurrent.futures.Future[MQTTErrorCode] | None = None
         self.topic = readings_topic(settings.hub_id)
         self.connected = asyncio.Event()
         self.stats = UplinkStats()
@@ -474,6 +654,7 @@ class Uplink:
         finally:
             self._running = False
             self._executor.shutdown(wait=False, cancel_futures=True)
+            await self._join_worker()
 
     async def publish(self, payload: bytes) -> None:
         """Publish one envelope at QoS 1 and return when the broker acknowledged it.
@@ -541,45 +722,49 @@ class Uplink:
 
     async def _supervise(self) -> None:
         s = self.settings
-        backoff = wait_random_exponential(multiplier=s.backoff_base_s, max=s.backoff_max_s)
-        retry_state = RetryCallState(Retrying(), None, (), {})
-        failures = 0
+        backoff = self._backoff
         try:
-            if s.first_connect_jitter_s > 0:
-                jitter = random.uniform(0, s.first_connect_jitter_s)  # noqa: S311 - not crypto
-                await asyncio.sleep(jitter)
+            await asyncio.sleep(boot_jitter(s.first_connect_jitter_s, self._rng))
             while not self._is_stopping():
+                error: Exception
                 try:
                     conn = await self._connect()
                 except UplinkError as exc:
                     error = exc
-                    self.stats.connect_failures += 1
-                    self.stats.last_failure = exc.reason
-                    self._log.warning(
-                        "mqtt_connect_failed", reason=exc.reason, rc=exc.rc, retryable=exc.retryable
-                    )
-                    self._changed()
+                    self._connect_failed(exc.rc, exc.reason, retryable=exc.retryable)
+                except Exception as exc:  # noqa: BLE001 - a bug: logged whole, backed off slowly
+                    error = exc
+                    self._connect_failed(*_describe(exc), retryable=False, exc_info=True)
                 else:
+                    backoff.up()
                     error = await self._serve(conn)
-                    if conn.connected_at is not None and (
-                        conn.loop.time() - conn.connected_at >= STABLE_SESSION_S
-                    ):
-                        failures = 0
                 if self._is_stopping():
                     return
-                failures += 1
-                retry_state.attempt_number = failures
-                delay = backoff(retry_state)
-                if not error.retryable:
-                    delay = max(delay, s.refusal_backoff_s)
+                delay = backoff.failed(error)
                 self.stats.last_backoff_s = delay
-                self._log.info("mqtt_backoff", delay_s=round(delay, 3), attempt=failures)
+                self._log.info(
+                    "mqtt_backoff",
+                    delay_s=round(delay, 3),
+                    attempt=backoff.attempts,
+                    retryable=retryable(error),
+                )
                 self._changed()
-                await asyncio.sleep(delay)
+                await asyncio.sleep(delay)  # the backoff itself, not a synchronisation
         finally:
             conn_left = self._conn
             if conn_left is not None:
                 conn_left.discard(UplinkRefusedError("uplink stopped"))
+
+    def _connect_failed(
+        self, rc: int | None, reason: str, *, retryable: bool, exc_info: bool = False
+    ) -> None:
+        """Count and log a failed attempt; ``exc_info`` from the ``except`` block of a bug."""
+        self.stats.connect_failures += 1
+        self.stats.last_failure = reason
+        self._log.warning(
+            "mqtt_connect_failed", reason=reason, rc=rc, retryable=retryable, exc_info=exc_info
+        )
+        self._changed()
 
     async def _connect(self) -> _Connection:
         """One attempt: TCP + TLS in the worker, then CONNECT/CONNACK on the loop."""
@@ -598,15 +783,15 @@ class Uplink:
         client.connect_timeout = TLS_CONNECT_TIMEOUT_S
         client.max_inflight_messages_set(s.inflight_max)
         client.max_queued_messages_set(s.inflight_max)
-        conn = _Connection(self, client)
+        conn = _Connection(self, client, ctx.sockets)
         self._conn = conn
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = s.session_expiry_s
         self._log.info("mqtt_connecting", host=s.host, port=s.port)
         connecting = self._executor.submit(
-            client.connect, s.host, s.port, s.keepalive_s, clean_start=False, properties=props
+            _blocking_connect, client, ctx.sockets, s.host, s.port, s.keepalive_s, props
         )
-        conn.connecting = connecting
+        self._worker = connecting
         try:
             async with asyncio.timeout(ATTEMPT_TIMEOUT_S):
                 try:
@@ -619,13 +804,18 @@ class Uplink:
                 async with asyncio.timeout(CONNACK_TIMEOUT_S):
                     session_present = await asyncio.shield(conn.connack)
         except TimeoutError:  # ours (asyncio.timeout), paho's socket timeouts are mapped above
-            error = UplinkError("no CONNACK in time")
+            if connecting.done():
+                error = UplinkError("no CONNACK in time")
+            else:
+                error = UplinkError(
+                    f"TCP connect or TLS handshake not done in {ATTEMPT_TIMEOUT_S} s"
+                )
             conn.discard(error)
             raise error from None
-        except UplinkError as exc:
+        except Exception as exc:  # an UplinkError, or a bug (from paho's connect, a callback)
             conn.discard(exc)
             raise
-        except BaseException:
+        except BaseException:  # cancelled, or the process is going
             conn.discard(UplinkRefusedError("connect cancelled"))
             raise
         self.stats.connects += 1
@@ -634,16 +824,13 @@ class Uplink:
         self._changed()
         return conn
 
-    async def _serve(self, conn: _Connection) -> UplinkError:
+    async def _serve(self, conn: _Connection) -> Exception:
         """Run ``loop_misc`` while ``conn`` lives; return why it ended."""
 
         async def misc() -> None:
             while True:
                 await asyncio.sleep(MISC_INTERVAL_S)  # a periodic duty, not a synchronisation
-                try:
-                    conn.misc()
-                except Exception as exc:  # noqa: BLE001 - end this connection, not the uplink
-                    conn.discard(UplinkError(f"paho loop_misc raised {type(exc).__name__}"))
+                conn.misc()
 
         async with asyncio.TaskGroup() as tg:
             ticker = tg.create_task(misc(), name="uplink.loop_misc")
@@ -651,14 +838,33 @@ class Uplink:
             ticker.cancel()
         return conn.ended.result()
 
+    async def _join_worker(self) -> None:
+        """Wait (WORKER_JOIN_TIMEOUT_S at most) for the last connecting worker to return, so
+        that no thread of ours outlives :meth:`run` holding a socket."""
+        worker = self._worker
+        if worker is None or worker.done():
+            return
+        joined = asyncio.wrap_future(worker)
+        joined.add_done_callback(_retrieve)  # its outcome was, or will never be, wanted
+        await asyncio.wait({joined}, timeout=WORKER_JOIN_TIMEOUT_S)
+
     # -- helpers ----------------------------------------------------------------------------
 
-    def _tls_context(self) -> ssl.SSLContext:
-        """Verify the broker against our CA and its host name; present our client certificate."""
+    def _tls_context(self) -> _TlsContext:
+        """Verify the broker against our CA and its host name; present our client certificate.
+
+        What ``ssl.create_default_context`` sets up for a client (certificate and host name
+        required), without its one environment hook (SSLKEYLOGFILE would write session keys),
+        in a context of one connection that records its sockets (:class:`_HandshakeSockets`).
+        """
         s = self.settings
         check_key_file(s.key_file, "MQTT client key")
         try:
-            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(s.ca_file))
+            ctx = _TlsContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.sockets = _HandshakeSockets()
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.check_hostname = True
+            ctx.load_verify_locations(cafile=str(s.ca_file))
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             ctx.load_cert_chain(s.cert_file, s.key_file)
         except (OSError, ssl.SSLError) as exc:
@@ -668,21 +874,20 @@ class Uplink:
             ) from None
         return ctx
 
-    def _connection_ended(self, conn: _Connection, error: UplinkError, lost: int) -> None:
+    def _connection_ended(self, conn: _Connection, error: Exception, lost: int) -> None:
         if conn is not self._conn:
             return
         self._conn = None
         self.stats.lost_in_flight += lost
         if conn.connected_at is not None:
             self.connected.clear()
+            rc, reason = _describe(error)
             if self._stopping:  # our own close(): not a failure worth counting
-                self._log.info("mqtt_disconnected", rc=error.rc, reason=error.reason)
+                self._log.info("mqtt_disconnected", rc=rc, reason=reason)
             else:
                 self.stats.disconnects += 1
-                self.stats.last_failure = error.reason
-                self._log.warning(
-                    "mqtt_disconnected", rc=error.rc, reason=error.reason, in_flight_lost=lost
-                )
+                self.stats.last_failure = reason
+                self._log.warning("mqtt_disconnected", rc=rc, reason=reason, in_flight_lost=lost)
         self._changed()
 
     def _is_stopping(self) -> bool:
