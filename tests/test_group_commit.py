@@ -1,4 +1,5 @@
-"""Tests for agent/ingest_batcher.py: arrivals gathered within a bounded window, one commit."""
+"""Tests for agent/ingest_batcher.py: what is queued is taken at once (a window only when asked
+for), one commit per batch, and each item's fate: stored, duplicate, conflict or not stored."""
 
 from __future__ import annotations
 
@@ -63,15 +64,27 @@ class TestCollect:
             assert [0, 1, 2] == await collect_batch(queue, window_s=60.0, max_items=3)
             assert [3, 4] == await collect_batch(queue, window_s=0.0, max_items=3)
 
-    async def test_lone_item_committed_within_window(self) -> None:
-        """A lone arrival is returned once the window has passed, and not much later."""
+    async def test_lone_item_not_held_back(self) -> None:
+        """By default (no window) a lone arrival is returned at once: its commit waits for
+        no companion."""
+        assert 0.0 == GROUP_COMMIT_WINDOW_S
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        queue.put_nowait(7)
+        async with asyncio.timeout(1.0):
+            task = asyncio.create_task(collect_batch(queue))
+            await asyncio.sleep(0)  # a yield, not a wait: one step of the task
+            assert task.done()
+            assert [7] == task.result()
+
+    async def test_lone_item_committed_within_asked_window(self) -> None:
+        """A window, when asked for, holds a lone arrival until it has passed, not much later."""
         queue: asyncio.Queue[int] = asyncio.Queue()
         queue.put_nowait(7)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        assert [7] == await collect_batch(queue)
+        assert [7] == await collect_batch(queue, window_s=0.02)
         waited = loop.time() - started
-        assert GROUP_COMMIT_WINDOW_S <= waited < GROUP_COMMIT_WINDOW_S + 0.5
+        assert 0.02 <= waited < 0.52
 
     async def test_arrival_during_window_joins_batch(self) -> None:
         """An item put while the batch is open joins it; max_items ends the wait early."""
@@ -119,6 +132,31 @@ class TestCommit:
             Outcome(Status.DUPLICATE, 1),
             Outcome(Status.DUPLICATE, 2),
         ] == outcomes
+
+    def test_conflict_stored_naming_the_first(self, box: Outbox) -> None:
+        """The same identity with other content is stored through make_conflict and reported
+        as a conflict naming the first seq; the same content again is a duplicate."""
+        conflicts: list[tuple[int, int]] = []
+
+        def make_conflict(seq: int, first: int) -> bytes:
+            conflicts.append((seq, first))
+            return f"conflict {seq} of {first}".encode()
+
+        def item(digest: bytes) -> Item:
+            return Item(
+                "observation", "a", _body, content_digest=digest, make_conflict=make_conflict
+            )
+
+        assert [Outcome(Status.STORED, 1)] == commit_batch(box, [item(b"v1")])
+        outcomes = commit_batch(box, [item(b"v2"), item(b"v1"), item(b"v2")])
+        assert [
+            Outcome(Status.CONFLICT, 2, conflict_of=1),
+            Outcome(Status.DUPLICATE, 1),
+            Outcome(Status.DUPLICATE, 2),
+        ] == outcomes
+        assert [(2, 1)] == conflicts
+        bodies = [(r.seq, r.body) for r in box.pending_after(0, 10)]
+        assert [(1, b"body 1"), (2, b"conflict 2 of 1")] == bodies
 
     def test_sync_state_last_value_wins_and_commits_with_readings(self, box: Outbox) -> None:
         """Sync state of all items commits with the batch; a later item's value supersedes."""
