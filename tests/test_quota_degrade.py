@@ -6,21 +6,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
-from agent.daemon import DEGRADED_CONTINUOUS_INTERVAL_S, Hub, _Arrival, open_outbox
+from agent.ble.uuids import PLX_CONTINUOUS_MEASUREMENT, PLX_SPOT_CHECK_MEASUREMENT
+from agent.daemon import DEGRADED_CONTINUOUS_INTERVAL_S, Arrival, Hub, Shed, open_outbox
 from agent.measurement import RawMeasurement
 from agent.normalize.device import DeviceFacts
-from agent.normalize.pulse_oximetry import PLX_CONTINUOUS_MEASUREMENT
 from agent.outbox import StorageLevel
 from hil.emulators.oximeter import example_continuous, example_spot_checks
 from tests.example_config import example_config
 
-PLX_SPOT_CHECK = "00002a5e-0000-1000-8000-00805f9b34fb"
 
-
-def _arrival(uuid: str, data: bytes, at_s: float) -> _Arrival:
+def _arrival(uuid: str, data: bytes, at_s: float) -> Arrival:
     raw = RawMeasurement(uuid, data, at_s, datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
-    return _Arrival(DeviceFacts(address="F0:00:00:00:20:01"), "..:20:01", "oximeter", raw)
+    return Arrival(DeviceFacts(address="F0:00:00:00:20:01"), "..:20:01", "oximeter", raw)
 
 
 @pytest.mark.parametrize(
@@ -33,17 +32,30 @@ def test_continuous_samples_thin_out_only_under_pressure(
 ) -> None:
     """Over quota, continuous samples close to the last kept one are shed; spot-checks never."""
     cfg = example_config(tmp_path, quota_bytes=quota_bytes)
-    outbox, _signer = open_outbox(cfg)
+    outbox, signer = open_outbox(cfg)
+    over = quota_bytes == 1
     with outbox:
-        assert (outbox.level is StorageLevel.OK) == (quota_bytes > 1)
+        assert (outbox.level is StorageLevel.OK) == (not over)
         hub = Hub(cfg)
         sample = bytes(example_continuous()[0])
         spot = bytes(example_spot_checks()[0])
-        for at_s in (0.0, 60.0, 120.0):
-            assert not hub._shed_continuous(outbox, _arrival(PLX_SPOT_CHECK, spot, at_s))
-        shed = [
-            hub._shed_continuous(outbox, _arrival(PLX_CONTINUOUS_MEASUREMENT, sample, at_s))
-            for at_s in (0.0, 60.0, 120.0, DEGRADED_CONTINUOUS_INTERVAL_S + 1.0)
+        arrivals = [
+            *(_arrival(PLX_SPOT_CHECK_MEASUREMENT, spot, at_s) for at_s in (0.0, 60.0, 120.0)),
+            *(
+                _arrival(PLX_CONTINUOUS_MEASUREMENT, sample, at_s)
+                for at_s in (0.0, 60.0, 120.0, DEGRADED_CONTINUOUS_INTERVAL_S + 1.0)
+            ),
         ]
-        assert expected_shed == hub.shed_continuous
-        assert [False, quota_bytes == 1, quota_bytes == 1, False] == shed
+        fates = hub._store_batch(outbox, signer, arrivals)
+        with capture_logs() as events:
+            hub._report(arrivals, fates)
+    shed = [isinstance(fate, Shed) for fate in fates]
+    assert [False] * 3 + [False, over, over, False] == shed
+    assert [Shed(StorageLevel.FULL)] * expected_shed == [f for f in fates if isinstance(f, Shed)]
+    assert expected_shed == hub.shed_continuous
+    logged = [e for e in events if e["event"] == "continuous_sample_shed"]
+    assert [("full", "warning")] * expected_shed == [(e["level"], e["log_level"]) for e in logged]
+    # What was not shed went to the outbox: stored (or its duplicate) with room, refused
+    # (not stored, logged) over the quota.
+    kept = hub.stored + hub.duplicates
+    assert (0 if over else 7, 5 if over else 0) == (kept, hub.not_stored)
