@@ -1,5 +1,9 @@
 """From raw characteristic bytes to the record the outbox stores: decode, normalize, sign.
 
+Each kind is decoded once, here, by its preparer (the drivers' ``from_bytes``); the
+normalizers take the decoded, typed values. Each preparer also sets the reading's identity
+(docs/fhir-profile.md "Identifiers").
+
 Pure and synchronous (no BLE, no SQLite, no network): :func:`prepare` turns one measurement
 into a :class:`Prepared` whose :meth:`Prepared.envelope` builds the signed bytes once the
 outbox has allocated the sequence number, inside the storing transaction.
@@ -14,7 +18,7 @@ import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -33,20 +37,16 @@ from agent.normalize import codes
 from agent.normalize.blood_pressure import BloodPressureReading, blood_pressure_observations
 from agent.normalize.bundle import reading_bundle
 from agent.normalize.clock import coincident_for
+from agent.normalize.codes import HUB_IDENTIFIER_SYSTEM
 from agent.normalize.device import DeviceFacts, phd_device, phg_device
-from agent.normalize.glucose import (
-    MDC_DEV_SPEC_PROFILE_GLUCOSE,
-    GlucoseRecord,
-    glucose_observations,
-)
-from agent.normalize.phd import Context, Measured, fhir_datetime, reported_timestamp
-from agent.normalize.pulse_oximetry import (
-    MDC_DEV_SPEC_PROFILE_PULS_OXIM,
-    plx_observations,
-)
+from agent.normalize.glucose import GlucoseRecord, glucose_observations
+from agent.normalize.phd import Context, Measured, fhir_datetime
+from agent.normalize.pulse_oximetry import plx_observations
 from agent.payload import CONTENT_TYPE, Payload
 from drivers.blood_pressure import BloodPressureMeasurement, PressureUnit
+from drivers.glucose import GlucoseMeasurement, GlucoseMeasurementContext
 from drivers.ieee11073 import MedFloat16
+from drivers.pulse_oximetry import PlxContinuousMeasurement, PlxSpotCheckMeasurement
 
 KIND_OBSERVATION: Final = "observation"
 SOFTWARE_VERSION: Final = "0.1.0"
@@ -145,6 +145,31 @@ class Prepared:
         return cose.sign1_with(payload, signer.sign, signer.kid, CONTENT_TYPE)
 
 
+IDENTITY_DIGEST_HEX: Final = 32
+"""Hex digits of SHA-256 in a content identity: 128 bits, so two different values of one
+device never share an identity in practice, while the identifier stays short."""
+
+
+def value_identity(data: bytes) -> str:
+    """The identity part of a reading identified by its content: ``sha256:`` + 32 hex digits
+    of SHA-256 over the characteristic value exactly as the device sent it (its time stamp,
+    user id, flags and status bits included). A byte-identical re-send gives the same one."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()[:IDENTITY_DIGEST_HEX]
+
+
+def sequence_identity(sequence_number: int) -> str:
+    """The identity part of a record the service numbers (GLS 0x2A18 Sequence Number)."""
+    return f"seq:{sequence_number}"
+
+
+def received_identity(data: bytes, received: datetime) -> str:
+    """The identity part of a live sample that is never re-sent (PLX continuous 0x2A5F):
+    its content and the hub's receipt time, to the microsecond (identical samples a minute
+    apart are different readings)."""
+    stamp = received.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    return f"{value_identity(data)}@{stamp}"
+
+
 def _measured(value: MedFloat16) -> Measured:
     if value.special is not None:
         return Measured(None, value.special)
@@ -165,7 +190,6 @@ def blood_pressure_reading(measurement: BloodPressureMeasurement) -> BloodPressu
         ),
         user_id=measurement.user_id,
         time_problem=stamp.problem if stamp is not None else None,
-        reported_stamp=reported_timestamp(**stamp.as_dict()) if stamp is not None else None,
         measurement_status=(
             measurement.measurement_status.raw
             if measurement.measurement_status is not None
@@ -174,16 +198,43 @@ def blood_pressure_reading(measurement: BloodPressureMeasurement) -> BloodPressu
     )
 
 
+def glucose_record(measurement: bytes, context: bytes | None) -> GlucoseRecord:
+    """Decode a 0x2A18 value and the 0x2A34 value the session joined to it.
+
+    Raises:
+        DecodeError: the measurement is malformed (a malformed context, or one with another
+            sequence number, only drops the context: the reading is kept, with a note).
+    """
+    decoded = GlucoseMeasurement.from_bytes(measurement)
+    if context is None:
+        return GlucoseRecord(decoded)
+    try:
+        joined = GlucoseMeasurementContext.from_bytes(context)
+    except DecodeError:
+        return GlucoseRecord(decoded, None, True)
+    if joined.sequence_number != decoded.sequence_number:
+        return GlucoseRecord(decoded, None, True)
+    return GlucoseRecord(decoded, joined)
+
+
+def _hub_identifier(observation: dict[str, Any]) -> str:
+    values = [
+        str(i["value"]) for i in observation["identifier"] if i["system"] == HUB_IDENTIFIER_SYSTEM
+    ]
+    return values[0]
+
+
 def _prepared(
     observations: list[dict[str, Any]],
     specialization: codes.Code,
     device: DeviceFacts,
     ctx: Context,
     kind: str,
-    raw: RawMeasurement | None = None,
+    raw: RawMeasurement,
 ) -> Prepared:
     """One reading's record: its Observations, both Devices and the coincident timestamp in a
-    Bundle; identified by its first (primary) Observation's identifier."""
+    Bundle; identified by its first (primary) Observation's hub identifier, which is also its
+    identity (the outbox's dedup key and the payload's ``id``)."""
     bundle = reading_bundle(
         observations,
         phd_device(device, specialization),
@@ -191,20 +242,29 @@ def _prepared(
         coincident_for(device, ctx),
         fhir_datetime(ctx.received),
     )
+    identity = _hub_identifier(observations[0])
     return Prepared(
         kind=kind,
-        identifier=observations[0]["identifier"][0]["value"],
+        identifier=identity,
         bundle=bundle,
         hub_id=ctx.hub_id,
         stored_at=ctx.received,
-        content_digest=content_digest(raw) if raw is not None else b"",
+        identity=identity,
+        content_digest=content_digest(raw),
     )
 
 
 def prepare_blood_pressure(raw: RawMeasurement, device: DeviceFacts, ctx: Context) -> Prepared:
-    """A Blood Pressure Measurement 0x2A35: the BP panel, pulse rate, and both Devices."""
+    """A Blood Pressure Measurement 0x2A35: the BP panel, pulse rate, and both Devices.
+
+    BPS numbers nothing, so the reading is identified by its content (:func:`value_identity`):
+    a cuff with an unset or stuck clock still gives each different reading its own identity,
+    and a stored reading it sends again is recognised.
+    """
     measurement = BloodPressureMeasurement.from_bytes(raw.data)
-    observations = blood_pressure_observations(blood_pressure_reading(measurement), device, ctx)
+    observations = blood_pressure_observations(
+        blood_pressure_reading(measurement), device, ctx, value_identity(raw.data)
+    )
     return _prepared(
         observations, codes.MDC_DEV_SPEC_PROFILE_BPM, device, ctx, KIND_OBSERVATION, raw
     )
@@ -212,20 +272,45 @@ def prepare_blood_pressure(raw: RawMeasurement, device: DeviceFacts, ctx: Contex
 
 def prepare_pulse_oximetry(raw: RawMeasurement, device: DeviceFacts, ctx: Context) -> Prepared:
     """A PLX Spot-check 0x2A5E or Continuous 0x2A5F value: SpO2, pulse rate, PAI, device
-    status (agent.normalize.pulse_oximetry), and both Devices."""
-    observations = plx_observations(raw, device, ctx)
+    status (agent.normalize.pulse_oximetry), and both Devices.
+
+    A spot-check (stored ones are re-sent every session) is identified by its content; a
+    continuous sample (live, never re-sent) by its content and receipt time.
+
+    Raises:
+        DecodeError: not a valid value of that characteristic, or another characteristic.
+    """
+    uuid = raw.characteristic_uuid.lower()
+    measurement: PlxSpotCheckMeasurement | PlxContinuousMeasurement
+    if uuid == PLX_SPOT_CHECK_MEASUREMENT:
+        measurement = PlxSpotCheckMeasurement.from_bytes(raw.data)
+        identity = value_identity(raw.data)
+    elif uuid == PLX_CONTINUOUS_MEASUREMENT:
+        measurement = PlxContinuousMeasurement.from_bytes(raw.data)
+        identity = received_identity(raw.data, ctx.received)
+    else:
+        raise DecodeError(raw.characteristic_uuid, "not a PLX measurement characteristic")
+    observations = plx_observations(measurement, device, ctx, identity)
     return _prepared(
-        observations, MDC_DEV_SPEC_PROFILE_PULS_OXIM, device, ctx, KIND_OBSERVATION, raw
+        observations, codes.MDC_DEV_SPEC_PROFILE_PULS_OXIM, device, ctx, KIND_OBSERVATION, raw
     )
 
 
 def prepare_glucose(raw: RawMeasurement, device: DeviceFacts, ctx: Context) -> Prepared:
     """A Glucose Measurement 0x2A18 with the context 0x2A34 the session joined to it
     (agent.normalize.glucose): glucose, status bits, context; a control-solution test as a
-    device quality-control record, never as patient glucose."""
-    record = GlucoseRecord.from_values(raw.data, raw.related.get(GLUCOSE_MEASUREMENT_CONTEXT))
-    observations = glucose_observations(record, device, ctx)
-    return _prepared(observations, MDC_DEV_SPEC_PROFILE_GLUCOSE, device, ctx, record.kind, raw)
+    device quality-control record, never as patient glucose.
+
+    Identified by its Sequence Number (:func:`sequence_identity`), with the device, patient
+    (``qc`` for a control test) and code: records of a meter with an unset clock keep their
+    own identities; the same number with other content (a meter reset) is a conflict.
+    """
+    record = glucose_record(raw.data, raw.related.get(GLUCOSE_MEASUREMENT_CONTEXT))
+    identity = sequence_identity(record.measurement.sequence_number)
+    observations = glucose_observations(record, device, ctx, identity)
+    return _prepared(
+        observations, codes.MDC_DEV_SPEC_PROFILE_GLUCOSE, device, ctx, record.kind, raw
+    )
 
 
 Preparer = Callable[[RawMeasurement, DeviceFacts, Context], Prepared]

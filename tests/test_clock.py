@@ -19,6 +19,7 @@ from fhir.resources.R4B.observation import Observation
 from agent.ble.bps_session import collect_blood_pressure
 from agent.ble.stack import BleStack
 from agent.measurement import RawMeasurement
+from agent.normalize.bundle import full_url
 from agent.normalize.clock import (
     ClockFacts,
     TimeFlag,
@@ -371,13 +372,17 @@ async def test_end_to_end_skewed_cuff_clock(
         r["code"]["coding"][0]["code"]: r for r in resources if r["resourceType"] == "Observation"
     }
     panel, coin = by_code["150020"], by_code["67975"]
-    assert got.id.endswith("-150020-" + taken.strftime("%Y%m%d%H%M%S"))
+    # The IG identifier keeps the cuff's own time (seconds since 2000-01-01, IG algorithm);
+    # the payload id is the hub identifier (the reading's identity).
+    since_2000 = int((taken.replace(tzinfo=None) - datetime(2000, 1, 1)).total_seconds())  # noqa: DTZ001
+    assert panel["identifier"][0]["value"].endswith(f"-150020-{since_2000}")
+    assert got.id == panel["identifier"][1]["value"]
     effective = datetime.fromisoformat(panel["effectiveDateTime"])
     wanted = (taken + timedelta(minutes=20)).replace(tzinfo=ZoneInfo(TZ))
     assert abs(effective - wanted) <= timedelta(seconds=2)
     reference = {
         "url": "http://hl7.org/fhir/uv/phd/StructureDefinition/CoincidentTimeStampReference",
-        "valueReference": {"reference": f"Observation/{coin['id']}"},
+        "valueReference": {"reference": full_url("Observation", coin["id"])},
     }
     assert reference in panel["extension"]
     offset = datetime.fromisoformat(coin["effectiveDateTime"]) - datetime.fromisoformat(

@@ -107,17 +107,21 @@ class TestChain:
             message = cose.verify1(reading.envelope, public_key, expected_content_type=CONTENT_TYPE)
             assert cose.key_id(public_key) == message.kid
             assert -7 == message.alg
-        # The PHD IG conditional-create identifier: SYSID-patient-MDC-device time.
+        # The PHD IG conditional-create identifier: SYSID-patient-MDC-device time (seconds
+        # since 2000-01-01: 2026-11-20 07:45:10, 2026-11-21 19:02:00, 2026-11-22 08:03:05);
+        # the payload id is the hub identifier (the reading's identity).
+        panels = [r.payload["fhir"]["entry"][0]["resource"] for r in by_time]
         assert [
-            f"{SYSTEM_ID_EUI64}-{phi_canaries.PATIENT_ID}-150020-20261120074510",
-            f"{SYSTEM_ID_EUI64}-{phi_canaries.PATIENT_ID}-150020-20261121190200",
-            f"{SYSTEM_ID_EUI64}-{phi_canaries.PATIENT_ID}-150020-20261122080305",
-        ] == [r.id for r in by_time]
+            f"{SYSTEM_ID_EUI64}-{phi_canaries.PATIENT_ID}-150020-848475910",
+            f"{SYSTEM_ID_EUI64}-{phi_canaries.PATIENT_ID}-150020-848602920",
+            f"{SYSTEM_ID_EUI64}-{phi_canaries.PATIENT_ID}-150020-848649785",
+        ] == [p["identifier"][0]["value"] for p in panels]
+        assert [p["identifier"][1]["value"] for p in panels] == [r.id for r in by_time]
         assert [1, 2, 3] == sorted(r.seq for r in got)
         assert {dev_pki.hub_id} == {r.hub_id for r in got}
         assert 0 == receiver.stats.rejected_total
         counts = peek_counts(home.state_db)
-        assert (0, 0) == (counts.pending, counts.in_flight)
+        assert (0, 0) == (counts.pending, counts.refused)
         assert () == home.cuff.stored  # the cuff forgot what it delivered
 
     async def test_broker_stopped_mid_run_every_reading_arrives_once(
@@ -153,4 +157,4 @@ class TestChain:
         assert 0 == receiver.stats.conflicting_duplicates
         assert 0 == receiver.stats.rejected_total
         counts = peek_counts(home.state_db)
-        assert (0, 0) == (counts.pending, counts.in_flight)
+        assert (0, 0) == (counts.pending, counts.refused)

@@ -58,15 +58,19 @@ class Seen:
 
 def seen(reading: VerifiedReading) -> Seen:
     """The primary Observation of a verified message."""
-    first = reading.payload["fhir"]["entry"][0]["resource"]
+    entries = reading.payload["fhir"]["entry"]
+    first = entries[0]["resource"]
     quantity = first["valueQuantity"]
+    # The subject's type: an entry's by its fullUrl (urn:uuid:), else the relative Type/id.
+    types = {e["fullUrl"]: e["resource"]["resourceType"] for e in entries}
+    subject = first["subject"]["reference"]
     return Seen(
         reading.kind,
         first["code"]["coding"][0]["code"],
         str(quantity["value"]),
         quantity["code"],
         first["effectiveDateTime"],
-        first["subject"]["reference"].split("/")[0],
+        types.get(subject, subject.split("/")[0]),
     )
 
 
@@ -142,4 +146,4 @@ async def test_glucose_sync_arrives_exact_and_mark_commits(
     assert stored is not None
     assert SyncMark.from_bytes(stored).sequence_number == added.sequence_number == 5
     counts = peek_counts(tmp_path / "state" / "outbox.db")
-    assert (0, 0) == (counts.pending, counts.in_flight)
+    assert (0, 0) == (counts.pending, counts.refused)

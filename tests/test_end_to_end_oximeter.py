@@ -103,8 +103,8 @@ async def test_oximeter_readings_arrive_exact(
             assert 0 == await stop(agent)
 
     prefix = f"{SYSTEM_ID_EUI64}-{phi_canaries.PATIENT_ID}-{MDC_SPO2}-"
-    by_id = {r.id: r for r in got}
-    spot_ids = [prefix + "20261120074510-150588", prefix + "20261121190200-150588"]
+    by_id = {_ig_id(r): r for r in got}
+    spot_ids = [prefix + "848475910-150588", prefix + "848602920-150588"]  # seconds since 2000
     assert set(spot_ids) <= by_id.keys()
     assert _values(by_id[spot_ids[0]]) == {
         (MDC_SPO2, MODALITY_SPOT): "97",
@@ -115,8 +115,8 @@ async def test_oximeter_readings_arrive_exact(
         (MDC_SPO2, MODALITY_SPOT): "93.5",
         (MDC_PULSE, MODALITY_SPOT): "81",
     }
-    (continuous,) = [r for r in got if r.id not in spot_ids]
-    assert continuous.id.startswith(prefix + "R")
+    (continuous,) = [r for r in got if _ig_id(r) not in spot_ids]
+    assert continuous.id.startswith(prefix + "sha256:")  # content and receipt time
     assert _values(continuous) == {
         (MDC_SPO2, None): "95",
         (MDC_PULSE, None): "77",
@@ -127,8 +127,15 @@ async def test_oximeter_readings_arrive_exact(
     assert 0 == receiver.stats.rejected_total
     assert receiver.readings.empty()
     counts = peek_counts(tmp_path / "state" / "outbox.db")
-    assert (0, 0) == (counts.pending, counts.in_flight)
+    assert (0, 0) == (counts.pending, counts.refused)
     assert () == oximeter.stored
+
+
+def _ig_id(reading: Any) -> str:
+    """The primary Observation's first identifier (the IG's conditional-create one, when the
+    reading has a trusted time stamp; otherwise the hub's)."""
+    value: str = reading.payload["fhir"]["entry"][0]["resource"]["identifier"][0]["value"]
+    return value
 
 
 STORED: Final = (
@@ -168,14 +175,14 @@ async def test_stored_records_reported_every_session_arrive_once(
             assert 0 == await stop(agent)
 
     prefix = f"{SYSTEM_ID_EUI64}-{phi_canaries.PATIENT_ID}-{MDC_SPO2}-"
-    assert sorted(r.id for r in got) == [
-        prefix + "20261118080000-150588",
-        prefix + "20261119080000-150588",
+    assert sorted(_ig_id(r) for r in got) == [  # 2026-11-18/19 08:00:00, seconds since 2000
+        prefix + "848304000-150588",
+        prefix + "848390400-150588",
     ]
     assert oximeter.racp_responses[:3] == [bytes.fromhex("06000101")] * 3
     assert len(oximeter.confirmed_values) >= 3 * len(STORED)
     # Everything the agent stored was delivered, and no copy was queued behind it.
     counts = peek_counts(tmp_path / "state" / "outbox.db")
-    assert (0, 0) == (counts.pending, counts.in_flight)
+    assert (0, 0) == (counts.pending, counts.refused)
     assert receiver.readings.empty()
     assert 0 == receiver.stats.conflicting_duplicates

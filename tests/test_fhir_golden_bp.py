@@ -202,10 +202,21 @@ def test_golden_scenarios_show_the_rules() -> None:
 
     panel = first(mmhg, "150020")
     assert panel["effectiveDateTime"] == "2026-11-23T08:08:10+01:00"  # 10 min behind, corrected
-    assert panel["identifier"][0]["value"].endswith("-20261123075810")  # as the cuff said
+    # IG conditional-create identifier: seconds since 2000-01-01 of the time the cuff said
+    # (2026-11-23 07:58:10), not the corrected effective time.
+    assert panel["identifier"][0] == {
+        "system": "http://hl7.org/fhir/uv/phd/StructureDefinition/PhdBaseObservation",
+        "value": "00A0B10012FFFE34-patient-0001-150020-848735890",
+    }
+    assert panel["identifier"][1]["system"] == "urn:homehub:fhir:reading-id"
     assert first(mmhg, "67975")["valueDateTime"] == "2026-11-23T10:20:02+01:00"
-    assert first(mmhg, "8410608")["component"][0]["code"]["text"] == "irregular-pulse"
-    assert str(first(kpa, "150020")["component"][2]["valueQuantity"]["value"]) == "13.10"
+    bits = first(mmhg, "8410608")["component"][0]
+    assert bits["code"]["coding"][0]["display"] == "irregular-pulse"
+    assert bits["valueBoolean"] is True
+    kpa_panel = first(kpa, "150020")
+    assert str(kpa_panel["component"][2]["valueQuantity"]["value"]) == "13.10"
+    assert "http://hl7.org/fhir/StructureDefinition/bp" not in kpa_panel["meta"]["profile"]
+    assert "http://hl7.org/fhir/StructureDefinition/bp" in panel["meta"]["profile"]
     assert first(nan, "150020")["component"][2]["dataAbsentReason"]["coding"][0]["code"] == (
         "not-a-number"
     )
@@ -215,7 +226,10 @@ def test_golden_scenarios_show_the_rules() -> None:
         "device-time-implausible",
         "device-clock-unset",
     ]
-    assert unset_panel["identifier"][0]["value"].endswith("-20000101000300")
+    # An unset clock's time stamp does not identify the reading: only the hub identifier,
+    # whose identity part is a digest of the value the cuff sent.
+    assert [i["system"] for i in unset_panel["identifier"]] == ["urn:homehub:fhir:reading-id"]
+    assert "-150020-sha256:" in unset_panel["identifier"][0]["value"]
     assert first(unset, "67975")["dataAbsentReason"]["coding"][0]["code"] == "unknown"
 
 

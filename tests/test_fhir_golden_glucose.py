@@ -22,15 +22,14 @@ from fhir.resources.R4B.observation import Observation
 
 from agent.ble.uuids import GLUCOSE_MEASUREMENT, GLUCOSE_MEASUREMENT_CONTEXT
 from agent.errors import DecodeError
-from agent.ingest import PREPARERS, prepare, prepare_glucose
+from agent.ingest import PREPARERS, glucose_record, prepare, prepare_glucose
 from agent.measurement import RawMeasurement
-from agent.normalize.bundle import unresolved_references
+from agent.normalize.bundle import full_url, unresolved_references
 from agent.normalize.clock import ClockFacts
 from agent.normalize.device import DeviceFacts
 from agent.normalize.glucose import (
     KIND_DEVICE_QC,
     KIND_OBSERVATION,
-    GlucoseRecord,
     glucose_observations,
 )
 from agent.normalize.phd import Context
@@ -163,12 +162,21 @@ def test_mg_per_dl_with_context_shows_the_rules() -> None:
         "mg/dL",
     )
     assert glucose["effectiveDateTime"] == "2026-11-23T07:15:00+01:00"  # 07:05 + 10 min
-    assert glucose["identifier"][0]["value"] == (
-        "00A0B10012FFFE35-patient-0001-160184-20261123070500"
-    )
+    # IG identifier: the user-facing time the meter reported (07:05:00) as seconds since
+    # 2000; the hub identifier: the record's sequence number.
+    assert glucose["identifier"] == [
+        {
+            "system": "http://hl7.org/fhir/uv/phd/StructureDefinition/PhdBaseObservation",
+            "value": "00A0B10012FFFE35-patient-0001-160184-848732700",
+        },
+        {
+            "system": "urn:homehub:fhir:reading-id",
+            "value": "00A0B10012FFFE35-patient-0001-160184-seq:17",
+        },
+    ]
     assert glucose["bodySite"]["coding"][0]["code"] == "8417848"
-    assert obs["8417752"]["component"][0]["code"]["text"] == "device-battery-low"
-    own = {"reference": f"Observation/{glucose['id']}"}
+    assert obs["8417752"]["component"][0]["code"]["coding"][0]["display"] == "device-battery-low"
+    own = {"reference": full_url("Observation", glucose["id"])}
     context_codes = ["8417864", "8417884", "8417820", "8417768", "8417760", "8417800", "160220"]
     assert all(obs[code]["derivedFrom"] == [own] for code in context_codes)
     assert obs["8417864"]["valueCodeableConcept"]["coding"][0]["code"] == "8417868"
@@ -197,7 +205,7 @@ def test_control_solution_is_never_patient_glucose() -> None:
     obs = observations(bundle)
     assert list(obs) == ["160208"]
     qc = obs["160208"]
-    assert qc["subject"] == {"reference": "Device/phd-00A0B10012FFFE35.F00000001003"}
+    assert qc["subject"] == {"reference": full_url("Device", "phd-00A0B10012FFFE35.F00000001003")}
     assert "Patient/" not in dumps(bundle)
     assert qc["meta"]["tag"][0]["code"] == "control-solution"
     for location_only in (MeterRecord(20, DateTime(2026, 11, 23, 9, 0), mg_per_dl("99"),
@@ -225,28 +233,38 @@ def test_identifier_is_stable_across_resends() -> None:
 
 
 def test_time_fault_and_bad_context() -> None:
-    """Status bit 11 (time fault): receipt time and flag device-time-unknown, identifier still
-    the meter's time; a context with another sequence number is dropped with a note."""
+    """Status bit 11 (time fault): receipt time and flag device-time-unknown, no IG identifier
+    (the meter's time does not identify the record), the sequence number does; a context with
+    another sequence number is dropped with a note."""
     record = MeterRecord(21, DateTime(2026, 11, 23, 8, 0), mg_per_dl("105"), sensor_status=0x0800)
     stray = GlucoseContext(meal=2).value(99)
-    decoded = GlucoseRecord.from_values(record.measurement_value(), stray)
+    decoded = glucose_record(record.measurement_value(), stray)
     assert (decoded.context, decoded.context_dropped) == (None, True)
-    out = glucose_observations(decoded, METER, CTX)
+    out = glucose_observations(decoded, METER, CTX, "seq:21")
     assert len(out) == 1  # bit 11 has no IG code: no bits Observation; no context
     glucose = out[0]
     assert glucose["effectiveDateTime"] == "2026-11-23T09:30:05Z"
     assert [t["code"] for t in glucose["meta"]["tag"]] == ["device-time-unknown"]
-    assert glucose["identifier"][0]["value"].endswith("-20261123080000")
+    assert glucose["identifier"] == [
+        {
+            "system": "urn:homehub:fhir:reading-id",
+            "value": "00A0B10012FFFE35-patient-0001-160184-seq:21",
+        }
+    ]
     assert glucose["note"][-1]["text"].startswith("The meter's context")
     with pytest.raises(DecodeError):
-        GlucoseRecord.from_values(record.measurement_value()[:-1], None)
+        glucose_record(record.measurement_value()[:-1], None)
 
 
 def test_implausible_value_is_flagged_and_kept() -> None:
     """2500 mg/dL is kept as sent and flagged value-implausible."""
     record = MeterRecord(22, DateTime(2026, 11, 23, 8, 0), mg_per_dl("2500"))
     glucose = glucose_observations(
-        GlucoseRecord.from_values(record.measurement_value(), None), METER, CTX
+        glucose_record(record.measurement_value(), None), METER, CTX, "seq:22"
     )[0]
-    assert str(glucose["valueQuantity"]["value"]) == "2.50E+3"
-    assert glucose["interpretation"][0]["coding"][0]["code"] == "value-implausible"
+    # 250e-4 kg/L × 10^5 = 2.50E+3 mg/dL: written as FHIR's integer 2500 (IG FLOATS table).
+    assert str(glucose["valueQuantity"]["value"]) == "2500"
+    assert [c["code"] for c in glucose["interpretation"][0]["coding"]] == [
+        "questionable",
+        "value-implausible",
+    ]

@@ -17,7 +17,7 @@ from agent.normalize.blood_pressure import (
     Context,
     blood_pressure_observations,
 )
-from agent.normalize.bundle import collection, reading_bundle, unresolved_references
+from agent.normalize.bundle import collection, full_url, reading_bundle, unresolved_references
 from agent.normalize.clock import ClockFacts, coincident_for
 from agent.normalize.codes import MDC_DEV_SPEC_PROFILE_BPM
 from agent.normalize.device import DeviceFacts, phd_device, phg_device
@@ -54,6 +54,19 @@ def _reading(**overrides: Any) -> BloodPressureReading:
     return BloodPressureReading(**fields)
 
 
+IDENTITY = "sha256:00112233445566778899aabbccddeeff"
+"""The preparer's identity part (agent.ingest.value_identity); any fixed one will do here."""
+IG_SYSTEM = "http://hl7.org/fhir/uv/phd/StructureDefinition/PhdBaseObservation"
+HUB_SYSTEM = "urn:homehub:fhir:reading-id"
+
+
+def bp_observations(
+    reading: BloodPressureReading, device: DeviceFacts, ctx: Context
+) -> list[dict[str, Any]]:
+    """The normalizer's output for ``reading`` with the fixed :data:`IDENTITY`."""
+    return blood_pressure_observations(reading, device, ctx, IDENTITY)
+
+
 def _components(obs: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["code"]["coding"][0]["code"]: c for c in obs["component"]}
 
@@ -61,7 +74,7 @@ def _components(obs: dict[str, Any]) -> dict[str, dict[str, Any]]:
 class TestPanel:
     def test_values_codes_and_units(self) -> None:
         """Systolic, diastolic and mean carry MDC + LOINC codes, UCUM mm[Hg] and exact values."""
-        panel, pulse = blood_pressure_observations(_reading(), CUFF, CTX)
+        panel, pulse = bp_observations(_reading(), CUFF, CTX)
         assert panel["code"]["coding"] == [
             {
                 "system": "urn:iso:std:iso:11073:10101",
@@ -85,24 +98,25 @@ class TestPanel:
 
     def test_references_and_times(self) -> None:
         """Patient, device, gateway references; device time in the hub's zone; issued = receipt."""
-        panel, _ = blood_pressure_observations(_reading(), CUFF, CTX)
+        panel, _ = bp_observations(_reading(), CUFF, CTX)
         assert panel["subject"] == {"reference": "Patient/patient-0001"}
         assert panel["device"] == {"reference": "Device/phd-0102030405060708.F00000001001"}
         assert panel["extension"][0]["valueReference"]["reference"] == "Device/phg-hub-0001"
+        # (the Bundle turns these into the entries' fullUrls: agent.normalize.bundle)
         assert panel["effectiveDateTime"] == "2026-11-23T10:15:00+01:00"
         assert panel["issued"] == "2026-11-23T09:30:05Z"
 
     def test_identifier_is_the_ig_conditional_create_identifier(self) -> None:
-        """device-patient-type-timestamp, from the device's own time, identical when re-sent."""
-        panel, pulse = blood_pressure_observations(_reading(), CUFF, CTX)
-        assert (
-            panel["identifier"][0]["value"] == "0102030405060708-patient-0001-150020-20261123101500"
-        )
-        assert (
-            pulse["identifier"][0]["value"] == "0102030405060708-patient-0001-149546-20261123101500"
-        )
+        """device-patient-type-timestamp, the timestamp part the device's own time as seconds
+        since 2000-01-01 (IG algorithm), identical when re-sent; then the hub identifier."""
+        panel, pulse = bp_observations(_reading(), CUFF, CTX)
+        assert panel["identifier"] == [  # 2026-11-23 10:15:00
+            {"system": IG_SYSTEM, "value": "0102030405060708-patient-0001-150020-848744100"},
+            {"system": HUB_SYSTEM, "value": f"0102030405060708-patient-0001-150020-{IDENTITY}"},
+        ]
+        assert pulse["identifier"][0]["value"] == "0102030405060708-patient-0001-149546-848744100"
         later = Context(CTX.hub_id, CTX.patient_id, CTX.timezone, datetime(2026, 12, 1, tzinfo=UTC))
-        again, _ = blood_pressure_observations(_reading(), CUFF, later)
+        again, _ = bp_observations(_reading(), CUFF, later)
         assert panel["identifier"] == again["identifier"]
 
     def test_kpa_and_precision(self) -> None:
@@ -113,7 +127,7 @@ class TestPanel:
             diastolic=Measured(Decimal("10.9")),
             mean_arterial_pressure=Measured(Decimal("12.90")),
         )
-        panel, _ = blood_pressure_observations(reading, CUFF, CTX)
+        panel, _ = bp_observations(reading, CUFF, CTX)
         comps = _components(panel)
         assert comps["150021"]["valueQuantity"]["code"] == "kPa"
         assert str(comps["150021"]["valueQuantity"]["value"]) == "17.0"
@@ -133,7 +147,7 @@ class TestPanel:
         self, special: SpecialValue, reason: str
     ) -> None:
         """A special SFLOAT never becomes a number: it is a dataAbsentReason."""
-        panel, _ = blood_pressure_observations(
+        panel, _ = bp_observations(
             _reading(mean_arterial_pressure=Measured(None, special)), CUFF, CTX
         )
         comp = _components(panel)["150023"]
@@ -143,19 +157,19 @@ class TestPanel:
 
     def test_no_pulse_no_pulse_observation(self) -> None:
         """Without a pulse rate only the panel is produced."""
-        assert len(blood_pressure_observations(_reading(pulse_rate=None), CUFF, CTX)) == 1
+        assert len(bp_observations(_reading(pulse_rate=None), CUFF, CTX)) == 1
 
     def test_no_device_time_uses_receipt(self) -> None:
-        """Without a device time stamp effective = hub receipt time, and the identifier says so."""
-        panel, _ = blood_pressure_observations(_reading(device_time=None), CUFF, CTX)
+        """Without a device time stamp effective = hub receipt time, and no IG identifier."""
+        panel, _ = bp_observations(_reading(device_time=None), CUFF, CTX)
         assert panel["effectiveDateTime"] == "2026-11-23T09:30:05Z"
-        assert panel["identifier"][0]["value"].endswith("-R20261123093005.000000")
+        assert [i["system"] for i in panel["identifier"]] == [HUB_SYSTEM]
 
 
 class TestValidation:
     def test_everything_validates_with_fhir_resources(self) -> None:
         """Observations, both Devices and the Bundle validate as FHIR (R4B models)."""
-        observations = blood_pressure_observations(_reading(), CUFF, CTX)
+        observations = bp_observations(_reading(), CUFF, CTX)
         devices = [phd_device(CUFF, MDC_DEV_SPEC_PROFILE_BPM), phg_device("hub-0001", "0.1.0")]
         for obs in observations:
             Observation.model_validate(obs)
@@ -178,12 +192,12 @@ class TestPlausibility:
     )
     def test_systolic_kept_and_flagged(self, systolic: str, flagged: bool) -> None:
         """An implausible systolic stays as sent and its component is flagged."""
-        panel, _ = blood_pressure_observations(
-            _reading(systolic=Measured(Decimal(systolic))), CUFF, CTX
-        )
+        panel, _ = bp_observations(_reading(systolic=Measured(Decimal(systolic))), CUFF, CTX)
         comp = _components(panel)["150021"]
         assert str(comp["valueQuantity"]["value"]) == systolic
-        assert _interpretation_codes(comp) == (["value-implausible"] if flagged else [])
+        assert _interpretation_codes(comp) == (
+            ["questionable", "value-implausible"] if flagged else []
+        )
         Observation.model_validate(panel)
 
     def test_kpa_compared_in_mmhg(self) -> None:
@@ -194,19 +208,19 @@ class TestPlausibility:
             diastolic=Measured(Decimal("10.9")),
             mean_arterial_pressure=Measured(Decimal("17.0")),
         )
-        panel, _ = blood_pressure_observations(reading, CUFF, CTX)
+        panel, _ = bp_observations(reading, CUFF, CTX)
         comps = _components(panel)
-        assert _interpretation_codes(comps["150021"]) == ["value-implausible"]
+        assert _interpretation_codes(comps["150021"]) == ["questionable", "value-implausible"]
         assert _interpretation_codes(comps["150023"]) == []
 
     def test_diastolic_above_systolic(self) -> None:
         """Diastolic above systolic flags the panel itself."""
-        panel, _ = blood_pressure_observations(
+        panel, _ = bp_observations(
             _reading(systolic=Measured(Decimal("80")), diastolic=Measured(Decimal("120"))),
             CUFF,
             CTX,
         )
-        assert _interpretation_codes(panel) == ["value-implausible"]
+        assert _interpretation_codes(panel) == ["questionable", "value-implausible"]
         assert (
             panel["interpretation"][0]["text"]
             == "Diastolic above systolic: implausible; kept as sent"
@@ -215,33 +229,33 @@ class TestPlausibility:
     @pytest.mark.parametrize(("rate", "flagged"), [("0", True), ("300", True), ("71", False)])
     def test_pulse(self, rate: str, flagged: bool) -> None:
         """A pulse of 0 or 300 /min is kept and flagged."""
-        _, pulse = blood_pressure_observations(
-            _reading(pulse_rate=Measured(Decimal(rate))), CUFF, CTX
-        )
+        _, pulse = bp_observations(_reading(pulse_rate=Measured(Decimal(rate))), CUFF, CTX)
         assert str(pulse["valueQuantity"]["value"]) == rate
-        assert _interpretation_codes(pulse) == (["value-implausible"] if flagged else [])
+        assert _interpretation_codes(pulse) == (
+            ["questionable", "value-implausible"] if flagged else []
+        )
 
 
 class TestMeasurementStatus:
     def test_status_observation(self) -> None:
         """Status bits become a bits Observation derived from the panel, same time and ids."""
-        panel, pulse, status = blood_pressure_observations(
-            _reading(measurement_status=0x0004), CUFF, CTX
-        )
+        panel, pulse, status = bp_observations(_reading(measurement_status=0x0004), CUFF, CTX)
         bundle = collection([panel, pulse, status], "2026-11-23T09:30:05Z")
         panel_id = bundle["entry"][0]["resource"]["id"]
         assert status["derivedFrom"] == [{"reference": f"Observation/{panel_id}"}]
+        in_bundle = bundle["entry"][2]["resource"]["derivedFrom"]
+        assert in_bundle == [{"reference": full_url("Observation", panel_id)}]
         assert status["identifier"][0]["value"] == (
-            "0102030405060708-patient-0001-8410608-20261123101500"
+            "0102030405060708-patient-0001-8410608-848744100"
         )
         assert status["component"][0]["code"]["coding"][0]["code"] == "8410608.2"
         assert status["effectiveDateTime"] == panel["effectiveDateTime"]
-        assert [c["coding"][0]["code"] for c in status["category"]] == ["phd-observation"]
+        assert [c["coding"][0]["code"] for c in status["category"]] == ["phd"]
         Observation.model_validate(status)
 
     def test_no_bits_no_observation(self) -> None:
         """A status word with no mapped bit set adds nothing."""
-        assert len(blood_pressure_observations(_reading(measurement_status=0xFFC0), CUFF, CTX)) == 2
+        assert len(bp_observations(_reading(measurement_status=0xFFC0), CUFF, CTX)) == 2
 
 
 class TestClockAndBundle:
@@ -252,7 +266,7 @@ class TestClockAndBundle:
             CTX.received,
         )
         cuff = dataclasses.replace(CUFF, clock=clock)
-        observations = blood_pressure_observations(_reading(measurement_status=0x0001), cuff, CTX)
+        observations = bp_observations(_reading(measurement_status=0x0001), cuff, CTX)
         bundle = reading_bundle(
             observations,
             phd_device(cuff, MDC_DEV_SPEC_PROFILE_BPM),
@@ -263,8 +277,8 @@ class TestClockAndBundle:
         types = [e["resource"]["resourceType"] for e in bundle["entry"]]
         assert types == ["Observation"] * 3 + ["Device", "Device", "Observation"]
         assert unresolved_references(bundle) == []
-        coin_ref = f"Observation/{clock.logical_id(cuff.logical_id)}"
-        for obs in observations:
+        coin_ref = full_url("Observation", clock.logical_id(cuff.logical_id))
+        for obs in (e["resource"] for e in bundle["entry"][:3]):
             assert {
                 "url": "http://hl7.org/fhir/uv/phd/StructureDefinition/CoincidentTimeStampReference",
                 "valueReference": {"reference": coin_ref},
@@ -277,7 +291,7 @@ class TestClockAndBundle:
         """A reading without a device time stamp gets no coincident timestamp (IG rule)."""
         clock = ClockFacts.from_current_time(bytes(10), CTX.received)
         cuff = DeviceFacts(CUFF.address, CUFF.system_id, clock=clock)
-        observations = blood_pressure_observations(_reading(device_time=None), cuff, CTX)
+        observations = bp_observations(_reading(device_time=None), cuff, CTX)
         bundle = reading_bundle(
             observations,
             phd_device(cuff, MDC_DEV_SPEC_PROFILE_BPM),
@@ -290,7 +304,7 @@ class TestClockAndBundle:
 
     def test_walker_finds_a_dangling_reference(self) -> None:
         """The reference walker reports a reference that names no entry (Patient excepted)."""
-        observations = blood_pressure_observations(_reading(), CUFF, CTX)
+        observations = bp_observations(_reading(), CUFF, CTX)
         bundle = collection([*observations], "2026-11-23T09:30:05Z")
         assert sorted(set(unresolved_references(bundle))) == [
             "Device/phd-0102030405060708.F00000001001",

@@ -22,16 +22,14 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.device import Device
 from fhir.resources.R4B.observation import Observation
 
+from agent.ble.uuids import PLX_CONTINUOUS_MEASUREMENT, PLX_SPOT_CHECK_MEASUREMENT
 from agent.errors import DecodeError
-from agent.ingest import PREPARERS, prepare
+from agent.ingest import PREPARERS, prepare, received_identity, value_identity
 from agent.measurement import RawMeasurement
+from agent.normalize.bundle import full_url
 from agent.normalize.clock import ClockFacts
 from agent.normalize.device import DeviceFacts
 from agent.normalize.phd import Context
-from agent.normalize.pulse_oximetry import (
-    PLX_CONTINUOUS_MEASUREMENT,
-    PLX_SPOT_CHECK_MEASUREMENT,
-)
 from hil.emulators.encoding import SFLOAT_NAN, SFLOAT_NRES, DateTime
 from hil.emulators.oximeter import (
     ContinuousSample,
@@ -59,6 +57,9 @@ CTX = Context(
 )
 SPO2, PULSE, PAI, DEV_STATUS = "150456", "149530", "150448", "150604"
 SPOT, FAST, SLOW = "150588", "150580", "150584"
+IG_SYSTEM: Final = "http://hl7.org/fhir/uv/phd/StructureDefinition/PhdBaseObservation"
+HUB_SYSTEM: Final = "urn:homehub:fhir:reading-id"
+DEVICE_PATIENT: Final = "0102030405060708-patient-0001"
 
 
 def bundle_of(value: bytes, uuid: str = PLX_SPOT_CHECK_MEASUREMENT) -> dict[str, Any]:
@@ -163,14 +164,15 @@ def assert_golden(name: str, bundle: dict[str, Any]) -> None:
 
 
 def test_preparers_cover_both_measurements() -> None:
-    """0x2A5E and 0x2A5F are ingested; the record's identifier is the SpO2 Observation's."""
+    """0x2A5E and 0x2A5F are ingested; the record's identifier (and identity) is the SpO2
+    Observation's hub identifier: its content digest, then the modality."""
     assert PLX_SPOT_CHECK_MEASUREMENT in PREPARERS
     assert PLX_CONTINUOUS_MEASUREMENT in PREPARERS
-    raw = RawMeasurement(
-        PLX_SPOT_CHECK_MEASUREMENT, bytes(example_spot_checks()[0]), 0.0, CTX.received
-    )
-    prepared = prepare(raw, OXIMETER, CTX)
-    assert prepared.identifier == "0102030405060708-patient-0001-150456-20250314075930-150588"
+    data = bytes(example_spot_checks()[0])
+    prepared = prepare(RawMeasurement(PLX_SPOT_CHECK_MEASUREMENT, data, 0.0, CTX.received),
+                       OXIMETER, CTX)  # fmt: skip
+    expected = f"{DEVICE_PATIENT}-150456-{value_identity(data)}-150588"
+    assert (prepared.identifier, prepared.identity) == (expected, expected)
 
 
 def test_spot_check_golden() -> None:
@@ -182,13 +184,15 @@ def test_spot_check_golden() -> None:
 
 def test_spot_check_values_codes_and_identifiers() -> None:
     """Exact values, MDC + LOINC codes, UCUM units and IG identifiers with the modality."""
-    bundle = bundle_of(bytes(example_spot_checks()[1]))
+    data = bytes(example_spot_checks()[1])
+    bundle = bundle_of(data)
     spo2 = by_code(bundle, SPO2, SPOT)
     assert value(spo2) == "95.5"
     assert spo2["valueQuantity"]["code"] == "%"
     assert [c["code"] for c in spo2["code"]["coding"]] == [SPO2, "2708-6", "59408-5"]
-    assert spo2["identifier"] == [
-        {"value": "0102030405060708-patient-0001-150456-20250314080205-150588"}
+    assert spo2["identifier"] == [  # 2025-03-14 08:02:05 = 795254525 s after 2000-01-01
+        {"system": IG_SYSTEM, "value": f"{DEVICE_PATIENT}-150456-795254525-150588"},
+        {"system": HUB_SYSTEM, "value": f"{DEVICE_PATIENT}-150456-{value_identity(data)}-150588"},
     ]
     pulse = by_code(bundle, PULSE, SPOT)
     assert (value(pulse), pulse["valueQuantity"]["code"]) == ("71", "/min")
@@ -207,12 +211,13 @@ def test_device_sensor_status_maps_by_name() -> None:
         "150604.0",
         "150604.10",
     ]
-    assert [c["code"]["text"] for c in status["component"]] == [
+    assert [c["code"]["coding"][0]["display"] for c in status["component"]] == [
         "sensor-disconnected",
         "signal-low-perfusion",
     ]
+    assert all(c["valueBoolean"] is True for c in status["component"])
     spo2 = by_code(bundle, SPO2, SPOT)
-    assert status["derivedFrom"] == [{"reference": f"Observation/{spo2['id']}"}]
+    assert status["derivedFrom"] == [{"reference": full_url("Observation", spo2["id"])}]
     validate(bundle)
 
 
@@ -274,26 +279,33 @@ def test_implausible_spo2_is_kept_and_flagged() -> None:
     bundle = bundle_of(bytes(SpotCheck(130, 60)))
     spo2 = by_code(bundle, SPO2, SPOT)
     assert value(spo2) == "130"
-    assert [i["coding"][0]["code"] for i in spo2["interpretation"]] == ["value-implausible"]
+    assert [[c["code"] for c in i["coding"]] for i in spo2["interpretation"]] == [
+        ["questionable", "value-implausible"]
+    ]
     assert "interpretation" not in by_code(bundle, PULSE, SPOT)
     validate(bundle)
 
 
 def test_clock_not_set_keeps_reading_with_hub_time_golden() -> None:
-    """Flag bit 4: effective = hub receipt, flagged; the identifier keeps the device stamp."""
+    """Flag bit 4: effective = hub receipt, flagged; the unset clock's time stamp identifies
+    nothing, so no IG identifier: only the hub's, from the value's bytes."""
     spot = SpotCheck(98, 60, timestamp=DateTime(2000, 1, 1, 0, 3, 12), device_clock_not_set=True)
     bundle = bundle_of(bytes(spot))
     spo2 = by_code(bundle, SPO2, SPOT)
     assert spo2["effectiveDateTime"] == "2025-03-14T07:10:05Z"
     assert [t["code"] for t in spo2["meta"]["tag"]] == ["device-clock-unset"]
-    assert spo2["identifier"][0]["value"].endswith("-150456-20000101000312-150588")
+    assert spo2["identifier"] == [
+        {"system": HUB_SYSTEM,
+         "value": f"{DEVICE_PATIENT}-150456-{value_identity(bytes(spot))}-150588"},
+    ]  # fmt: skip
     validate(bundle)
     assert_golden("spo2-spot-check-clock-not-set", bundle)
 
 
 def test_continuous_golden() -> None:
     """SpO2 continuous: Normal (no modality), Fast (FAST), PAI; receipt time; golden Bundle."""
-    bundle = bundle_of(bytes(example_continuous()[0]), PLX_CONTINUOUS_MEASUREMENT)
+    data = bytes(example_continuous()[0])
+    bundle = bundle_of(data, PLX_CONTINUOUS_MEASUREMENT)
     validate(bundle)
     assert [(o["code"]["coding"][0]["code"], _modality(o)) for o in observations(bundle)] == [
         (SPO2, None),
@@ -303,12 +315,14 @@ def test_continuous_golden() -> None:
         (PAI, None),
     ]
     normal = by_code(bundle, SPO2)
-    assert normal["identifier"][0]["value"] == (
-        "0102030405060708-patient-0001-150456-R20250314071005.123456"
-    )
-    assert by_code(bundle, SPO2, FAST)["identifier"][0]["value"] == (
-        "0102030405060708-patient-0001-150456-R20250314071005.123456-150580"
-    )
+    part = received_identity(data, CTX.received)
+    assert part.endswith("@20250314T071005.123456Z")
+    assert normal["identifier"] == [
+        {"system": HUB_SYSTEM, "value": f"{DEVICE_PATIENT}-150456-{part}"}
+    ]
+    assert by_code(bundle, SPO2, FAST)["identifier"] == [
+        {"system": HUB_SYSTEM, "value": f"{DEVICE_PATIENT}-150456-{part}-150580"}
+    ]
     assert value(by_code(bundle, PAI)) == "3.8"
     assert normal["effectiveDateTime"] == "2025-03-14T07:10:05Z"
     assert_golden("spo2-continuous", bundle)
@@ -328,25 +342,24 @@ def test_continuous_slow_and_statuses() -> None:
     for observation in observations(bundle)[:4]:
         assert observation["interpretation"][0]["coding"][0]["code"] == "validated"
     status = by_code(bundle, DEV_STATUS)
-    assert [c["code"]["text"] for c in status["component"]] == ["sensor-displaced"]
+    assert [c["code"]["coding"][0]["display"] for c in status["component"]] == ["sensor-displaced"]
     validate(bundle)
 
 
-def test_spot_checks_without_time_stamp_never_share_an_identifier() -> None:
-    """Two time-less spot-checks a millisecond apart get distinct receipt-time identifiers."""
+def test_spot_checks_without_time_stamp_are_told_apart_by_content() -> None:
+    """Time-less spot-checks: different values get different identifiers; the same stored
+    spot-check re-sent (RACP report-all, a later session) gets the same one."""
     ids = []
-    for microsecond in (1000, 2000):
+    for spot, microsecond in ((SpotCheck(97, 60), 1000), (SpotCheck(96, 60), 2000),
+                              (SpotCheck(97, 60), 3000)):  # fmt: skip
         ctx = Context(
             CTX.hub_id, CTX.patient_id, CTX.timezone, CTX.received.replace(microsecond=microsecond)
         )
-        raw = RawMeasurement(
-            PLX_SPOT_CHECK_MEASUREMENT, bytes(SpotCheck(97, 60)), 0.0, ctx.received
-        )
+        raw = RawMeasurement(PLX_SPOT_CHECK_MEASUREMENT, bytes(spot), 0.0, ctx.received)
         ids.append(prepare(raw, OXIMETER, ctx).identifier)
-    assert ids == [
-        "0102030405060708-patient-0001-150456-R20250314071005.001000-150588",
-        "0102030405060708-patient-0001-150456-R20250314071005.002000-150588",
-    ]
+    assert ids[0] != ids[1]
+    assert ids[0] == ids[2]
+    assert ids[0] == f"{DEVICE_PATIENT}-150456-{value_identity(bytes(SpotCheck(97, 60)))}-150588"
 
 
 def test_bundle_is_stable_across_resends() -> None:
@@ -380,12 +393,12 @@ def test_device_clock_offset_is_applied_with_coincident_timestamp() -> None:
     bundle = prepare(raw, clocked, CTX).bundle
     spo2 = by_code(bundle, SPO2, SPOT)
     assert spo2["effectiveDateTime"] == "2025-03-14T07:52:05+01:00"
-    assert spo2["identifier"][0]["value"].endswith("-150456-20250314080205-150588")
+    assert spo2["identifier"][0]["value"].endswith("-150456-795254525-150588")
     (reference,) = [
         e["valueReference"]["reference"]
         for e in spo2["extension"]
         if e["url"].endswith("CoincidentTimeStampReference")
     ]
-    coincident = [o for o in observations(bundle) if f"Observation/{o['id']}" == reference]
+    coincident = [o for o in observations(bundle) if full_url("Observation", o["id"]) == reference]
     assert coincident[0]["code"]["coding"][0]["code"] == "67975"
     validate(bundle)

@@ -22,7 +22,8 @@ from agent.normalize.status import (
 def codes_of(table: StatusTable, word: int) -> list[tuple[str, str]]:
     """(code, name) of each component ``word`` produces."""
     return [
-        (c["code"]["coding"][0]["code"], c["code"]["text"]) for c in status_components(table, word)
+        (c["code"]["coding"][0]["code"], c["code"]["coding"][0]["display"])
+        for c in status_components(table, word)
     ]
 
 
@@ -30,40 +31,32 @@ class TestBloodPressureStatus:
     def test_ig_example_bits(self) -> None:
         """Body movement (bit 0) and improper position (bit 5): the IG bpm-status.json pair."""
         components = status_components(BP_MEASUREMENT_STATUS, 0x0021)
-        assert components == [
+        assert components == [  # STU2: ASN1ToHL7 in HL7 Terminology, valueBoolean
             {
                 "code": {
                     "coding": [
                         {
-                            "system": "http://hl7.org/fhir/uv/phd/CodeSystem/ASN1ToHL7",
+                            "system": "http://terminology.hl7.org/CodeSystem/ASN1ToHL7",
                             "code": "8410608.0",
+                            "display": "body-movement",
                         }
-                    ],
-                    "text": "body-movement",
-                },
-                "valueCodeableConcept": {
-                    "coding": [
-                        {"system": "http://terminology.hl7.org/CodeSystem/v2-0136", "code": "Y"}
                     ],
                     "text": "Too much body movement",
                 },
+                "valueBoolean": True,
             },
             {
                 "code": {
                     "coding": [
                         {
-                            "system": "http://hl7.org/fhir/uv/phd/CodeSystem/ASN1ToHL7",
+                            "system": "http://terminology.hl7.org/CodeSystem/ASN1ToHL7",
                             "code": "8410608.5",
+                            "display": "improper-body-position",
                         }
-                    ],
-                    "text": "improper-body-position",
-                },
-                "valueCodeableConcept": {
-                    "coding": [
-                        {"system": "http://terminology.hl7.org/CodeSystem/v2-0136", "code": "Y"}
                     ],
                     "text": "The cuff was incorrectly placed with respect to the heart",
                 },
+                "valueBoolean": True,
             },
         ]
 

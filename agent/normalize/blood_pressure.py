@@ -1,7 +1,8 @@
 """A blood-pressure measurement as FHIR R4 resources, per the HL7 PHD IG.
 
 One 0x2A35 measurement becomes:
-- a PhdCompoundNumericObservation (also the FHIR vital-signs ``bp`` profile) coded
+- a PhdCompoundNumericObservation (also the FHIR vital-signs ``bp`` profile when in mmHg: that
+  profile fixes ``mm[Hg]``, so a kPa panel claims only the PHD profile) coded
   MDC_PRESS_BLD_NONINV / LOINC 85354-9 with systolic, diastolic and mean components,
 - when the cuff sent a pulse rate, a PhdNumericObservation MDC_PULS_RATE_NON_INV / LOINC 8867-4
   (the ``bp`` profile has no slot for pulse: the IG reports it as its own Observation), and
@@ -23,15 +24,16 @@ from decimal import Decimal
 from typing import Any, Final
 
 from agent.normalize import codes
-from agent.normalize.bundle import logical_id
 from agent.normalize.clock import ObservationTime, apply_time, observation_time
 from agent.normalize.device import DeviceFacts
 from agent.normalize.phd import (
     Context,
     Measured,
-    identifier_timestamp,
-    observation_identifier,
+    ReadingIds,
+    ig_timestamp,
+    phd_category,
     value_fields,
+    vital_signs_category,
 )
 from agent.normalize.status import (
     BP_MEASUREMENT_STATUS,
@@ -68,15 +70,27 @@ class BloodPressureReading:
     pulse_rate: Measured | None = None
     user_id: int | None = None
     time_problem: str | None = None  #: why a time stamp that was sent is unusable
-    reported_stamp: str | None = None  #: the sent time stamp's raw fields, YYYYMMDDhhmmss
     measurement_status: int | None = None  #: the raw Measurement Status word, if sent
 
 
+BP_PROFILE: Final = "http://hl7.org/fhir/StructureDefinition/bp"
+"""FHIR R4 vital-signs blood pressure profile: fixes the components' unit to ``mm[Hg]``, so
+a kPa panel does not claim it (docs/fhir-profile.md)."""
+HEARTRATE_PROFILE: Final = "http://hl7.org/fhir/StructureDefinition/heartrate"
+
+
 def _common(
-    ctx: Context, device: DeviceFacts, code: codes.Code, profiles: list[str], ident: str
+    ctx: Context,
+    device: DeviceFacts,
+    code: codes.Code,
+    profiles: list[str],
+    identifiers: list[dict[str, Any]],
+    observation_id: str,
+    vital_sign: bool = True,
 ) -> dict[str, Any]:
     return {
         "resourceType": "Observation",
+        "id": observation_id,
         "meta": {"profile": profiles},
         "extension": [
             {
@@ -84,15 +98,9 @@ def _common(
                 "valueReference": {"reference": f"Device/phg-{ctx.hub_id}"},
             }
         ],
-        "identifier": [{"value": ident}],
+        "identifier": identifiers,
         "status": "final",
-        "category": [
-            {
-                "coding": [{"system": codes.OBSERVATION_CATEGORY_SYSTEM, "code": "vital-signs"}],
-                "text": "Vital Signs",
-            },
-            {"coding": [{"system": codes.PHD_CATEGORY_SYSTEM, "code": "phd-observation"}]},
-        ],
+        "category": [vital_signs_category(), phd_category()] if vital_sign else [phd_category()],
         "code": code.codeable_concept(),
         "subject": {"reference": f"Patient/{ctx.patient_id}"},
         "device": {"reference": f"Device/{device.logical_id}"},
@@ -118,24 +126,33 @@ def _flag_component(component: dict[str, Any], measured: Measured, unit: str, ke
 
 
 def blood_pressure_observations(
-    reading: BloodPressureReading, device: DeviceFacts, ctx: Context
+    reading: BloodPressureReading, device: DeviceFacts, ctx: Context, identity: str
 ) -> list[dict[str, Any]]:
-    """The panel Observation, then pulse rate and measurement status when present."""
+    """The panel Observation, then pulse rate and measurement status when present.
+
+    ``identity`` is what distinguishes this reading (:class:`ReadingIds`, set by the
+    preparer: a digest of the value the cuff sent).
+    """
     unit = codes.UNIT_KPA if reading.unit == "kPa" else codes.UNIT_MMHG
     when = reading_time(reading, device, ctx)
-    stamp = reading.reported_stamp or identifier_timestamp(reading.device_time, ctx.received)
-    panel_id = observation_identifier(
-        device.identifier_id, ctx.patient_id, codes.MDC_PRESS_BLD_NONINV.mdc, stamp
+    trusted = reading.device_time is not None and not when.flags
+    ids = ReadingIds(
+        device.identifier_id,
+        ctx.patient_id,
+        identity,
+        ig_timestamp(reading.device_time) if trusted and reading.device_time else None,
     )
+    panel_code = codes.MDC_PRESS_BLD_NONINV
+    profiles = [codes.PHD_PROFILE + "PhdCompoundNumericObservation"]
+    if unit is codes.UNIT_MMHG:
+        profiles.append(BP_PROFILE)
     panel = _common(
         ctx,
         device,
-        codes.MDC_PRESS_BLD_NONINV,
-        [
-            codes.PHD_PROFILE + "PhdCompoundNumericObservation",
-            "http://hl7.org/fhir/StructureDefinition/bp",
-        ],
-        panel_id,
+        panel_code,
+        profiles,
+        ids.identifiers(panel_code.mdc),
+        ids.logical_id(panel_code.mdc),
     )
     apply_time(panel, when, ctx)
     components = []
@@ -155,18 +172,14 @@ def blood_pressure_observations(
         )
     out = [panel]
     if reading.pulse_rate is not None:
-        pulse_id = observation_identifier(
-            device.identifier_id, ctx.patient_id, codes.MDC_PULS_RATE_NON_INV.mdc, stamp
-        )
+        pulse_code = codes.MDC_PULS_RATE_NON_INV
         pulse = _common(
             ctx,
             device,
-            codes.MDC_PULS_RATE_NON_INV,
-            [
-                codes.PHD_PROFILE + "PhdNumericObservation",
-                "http://hl7.org/fhir/StructureDefinition/heartrate",
-            ],
-            pulse_id,
+            pulse_code,
+            [codes.PHD_PROFILE + "PhdNumericObservation", HEARTRATE_PROFILE],
+            ids.identifiers(pulse_code.mdc),
+            ids.logical_id(pulse_code.mdc),
         )
         apply_time(pulse, when, ctx)
         pulse.update(value_fields(reading.pulse_rate, codes.UNIT_PER_MIN))
@@ -175,17 +188,22 @@ def blood_pressure_observations(
             pulse["interpretation"] = implausible_interpretation()
         out.append(pulse)
     if reading.measurement_status is not None:
-        status_id = observation_identifier(
-            device.identifier_id,
-            ctx.patient_id,
-            codes.MDC_BLOOD_PRESSURE_MEASUREMENT_STATUS.mdc,
-            stamp,
+        status_code = codes.MDC_BLOOD_PRESSURE_MEASUREMENT_STATUS
+        base = _common(
+            ctx,
+            device,
+            status_code,
+            [],
+            ids.identifiers(status_code.mdc),
+            ids.logical_id(status_code.mdc),
+            vital_sign=False,  # not a vital sign: PHD category only
         )
-        base = _common(ctx, device, codes.MDC_BLOOD_PRESSURE_MEASUREMENT_STATUS, [], status_id)
-        base["category"] = [base["category"][1]]  # not a vital sign: PHD category only
         apply_time(base, when, ctx)
         status = bits_observation(
-            BP_MEASUREMENT_STATUS, reading.measurement_status, base, logical_id(panel_id)
+            BP_MEASUREMENT_STATUS,
+            reading.measurement_status,
+            base,
+            ids.logical_id(panel_code.mdc),
         )
         if status is not None:
             out.append(status)

@@ -5,18 +5,36 @@ that took it, the PhgDevice (the hub) that forwarded it and, when the device's c
 the coincident-timestamp Observation, so that the platform can resolve every reference inside
 the message (``Patient/…`` excepted: the platform owns the patient). One Bundle per uplink
 message: the daemon publishes one record per reading, and a reading's resources travel
-together or not at all. Observations get ids derived from their identifier, so
-that a re-sent message carries byte-identical resources.
+together or not at all. Observations get ids derived from their hub identifier, so that a
+re-sent message carries byte-identical resources.
+
+**fullUrl and references (FHIR R4 Bundle "Resolving references in Bundles").** The hub has no
+RESTful base, so every entry's ``fullUrl`` is a ``urn:uuid:`` (a name-based UUID of
+``Type/id``, so it is the same on every re-send), and every reference to another entry is
+rewritten to that ``urn:uuid:``: an absolute reference resolves to the entry whose fullUrl
+equals it, whatever server receives the Bundle. This is also the form of the IG's own Bundle
+example. ``Patient/<id>`` stays relative: it names the platform's Patient, resolved by the
+receiving server.
 """
 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 EXTERNAL_REFERENCE_TYPES: Final = frozenset({"Patient"})
 """Reference targets the platform resolves itself (the hub does not send the Patient)."""
+
+FULL_URL_NAMESPACE: Final = uuid.UUID("6f1f4a52-3c1e-5b0a-9d43-2b6c1a0e8f11")
+"""Namespace of the name-based (version 5) UUIDs in ``fullUrl``: fixed forever, or every
+re-sent Bundle would change."""
+
+
+def full_url(resource_type: str, resource_id: str) -> str:
+    """The entry's ``fullUrl``: ``urn:uuid:`` + UUIDv5 of ``Type/id`` (stable on re-send)."""
+    return f"urn:uuid:{uuid.uuid5(FULL_URL_NAMESPACE, f'{resource_type}/{resource_id}')}"
 
 
 def logical_id(identifier: str) -> str:
@@ -25,22 +43,45 @@ def logical_id(identifier: str) -> str:
 
 
 def collection(resources: Sequence[dict[str, Any]], timestamp: str) -> dict[str, Any]:
-    """A ``collection`` Bundle of ``resources``.
+    """A ``collection`` Bundle of ``resources`` (each with ``resourceType`` and ``id``).
 
-    Entries carry no ``fullUrl``: the hub has no RESTful base. References inside the Bundle are
-    relative (``Device/phd-…``) and resolve by ``resourceType`` and ``id`` among the entries.
+    Each entry gets a ``fullUrl`` (:func:`full_url`) and every ``Type/id`` reference to another
+    entry becomes that entry's ``fullUrl`` (module docstring).
     """
-    entries = []
-    for resource in resources:
-        if "id" not in resource:
-            resource = {**resource, "id": logical_id(resource["identifier"][0]["value"])}
-        entries.append({"resource": resource})
+    urls = {
+        f"{resource['resourceType']}/{resource['id']}": full_url(
+            resource["resourceType"], resource["id"]
+        )
+        for resource in resources
+    }
     return {
         "resourceType": "Bundle",
         "type": "collection",
         "timestamp": timestamp,
-        "entry": entries,
+        "entry": [
+            {
+                "fullUrl": urls[f"{resource['resourceType']}/{resource['id']}"],
+                "resource": _rewritten(resource, urls),
+            }
+            for resource in resources
+        ],
     }
+
+
+def _rewritten(node: Any, urls: dict[str, str]) -> Any:
+    """``node`` with every ``reference`` naming an entry replaced by the entry's fullUrl."""
+    if isinstance(node, dict):
+        return {
+            key: (
+                urls.get(value, value)
+                if key == "reference" and isinstance(value, str)
+                else _rewritten(value, urls)
+            )
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_rewritten(item, urls) for item in node]
+    return node
 
 
 def reading_bundle(
@@ -77,13 +118,21 @@ def references(node: Any) -> Iterator[str]:
 
 
 def unresolved_references(bundle: dict[str, Any]) -> list[str]:
-    """References inside ``bundle`` that name no entry (``Type/id``), external types excepted."""
-    present = {
-        f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in bundle.get("entry", [])
-    }
-    return [
-        ref
-        for entry in bundle.get("entry", [])
-        for ref in references(entry["resource"])
-        if ref not in present and ref.split("/", 1)[0] not in EXTERNAL_REFERENCE_TYPES
-    ]
+    """References inside ``bundle`` that name no entry by FHIR's rules, external types excepted.
+
+    An absolute reference (``urn:uuid:…``, ``http…``) must equal an entry's ``fullUrl``; a
+    relative one (``Type/id``) is resolved against the base of its entry's ``fullUrl``, which
+    a ``urn:uuid:`` fullUrl does not have: then it names a resource on the receiving server,
+    allowed only for :data:`EXTERNAL_REFERENCE_TYPES`.
+    """
+    entries = bundle.get("entry", [])
+    full_urls = {entry.get("fullUrl") for entry in entries}
+    unresolved = []
+    for entry in entries:
+        for ref in references(entry["resource"]):
+            if ":" in ref.split("/", 1)[0]:  # absolute: urn:uuid:…, urn:oid:…, http(s)://…
+                if ref not in full_urls:
+                    unresolved.append(ref)
+            elif ref.split("/", 1)[0] not in EXTERNAL_REFERENCE_TYPES:
+                unresolved.append(ref)
+    return unresolved

@@ -15,6 +15,9 @@ LOINC_SYSTEM: Final = "http://loinc.org"
 UCUM_SYSTEM: Final = "http://unitsofmeasure.org"
 OBSERVATION_CATEGORY_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/observation-category"
 PHD_CATEGORY_SYSTEM: Final = "http://hl7.org/fhir/uv/phd/CodeSystem/PhdObservationCategories"
+PHD_CATEGORY_CODE: Final = "phd"
+"""IG STU2 (2.0.0) PhdBaseObservation slice PHD-Observation: code ``phd`` (STU1.1 used
+``phd-observation``)."""
 DATA_ABSENT_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
 DEVICE_ID_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/ContinuaDeviceIdentifiers"
 EUI64_SYSTEM: Final = "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680"
@@ -23,7 +26,15 @@ BT_MAC_SYSTEM: Final = "http://hl7.org/fhir/sid/eui-48/bluetooth"
 PHD_PROFILE: Final = "http://hl7.org/fhir/uv/phd/StructureDefinition/"
 GATEWAY_EXTENSION: Final = "http://hl7.org/fhir/StructureDefinition/observation-gatewayDevice"
 COINCIDENT_TIMESTAMP_EXTENSION: Final = PHD_PROFILE + "CoincidentTimeStampReference"
-ASN1_TO_HL7_SYSTEM: Final = "http://hl7.org/fhir/uv/phd/CodeSystem/ASN1ToHL7"
+ASN1_TO_HL7_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/ASN1ToHL7"
+"""STU2 moved ASN1ToHL7 to HL7 Terminology (IG changes.md "Code System Migration")."""
+POCD_MEASUREMENT_STATUS_SYSTEM: Final = "http://hl7.org/fhir/uv/pocd/CodeSystem/measurement-status"
+"""PhdBaseObservation ``interpretation.coding[MsmtStatusInterpretation]`` (1..1 per
+interpretation)."""
+IG_IDENTIFIER_SYSTEM: Final = "http://hl7.org/fhir/uv/phd/StructureDefinition/PhdBaseObservation"
+"""PhdBaseObservation ``identifier[conditionalCreate].system`` (fixed, STU2)."""
+HUB_IDENTIFIER_SYSTEM: Final = "urn:homehub:fhir:reading-id"
+"""The hub's own Observation identifier (the reading's identity): docs/fhir-profile.md."""
 YES_NO_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/v2-0136"
 HUB_FLAG_SYSTEM: Final = "urn:homehub:fhir:reading-flag"
 """The hub's own flags on a reading (time quality, implausible values): docs/fhir-profile.md.
@@ -57,6 +68,9 @@ MDC_PRESS_BLD_NONINV_DIA:  Final = Code(150022, "MDC_PRESS_BLD_NONINV_DIA", "Dia
 MDC_PRESS_BLD_NONINV_MEAN: Final = Code(150023, "MDC_PRESS_BLD_NONINV_MEAN", "Mean blood pressure")
 MDC_PULS_RATE_NON_INV:     Final = Code(149546, "MDC_PULS_RATE_NON_INV", "Pulse rate", "8867-4")
 MDC_MOC_VMS_MDS_SIMP:      Final = Code(65573, "MDC_MOC_VMS_MDS_SIMP", "Simple PHD")
+MDC_MOC_VMS_MDS_AHD:       Final = Code(531981, "MDC_MOC_VMS_MDS_AHD", "Personal health gateway")
+MDC_DEV_SPEC_PROFILE_PULS_OXIM: Final = Code(528388, "MDC_DEV_SPEC_PROFILE_PULS_OXIM", "Pulse Oximeter")
+MDC_DEV_SPEC_PROFILE_GLUCOSE: Final = Code(528401, "MDC_DEV_SPEC_PROFILE_GLUCOSE", "Glucose meter")
 MDC_DEV_SPEC_PROFILE_BPM:  Final = Code(528391, "MDC_DEV_SPEC_PROFILE_BPM", "Blood Pressure Monitor")
 MDC_ID_PROD_SPEC_FW:       Final = Code(531976, "MDC_ID_PROD_SPEC_FW", "Firmware revision")
 MDC_ID_PROD_SPEC_SW:       Final = Code(531975, "MDC_ID_PROD_SPEC_SW", "Software revision")

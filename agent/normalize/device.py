@@ -15,9 +15,11 @@ The choice is fixed: changing it would change every device and Observation ident
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
+from agent.normalize import codes
 from agent.normalize.clock import ClockFacts
 from agent.normalize.codes import (
     BT_MAC_SYSTEM,
@@ -132,14 +134,59 @@ def phd_device(facts: DeviceFacts, specialization: Code) -> dict[str, Any]:
     return resource
 
 
+PHG_EUI64_LABEL: Final = b"homehub PHG EUI-64 v1:"
+"""Domain label of the hub's derived EUI-64 (:func:`phg_eui64`); fixed: changing it would
+change every hub's identifier."""
+
+PHG_SPECIALIZATIONS: Final = (
+    codes.MDC_DEV_SPEC_PROFILE_BPM,
+    codes.MDC_DEV_SPEC_PROFILE_PULS_OXIM,
+    codes.MDC_DEV_SPEC_PROFILE_GLUCOSE,
+)
+"""The specializations the hub decodes and maps (BPS, PLXS, GLS): PhgDevice
+``specialization[MDCType]`` 1..*, one entry each."""
+
+
+def phg_eui64(hub_id: str) -> str:
+    """The hub's System Id: an EUI-64 derived from its hub id, 16 upper-case hex digits.
+
+    PhgDevice requires a system identifier (the EUI-64, ``identifier[systemIdIdentifier]``).
+    The hub has no IEEE-assigned one, so it uses a *locally administered* EUI-64 (IEEE
+    "Guidelines for Use of EUI": first octet with the U/L bit set and the I/G bit clear): the
+    first 8 octets of SHA-256(label ‖ hub id). Stable for a hub, unique across hubs in practice
+    (64-bit hash), and it cannot collide with a manufacturer-assigned (OUI-based) System Id.
+    """
+    octets = bytearray(hashlib.sha256(PHG_EUI64_LABEL + hub_id.encode()).digest()[:8])
+    octets[0] = (octets[0] | 0x02) & 0xFE
+    return octets.hex().upper()
+
+
 def phg_device(hub_id: str, software_version: str) -> dict[str, Any]:
-    """PhgDevice: the hub itself, the gateway every Observation references."""
+    """PhgDevice (IG STU2): the hub itself, the gateway every Observation references.
+
+    ``type`` MDC 531981 MDC_MOC_VMS_MDS_AHD (fixed by the profile), the EUI-64 System Id
+    (:func:`phg_eui64`), one ``specialization`` per device kind the hub maps
+    (:data:`PHG_SPECIALIZATIONS`), the software version (``version[MDCType]`` 1..*). The hub
+    id stays as a second identifier (it names the hub on the uplink).
+    """
     return {
         "resourceType": "Device",
         "id": f"phg-{hub_id}",
         "meta": {"profile": [PHD_PROFILE + "PhgDevice"]},
-        "identifier": [{"system": "urn:homehub:hub-id", "value": hub_id}],
+        "identifier": [
+            {
+                "type": _id_type("SYSID", "IEEE 11073 System Identifier"),
+                "system": EUI64_SYSTEM,
+                "value": _dashed(phg_eui64(hub_id)),
+            },
+            {"system": "urn:homehub:hub-id", "value": hub_id},
+        ],
         "manufacturer": "homehub",
         "modelNumber": "homehub agent",
+        "type": {
+            "coding": [codes.MDC_MOC_VMS_MDS_AHD.codeable_concept()["coding"][0]],
+            "text": "Personal health gateway",
+        },
+        "specialization": [{"systemType": code.codeable_concept()} for code in PHG_SPECIALIZATIONS],
         "version": [{"type": MDC_ID_PROD_SPEC_SW.codeable_concept(), "value": software_version}],
     }

@@ -28,12 +28,14 @@ Decisions (docs/fhir-profile.md):
   mapped as :mod:`agent.normalize.clock` does for every device (coincident timestamp when
   the meter's clock was read). Sensor status bit 11 "time fault" makes the time unusable:
   ``effective[x]`` is the hub's receipt time with flag ``device-time-unknown``.
-- **Identifier**: ``device-patient-MDC-timestamp`` with the meter's user-facing time
-  (``YYYYMMDDhhmmss``) as the meter reported it, so it is stable across re-sends; when
-  Base Time is unusable, its raw fields and the offset (``00000000000000+0``) keep it stable.
+- **Identifiers**: the hub's ``device-patient-MDC-seq:<sequence number>`` (the record's
+  identity: GLS numbers its records, so a meter with an unset clock still gives each record
+  its own); and, when the user-facing time is usable and unflagged, the IG's
+  conditional-create ``device-patient-MDC-<seconds since 2000>``.
 - **Control solution** (type 10 or sample location 4) is **never** reported as patient
   glucose: it becomes a device quality-control Observation, MDC_CONC_GLU_CONTROL 160208,
-  whose ``subject`` is the meter (no Patient reference, no context), tagged
+  (PhdNumericObservation, PHD category) whose ``subject`` is the meter (no Patient
+  reference, no context), tagged
   ``control-solution``, stored with kind :data:`KIND_DEVICE_QC`. It is kept (not dropped)
   so the sync mark commits past it and the QC history reaches the platform.
 - **Context of another sequence number** or undecodable context: the glucose value is kept,
@@ -44,22 +46,20 @@ Decisions (docs/fhir-profile.md):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
 
-from agent.errors import DecodeError
 from agent.normalize import codes
-from agent.normalize.bundle import logical_id
 from agent.normalize.clock import ObservationTime, apply_time, observation_time
 from agent.normalize.codes import Code, Unit
 from agent.normalize.device import DeviceFacts
 from agent.normalize.phd import (
     Context,
     Measured,
-    observation_identifier,
-    reported_timestamp,
+    ReadingIds,
+    ig_timestamp,
+    phd_category,
     value_fields,
 )
 from agent.normalize.status import (
@@ -87,7 +87,7 @@ not an observation of the patient."""
 
 # fmt: off
 # ruff: noqa: E501  (aligned table: one code a line)
-MDC_DEV_SPEC_PROFILE_GLUCOSE:        Final = Code(528401, "MDC_DEV_SPEC_PROFILE_GLUCOSE", "Glucose meter")
+MDC_DEV_SPEC_PROFILE_GLUCOSE:        Final = codes.MDC_DEV_SPEC_PROFILE_GLUCOSE
 MDC_CONC_GLU_GEN:                    Final = Code(160020, "MDC_CONC_GLU_GEN", "Glucose")
 MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD:   Final = Code(160184, "MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD", "Glucose in capillary whole blood")
 MDC_CONC_GLU_CAPILLARY_PLASMA:       Final = Code(160188, "MDC_CONC_GLU_CAPILLARY_PLASMA", "Glucose in capillary plasma")
@@ -193,35 +193,21 @@ CONTROL_SOLUTION_TAG: Final = {
     "code": "control-solution",
     "display": "Control-solution test (meter quality control), not a patient reading",
 }
+QC_PATIENT_PART: Final = "qc"
+"""The identifiers' patient part for a control-solution test (it names no patient)."""
 CONTEXT_DROPPED_NOTE: Final = "The meter's context for this reading was unusable; not reported"
 
 
 @dataclass(frozen=True, slots=True)
 class GlucoseRecord:
-    """What normalization needs: a decoded measurement and, if usable, its context."""
+    """What normalization needs: a decoded measurement and, if usable, its context.
+
+    Built by the preparer (``agent.ingest.glucose_record``), which decodes both values.
+    """
 
     measurement: GlucoseMeasurement
     context: GlucoseMeasurementContext | None = None
     context_dropped: bool = False  #: a context was sent but is undecodable or mismatched
-
-    @classmethod
-    def from_values(cls, measurement: bytes, context: bytes | None) -> GlucoseRecord:
-        """Decode a 0x2A18 value and its joined 0x2A34 value.
-
-        Raises:
-            DecodeError: the measurement is malformed (a malformed context only drops the
-                context: the reading is kept).
-        """
-        decoded = GlucoseMeasurement.from_bytes(measurement)
-        if context is None:
-            return cls(decoded)
-        try:
-            joined = GlucoseMeasurementContext.from_bytes(context)
-        except DecodeError:
-            return cls(decoded, None, True)
-        if joined.sequence_number != decoded.sequence_number:
-            return cls(decoded, None, True)
-        return cls(decoded, joined)
 
     @property
     def kind(self) -> str:
@@ -270,12 +256,21 @@ def _implausible(measured: Measured, unit: Unit) -> bool:
     return implausible(value, PLAUSIBLE_MG_PER_DL)
 
 
-def identifier_stamp(m: GlucoseMeasurement) -> str:
-    """The identifier's time part: user-facing time as reported, or raw Base Time + offset."""
+def reading_ids(
+    m: GlucoseMeasurement, when: ObservationTime, device: DeviceFacts, patient: str, identity: str
+) -> ReadingIds:
+    """The record's identifiers: the hub's (``identity``: the sequence number, set by the
+    preparer) and, when the meter's user-facing time identifies it (usable, no time fault, no
+    time flag), the IG's conditional-create identifier with that time."""
     user_facing = m.user_facing_time
-    if user_facing is not None and user_facing.problem is None:
-        return reported_timestamp(**user_facing.as_dict())
-    return reported_timestamp(**m.base_time.as_dict()) + f"{m.time_offset_min or 0:+d}"
+    local = user_facing.to_datetime() if user_facing is not None else None
+    trusted = local is not None and not when.flags and when.device_time is not None
+    return ReadingIds(
+        device.identifier_id,
+        patient,
+        identity,
+        ig_timestamp(local) if trusted and local is not None else None,
+    )
 
 
 def reading_time(m: GlucoseMeasurement, device: DeviceFacts, ctx: Context) -> ObservationTime:
@@ -296,11 +291,12 @@ def _base(
     device: DeviceFacts,
     code: Code,
     profile: str,
-    identifier: str,
+    ids: ReadingIds,
     when: ObservationTime,
 ) -> dict[str, Any]:
     observation: dict[str, Any] = {
         "resourceType": "Observation",
+        "id": ids.logical_id(code.mdc),
         "meta": {"profile": [codes.PHD_PROFILE + profile]},
         "extension": [
             {
@@ -308,11 +304,9 @@ def _base(
                 "valueReference": {"reference": f"Device/phg-{ctx.hub_id}"},
             }
         ],
-        "identifier": [{"value": identifier}],
+        "identifier": ids.identifiers(code.mdc),
         "status": "final",
-        "category": [
-            {"coding": [{"system": codes.PHD_CATEGORY_SYSTEM, "code": "phd-observation"}]}
-        ],
+        "category": [phd_category()],
         "code": code.codeable_concept(),
         "subject": {"reference": f"Patient/{ctx.patient_id}"},
         "device": {"reference": f"Device/{device.logical_id}"},
@@ -345,30 +339,19 @@ def _body_site(location: int | None) -> dict[str, Any] | None:
 
 
 def control_solution_observation(
-    record: GlucoseRecord, device: DeviceFacts, ctx: Context
+    record: GlucoseRecord, device: DeviceFacts, ctx: Context, identity: str
 ) -> dict[str, Any]:
-    """The meter's quality-control result: subject is the meter, never the patient."""
+    """The meter's quality-control result: subject is the meter, never the patient.
+
+    A PhdNumericObservation (PhdBaseObservation allows a PhdDevice subject) with the PHD
+    category; the identifiers' patient part is ``qc``.
+    """
     m = record.measurement
     when = reading_time(m, device, ctx)
-    identifier = observation_identifier(
-        device.identifier_id, "qc", MDC_CONC_GLU_CONTROL.mdc, identifier_stamp(m)
-    )
-    observation: dict[str, Any] = {
-        "resourceType": "Observation",
-        "meta": {"tag": [dict(CONTROL_SOLUTION_TAG)]},
-        "extension": [
-            {
-                "url": codes.GATEWAY_EXTENSION,
-                "valueReference": {"reference": f"Device/phg-{ctx.hub_id}"},
-            }
-        ],
-        "identifier": [{"value": identifier}],
-        "status": "final",
-        "code": MDC_CONC_GLU_CONTROL.codeable_concept(),
-        "subject": {"reference": f"Device/{device.logical_id}"},
-        "device": {"reference": f"Device/{device.logical_id}"},
-    }
-    apply_time(observation, when, ctx)
+    ids = reading_ids(m, when, device, QC_PATIENT_PART, identity)
+    observation = _base(ctx, device, MDC_CONC_GLU_CONTROL, "PhdNumericObservation", ids, when)
+    observation["meta"]["tag"] = [dict(CONTROL_SOLUTION_TAG), *observation["meta"].get("tag", [])]
+    observation["subject"] = {"reference": f"Device/{device.logical_id}"}
     value = concentration(m)
     if value is not None:
         observation.update(value_fields(*value))
@@ -380,24 +363,21 @@ def control_solution_observation(
 
 
 def glucose_observations(
-    record: GlucoseRecord, device: DeviceFacts, ctx: Context
+    record: GlucoseRecord, device: DeviceFacts, ctx: Context, identity: str
 ) -> list[dict[str, Any]]:
     """The glucose Observation first, then its status bits and context Observations.
 
+    ``identity`` distinguishes the record (the preparer's ``seq:<sequence number>``).
     A control-solution record yields only :func:`control_solution_observation`.
     """
     if record.is_control_solution:
-        return [control_solution_observation(record, device, ctx)]
+        return [control_solution_observation(record, device, ctx, identity)]
     m = record.measurement
     when = reading_time(m, device, ctx)
-    stamp = identifier_stamp(m)
+    ids = reading_ids(m, when, device, ctx.patient_id, identity)
     code = TYPE_CODES.get(m.sample_type or 0, MDC_CONC_GLU_GEN)
 
-    def identifier(mdc: int) -> str:
-        return observation_identifier(device.identifier_id, ctx.patient_id, mdc, stamp)
-
-    glucose_id = identifier(code.mdc)
-    glucose = _base(ctx, device, code, "PhdNumericObservation", glucose_id, when)
+    glucose = _base(ctx, device, code, "PhdNumericObservation", ids, when)
     value = concentration(m)
     if value is None:
         # Flag bit 1 clear: no concentration sent (a record of status only).
@@ -414,7 +394,7 @@ def glucose_observations(
     if record.context_dropped:
         glucose.setdefault("note", []).append({"text": CONTEXT_DROPPED_NOTE})
     out = [glucose]
-    derived = [{"reference": f"Observation/{logical_id(glucose_id)}"}]
+    derived = [{"reference": f"Observation/{glucose['id']}"}]
 
     status = m.sensor_status_annunciation
     if status is not None:
@@ -423,15 +403,15 @@ def glucose_observations(
             device,
             codes.MDC_GLU_METER_DEV_STATUS,
             "PhdBitsEnumerationObservation",
-            identifier(codes.MDC_GLU_METER_DEV_STATUS.mdc),
+            ids,
             when,
         )
-        bits = bits_observation(GLUCOSE_SENSOR_STATUS, int(status), base, logical_id(glucose_id))
+        bits = bits_observation(GLUCOSE_SENSOR_STATUS, int(status), base, glucose["id"])
         if bits is not None:
             out.append(bits)
 
     if record.context is not None:
-        for observation in _context_observations(record.context, ctx, device, when, identifier):
+        for observation in _context_observations(record.context, ctx, device, when, ids):
             observation["derivedFrom"] = derived
             out.append(observation)
     return out
@@ -442,21 +422,19 @@ def _context_observations(
     ctx: Context,
     device: DeviceFacts,
     when: ObservationTime,
-    identifier: Callable[[int], str],
+    ids: ReadingIds,
 ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
 
     def numeric(code: Code, measured: Measured, unit: Unit) -> None:
-        observation = _base(ctx, device, code, "PhdNumericObservation", identifier(code.mdc), when)
+        observation = _base(ctx, device, code, "PhdNumericObservation", ids, when)
         observation.update(value_fields(measured, unit))
         out.append(observation)
 
     def coded(code: Code, value: tuple[int | None, str, str] | None) -> None:
         if value is None:
             return  # "not available" (15) or RFU: nothing to report
-        observation = _base(
-            ctx, device, code, "PhdCodedEnumerationObservation", identifier(code.mdc), when
-        )
+        observation = _base(ctx, device, code, "PhdCodedEnumerationObservation", ids, when)
         observation.update(_coded_value(value))
         out.append(observation)
 
@@ -471,7 +449,7 @@ def _context_observations(
         numeric(code, _scaled(c.carbohydrate_kg, 3), UNIT_GRAM)  # kg → g
     if c.exercise_duration_s is not None and c.exercise_intensity_pct is not None:
         out.append(_exercise(c.exercise_duration_s, c.exercise_intensity_pct, ctx, device, when,
-                             identifier(MDC_CTXT_GLU_EXERCISE.mdc)))  # fmt: skip
+                             ids))  # fmt: skip
     if c.medication_id is not None and c.medication is not None:
         code = MEDICATION_CODES.get(c.medication_id, MDC_CTXT_MEDICATION)
         if c.medication_unit is MedicationUnit.LITRES:
@@ -489,11 +467,11 @@ def _exercise(
     ctx: Context,
     device: DeviceFacts,
     when: ObservationTime,
-    ident: str,
+    ids: ReadingIds,
 ) -> dict[str, Any]:
     """Exercise context: duration (65535 = overrun: ``>=`` 65535 s) and intensity (%)."""
     observation = _base(
-        ctx, device, MDC_CTXT_GLU_EXERCISE, "PhdCompoundNumericObservation", ident, when
+        ctx, device, MDC_CTXT_GLU_EXERCISE, "PhdCompoundNumericObservation", ids, when
     )
     duration: dict[str, Any] = {
         "value": duration_s,

@@ -9,9 +9,11 @@
   configured zone.
 - Which time goes into ``effective[x]`` (device time mapped by the coincident timestamp,
   receipt time plus a flag for an unusable clock) is decided in :mod:`agent.normalize.clock`.
-- ``Observation.identifier`` is the IG's conditional-create identifier:
-  ``device-patient-type-timestamp-duration-supplemental`` (PhdBaseObservation notes), with
-  the timestamp as the device reported it, not the corrected ``effective[x]``.
+- ``Observation.identifier``: the IG's conditional-create identifier
+  ``device-patient-type-timestamp-duration-supplemental`` (PhdBaseObservation notes), the
+  timestamp part built by the IG's algorithm from the time the device reported (never the
+  corrected ``effective[x]``), when that time identifies the reading; and always the hub's
+  identifier, whose last part is the reading's identity (:class:`ReadingIds`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,17 @@ from decimal import Decimal
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-from agent.normalize.codes import DATA_ABSENT_SYSTEM, UCUM_SYSTEM, Unit
+from agent.normalize.bundle import logical_id
+from agent.normalize.codes import (
+    DATA_ABSENT_SYSTEM,
+    HUB_IDENTIFIER_SYSTEM,
+    IG_IDENTIFIER_SYSTEM,
+    OBSERVATION_CATEGORY_SYSTEM,
+    PHD_CATEGORY_CODE,
+    PHD_CATEGORY_SYSTEM,
+    UCUM_SYSTEM,
+    Unit,
+)
 from drivers.ieee11073 import SpecialValue
 
 #: PHD IG FLOATS.md: how each special value is reported.
@@ -56,12 +68,22 @@ def value_fields(measured: Measured, unit: Unit) -> dict[str, Any]:
         }
     return {
         "valueQuantity": {
-            "value": measured.value,
+            "value": fhir_decimal(measured.value),
             "unit": unit.display,
             "system": UCUM_SYSTEM,
             "code": unit.ucum,
         }
     }
+
+
+def fhir_decimal(value: Decimal) -> Decimal:
+    """The FHIR form of a device value (IG "FLOATs and NaN" table): a negative exponent keeps
+    its digits (0xF014 → ``2.0``); a positive one is written out as an integer (0x1002 → ``20``,
+    never ``2E+1``, which FHIR's decimal grammar does not allow either)."""
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > 0:
+        return value.quantize(Decimal(1))
+    return value
 
 
 def fhir_datetime(moment: datetime) -> str:
@@ -81,29 +103,21 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def identifier_timestamp(device_local: datetime | None, received: datetime) -> str:
-    """The timestamp part of the conditional-create identifier.
+IDENTIFIER_EPOCH: Final = datetime(2000, 1, 1)  # noqa: DTZ001 - the device's wall clock
+"""IG "Generating the Timestamp part of the Observation Identifier": a local or UTC time stamp
+is encoded as the seconds it represents since 2000-01-01, at the time stamp's resolution."""
 
-    The device's own reported time (``YYYYMMDDhhmmss``, as in the IG's example identifier) when
-    it sent one; otherwise the hub's reception time in UTC, to the microsecond, prefixed ``R``:
-    two time-less readings received in the same second must not share an identifier (the
-    second would be dropped as a duplicate). Such a reading cannot be recognised when the
-    device sends it again, which only time-less devices do.
+
+def ig_timestamp(device_local: datetime) -> str:
+    """The timestamp part of the IG's conditional-create identifier for a reported time.
+
+    BLE Date Time (GATT 0x2A08, inside BPS, GLS and PLXS time stamps) has a resolution of one
+    second, so the part is a whole number of seconds since 2000-01-01 (``848735890`` for
+    2026-11-23 07:58:10) with no fraction, no TZ/DST offset (BLE sends none) and no duration.
+    (The IG's own worked example, "690897360.567" for 2021-11-22 11:56:30.567, is 30 s off its
+    rule; the rule is followed.)
     """
-    if device_local is not None:
-        return device_local.strftime("%Y%m%d%H%M%S")
-    return "R" + received.astimezone(UTC).strftime("%Y%m%d%H%M%S.%f")
-
-
-def reported_timestamp(
-    year: int, month: int, day: int, hours: int, minutes: int, seconds: int
-) -> str:
-    """The identifier timestamp from a Date Time's raw fields, usable or not.
-
-    ``YYYYMMDDhhmmss`` exactly as sent (``00000000…`` for an unset clock), so a reading whose
-    time stamp is unusable still gets the same identifier when the device sends it again.
-    """
-    return f"{year:04d}{month:02d}{day:02d}{hours:02d}{minutes:02d}{seconds:02d}"
+    return str(int((device_local.replace(microsecond=0) - IDENTIFIER_EPOCH).total_seconds()))
 
 
 def observation_identifier(
@@ -112,6 +126,63 @@ def observation_identifier(
     """``device-patient-type-timestamp[-supplemental…]`` (PhdBaseObservation identifier)."""
     parts = [device_id, patient_id, str(mdc), timestamp, *(str(c) for c in supplemental)]
     return "-".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingIds:
+    """How one reading's Observations are identified (docs/fhir-profile.md "Identifiers").
+
+    Attributes:
+        device_id: the IG's device part (System ID, else the Bluetooth address).
+        patient_id: the provided logical Patient id (``qc`` for a meter's control test).
+        reading: what distinguishes this reading from every other one of the device: the
+            record's sequence number (``seq:42``) or a digest of the value the device sent
+            (``sha256:…``); the hub identifier's (and the outbox identity's) last part.
+        ig_timestamp: the IG identifier's timestamp part (:func:`ig_timestamp`), ``None``
+            when the device's time stamp does not identify the reading (none sent, unusable,
+            or the device's clock is unset or implausible): then the Observation carries no
+            conditional-create identifier, as PhdBaseObservation allows for time-less data.
+    """
+
+    device_id: str
+    patient_id: str
+    reading: str
+    ig_timestamp: str | None = None
+
+    def hub_value(self, mdc: int, supplemental: tuple[int, ...] = ()) -> str:
+        """The hub identifier of the Observation coded ``mdc`` (unique per reading)."""
+        return observation_identifier(
+            self.device_id, self.patient_id, mdc, self.reading, supplemental
+        )
+
+    def identifiers(self, mdc: int, supplemental: tuple[int, ...] = ()) -> list[dict[str, Any]]:
+        """``Observation.identifier``: the IG's conditional-create one (when the device's time
+        stamp identifies the reading), then the hub's."""
+        out: list[dict[str, Any]] = []
+        if self.ig_timestamp is not None:
+            value = observation_identifier(
+                self.device_id, self.patient_id, mdc, self.ig_timestamp, supplemental
+            )
+            out.append({"system": IG_IDENTIFIER_SYSTEM, "value": value})
+        out.append({"system": HUB_IDENTIFIER_SYSTEM, "value": self.hub_value(mdc, supplemental)})
+        return out
+
+    def logical_id(self, mdc: int, supplemental: tuple[int, ...] = ()) -> str:
+        """The Observation's logical id, derived from its hub identifier (stable on re-send)."""
+        return logical_id(self.hub_value(mdc, supplemental))
+
+
+def phd_category() -> dict[str, Any]:
+    """PhdBaseObservation ``category[PHD-Observation]`` (STU2: code ``phd``, 1..1)."""
+    return {"coding": [{"system": PHD_CATEGORY_SYSTEM, "code": PHD_CATEGORY_CODE}]}
+
+
+def vital_signs_category() -> dict[str, Any]:
+    """FHIR's ``vital-signs`` category (required by the R4 vital-signs profiles)."""
+    return {
+        "coding": [{"system": OBSERVATION_CATEGORY_SYSTEM, "code": "vital-signs"}],
+        "text": "Vital Signs",
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,42 +28,35 @@ Decisions (docs/fhir-profile.md):
   Fully qualified and from-storage carry no IG code: not reported (the raw word is in the
   decoded value). The status applies to every value of the measurement.
 - **Device clock not set** (0x2A5E flag bit 4): the reading is kept, ``effective[x]`` is the
-  hub's receipt time, and it carries the ``device-clock-unset`` flag; the identifier keeps the
-  device's reported time stamp (stable across re-sends, as the IG requires).
+  hub's receipt time, and it carries the ``device-clock-unset`` flag; its time stamp does not
+  identify it, so it gets no conditional-create identifier, only the hub's.
 - **Implausible values** (SpO2 or PAI above 100 %, pulse rate outside 20-300 /min) are kept
   and flagged with an ``interpretation`` ``value-implausible``
   (:func:`agent.normalize.status.implausible_interpretation`).
 - **No time stamp** (every continuous measurement, a spot-check without one):
-  ``effective[x]`` is the hub's receipt time and the identifier's time part is ``R`` + the
-  receipt time in UTC to the microsecond (``R20250314075930.123456``): stored spot-checks
-  arrive milliseconds apart, so a whole-second stamp would give two readings one identifier
-  and the platform would drop one as a duplicate. (Such a reading cannot be recognised when
-  re-sent; the IG accepts that for readings without a time stamp.)
+  ``effective[x]`` is the hub's receipt time; the Observations carry only the hub identifier,
+  whose identity part the preparer derives from the value's bytes (and, for a continuous
+  sample, the receipt time: agent/ingest.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Final
 
-from agent.ble.uuids import (
-    PLX_CONTINUOUS_MEASUREMENT,
-    PLX_SPOT_CHECK_MEASUREMENT,
-)
-from agent.errors import DecodeError
-from agent.measurement import RawMeasurement
 from agent.normalize import codes
-from agent.normalize.bundle import logical_id
 from agent.normalize.clock import ObservationTime, TimeFlag, apply_time, observation_time
 from agent.normalize.device import DeviceFacts
 from agent.normalize.phd import (
     Context,
     Measured,
-    observation_identifier,
-    reported_timestamp,
+    ReadingIds,
+    ig_timestamp,
+    phd_category,
     value_fields,
+    vital_signs_category,
 )
 from agent.normalize.status import (
     PLX_DEVICE_SENSOR_STATUS,
@@ -80,7 +73,7 @@ from drivers.pulse_oximetry import (
     PlxSpotCheckMeasurement,
 )
 
-POCD_MEASUREMENT_STATUS_SYSTEM: Final = "http://hl7.org/fhir/uv/pocd/CodeSystem/measurement-status"
+POCD_MEASUREMENT_STATUS_SYSTEM: Final = codes.POCD_MEASUREMENT_STATUS_SYSTEM
 ACT_REASON_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 LOINC_SPO2_PULSE_OXIMETRY: Final = "59408-5"
 OXYGENSAT_PROFILE: Final = "http://hl7.org/fhir/StructureDefinition/oxygensat"
@@ -95,7 +88,7 @@ MDC_MODALITY_SPOT:           Final = codes.Code(150588, "MDC_MODALITY_SPOT", "Sp
 MDC_MODALITY_FAST:           Final = codes.Code(150580, "MDC_MODALITY_FAST", "Fast averaging")
 MDC_MODALITY_SLOW:           Final = codes.Code(150584, "MDC_MODALITY_SLOW", "Slow averaging")
 MDC_ATTR_SUPPLEMENTAL_TYPES: Final = codes.Code(68193, "MDC_ATTR_SUPPLEMENTAL_TYPES", "Supplemental types")
-MDC_DEV_SPEC_PROFILE_PULS_OXIM: Final = codes.Code(528388, "MDC_DEV_SPEC_PROFILE_PULS_OXIM", "Pulse Oximeter")
+MDC_DEV_SPEC_PROFILE_PULS_OXIM: Final = codes.MDC_DEV_SPEC_PROFILE_PULS_OXIM
 # fmt: on
 
 UNIT_PERCENT: Final = codes.Unit("%", "%")
@@ -132,11 +125,6 @@ class PlxValue:
     plausible: PlausibleRange
     modality: codes.Code | None
     profile: str | None  #: the FHIR vital-signs profile, None for a non-vital sign
-
-
-def _receipt_stamp(ctx: Context) -> str:
-    """The identifier's time part for a reading without a time stamp (module docstring)."""
-    return "R" + ctx.received.astimezone(UTC).strftime("%Y%m%d%H%M%S.%f")
 
 
 def _measured(value: MedFloat16) -> Measured:
@@ -199,7 +187,7 @@ def _status_fields(status: PlxMeasurementStatus | None) -> dict[str, Any]:
 
 def _observation(
     value: PlxValue,
-    ident: str,
+    ids: ReadingIds,
     when: ObservationTime,
     status: PlxMeasurementStatus | None,
     device: DeviceFacts,
@@ -209,21 +197,16 @@ def _observation(
     categories: list[dict[str, Any]] = []
     if value.profile is not None:
         profiles.append(value.profile)
-        categories.append(
-            {
-                "coding": [{"system": codes.OBSERVATION_CATEGORY_SYSTEM, "code": "vital-signs"}],
-                "text": "Vital Signs",
-            }
-        )
-    categories.append(
-        {"coding": [{"system": codes.PHD_CATEGORY_SYSTEM, "code": "phd-observation"}]}
-    )
+        categories.append(vital_signs_category())
+    categories.append(phd_category())
+    supplemental = (value.modality.mdc,) if value.modality is not None else ()
     mapped = _status_fields(status)
     meta: dict[str, Any] = {"profile": profiles}
     if "security" in mapped:
         meta["security"] = mapped["security"]
     observation: dict[str, Any] = {
         "resourceType": "Observation",
+        "id": ids.logical_id(value.code.mdc, supplemental),
         "meta": meta,
         "extension": [
             {
@@ -231,7 +214,7 @@ def _observation(
                 "valueReference": {"reference": f"Device/phg-{ctx.hub_id}"},
             }
         ],
-        "identifier": [{"value": ident}],
+        "identifier": ids.identifiers(value.code.mdc, supplemental),
         "status": mapped.get("status", "final"),
         "category": categories,
         "code": _code(value.code),
@@ -270,22 +253,17 @@ def _observation(
 
 def _status_observation(
     word: PlxDeviceSensorStatus,
-    stamp: str,
+    ids: ReadingIds,
     supplemental: tuple[int, ...],
     when: ObservationTime,
     derived_from: dict[str, Any],
     device: DeviceFacts,
     ctx: Context,
 ) -> dict[str, Any] | None:
-    ident = observation_identifier(
-        device.identifier_id,
-        ctx.patient_id,
-        PLX_DEVICE_SENSOR_STATUS.code.mdc,
-        stamp,
-        supplemental,
-    )
+    mdc = PLX_DEVICE_SENSOR_STATUS.code.mdc
     base: dict[str, Any] = {
         "resourceType": "Observation",
+        "id": ids.logical_id(mdc, supplemental),
         "meta": {},
         "extension": [
             {
@@ -293,42 +271,33 @@ def _status_observation(
                 "valueReference": {"reference": f"Device/phg-{ctx.hub_id}"},
             }
         ],
-        "identifier": [{"value": ident}],
+        "identifier": ids.identifiers(mdc, supplemental),
         "status": "final",
-        "category": [
-            {"coding": [{"system": codes.PHD_CATEGORY_SYSTEM, "code": "phd-observation"}]}
-        ],
+        "category": [phd_category()],
         "subject": {"reference": f"Patient/{ctx.patient_id}"},
         "device": {"reference": f"Device/{device.logical_id}"},
     }
     apply_time(base, when, ctx)
     if "security" in derived_from.get("meta", {}):
         base["meta"]["security"] = derived_from["meta"]["security"]
-    target = logical_id(derived_from["identifier"][0]["value"])
-    return bits_observation(PLX_DEVICE_SENSOR_STATUS, int(word), base, target)
+    return bits_observation(PLX_DEVICE_SENSOR_STATUS, int(word), base, derived_from["id"])
 
 
 def _resources(
     values: list[PlxValue],
-    stamp: str,
+    ids: ReadingIds,
     when: ObservationTime,
     status: PlxMeasurementStatus | None,
     device_status: PlxDeviceSensorStatus | None,
     device: DeviceFacts,
     ctx: Context,
 ) -> list[dict[str, Any]]:
-    observations = []
-    for value in values:
-        supplemental = (value.modality.mdc,) if value.modality is not None else ()
-        ident = observation_identifier(
-            device.identifier_id, ctx.patient_id, value.code.mdc, stamp, supplemental
-        )
-        observations.append(_observation(value, ident, when, status, device, ctx))
+    observations = [_observation(value, ids, when, status, device, ctx) for value in values]
     if device_status is not None:
         primary = values[0]
         supplemental = (primary.modality.mdc,) if primary.modality is not None else ()
         bits = _status_observation(
-            device_status, stamp, supplemental, when, observations[0], device, ctx
+            device_status, ids, supplemental, when, observations[0], device, ctx
         )
         if bits is not None:
             observations.append(bits)
@@ -336,23 +305,28 @@ def _resources(
 
 
 def spot_check_observations(
-    measurement: PlxSpotCheckMeasurement, device: DeviceFacts, ctx: Context
+    measurement: PlxSpotCheckMeasurement, device: DeviceFacts, ctx: Context, identity: str
 ) -> list[dict[str, Any]]:
-    """SpO2 (first: the record's identifier), pulse rate, PAI, device status."""
+    """SpO2 (first: the record's identifier), pulse rate, PAI, device status.
+
+    ``identity`` distinguishes the reading (:class:`ReadingIds`; set by the preparer).
+    """
     stamp_value = measurement.timestamp
     device_time = stamp_value.to_datetime() if stamp_value is not None else None
     problem = stamp_value.problem if stamp_value is not None else None
     if measurement.device_clock_not_set and stamp_value is not None:
-        # Flag bit 4: the time stamp is not to be trusted; keep it for the identifier only.
+        # Flag bit 4: the time stamp is not to be trusted (nor used in an identifier).
         when = ObservationTime(
             ctx.received, device_time, timedelta(0), (TimeFlag.DEVICE_CLOCK_UNSET,), None
         )
     else:
         when = observation_time(device_time, problem, device.clock, ctx, device.logical_id)
-    stamp = (
-        reported_timestamp(**stamp_value.as_dict())
-        if stamp_value is not None
-        else _receipt_stamp(ctx)
+    trusted = not measurement.device_clock_not_set and not when.flags
+    ids = ReadingIds(
+        device.identifier_id,
+        ctx.patient_id,
+        identity,
+        ig_timestamp(device_time) if trusted and device_time is not None else None,
     )
     values = [
         _spo2(measurement.spo2, MDC_MODALITY_SPOT),
@@ -362,7 +336,7 @@ def spot_check_observations(
         values.append(_pai(measurement.pulse_amplitude_index))
     return _resources(
         values,
-        stamp,
+        ids,
         when,
         measurement.measurement_status,
         measurement.device_sensor_status,
@@ -372,14 +346,16 @@ def spot_check_observations(
 
 
 def continuous_observations(
-    measurement: PlxContinuousMeasurement, device: DeviceFacts, ctx: Context
+    measurement: PlxContinuousMeasurement, device: DeviceFacts, ctx: Context, identity: str
 ) -> list[dict[str, Any]]:
     """SpO2 and pulse rate (Normal, then Fast and Slow when sent), PAI, device status.
 
-    The first resource, the Normal SpO2, carries the record's identifier.
+    The first resource, the Normal SpO2, carries the record's identifier. A continuous
+    measurement has no time stamp: no conditional-create identifier (PhdBaseObservation:
+    not for real-time data or data without a time stamp), only the hub's (``identity``).
     """
     when = observation_time(None, None, device.clock, ctx, device.logical_id)
-    stamp = _receipt_stamp(ctx)
+    ids = ReadingIds(device.identifier_id, ctx.patient_id, identity)
     values = [_spo2(measurement.spo2, None), _pulse(measurement.pulse_rate, None)]
     for pair, modality in (
         (measurement.spo2pr_fast, MDC_MODALITY_FAST),
@@ -391,7 +367,7 @@ def continuous_observations(
         values.append(_pai(measurement.pulse_amplitude_index))
     return _resources(
         values,
-        stamp,
+        ids,
         when,
         measurement.measurement_status,
         measurement.device_sensor_status,
@@ -401,18 +377,12 @@ def continuous_observations(
 
 
 def plx_observations(
-    raw: RawMeasurement, device: DeviceFacts, ctx: Context
+    measurement: PlxSpotCheckMeasurement | PlxContinuousMeasurement,
+    device: DeviceFacts,
+    ctx: Context,
+    identity: str,
 ) -> list[dict[str, Any]]:
-    """Decode a 0x2A5E or 0x2A5F value into its Observations (the first is the primary).
-
-    Raises:
-        DecodeError: not a valid value of that characteristic, or another characteristic.
-    """
-    uuid = raw.characteristic_uuid.lower()
-    if uuid == PLX_SPOT_CHECK_MEASUREMENT:
-        spot = PlxSpotCheckMeasurement.from_bytes(raw.data)
-        return spot_check_observations(spot, device, ctx)
-    if uuid == PLX_CONTINUOUS_MEASUREMENT:
-        continuous = PlxContinuousMeasurement.from_bytes(raw.data)
-        return continuous_observations(continuous, device, ctx)
-    raise DecodeError(raw.characteristic_uuid, "not a PLX measurement characteristic")
+    """A decoded 0x2A5E or 0x2A5F value's Observations (the first is the primary)."""
+    if isinstance(measurement, PlxSpotCheckMeasurement):
+        return spot_check_observations(measurement, device, ctx, identity)
+    return continuous_observations(measurement, device, ctx, identity)

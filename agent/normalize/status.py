@@ -16,7 +16,9 @@ name**, never by index arithmetic:
   ``.15``.
 
 Only set bits are reported (all these bits are *events* in ASN1ToHL7), as the IG's
-bpm-status.json example does: one component per bit, ``valueCodeableConcept`` v2-0136 ``Y``.
+bpm-status.json example does: one component per bit, ``valueBoolean`` true (STU2
+PhdBitsEnumerationObservation: ``component[bitsComponent].value[x] only boolean``; STU1.1
+used v2-0136 ``Y``).
 RFU bits are ignored here (the raw word stays in the decoded value).
 
 Implausible values (:class:`PlausibleRange`, :func:`implausible`) are kept and flagged with an
@@ -138,13 +140,16 @@ def status_components(table: StatusTable, word: int) -> list[dict[str, Any]]:
     return [
         {
             "code": {
-                "coding": [{"system": codes.ASN1_TO_HL7_SYSTEM, "code": f"{mdc}.{bit.bit}"}],
-                "text": bit.name,
-            },
-            "valueCodeableConcept": {
-                "coding": [{"system": codes.YES_NO_SYSTEM, "code": "Y"}],
+                "coding": [
+                    {
+                        "system": codes.ASN1_TO_HL7_SYSTEM,
+                        "code": f"{mdc}.{bit.bit}",
+                        "display": bit.name,
+                    }
+                ],
                 "text": bit.text,
             },
+            "valueBoolean": True,
         }
         for bit in table.set_bits(word)
     ]
@@ -172,7 +177,7 @@ def bits_observation(
         **base,
         "meta": meta,
         "code": table.code.codeable_concept(),
-        "derivedFrom": [{"reference": f"Observation/{derived_from}"}],
+        "derivedFrom": [{"reference": f"Observation/{derived_from}"}],  # resolved by the Bundle
         "component": components,
     }
 
@@ -197,15 +202,21 @@ IMPLAUSIBLE_TEXT: Final = "Physiologically implausible value; kept as sent"
 
 
 def implausible_interpretation(text: str = IMPLAUSIBLE_TEXT) -> list[dict[str, Any]]:
-    """The ``interpretation`` marking a value implausible (hub flag system)."""
+    """The ``interpretation`` marking a value implausible.
+
+    PhdBaseObservation (and the compound components) require every ``interpretation`` to
+    carry exactly one PoCD measurement-status coding (slice MsmtStatusInterpretation 1..1):
+    ``questionable``, the closest; the hub's own code says why.
+    """
     return [
         {
             "coding": [
+                {"system": codes.POCD_MEASUREMENT_STATUS_SYSTEM, "code": "questionable"},
                 {
                     "system": codes.HUB_FLAG_SYSTEM,
                     "code": "value-implausible",
                     "display": "Physiologically implausible value",
-                }
+                },
             ],
             "text": text,
         }
