@@ -5,13 +5,12 @@ process carries on, and storing works again once the disk does."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import os
 import shutil
 import sqlite3
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -21,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from structlog.testing import capture_logs
 
 from agent import config as config_mod
-from agent import daemon as daemon_mod
-from agent.daemon import Hub, _Arrival, status
+from agent import publisher as publisher_mod
+from agent.daemon import Arrival, Fate, Hub, status
 from agent.errors import StorageCorruptError, StorageError, StorageFullError
 from agent.ingest import BLOOD_PRESSURE_MEASUREMENT, Signer
 from agent.ingest_batcher import Item, Status, commit_batch
@@ -37,7 +36,9 @@ from agent.outbox import (
     peek_counts,
     storage_level,
 )
+from agent.publisher import Publisher
 from agent.sealing import DataKey, Sealer
+from agent.storage import StorageThread
 from hil.crash_child import DEVICE, measurement
 
 HUB: Final = "hub-test-1"
@@ -175,7 +176,7 @@ class TestInjectedFaults:
                 positions += 1
                 assert [Status.NOT_STORED] * 3 == [o.status for o in outcomes]
                 assert all(type(o.error) is error_type for o in outcomes)
-                assert OutboxCounts(3, 0, 0.0) == box.counts()
+                assert OutboxCounts(3, 0.0) == box.counts()
                 assert b"\x03" == box.get_sync_state("gluco", "racp_hwm")
                 # The disk is back: the same batch stores, with the next numbers (no gap).
                 assert [4, 5, 6] == [o.seq for o in commit_batch(box, batch)]
@@ -185,70 +186,86 @@ class TestInjectedFaults:
         assert 11 == positions
 
     def test_io_error_on_delivery_keeps_record(self, db: Path, sealer: Sealer) -> None:
-        """EIO while deleting a delivered record raises and keeps it, to be sent again."""
+        """EIO while deleting a delivered record raises and keeps it pending, to be sent
+        again (after a restart too) with the same bytes."""
         with Outbox.open(db, sealer, HUB, clock=_clock) as box:
             box.append("observation", "k", _body)
-            (record,) = box.claim(10)
+            (record,) = box.pending_after(0, 10)
             faulty = _inject(box, 1, SQLITE_IOERR_WRITE, "SQLITE_IOERR_WRITE")
             with pytest.raises(StorageError) as info:
-                box.mark_delivered(record.seq)
+                box.mark_delivered_many([record.seq])
             _heal(box, faulty)
             assert ("mark_delivered", "SQLITE_IOERR_WRITE: injected fault") == (
                 info.value.operation,
                 info.value.reason,
             )
-            assert OutboxCounts(0, 1, 0.0) == box.counts()
-            assert 1 == box.release_in_flight()
-            (again,) = box.claim(10)
-            assert (record.seq, record.body) == (again.seq, again.body)
+            assert OutboxCounts(1, 0.0) == box.counts()
+            assert [record] == box.pending_after(0, 10)
+        with Outbox.open(db, sealer, HUB, clock=_clock) as box:
+            (again,) = box.pending_after(0, 10)
+            assert (record.seq, record.body) == (again.seq, again.body) == (1, b"body 1")
             assert box.mark_delivered(again.seq)
+            assert OutboxCounts(0, None) == box.counts()
 
 
 class FakeUplink:
-    """A fake of the publishing surface of agent.uplink.Uplink: always connected, every
-    publish acknowledged at once; records what was published and says when."""
+    """A fake of the publishing surface of agent.uplink.Uplink: always connected (the
+    connection never ends), every publish acknowledged at once; records what was published."""
 
-    def __init__(self, expected: int) -> None:
+    def __init__(self) -> None:
         self.connected = asyncio.Event()
         self.connected.set()
+        self.ended = asyncio.Event()
         self.published: list[bytes] = []
-        self.expected = expected
-        self.done = asyncio.Event()
 
     async def publish(self, payload: bytes) -> None:
         self.published.append(payload)
-        if len(self.published) == self.expected:
-            self.done.set()
 
     async def disconnected_or_reconnected(self) -> None:
-        return None
+        await self.ended.wait()
 
 
 class TestPublisherFaults:
-    async def test_io_error_on_delete_keeps_publisher_running_and_resends_same_bytes(
+    async def test_io_error_on_delete_keeps_publisher_running_and_retries_delete(
         self, tmp_path: Path, sealer: Sealer, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """EIO on mark_delivered: outbox_unavailable is logged, the task carries on, and
-        the record is sent again with the same bytes, then deleted."""
-        monkeypatch.setattr(daemon_mod, "STORAGE_RETRY_S", 0.0)  # no 5 s pause in a test
+        """EIO on mark_delivered_many: outbox_unavailable is logged, the publisher carries
+        on, the acknowledged record is not published again, and its deletion is retried
+        until it sticks."""
+        monkeypatch.setattr(publisher_mod, "STORAGE_RETRY_S", 0.0)  # no 5 s pause in a test
         path = tmp_path / "outbox.db"
-        hub = _hub(tmp_path, path)
-        uplink = FakeUplink(expected=2)
-        with Outbox.open(path, sealer, HUB, clock=_clock) as box:
-            box.append("observation", "k", _body)
-            _inject(box, 1, SQLITE_IOERR_WRITE, "SQLITE_IOERR_WRITE", only=("DELETE",))
-            with capture_logs() as events:
-                task = asyncio.create_task(hub._publisher(box, uplink))  # type: ignore[arg-type]
-                async with asyncio.timeout(5.0):
-                    await uplink.done.wait()
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            assert OutboxCounts(0, 0, None) == box.counts()
-        assert [b"body 1", b"body 1"] == uplink.published
-        assert 1 == hub.delivered
+        uplink = FakeUplink()
+        delivered: list[list[int]] = []
+        done = asyncio.Event()
+
+        def on_delivered(seqs: Sequence[int]) -> None:
+            delivered.append(list(seqs))
+            done.set()
+
+        async with StorageThread() as storage:
+            box = await storage.call(Outbox.open, path, sealer, HUB, clock=_clock)
+            try:
+                await storage.call(box.append, "observation", "k", _body)
+                faulty = _inject(box, 1, SQLITE_IOERR_WRITE, "SQLITE_IOERR_WRITE", only=("DELETE",))
+                publisher = Publisher(storage, box, uplink, on_delivered=on_delivered)  # type: ignore[arg-type]
+                with capture_logs() as events:
+                    task = asyncio.create_task(publisher.run())
+                    async with asyncio.timeout(5.0):
+                        await done.wait()
+                    publisher.stop()
+                    async with asyncio.timeout(5.0):
+                        await task
+                counts = await storage.call(box.counts)
+            finally:
+                await storage.call(box.close)
+        assert faulty.fired
+        assert OutboxCounts(0, None) == counts
+        assert [b"body 1"] == uplink.published
+        assert [[1]] == delivered
+        assert (1, 1) == (publisher.stats.published, publisher.stats.delivered)
         (event,) = [e for e in events if e["event"] == "outbox_unavailable"]
         assert ("StorageError", "mark_delivered") == (event["error"], event["operation"])
+        assert "SQLITE_IOERR_WRITE: injected fault" == event["reason"]
 
 
 # ---------------------------------------------------------------------------
@@ -314,9 +331,9 @@ def _hub(tmp_path: Path, outbox_path: Path) -> Hub:
     return Hub(cfg)
 
 
-def _arrivals(first: int, count: int) -> list[_Arrival]:
+def _arrivals(first: int, count: int) -> list[Arrival]:
     return [
-        _Arrival(
+        Arrival(
             DEVICE,
             "..:C8:01",
             "cuff",
@@ -331,6 +348,14 @@ def _arrivals(first: int, count: int) -> list[_Arrival]:
     ]
 
 
+def _store(hub: Hub, box: Outbox, signer: Signer, arrivals: list[Arrival]) -> list[Fate]:
+    """What the daemon's ingest does with one batch: store (the storage thread's part),
+    then count and log (the loop's part)."""
+    fates = hub._store_batch(box, signer, arrivals)
+    hub._report(arrivals, fates)
+    return fates
+
+
 class TestDiskFull:
     def test_enospc_on_tmpfs_not_stored_then_recovers(
         self, tmp_path: Path, small_fs: Path, sealer: Sealer
@@ -341,11 +366,13 @@ class TestDiskFull:
         hub = _hub(tmp_path, path)
         signer = Signer.from_key(ec.generate_private_key(ec.SECP256R1()))
         with Outbox.open(path, sealer, HUB, clock=_clock) as box:
-            hub._store_batch(box, signer, _arrivals(0, 2))
+            _store(hub, box, signer, _arrivals(0, 2))
             assert (2, 2) == (hub.stored, box.counts().pending)
             filler = _fill(small_fs)
             with capture_logs() as events:
-                hub._store_batch(box, signer, _arrivals(2, 20))
+                fates = _store(hub, box, signer, _arrivals(2, 20))
+            assert [Status.NOT_STORED] * 20 == [getattr(f, "status", None) for f in fates]
+            assert 20 == hub.not_stored
             not_stored = [e for e in events if e["event"] == "measurement_not_stored"]
             assert 20 == len(not_stored)
             assert {("StorageFullError", "append")} == {
@@ -355,9 +382,9 @@ class TestDiskFull:
             assert (2, 2) == (hub.stored, box.counts().pending)
             assert [("ok",)] == box._conn.execute("PRAGMA quick_check").fetchall()  # type: ignore[union-attr]
             filler.unlink()
-            hub._store_batch(box, signer, _arrivals(2, 20))
+            _store(hub, box, signer, _arrivals(2, 20))
             assert (22, 22, 0) == (hub.stored, box.counts().pending, hub.duplicates)
-            assert list(range(1, 23)) == [r.seq for r in box.claim(100)]
+            assert list(range(1, 23)) == [r.seq for r in box.pending_after(0, 100)]
         assert [("ok",)] == _raw(path).execute("PRAGMA integrity_check").fetchall()
 
 
@@ -403,7 +430,7 @@ class TestQuarantine:
         image.write_bytes(bytes(data))
         wal = Path(f"{image}-wal").read_bytes()
         with capture_logs() as events, open_or_quarantine(image, sealer, HUB, clock=_clock) as box:
-            assert OutboxCounts(0, 0, None) == box.counts()
+            assert OutboxCounts(0, None) == box.counts()
             assert box.append("observation", "new", _body).seq == int(NOW * 1_000_000)
         stamp = "20270115T080000Z"
         assert [f"outbox.db.corrupt-{stamp}", f"outbox.db.corrupt-{stamp}-wal"] == _quarantined(
@@ -487,7 +514,8 @@ class TestQuarantine:
         with wal.open("r+b") as f:
             f.truncate(size // 2 + 100 if cut == "mid_frame" else 32)
         with capture_logs() as events, open_or_quarantine(image, sealer, HUB, clock=_clock) as box:
-            records = box.claim(100)  # every surviving record authenticates
+            records = box.pending_after(0, 100)
+            assert 0 == box.counts().damaged  # every surviving record authenticates
             seqs = [r.seq for r in records]
             assert seqs == list(range(1, len(seqs) + 1))
             assert len(seqs) < 12
@@ -506,7 +534,7 @@ class TestQuarantine:
         data[24] ^= 0xFF  # WAL header checksum-1 (offset 24): the header no longer verifies
         wal.write_bytes(bytes(data))
         with open_or_quarantine(image, sealer, HUB, clock=_clock) as box:
-            assert OutboxCounts(0, 0, None) == box.counts()
+            assert OutboxCounts(0, None) == box.counts()
             assert 1 == box.append("observation", "k0", _body).seq
         assert [] == _quarantined(image.parent)
 
@@ -556,7 +584,7 @@ class TestQuota:
             assert "storage critical: kind log shed" == info.value.reason
             # Clinical records still go in while critical; telemetry was shed unsent.
             more = box.append("observation", "after-critical", _body).seq
-            stored = [r.seq for r in box.claim(1000)]
+            stored = [r.seq for r in box.pending_after(0, 1000)]
         assert [*clinical, more] == stored
         assert not set(telemetry) & set(stored)
         (shed,) = [e for e in events if e["event"] == "outbox_shed"]
@@ -594,10 +622,10 @@ class TestQuota:
             # The refused batch's mark did not advance: the device keeps those records.
             assert hwm == box.get_sync_state("gluco", "racp_hwm")
             # Nothing clinical was deleted to make room: every record is still there.
-            claimed = [r.seq for r in box.claim(1000)]
-            assert seqs == claimed
+            kept = [r.seq for r in box.pending_after(0, 1000)]
+            assert seqs == kept
             # Delivery frees pages: storing resumes.
-            box.mark_delivered_many(claimed[: len(claimed) // 2])
+            box.mark_delivered_many(kept[: len(kept) // 2])
             assert StorageLevel.OK is box.level
             box.append_many(
                 [("observation", "g-after", _body)], sync_state={("gluco", "racp_hwm"): b"\xff"}
