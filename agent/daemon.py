@@ -2,26 +2,35 @@
 
 Theory of operation
 -------------------
-Four named tasks run in one :class:`asyncio.TaskGroup` (docs/architecture.md):
+Four named tasks run in one :class:`asyncio.TaskGroup` (docs/architecture.md); slow work
+(decoding, FHIR, signing, sealing, SQLite and its fsync) runs on the one storage thread
+(:mod:`agent.storage`), never on the event loop:
 
 ``hub.collector``
     One BLE session per configured device (allowlist: no other device is ever connected),
     then a pause of ``ble.cycle_interval_s``. Each measurement's raw bytes go onto a bounded
-    queue the moment they arrive. A failed session is logged and retried next round; the
-    device keeps what it did not get confirmed.
+    queue the moment they arrive (:meth:`Hub.receive`). A failed session is logged and
+    retried next round; the device keeps what it did not get confirmed.
 ``hub.ingest``
-    Takes raw measurements off the queue: decode, normalize, and store in one outbox
-    transaction that allocates the sequence number and signs the envelope with it inside
-    (the durability point). Invalid bytes are logged with their reason and dropped; a
-    duplicate (the same reading sent again) is recognised by its identifier and not stored
-    twice.
+    Takes what is queued (the first arrival and whatever else is waiting) and, on the
+    storage thread, decodes, normalizes and stores it in one outbox transaction that
+    allocates the sequence numbers and signs each envelope with its number inside (the
+    durability point); it commits at once, and what arrives meanwhile forms the next batch.
+    Invalid bytes are logged with their reason and not stored; a re-send (the same identity
+    and content) is a duplicate; the same identity with other content is a conflict, stored
+    and reported.
 ``hub.publisher``
-    Whenever the uplink is connected: puts records left in flight back to pending, then
-    claims up to :data:`PUBLISH_WINDOW` records at a time, publishes them, and deletes each
-    one when its PUBACK arrives. A failed publish ends the batch; the records go back to
-    pending on the next connection and are sent again with the same bytes.
+    Keeps the MQTT window full and deletes acknowledged records in batches
+    (:mod:`agent.publisher`); a record the platform refuses for good is set aside as
+    refused and the rest keep flowing.
 ``hub.uplink``
     Keeps the MQTT connection, reconnecting with full-jitter exponential backoff.
+
+Stopping (SIGTERM, SIGINT) is ordered and bounded, well within the unit's stop timeout:
+collecting stops (sessions end, disconnect and hand on what they received), everything
+received is stored and committed, in-flight publishes get a moment for their PUBACK and the
+acknowledged ones are deleted, the uplink sends DISCONNECT, the outbox closes, exit 0.
+Nothing relies on cancelling a task mid-store.
 
 The outbox is opened before any task starts and closed after all have ended, so nothing
 is ever acknowledged to a device or to the broker against a closed database.
@@ -30,10 +39,12 @@ is ever acknowledged to a device or to the broker against a closed database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import structlog
 
@@ -49,20 +60,27 @@ from agent.errors import (
     DecodeError,
     DeviceError,
     HubError,
-    IntegrityError,
     KeyMaterialError,
     LocalError,
     StorageError,
-    UplinkError,
 )
-from agent.ingest import Signer, prepare
-from agent.ingest_batcher import Item, Status, collect_batch, commit_batch
+from agent.ingest import Prepared, Signer, prepare
+from agent.ingest_batcher import GROUP_COMMIT_MAX, Item, Outcome, Status, commit_batch
 from agent.logs import device_label
 from agent.measurement import RawMeasurement
 from agent.normalize.device import DeviceFacts
 from agent.normalize.phd import Context
-from agent.outbox import Outbox, StorageLevel, open_or_quarantine, peek_counts, storage_level
+from agent.outbox import (
+    Outbox,
+    OutboxCounts,
+    StorageLevel,
+    open_or_quarantine,
+    peek_counts,
+    storage_level,
+)
+from agent.publisher import Publisher
 from agent.sealing import Sealer
+from agent.storage import StorageThread
 from agent.uplink import Uplink, UplinkSettings
 
 log = structlog.get_logger(__name__)
@@ -76,26 +94,63 @@ BLE_REOPEN_DELAY_S: Final = 5.0
 """Pause before reopening a BLE stack that failed to open (adapter gone, HCI not up)."""
 
 STORAGE_RETRY_S: Final = 5.0
-"""Pause before the publisher tries the outbox again after a storage error (disk full or
-failing): long enough not to spin on a dead disk, short next to any delivery deadline."""
+"""Pause before the disk is tried again after a storage error (disk full or failing): long
+enough not to spin on a dead disk, short next to any delivery deadline."""
 
 DEGRADED_CONTINUOUS_INTERVAL_S: Final = 15 * 60.0
 """Under quota pressure continuous oximetry keeps one sample per device per 15 minutes (its
 summary series) instead of one per minute: spot-checks and every other clinical kind are
 still all kept, and no stored record is ever deleted unsent."""
 
-PUBLISH_WINDOW: Final = 20
-"""Records in flight at once: paho's default ``max_inflight_messages`` (performance-anchors)."""
+COLLECTOR_STOP_S: Final = 2.0
+"""On stop, how long the collector has to end its session (disconnect, hand on what the
+device sent) before it is cancelled. Inner to :data:`STOP_BUDGET_S`."""
+
+UPLINK_STOP_S: Final = 1.5
+"""On stop, how long the DISCONNECT may take (the uplink's own bound is shorter)."""
+
+STOP_BUDGET_S: Final = 5.0
+"""The whole ordered stop: collector + storing what is queued + the publisher's
+:data:`agent.publisher.STOP_DRAIN_S` + the DISCONNECT fit in it, and it is a quarter of the
+unit's ``TimeoutStopSec`` (20 s), so systemd never has to SIGKILL us."""
 
 
 @dataclass(frozen=True, slots=True)
-class _Arrival:
+class Arrival:
     """A raw measurement together with the device it came from."""
 
     device: DeviceFacts
     label: str  #: for logs: the last two address octets
     device_key: str  #: the configured label: names the device's sync state in the outbox
     raw: RawMeasurement
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An arrival that did not decode (the reason is logged)."""
+
+    error: DecodeError
+
+
+@dataclass(frozen=True, slots=True)
+class Shed:
+    """A continuous-oximetry sample dropped under storage pressure (logged)."""
+
+    level: StorageLevel
+
+
+Fate = Outcome | Rejected | Shed
+"""What became of one arrival."""
+
+
+class HubObserver(Protocol):
+    """Told, on the event loop, what the hub did (tests and the crash child listen)."""
+
+    def stored(self, arrival: Arrival, fate: Fate) -> None:
+        """One arrival's fate, once its transaction committed (or failed)."""
+
+    def delivered(self, seqs: Sequence[int]) -> None:
+        """Records deleted after their PUBACK, in one transaction."""
 
 
 def _open_keys(cfg: Config) -> tuple[Sealer, Signer]:
@@ -115,7 +170,7 @@ def _open_keys(cfg: Config) -> tuple[Sealer, Signer]:
 
 
 def open_outbox(cfg: Config) -> tuple[Outbox, Signer]:
-    """Open the keys and the outbox as the daemon does."""
+    """Open the keys and the outbox as the daemon does (on the storage thread)."""
     try:
         cfg.outbox.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
@@ -132,14 +187,15 @@ def open_outbox(cfg: Config) -> tuple[Outbox, Signer]:
 
 
 def status(cfg: Config) -> dict[str, Any]:
-    """What ``homehub status`` prints: outbox depth and age, bytes used against the quota."""
+    """What ``homehub status`` prints: outbox depth and age, refused and damaged records,
+    bytes used against the quota."""
     counts = peek_counts(cfg.outbox.path)
     quota = cfg.outbox.quota_bytes
     return {
         "hub": cfg.hub.id,
         "outbox": {
             "pending": counts.pending,
-            "in_flight": counts.in_flight,
+            "refused": counts.refused,
             "damaged": counts.damaged,
             "oldest_age_s": counts.oldest_age_s,
             "used_bytes": counts.used_bytes,
@@ -152,62 +208,130 @@ def status(cfg: Config) -> dict[str, Any]:
 class Hub:
     """The running agent. ``await Hub(cfg).run(stop)`` returns once ``stop`` is set."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        observer: HubObserver | None = None,
+        collect: bool = True,
+    ) -> None:
+        """``collect=False`` runs no BLE collector: readings come only through
+        :meth:`receive` (the crash test and benchmarks feed the daemon's own pipeline)."""
         self.cfg = cfg
-        self._queue: asyncio.Queue[_Arrival] = asyncio.Queue(maxsize=INGEST_QUEUE_MAX)
-        self._wake = asyncio.Event()
+        self._observer = observer
+        self._collect = collect
+        self._queue: asyncio.Queue[Arrival | None] = asyncio.Queue(maxsize=INGEST_QUEUE_MAX)
+        self._collect_stop = asyncio.Event()
+        self._ble: BleStack | None = None
+        self._sync_cache: dict[tuple[str, str], bytes] = {}
+        self._last_continuous: dict[str, float] = {}
+        self._publisher: Publisher | None = None
+        self._storage: tuple[StorageThread, Outbox] | None = None
+        self.ready = asyncio.Event()
+        """Set once the outbox is open and the tasks run."""
         self.stored = 0
-        self.delivered = 0
         self.rejected = 0
         self.duplicates = 0
-        self._outbox: Outbox | None = None
-        self._last_continuous: dict[str, float] = {}
+        self.conflicts = 0
+        self.not_stored = 0
         self.shed_continuous = 0
 
+    @property
+    def delivered(self) -> int:
+        """Records delivered (PUBACK) and deleted since start."""
+        return self._publisher.stats.delivered if self._publisher is not None else 0
+
+    @property
+    def refused(self) -> int:
+        """Records the platform refused for good since start."""
+        return self._publisher.stats.refused if self._publisher is not None else 0
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Run every task until ``stop`` is set, then close cleanly."""
+        """Run every task until ``stop`` is set, then stop in order (module docstring)."""
+        async with StorageThread() as storage:
+            opened = await self._open_outbox_when_possible(stop, storage)
+            if opened is None:
+                return
+            outbox, signer = opened
+            try:
+                await self._run(stop, storage, outbox, signer)
+            finally:
+                await storage.call(outbox.close)
+                log.info(
+                    "hub_stopped",
+                    stored=self.stored,
+                    delivered=self.delivered,
+                    rejected=self.rejected,
+                    duplicates=self.duplicates,
+                    conflicts=self.conflicts,
+                    refused=self.refused,
+                )
+
+    async def counts(self) -> OutboxCounts:
+        """The outbox's depth now (read on the storage thread); the hub must be running."""
+        if self._storage is None:
+            raise RuntimeError("the hub is not running")
+        storage, outbox = self._storage
+        return await storage.call(outbox.counts)
+
+    async def _run(
+        self, stop: asyncio.Event, storage: StorageThread, outbox: Outbox, signer: Signer
+    ) -> None:
         cfg = self.cfg
-        opened = await self._open_outbox_when_possible(stop)
-        if opened is None:
-            return
-        outbox, signer = opened
-        self._outbox = outbox
-        released = outbox.release_in_flight()
-        counts = outbox.counts()
+        self._storage = (storage, outbox)
+        self._sync_cache = await storage.call(outbox.all_sync_state)
+        counts = await storage.call(outbox.counts)
         log.info(
             "hub_started",
             hub=cfg.hub.id,
             devices=len(cfg.devices),
             pending=counts.pending,
-            released=released,
+            refused=counts.refused,
         )
         uplink = Uplink(UplinkSettings.from_config(cfg))
+        observer = self._observer
+        publisher = Publisher(
+            storage, outbox, uplink, on_delivered=observer.delivered if observer else None
+        )
+        self._publisher = publisher
         try:
             async with asyncio.TaskGroup() as tg:
-                tasks = [
-                    tg.create_task(uplink.run(), name="hub.uplink"),
-                    tg.create_task(self._publisher(outbox, uplink), name="hub.publisher"),
-                    tg.create_task(self._ingest(outbox, signer), name="hub.ingest"),
-                    tg.create_task(self._collector(), name="hub.collector"),
-                ]
+                tg.create_task(uplink.run(), name="hub.uplink")
+                publishing = tg.create_task(publisher.run(), name="hub.publisher")
+                ingest = tg.create_task(self._ingest(storage, outbox, signer), name="hub.ingest")
+                collector = tg.create_task(self._collector(), name="hub.collector")
+                self.ready.set()
                 await stop.wait()
                 log.info("hub_stopping")
-                await uplink.close()  # a clean DISCONNECT before the tasks go
-                for task in tasks:
-                    task.cancel()
+                async with asyncio.timeout(STOP_BUDGET_S):
+                    await self._stop_collecting(collector)
+                    await self._queue.put(None)  # ingest stores what is queued, then ends
+                    await ingest
+                    publisher.stop()
+                    await publishing
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(UPLINK_STOP_S):
+                            await uplink.close()
         finally:
-            await uplink.close()  # idempotent; a no-op after the clean stop above
-            outbox.close()
-            log.info(
-                "hub_stopped",
-                stored=self.stored,
-                delivered=self.delivered,
-                rejected=self.rejected,
-                duplicates=self.duplicates,
-            )
+            await uplink.close()  # idempotent; ends uplink.run() on every path
 
-    async def _open_outbox_when_possible(self, stop: asyncio.Event) -> tuple[Outbox, Signer] | None:
-        """Open keys and outbox; while the disk fails transiently (full, I/O error), wait.
+    async def _stop_collecting(self, collector: asyncio.Task[None]) -> None:
+        """End the BLE side: the sessions end normally (and hand on what they received);
+        after :data:`COLLECTOR_STOP_S` the collector is cancelled."""
+        self._collect_stop.set()
+        if self._ble is not None:
+            self._ble.request_stop()
+        done, _ = await asyncio.wait({collector}, timeout=COLLECTOR_STOP_S)
+        if not done:
+            log.warning("ble_stop_overdue", limit_s=COLLECTOR_STOP_S)
+            collector.cancel()
+            await asyncio.wait({collector})
+
+    async def _open_outbox_when_possible(
+        self, stop: asyncio.Event, storage: StorageThread
+    ) -> tuple[Outbox, Signer] | None:
+        """Open keys and outbox on the storage thread; while the disk fails transiently (full,
+        I/O error), wait.
 
         Exiting instead would make systemd restart us into the same failure: a crash loop
         that wears the flash and floods the journal. Key and corruption problems that waiting
@@ -215,7 +339,7 @@ class Hub:
         """
         while True:
             try:
-                return open_outbox(self.cfg)
+                return await storage.call(open_outbox, self.cfg)
             except StorageError as exc:
                 if not exc.retryable:
                     raise
@@ -234,29 +358,46 @@ class Hub:
 
     # -- collecting ---------------------------------------------------------------------
 
+    async def receive(self, raw: RawMeasurement, facts: DeviceFacts, device: DeviceConfig) -> None:
+        """Queue one raw measurement for storing (the sessions' ``on_measurement``); returns
+        once it is queued. Waits while the queue is full (the session buffers, bounded)."""
+        await self._queue.put(Arrival(facts, device_label(device.address), device.label, raw))
+
     async def _collector(self) -> None:
-        while True:
+        if not self._collect:
+            return
+        while not self._collect_stop.is_set():
             try:
                 async with BleStack.open(self.cfg.ble.stack) as ble:
-                    while True:
+                    self._ble = ble
+                    while not self._collect_stop.is_set():
                         for device in self.cfg.devices:
+                            if self._collect_stop.is_set():
+                                return
                             await self._session(ble, device)
                             raise_if_cancelled()  # a stop must not be lost in a session
-                        await asyncio.sleep(self.cfg.ble.cycle_interval_s)
+                        await self._pause(self.cfg.ble.cycle_interval_s)
             except BleLinkError as exc:
                 # The adapter (or the virtual radio's HCI port) is not there: try again.
                 log.warning("ble_stack_unavailable", reason=exc.reason)
-                await asyncio.sleep(BLE_REOPEN_DELAY_S)
+                await self._pause(BLE_REOPEN_DELAY_S)
+            finally:
+                self._ble = None
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds`` unless collecting is told to stop first."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._collect_stop.wait()
 
     async def _session(self, ble: BleStack, device: DeviceConfig) -> None:
         label = device_label(device.address)
         bound = log.bind(device=label, kind=device.kind)
-
-        async def on_measurement(raw: RawMeasurement, info: DeviceFacts) -> None:
-            await self._queue.put(_Arrival(info, label, device.label, raw))
+        on_measurement = functools.partial(self._on_measurement, device=device)
 
         def sync_state(key: str) -> bytes | None:
-            return self._outbox.get_sync_state(device.label, key) if self._outbox else None
+            # Committed values only: the cache is updated after each commit (_note_stored).
+            return self._sync_cache.get((device.label, key))
 
         session = SESSIONS[device.kind]
         try:
@@ -277,25 +418,48 @@ class Hub:
         except DeviceError as exc:
             bound.warning("ble_device_misbehaved", error=type(exc).__name__, reason=str(exc))
 
+    async def _on_measurement(
+        self, raw: RawMeasurement, facts: DeviceFacts, *, device: DeviceConfig
+    ) -> None:
+        await self.receive(raw, facts, device)
+
     # -- storing ------------------------------------------------------------------------
 
-    async def _ingest(self, outbox: Outbox, signer: Signer) -> None:
+    async def _ingest(self, storage: StorageThread, outbox: Outbox, signer: Signer) -> None:
+        """Store what is queued, batch after batch, until the stop marker (``None``)."""
         while True:
-            # Group commit: what arrives within GROUP_COMMIT_WINDOW_S shares one transaction.
-            arrivals = await collect_batch(self._queue)
-            self._store_batch(outbox, signer, arrivals)
+            first = await self._queue.get()
+            arrivals: list[Arrival] = []
+            done = first is None
+            if first is not None:
+                arrivals.append(first)
+            while not done and len(arrivals) < GROUP_COMMIT_MAX:
+                try:
+                    more = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                if more is None:
+                    done = True
+                else:
+                    arrivals.append(more)
+            if arrivals:
+                fates = await storage.call(self._store_batch, outbox, signer, arrivals)
+                self._report(arrivals, fates)
+            if done:
+                return
 
-    def _store_batch(self, outbox: Outbox, signer: Signer, arrivals: list[_Arrival]) -> None:
-        """Decode, normalize and store ``arrivals`` in one outbox transaction; count and log.
-
-        Storage faults (disk full, I/O error, quota) are logged per reading as
-        ``measurement_not_stored`` and never counted as stored; the task carries on.
-        """
+    def _store_batch(
+        self, outbox: Outbox, signer: Signer, arrivals: Sequence[Arrival]
+    ) -> list[Fate]:
+        """On the storage thread: decode, normalize and store ``arrivals`` in one outbox
+        transaction. Never raises for bad bytes or a storage fault: each arrival's fate says
+        what became of it (the loop logs and counts, :meth:`_report`)."""
         cfg = self.cfg
+        fates: list[Fate | None] = []
         items: list[Item] = []
-        labels: list[str] = []
         for arrival in arrivals:
             if self._shed_continuous(outbox, arrival):
+                fates.append(Shed(outbox.level))
                 continue
             ctx = Context(
                 hub_id=cfg.hub.id,
@@ -306,41 +470,74 @@ class Hub:
             try:
                 prepared = prepare(arrival.raw, arrival.device, ctx)
             except DecodeError as exc:
+                fates.append(Rejected(exc))
+                continue
+            # The reading and the sync state it advances commit in one transaction.
+            sync = {(arrival.device_key, k): v for k, v in arrival.raw.sync_state.items()}
+            items.append(
+                Item(
+                    prepared.kind,
+                    prepared.dedup_key,
+                    functools.partial(prepared.envelope, signer=signer),
+                    sync,
+                    prepared.content_digest,
+                    functools.partial(_conflict_envelope, prepared, signer),
+                )
+            )
+            fates.append(None)
+        outcomes = iter(commit_batch(outbox, items))
+        return [fate if fate is not None else next(outcomes) for fate in fates]
+
+    def _report(self, arrivals: Sequence[Arrival], fates: Sequence[Fate]) -> None:
+        """On the loop: count, log, update the committed sync state, wake the publisher."""
+        stored_any = False
+        for arrival, fate in zip(arrivals, fates, strict=True):
+            bound = log.bind(device=arrival.label)
+            if isinstance(fate, Rejected):
                 self.rejected += 1
-                log.warning(
+                exc = fate.error
+                bound.warning(
                     "measurement_rejected",
-                    device=arrival.label,
                     characteristic=exc.characteristic,
                     reason=exc.reason,
                     offset=exc.offset,
                 )
-                continue
-            # The reading and the sync state it advances commit in one transaction.
-            sync = {(arrival.device_key, k): v for k, v in arrival.raw.sync_state.items()}
-            maker = functools.partial(prepared.envelope, signer=signer)
-            items.append(Item(prepared.kind, prepared.identifier, maker, sync))
-            labels.append(arrival.label)
-        for label, outcome in zip(labels, commit_batch(outbox, items), strict=True):
-            bound = log.bind(device=label)
-            if outcome.status is Status.NOT_STORED:
+            elif isinstance(fate, Shed):
+                self.shed_continuous += 1
+                bound.warning("continuous_sample_shed", level=fate.level.value)
+            elif fate.status is Status.NOT_STORED:
                 # Not stored: the device's confirmation already went out (BlueZ confirms
                 # before we commit), so this is logged loudly; devices with memory resend.
-                error = outcome.error
+                self.not_stored += 1
+                error = fate.error
                 bound.error(
                     "measurement_not_stored",
                     error=type(error).__name__,
                     operation=getattr(error, "operation", "append"),
                     reason=str(getattr(error, "reason", error)),
                 )
-            elif outcome.status is Status.DUPLICATE:
-                self.duplicates += 1
-                bound.info("measurement_duplicate", seq=outcome.seq)
             else:
-                self.stored += 1
-                bound.info("measurement_stored", seq=outcome.seq)
-                self._wake.set()
+                for key, value in arrival.raw.sync_state.items():
+                    self._sync_cache[(arrival.device_key, key)] = value
+                if fate.status is Status.DUPLICATE:
+                    self.duplicates += 1
+                    bound.info("measurement_duplicate", seq=fate.seq)
+                elif fate.status is Status.CONFLICT:
+                    self.conflicts += 1
+                    stored_any = True
+                    bound.warning(
+                        "measurement_conflict", seq=fate.seq, conflict_of=fate.conflict_of
+                    )
+                else:
+                    self.stored += 1
+                    stored_any = True
+                    bound.info("measurement_stored", seq=fate.seq)
+            if self._observer is not None:
+                self._observer.stored(arrival, fate)
+        if stored_any and self._publisher is not None:
+            self._publisher.wake()
 
-    def _shed_continuous(self, outbox: Outbox, arrival: _Arrival) -> bool:
+    def _shed_continuous(self, outbox: Outbox, arrival: Arrival) -> bool:
         """Whether to drop this continuous-oximetry sample because storage is under pressure."""
         if arrival.raw.characteristic_uuid.lower() != PLX_CONTINUOUS_MEASUREMENT:
             return False
@@ -351,64 +548,14 @@ class Hub:
             and last is not None
             and now - last < DEGRADED_CONTINUOUS_INTERVAL_S
         ):
-            self.shed_continuous += 1
-            log.warning("continuous_sample_shed", device=arrival.label, level=outbox.level.value)
             return True
         self._last_continuous[arrival.device_key] = now
         return False
 
-    # -- publishing ---------------------------------------------------------------------
 
-    async def _publisher(self, outbox: Outbox, uplink: Uplink) -> None:
-        while True:
-            await uplink.connected.wait()
-            try:
-                released = outbox.release_in_flight()
-                if released:
-                    log.info("outbox_released", records=released)
-                await self._drain(outbox, uplink)
-            except* UplinkError as group:
-                first = group.exceptions[0]
-                log.info("publish_interrupted", reason=str(first))
-                await uplink.disconnected_or_reconnected()
-            except* StorageError as group:
-                # Disk full or failing: what was published stays in flight and is sent again
-                # (same bytes) once the disk answers; the process keeps running.
-                error = group.exceptions[0]
-                assert isinstance(error, StorageError)
-                log.error(
-                    "outbox_unavailable",
-                    error=type(error).__name__,
-                    operation=error.operation,
-                    reason=error.reason,
-                    retry_in_s=STORAGE_RETRY_S,
-                )
-                await asyncio.sleep(STORAGE_RETRY_S)
-            except* IntegrityError as damaged:
-                # A record that no longer opens (tampered, or sealed under an erased key) is
-                # already set aside as damaged by claim(), which logged it; the others go on
-                # being delivered.
-                log.error("outbox_claim_skipped_damaged", errors=len(damaged.exceptions))
-
-    async def _drain(self, outbox: Outbox, uplink: Uplink) -> None:
-        while True:
-            self._wake.clear()
-            records = outbox.claim(PUBLISH_WINDOW)
-            if not records:
-                await self._wake.wait()
-                continue
-            async with asyncio.TaskGroup() as tg:
-                for record in records:
-                    tg.create_task(
-                        self._publish_one(outbox, uplink, record.seq, record.body),
-                        name=f"hub.publish[{record.seq}]",
-                    )
-
-    async def _publish_one(self, outbox: Outbox, uplink: Uplink, seq: int, body: bytes) -> None:
-        await uplink.publish(body)
-        outbox.mark_delivered(seq)
-        self.delivered += 1
-        log.info("measurement_delivered", seq=seq)
+def _conflict_envelope(prepared: Prepared, signer: Signer, seq: int, first: int) -> bytes:
+    """The envelope of a conflicting reading: it names the first record of its identity."""
+    return prepared.envelope(seq, signer, conflict_of=first)
 
 
 def main(cfg: Config) -> int:

@@ -42,6 +42,8 @@ __all__ = [
     "IntegrityError",
     "KeyMaterialError",
     "LocalError",
+    "PublishRefusedError",
+    "PublishRejectedError",
     "RecordTooLargeError",
     "StorageCorruptError",
     "StorageError",
@@ -159,6 +161,18 @@ class UplinkError(TransportError):
 class UplinkRefusedError(UplinkError):
     """The broker or TLS refused us for a reason waiting alone cannot fix (certificate not
     accepted, 'not authorized', a message refused for good): retried only slowly."""
+
+    retryable = False
+
+
+class PublishRefusedError(UplinkError):
+    """The broker refused one message (a PUBACK reason code ≥ 0x80: quota exceeded, busy,
+    unspecified) while the connection stays up; a later try may succeed. ``rc`` is set."""
+
+
+class PublishRejectedError(PublishRefusedError, UplinkRefusedError):
+    """The broker refused one message for good (not authorized, topic name invalid, payload
+    format invalid): sending the same bytes again cannot succeed."""
 
     retryable = False
 

@@ -2,11 +2,13 @@
 
 A glucometer's RACP download hands over hundreds of readings within a second; storing each
 in its own transaction would cost one ``fsync`` each (≈ 2–10 ms on an SD card). The ingest
-task instead takes what is waiting with :func:`collect_batch`: the first arrival, then
-whatever else arrives within :data:`GROUP_COMMIT_WINDOW_S` of it, at most
-:data:`GROUP_COMMIT_MAX` items, and :func:`commit_batch` stores those in one
-:meth:`agent.outbox.Outbox.append_many`. A lone reading is therefore committed at most
-:data:`GROUP_COMMIT_WINDOW_S` after it arrived (plus the commit itself).
+task instead takes what is waiting with :func:`collect_batch` (the first arrival and
+whatever else is already queued, at most :data:`GROUP_COMMIT_MAX` items) and commits it at
+once with :func:`commit_batch` in one :meth:`agent.outbox.Outbox.append_many`; what arrives
+while that commit runs (on the storage thread, agent/storage.py) forms the next batch. A lone
+reading therefore waits for nothing but its own commit, and a burst still shares fsyncs.
+A window (``window_s``) can still be asked for, for callers that want to wait for
+companions.
 
 :func:`commit_batch` turns the outcome into one :class:`Outcome` per item, never raising for
 storage faults: the caller reports ``stored`` only for items whose transaction committed.
@@ -15,7 +17,8 @@ item (a record over the size bound) the items are retried one by one and only th
 lost; a storage fault (disk full, I/O error, quota) fails the whole batch, and no item is
 reported stored.
 
-Pure asyncio and the outbox's synchronous API: no threads, nothing else.
+Pure asyncio and the outbox's synchronous API (:func:`commit_batch` runs on the storage
+thread).
 """
 
 from __future__ import annotations
@@ -27,15 +30,13 @@ from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
 from agent.errors import RecordTooLargeError, StorageError
-from agent.outbox import MAX_BATCH, AppendResult, Outbox
+from agent.outbox import MAX_BATCH, AppendItem, AppendResult, AppendStatus, Outbox
 
-GROUP_COMMIT_WINDOW_S: Final = 0.020
-"""Longest a reading waits for companions before its commit starts. A BLE connection event
-comes every 7.5–50 ms (Core Spec Vol 6 Part B §4.5.1: connInterval ≥ 7.5 ms; phones and
-BlueZ use 30–50 ms), and a device sends at most one indication per event (it waits for the
-confirmation, Vol 3 Part G §4.11), so 20 ms gathers whatever a download delivers in the
-same or the next event while keeping a lone reading's extra delay below the ~10 ms fsync
-it saves others from, and far below the BLE session's seconds-long timeouts."""
+GROUP_COMMIT_WINDOW_S: Final = 0.0
+"""How long a reading waits for companions before its commit starts: not at all. BlueZ
+confirms an indication before we store it (reliability finding 4), so the commit starts at
+once; a download's next readings (one per 7.5–50 ms connection event, Core Spec Vol 6 Part B
+§4.5.1) queue up during that commit and share the next one."""
 
 GROUP_COMMIT_MAX: Final = 256
 """Most items in one transaction: the ingest queue's size (agent.daemon.INGEST_QUEUE_MAX),
@@ -52,27 +53,39 @@ class Status(enum.Enum):
 
     STORED = "stored"
     DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+    """Stored: the same identity as an earlier reading, other content (``conflict_of``)."""
     NOT_STORED = "not_stored"
 
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One record to append: ``(kind, dedup_key, make_record)`` as for ``Outbox.append``,
-    and the per-device sync state (``(device, key) → value``) that must commit with it."""
+    """One record to append, as :class:`agent.outbox.AppendItem`, and the per-device sync
+    state (``(device, key) → value``) that must commit with it."""
 
     kind: str
     dedup_key: str
     make_record: Callable[[int], bytes]
     sync_state: Mapping[tuple[str, str], bytes] = field(default_factory=dict)
+    content_digest: bytes = b""
+    make_conflict: Callable[[int, int], bytes] | None = None
+
+    def append_item(self) -> AppendItem:
+        """The outbox's view of this item."""
+        return AppendItem(
+            self.kind, self.dedup_key, self.make_record, self.content_digest, self.make_conflict
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """The fate of one item. ``seq`` for stored and duplicate items; ``error`` when not stored."""
+    """The fate of one item. ``seq`` for stored, conflict and duplicate items (``conflict_of``:
+    the first record of that identity); ``error`` when not stored."""
 
     status: Status
     seq: int | None = None
     error: StorageError | RecordTooLargeError | None = None
+    conflict_of: int | None = None
 
 
 async def collect_batch(
@@ -108,9 +121,15 @@ async def collect_batch(
     return batch
 
 
+_STATUS: Final = {
+    AppendStatus.STORED: Status.STORED,
+    AppendStatus.DUPLICATE: Status.DUPLICATE,
+    AppendStatus.CONFLICT: Status.CONFLICT,
+}
+
+
 def _outcome(result: AppendResult) -> Outcome:
-    status = Status.DUPLICATE if result.duplicate else Status.STORED
-    return Outcome(status, result.seq)
+    return Outcome(_STATUS[result.status], result.seq, conflict_of=result.conflict_of)
 
 
 def commit_batch(outbox: Outbox, items: Sequence[Item]) -> list[Outcome]:
@@ -132,7 +151,7 @@ def commit_batch(outbox: Outbox, items: Sequence[Item]) -> list[Outcome]:
         sync_state.update(item.sync_state)
     try:
         results = outbox.append_many(
-            [(i.kind, i.dedup_key, i.make_record) for i in items], sync_state=sync_state or None
+            [i.append_item() for i in items], sync_state=sync_state or None
         )
     except StorageError as exc:
         return [Outcome(Status.NOT_STORED, error=exc) for _ in items]

@@ -14,27 +14,40 @@ run if they were not honoured. BlueZ confirms an indication before we have store
 
 Record states::
 
-    append ──► pending ──claim──► in_flight ──mark_delivered──► (deleted)
-                  ▲                   │
-                  └─release_in_flight─┘          claim finds a record that does not
-                                                 open ──► damaged (kept, never sent)
+    append ──► pending ──mark_delivered_many──► (deleted)
+                  │
+                  ├──mark_refused──► refused   (the platform refused it for good: kept,
+                  │                              never re-sent automatically, reported)
+                  └──does not open──► damaged  (altered or under an erased key: kept for
+                                                 forensics, never sent)
 
-``in_flight`` only means "handed to the uplink since the last release": at start and after
-every disconnect the daemon calls :meth:`Outbox.release_in_flight`, and the same sealed
-bytes are sent again (the platform dedups by ``(hub, seq)``). Paho keeps its queue in RAM
-only (finding 2), so this table, not paho, is the source of truth.
+What is *in flight* (handed to the uplink, PUBACK not yet seen) is the publisher's memory,
+not a database state: :meth:`Outbox.pending_after` reads pending records past a cursor
+without writing, so keeping the MQTT window full costs no fsync. After a restart or a
+disconnect every pending record is sent again with the same sealed bytes (the platform
+dedups by ``(hub, seq)``). Paho keeps its queue in RAM only (finding 2), so this table, not
+paho, is the source of truth.
+
+Kind: a record's kind (``observation``, ``device_qc``…) can reveal a condition (a glucose
+control-solution test means diabetes), so it is sealed with the body; in clear the row says
+only whether it is clinical (``class``), which the quota's shedding needs, and that column
+is bound into the seal's associated data so it cannot be flipped.
 
 Sequence numbers come from a counter row, not from SQLite's rowid, so they are never
 reused after deletes or restarts (a number whose transaction rolled back was never
 visible, and is handed out again). They live in 1..2**63-1, SQLite's INTEGER range.
 
-Dedup: the caller's dedup key (device serial, device time, …: identifying) is stored only
-as a keyed hash (:meth:`agent.sealing.Sealer.keyed_hash`) in ``seen``. A ``seen`` entry
-outlives its record, so a cuff that re-sends an old reading after delivery is still
-recognised. ``seen`` is bounded by :data:`SEEN_MAX_ENTRIES`, measured in sequence numbers
-rather than wall time because the hub clock can be wrong at boot (catalogue D7): entries
-more than that many sequence numbers old are pruned, except those whose record is still
-undelivered.
+Dedup and conflicts: the caller's dedup key (the reading's *identity*: device, patient, code
+and the record's sequence number or its content; identifying) and the digest of what the
+device sent are stored only as keyed hashes (:meth:`agent.sealing.Sealer.keyed_hash`) in
+``seen``. The same identity with the same digest is a re-send: a duplicate, not stored
+again. The same identity with another digest is a *conflict*: stored under a new sequence
+number, its envelope built with ``conflict_of`` (the first record's seq), and reported; a
+conflict is never discarded. A ``seen`` entry outlives its record, so a cuff that re-sends an
+old reading after delivery is still recognised. ``seen`` is bounded by
+:data:`SEEN_MAX_ENTRIES`, measured in sequence numbers rather than wall time because the
+hub clock can be wrong at boot (catalogue D7): entries more than that many sequence numbers
+old are pruned, except those whose record is still undelivered.
 
 Errors: ``sqlite3`` errors become :class:`StorageFullError` (``SQLITE_FULL``, which SQLite
 reports for ``ENOSPC``), :class:`StorageCorruptError` (``SQLITE_CORRUPT``,
@@ -58,8 +71,15 @@ past the quota itself, appends of any kind fail with :class:`StorageFullError` a
 back whole, so a device that keeps its own records (RACP) keeps them, because its
 high-water mark, committed in the same transaction, does not advance.
 
-The API is synchronous and each call is one short transaction; the daemon calls it from
-the event loop (one fsync per call, so batch with :meth:`Outbox.append_many`).
+The API is synchronous and each call is one short transaction (one fsync per call, so batch
+with :meth:`Outbox.append_many` and :meth:`Outbox.mark_delivered_many`). The daemon never
+calls it from the event loop: one named thread owns the connection and the keys
+(:mod:`agent.storage`), behind an async facade.
+
+Schema versions: 1 (kind in clear, an ``in_flight`` state) is migrated to 2 at open, in one
+transaction: every record is re-sealed with its kind inside, in-flight rows go back to
+pending, ``seen`` gains the content hash (empty for entries from version 1: those match any
+content, so a reading stored before the upgrade is still a duplicate, never a conflict).
 """
 
 from __future__ import annotations
@@ -89,7 +109,7 @@ from agent.sealing import Sealer, record_aad, sync_state_aad
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """``PRAGMA user_version`` of the schema this code writes (see :data:`_MIGRATIONS`)."""
 
 APPLICATION_ID: Final = 0x48484F42
@@ -137,12 +157,22 @@ NON_CLINICAL_KINDS: Final = frozenset({"telemetry", "log"})
 """Kinds that may be refused and shed under storage pressure; every other kind is clinical
 (the safe default for a kind this table does not know)."""
 
+CLASS_CLINICAL: Final = "clinical"
+CLASS_OTHER: Final = "other"
+"""The only things the clear ``class`` column can say (see the module docstring)."""
+
+MAX_KIND_BYTES: Final = 32
+"""A kind is a short token (:data:`_NAME_RE`); one length octet frames it in the seal."""
+
 # SQLite primary result codes (sqlite.org/rescode.html); extended codes keep them in the
 # low byte.
 _SQLITE_CORRUPT: Final = 11
 _SQLITE_FULL: Final = 13
 _SQLITE_NOTADB: Final = 26
 _SYNCHRONOUS_FULL: Final = 2
+
+_CONTENT_HASH_LABEL: Final = b"content\x00"
+"""Prefix that keeps a content hash apart from an identity hash under the same subkey."""
 
 _NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 """Kinds, device labels and sync-state keys: short tokens, stored in clear. No ':' so a
@@ -181,34 +211,165 @@ _SCHEMA_V1: Final = (
     ) WITHOUT ROWID""",
     "INSERT INTO counters (name, value) VALUES ('next_seq', 1)",
 )
+"""Version 1, kept as written so that an old file and a new one migrate the same way."""
+
+_RECORDS_V2: Final = """CREATE TABLE records_v2 (
+        seq        INTEGER PRIMARY KEY,
+        class      TEXT NOT NULL CHECK (class IN ('clinical', 'other')),
+        state      TEXT NOT NULL CHECK (state IN ('pending', 'damaged', 'refused')),
+        sealed     BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        refused_rc INTEGER
+    )"""
+
+_SEEN_V2: Final = """CREATE TABLE seen_v2 (
+        dedup_hash   BLOB NOT NULL,
+        content_hash BLOB NOT NULL,
+        seq          INTEGER,
+        seen_at      REAL NOT NULL,
+        PRIMARY KEY (dedup_hash, content_hash)
+    ) WITHOUT ROWID"""
 
 
-def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
+@dataclass(frozen=True, slots=True)
+class _MigrationContext:
+    """What a migration step may need besides the connection."""
+
+    sealer: Sealer
+    hub_id: str
+
+
+def _migrate_0_to_1(conn: sqlite3.Connection, _ctx: _MigrationContext) -> None:
     """Create the version-1 schema in an empty database."""
     for statement in _SCHEMA_V1:
         conn.execute(statement)
 
 
-_MIGRATIONS: Final[Mapping[int, Callable[[sqlite3.Connection], None]]] = {0: _migrate_0_to_1}
+def _migrate_1_to_2(conn: sqlite3.Connection, ctx: _MigrationContext) -> None:
+    """Kind into the seal, a ``refused`` state, in-flight back to pending, content hashes.
+
+    Every record is opened under its version-1 associated data and sealed again with its
+    kind inside (:func:`_seal_record`); one that does not open is kept as it is, damaged.
+    """
+    conn.execute(_RECORDS_V2)
+    rows = conn.execute(
+        "SELECT seq, kind, state, sealed, created_at, attempts FROM records ORDER BY seq"
+    )
+    for seq, kind, state, sealed, created_at, attempts in rows.fetchall():
+        klass = _record_class(kind)
+        try:
+            body = ctx.sealer.open(sealed, aad=record_aad(ctx.hub_id, seq, kind))
+        except (IntegrityError, ValueError):
+            state, resealed = "damaged", sealed
+        else:
+            state = "damaged" if state == "damaged" else "pending"
+            resealed = _seal_record(ctx.sealer, ctx.hub_id, seq, klass, kind, body)
+        conn.execute(
+            "INSERT INTO records_v2 (seq, class, state, sealed, created_at, attempts) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (seq, klass, state, resealed, created_at, attempts),
+        )
+    conn.execute("DROP TABLE records")
+    conn.execute("ALTER TABLE records_v2 RENAME TO records")
+    conn.execute("CREATE INDEX records_by_state ON records (state, seq)")
+    conn.execute(_SEEN_V2)
+    conn.execute(
+        "INSERT INTO seen_v2 (dedup_hash, content_hash, seq, seen_at) "
+        "SELECT dedup_hash, x'', seq, seen_at FROM seen"
+    )
+    conn.execute("DROP TABLE seen")
+    conn.execute("ALTER TABLE seen_v2 RENAME TO seen")
+    conn.execute("CREATE INDEX seen_by_seq ON seen (seq)")
+
+
+_MIGRATIONS: Final[Mapping[int, Callable[[sqlite3.Connection, _MigrationContext], None]]] = {
+    0: _migrate_0_to_1,
+    1: _migrate_1_to_2,
+}
 """``from user_version`` → step to ``from + 1``. All pending steps run in one transaction
 with the ``user_version`` update, so an upgrade is all-or-nothing (catalogue U3)."""
 
 
+def _record_class(kind: str) -> str:
+    return CLASS_OTHER if kind in NON_CLINICAL_KINDS else CLASS_CLINICAL
+
+
+def _seal_record(
+    sealer: Sealer, hub_id: str, seq: int, klass: str, kind: str, body: bytes
+) -> bytes:
+    """Seal ``kind`` and ``body`` together: ``u8 len ‖ kind ‖ body``, bound to hub, seq and
+    the clear class column."""
+    raw_kind = kind.encode("ascii")
+    if not 0 < len(raw_kind) <= MAX_KIND_BYTES:
+        raise ValueError(f"kind must be 1..{MAX_KIND_BYTES} bytes")
+    return sealer.seal(bytes([len(raw_kind)]) + raw_kind + body, aad=record_aad(hub_id, seq, klass))
+
+
+def _open_record(
+    sealer: Sealer, hub_id: str, seq: int, klass: str, sealed: bytes
+) -> tuple[str, bytes]:
+    """Open a version-2 record: its kind and body. IntegrityError/ValueError if it does not."""
+    plain = sealer.open(sealed, aad=record_aad(hub_id, seq, klass))
+    size = plain[0] if plain else 0
+    if not 0 < size <= MAX_KIND_BYTES or len(plain) < 1 + size:
+        raise IntegrityError(f"outbox seq {seq}", "record framing is wrong")
+    try:
+        kind = plain[1 : 1 + size].decode("ascii")
+    except UnicodeDecodeError:
+        raise IntegrityError(f"outbox seq {seq}", "record kind is not ASCII") from None
+    return kind, plain[1 + size :]
+
+
+class AppendStatus(enum.Enum):
+    """What :meth:`Outbox.append_many` did with one item."""
+
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    """The same identity with the same content was stored before: a re-send, not stored."""
+    CONFLICT = "conflict"
+    """The same identity with other content: stored under a new seq, reported."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppendItem:
+    """One record for :meth:`Outbox.append_many`.
+
+    ``make_record(seq)`` builds the body (the signed envelope) once the seq is allocated;
+    ``make_conflict(seq, first_seq)``, when given, builds it for a conflict (the envelope
+    then names the first record). ``content_digest`` is what the device sent (empty: unknown,
+    so a known identity is always a duplicate).
+    """
+
+    kind: str
+    dedup_key: str
+    make_record: Callable[[int], bytes]
+    content_digest: bytes = b""
+    make_conflict: Callable[[int, int], bytes] | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class AppendResult:
-    """What :meth:`Outbox.append` did.
+    """What :meth:`Outbox.append` did with one item.
 
-    ``seq`` is the new record's number or, for a duplicate, the number the first copy got
-    (``None`` is reserved for a dedup entry without a record; version 1 never writes one).
+    ``seq`` is the new record's number (stored, conflict) or, for a duplicate, the number the
+    matching copy got (``None`` is reserved for a dedup entry without a record; no version
+    writes one). ``conflict_of`` is the first record's seq for a conflict.
     """
 
     seq: int | None
-    duplicate: bool
+    status: AppendStatus
+    conflict_of: int | None = None
+
+    @property
+    def duplicate(self) -> bool:
+        """Whether it was a re-send, not stored again."""
+        return self.status is AppendStatus.DUPLICATE
 
 
 @dataclass(frozen=True, slots=True)
 class OutboxRecord:
-    """One claimed record, opened. ``body`` (a signed envelope: PHI) stays out of the repr."""
+    """One pending record, opened. ``body`` (a signed envelope: PHI) stays out of the repr."""
 
     seq: int
     kind: str
@@ -216,21 +377,22 @@ class OutboxRecord:
     created_at: float
     """Hub wall time (Unix seconds) when it was stored."""
     attempts: int
-    """How many times it has been claimed, this claim included."""
+    """How many times the platform refused it transiently so far."""
 
 
 @dataclass(frozen=True, slots=True)
 class OutboxCounts:
     """Outbox depth for health messages and ``homehub status``.
 
-    ``oldest_age_s`` is the age of the oldest undelivered (pending or in-flight) record by
-    the hub's wall clock, clamped at 0, or ``None`` when there is none.
+    ``oldest_age_s`` is the age of the oldest pending record by the hub's wall clock, clamped
+    at 0, or ``None`` when there is none. ``refused`` records were refused by the platform for
+    good and ``damaged`` ones no longer open: both are kept, neither is sent.
     """
 
     pending: int
-    in_flight: int
     oldest_age_s: float | None
     damaged: int = 0
+    refused: int = 0
     used_bytes: int = field(default=0, compare=False)
     """Bytes held by the database's pages in use (what the quota bounds). Not compared: two
     counts are equal when they describe the same records."""
@@ -297,14 +459,12 @@ def _read_counts(conn: sqlite3.Connection, now: float) -> OutboxCounts:
             "SELECT state, COUNT(*), MIN(created_at) FROM records GROUP BY state"
         )
     }
-    pending, oldest_pending = by_state.get("pending", (0, None))
-    in_flight, oldest_in_flight = by_state.get("in_flight", (0, None))
-    oldest = [t for t in (oldest_pending, oldest_in_flight) if t is not None]
+    pending, oldest = by_state.get("pending", (0, None))
     return OutboxCounts(
         pending=pending,
-        in_flight=in_flight,
-        oldest_age_s=max(0.0, now - min(oldest)) if oldest else None,
+        oldest_age_s=max(0.0, now - oldest) if oldest is not None else None,
         damaged=by_state.get("damaged", (0, None))[0],
+        refused=by_state.get("refused", (0, None))[0],
         used_bytes=_used_bytes(conn),
     )
 
@@ -373,7 +533,7 @@ class Outbox:
         except sqlite3.Error as exc:
             raise _storage_error(path, "open", exc) from exc
         try:
-            cls._prepare(conn, path, hub_id, clock)
+            cls._prepare(conn, path, _MigrationContext(sealer, hub_id), clock)
         except BaseException:
             conn.close()
             raise
@@ -389,7 +549,7 @@ class Outbox:
             path=str(path),
             key_id=sealer.key_id,
             pending=counts.pending,
-            in_flight=counts.in_flight,
+            refused=counts.refused,
             damaged=counts.damaged,
             used_bytes=counts.used_bytes,
             quota_bytes=quota_bytes,
@@ -399,7 +559,10 @@ class Outbox:
 
     @staticmethod
     def _prepare(
-        conn: sqlite3.Connection, path: Path, hub_id: str, clock: Callable[[], float]
+        conn: sqlite3.Connection,
+        path: Path,
+        ctx: _MigrationContext,
+        clock: Callable[[], float],
     ) -> None:
         operation = "open"
         try:
@@ -423,7 +586,7 @@ class Outbox:
                     f"durability not honoured: journal_mode={mode}, synchronous={synchronous}",
                 )
             conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
-            _migrate(conn, path, hub_id, clock)
+            _migrate(conn, path, ctx, clock)
         except sqlite3.Error as exc:
             raise _storage_error(path, operation, exc) from exc
 
@@ -453,22 +616,29 @@ class Outbox:
     # -- storing ------------------------------------------------------------------------
 
     def append(
-        self, kind: str, dedup_key: str, make_record: Callable[[int], bytes]
+        self,
+        kind: str,
+        dedup_key: str,
+        make_record: Callable[[int], bytes],
+        *,
+        content_digest: bytes = b"",
     ) -> AppendResult:
-        """Store one record durably, unless ``dedup_key`` was seen before.
+        """Store one record durably, unless the same identity and content were seen before.
 
-        In one transaction: a duplicate returns ``AppendResult(seq=<first copy's seq>,
-        duplicate=True)`` without calling ``make_record``; otherwise the next sequence
-        number is allocated, ``make_record(seq)`` builds the body (the signed envelope,
-        carrying ``seq``), which is sealed with ``record_aad(hub, seq, kind)`` and stored
-        as pending, and the dedup key's hash is recorded. When this returns, the record is
-        on disk. If ``make_record`` raises, nothing is stored and the exception propagates.
+        In one transaction: a duplicate (``dedup_key`` seen with the same ``content_digest``)
+        returns its seq without calling ``make_record``; otherwise the next sequence number is
+        allocated, ``make_record(seq)`` builds the body (the signed envelope, carrying
+        ``seq``), which is sealed with its kind and stored as pending, and the identity and
+        content hashes are recorded. A known identity with another digest is a conflict
+        (:class:`AppendStatus`). When this returns, the record is on disk. If ``make_record``
+        raises, nothing is stored and the exception propagates.
         """
-        return self.append_many([(kind, dedup_key, make_record)])[0]
+        item = AppendItem(kind, dedup_key, make_record, content_digest)
+        return self.append_many([item])[0]
 
     def append_many(
         self,
-        items: Sequence[tuple[str, str, Callable[[int], bytes]]],
+        items: Sequence[AppendItem | tuple[str, str, Callable[[int], bytes]]],
         *,
         sync_state: Mapping[tuple[str, str], bytes] | None = None,
     ) -> list[AppendResult]:
@@ -476,28 +646,29 @@ class Outbox:
 
         ``sync_state`` maps ``(device, key)`` to a value committed in the same transaction,
         e.g. a glucometer's RACP high-water mark, so the cursor never runs ahead of (or
-        behind) the readings it covers. A dedup key repeated within ``items`` counts as a
-        duplicate of its first occurrence.
+        behind) the readings it covers. An identity repeated within ``items`` is judged
+        against the earlier item (duplicate or conflict) as if appended one by one.
         """
         if len(items) > MAX_BATCH:
             raise ValueError(f"at most {MAX_BATCH} records per batch")
-        for kind, dedup_key, _make in items:
-            _check_name(kind, "kind")
-            if not 0 < len(dedup_key.encode("utf-8")) <= MAX_DEDUP_KEY_BYTES:
+        batch = [i if isinstance(i, AppendItem) else AppendItem(*i) for i in items]
+        for item in batch:
+            _check_name(item.kind, "kind")
+            if not 0 < len(item.dedup_key.encode("utf-8")) <= MAX_DEDUP_KEY_BYTES:
                 raise ValueError(f"dedup_key must be 1..{MAX_DEDUP_KEY_BYTES} bytes")
         states = [(d, k, v) for (d, k), v in (sync_state or {}).items()]
         for device, key, value in states:
             self._check_sync_state(device, key, value)
         if self._pressure() is not StorageLevel.OK:
             self._shed_non_clinical()
-            refused = sorted({kind for kind, _key, _make in items if kind in NON_CLINICAL_KINDS})
+            refused = sorted({i.kind for i in batch if i.kind in NON_CLINICAL_KINDS})
             if refused:
                 raise StorageFullError(
                     str(self.path), "append", f"storage critical: kind {refused[0]} shed"
                 )
         with self._transaction("append") as conn:
             before = _used_bytes(conn)
-            results = [self._append_one(conn, *item) for item in items]
+            results = [self._append_one(conn, item) for item in batch]
             for device, key, value in states:
                 self._put_sync_state(conn, device, key, value)
             after = _used_bytes(conn)
@@ -525,12 +696,9 @@ class Outbox:
         Its own transaction, so the shedding stands even when the append that follows is
         refused. Clinical kinds are never touched.
         """
-        kinds = sorted(NON_CLINICAL_KINDS)
-        marks = ", ".join("?" * len(kinds))
         with self._transaction("shed") as conn:
             shed: int = conn.execute(
-                f"DELETE FROM records WHERE state = 'pending' AND kind IN ({marks})",  # noqa: S608
-                kinds,
+                "DELETE FROM records WHERE state = 'pending' AND class = ?", (CLASS_OTHER,)
             ).rowcount
         if shed:
             log.warning("outbox_shed", path=str(self.path), records=shed)
@@ -555,36 +723,48 @@ class Outbox:
         """The quota level as of the last append, delivery or open."""
         return self._level
 
-    def _append_one(
-        self,
-        conn: sqlite3.Connection,
-        kind: str,
-        dedup_key: str,
-        make_record: Callable[[int], bytes],
-    ) -> AppendResult:
-        dedup_hash = self._sealer.keyed_hash(dedup_key.encode("utf-8"))
-        row = conn.execute("SELECT seq FROM seen WHERE dedup_hash = ?", (dedup_hash,)).fetchone()
-        if row is not None:
-            return AppendResult(seq=row[0], duplicate=True)
+    def _append_one(self, conn: sqlite3.Connection, item: AppendItem) -> AppendResult:
+        dedup_hash = self._sealer.keyed_hash(item.dedup_key.encode("utf-8"))
+        content_hash = (
+            self._sealer.keyed_hash(_CONTENT_HASH_LABEL + item.content_digest)
+            if item.content_digest
+            else b""
+        )
+        known = conn.execute(
+            "SELECT seq, content_hash FROM seen WHERE dedup_hash = ? ORDER BY seq",
+            (dedup_hash,),
+        ).fetchall()
+        for seq_seen, hash_seen in known:
+            # An empty hash on either side (an entry from schema 1, a caller without a
+            # digest) cannot tell content apart: a duplicate, never a conflict.
+            if hash_seen == content_hash or not hash_seen or not content_hash:
+                return AppendResult(seq=seq_seen, status=AppendStatus.DUPLICATE)
         seq: int = conn.execute("SELECT value FROM counters WHERE name = 'next_seq'").fetchone()[0]
         if seq > MAX_SEQ - 1:
             raise StorageUnusableError(str(self.path), "append", "sequence exhausted")
         conn.execute("UPDATE counters SET value = ? WHERE name = 'next_seq'", (seq + 1,))
-        body = make_record(seq)
+        first: int | None = known[0][0] if known else None
+        if first is not None and item.make_conflict is not None:
+            body = item.make_conflict(seq, first)
+        else:
+            body = item.make_record(seq)
         if len(body) > MAX_RECORD_BYTES:
-            raise RecordTooLargeError(kind, len(body), MAX_RECORD_BYTES)
-        sealed = self._sealer.seal(body, aad=record_aad(self.hub_id, seq, kind))
+            raise RecordTooLargeError(item.kind, len(body), MAX_RECORD_BYTES)
+        klass = _record_class(item.kind)
+        sealed = _seal_record(self._sealer, self.hub_id, seq, klass, item.kind, body)
         now = self._clock()
         conn.execute(
-            "INSERT INTO records (seq, kind, state, sealed, created_at) "
+            "INSERT INTO records (seq, class, state, sealed, created_at) "
             "VALUES (?, ?, 'pending', ?, ?)",
-            (seq, kind, sealed, now),
+            (seq, klass, sealed, now),
         )
         conn.execute(
-            "INSERT INTO seen (dedup_hash, seq, seen_at) VALUES (?, ?, ?)",
-            (dedup_hash, seq, now),
+            "INSERT INTO seen (dedup_hash, content_hash, seq, seen_at) VALUES (?, ?, ?, ?)",
+            (dedup_hash, content_hash, seq, now),
         )
-        return AppendResult(seq=seq, duplicate=False)
+        if first is not None:
+            return AppendResult(seq=seq, status=AppendStatus.CONFLICT, conflict_of=first)
+        return AppendResult(seq=seq, status=AppendStatus.STORED)
 
     # -- sync state ---------------------------------------------------------------------
 
@@ -636,54 +816,92 @@ class Outbox:
 
     # -- delivering ---------------------------------------------------------------------
 
-    def claim(self, limit: int) -> list[OutboxRecord]:
-        """The oldest pending records (by seq, at most ``limit``), opened and marked in flight.
+    def pending_after(self, after_seq: int, limit: int) -> list[OutboxRecord]:
+        """The pending records with ``seq > after_seq`` (oldest first, at most ``limit``),
+        opened; nothing is written unless a record does not open.
 
-        A record that fails to open (altered, moved to another seq/kind, other key) is set
-        aside as ``damaged`` (kept for forensics, never sent) and :class:`IntegrityError`
-        names the first such seq; the good records of that batch stay pending, so the next
-        claim returns them and delivery is not blocked by one bad row.
+        A record that fails to open (altered, moved to another seq, sealed under another key)
+        is set aside as ``damaged`` (kept for forensics, never sent) and logged
+        (``outbox_record_damaged``); the good ones are returned, so one bad row never blocks
+        delivery.
         """
         if not 1 <= limit <= MAX_BATCH:
             raise ValueError(f"limit must be 1..{MAX_BATCH}")
+        conn = self._connection("pending_after")
+        try:
+            rows = conn.execute(
+                "SELECT seq, class, sealed, created_at, attempts FROM records "
+                "WHERE state = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise _storage_error(self.path, "pending_after", exc) from exc
         good: list[OutboxRecord] = []
         bad: list[int] = []
-        with self._transaction("claim") as conn:
-            rows = conn.execute(
-                "SELECT seq, kind, sealed, created_at, attempts FROM records "
-                "WHERE state = 'pending' ORDER BY seq LIMIT ?",
-                (limit,),
-            ).fetchall()
-            for seq, kind, sealed, created_at, attempts in rows:
-                try:
-                    body = self._sealer.open(sealed, aad=record_aad(self.hub_id, seq, kind))
-                except (IntegrityError, ValueError):
-                    bad.append(seq)
-                    continue
-                good.append(OutboxRecord(seq, kind, body, created_at, attempts + 1))
-            if bad:
+        for seq, klass, sealed, created_at, attempts in rows:
+            try:
+                kind, body = _open_record(self._sealer, self.hub_id, seq, klass, sealed)
+            except (IntegrityError, ValueError):
+                bad.append(seq)
+                continue
+            good.append(OutboxRecord(seq, kind, body, created_at, attempts))
+        if bad:
+            with self._transaction("set_damaged") as conn:
                 conn.executemany(
                     "UPDATE records SET state = 'damaged' WHERE seq = ?", [(s,) for s in bad]
                 )
-            else:
-                conn.executemany(
-                    "UPDATE records SET state = 'in_flight', attempts = attempts + 1 WHERE seq = ?",
-                    [(r.seq,) for r in good],
-                )
-        if bad:
             log.error("outbox_record_damaged", path=str(self.path), seqs=bad[:10], count=len(bad))
-            raise IntegrityError(
-                f"outbox seq {bad[0]}",
-                f"failed authentication; {len(bad)} record(s) set aside as damaged",
-            )
         return good
 
-    def release_in_flight(self) -> int:
-        """Put every in-flight record back to pending (at start, after a disconnect)."""
-        with self._transaction("release_in_flight") as conn:
-            return conn.execute(
-                "UPDATE records SET state = 'pending' WHERE state = 'in_flight'"
+    def mark_refused(self, seq: int, rc: int | None) -> bool:
+        """The platform refused record ``seq`` for good: keep it, never send it again on
+        its own (``refused``); ``False`` if it was not pending."""
+        with self._transaction("mark_refused") as conn:
+            changed: int = conn.execute(
+                "UPDATE records SET state = 'refused', refused_rc = ? "
+                "WHERE seq = ? AND state = 'pending'",
+                (rc, seq),
             ).rowcount
+        return changed == 1
+
+    def note_attempt(self, seq: int) -> int:
+        """Count one transient refusal of record ``seq``; returns the count (0: not pending)."""
+        with self._transaction("note_attempt") as conn:
+            row = conn.execute(
+                "UPDATE records SET attempts = attempts + 1 WHERE seq = ? AND state = 'pending' "
+                "RETURNING attempts",
+                (seq,),
+            ).fetchone()
+        return int(row[0]) if row is not None else 0
+
+    def refused(self, limit: int = 100) -> list[tuple[int, int | None]]:
+        """``(seq, reason code)`` of refused records, oldest first (for ``homehub status``)."""
+        conn = self._connection("refused")
+        try:
+            rows = conn.execute(
+                "SELECT seq, refused_rc FROM records WHERE state = 'refused' ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise _storage_error(self.path, "refused", exc) from exc
+        return [(int(seq), rc) for seq, rc in rows]
+
+    def all_sync_state(self) -> dict[tuple[str, str], bytes]:
+        """Every committed sync-state value by ``(device, key)`` (read once at start)."""
+        conn = self._connection("get_sync_state")
+        try:
+            rows = conn.execute("SELECT device, key, sealed FROM sync_state").fetchall()
+        except sqlite3.Error as exc:
+            raise _storage_error(self.path, "get_sync_state", exc) from exc
+        out: dict[tuple[str, str], bytes] = {}
+        for device, key, sealed in rows:
+            try:
+                out[(device, key)] = self._sealer.open(
+                    sealed, aad=sync_state_aad(self.hub_id, device, key)
+                )
+            except IntegrityError:
+                log.error("outbox_sync_state_damaged", key=key)
+        return out
 
     def mark_delivered(self, seq: int) -> bool:
         """Delete a delivered record; ``False`` if it was already gone (a repeated ack).
@@ -699,7 +917,7 @@ class Outbox:
             raise ValueError(f"at most {MAX_BATCH} records per batch")
         with self._transaction("mark_delivered") as conn:
             deleted: int = conn.executemany(
-                "DELETE FROM records WHERE seq = ? AND state IN ('pending', 'in_flight')", batch
+                "DELETE FROM records WHERE seq = ? AND state = 'pending'", batch
             ).rowcount  # executemany sums the rows changed over the batch
             pruned = _prune_seen(conn)
             used = _used_bytes(conn)
@@ -779,8 +997,11 @@ class Outbox:
             )
 
 
-def _migrate(conn: sqlite3.Connection, path: Path, hub_id: str, clock: Callable[[], float]) -> None:
+def _migrate(
+    conn: sqlite3.Connection, path: Path, ctx: _MigrationContext, clock: Callable[[], float]
+) -> None:
     """Bring the schema to :data:`SCHEMA_VERSION` in one transaction; check the hub id."""
+    hub_id = ctx.hub_id
     conn.execute("BEGIN IMMEDIATE")
     try:
         version: int = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -788,8 +1009,10 @@ def _migrate(conn: sqlite3.Connection, path: Path, hub_id: str, clock: Callable[
             raise StorageUnusableError(
                 str(path), "migrate", f"schema {version} is newer than this agent"
             )
+        if version >= 1:
+            _check_owner(conn, path, hub_id)  # before a migration re-seals anything
         for step in range(version, SCHEMA_VERSION):
-            _MIGRATIONS[step](conn)
+            _MIGRATIONS[step](conn, ctx)
         if version != SCHEMA_VERSION:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
@@ -798,16 +1021,18 @@ def _migrate(conn: sqlite3.Connection, path: Path, hub_id: str, clock: Callable[
             "INSERT OR IGNORE INTO meta (name, value) VALUES ('hub_id', ?), ('created_at', ?)",
             (hub_id, repr(clock())),
         )
-        owner = conn.execute("SELECT value FROM meta WHERE name = 'hub_id'").fetchone()[0]
-        if owner != hub_id:
-            raise StorageUnusableError(
-                str(path), "open", f"belongs to hub {owner!r}, not {hub_id!r}"
-            )
+        _check_owner(conn, path, hub_id)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def _check_owner(conn: sqlite3.Connection, path: Path, hub_id: str) -> None:
+    row = conn.execute("SELECT value FROM meta WHERE name = 'hub_id'").fetchone()
+    if row is not None and row[0] != hub_id:
+        raise StorageUnusableError(str(path), "open", f"belongs to hub {row[0]!r}, not {hub_id!r}")
 
 
 def _prune_seen(conn: sqlite3.Connection) -> int:

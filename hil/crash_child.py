@@ -1,28 +1,28 @@
-"""The process a crash test kills: the real ingest → outbox → MQTT pipeline, minus the radio.
+"""The process a crash test kills: the daemon's own pipeline, fed without a radio.
 
-One *life* of the child opens the real outbox (SQLite WAL, synchronous=FULL, sealed with a
-real data key), connects the real :class:`agent.uplink.Uplink` to a real mosquitto over TLS
-with the hub's certificate, and then runs two tasks as the daemon does:
+One *life* of the child runs :class:`agent.daemon.Hub` itself (``collect=False``: no BLE
+collector), with a configuration pointing at the test's outbox, keys and TLS mosquitto:
+the same storage thread, group commit into the encrypted outbox, publisher and uplink as a
+hub in the field. The child only feeds it and listens:
 
-``ingest``
+feeding
     Synthetic but valid blood-pressure measurements (0x2A35 bytes, each with its own device
-    time, so its own identifier) go through :func:`agent.ingest.prepare` and are stored with
-    :func:`agent.ingest_batcher.commit_batch` in batches of random size (group commit).
-    Only after the commit returned is ``stored <index> <seq> <idhash>`` (or ``duplicate …``)
-    reported.
-``publisher``
-    Puts records left in flight back to pending, claims, publishes, and deletes each record
-    when its PUBACK arrives, reporting ``delivered <seq>``; when the outbox is empty and the
-    ingest is done it reports ``drained`` once.
+    time) are handed to :meth:`agent.daemon.Hub.receive`, exactly as a BLE session hands
+    them on, in bursts of random size (so commits group them differently every time).
+listening
+    The hub's observer reports ``stored <index> <seq> <idhash>`` (or ``duplicate …``) only
+    once the reading's transaction committed, ``delivered <seq>`` once its PUBACK'd record
+    was deleted, and ``drained`` once when everything fed was stored and nothing is pending.
 
-``<idhash>`` is the first 16 hex digits of SHA-256 over the identifier: the identifier itself
-names the patient and must not reach any output (tests scan every log for it).
+``<idhash>`` is the first 16 hex digits of SHA-256 over the Observation identifier (what the
+receiver sees as ``id``), computed with :func:`agent.ingest.prepare` on the same inputs: the
+identifier names the patient and must not reach any output (tests scan every log for it).
 
 Reports go to a :class:`multiprocessing.connection.Connection` (one message per report,
 written atomically) when run by a test through a ``forkserver`` context, whose server has
 imported this module once, so a life starts in milliseconds instead of the half second an
-interpreter with bumble, paho and cryptography takes; or to stdout, one line each, when run
-as ``python -m hil.crash_child`` (see ``--help``). Either way it is its own process, killed
+interpreter with paho and cryptography takes; or to stdout, one line each, when run as
+``python -m hil.crash_child`` (see ``--help``). Either way it is its own process, killed
 with SIGKILL by the test at moments the test draws.
 """
 
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import hashlib
 import json
 import random
@@ -42,28 +41,29 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Final
 
-from agent import cose, logs
-from agent.errors import UplinkError
-from agent.ingest import BLOOD_PRESSURE_MEASUREMENT, Signer, prepare
-from agent.ingest_batcher import Item, Status, commit_batch
+from agent import config, logs
+from agent.ble.uuids import BLOOD_PRESSURE_MEASUREMENT
+from agent.config import DeviceConfig
+from agent.daemon import Arrival, Fate, Hub, Rejected, Shed
+from agent.ingest import prepare
 from agent.measurement import RawMeasurement
 from agent.normalize.device import DeviceFacts
 from agent.normalize.phd import Context
-from agent.outbox import Outbox
-from agent.sealing import Sealer, load_data_key
-from agent.uplink import Uplink, UplinkSettings
 from drivers.blood_pressure import BloodPressureMeasurement, PressureUnit
 from drivers.gatt_time import DateTime
 from drivers.ieee11073 import MedFloat16
 
-PUBLISH_WINDOW: Final = 20
-"""As the daemon's: records claimed and in flight at once."""
-
-MAX_BATCH_ITEMS: Final = 8
-"""Largest random group-commit batch: small, so kills land between many commits."""
+MAX_BURST: Final = 8
+"""Largest burst of readings handed to the hub at once: small, so kills land between many
+commits."""
 
 BASE_DEVICE_TIME: Final = datetime(2026, 1, 1, 6, 0, 0)  # noqa: DTZ001 - device local time
 """Reading ``i`` was taken ``i`` minutes after this (device local time: no zone)."""
+
+DEVICE_CONFIG: Final = DeviceConfig(
+    kind="blood_pressure", address="F0:00:00:00:C8:01", label="crash-cuff"
+)
+"""The configured device the readings are attributed to (no radio is used)."""
 
 DEVICE: Final = DeviceFacts(
     address="F0:00:00:00:C8:01",
@@ -118,6 +118,39 @@ def id_hash(identifier: str) -> str:
     return hashlib.sha256(identifier.encode()).hexdigest()[:16]
 
 
+def child_config(s: ChildSettings) -> config.Config:
+    """The hub configuration of one life: the test's outbox, keys and broker."""
+    source = Path(s.db).parent / "crash-child.toml"
+    return config.from_mapping(
+        {
+            "hub": {"id": s.hub_id, "timezone": "UTC", "state_dir": str(Path(s.db).parent)},
+            "patient": {"id": s.patient_id},
+            "outbox": {"path": s.db, "key_file": s.data_key},
+            "signing": {"key_file": s.signing_key},
+            "mqtt": {
+                "host": "127.0.0.1",
+                "port": s.broker_port,
+                "ca_file": s.ca_file,
+                "cert_file": s.cert_file,
+                "key_file": s.key_file,
+                "backoff_max_s": 1.0,
+            },
+        },
+        source,
+    )
+
+
+def raw_measurement(index: int) -> RawMeasurement:
+    """Reading ``index`` as a BLE session would hand it on."""
+    received = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=index, seconds=5)
+    return RawMeasurement(
+        characteristic_uuid=BLOOD_PRESSURE_MEASUREMENT,
+        data=measurement(index),
+        received_monotonic=float(index),
+        received_wall=received,
+    )
+
+
 class _Life:
     """One run of the child, from opening the outbox until it is killed."""
 
@@ -125,95 +158,65 @@ class _Life:
         self.s = settings
         self.report = report
         self.rng = random.Random(settings.seed)
-        self.wake = asyncio.Event()
-        self.ingest_done = asyncio.Event()
+        self.cfg = child_config(settings)
+        self.index_of: dict[bytes, int] = {}
+        self.settled = 0
+        self.progress = asyncio.Event()
+
+    # -- the hub's observer ---------------------------------------------------------------
+
+    def stored(self, arrival: Arrival, fate: Fate) -> None:
+        """A reading's transaction committed (or failed): report it."""
+        index = self.index_of[arrival.raw.data]
+        if isinstance(fate, Rejected | Shed) or fate.seq is None:
+            raise RuntimeError(f"reading {index} not stored: {fate!r}")
+        word = fate.status.value
+        if word not in ("stored", "duplicate"):
+            raise RuntimeError(f"reading {index}: {word}")
+        ctx = Context(self.s.hub_id, self.s.patient_id, "UTC", arrival.raw.received_wall)
+        identifier = prepare(arrival.raw, arrival.device, ctx).identifier
+        self.report(f"{word} {index} {fate.seq} {id_hash(identifier)}")
+        self.settled += 1
+        self.progress.set()
+
+    def delivered(self, seqs: Sequence[int]) -> None:
+        """Records deleted after their PUBACK: report each."""
+        for seq in seqs:
+            self.report(f"delivered {seq}")
+        self.progress.set()
+
+    # -- one life ----------------------------------------------------------------------
 
     async def run(self) -> None:
-        s = self.s
-        sealer = Sealer(load_data_key(Path(s.data_key)))
-        signer = Signer.from_key(cose.load_signing_key(Path(s.signing_key)))
-        uplink = Uplink(
-            UplinkSettings(
-                hub_id=s.hub_id,
-                host="127.0.0.1",
-                port=s.broker_port,
-                ca_file=Path(s.ca_file),
-                cert_file=Path(s.cert_file),
-                key_file=Path(s.key_file),
-                backoff_base_s=0.05,
-                backoff_max_s=0.5,
-            )
-        )
-        with Outbox.open(Path(s.db), sealer, s.hub_id) as outbox:
-            outbox.release_in_flight()
+        hub = Hub(self.cfg, observer=self, collect=False)
+        stop = asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(hub.run(stop), name="crash.hub")
+            await hub.ready.wait()
             self.report("opened")
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(uplink.run(), name="crash.uplink")
-                tg.create_task(self._publisher(outbox, uplink), name="crash.publisher")
-                tg.create_task(self._ingest(outbox, signer), name="crash.ingest")
+            await self._feed(hub)
+            await self._until_drained(hub)
+            self.report("drained")
+            await asyncio.Event().wait()  # stay alive until killed, as a daemon does
 
-    async def _ingest(self, outbox: Outbox, signer: Signer) -> None:
+    async def _feed(self, hub: Hub) -> None:
         s = self.s
-        index = s.start
-        end = s.start + s.count
+        index, end = s.start, s.start + s.count
         while index < end:
-            size = min(self.rng.randint(1, MAX_BATCH_ITEMS), end - index)
-            indices = list(range(index, index + size))
-            items: list[Item] = []
-            for i in indices:
-                received = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=i, seconds=5)
-                raw = RawMeasurement(
-                    characteristic_uuid=BLOOD_PRESSURE_MEASUREMENT,
-                    data=measurement(i),
-                    received_monotonic=float(i),
-                    received_wall=received,
-                )
-                ctx = Context(
-                    hub_id=s.hub_id, patient_id=s.patient_id, timezone="UTC", received=received
-                )
-                prepared = prepare(raw, DEVICE, ctx)
-                make = functools.partial(prepared.envelope, signer=signer)
-                items.append(Item(prepared.kind, prepared.identifier, make))
-            for i, item, outcome in zip(indices, items, commit_batch(outbox, items), strict=True):
-                if outcome.status is Status.NOT_STORED:
-                    raise RuntimeError(f"not stored: {outcome.error!r}")
-                self.report(f"{outcome.status.value} {i} {outcome.seq} {id_hash(item.dedup_key)}")
+            size = min(self.rng.randint(1, MAX_BURST), end - index)
+            for i in range(index, index + size):
+                raw = raw_measurement(i)
+                self.index_of[raw.data] = i
+                await hub.receive(raw, DEVICE, DEVICE_CONFIG)
             index += size
-            self.wake.set()
-            await asyncio.sleep(0)  # let the publisher run between commits, as the loop would
-        self.ingest_done.set()
-        self.wake.set()
+            await asyncio.sleep(0)  # let a commit start between bursts, as radio timing does
 
-    async def _publisher(self, outbox: Outbox, uplink: Uplink) -> None:
-        drained = False
+    async def _until_drained(self, hub: Hub) -> None:
         while True:
-            await uplink.connected.wait()
-            outbox.release_in_flight()
-            try:
-                while True:
-                    self.wake.clear()
-                    records = outbox.claim(PUBLISH_WINDOW)
-                    if not records:
-                        if self.ingest_done.is_set() and not drained:
-                            counts = outbox.counts()
-                            if counts.pending == counts.in_flight == 0:
-                                drained = True
-                                self.report("drained")
-                        await self.wake.wait()
-                        continue
-                    async with asyncio.TaskGroup() as tg:
-                        for record in records:
-                            tg.create_task(
-                                self._publish_one(outbox, uplink, record.seq, record.body),
-                                name=f"crash.publish[{record.seq}]",
-                            )
-            except* UplinkError:
-                await uplink.disconnected_or_reconnected()
-
-    async def _publish_one(self, outbox: Outbox, uplink: Uplink, seq: int, body: bytes) -> None:
-        await uplink.publish(body)
-        outbox.mark_delivered(seq)
-        self.report(f"delivered {seq}")
+            self.progress.clear()  # before looking: a change while we look wakes the wait
+            if self.settled >= self.s.count and (await hub.counts()).pending == 0:
+                return
+            await self.progress.wait()
 
 
 def _configure_logs(settings: ChildSettings) -> None:

@@ -151,6 +151,8 @@ class ReceiverStats:
     verified: int = 0
     duplicates: int = 0
     conflicting_duplicates: int = 0
+    conflicts: int = 0
+    """Readings the hub marked ``conflict_of``: same identity as an earlier one, other content."""
     rejected: collections.Counter[str] = field(default_factory=collections.Counter)
 
     @property
@@ -292,6 +294,11 @@ def verify_reading(topic: str, envelope: bytes, hubs: HubDirectory) -> VerifiedR
         _reject("payload hub differs from the topic's hub id")
     if body["seq"] < 0 or not body["id"]:
         _reject("payload seq negative or id empty")
+    conflict_of = body.get("conflict_of")
+    if conflict_of is not None and (
+        type(conflict_of) is not int or not 0 < conflict_of < body["seq"]
+    ):
+        _reject("payload conflict_of is not the seq of an earlier record")
     return VerifiedReading(
         hub_id=hub_id,
         seq=body["seq"],
@@ -562,7 +569,13 @@ class Receiver:
             self._changed()
 
     async def _deliver(self, reading: VerifiedReading) -> None:
-        key = (reading.hub_id, reading.id)
+        conflict_of = reading.payload.get("conflict_of")
+        if conflict_of is not None:
+            # The hub stored a reading whose identity equals an earlier one's while its content
+            # differs (docs/wire-format.md): kept apart and counted, never merged into the first.
+            key = (reading.hub_id, f"{reading.id}#conflict-{reading.seq}")
+        else:
+            key = (reading.hub_id, reading.id)
         digest = hashlib.sha256(reading.envelope).digest()
         prior = self._seen.get(key)
         if prior == digest:
@@ -578,6 +591,9 @@ class Receiver:
         self._seen[key] = digest
         if len(self._seen) > DEDUP_WINDOW:
             self._seen.popitem(last=False)
+        if conflict_of is not None:
+            self.stats.conflicts += 1
+            _log.warning("receiver_conflict", hub=reading.hub_id, seq=reading.seq)
         await self.readings.put(reading)
         self.stats.verified += 1
 

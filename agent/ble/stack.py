@@ -17,6 +17,7 @@ the configuration string alone.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -109,6 +110,13 @@ class BleStack:
         self.scanner_backend = scanner_backend
         self.client_backend = client_backend
         self.host = host
+        self.stopping = asyncio.Event()
+        """Set by :meth:`request_stop`: sessions end as at their deadline (disconnect, hand
+        on what they received) and no new one starts."""
+
+    def request_stop(self) -> None:
+        """Ask every session on this stack to end now, normally (the daemon is stopping)."""
+        self.stopping.set()
 
     @classmethod
     @asynccontextmanager

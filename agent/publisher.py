@@ -1,0 +1,349 @@
+"""The publisher: keeps the MQTT window full of pending records and deletes them in batches.
+
+Theory of operation
+-------------------
+The outbox is the source of truth (agent/outbox.py); what is *in flight* lives here, in
+memory, so keeping the window full costs no fsync:
+
+1. While the uplink is connected, read pending records past a cursor
+   (:meth:`~agent.outbox.Outbox.pending_after`, on the storage thread) and hand each to
+   :meth:`~agent.uplink.Uplink.publish` as soon as one of :data:`PUBLISH_WINDOW` slots is
+   free: each publish is its own task, so a slow PUBACK never holds the others back.
+2. A PUBACK puts the seq on the acknowledged list. One task deletes what is on it in one
+   transaction (:meth:`~agent.outbox.Outbox.mark_delivered_many`); what is acknowledged
+   while that commit runs forms the next batch. One fsync covers many records.
+3. A disconnect fails the publishes in flight; their records are still pending. When the
+   uplink is back, the cursor starts again at the beginning, skipping what is acknowledged
+   but not yet deleted, and the same sealed bytes are sent again (the platform dedups by
+   ``(hub, seq)``).
+4. A record the broker refuses for good (:class:`~agent.errors.PublishRejectedError`: not
+   authorized, payload format invalid…) becomes ``refused`` in the outbox: kept, not sent
+   again on its own, reported (``measurement_refused``). One refused transiently
+   (:class:`~agent.errors.PublishRefusedError`) is tried again after
+   :data:`REFUSAL_RETRY_S`, and after :data:`MAX_TRANSIENT_REFUSALS` tries it is refused
+   too. Either way the records after it keep flowing: one bad record never blocks delivery.
+5. :meth:`Publisher.stop`: no new publishes; the ones in flight get up to
+   :data:`STOP_DRAIN_S` for their PUBACK, the acknowledged ones are deleted, and
+   :meth:`Publisher.run` returns. What had no PUBACK stays pending and is sent after the
+   next start.
+
+Nothing here raises for a link or disk fault; those are logged and waited out. A bug
+(anything that is not a hub error) propagates and ends the daemon, loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import structlog
+
+from agent.errors import (
+    PublishRefusedError,
+    PublishRejectedError,
+    StorageError,
+    UplinkError,
+)
+from agent.outbox import MAX_BATCH, Outbox, OutboxRecord
+from agent.storage import StorageThread
+from agent.uplink import Uplink
+
+log = structlog.get_logger(__name__)
+
+PUBLISH_WINDOW: Final = 20
+"""Records in flight at once: paho's default ``max_inflight_messages`` and the uplink's
+window (performance-anchors B.1); more would only queue inside the uplink."""
+
+READ_BATCH: Final = 200
+"""Pending records read per storage call: ten windows, so one read keeps the window full
+for a while; ≈ 1 MB of envelopes in memory at most."""
+
+REFUSAL_RETRY_S: Final = 5.0
+"""Pause before a record the broker refused transiently (quota exceeded, server busy) is
+tried again."""
+
+MAX_TRANSIENT_REFUSALS: Final = 5
+"""A record refused this many times, even transiently, is refused for good: it stops
+costing the link, and it is reported rather than retried forever."""
+
+STOP_DRAIN_S: Final = 1.0
+"""On stop, how long publishes in flight may wait for their PUBACK: a loopback or LAN broker
+answers in milliseconds, a cellular one within about a second; what has no PUBACK by then
+stays pending and goes after the next start. Inner to the daemon's stop budget."""
+
+STORAGE_RETRY_S: Final = 5.0
+"""Pause before the disk is tried again after a storage error (full or failing)."""
+
+
+@dataclass(slots=True)
+class PublisherStats:
+    """Counters since start."""
+
+    published: int = 0
+    delivered: int = 0
+    refused: int = 0
+    transient_refusals: int = 0
+    interrupted: int = 0
+
+
+class Publisher:
+    """Sends the outbox's pending records through the uplink (see the module docstring).
+
+    Args:
+        storage: the storage thread that owns ``outbox``.
+        outbox: the outbox (used only through ``storage``).
+        uplink: the MQTT uplink.
+        on_delivered: called on the loop with each batch of deleted seqs (tests, crash child).
+        window: publishes in flight at once.
+    """
+
+    def __init__(
+        self,
+        storage: StorageThread,
+        outbox: Outbox,
+        uplink: Uplink,
+        *,
+        on_delivered: Callable[[Sequence[int]], None] | None = None,
+        window: int = PUBLISH_WINDOW,
+    ) -> None:
+        if not 1 <= window <= MAX_BATCH:
+            raise ValueError(f"window must be 1..{MAX_BATCH}")
+        self.storage = storage
+        self.outbox = outbox
+        self.uplink = uplink
+        self.stats = PublisherStats()
+        self._on_delivered = on_delivered
+        self._slots = asyncio.Semaphore(window)
+        self._in_flight: set[int] = set()
+        self._acked: list[int] = []
+        """PUBACKed, not yet deleted (in PUBACK order)."""
+        self._acked_set: set[int] = set()
+        """The same seqs, plus those being deleted right now: never published again."""
+        self._wake = asyncio.Event()
+        self._ack_ready = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopping = False
+        self._settled = False
+        """Stopping, and the in-flight publishes had their :data:`STOP_DRAIN_S`."""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._rescan = False
+        self._retry_handle: asyncio.TimerHandle | None = None
+
+    # -- public -------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """New records were stored: look again."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Publish nothing new; :meth:`run` returns once in-flight work is settled."""
+        self._stopping = True
+        self._wake.set()
+        self._ack_ready.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called (a property: it changes across awaits)."""
+        return self._stopping
+
+    @property
+    def in_flight(self) -> int:
+        """Publishes awaiting their PUBACK now."""
+        return len(self._in_flight)
+
+    async def run(self) -> None:
+        """Publish until :meth:`stop`; then drain for up to :data:`STOP_DRAIN_S` and return."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                acks = tg.create_task(self._delete_acknowledged(), name="hub.publisher.acks")
+                while True:
+                    await self._until_connected()
+                    if self.stopping:
+                        break
+                    await self._serve(tg)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(STOP_DRAIN_S):
+                        await self._idle.wait()
+                for task in self._tasks:
+                    task.cancel()  # no PUBACK in time: still pending, sent after the next start
+                self._settled = True
+                self._ack_ready.set()
+                await acks
+        finally:
+            if self._retry_handle is not None:
+                self._retry_handle.cancel()
+
+    # -- one connection -------------------------------------------------------------------
+
+    async def _until_connected(self) -> None:
+        """Wait for the uplink, a stop, and the end of the previous connection's publishes."""
+        while not self.stopping and not (self.uplink.connected.is_set() and self._idle.is_set()):
+            self._wake.clear()
+            waits = [
+                asyncio.ensure_future(self.uplink.connected.wait()),
+                asyncio.ensure_future(self._wake.wait()),
+                asyncio.ensure_future(self._idle.wait()),
+            ]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+
+    async def _serve(self, tg: asyncio.TaskGroup) -> None:
+        """Keep the window full while this connection lasts."""
+        cursor = 0
+        while self.uplink.connected.is_set() and not self.stopping:
+            if self._rescan:
+                self._rescan, cursor = False, 0
+            self._wake.clear()
+            records = await self._read(cursor)
+            if records is None:
+                continue
+            if not records:
+                await self._wait_for_work()
+                continue
+            cursor = records[-1].seq
+            for record in records:
+                if record.seq in self._in_flight or record.seq in self._acked_set:
+                    continue
+                await self._slots.acquire()
+                if self.stopping or not self.uplink.connected.is_set():
+                    self._slots.release()
+                    return
+                self._in_flight.add(record.seq)
+                self._idle.clear()
+                task = tg.create_task(self._publish_one(record), name=f"hub.publish[{record.seq}]")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _read(self, cursor: int) -> list[OutboxRecord] | None:
+        try:
+            return await self.storage.call(self.outbox.pending_after, cursor, READ_BATCH)
+        except StorageError as exc:
+            self._storage_failed(exc)
+            await asyncio.sleep(STORAGE_RETRY_S)
+            return None
+
+    async def _wait_for_work(self) -> None:
+        """Until something is stored, the connection drops, a retry is due, or a stop."""
+        if self.stopping:
+            return
+        waits = [
+            asyncio.ensure_future(self._wake.wait()),
+            asyncio.ensure_future(self.uplink.disconnected_or_reconnected()),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    # -- one record -----------------------------------------------------------------------
+
+    async def _publish_one(self, record: OutboxRecord) -> None:
+        seq = record.seq
+        try:
+            await self.uplink.publish(record.body)
+        except PublishRejectedError as exc:
+            await self._refuse(seq, exc.rc, "rejected")
+        except PublishRefusedError as exc:
+            await self._refused_transiently(seq, exc)
+        except UplinkError:
+            # The connection ended first (or never was): still pending, sent again later.
+            self.stats.interrupted += 1
+        else:
+            self.stats.published += 1
+            self._acked.append(seq)
+            self._acked_set.add(seq)
+            self._ack_ready.set()
+        finally:
+            self._in_flight.discard(seq)
+            self._slots.release()
+            if not self._in_flight:
+                self._idle.set()
+
+    async def _refuse(self, seq: int, rc: int | None, why: str) -> None:
+        try:
+            changed = await self.storage.call(self.outbox.mark_refused, seq, rc)
+        except StorageError as exc:
+            self._storage_failed(exc)  # stays pending: refused again next time
+            return
+        if changed:
+            self.stats.refused += 1
+            log.error("measurement_refused", seq=seq, rc=rc, why=why)
+
+    async def _refused_transiently(self, seq: int, exc: PublishRefusedError) -> None:
+        self.stats.transient_refusals += 1
+        try:
+            attempts = await self.storage.call(self.outbox.note_attempt, seq)
+        except StorageError as error:
+            self._storage_failed(error)
+            attempts = 0
+        if attempts >= MAX_TRANSIENT_REFUSALS:
+            await self._refuse(seq, exc.rc, "refused_repeatedly")
+            return
+        log.warning("measurement_publish_refused", seq=seq, rc=exc.rc, attempts=attempts)
+        if self._retry_handle is None or self._retry_handle.cancelled():
+            self._retry_handle = asyncio.get_running_loop().call_later(
+                REFUSAL_RETRY_S, self._retry_refused
+            )
+
+    def _retry_refused(self) -> None:
+        self._retry_handle = None
+        self._rescan = True
+        self._wake.set()
+
+    # -- acknowledgements -------------------------------------------------------------------
+
+    async def _delete_acknowledged(self) -> None:
+        """Delete acknowledged records in batches until stopped and nothing is left."""
+        while True:
+            await self._ack_ready.wait()
+            self._ack_ready.clear()
+            while self._acked:
+                batch = self._acked[:MAX_BATCH]
+                try:
+                    await self.storage.call(self.outbox.mark_delivered_many, batch)
+                except StorageError as exc:
+                    # Still pending on disk and excluded from publishing here: deleted on
+                    # the next try, or sent again (same bytes) after a restart.
+                    self._storage_failed(exc)
+                    await asyncio.sleep(STORAGE_RETRY_S)
+                    continue
+                del self._acked[: len(batch)]
+                self._acked_set.difference_update(batch)
+                self.stats.delivered += len(batch)
+                log.info(
+                    "measurements_delivered",
+                    count=len(batch),
+                    first_seq=batch[0],
+                    last_seq=batch[-1],
+                )
+                if self._on_delivered is not None:
+                    self._on_delivered(batch)
+            if self._settled or (self.stopping and self._idle.is_set()):
+                return
+
+    def _storage_failed(self, exc: StorageError) -> None:
+        log.error(
+            "outbox_unavailable",
+            error=type(exc).__name__,
+            operation=exc.operation,
+            reason=exc.reason,
+            retry_in_s=STORAGE_RETRY_S,
+        )
+
+
+__all__ = [
+    "MAX_TRANSIENT_REFUSALS",
+    "PUBLISH_WINDOW",
+    "REFUSAL_RETRY_S",
+    "STOP_DRAIN_S",
+    "Publisher",
+    "PublisherStats",
+]
