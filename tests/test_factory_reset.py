@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from agent import cli, cose, keys
 from agent.daemon import open_outbox
@@ -24,6 +25,11 @@ from agent.keys.provider import KeyProvider
 from agent.outbox import Outbox
 from agent.sealing import DataKey, Sealer, load_data_key, record_aad
 from tests import keyhub
+
+KIND = b"observation"
+PLAIN_PREFIX = bytes([len(KIND)]) + KIND
+"""A record's plaintext is ``u8 len ‖ kind ‖ body``, sealed under ``record_aad(hub, seq,
+class)`` (agent/outbox.py)."""
 
 pytestmark = pytest.mark.skipif(
     not keyhub.softhsm_available(), reason="softhsm2 missing: run `make system-deps`"
@@ -73,7 +79,7 @@ def _copy(hub: keyhub.Hub, dest: Path) -> tuple[Path, Path]:
 def _rows(db: Path) -> list[tuple[int, str, bytes]]:
     conn = sqlite3.connect(db)
     try:
-        return conn.execute("SELECT seq, kind, sealed FROM records ORDER BY seq").fetchall()
+        return conn.execute("SELECT seq, class, sealed FROM records ORDER BY seq").fetchall()
     finally:
         conn.close()
 
@@ -100,11 +106,10 @@ def test_copy_opens_before_the_reset(
     db, key = _copy(hub, tmp_path / "copy")
     sealer = Sealer(load_data_key(key, _provider(hub, opened)))
     rows = _rows(db)
-    assert [seq for seq, _, _ in rows] == [1, 2]
-    for seq, kind, sealed in rows:
-        assert sealer.open(sealed, aad=record_aad("hub-keys-1", seq, kind)) == READING + bytes(
-            [seq]
-        )
+    assert [(seq, klass) for seq, klass, _ in rows] == [(1, "clinical"), (2, "clinical")]
+    for seq, klass, sealed in rows:
+        plain = sealer.open(sealed, aad=record_aad("hub-keys-1", seq, klass))
+        assert plain == PLAIN_PREFIX + READING + bytes([seq])
 
 
 def test_reset_makes_old_records_unreadable(
@@ -143,14 +148,16 @@ def test_reset_makes_old_records_unreadable(
 
     # The copied records open under no key the hub can now have.
     fresh = Sealer(DataKey.generate())
-    for seq, kind, sealed in _rows(db):
+    for seq, klass, sealed in _rows(db):
         with pytest.raises(IntegrityError):
-            fresh.open(sealed, aad=record_aad("hub-keys-1", seq, kind))
+            fresh.open(sealed, aad=record_aad("hub-keys-1", seq, klass))
     with Outbox.open(db, fresh, "hub-keys-1") as outbox:
-        with pytest.raises(IntegrityError) as claim:
-            outbox.claim(10)
-        assert claim.value.reason == "failed authentication; 2 record(s) set aside as damaged"
-        assert outbox.counts().damaged == 2
+        with capture_logs() as events:
+            assert outbox.pending_after(0, 10) == []
+        (event,) = [e for e in events if e["event"] == "outbox_record_damaged"]
+        assert (event["seqs"], event["count"]) == ([1, 2], 2)
+        counts = outbox.counts()
+        assert (counts.pending, counts.damaged) == (0, 2)
 
 
 def test_hub_starts_fresh_after_reset(hub: keyhub.Hub) -> None:
@@ -160,7 +167,7 @@ def test_hub_starts_fresh_after_reset(hub: keyhub.Hub) -> None:
     outbox, _signer = open_outbox(hub.cfg)
     try:
         counts = outbox.counts()
-        assert (counts.pending, counts.in_flight, counts.damaged) == (0, 0, 0)
+        assert (counts.pending, counts.refused, counts.damaged) == (0, 0, 0)
     finally:
         outbox.close()
     assert hub.cfg.outbox.key_file.read_bytes()[:10] == old[:10]
