@@ -393,7 +393,8 @@ NEED_DATA: Final = _Sentinel.NEED_DATA
 """Nothing to do until the meter sends more (or a timeout passes)."""
 
 LIMIT_REACHED: Final = _Sentinel.LIMIT_REACHED
-"""``max_records`` were accepted: write Abort (``03 00``), then call :meth:`GlsSync.aborted`."""
+"""A record beyond ``max_records`` arrived: write Abort (``03 00``), then call
+:meth:`GlsSync.aborted`."""
 
 Event = RecordReady | ProcedureFinished | _Sentinel
 
@@ -447,6 +448,13 @@ class GlsSync:
         self._limit_signalled = False
         self._abort_written = False
         self._after_abort = 0
+        #: The most each buffer ever held in this session (logged when a meter floods).
+        self.peaks: dict[str, int] = {
+            "gls_ready": 0,
+            "racp_probe": 0,
+            "racp_indications": 0,
+            "gls_orphan_contexts": 0,
+        }
 
     # -- what is buffered (for tests and logs) ----------------------------------------------
 
@@ -467,8 +475,8 @@ class GlsSync:
 
     @property
     def limit_reached(self) -> bool:
-        """``max_records`` were accepted."""
-        return self.accepted >= self.max_records
+        """A record beyond ``max_records`` arrived (and was refused): the meter holds more."""
+        return self.refused > 0
 
     # -- values in (from the bleak callbacks; never wait) ------------------------------------
 
@@ -502,6 +510,7 @@ class GlsSync:
             self._fail(DeviceProtocolError(self.device, self._name, exc.reason))
         except DeviceFloodError as exc:
             self._fail(exc)
+        self._peak("gls_orphan_contexts", self.joiner.orphans)
         self._take(records)
 
     def racp_indication(self, data: bytes) -> None:
@@ -516,6 +525,7 @@ class GlsSync:
         if len(self._indications) >= MAX_RACP_INDICATIONS:
             self._flood("racp_indications", MAX_RACP_INDICATIONS)
         self._indications.append(bytes(data))
+        self._peak("racp_indications", len(self._indications))
         if len(self._indications) == 1:
             self._take(self.joiner.flush())
 
@@ -635,6 +645,9 @@ class GlsSync:
         if self.failure is not None:
             raise self.failure
 
+    def _peak(self, buffer: str, size: int) -> None:
+        self.peaks[buffer] = max(self.peaks[buffer], size)
+
     def _fail(self, error: DeviceProtocolError) -> NoReturn:
         self.failure = error
         raise error
@@ -650,7 +663,8 @@ class GlsSync:
                 if len(self._probed) >= MAX_PROBE_RECORDS:
                     self._flood("racp_probe", MAX_PROBE_RECORDS)
                 self._probed.append(record)
-            elif self.limit_reached:
+                self._peak("racp_probe", len(self._probed))
+            elif self.accepted >= self.max_records:
                 self.refused += 1
                 if self._abort_written:
                     self._after_abort += 1
@@ -660,6 +674,7 @@ class GlsSync:
                 if len(self._ready) >= MAX_READY_RECORDS:
                     self._flood("gls_ready", MAX_READY_RECORDS)
                 self._ready.append(record)
+                self._peak("gls_ready", len(self._ready))
                 self.accepted += 1
 
     def _check(self, data: bytes) -> RacpResponse:

@@ -500,6 +500,7 @@ class BufferedSession(GattSession):
         self.capacity = max_measurements + MEASUREMENT_SLACK
         self.received = 0
         self.overflowed = 0
+        self.peak_pending = 0
         self.last_arrival = self.loop.time()
 
     def arrived(self, uuid: str, data: bytearray) -> None:
@@ -522,6 +523,7 @@ class BufferedSession(GattSession):
                 received_wall=datetime.now(UTC),
             )
         )
+        self.peak_pending = max(self.peak_pending, len(self.pending))
         self.log.info("ble_measurement_received", index=self.received, size=len(data))
         if self.received == self.limit:
             self.end_link_now()  # the limit: what is still in flight lands in the slack
@@ -579,6 +581,8 @@ class BufferedSession(GattSession):
                 "ble_session_failed_by_device",
                 measurements=self.handed_on,
                 error=type(self.failure).__name__,
+                peak_pending=self.peak_pending,
+                refused=self.overflowed,
             )
             raise self.failure
         if ended_by is None:

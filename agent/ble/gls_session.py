@@ -287,6 +287,7 @@ class _GlsSession(GattSession):
             "gls_session_failed_by_device",
             measurements=self.handed_on,
             error=type(failure).__name__,
+            **{f"peak_{buffer}": size for buffer, size in self.core.peaks.items()},
         )
         raise failure
 
@@ -518,5 +519,6 @@ async def collect_glucose(
         measurements=session.handed_on,
         ended_by=ended_by.value,
         resynced=resynced,
+        **{f"peak_{buffer}": size for buffer, size in session.core.peaks.items()},
     )
     return GlsSessionResult(session.label, session.handed_on, ended_by, resynced, info, facts)

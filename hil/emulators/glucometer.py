@@ -26,6 +26,12 @@ before its measurement (a meter that gets the order wrong, to test joining by se
 number); :meth:`Glucometer.restart_numbering` clears the memory and numbers new records
 from a given value (a meter reset, or one whose sequence number wrapped).
 
+Misbehaviour for the hub's bounds (``flood``, a :class:`Flood`): once asked for a report, the
+meter sends without end, ignores Abort and never indicates the final Response Code:
+``RECORDS`` the matching records, then fresh ones numbered on; ``CONTEXTS`` contexts whose
+measurement never comes; ``RACP`` the first matching record, then RACP indications. The
+flood's values are counted (``flood_sent``), not kept, so the emulator itself stays small.
+
 Optional security: ``require_encryption`` makes the RACP refuse writes on an unencrypted
 link with ATT Insufficient Encryption (0x0F), as GLS requires an encrypted link.
 
@@ -60,7 +66,15 @@ from hil.emulators.peripheral import (
     read_only_characteristic,
     unreadable_characteristic,
 )
-from hil.emulators.racp_server import RacpAttError, RacpServer, Report, Respond
+from hil.emulators.racp_server import (
+    Code,
+    Op,
+    RacpAttError,
+    RacpServer,
+    Report,
+    Respond,
+    response_code,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +91,14 @@ time fault (bit 9)."""
 DEFAULT_ADVERTISING_INTERVAL_MS: Final = 100.0
 
 GLUCOMETER_INFO: Final = DeviceInformation(model_number="HH-GLU-1", serial_number="SN-GLU-0001")
+
+
+class Flood(enum.Enum):
+    """What a flooding meter sends without end once asked for a report (module docstring)."""
+
+    RECORDS = "records"
+    CONTEXTS = "contexts"
+    RACP = "racp"
 
 
 class Unit(enum.Enum):
@@ -257,6 +279,7 @@ class Glucometer(GattPeripheral):
         context_first: send each context before its measurement.
         require_encryption: refuse RACP writes on an unencrypted link (ATT 0x0F).
         clock: expose this clock as Current Time 0x2A2B (None: no CTS).
+        flood: misbehave: answer a report with an endless stream (:class:`Flood`).
     """
 
     NAME = "glucometer"
@@ -273,6 +296,7 @@ class Glucometer(GattPeripheral):
         context_first: bool = False,
         require_encryption: bool = False,
         clock: EmulatedClock | None = None,
+        flood: Flood | None = None,
     ) -> None:
         notify = Characteristic.Properties.NOTIFY
         self._measurement = unreadable_characteristic(
@@ -298,6 +322,9 @@ class Glucometer(GattPeripheral):
         self.drop_link_after_records = drop_link_after_records
         self.context_first = context_first
         self.require_encryption = require_encryption
+        self.flood = flood
+        #: Values sent by a flood beyond the matching records (counted, not kept).
+        self.flood_sent = 0
         self._records: list[GlucoseRecord] = list(records)
         self._next_seq = (self._records[-1].sequence_number + 1) & 0xFFFF if records else 0
         self.racp = RacpServer(lambda: self._records, self._delete)
@@ -373,9 +400,14 @@ class Glucometer(GattPeripheral):
             )
         except RacpAttError as exc:
             raise ATT_Error(exc.code) from None
+        if self.flood is not None and self.racp.busy and data[:1] == b"\x03":
+            return  # a flooding meter ignores Abort: no answer, the stream goes on
         if isinstance(action, Report):
             self.procedure_done.clear()
-            self._spawn(self._report(connection, action), "report")
+            if self.flood is not None:
+                self._spawn(self._flood(connection, action, self.flood), "flood")
+            else:
+                self._spawn(self._report(connection, action), "report")
         else:
             self._spawn(self._respond(connection, action), "respond")
 
@@ -409,6 +441,43 @@ class Glucometer(GattPeripheral):
                 # write its next request as soon as that indication arrives.
                 self.racp.finished()
                 await self._indicate(connection, report.final)
+        finally:
+            self.racp.finished()
+            self.procedure_done.set()
+
+    async def _flood(self, connection: Connection, report: Report, flood: Flood) -> None:
+        """Answer ``report`` without end (module docstring), until the link goes."""
+        template = example_records()[1]  # no context: a record complete on its own
+        first = report.records[0]
+        assert isinstance(first, GlucoseRecord)
+        seq = first.sequence_number
+        meal = GlucoseContext(meal=1)
+        head: list[GlucoseRecord] = []
+        if flood is Flood.RECORDS:
+            head = [r for r in report.records if isinstance(r, GlucoseRecord)]
+        elif flood is Flood.RACP:
+            head = [first]
+        try:
+            for record in head:
+                value = record.measurement_value()
+                self.sent.append((GLUCOSE_MEASUREMENT, value))
+                await self.device.notify_subscriber(connection, self._measurement, value)
+                seq = record.sequence_number
+            while self._connection is connection:
+                seq = (seq + 1) & 0xFFFF
+                if flood is Flood.RECORDS:
+                    value = template.with_sequence_number(seq).measurement_value()
+                    await self.device.notify_subscriber(connection, self._measurement, value)
+                elif flood is Flood.CONTEXTS:
+                    value = meal.value(seq)
+                    await self.device.notify_subscriber(connection, self._context, value)
+                else:
+                    value = response_code(Op.REPORT_STORED_RECORDS, Code.SUCCESS)
+                    await self.device.indicate_subscriber(connection, self._racp, value)
+                self.flood_sent += 1
+                await asyncio.sleep(0)  # the meter's own pace: as fast as its stack takes them
+        except Exception as exc:  # noqa: BLE001 - the link went under the stream
+            logger.info("glucometer: flood ended (%s)", type(exc).__name__)
         finally:
             self.racp.finished()
             self.procedure_done.set()

@@ -29,7 +29,8 @@ Behaviour:
   once over the emulator's life (a new connection continues where the last one stopped);
   with it, the samples go round and round while a central listens. Notifications are
   unconfirmed (Vol 3 Part F §3.4.7.1): a sample notified while the link drops is simply
-  gone, as with a real oximeter.
+  gone, as with a real oximeter. ``flood_continuous`` (misbehaviour, for the hub's bounds)
+  notifies without pause.
 
 - **Measurement storage** (``stored_records``, with storage in the features): the RACP
   procedures as PLXS restricts them (ble-spec-facts §6.4): only the operator "all records"
@@ -412,6 +413,8 @@ class EmulatedOximeter(HeldReadingsPeripheral[SpotCheck]):
         features: the PLX Features value.
         continuous_interval_s: time between two continuous notifications.
         continuous_repeat: stream ``continuous`` round and round until the link ends.
+        flood_continuous: misbehave: notify without pause, ignoring
+            ``continuous_interval_s`` (as fast as the stack takes them).
         delete_on_confirm: forget a spot-check once its indication is confirmed.
         advertise_when_empty: keep advertising with no spot-check held (a worn oximeter that
             streams continuously).
@@ -433,6 +436,7 @@ class EmulatedOximeter(HeldReadingsPeripheral[SpotCheck]):
         features: Features | None = None,
         continuous_interval_s: float = DEFAULT_CONTINUOUS_INTERVAL_S,
         continuous_repeat: bool = False,
+        flood_continuous: bool = False,
         delete_on_confirm: bool = True,
         advertise_when_empty: bool = False,
         advertising_interval_ms: float = DEFAULT_ADVERTISING_INTERVAL_MS,
@@ -466,6 +470,7 @@ class EmulatedOximeter(HeldReadingsPeripheral[SpotCheck]):
         self.continuous = tuple(continuous)
         self.continuous_interval_s = continuous_interval_s
         self.continuous_repeat = continuous_repeat
+        self.flood_continuous = flood_continuous
 
         self._samples = (
             itertools.cycle(self.continuous) if continuous_repeat else iter(self.continuous)
@@ -552,7 +557,8 @@ class EmulatedOximeter(HeldReadingsPeripheral[SpotCheck]):
         first = True
         while self._samples_left > 0:
             if not first:
-                await asyncio.sleep(self.continuous_interval_s)  # the device's output rate
+                # The device's output rate; a flooding one only yields to its own stack.
+                await asyncio.sleep(0 if self.flood_continuous else self.continuous_interval_s)
             first = False
             if self._connection is not connection:
                 return
