@@ -249,12 +249,13 @@ def test_early_estimate_is_preliminary() -> None:
 
 
 def test_invalid_and_unavailable_become_data_absent() -> None:
-    """Invalid → dataAbsentReason error (entered-in-error); unavailable → not-performed."""
+    """Invalid → dataAbsentReason error (status final, as PhdBaseObservation requires);
+    unavailable → not-performed."""
     invalid = int(MeasurementStatus.INVALID_MEASUREMENT_DETECTED)
     spo2 = by_code(bundle_of(bytes(SpotCheck(97, 60, measurement_status=invalid))), SPO2, SPOT)
     assert "valueQuantity" not in spo2
     assert spo2["dataAbsentReason"]["coding"][0]["code"] == "error"
-    assert spo2["status"] == "entered-in-error"
+    assert spo2["status"] == "final"
     unavailable = int(MeasurementStatus.MEASUREMENT_UNAVAILABLE)
     bundle = bundle_of(bytes(SpotCheck(97, 60, measurement_status=unavailable)))
     spo2 = by_code(bundle, SPO2, SPOT)

@@ -21,7 +21,8 @@ Decisions (docs/fhir-profile.md):
   IG example and the R4 ``oxygensat`` profile require; 59408-5 "… by Pulse oximetry" is the
   more precise concept, which R4 allows as an additional coding (US Core does the same).
 - **Measurement Status, by name** (IG PhdBaseObservation "Measurement Status" table):
-  invalid → ``dataAbsentReason`` error and status ``entered-in-error``; unavailable →
+  invalid → ``dataAbsentReason`` error (status stays ``final``: PhdBaseObservation allows only
+  final or preliminary); unavailable →
   ``dataAbsentReason`` not-performed; questionable, calibration ongoing, validated, early
   estimate, measurement ongoing → ``interpretation`` (PoCD measurement-status codes), the last
   two also status ``preliminary``; demonstration / testing data → ``meta.security`` HTEST.
@@ -166,8 +167,7 @@ def _status_fields(status: PlxMeasurementStatus | None) -> dict[str, Any]:
         return {}
     out: dict[str, Any] = {}
     if status & PlxMeasurementStatus.INVALID_MEASUREMENT_DETECTED:
-        out["status"] = "entered-in-error"
-        out["dataAbsentReason"] = "error"
+        out["dataAbsentReason"] = "error"  # status stays final (PhdBaseObservation.status)
     elif status & PlxMeasurementStatus.MEASUREMENT_UNAVAILABLE:
         out["dataAbsentReason"] = "not-performed"
     if status & PRELIMINARY and "status" not in out:
