@@ -792,19 +792,21 @@ class Uplink:
             _blocking_connect, client, ctx.sockets, s.host, s.port, s.keepalive_s, props
         )
         self._worker = connecting
+        handshake_done = False
         try:
             async with asyncio.timeout(ATTEMPT_TIMEOUT_S):
                 try:
                     rc = await asyncio.wrap_future(connecting)
                 except OSError as exc:  # raised by paho's blocking part, in the worker
                     raise _connect_error(exc) from None
+                handshake_done = True
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     raise UplinkError(f"CONNECT not sent: {mqtt.error_string(rc)}")
                 conn.attach()
                 async with asyncio.timeout(CONNACK_TIMEOUT_S):
                     session_present = await asyncio.shield(conn.connack)
         except TimeoutError:  # ours (asyncio.timeout), paho's socket timeouts are mapped above
-            if connecting.done():
+            if handshake_done:
                 error = UplinkError("no CONNACK in time")
             else:
                 error = UplinkError(

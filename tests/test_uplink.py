@@ -24,6 +24,7 @@ from structlog.testing import capture_logs
 from agent import cose
 from agent import uplink as uplink_module
 from agent.errors import UplinkError, UsageError
+from agent.retry import STABLE_PERIOD_S
 from agent.uplink import Uplink, UplinkSettings, readings_topic
 from hil.broker import Broker
 from hil.pki import DevPki
@@ -32,6 +33,17 @@ from tests.conftest import HUB_ID
 
 TIMEOUT_S: Final = 10.0
 """Every await on the network is bounded; on loopback each step takes milliseconds."""
+
+QUIET_WINDOW_S: Final = 1.0
+"""How long something that must not happen is given to happen (a tight loop would repeat
+hundreds of times in it)."""
+
+HANDSHAKE_BOUND_S: Final = 0.3
+"""Attempt or handshake timeout for the hanging-handshake tests (the clock edge, shortened)."""
+
+CLOSED_WITHIN_S: Final = 2.0
+"""The hub closes a given-up handshake's socket this soon (far below TLS_CONNECT_TIMEOUT_S,
+after which paho alone would have given up, still without closing it)."""
 
 
 def _settings(pki: DevPki, port: int, **override: Any) -> UplinkSettings:
@@ -45,6 +57,7 @@ def _settings(pki: DevPki, port: int, **override: Any) -> UplinkSettings:
         "backoff_base_s": 0.05,
         "backoff_max_s": 0.5,
         "refusal_backoff_s": 0.5,
+        "refusal_backoff_max_s": 1.0,
     }
     values.update(override)
     return UplinkSettings(**values)
@@ -254,6 +267,30 @@ class TestFailures:
         assert caught.value.reason == "PUBACK refused: Not authorized"
         assert (uplink.stats.acked, uplink.stats.refused) == (0, 1)
 
+    async def test_refused_publish_is_not_retried_in_a_tight_loop(
+        self, dev_pki: DevPki, broker: Broker
+    ) -> None:
+        """PUBACK 0x87: a publisher that waits for disconnected_or_reconnected() does not send
+        again while the refusing connection stays up (nothing more within a second)."""
+        uplink = Uplink(_settings(dev_pki, broker.port, hub_id="hub-0002"))
+        async with _running(uplink), asyncio.timeout(TIMEOUT_S):
+            publisher = asyncio.create_task(
+                _deliver_all(uplink, {1: _Hub(dev_pki).envelope(1)}, workers=1),
+                name="test.publisher",
+            )
+            await uplink.wait_until(lambda s: s.refused >= 1)
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(QUIET_WINDOW_S):
+                    await uplink.wait_until(lambda s: s.refused >= 2)
+            publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publisher
+        assert (uplink.stats.refused, uplink.stats.connects, uplink.stats.connect_failures) == (
+            1,
+            1,
+            0,
+        )
+
     async def test_disconnect_before_puback_raises(self, dev_pki: DevPki, broker: Broker) -> None:
         """A publish whose connection dies before the PUBACK raises UplinkError (re-queue)."""
         uplink = Uplink(_settings(dev_pki, broker.port))
@@ -373,6 +410,121 @@ class _CoalescingFakeBroker:
         writer.close()
 
 
+class _SilentServer:
+    """A TCP server on loopback that accepts and never answers: a TLS handshake to it hangs.
+
+    For each connection it records how long the client kept it open (until EOF or reset).
+    """
+
+    def __init__(self) -> None:
+        self.held_s: list[float] = []
+        self.accepted = 0
+        self.finished = 0
+        self.server: asyncio.Server | None = None
+        self._change = asyncio.Event()
+
+    async def __aenter__(self) -> _SilentServer:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def wait_until(self, predicate: Any) -> None:
+        while not predicate(self):
+            self._change.clear()
+            await self._change.wait()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        opened = loop.time()
+        self.accepted += 1
+        self._change.set()
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(4096):  # the ClientHello, then nothing until EOF
+                pass
+        self.held_s.append(loop.time() - opened)
+        self._change.set()
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+        self.finished += 1
+        self._change.set()
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+class TestHandshakeSockets:
+    """A TLS handshake that hangs, fails or is cancelled: its socket is closed, no fd leaks."""
+
+    async def test_attempt_timeout_closes_the_hanging_handshake(
+        self, dev_pki: DevPki, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """ATTEMPT_TIMEOUT_S fires while the worker is inside paho's connect (the handshake
+        waits for a ServerHello that never comes): the socket is shut down and closed at once,
+        and the next attempts fare the same."""
+        monkeypatch.setattr(uplink_module, "ATTEMPT_TIMEOUT_S", HANDSHAKE_BOUND_S)
+        before = _open_fds()
+        async with _SilentServer() as server:
+            uplink = Uplink(_settings(dev_pki, server.port))
+            async with _running(uplink), asyncio.timeout(TIMEOUT_S):
+                await server.wait_until(lambda sv: len(sv.held_s) >= 2)
+            async with asyncio.timeout(TIMEOUT_S):
+                await server.wait_until(lambda sv: sv.finished == sv.accepted)
+        assert _open_fds() == before
+        # Held until our timeout (the server accepts a moment after the attempt started) and
+        # closed right after it, not when paho's 10 s read timeout would have ended the worker.
+        assert all(0.8 * HANDSHAKE_BOUND_S <= held < CLOSED_WITHIN_S for held in server.held_s[:2])
+        assert uplink.stats.last_failure == "TCP connect or TLS handshake not done in 0.3 s"
+        assert uplink.stats.connects == 0
+
+    async def test_handshake_timeout_in_paho_closes_the_socket(
+        self, dev_pki: DevPki, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """paho's own connect_timeout ends the handshake with TimeoutError: paho does not close
+        the socket it never reported; the worker does, before it returns."""
+        monkeypatch.setattr(uplink_module, "TLS_CONNECT_TIMEOUT_S", HANDSHAKE_BOUND_S)
+        before = _open_fds()
+        async with _SilentServer() as server:
+            uplink = Uplink(_settings(dev_pki, server.port))
+            async with _running(uplink), asyncio.timeout(TIMEOUT_S):
+                await uplink.wait_until(lambda s: s.connect_failures >= 2)
+            async with asyncio.timeout(TIMEOUT_S):
+                await server.wait_until(lambda sv: sv.finished == sv.accepted)
+        assert _open_fds() == before
+        assert all(held < CLOSED_WITHIN_S for held in server.held_s[:2])
+        assert uplink.stats.last_failure == "TCP connect or TLS handshake timed out (0.3 s)"
+
+    async def test_close_during_the_handshake_closes_the_socket(self, dev_pki: DevPki) -> None:
+        """close() while the worker waits in the handshake (10 s read timeout): run() returns
+        at once, having shut the socket down and waited for the worker to close it."""
+        before = _open_fds()
+        loop = asyncio.get_running_loop()
+        async with _SilentServer() as server:
+            uplink = Uplink(_settings(dev_pki, server.port))
+            async with asyncio.timeout(TIMEOUT_S):
+                async with _running(uplink):
+                    await server.wait_until(lambda sv: sv.accepted >= 1)
+                    closing = loop.time()
+                closed_after_s = loop.time() - closing
+                await server.wait_until(lambda sv: sv.finished == sv.accepted)
+        assert _open_fds() == before
+        assert closed_after_s < CLOSED_WITHIN_S
+        assert len(server.held_s) == server.accepted >= 1
+        assert max(server.held_s) < CLOSED_WITHIN_S
+        assert (uplink.stats.connects, uplink.stats.connect_failures) == (0, 0)
+
+
 class TestTransport:
     async def test_pubacks_coalesced_in_one_tls_record(self, dev_pki: DevPki) -> None:
         """PINGRESP + five PUBACKs in one TLS record: all five publishes complete."""
@@ -405,6 +557,34 @@ class TestTls:
         assert uplink.stats.last_backoff_s >= 0.5
         await broker.astop()  # the broker logs after it refused; its exit flushes everything
         assert "certificate verify failed" in broker.log_tail()
+
+    async def test_refused_certificate_is_not_retried_in_a_tight_loop(
+        self, dev_pki: DevPki, foreign_pki: DevPki, broker: Broker
+    ) -> None:
+        """Refusal after refusal, every pause is at least the floor and jittered."""
+        floor_s, cap_s = 0.2, 0.4
+        settings = _settings(
+            dev_pki,
+            broker.port,
+            cert_file=foreign_pki.hub_cert,
+            key_file=foreign_pki.hub_key,
+            refusal_backoff_s=floor_s,
+            refusal_backoff_max_s=cap_s,
+        )
+        loop = asyncio.get_running_loop()
+        with capture_logs() as events:
+            uplink = Uplink(settings)
+            started = loop.time()
+            async with _running(uplink), asyncio.timeout(TIMEOUT_S):
+                await uplink.wait_until(lambda s: s.connect_failures >= 3)
+                elapsed_s = loop.time() - started
+        backoffs = [e for e in events if e["event"] == "mqtt_backoff"]
+        delays = [e["delay_s"] for e in backoffs[:2]]
+        assert all(floor_s <= d <= cap_s for d in delays)
+        assert delays[0] != delays[1]
+        assert [(e["attempt"], e["retryable"]) for e in backoffs[:2]] == [(1, False), (2, False)]
+        assert elapsed_s >= sum(delays)  # three attempts, two pauses between them
+        assert uplink.stats.connects == 0
 
     async def test_untrusted_broker_certificate_is_refused(
         self, dev_pki: DevPki, foreign_pki: DevPki, broker: Broker
@@ -443,6 +623,57 @@ class TestLifecycle:
         assert (failed["retryable"], failed["rc"]) == (True, None)
         assert failed["reason"].startswith("cannot reach the broker")
 
+    async def test_bridge_bug_is_logged_with_traceback_then_backed_off(
+        self, dev_pki: DevPki, broker: Broker, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An exception out of a paho callback: logged with its traceback, the connection cut,
+        the next attempt after a refusal's pause (a bug is not retryable), and back again."""
+
+        def on_publish(*_args: Any) -> None:
+            raise RuntimeError("bug in on_publish")
+
+        monkeypatch.setattr(uplink_module._Connection, "_on_publish", on_publish)  # the fault
+        with capture_logs() as events:
+            uplink = Uplink(_settings(dev_pki, broker.port))
+            async with _running(uplink), asyncio.timeout(TIMEOUT_S):
+                await uplink.connected.wait()
+                with pytest.raises(UplinkError) as caught:
+                    await uplink.publish(_Hub(dev_pki).envelope(1))
+                await uplink.wait_until(lambda s: s.connects >= 2)
+        failed = [e for e in events if e["event"] == "mqtt_bridge_failed"]
+        assert [(e["call"], e["error"], e["exc_info"], e["log_level"]) for e in failed] == [
+            ("loop_read", "RuntimeError", True, "error")
+        ]
+        assert caught.value.reason.startswith("no PUBACK before the connection ended")
+        backoff = next(e for e in events if e["event"] == "mqtt_backoff")
+        assert (backoff["retryable"], backoff["delay_s"] >= 0.5) == (False, True)
+        assert uplink.stats.last_failure == "bug in the MQTT bridge: RuntimeError"
+        assert (uplink.stats.disconnects, uplink.stats.lost_in_flight) == (1, 1)
+
+    @pytest.mark.parametrize("stable", [True, False])
+    async def test_backoff_resets_only_after_a_stable_session(
+        self, dev_pki: DevPki, broker: Broker, stable: bool
+    ) -> None:
+        """Failures while the broker is down count up; a session that lasted STABLE_PERIOD_S
+        (on the injected clock) starts the count again, a shorter one does not."""
+        clock = _FakeClock()
+        with capture_logs() as events:
+            uplink = Uplink(_settings(dev_pki, broker.port), clock=clock)
+            async with _running(uplink), asyncio.timeout(TIMEOUT_S):
+                await uplink.connected.wait()
+                await broker.astop()
+                await uplink.wait_until(lambda s: s.connect_failures >= 2)
+                await broker.astart()
+                await uplink.wait_until(lambda s: s.connects >= 2)
+                failures = uplink.stats.connect_failures
+                clock.now += STABLE_PERIOD_S if stable else STABLE_PERIOD_S - 0.1
+                mark = len(events)
+                await broker.astop()
+                await uplink.wait_until(lambda s: s.connect_failures > failures)
+        after = next(e for e in events[mark:] if e["event"] == "mqtt_backoff")
+        # Before the second session: 1 (the first drop) + one per failed connect.
+        assert after["attempt"] == (1 if stable else 1 + failures + 1)
+
     async def test_close_sends_disconnect_and_run_returns(
         self, dev_pki: DevPki, broker: Broker
     ) -> None:
@@ -476,6 +707,16 @@ class TestLifecycle:
         with pytest.raises(UsageError):
             _settings(dev_pki, 8883, hub_id="hub/0001")
         assert readings_topic("hub-0001") == "homehub/v1/hub-0001/readings"
+
+
+class _FakeClock:
+    """Monotonic seconds that move only when the test says so (the backoff's clock edge)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def _closed_port() -> int:
