@@ -59,7 +59,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import random
 import socket
 import ssl
 import threading
@@ -617,8 +616,7 @@ class Uplink:
     ) -> None:
         """``rng`` and ``clock`` are the backoff's edges (:mod:`agent.retry`), for tests."""
         self.settings = settings
-        self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not a secret
-        self._backoff = settings.backoff(self._rng, clock)
+        self._backoff = settings.backoff(rng, clock)
         self._worker: concurrent.futures.Future[MQTTErrorCode] | None = None
         self.topic = readings_topic(settings.hub_id)
         self.connected = asyncio.Event()
@@ -637,7 +635,8 @@ class Uplink:
     # -- public API ---------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Connect and stay connected until :meth:`close`; reconnect with full jitter.
+        """Connect and stay connected until :meth:`close`; reconnect after :mod:`agent.retry`'s
+        backoff. Returns only once the connecting worker thread has returned (bounded).
 
         Raises :class:`KeyMaterialError` at once if the TLS client key or certificates cannot
         be used at start (a configuration fault); later failures are retried.
@@ -724,7 +723,7 @@ class Uplink:
         s = self.settings
         backoff = self._backoff
         try:
-            await asyncio.sleep(boot_jitter(s.first_connect_jitter_s, self._rng))
+            await asyncio.sleep(boot_jitter(s.first_connect_jitter_s, backoff.rng))
             while not self._is_stopping():
                 error: Exception
                 try:

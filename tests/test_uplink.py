@@ -362,10 +362,15 @@ class _CoalescingFakeBroker:
     ``loop_read`` reads at most as many packets as messages are in flight (here one short), so
     only a reader that drains ``SSLSocket.pending()`` completes every publish. mosquitto writes
     each packet on its own; a broker that batches, or an inbound PUBLISH (platform receipts)
-    travelling with PUBACKs, produces exactly this."""
+    travelling with PUBACKs, produces exactly this.
 
-    def __init__(self, pki: DevPki, batch: int) -> None:
+    With ``connack_reason`` ≥ 0x80 it refuses every CONNECT with that CONNACK reason code, which
+    mosquitto with our PKI cannot be made to send (it refuses a certificate in TLS instead)."""
+
+    def __init__(self, pki: DevPki, batch: int, connack_reason: int = 0) -> None:
         self.batch = batch
+        self.connack_reason = connack_reason  # ≥ 0x80: refuse every CONNECT with it
+        self.connects = 0
         self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.ctx.load_cert_chain(pki.server_cert, pki.server_key)
         self.server: asyncio.Server | None = None
@@ -394,8 +399,12 @@ class _CoalescingFakeBroker:
                         break
                 body = await reader.readexactly(length)
                 kind = first >> 4
-                if kind == 1:  # CONNECT -> CONNACK, success, no properties
-                    writer.write(b"\x20\x03\x00\x00\x00")
+                if kind == 1:  # CONNECT -> CONNACK with our reason code, no properties
+                    self.connects += 1
+                    writer.write(b"\x20\x03\x00" + bytes([self.connack_reason]) + b"\x00")
+                    if self.connack_reason >= 0x80:  # MQTT 5 §3.2.2.2: then close
+                        await writer.drain()
+                        break
                 elif kind == 3:  # PUBLISH QoS 1: hold its PUBACK (reason omitted = success)
                     topic_length = int.from_bytes(body[:2], "big")
                     held.append(b"\x40\x02" + body[2 + topic_length : 4 + topic_length])
@@ -535,6 +544,25 @@ class TestTransport:
                 await uplink.connected.wait()
                 await asyncio.gather(*(uplink.publish(envelope) for _ in range(5)))
         assert (uplink.stats.acked, uplink.stats.in_flight) == (5, 0)
+
+    async def test_refused_connack_is_not_retried_in_a_tight_loop(self, dev_pki: DevPki) -> None:
+        """CONNACK 0x87 'Not authorized': not retryable, every pause at least the floor."""
+        floor_s, cap_s = 0.2, 0.4
+        fake = _CoalescingFakeBroker(dev_pki, batch=1, connack_reason=0x87)
+        with capture_logs() as events:
+            async with fake as port:
+                uplink = Uplink(
+                    _settings(dev_pki, port, refusal_backoff_s=floor_s, refusal_backoff_max_s=cap_s)
+                )
+                async with _running(uplink), asyncio.timeout(TIMEOUT_S):
+                    await uplink.wait_until(lambda s: s.connect_failures >= 3)
+        failed = [e for e in events if e["event"] == "mqtt_connect_failed"]
+        assert [(e["rc"], e["retryable"]) for e in failed[:3]] == [(0x87, False)] * 3
+        assert failed[0]["reason"] == "CONNACK refused: Not authorized"
+        delays = [e["delay_s"] for e in events if e["event"] == "mqtt_backoff"][:2]
+        assert all(floor_s <= d <= cap_s for d in delays)
+        assert delays[0] != delays[1]
+        assert (uplink.stats.connects, fake.connects) == (0, uplink.stats.connect_failures)
 
 
 class TestTls:
