@@ -251,12 +251,13 @@ def _migrate_1_to_2(conn: sqlite3.Connection, ctx: _MigrationContext) -> None:
 
     Every record is opened under its version-1 associated data and sealed again with its
     kind inside (:func:`_seal_record`); one that does not open is kept as it is, damaged.
+    ``attempts`` starts again at 0: version 1 counted claims (sends), version 2 counts
+    transient refusals, and a count carried over would refuse a record for good at its
+    first transient refusal.
     """
     conn.execute(_RECORDS_V2)
-    rows = conn.execute(
-        "SELECT seq, kind, state, sealed, created_at, attempts FROM records ORDER BY seq"
-    )
-    for seq, kind, state, sealed, created_at, attempts in rows.fetchall():
+    rows = conn.execute("SELECT seq, kind, state, sealed, created_at FROM records ORDER BY seq")
+    for seq, kind, state, sealed, created_at in rows.fetchall():
         klass = _record_class(kind)
         try:
             body = ctx.sealer.open(sealed, aad=record_aad(ctx.hub_id, seq, kind))
@@ -266,9 +267,8 @@ def _migrate_1_to_2(conn: sqlite3.Connection, ctx: _MigrationContext) -> None:
             state = "damaged" if state == "damaged" else "pending"
             resealed = _seal_record(ctx.sealer, ctx.hub_id, seq, klass, kind, body)
         conn.execute(
-            "INSERT INTO records_v2 (seq, class, state, sealed, created_at, attempts) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (seq, klass, state, resealed, created_at, attempts),
+            "INSERT INTO records_v2 (seq, class, state, sealed, created_at) VALUES (?, ?, ?, ?, ?)",
+            (seq, klass, state, resealed, created_at),
         )
     conn.execute("DROP TABLE records")
     conn.execute("ALTER TABLE records_v2 RENAME TO records")
@@ -576,6 +576,9 @@ class Outbox:
                     str(path), operation, f"not a homehub outbox (0x{app_id:08x})"
                 )
             conn.execute("PRAGMA trusted_schema = OFF")
+            # Freed content is zeroed, whatever the build's default: the 1→2 migration drops
+            # rows that held kinds in clear, and a deleted record leaves no remnant.
+            conn.execute("PRAGMA secure_delete = ON")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             conn.execute("PRAGMA synchronous = FULL")
             synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
@@ -694,12 +697,30 @@ class Outbox:
         """Delete pending non-clinical records (telemetry, logs): shed first under pressure.
 
         Its own transaction, so the shedding stands even when the append that follows is
-        refused. Clinical kinds are never touched.
+        refused. Clinical kinds are never touched: a row is deleted only if it opens under
+        class ``other`` (the class is bound into the seal), so a clinical row whose clear
+        class was flipped is set aside as damaged instead of being deleted unsent.
         """
         with self._transaction("shed") as conn:
-            shed: int = conn.execute(
-                "DELETE FROM records WHERE state = 'pending' AND class = ?", (CLASS_OTHER,)
-            ).rowcount
+            rows = conn.execute(
+                "SELECT seq, sealed FROM records WHERE state = 'pending' AND class = ?",
+                (CLASS_OTHER,),
+            ).fetchall()
+            doomed: list[tuple[int]] = []
+            bad: list[int] = []
+            for seq, sealed in rows:
+                try:
+                    _open_record(self._sealer, self.hub_id, seq, CLASS_OTHER, sealed)
+                except (IntegrityError, ValueError):
+                    bad.append(seq)
+                else:
+                    doomed.append((seq,))
+            shed: int = conn.executemany("DELETE FROM records WHERE seq = ?", doomed).rowcount
+            conn.executemany(
+                "UPDATE records SET state = 'damaged' WHERE seq = ?", [(s,) for s in bad]
+            )
+        if bad:
+            log.error("outbox_record_damaged", path=str(self.path), seqs=bad[:10], count=len(bad))
         if shed:
             log.warning("outbox_shed", path=str(self.path), records=shed)
         return shed
