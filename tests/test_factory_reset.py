@@ -236,6 +236,7 @@ def test_reset_with_an_unreachable_token_still_erases_the_data_key(
     hub = keyhub.make_hub(tmp_path / "hub", "pkcs11")
     provider = keys.open_provider(hub.cfg)
     try:
+        assert isinstance(provider, Pkcs11KeyProvider)
         provider.generate_signing_key()
         keys.open_data_key(hub.cfg, provider)
         hub.cfg.outbox.path.write_bytes(b"")
