@@ -844,28 +844,35 @@ class Outbox:
         A record that fails to open (altered, moved to another seq, sealed under another key)
         is set aside as ``damaged`` (kept for forensics, never sent) and logged
         (``outbox_record_damaged``); the good ones are returned, so one bad row never blocks
-        delivery.
+        delivery. Such records do not count against ``limit``: an empty list means no
+        pending record past ``after_seq`` opens, even after a long run of damaged ones.
         """
         if not 1 <= limit <= MAX_BATCH:
             raise ValueError(f"limit must be 1..{MAX_BATCH}")
         conn = self._connection("pending_after")
-        try:
-            rows = conn.execute(
-                "SELECT seq, class, sealed, created_at, attempts FROM records "
-                "WHERE state = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
-                (after_seq, limit),
-            ).fetchall()
-        except sqlite3.Error as exc:
-            raise _storage_error(self.path, "pending_after", exc) from exc
         good: list[OutboxRecord] = []
         bad: list[int] = []
-        for seq, klass, sealed, created_at, attempts in rows:
+        cursor = after_seq
+        while len(good) < limit:
+            want = limit - len(good)
             try:
-                kind, body = _open_record(self._sealer, self.hub_id, seq, klass, sealed)
-            except (IntegrityError, ValueError):
-                bad.append(seq)
-                continue
-            good.append(OutboxRecord(seq, kind, body, created_at, attempts))
+                rows = conn.execute(
+                    "SELECT seq, class, sealed, created_at, attempts FROM records "
+                    "WHERE state = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
+                    (cursor, want),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise _storage_error(self.path, "pending_after", exc) from exc
+            for seq, klass, sealed, created_at, attempts in rows:
+                try:
+                    kind, body = _open_record(self._sealer, self.hub_id, seq, klass, sealed)
+                except (IntegrityError, ValueError):
+                    bad.append(seq)
+                    continue
+                good.append(OutboxRecord(seq, kind, body, created_at, attempts))
+            if len(rows) < want:
+                break
+            cursor = rows[-1][0]
         if bad:
             with self._transaction("set_damaged") as conn:
                 conn.executemany(

@@ -628,8 +628,8 @@ class TestPendingAfter:
             box.pending_after(0, limit)
 
     def test_damaged_set_aside_rest_returned(self, box: Outbox, db_path: Path) -> None:
-        """A record that does not open is marked damaged and logged once; the others of the
-        page are returned and the next pages still flow."""
+        """A record that does not open is marked damaged and logged once; it does not count
+        against the limit, the others are returned and the next pages still flow."""
         for i in range(1, 6):
             box.append("observation", f"k{i}", RecordMaker())
         ((blob,),) = _query(db_path, "SELECT sealed FROM records WHERE seq = 2")
@@ -643,12 +643,35 @@ class TestPendingAfter:
             first = box.pending_after(0, 3)
             rest = box.pending_after(first[-1].seq, 3)
             again = box.pending_after(0, 10)
-        assert [r.seq for r in first] == [1, 3]
-        assert [r.seq for r in rest] == [4, 5]
+        assert [r.seq for r in first] == [1, 3, 4]
+        assert [r.seq for r in rest] == [5]
         assert [r.seq for r in again] == [1, 3, 4, 5]
         damaged = [e for e in events if e["event"] == "outbox_record_damaged"]
         assert [(e["seqs"], e["count"]) for e in damaged] == [([2], 1)]
         assert box.counts() == OutboxCounts(pending=4, oldest_age_s=0.0, damaged=1)
+
+    def test_long_damaged_run_does_not_hide_good_records(
+        self, db_path: Path, sealer: Sealer
+    ) -> None:
+        """More damaged records past the cursor than the limit (here sealed under a data key
+        the hub no longer has) still let the good ones after them through in one call: an
+        empty answer means nothing is left to send."""
+        with Outbox.open(db_path, Sealer(DataKey.generate()), HUB) as ob:
+            ob.append_many([("observation", f"old{i}", RecordMaker()) for i in range(7)])
+        with (
+            capture_logs() as events,
+            Outbox.open(db_path, sealer, HUB, clock=FakeClock()) as ob,
+        ):
+            ob.append("observation", "new1", RecordMaker("new"))
+            ob.append("observation", "new2", RecordMaker("new"))
+            assert [(r.seq, r.body) for r in ob.pending_after(0, 2)] == [
+                (8, b"new 8"),
+                (9, b"new 9"),
+            ]
+            assert ob.pending_after(9, 2) == []
+            assert ob.counts() == OutboxCounts(pending=2, oldest_age_s=0.0, damaged=7)
+        damaged = [e for e in events if e["event"] == "outbox_record_damaged"]
+        assert [(e["seqs"], e["count"]) for e in damaged] == [(list(range(1, 8)), 7)]
 
     def test_reading_writes_nothing_and_rereads_same_after_restart(
         self, db_path: Path, sealer: Sealer
