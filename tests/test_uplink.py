@@ -586,7 +586,7 @@ class TestTls:
         assert all(floor_s <= d <= cap_s for d in delays)
         assert delays[0] != delays[1]
         assert [(e["attempt"], e["retryable"]) for e in backoffs[:2]] == [(1, False), (2, False)]
-        assert elapsed_s >= sum(delays)  # three attempts, two pauses between them
+        assert elapsed_s >= sum(delays) - 0.01  # three attempts, two pauses (logged rounded)
         assert uplink.stats.connects == 0
 
     async def test_untrusted_broker_certificate_is_refused(
