@@ -27,7 +27,7 @@ bug cannot help: it is not retryable (the caller logs it with its traceback).
 
 Everything is bounded: attempt counters saturate at ATTEMPTS_CAP, every delay is at most its
 policy's cap, :class:`KeyedBackoff` holds at most ``max_keys`` devices. The RNG and the clock
-are parameters (``random.Random`` and ``time.monotonic`` by default) so that tests replace
+are parameters (a ``random.Random`` and ``time.monotonic`` when not given) so that tests replace
 exactly these two edges. This module only computes delays: it never sleeps.
 """
 
@@ -242,7 +242,7 @@ class Backoff:
         *,
         stable_s: float = STABLE_PERIOD_S,
         rng: Rng | None = None,
-        clock: Clock = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
         if stable_s <= 0:
             raise UsageError("stable_s", "must be > 0")
@@ -250,7 +250,7 @@ class Backoff:
         self.refused = refused
         self.stable_s = stable_s
         self.rng = rng if rng is not None else _default_rng()
-        self.clock = clock
+        self.clock = clock if clock is not None else time.monotonic
         self._attempts = 0
         self._up_since: float | None = None
 
@@ -319,7 +319,7 @@ class KeyedBackoff:
         breaker: FloorJitter | None = None,
         max_keys: int = BLE_MAX_KEYS,
         rng: Rng | None = None,
-        clock: Clock = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
         for base_s in (*bases.values(), default_base_s):
             FullJitter(base_s, cap_s)  # validates 0 < base <= cap
@@ -334,7 +334,7 @@ class KeyedBackoff:
         self.breaker = breaker or FloorJitter(BLE_BREAKER_FLOOR_S, BLE_BREAKER_CAP_S)
         self.max_keys = max_keys
         self.rng = rng if rng is not None else _default_rng()
-        self.clock = clock
+        self.clock = clock if clock is not None else time.monotonic
         self._keys: OrderedDict[str, _KeyState] = OrderedDict()
 
     def attempts(self, key: str) -> int:
