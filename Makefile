@@ -58,7 +58,7 @@ hil: deps
 	$(PY) -m hil.campaign
 
 bench: deps
-	@for b in hil/bench/*.py; do echo "== $$b"; $(PY) $$b; done
+	@for b in hil/bench/*.py; do echo "== $$b"; $(PY) -m hil.bench.$$(basename $$b .py); done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

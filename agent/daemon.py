@@ -42,7 +42,7 @@ import asyncio
 import contextlib
 import functools
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -214,14 +214,20 @@ class Hub:
         *,
         observer: HubObserver | None = None,
         collect: bool = True,
+        source: Callable[[Hub], Awaitable[None]] | None = None,
     ) -> None:
         """``collect=False`` runs no BLE collector: readings come only through
-        :meth:`receive` (the crash test and benchmarks feed the daemon's own pipeline)."""
+        :meth:`receive`. ``source``, when given, runs as the collector instead of the BLE
+        one and is stopped like it (it should return once :attr:`collecting_stopped` is set):
+        the crash test and benchmarks feed the daemon's own pipeline this way."""
         self.cfg = cfg
         self._observer = observer
         self._collect = collect
+        self._source = source
         self._queue: asyncio.Queue[Arrival | None] = asyncio.Queue(maxsize=INGEST_QUEUE_MAX)
         self._collect_stop = asyncio.Event()
+        self.collecting_stopped = self._collect_stop
+        """Set when the hub stops: a ``source`` must stop handing readings on."""
         self._ble: BleStack | None = None
         self._sync_cache: dict[tuple[str, str], bytes] = {}
         self._last_continuous: dict[str, float] = {}
@@ -240,6 +246,16 @@ class Hub:
     def delivered(self) -> int:
         """Records delivered (PUBACK) and deleted since start."""
         return self._publisher.stats.delivered if self._publisher is not None else 0
+
+    @property
+    def in_flight(self) -> int:
+        """Publishes awaiting their PUBACK now."""
+        return self._publisher.in_flight if self._publisher is not None else 0
+
+    @property
+    def queued(self) -> int:
+        """Readings received and waiting to be stored."""
+        return self._queue.qsize()
 
     @property
     def refused(self) -> int:
@@ -364,6 +380,9 @@ class Hub:
         await self._queue.put(Arrival(facts, device_label(device.address), device.label, raw))
 
     async def _collector(self) -> None:
+        if self._source is not None:
+            await self._source(self)
+            return
         if not self._collect:
             return
         while not self._collect_stop.is_set():

@@ -307,6 +307,10 @@ class Broker:
             # Without it, Nagle holds each PUBACK behind the delayed ACK: measured 680 msg/s
             # with 20 in flight on loopback, 7000+ with it. A platform broker wants it too.
             "set_tcp_nodelay true",
+            # mosquitto's default (1000) silently drops QoS 1 messages queued for a
+            # subscriber that is behind (the receiver verifies each signature): a platform
+            # broker must never do that, and neither may ours, or a test blames the hub.
+            "max_queued_messages 1000000",
         ]
         self.config_path.write_text("\n".join(lines) + "\n")
 

@@ -33,6 +33,7 @@ import asyncio
 import hashlib
 import json
 import random
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -95,6 +96,10 @@ class ChildSettings:
     seed: int
     log_path: str | None = None
     """Where the child's structured log goes (warnings and above); stderr when None."""
+    sigterm: bool = False
+    """A graceful life: the readings are the hub's source (stopped like a BLE collector),
+    each reported ``received <index>`` once handed on, and SIGTERM stops the hub as
+    ``homehub run`` does; the process then exits 0."""
 
 
 def measurement(index: int) -> bytes:
@@ -188,6 +193,9 @@ class _Life:
     # -- one life ----------------------------------------------------------------------
 
     async def run(self) -> None:
+        if self.s.sigterm:
+            await self._run_until_sigterm()
+            return
         hub = Hub(self.cfg, observer=self, collect=False)
         stop = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
@@ -198,6 +206,35 @@ class _Life:
             await self._until_drained(hub)
             self.report("drained")
             await asyncio.Event().wait()  # stay alive until killed, as a daemon does
+
+    async def _run_until_sigterm(self) -> None:
+        """Feed as a BLE collector would until SIGTERM, then stop as the daemon does."""
+        stop = asyncio.Event()
+        hub = Hub(self.cfg, observer=self, source=self._feed_until_stopped)
+
+        def on_sigterm() -> None:
+            # What the stop will have to settle: publishes awaiting PUBACK, readings queued.
+            self.report(f"sigterm in_flight={hub.in_flight} queued={hub.queued}")
+            stop.set()
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
+        await hub.run(stop)
+        self.report("stopped")
+
+    async def _feed_until_stopped(self, hub: Hub) -> None:
+        """The hub's source: readings in bursts until the hub stops collecting."""
+        await hub.ready.wait()
+        self.report("opened")
+        index = self.s.start
+        while not hub.collecting_stopped.is_set():
+            for _ in range(self.rng.randint(1, MAX_BURST)):
+                raw = raw_measurement(index)
+                self.index_of[raw.data] = index
+                await hub.receive(raw, DEVICE, DEVICE_CONFIG)
+                # Handed on: a BLE stack has confirmed it to the device by now.
+                self.report(f"received {index}")
+                index += 1
+            await asyncio.sleep(0)
 
     async def _feed(self, hub: Hub) -> None:
         s = self.s

@@ -57,6 +57,11 @@ or delivered, which must come back as duplicates with their first seq."""
 LIFE_TIMEOUT_S: Final = 20.0
 """A life reaches its kill point within ~0.2 s; TLS reconnects back off 0.5 s at most."""
 DRAIN_TIMEOUT_S: Final = 60.0
+STOP_LIMIT_S: Final = 5.0
+"""SIGTERM to exit: the daemon's ordered stop must fit well inside the unit's TimeoutStopSec."""
+SIGTERMS: Final = 20
+RECEIVER_RATE_PER_S: Final = 200
+"""A floor of the reference receiver's rate (it checks each signature and acks each message)."""
 ARRIVAL_TIMEOUT_S: Final = 10.0
 """Once drained, every record has its PUBACK; the broker forwards to the receiver in ms."""
 
@@ -71,6 +76,10 @@ class Ledger:
     duplicates: int = 0
     max_index: int = -1
     drained: bool = False
+    received: set[int] = field(default_factory=set)
+    """Readings handed to the hub (confirmed to the device, had a radio been there)."""
+    at_sigterm: list[tuple[int, int]] = field(default_factory=list)
+    """(publishes in flight, readings queued) when each SIGTERM arrived."""
 
     def apply(self, line: str) -> None:
         """Record one report, checking it against what was reported before."""
@@ -91,8 +100,15 @@ class Ledger:
             self.delivered.add(int(rest[0]))
         elif word == "drained":
             self.drained = True
+        elif word == "received":
+            index = int(rest[0])
+            self.received.add(index)
+            self.max_index = max(self.max_index, index)
+        elif word == "sigterm":
+            fields = dict(part.split("=") for part in rest)
+            self.at_sigterm.append((int(fields["in_flight"]), int(fields["queued"])))
         else:
-            assert word == "opened", line
+            assert word in ("opened", "stopped"), line
 
 
 class Life:
@@ -128,6 +144,18 @@ class Life:
         self.reader.close()
         return late
 
+    async def terminate(self, limit_s: float) -> tuple[list[str], float]:
+        """SIGTERM the child; the reports it wrote until it exited, and how long that took."""
+        started = self.loop.time()
+        self.proc.terminate()
+        late: list[str] = []
+        async with asyncio.timeout(limit_s):
+            while (line := await self.reports.get()) is not None:
+                late.append(line)
+            await self._reaped()
+        self.reader.close()
+        return late, self.loop.time() - started
+
     async def _reaped(self) -> None:
         done = self.loop.create_future()
         self.loop.add_reader(self.proc.sentinel, done.set_result, None)
@@ -155,7 +183,13 @@ def _next_seq(db: Path) -> int:
 
 
 async def _campaign(
-    kills: int, tmp_path: Path, pki: DevPki, broker: Broker, receiver: Receiver
+    kills: int,
+    tmp_path: Path,
+    pki: DevPki,
+    broker: Broker,
+    receiver: Receiver,
+    *,
+    sigterms: int = 0,
 ) -> tuple[Ledger, dict[int, VerifiedReading], int]:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["hil.crash_child"])
@@ -174,7 +208,7 @@ async def _campaign(
             assert reading.seq not in received, f"seq {reading.seq} arrived with two ids"
             received[reading.seq] = reading
 
-    def settings(start: int, count: int) -> ChildSettings:
+    def settings(start: int, count: int, *, sigterm: bool = False) -> ChildSettings:
         return ChildSettings(
             db=str(db),
             data_key=str(data_key),
@@ -189,6 +223,7 @@ async def _campaign(
             count=count,
             seed=rng.randrange(2**32),
             log_path=str(phi_canaries.log_dir() / "crash-child.log"),
+            sigterm=sigterm,
         )
 
     async def life(start: int, count: int, kill_after: Callable[[int, str], bool]) -> None:
@@ -208,8 +243,45 @@ async def _campaign(
             ledger.apply(late)
         assert [("ok",)] == _integrity(db)
 
+    async def graceful(start: int) -> None:
+        """A life stopped by SIGTERM after a random number of readings were handed on."""
+        child = Life(ctx, settings(start, 0, sigterm=True))
+        handed_on: set[int] = set()
+        settled: set[int] = set()
+        delivered = 0
+
+        def apply(line: str) -> None:
+            nonlocal delivered
+            ledger.apply(line)
+            word, *rest = line.split()
+            if word == "received":
+                handed_on.add(int(rest[0]))
+            elif word in ("stored", "duplicate"):
+                settled.add(int(rest[0]))
+            elif word == "delivered":
+                delivered += 1
+
+        # Stop mid-stream once publishing is under way (the uplink is up and records flow).
+        wanted = rng.randint(1, 4 * MAX_READINGS_PER_LIFE)
+        async with asyncio.timeout(LIFE_TIMEOUT_S):
+            while len(handed_on) < wanted or delivered == 0:
+                line = await child.reports.get()
+                assert line is not None, "the child died by itself: see crash-child.log"
+                apply(line)
+        late, took_s = await child.terminate(STOP_LIMIT_S)
+        for line in late:
+            apply(line)
+        assert 0 == child.proc.exitcode
+        assert took_s < STOP_LIMIT_S
+        assert "stopped" == late[-1]
+        # Everything handed on (confirmed to the device) was stored before the exit.
+        assert set() == handed_on - settled
+        assert [("ok",)] == _integrity(db)
+
     async with asyncio.TaskGroup() as tg:
         collector = tg.create_task(collect(), name="crash.collect")
+        for _ in range(sigterms):
+            await graceful(ledger.max_index + 1)
         for _ in range(kills):
             start = ledger.max_index + 1
             if start > 0 and rng.random() < REWIND_CHANCE:
@@ -222,7 +294,8 @@ async def _campaign(
         assert ledger.drained
         handed_out = _next_seq(db) - 1
         try:
-            async with asyncio.timeout(ARRIVAL_TIMEOUT_S):
+            # The receiver verifies every signature, a few hundred a second here.
+            async with asyncio.timeout(ARRIVAL_TIMEOUT_S + handed_out / RECEIVER_RATE_PER_S):
                 await receiver.wait_until(lambda stats: stats.verified >= handed_out)
         except TimeoutError:
             pass  # _check names the seqs that never arrived
@@ -246,6 +319,25 @@ async def _run(kills: int, tmp_path: Path, pki: DevPki, broker: Broker, receiver
     # The campaign exercised what it claims to: many stored readings, re-sent duplicates.
     assert len(ledger.hash_of_seq) >= kills
     assert ledger.duplicates > 0
+
+
+@pytest.mark.timeout(300)
+async def test_sigterm_mid_stream_stores_everything_and_exits_0(
+    tmp_path: Path, dev_pki: DevPki, broker: Broker, receiver: Receiver
+) -> None:
+    """20 SIGTERMs while readings stream in and publishes are in flight: each time the daemon
+    stores everything handed on, exits 0 within 5 s, and every stored reading arrives."""
+    ledger, received, handed_out = await _campaign(
+        0, tmp_path, dev_pki, broker, receiver, sigterms=SIGTERMS
+    )
+    _check(ledger, received, handed_out)
+    assert ledger.received <= set(ledger.seq_of_index)
+    assert 0 == receiver.stats.conflicting_duplicates
+    assert 0 == receiver.stats.rejected_total
+    assert SIGTERMS == len(ledger.at_sigterm)
+    # The stops really had work to settle: publishes awaiting PUBACK, readings queued.
+    assert any(in_flight > 0 for in_flight, _queued in ledger.at_sigterm)
+    assert any(queued > 0 for _in_flight, queued in ledger.at_sigterm)
 
 
 @pytest.mark.timeout(600)

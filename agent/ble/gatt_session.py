@@ -270,6 +270,36 @@ class GattSession:
         #: The device's fault found in a bleak callback; the session raises it.
         self.failure: DeviceProtocolError | None = None
         self._ending: asyncio.Task[None] | None = None
+        ble.add_stop_listener(self)
+        if ble.stopping.is_set():
+            self.end_now()
+
+    def end_now(self) -> None:
+        """The hub is stopping: end as if the session deadline had passed now (the transfer
+        ends normally: disconnect, and everything received is handed on)."""
+        self.deadline = min(self.deadline, self.loop.time())
+        self.wakeup.set()
+
+    async def _unless_stopping(self, operation: Coroutine[Any, Any, T], what: str) -> T:
+        """Run ``operation`` (a scan or a connection: nothing received yet) unless the hub
+        stops first; then cancel it and raise :class:`BleLinkError`."""
+        stopping = self.ble.stopping
+        if stopping.is_set():
+            operation.close()
+            raise BleLinkError(f"hub stopping before {what}", device=self.label)
+        task = asyncio.ensure_future(operation)
+        stop = asyncio.ensure_future(stopping.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+        if task.cancelled():
+            raise_if_cancelled()
+            raise BleLinkError(f"hub stopping during {what}", device=self.label)
+        return task.result()
 
     @property
     def at_deadline(self) -> float | None:
@@ -283,7 +313,7 @@ class GattSession:
         session's service."""
         try:
             async with asyncio.timeout_at(self.at_deadline):
-                return await self._scan(scan_timeout_s)
+                return await self._unless_stopping(self._scan(scan_timeout_s), "scanning")
         except TimeoutError:
             raise BleLinkError(
                 "session deadline passed while scanning", device=self.label
@@ -324,7 +354,7 @@ class GattSession:
             backend=self.ble.client_backend,
         )
         try:
-            await client.connect()
+            await self._unless_stopping(client.connect(), "connecting")
         except TimeoutError:
             raise_if_cancelled()
             raise BleLinkError("connect timed out", device=self.label) from None

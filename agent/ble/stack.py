@@ -18,10 +18,11 @@ the configuration string alone.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 import structlog
 from bleak.backends.client import BaseBleakClient
@@ -96,6 +97,13 @@ def backends_for(
     return backend_classes(spec.transport)
 
 
+class StopListener(Protocol):
+    """A session that can end early and normally (:meth:`BleStack.request_stop`)."""
+
+    def end_now(self) -> None:
+        """End as if the session deadline had passed now."""
+
+
 class BleStack:
     """An opened Bluetooth stack: the bleak backends to use and, for Bumble, its host."""
 
@@ -113,10 +121,18 @@ class BleStack:
         self.stopping = asyncio.Event()
         """Set by :meth:`request_stop`: sessions end as at their deadline (disconnect, hand
         on what they received) and no new one starts."""
+        self._listeners: weakref.WeakSet[StopListener] = weakref.WeakSet()
+
+    def add_stop_listener(self, listener: StopListener) -> None:
+        """Have ``listener.end_now()`` called by :meth:`request_stop` (held weakly: a session
+        that ended is forgotten with it)."""
+        self._listeners.add(listener)
 
     def request_stop(self) -> None:
         """Ask every session on this stack to end now, normally (the daemon is stopping)."""
         self.stopping.set()
+        for listener in list(self._listeners):
+            listener.end_now()
 
     @classmethod
     @asynccontextmanager

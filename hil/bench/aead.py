@@ -1,6 +1,6 @@
 """Benchmark: AES-256-GCM against ChaCha20-Poly1305 sealing a real outbox record.
 
-    python hil/bench/aead.py [--seconds S]
+    python -m hil.bench.aead [--seconds S]
 
 Seals and opens the envelope the pipeline really produces (hil.wire_example: a signed blood
 pressure COSE_Sign1, ≈ 4.5 KB) through :class:`agent.sealing.Sealer`, the outbox's own code

@@ -1,6 +1,6 @@
 """Outbox benchmark: each figure beside a raw-SQLite baseline measured in the same run.
 
-    python hil/bench/outbox.py [--dir DIR] [--quick]
+    python -m hil.bench.outbox [--dir DIR] [--quick]
 
 Figures (all on the same filesystem, a temporary directory under ``--dir``):
 

@@ -1,0 +1,296 @@
+"""Drain benchmark: the daemon's own publisher beside raw paho, and a lone reading's commit.
+
+    python -m hil.bench.drain [--dir DIR] [--readings N] [--lone N]
+
+Figures, each beside a baseline measured in the same run, on the same machine:
+
+- **backlog drain/s**: a backlog of ``--readings`` real signed BP envelopes (10,000 by
+  default) in the encrypted outbox, sent by :class:`agent.publisher.Publisher` (storage
+  thread, :class:`agent.uplink.Uplink`, deletion in batches) to a real TLS mosquitto until the
+  outbox is empty; beside raw paho (``loop_start``, QoS 1, the same
+  ``max_inflight_messages`` window, the same TLS client certificate) publishing the same
+  payloads to the same broker until every PUBACK is in. Goal: ratio ≥ 0.5.
+- **lone reading, arrival → commit p50/p99**: one reading at a time handed to the running
+  daemon (:meth:`agent.daemon.Hub.receive`, as a BLE session hands on an indication) until
+  its transaction committed (the hub's observer), ``--lone`` times; beside a bare
+  ``write`` + ``fsync`` of the same size in the same directory. Goal: p99 ≤ 5 ms here.
+
+The last line is one JSON object holding every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from agent import cose
+from agent.daemon import Arrival, Fate, Hub
+from agent.ingest import Signer, prepare
+from agent.ingest_batcher import GROUP_COMMIT_MAX, Item, commit_batch
+from agent.normalize.phd import Context
+from agent.outbox import Outbox
+from agent.publisher import PUBLISH_WINDOW, Publisher
+from agent.sealing import Sealer, create_data_key, load_data_key
+from agent.storage import StorageThread
+from agent.uplink import Uplink, UplinkSettings, readings_topic
+from hil.broker import Broker
+from hil.crash_child import DEVICE, DEVICE_CONFIG, ChildSettings, child_config, raw_measurement
+from hil.pki import DevPki, make_dev_pki
+
+HUB_ID: Final = "hub-bench-1"
+PATIENT: Final = "bench-patient"
+READINGS: Final = 10_000
+LONE: Final = 200
+DRAIN_TIMEOUT_S: Final = 600.0
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _fill(db: Path, data_key: Path, signing_key: Path, count: int) -> list[bytes]:
+    """Store ``count`` real readings through the pipeline's group commit; their envelopes."""
+    sealer = Sealer(create_data_key(data_key))
+    signer = Signer.from_key(cose.load_signing_key(signing_key))
+    with Outbox.open(db, sealer, HUB_ID) as box:
+        for start in range(0, count, GROUP_COMMIT_MAX):
+            items = []
+            for i in range(start, min(count, start + GROUP_COMMIT_MAX)):
+                raw = raw_measurement(i)
+                ctx = Context(HUB_ID, PATIENT, "UTC", raw.received_wall)
+                p = prepare(raw, DEVICE, ctx)
+                items.append(Item(p.kind, p.dedup_key, lambda seq, p=p: p.envelope(seq, signer)))
+            commit_batch(box, items)
+        return [r.body for r in box.pending_after(0, 1000)] + [
+            r.body for after in range(1000, count, 1000) for r in box.pending_after(after, 1000)
+        ]
+
+
+async def _publisher_drain(
+    pki: DevPki, broker: Broker, db: Path, data_key: Path, count: int
+) -> float:
+    """Seconds the daemon's publisher takes to empty an outbox of ``count`` records."""
+    settings = UplinkSettings(
+        hub_id=HUB_ID,
+        host="127.0.0.1",
+        port=broker.port,
+        ca_file=pki.ca_cert,
+        cert_file=pki.hub_cert,
+        key_file=pki.hub_key,
+    )
+    delivered = 0
+    done = asyncio.Event()
+
+    def on_delivered(seqs: Sequence[int]) -> None:
+        nonlocal delivered
+        delivered += len(seqs)
+        if delivered >= count:
+            done.set()
+
+    async with StorageThread() as storage:
+        sealer = Sealer(load_data_key(data_key))
+        box = await storage.call(Outbox.open, db, sealer, HUB_ID)
+        uplink = Uplink(settings)
+        publisher = Publisher(storage, box, uplink, on_delivered=on_delivered)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(uplink.run(), name="bench.uplink")
+                await uplink.connected.wait()
+                started = time.perf_counter()
+                tg.create_task(publisher.run(), name="bench.publisher")
+                async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                    await done.wait()
+                elapsed = time.perf_counter() - started
+                publisher.stop()
+                await uplink.close()
+        finally:
+            await storage.call(box.close)
+    return elapsed
+
+
+def _raw_paho(pki: DevPki, broker: Broker, payloads: list[bytes]) -> float:
+    """Seconds raw paho (its own network thread) takes to publish ``payloads`` at QoS 1 with
+    the same in-flight window, until every PUBACK is in."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=HUB_ID, protocol=MQTTProtocolVersion.MQTTv5
+    )
+    client.tls_set(ca_certs=str(pki.ca_cert), certfile=str(pki.hub_cert), keyfile=str(pki.hub_key))
+    client.max_inflight_messages_set(PUBLISH_WINDOW)
+    client.max_queued_messages_set(0)
+    connected = threading.Event()
+    all_acked = threading.Event()
+    acked = 0
+
+    def on_connect(*_args: Any) -> None:
+        connected.set()
+
+    def on_publish(*_args: Any) -> None:
+        nonlocal acked
+        acked += 1
+        if acked >= len(payloads):
+            all_acked.set()
+
+    client.on_connect = on_connect
+    client.on_publish = on_publish
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        if not connected.wait(30):
+            raise RuntimeError("raw paho did not connect")
+        topic = readings_topic(HUB_ID)
+        started = time.perf_counter()
+        for payload in payloads:
+            client.publish(topic, payload, qos=1)
+        if not all_acked.wait(DRAIN_TIMEOUT_S):
+            raise RuntimeError(f"raw paho: only {acked} PUBACKs")
+        return time.perf_counter() - started
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+class _Lone:
+    """The hub's observer: wakes the benchmark when a reading's commit is done."""
+
+    def __init__(self) -> None:
+        self.committed = asyncio.Event()
+        self.at = 0.0
+
+    def stored(self, _arrival: Arrival, _fate: Fate) -> None:
+        self.at = time.perf_counter()
+        self.committed.set()
+
+    def delivered(self, _seqs: Sequence[int]) -> None:
+        pass
+
+
+async def _lone_latencies(pki: DevPki, broker: Broker, directory: Path, count: int) -> list[float]:
+    """Arrival → commit of ``count`` lone readings through the running daemon, in seconds."""
+    state = directory / "lone-state"
+    keys = directory / "lone-keys"
+    state.mkdir()
+    keys.mkdir(mode=0o700)
+    settings = ChildSettings(
+        db=str(state / "outbox.db"),
+        data_key=str(keys / "data.key"),
+        signing_key=str(pki.hub_key),
+        hub_id=pki.hub_id,
+        patient_id=PATIENT,
+        broker_port=broker.port,
+        ca_file=str(pki.ca_cert),
+        cert_file=str(pki.hub_cert),
+        key_file=str(pki.hub_key),
+        start=0,
+        count=0,
+        seed=0,
+    )
+    observer = _Lone()
+    hub = Hub(child_config(settings), observer=observer, collect=False)
+    stop = asyncio.Event()
+    latencies: list[float] = []
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(hub.run(stop), name="bench.hub")
+        await hub.ready.wait()
+        for i in range(count):
+            observer.committed.clear()
+            started = time.perf_counter()
+            await hub.receive(raw_measurement(READINGS + i), DEVICE, DEVICE_CONFIG)
+            await observer.committed.wait()
+            latencies.append(observer.at - started)
+        stop.set()
+    return latencies
+
+
+def _bare_fsyncs(directory: Path, size: int, count: int) -> list[float]:
+    """``write`` + ``fsync`` of ``size`` bytes, ``count`` times, in seconds each."""
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    block = os.urandom(size)
+    out = []
+    try:
+        for _ in range(count):
+            started = time.perf_counter()
+            os.write(fd, block)
+            os.fsync(fd)
+            out.append(time.perf_counter() - started)
+    finally:
+        os.close(fd)
+    return out
+
+
+def measure(directory: Path, readings: int, lone: int) -> dict[str, Any]:
+    """Every figure, measured in ``directory``."""
+    pki = make_dev_pki(directory / "pki", HUB_ID)
+    (directory / "keys").mkdir(mode=0o700)
+    (directory / "state").mkdir()
+    db = directory / "state" / "outbox.db"
+    data_key = directory / "keys" / "data.key"
+    payloads = _fill(db, data_key, pki.hub_key, readings)
+    broker = Broker(pki, directory / "broker")
+    broker.start()
+    try:
+        raw_s = _raw_paho(pki, broker, payloads)
+        ours_s = asyncio.run(_publisher_drain(pki, broker, db, data_key, readings))
+        lone_s = asyncio.run(_lone_latencies(pki, broker, directory, lone))
+    finally:
+        broker.close()
+    fsyncs = _bare_fsyncs(directory, len(payloads[0]), lone)
+    ours_rate, raw_rate = readings / ours_s, readings / raw_s
+    return {
+        "readings": readings,
+        "envelope_bytes": len(payloads[0]),
+        "window": PUBLISH_WINDOW,
+        "publisher_drain_per_s": round(ours_rate, 1),
+        "raw_paho_per_s": round(raw_rate, 1),
+        "drain_ratio": round(ours_rate / raw_rate, 3),
+        "lone_commit_p50_ms": round(statistics.median(lone_s) * 1000, 3),
+        "lone_commit_p99_ms": round(_percentile(lone_s, 0.99) * 1000, 3),
+        "bare_fsync_p50_ms": round(statistics.median(fsyncs) * 1000, 3),
+        "bare_fsync_p99_ms": round(_percentile(fsyncs, 0.99) * 1000, 3),
+        "lone_samples": lone,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark and print each figure beside its baseline, then one JSON line."""
+    parser = argparse.ArgumentParser(prog="python -m hil.bench.drain", description=__doc__)
+    parser.add_argument("--dir", type=Path, default=None, help="where to put the files")
+    parser.add_argument("--readings", type=int, default=READINGS, help="backlog size")
+    parser.add_argument("--lone", type=int, default=LONE, help="lone readings to time")
+    args = parser.parse_args(argv)
+    if args.readings < 1 or args.lone < 1:
+        parser.error("--readings and --lone must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="homehub-drain-", dir=args.dir) as tmp:
+        f = measure(Path(tmp), args.readings, args.lone)
+    print(
+        f"drain benchmark ({f['readings']} readings of {f['envelope_bytes']} B,"
+        f" window {f['window']})"
+    )
+    print(
+        f"  backlog drain, daemon's publisher: {f['publisher_drain_per_s']}/s"
+        f"  | raw paho QoS 1: {f['raw_paho_per_s']}/s  | ratio {f['drain_ratio']} (goal >= 0.5)"
+    )
+    print(
+        f"  lone reading arrival -> commit: p50 {f['lone_commit_p50_ms']} ms,"
+        f" p99 {f['lone_commit_p99_ms']} ms  | bare fsync: p50 {f['bare_fsync_p50_ms']} ms,"
+        f" p99 {f['bare_fsync_p99_ms']} ms (goal p99 <= 5 ms)"
+    )
+    print(json.dumps(f, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
