@@ -19,9 +19,16 @@ memory, so keeping the window full costs no fsync:
 4. A record the broker refuses for good (:class:`~agent.errors.PublishRejectedError`: not
    authorized, payload format invalid…) becomes ``refused`` in the outbox: kept, not sent
    again on its own, reported (``measurement_refused``). One refused transiently
-   (:class:`~agent.errors.PublishRefusedError`) is tried again after
-   :data:`REFUSAL_RETRY_S`, and after :data:`MAX_TRANSIENT_REFUSALS` tries it is refused
-   too. Either way the records after it keep flowing: one bad record never blocks delivery.
+   (:class:`~agent.errors.PublishRefusedError`) is tried again after a pause, and after
+   :data:`MAX_TRANSIENT_REFUSALS` tries it is refused too. Either way the records after it
+   keep flowing: one bad record never blocks delivery.
+
+   A refusal only counts against the record when the broker accepted another record on
+   the same connection: then this one is the poison. When nothing has been accepted yet
+   (an ACL that denies the hub's topic, a broker over quota), the fault is the platform's,
+   not the record's: nothing is marked, publishing pauses (``publish_refused_systemic``)
+   and tries again after a full-jitter backoff, so a misconfigured platform never turns
+   the whole outbox into refused records.
 5. :meth:`Publisher.stop`: no new publishes; the ones in flight get up to
    :data:`STOP_DRAIN_S` for their PUBACK, the acknowledged ones are deleted, and
    :meth:`Publisher.run` returns. What had no PUBACK stays pending and is sent after the
@@ -35,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -48,6 +56,7 @@ from agent.errors import (
     UplinkError,
 )
 from agent.outbox import MAX_BATCH, Outbox, OutboxRecord
+from agent.retry import FullJitter, Rng
 from agent.storage import StorageThread
 from agent.uplink import Uplink
 
@@ -63,7 +72,11 @@ for a while; ≈ 1 MB of envelopes in memory at most."""
 
 REFUSAL_RETRY_S: Final = 5.0
 """Pause before a record the broker refused transiently (quota exceeded, server busy) is
-tried again."""
+tried again; also the base of the backoff while every publish is refused."""
+
+SYSTEMIC_REFUSAL_CAP_S: Final = 300.0
+"""Longest pause while the broker refuses everything: a fixed platform is used within
+minutes, and a refusing one is not hammered."""
 
 MAX_TRANSIENT_REFUSALS: Final = 5
 """A record refused this many times, even transiently, is refused for good: it stops
@@ -108,9 +121,22 @@ class Publisher:
         *,
         on_delivered: Callable[[Sequence[int]], None] | None = None,
         window: int = PUBLISH_WINDOW,
+        refusal_retry_s: float = REFUSAL_RETRY_S,
+        max_transient_refusals: int = MAX_TRANSIENT_REFUSALS,
+        rng: Rng | None = None,
     ) -> None:
         if not 1 <= window <= MAX_BATCH:
             raise ValueError(f"window must be 1..{MAX_BATCH}")
+        if refusal_retry_s <= 0 or max_transient_refusals < 1:
+            raise ValueError("refusal_retry_s must be > 0 and max_transient_refusals >= 1")
+        self._refusal_retry_s = refusal_retry_s
+        self._max_transient_refusals = max_transient_refusals
+        self._systemic = FullJitter(refusal_retry_s, max(refusal_retry_s, SYSTEMIC_REFUSAL_CAP_S))
+        self._systemic_attempts = 0
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._acked_on_connection = 0
+        self._hold = asyncio.Event()
+        self._hold.set()  # set: publishing may go on; clear while every publish is refused
         self.storage = storage
         self.outbox = outbox
         self.uplink = uplink
@@ -197,6 +223,7 @@ class Publisher:
     async def _serve(self, tg: asyncio.TaskGroup) -> None:
         """Keep the window full while this connection lasts."""
         cursor = 0
+        self._acked_on_connection = 0
         while self.uplink.connected.is_set() and not self.stopping:
             if self._rescan:
                 self._rescan, cursor = False, 0
@@ -211,6 +238,10 @@ class Publisher:
             for record in records:
                 if record.seq in self._in_flight or record.seq in self._acked_set:
                     continue
+                if not self._hold.is_set():
+                    await self._until_released()
+                    if self.stopping or not self.uplink.connected.is_set():
+                        return
                 await self._slots.acquire()
                 if self.stopping or not self.uplink.connected.is_set():
                     self._slots.release()
@@ -220,6 +251,24 @@ class Publisher:
                 task = tg.create_task(self._publish_one(record), name=f"hub.publish[{record.seq}]")
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+
+    async def _until_released(self) -> None:
+        """While every publish is refused: wait for the retry, a disconnect or a stop."""
+        waits = [
+            asyncio.ensure_future(self._hold.wait()),
+            asyncio.ensure_future(self.uplink.disconnected_or_reconnected()),
+            asyncio.ensure_future(self._wake_on_stop()),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    async def _wake_on_stop(self) -> None:
+        while not self.stopping:
+            self._wake.clear()
+            await self._wake.wait()
 
     async def _read(self, cursor: int) -> list[OutboxRecord] | None:
         try:
@@ -249,15 +298,20 @@ class Publisher:
         seq = record.seq
         try:
             await self.uplink.publish(record.body)
-        except PublishRejectedError as exc:
-            await self._refuse(seq, exc.rc, "rejected")
         except PublishRefusedError as exc:
-            await self._refused_transiently(seq, exc)
+            if self._acked_on_connection == 0:
+                self._refused_systemically(seq, exc)
+            elif isinstance(exc, PublishRejectedError):
+                await self._refuse(seq, exc.rc, "rejected")
+            else:
+                await self._refused_transiently(seq, exc)
         except UplinkError:
             # The connection ended first (or never was): still pending, sent again later.
             self.stats.interrupted += 1
         else:
             self.stats.published += 1
+            self._acked_on_connection += 1
+            self._systemic_attempts = 0
             self._acked.append(seq)
             self._acked_set.add(seq)
             self._ack_ready.set()
@@ -284,18 +338,31 @@ class Publisher:
         except StorageError as error:
             self._storage_failed(error)
             attempts = 0
-        if attempts >= MAX_TRANSIENT_REFUSALS:
+        if attempts >= self._max_transient_refusals:
             await self._refuse(seq, exc.rc, "refused_repeatedly")
             return
         log.warning("measurement_publish_refused", seq=seq, rc=exc.rc, attempts=attempts)
+        self._retry_after(self._refusal_retry_s)
+
+    def _refused_systemically(self, seq: int, exc: PublishRefusedError) -> None:
+        """Refused with nothing accepted on this connection: pause, mark nothing."""
+        self.stats.transient_refusals += 1
+        if not self._hold.is_set():
+            return  # already paused: one log line and one timer per pause
+        self._hold.clear()
+        delay = self._systemic.delay(self._systemic_attempts, self._rng)
+        self._systemic_attempts += 1
+        log.error("publish_refused_systemic", seq=seq, rc=exc.rc, retry_in_s=round(delay, 3))
+        self._retry_after(delay)
+
+    def _retry_after(self, delay_s: float) -> None:
         if self._retry_handle is None or self._retry_handle.cancelled():
-            self._retry_handle = asyncio.get_running_loop().call_later(
-                REFUSAL_RETRY_S, self._retry_refused
-            )
+            self._retry_handle = asyncio.get_running_loop().call_later(delay_s, self._retry_refused)
 
     def _retry_refused(self) -> None:
         self._retry_handle = None
         self._rescan = True
+        self._hold.set()
         self._wake.set()
 
     # -- acknowledgements -------------------------------------------------------------------
@@ -344,6 +411,7 @@ __all__ = [
     "PUBLISH_WINDOW",
     "REFUSAL_RETRY_S",
     "STOP_DRAIN_S",
+    "SYSTEMIC_REFUSAL_CAP_S",
     "Publisher",
     "PublisherStats",
 ]
