@@ -671,8 +671,13 @@ class BumbleClient(BaseBleakClient):
         def on_value(value: bytes) -> None:
             try:
                 callback(bytearray(value))
-            except Exception as exc:  # noqa: BLE001 - a callback bug must not stall the stack
-                log.error("ble_notify_callback_failed", device=label, error=type(exc).__name__)
+            except Exception as exc:  # a callback bug must not stall the stack
+                log.error(
+                    "ble_notify_callback_failed",
+                    device=label,
+                    error=type(exc).__name__,
+                    exc_info=exc,
+                )
 
         self._subscriptions[proxy.handle] = on_value
         try:
