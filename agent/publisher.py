@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -248,9 +249,9 @@ class Publisher:
                     return
                 self._in_flight.add(record.seq)
                 self._idle.clear()
-                task = tg.create_task(self._publish_one(record), name=f"hub.publish[{record.seq}]")
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                # No task per record: the PUBACK's future calls back (the hot path).
+                fut = self.uplink.publish_nowait(record.body)
+                fut.add_done_callback(functools.partial(self._published, record.seq, tg))
 
     async def _until_released(self) -> None:
         """While every publish is refused: wait for the retry, a disconnect or a stop."""
@@ -294,32 +295,51 @@ class Publisher:
 
     # -- one record -----------------------------------------------------------------------
 
-    async def _publish_one(self, record: OutboxRecord) -> None:
-        seq = record.seq
+    def _published(self, seq: int, tg: asyncio.TaskGroup, fut: asyncio.Future[None]) -> None:
+        """The PUBACK (or the failure) of record ``seq`` arrived: settle it."""
+        exc = UplinkError("publish cancelled") if fut.cancelled() else fut.exception()
+        keep = False  # still in flight while its refusal is written down
         try:
-            await self.uplink.publish(record.body)
-        except PublishRefusedError as exc:
-            if self._acked_on_connection == 0:
-                self._refused_systemically(seq, exc)
-            elif isinstance(exc, PublishRejectedError):
+            if exc is None:
+                self.stats.published += 1
+                self._acked_on_connection += 1
+                self._systemic_attempts = 0
+                self._acked.append(seq)
+                self._acked_set.add(seq)
+                self._ack_ready.set()
+            elif isinstance(exc, PublishRefusedError):
+                if self._acked_on_connection == 0:
+                    self._refused_systemically(seq, exc)
+                elif not self._settled:
+                    keep = True
+                    task = tg.create_task(
+                        self._record_refusal(seq, exc), name=f"hub.refused[{seq}]"
+                    )
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            elif isinstance(exc, UplinkError):
+                # The connection ended first (or never was): still pending, sent again later.
+                self.stats.interrupted += 1
+            else:  # a bug in the bridge ended the connection: the uplink logged its traceback
+                self.stats.interrupted += 1
+        finally:
+            self._slots.release()
+            if not keep:
+                self._done_with(seq)
+
+    def _done_with(self, seq: int) -> None:
+        self._in_flight.discard(seq)
+        if not self._in_flight:
+            self._idle.set()
+
+    async def _record_refusal(self, seq: int, exc: PublishRefusedError) -> None:
+        try:
+            if isinstance(exc, PublishRejectedError):
                 await self._refuse(seq, exc.rc, "rejected")
             else:
                 await self._refused_transiently(seq, exc)
-        except UplinkError:
-            # The connection ended first (or never was): still pending, sent again later.
-            self.stats.interrupted += 1
-        else:
-            self.stats.published += 1
-            self._acked_on_connection += 1
-            self._systemic_attempts = 0
-            self._acked.append(seq)
-            self._acked_set.add(seq)
-            self._ack_ready.set()
         finally:
-            self._in_flight.discard(seq)
-            self._slots.release()
-            if not self._in_flight:
-                self._idle.set()
+            self._done_with(seq)
 
     async def _refuse(self, seq: int, rc: int | None, why: str) -> None:
         try:

@@ -59,6 +59,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import socket
 import ssl
 import threading
@@ -381,6 +382,9 @@ class _Connection:
         self.connack: asyncio.Future[bool] = self.loop.create_future()
         self.ended: asyncio.Future[Exception] = self.loop.create_future()
         self.pending: dict[int, asyncio.Future[None]] = {}
+        """PUBACKs awaited, by paho message id, in the order published (dicts keep it)."""
+        self.sent_at: dict[int, float] = {}
+        """Loop time each pending message was handed to paho (for the PUBACK deadline)."""
         # Whoever resolves connack with an error may find nobody awaiting it any more.
         self.connack.add_done_callback(_retrieve)
         client.on_socket_open = self._on_socket_open
@@ -627,6 +631,7 @@ class Uplink:
         self._stopping = False
         self._running = False
         self._change = asyncio.Event()
+        self._watchers = 0
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="uplink-connect"
         )
@@ -658,37 +663,50 @@ class Uplink:
     async def publish(self, payload: bytes) -> None:
         """Publish one envelope at QoS 1 and return when the broker acknowledged it.
 
-        Raises :class:`UplinkError` when not connected, on a PUBACK reason code ≥ 0x80 (``rc``
-        set; :class:`UplinkRefusedError` for 'not authorized' and the like), when the
-        connection ends first, or after PUBACK_TIMEOUT_S (the connection is then dropped).
-        The caller re-queues.
+        At most ``inflight_max`` calls wait for their PUBACK at once; the others wait for a
+        slot. Raises as :meth:`publish_nowait`'s future does.
+        """
+        async with self._window:
+            await self.publish_nowait(payload)
+
+    def publish_nowait(self, payload: bytes) -> asyncio.Future[None]:
+        """Hand one envelope to the broker at QoS 1 now; the future completes on its PUBACK.
+
+        For a caller that bounds its own window (the publisher): no task, no timer per
+        message. The future fails with :class:`UplinkError` when not connected or when the
+        connection ends first, with :class:`~agent.errors.PublishRefusedError` (``rc`` set;
+        :class:`~agent.errors.PublishRejectedError` for 'not authorized' and the like) on a
+        PUBACK reason code ≥ 0x80; a PUBACK overdue by PUBACK_TIMEOUT_S drops the connection
+        (checked every MISC_INTERVAL_S), which fails it too. The caller re-queues.
         """
         if len(payload) > MAX_MESSAGE_BYTES:
             raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
-        async with self._window:
-            conn = self._conn
-            if conn is None or not conn.is_connected:
-                raise UplinkError("not connected")
-            info = conn.client.publish(self.topic, payload, qos=1, retain=False)
-            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                self._log.warning("mqtt_publish_refused", rc=int(info.rc))
-                raise UplinkError(f"paho refused the publish: {mqtt.error_string(info.rc)}")
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            conn.pending[info.mid] = fut
-            self.stats.in_flight += 1
-            self._changed()
-            try:
-                async with asyncio.timeout(PUBACK_TIMEOUT_S):
-                    await fut
-            except TimeoutError:
-                self._log.warning("mqtt_puback_timeout", timeout_s=PUBACK_TIMEOUT_S)
-                error = UplinkError(f"no PUBACK within {PUBACK_TIMEOUT_S} s")
-                conn.discard(error)
-                raise error from None
-            finally:
-                conn.pending.pop(info.mid, None)
-                self.stats.in_flight -= 1
-                self._changed()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        conn = self._conn
+        if conn is None or not conn.is_connected:
+            fut.set_exception(UplinkError("not connected"))
+            return fut
+        info = conn.client.publish(self.topic, payload, qos=1, retain=False)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._log.warning("mqtt_publish_refused", rc=int(info.rc))
+            fut.set_exception(
+                UplinkError(f"paho refused the publish: {mqtt.error_string(info.rc)}")
+            )
+            return fut
+        mid = info.mid
+        conn.pending[mid] = fut
+        conn.sent_at[mid] = loop.time()
+        self.stats.in_flight += 1
+        fut.add_done_callback(functools.partial(self._settled, conn, mid))
+        self._changed()
+        return fut
+
+    def _settled(self, conn: _Connection, mid: int, _fut: asyncio.Future[None]) -> None:
+        conn.pending.pop(mid, None)
+        conn.sent_at.pop(mid, None)
+        self.stats.in_flight -= 1
+        self._changed()
 
     async def disconnected_or_reconnected(self) -> None:
         """Return once the connection current at the call has ended; at once if there is none.
@@ -714,8 +732,12 @@ class Uplink:
 
     async def wait_until(self, predicate: Callable[[UplinkStats], bool]) -> None:
         """Return once ``predicate(self.stats)`` holds (wrap in ``asyncio.timeout``)."""
-        while not predicate(self.stats):
-            await self._change.wait()
+        self._watchers += 1
+        try:
+            while not predicate(self.stats):
+                await self._change.wait()
+        finally:
+            self._watchers -= 1
 
     # -- the supervisor -----------------------------------------------------------------
 
@@ -832,12 +854,26 @@ class Uplink:
             while True:
                 await asyncio.sleep(MISC_INTERVAL_S)  # a periodic duty, not a synchronisation
                 conn.misc()
+                self._check_puback_deadline(conn)
 
         async with asyncio.TaskGroup() as tg:
             ticker = tg.create_task(misc(), name="uplink.loop_misc")
             await asyncio.wait({conn.ended})
             ticker.cancel()
         return conn.ended.result()
+
+    def _check_puback_deadline(self, conn: _Connection) -> None:
+        """Drop a connection whose oldest PUBACK is overdue (reliability N2: nothing stays
+        stuck in flight); what was in flight is re-sent by the outbox after the reconnect."""
+        oldest = next(iter(conn.sent_at.values()), None)
+        if oldest is None or conn.loop.time() - oldest < PUBACK_TIMEOUT_S:
+            return
+        self._log.warning("mqtt_puback_timeout", timeout_s=PUBACK_TIMEOUT_S)
+        error = UplinkError(f"no PUBACK within {PUBACK_TIMEOUT_S} s")
+        for fut in conn.pending.values():
+            if not fut.done():
+                fut.set_exception(error)
+        conn.discard(error)
 
     async def _join_worker(self) -> None:
         """Wait (WORKER_JOIN_TIMEOUT_S at most) for the last connecting worker to return, so
@@ -895,6 +931,8 @@ class Uplink:
         return self._stopping
 
     def _changed(self) -> None:
-        """Wake :meth:`wait_until` callers."""
-        event, self._change = self._change, asyncio.Event()
-        event.set()
+        """Wake :meth:`wait_until` callers (nothing to do, and nothing allocated, when none
+        waits: this runs twice per message)."""
+        if self._watchers:
+            event, self._change = self._change, asyncio.Event()
+            event.set()

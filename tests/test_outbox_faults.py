@@ -40,7 +40,10 @@ from agent.outbox import (
 from agent.publisher import Publisher
 from agent.sealing import DataKey, Sealer
 from agent.storage import StorageThread
+from agent.uplink import Uplink, UplinkSettings
+from hil.broker import Broker
 from hil.crash_child import DEVICE, measurement
+from hil.pki import DevPki
 
 HUB: Final = "hub-test-1"
 NOW: Final = 1_800_000_000.0
@@ -209,33 +212,30 @@ class TestInjectedFaults:
             assert OutboxCounts(0, None) == box.counts()
 
 
-class FakeUplink:
-    """A fake of the publishing surface of agent.uplink.Uplink: always connected (the
-    connection never ends), every publish acknowledged at once; records what was published."""
-
-    def __init__(self) -> None:
-        self.connected = asyncio.Event()
-        self.connected.set()
-        self.ended = asyncio.Event()
-        self.published: list[bytes] = []
-
-    async def publish(self, payload: bytes) -> None:
-        self.published.append(payload)
-
-    async def disconnected_or_reconnected(self) -> None:
-        await self.ended.wait()
-
-
 class TestPublisherFaults:
     async def test_io_error_on_delete_keeps_publisher_running_and_retries_delete(
-        self, tmp_path: Path, sealer: Sealer, monkeypatch: pytest.MonkeyPatch
+        self,
+        tmp_path: Path,
+        sealer: Sealer,
+        monkeypatch: pytest.MonkeyPatch,
+        dev_pki: DevPki,
+        broker: Broker,
     ) -> None:
         """EIO on mark_delivered_many: outbox_unavailable is logged, the publisher carries
         on, the acknowledged record is not published again, and its deletion is retried
-        until it sticks."""
+        until it sticks (the real uplink and a TLS mosquitto)."""
         monkeypatch.setattr(publisher_mod, "STORAGE_RETRY_S", 0.0)  # no 5 s pause in a test
         path = tmp_path / "outbox.db"
-        uplink = FakeUplink()
+        uplink = Uplink(
+            UplinkSettings(
+                hub_id=dev_pki.hub_id,
+                host="127.0.0.1",
+                port=broker.port,
+                ca_file=dev_pki.ca_cert,
+                cert_file=dev_pki.hub_cert,
+                key_file=dev_pki.hub_key,
+            )
+        )
         delivered: list[list[int]] = []
         done = asyncio.Event()
 
@@ -248,7 +248,8 @@ class TestPublisherFaults:
             try:
                 await storage.call(box.append, "observation", "k", _body)
                 faulty = _inject(box, 1, SQLITE_IOERR_WRITE, "SQLITE_IOERR_WRITE", only=("DELETE",))
-                publisher = Publisher(storage, box, uplink, on_delivered=on_delivered)  # type: ignore[arg-type]
+                publisher = Publisher(storage, box, uplink, on_delivered=on_delivered)
+                running = asyncio.create_task(uplink.run())
                 with capture_logs() as events:
                     task = asyncio.create_task(publisher.run())
                     async with asyncio.timeout(5.0):
@@ -256,12 +257,14 @@ class TestPublisherFaults:
                     publisher.stop()
                     async with asyncio.timeout(5.0):
                         await task
+                await uplink.close()
+                await running
                 counts = await storage.call(box.counts)
             finally:
                 await storage.call(box.close)
         assert faulty.fired
         assert OutboxCounts(0, None) == counts
-        assert [b"body 1"] == uplink.published
+        assert (1, 1) == (uplink.stats.acked, uplink.stats.connects)
         assert [[1]] == delivered
         assert (1, 1) == (publisher.stats.published, publisher.stats.delivered)
         (event,) = [e for e in events if e["event"] == "outbox_unavailable"]

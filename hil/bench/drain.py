@@ -12,7 +12,8 @@ Figures, each beside a baseline measured in the same run, on the same machine:
   payloads to the same broker until every PUBACK is in. Goal: ratio ≥ 0.5.
 - **lone reading, arrival → commit p50/p99**: one reading at a time handed to the running
   daemon (:meth:`agent.daemon.Hub.receive`, as a BLE session hands on an indication) until
-  its transaction committed (the hub's observer), ``--lone`` times; beside a bare
+  its transaction committed (the hub's observer), the next one only once the previous was
+  published and deleted (so each is really alone), ``--lone`` times; beside a bare
   ``write`` + ``fsync`` of the same size in the same directory. Goal: p99 ≤ 5 ms here.
 
 The last line is one JSON object holding every figure.
@@ -163,18 +164,25 @@ def _raw_paho(pki: DevPki, broker: Broker, payloads: list[bytes]) -> float:
 
 
 class _Lone:
-    """The hub's observer: wakes the benchmark when a reading's commit is done."""
+    """The hub's observer: wakes the benchmark when a reading's commit is done, and when it
+    was delivered (so that the next reading is really alone)."""
 
     def __init__(self) -> None:
         self.committed = asyncio.Event()
+        self.delivered_all = asyncio.Event()
         self.at = 0.0
+        self.stored_count = 0
+        self.delivered_count = 0
 
     def stored(self, _arrival: Arrival, _fate: Fate) -> None:
         self.at = time.perf_counter()
+        self.stored_count += 1
         self.committed.set()
 
-    def delivered(self, _seqs: Sequence[int]) -> None:
-        pass
+    def delivered(self, seqs: Sequence[int]) -> None:
+        self.delivered_count += len(seqs)
+        if self.delivered_count >= self.stored_count:
+            self.delivered_all.set()
 
 
 async def _lone_latencies(pki: DevPki, broker: Broker, directory: Path, count: int) -> list[float]:
@@ -206,10 +214,12 @@ async def _lone_latencies(pki: DevPki, broker: Broker, directory: Path, count: i
         await hub.ready.wait()
         for i in range(count):
             observer.committed.clear()
+            observer.delivered_all.clear()
             started = time.perf_counter()
             await hub.receive(raw_measurement(READINGS + i), DEVICE, DEVICE_CONFIG)
             await observer.committed.wait()
             latencies.append(observer.at - started)
+            await observer.delivered_all.wait()  # published and deleted: the hub is idle again
         stop.set()
     return latencies
 
