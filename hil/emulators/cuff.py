@@ -22,6 +22,11 @@ twice (real cuffs differ; some keep everything until the user erases it). When n
 left it stops advertising until :meth:`EmulatedCuff.add_reading` (a new measurement),
 unless ``advertise_when_empty``.
 
+Clock faults: readings normally carry the time stamp they were made with. With
+``stamp_all_with`` the cuff's own clock is broken and stamps every reading (held at start or
+added later) with that one Date Time instead: :data:`UNSET_TIME_STAMP` (every field 0, the
+GATT Date Time's "unknown": a clock never set) or any valid value (a stuck clock).
+
 Fault injection: ``drop_link_after=n`` ends the link (reason 0x08 "Connection Timeout", as a
 radio loss looks to the central) right after the n-th confirmation of a connection;
 :meth:`EmulatedCuff.drop_link` does the same on demand.
@@ -34,6 +39,7 @@ For tests: counters (``confirmations``, ``indications_sent``, ``connections``,
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,6 +70,10 @@ DEFAULT_FEATURE: Final = 0x0005
 
 DEFAULT_ADVERTISING_INTERVAL_MS: Final = 100.0
 """Within the 20 ms-1.28 s range real cuffs use while they have data to hand over."""
+
+UNSET_TIME_STAMP: Final = DateTime(0, 0, 0, 0, 0, 0)
+"""Date Time with every field 0 (year, month and day 0 = unknown, GATT XML date_time): the
+time stamp of a cuff whose clock was never set. Seven zero octets on the wire."""
 
 
 class PressureUnit(enum.IntEnum):
@@ -179,6 +189,8 @@ class EmulatedCuff(HeldReadingsPeripheral[BpReading]):
         advertise_when_empty: keep advertising when no reading is held.
         advertising_interval_ms: the advertising interval.
         clock: the cuff's clock, exposed as CTS 0x1805; None: no CTS.
+        stamp_all_with: a broken clock: every reading is stamped with this Date Time instead
+            of its own (:data:`UNSET_TIME_STAMP`: never set; a valid value: stuck).
     """
 
     NAME = "cuff"
@@ -196,7 +208,10 @@ class EmulatedCuff(HeldReadingsPeripheral[BpReading]):
         advertise_when_empty: bool = False,
         advertising_interval_ms: float = DEFAULT_ADVERTISING_INTERVAL_MS,
         clock: EmulatedClock | None = None,
+        stamp_all_with: DateTime | None = None,
     ) -> None:
+        self.stamp_all_with = stamp_all_with
+        readings = [self._stamped(r) for r in readings]
         self._measurement = unreadable_characteristic(  # indicate only (BPS §3.1)
             BLOOD_PRESSURE_MEASUREMENT,
             "Blood Pressure Measurement",
@@ -228,8 +243,15 @@ class EmulatedCuff(HeldReadingsPeripheral[BpReading]):
         self._confirmation_changed = asyncio.Event()
 
     async def add_reading(self, reading: BpReading) -> None:
-        """A new measurement: hold it, indicate it if subscribed, else advertise."""
-        await self._hold(reading)
+        """A new measurement: hold it (stamped by a broken clock, if set), indicate it if
+        subscribed, else advertise."""
+        await self._hold(self._stamped(reading))
+
+    def _stamped(self, reading: BpReading) -> BpReading:
+        """``reading`` as this cuff's clock stamps it."""
+        if self.stamp_all_with is None:
+            return reading
+        return dataclasses.replace(reading, time_stamp=self.stamp_all_with)
 
     def _own_service(self) -> Service:
         return Service(
