@@ -55,6 +55,7 @@ from agent.ble.uuids import PLX_CONTINUOUS_MEASUREMENT
 from agent.cancellation import raise_if_cancelled
 from agent.config import Config, DeviceConfig
 from agent.errors import (
+    BleDeviceAbsentError,
     BleLinkError,
     BleLinkLostError,
     DecodeError,
@@ -79,6 +80,7 @@ from agent.outbox import (
     storage_level,
 )
 from agent.publisher import Publisher
+from agent.retry import KeyedBackoff
 from agent.sealing import Sealer
 from agent.storage import StorageThread
 from agent.uplink import Uplink, UplinkSettings
@@ -230,6 +232,9 @@ class Hub:
         """Set when the hub stops: a ``source`` must stop handing readings on."""
         self._ble: BleStack | None = None
         self._sync_cache: dict[tuple[str, str], bytes] = {}
+        self._backoff = KeyedBackoff()
+        """Per-device backoff after failed sessions (agent/retry.py): full jitter, by error
+        class, a breaker for a device that breaks its protocol."""
         self._last_continuous: dict[str, float] = {}
         self._publisher: Publisher | None = None
         self._storage: tuple[StorageThread, Outbox] | None = None
@@ -393,6 +398,8 @@ class Hub:
                         for device in self.cfg.devices:
                             if self._collect_stop.is_set():
                                 return
+                            if self._backoff.ready_in(device.label) > 0:
+                                continue  # failed recently: its backoff has not passed yet
                             await self._session(ble, device)
                             raise_if_cancelled()  # a stop must not be lost in a session
                         await self._pause(self.cfg.ble.cycle_interval_s)
@@ -427,15 +434,37 @@ class Hub:
             bound.info(
                 "ble_session_done", measurements=outcome.measurements, ended_by=outcome.ended_by
             )
+            self._backoff.succeeded(device.label)
+        except BleDeviceAbsentError:
+            # Switched off or asleep: a health device's normal state, not a failure to back
+            # off from (its next advertisement must not be missed).
+            bound.info("ble_device_absent")
         except BleLinkLostError as exc:
             # Many cuffs hang up themselves after their transfer; bleak gives no reason, so a
             # drop after measurements is most likely that. What was received is handed on.
-            level = bound.info if exc.measurements > 0 else bound.warning
-            level("ble_session_link_lost", phase=exc.phase, measurements=exc.measurements)
+            if exc.measurements > 0:
+                bound.info("ble_session_link_lost", phase=exc.phase, measurements=exc.measurements)
+                self._backoff.succeeded(device.label)
+            else:
+                retry_in_s = self._backoff.failed(device.label, exc)
+                bound.warning(
+                    "ble_session_link_lost",
+                    phase=exc.phase,
+                    measurements=0,
+                    retry_in_s=round(retry_in_s, 3),
+                )
         except BleLinkError as exc:
-            bound.info("ble_session_failed", reason=exc.reason)
+            retry_in_s = self._backoff.failed(device.label, exc)
+            bound.info("ble_session_failed", reason=exc.reason, retry_in_s=round(retry_in_s, 3))
         except DeviceError as exc:
-            bound.warning("ble_device_misbehaved", error=type(exc).__name__, reason=str(exc))
+            # Not retryable: the per-device breaker keeps a misbehaving device away for minutes.
+            retry_in_s = self._backoff.failed(device.label, exc)
+            bound.warning(
+                "ble_device_misbehaved",
+                error=type(exc).__name__,
+                reason=str(exc),
+                retry_in_s=round(retry_in_s, 3),
+            )
 
     async def _on_measurement(
         self, raw: RawMeasurement, facts: DeviceFacts, *, device: DeviceConfig

@@ -30,6 +30,7 @@ from drivers.errors import (
 )
 
 __all__ = [
+    "BleDeviceAbsentError",
     "BleLinkError",
     "BleLinkLostError",
     "ConfigError",
@@ -127,6 +128,11 @@ class BleLinkError(TransportError):
     def __init__(self, reason: str, device: str | None = None) -> None:
         self.device = device
         super().__init__("ble", f"{device}: {reason}" if device else reason)
+
+
+class BleDeviceAbsentError(BleLinkError):
+    """The device did not advertise within the scan window: switched off, asleep, out of
+    range. The normal state of a health device between measurements, not a link failure."""
 
 
 class BleLinkLostError(BleLinkError):

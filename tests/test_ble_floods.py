@@ -23,10 +23,12 @@ from agent import config as config_mod
 from agent.ble.gls_session import SYNC_KEY, GlsSessionResult, SessionEnd, SyncMark, collect_glucose
 from agent.ble.plx_session import PLX_CONTINUOUS_MEASUREMENT, collect_pulse_oximetry
 from agent.ble.stack import BleStack
+from agent.config import Config
 from agent.daemon import INGEST_QUEUE_MAX, Hub
 from agent.errors import DeviceFloodError
 from agent.measurement import RawMeasurement
 from agent.normalize.device import DeviceFacts
+from agent.retry import BLE_BREAKER_FLOOR_S
 from drivers.gls_sync import (
     MAX_ORPHAN_CONTEXTS,
     MAX_PROBE_RECORDS,
@@ -307,19 +309,14 @@ async def test_oximeter_notifying_without_pause_is_cut(radio: VirtualRadio, ble:
         await oximeter.stop()
 
 
-async def test_daemon_reports_the_flooding_device(
-    tmp_path: Path, radio: VirtualRadio, meter: MeterFactory
-) -> None:
-    """The daemon's session for a glucometer that floods contexts logs ble_device_misbehaved
-    with DeviceFloodError, and the device's label, never its address."""
-    await meter(example_records(), flood=Flood.CONTEXTS)
-    cfg = config_mod.from_mapping(
+def _glucose_config(tmp_path: Path, radio: VirtualRadio, scan_timeout_s: float) -> Config:
+    return config_mod.from_mapping(
         {
             "hub": {"id": "hub-flood-1"},
             "patient": {"id": "patient-flood-1"},
             "ble": {
                 "stack": radio.stack,
-                "scan_timeout_s": WAIT_S,
+                "scan_timeout_s": scan_timeout_s,
                 "connect_timeout_s": WAIT_S,
                 "session_timeout_s": 30.0,
             },
@@ -335,6 +332,16 @@ async def test_daemon_reports_the_flooding_device(
         },
         tmp_path / "homehub.toml",
     )
+
+
+async def test_daemon_reports_the_flooding_device(
+    tmp_path: Path, radio: VirtualRadio, meter: MeterFactory
+) -> None:
+    """The daemon's session for a glucometer that floods contexts logs ble_device_misbehaved
+    with DeviceFloodError, and the device's label, never its address; the per-device breaker
+    then keeps the device away for at least a minute (agent/retry.py)."""
+    await meter(example_records(), flood=Flood.CONTEXTS)
+    cfg = _glucose_config(tmp_path, radio, WAIT_S)
     hub = Hub(cfg)
     async with BleStack.open(radio.stack) as stack:
         with structlog.testing.capture_logs() as events:
@@ -346,3 +353,19 @@ async def test_daemon_reports_the_flooding_device(
     assert "gls_orphan_contexts buffer bound of 16 reached" in misbehaved["reason"]
     assert misbehaved["device"] == "..:12:34"
     assert DEVICE_ADDRESS.lower() not in repr(events).lower()
+    assert misbehaved["retry_in_s"] >= BLE_BREAKER_FLOOR_S
+    assert hub._backoff.ready_in("meter") > BLE_BREAKER_FLOOR_S - WAIT_S
+
+
+async def test_an_absent_device_is_not_backed_off(tmp_path: Path, radio: VirtualRadio) -> None:
+    """A device that does not advertise (switched off) is the normal case: logged as absent,
+    no backoff, so its next advertisement is not missed."""
+    cfg = _glucose_config(tmp_path, radio, 1.0)
+    hub = Hub(cfg)
+    async with BleStack.open(radio.stack) as stack:
+        with structlog.testing.capture_logs() as events:
+            async with asyncio.timeout(WAIT_S):
+                await hub._session(stack, cfg.devices[0])
+
+    assert session_log(events, "ble_device_absent")["device"] == "..:12:34"
+    assert (0, 0.0) == (hub._backoff.attempts("meter"), hub._backoff.ready_in("meter"))

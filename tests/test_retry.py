@@ -68,6 +68,7 @@ EXPECTED_RETRYABLE = {
     "RecordTooLargeError": False,
     "TransportError": True,
     "BleLinkError": True,
+    "BleDeviceAbsentError": True,
     "BleLinkLostError": True,
     "UplinkError": True,
     "UplinkRefusedError": False,

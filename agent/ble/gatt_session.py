@@ -61,6 +61,7 @@ from agent.ble.uuids import (
 )
 from agent.cancellation import raise_if_cancelled
 from agent.errors import (
+    BleDeviceAbsentError,
     BleLinkError,
     BleLinkLostError,
     ConfigError,
@@ -337,7 +338,7 @@ class GattSession:
                         return device
         except TimeoutError:
             raise_if_cancelled()
-            raise BleLinkError("not found", device=self.label) from None
+            raise BleDeviceAbsentError("not found", device=self.label) from None
         except BleakError as exc:
             raise_if_cancelled()
             raise BleLinkError(f"scan failed ({type(exc).__name__})", device=self.label) from None
