@@ -560,30 +560,12 @@ PIPELINE: Final[dict[str, tuple[RawMeasurement, DeviceFacts]]] = {
 """One Bundle per device kind and variant, made by the real pipeline (agent.ingest.prepare)."""
 
 
-EXERCISE_GAP: Final = [
-    "PhdCompoundNumericObservation: component[compound][0].code needs one MDC coding",
-    "PhdCompoundNumericObservation: component[compound][1].code needs one MDC coding",
-]
-"""Known gap, kept visible (docs/fhir-profile.md): the glucose exercise context's duration and
-intensity components carry text only, because no MDC code for them was verified; the
-compound slice requires one. The test fails when this changes, fixed or worse."""
-
-
-def _known_gaps(bundle: dict[str, Any]) -> list[str]:
-    return [
-        f"entry[{i}] {gap}"
-        for i, e in enumerate(bundle["entry"])
-        if any(c.get("code") == "8417760" for c in e["resource"].get("code", {}).get("coding", []))
-        for gap in EXERCISE_GAP
-    ]
-
-
 @pytest.mark.parametrize("path", GOLDEN, ids=[p.stem for p in GOLDEN])
 def test_golden_bundle_conforms_to_phd_ig_stu2(path: Path) -> None:
     """Every golden Bundle meets the IG STU2 profiles its resources claim."""
     bundle = loads(path.read_text())
     Bundle.model_validate(bundle)
-    assert problems_of(bundle) == _known_gaps(bundle)
+    assert [] == problems_of(bundle)
 
 
 @pytest.mark.parametrize("name", sorted(PIPELINE))
@@ -592,7 +574,7 @@ def test_pipeline_bundle_conforms_to_phd_ig_stu2(name: str) -> None:
     raw, device = PIPELINE[name]
     bundle = prepare(raw, device, CTX).bundle
     Bundle.model_validate(bundle)
-    assert problems_of(bundle) == _known_gaps(bundle)
+    assert [] == problems_of(bundle)
 
 
 def test_the_rules_catch_what_the_reviewer_found() -> None:

@@ -15,8 +15,8 @@ One record becomes:
   items are Observations of their own that point at the measurement they qualify with
   ``derivedFrom``, the FHIR form of the 11073 Source-Handle-Reference): meal, tester,
   health (PhdCodedEnumerationObservation), carbohydrate (g), medication (mg or mL), HbA1c
-  (%) (PhdNumericObservation), exercise (PhdCompoundNumericObservation: duration s,
-  intensity %).
+  (%) (PhdNumericObservation), exercise (PhdNumericObservation: the intensity %, over an
+  ``effectivePeriod`` as long as the exercise: 11073-10417's Measure-Active-Period).
 
 Decisions (docs/fhir-profile.md):
 
@@ -47,6 +47,7 @@ Decisions (docs/fhir-profile.md):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Final
 
@@ -58,6 +59,7 @@ from agent.normalize.phd import (
     Context,
     Measured,
     ReadingIds,
+    fhir_datetime,
     ig_timestamp,
     phd_category,
     value_fields,
@@ -114,7 +116,6 @@ UNIT_GRAM: Final = Unit("g", "g")
 UNIT_MILLIGRAM: Final = Unit("mg", "mg")
 UNIT_MILLILITRE: Final = Unit("mL", "mL")
 UNIT_PERCENT: Final = Unit("%", "%")
-UNIT_SECOND: Final = Unit("s", "s")
 
 #: Type nibble → glucose code (ble-spec-facts §8.2); control solution handled apart.
 TYPE_CODES: Final[dict[int, Code]] = {
@@ -469,28 +470,23 @@ def _exercise(
     when: ObservationTime,
     ids: ReadingIds,
 ) -> dict[str, Any]:
-    """Exercise context: duration (65535 = overrun: ``>=`` 65535 s) and intensity (%)."""
-    observation = _base(
-        ctx, device, MDC_CTXT_GLU_EXERCISE, "PhdCompoundNumericObservation", ids, when
-    )
-    duration: dict[str, Any] = {
-        "value": duration_s,
-        "unit": UNIT_SECOND.display,
+    """Exercise context as IEEE 11073-10417 models it: a numeric whose value is the
+    intensity (%) and whose Measure-Active-Period is the duration. The PHD IG maps a
+    Measure-Active-Period to ``effectivePeriod`` (PhdBaseObservation effective[x]); GLS gives
+    no start, so the period ends at the measurement's time. 65535 s means "at least"
+    (GLS §3.106.2): the period then starts 65535 s before and a note says so."""
+    observation = _base(ctx, device, MDC_CTXT_GLU_EXERCISE, "PhdNumericObservation", ids, when)
+    end = observation.pop("effectiveDateTime")
+    start = when.effective - timedelta(seconds=duration_s)
+    observation["effectivePeriod"] = {"start": fhir_datetime(start), "end": end}
+    observation["valueQuantity"] = {
+        "value": intensity_pct,
+        "unit": UNIT_PERCENT.display,
         "system": codes.UCUM_SYSTEM,
-        "code": UNIT_SECOND.ucum,
+        "code": UNIT_PERCENT.ucum,
     }
     if duration_s == EXERCISE_DURATION_OVERRUN_S:
-        duration = {"comparator": ">=", **duration}
-    observation["component"] = [
-        {"code": {"text": "Exercise duration"}, "valueQuantity": duration},
-        {
-            "code": {"text": "Exercise intensity"},
-            "valueQuantity": {
-                "value": intensity_pct,
-                "unit": UNIT_PERCENT.display,
-                "system": codes.UCUM_SYSTEM,
-                "code": UNIT_PERCENT.ucum,
-            },
-        },
-    ]
+        observation.setdefault("note", []).append(
+            {"text": f"exercise lasted at least {EXERCISE_DURATION_OVERRUN_S} s (GLS overrun)"}
+        )
     return observation
