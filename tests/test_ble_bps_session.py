@@ -27,7 +27,7 @@ from agent.ble.stack import BleStack
 from agent.ble.uuids import BLOOD_PRESSURE_MEASUREMENT
 from agent.errors import BleLinkError, BleLinkLostError, ConfigError, DeviceProtocolError
 from agent.normalize.device import DeviceFacts
-from hil.emulators.cuff import EmulatedCuff, example_readings
+from hil.emulators.cuff import BpReading, EmulatedCuff, example_readings
 from hil.emulators.peripheral import DeviceInformation, advertising_data, fixed_value
 from hil.virtual_radio import VirtualRadio
 from tests.phi_canaries import DEVICE_ADDRESS, DEVICE_SERIAL, SYSTEM_ID_HEX
@@ -258,6 +258,42 @@ async def test_stops_at_max_measurements(radio: VirtualRadio, ble: BleStack) -> 
     assert_confirmed_were_handed_on(cuff, pipeline.values)
     assert result.measurements == len(pipeline.values) >= 2
     assert tuple(readings[len(cuff.confirmed_values) :]) == cuff.stored
+
+
+async def test_more_readings_than_the_limit_are_left_for_the_next_sessions(
+    radio: VirtualRadio, ble: BleStack
+) -> None:
+    """A cuff holding more readings than ``max_measurements``: each session ends at the limit
+    (LIMIT) and disconnects, hands on exactly the limit, and the cuff keeps the rest; the next
+    sessions get them, in order, until one ends QUIET with the cuff empty. Nothing is lost or
+    handed on twice."""
+    limit = 3
+    readings = [BpReading(110 + i, 70 + i, 85 + i, pulse_rate=60 + i) for i in range(2 * limit + 1)]
+    cuff = await radio.add_cuff(readings, address=DEVICE_ADDRESS, info=CUFF_INFO)
+    expected = cuff.encoded()
+    assert len(set(expected)) == len(readings)
+    sessions: list[tuple[SessionEnd, list[bytes]]] = []
+    for _ in range(3):
+        pipeline = Pipeline()
+        result = await collect(ble, pipeline, quiet_period_s=WAIT_S / 4, max_measurements=limit)
+        # The session disconnected before returning: the cuff saw the link end.
+        async with asyncio.timeout(WAIT_S):
+            await cuff.disconnected.wait()
+        assert result.measurements == len(pipeline.values)
+        sessions.append((result.ended_by, pipeline.values))
+        assert tuple(readings[len(cuff.confirmed_values) :]) == cuff.stored
+
+    assert [
+        (SessionEnd.LIMIT, expected[:limit]),
+        (SessionEnd.LIMIT, expected[limit : 2 * limit]),
+        (SessionEnd.QUIET, expected[2 * limit :]),
+    ] == sessions
+    assert (3, len(readings), expected, ()) == (
+        cuff.connections,
+        cuff.confirmations,
+        cuff.confirmed_values,
+        cuff.stored,
+    )
 
 
 async def test_device_not_found(ble: BleStack) -> None:
