@@ -103,16 +103,17 @@ def bp_value(systolic: int, diastolic: int, mean: int, pulse: int, stamp: DateTi
     return value
 
 
-def glucose_value(sequence_number: int, mg_dl: str, *, time_fault: bool = True) -> bytes:
-    """A 0x2A18 value of a meter with an unset clock (Base Time all zero, sensor status bit
-    11 "time fault"), capillary whole blood from a finger, built with the hub's encoder and
-    checked against the emulator's (hil/emulators/glucometer.py)."""
+def glucose_value(sequence_number: int, mg_dl: str, base_time: DateTime = UNSET) -> bytes:
+    """A 0x2A18 value of a meter with a broken clock, capillary whole blood from a finger:
+    Base Time all zero with sensor status bit 11 "time fault" (an unset clock), or the given
+    valid Base Time (a stuck clock). Built with the hub's encoder and checked against the
+    emulator's (hil/emulators/glucometer.py)."""
     concentration = mg_per_dl(mg_dl)  # kg/L, as the wire carries it
-    status = SensorStatusAnnunciation.TIME_FAULT if time_fault else None
+    status = SensorStatusAnnunciation.TIME_FAULT if base_time == UNSET else None
     value = bytes(
         GlucoseMeasurement.create(
             sequence_number=sequence_number,
-            base_time=UNSET,
+            base_time=base_time,
             concentration=(
                 MedFloat16.from_decimal(concentration),
                 ConcentrationUnit.KG_PER_L,
@@ -124,7 +125,14 @@ def glucose_value(sequence_number: int, mg_dl: str, *, time_fault: bool = True) 
     )
     emulated = GlucoseRecord(
         sequence_number,
-        EmulatorDateTime(0, 0, 0),
+        EmulatorDateTime(
+            base_time.year,
+            base_time.month,
+            base_time.day,
+            base_time.hours,
+            base_time.minutes,
+            base_time.seconds,
+        ),
         concentration,
         sensor_status=int(status) if status is not None else None,
     )
@@ -349,12 +357,16 @@ async def test_cuff_with_a_faulty_clock_every_reading_stored_once(
 # -- glucose ----------------------------------------------------------------------------------
 
 
-async def test_meter_with_unset_clock_keeps_records_by_sequence_number(
-    tmp_path: Path, dev_pki: DevPki, broker: Broker, receiver: Receiver
+@pytest.mark.parametrize("stamp", [UNSET, STUCK], ids=["unset-clock", "stuck-clock"])
+async def test_meter_with_a_faulty_clock_keeps_records_by_sequence_number(
+    stamp: DateTime, tmp_path: Path, dev_pki: DevPki, broker: Broker, receiver: Receiver
 ) -> None:
-    """Three records with different sequence numbers, all with Base Time zero and the time
-    fault bit: three stored, three received with their own ids; re-sent: duplicates."""
-    values = [glucose_value(n, mg) for n, mg in ((5, "112"), (6, "98"), (7, "143"))]
+    """Three records with different sequence numbers, all with the same Base Time (zero with
+    the time fault bit, or one stuck value): three stored, three received with their own
+    ids; re-sent: duplicates."""
+    if stamp is UNSET:
+        assert bytes(7) == bytes(UNSET)
+    values = [glucose_value(n, mg, stamp) for n, mg in ((5, "112"), (6, "98"), (7, "143"))]
     async with running_pipeline(tmp_path, dev_pki, broker) as pipe:
         first = await pipe.session(GLUCOSE_MEASUREMENT, values, METER)
         assert [Status.STORED] * 3 == statuses(first)
@@ -368,7 +380,7 @@ async def test_meter_with_unset_clock_keeps_records_by_sequence_number(
         await pipe.assert_nothing_pending()
         assert (3, 3, 0) == (pipe.hub.stored, pipe.hub.duplicates, pipe.hub.conflicts)
 
-        (later,) = await pipe.session(GLUCOSE_MEASUREMENT, [glucose_value(8, "120")], METER)
+        (later,) = await pipe.session(GLUCOSE_MEASUREMENT, [glucose_value(8, "120", stamp)], METER)
         assert (Status.STORED, 4) == (later.status, later.seq)
         (barrier,) = await arrive(receiver, 1)
         assert 4 == barrier.seq
