@@ -11,6 +11,8 @@
   stop), on with ``persistence=True`` (written on a graceful stop; mosquitto's autosave is every
   1800 s, so a SIGKILL still loses what it had acknowledged: reliability finding 1);
 - ``set_tcp_nodelay true``: without it each PUBACK waits behind TCP's delayed ACK;
+- optionally ``message_size_limit``: a larger publish is answered (MQTT 5, QoS 1) with PUBACK
+  0x83 "implementation specific error" and not forwarded: a platform refusing one record;
 - the broker's log (stderr) goes to ``<run_dir>/mosquitto.log`` (or ``log_path``).
 
 Root and non-root: started as root, mosquitto drops privileges to the user named in ``user``
@@ -108,8 +110,14 @@ class Broker:
         port: int | None = None,
         host: str = "127.0.0.1",
         log_path: Path | None = None,
+        message_size_limit: int | None = None,
     ) -> None:
+        """``message_size_limit``: mosquitto's option of that name (payload bytes), unset when
+        None."""
+        if message_size_limit is not None and message_size_limit < 1:
+            raise ValueError("message_size_limit must be >= 1")
         self.pki = pki
+        self.message_size_limit = message_size_limit
         self.run_dir = run_dir
         self.persistence = persistence
         self.host = host
@@ -312,6 +320,8 @@ class Broker:
             # broker must never do that, and neither may ours, or a test blames the hub.
             "max_queued_messages 1000000",
         ]
+        if self.message_size_limit is not None:
+            lines.append(f"message_size_limit {self.message_size_limit}")
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def _spawn(self) -> None:
