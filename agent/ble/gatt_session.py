@@ -271,14 +271,18 @@ class GattSession:
         #: The device's fault found in a bleak callback; the session raises it.
         self.failure: DeviceProtocolError | None = None
         self._ending: asyncio.Task[None] | None = None
+        self._setup_bound: asyncio.Timeout | None = None
         ble.add_stop_listener(self)
         if ble.stopping.is_set():
             self.end_now()
 
     def end_now(self) -> None:
         """The hub is stopping: end as if the session deadline had passed now (the transfer
-        ends normally: disconnect, and everything received is handed on)."""
+        ends normally: disconnect, and everything received is handed on; a set-up under way,
+        before anything was received, is cut)."""
         self.deadline = min(self.deadline, self.loop.time())
+        if self._setup_bound is not None:
+            self._setup_bound.reschedule(self.deadline)
         self.wakeup.set()
 
     async def _unless_stopping(self, operation: Coroutine[Any, Any, T], what: str) -> T:
@@ -377,8 +381,12 @@ class GattSession:
     async def setup_deadline(self) -> AsyncIterator[None]:
         """Bound the set-up by the session deadline; its passing is a link error."""
         try:
-            async with asyncio.timeout_at(self.at_deadline):
-                yield
+            async with asyncio.timeout_at(self.at_deadline) as bound:
+                self._setup_bound = bound
+                try:
+                    yield
+                finally:
+                    self._setup_bound = None
         except TimeoutError:
             if self.link_lost.is_set():
                 raise BleLinkLostError("setup", 0, self.label) from None

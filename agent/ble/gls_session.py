@@ -311,13 +311,19 @@ class _GlsSession(GattSession):
         )
         await self.gatt(name, client.write_gatt_char(racp, bytes(request), response=True))
         started = self.loop.time()
-        give_up_at = min(started + RACP_PROCEDURE_MAX_S, self.deadline)
         last_progress = started
         seen = self.core.progress
         aborted_at: float | None = None
         while True:
             if self.failure is not None:
                 await self.fail_now(client, facts)
+            if self.loop.time() >= self.deadline:
+                # Checked before each hand-on, so a meter streaming faster than the pipeline
+                # cannot keep a stopping hub (end_now) or a passed deadline waiting. Records
+                # not handed on stay on the meter: the mark does not cover them.
+                if aborted_at is None:
+                    await self.abort(client, racp)
+                raise _Deadline
             try:
                 event = self.core.next_event()
             except DeviceProtocolError as exc:
@@ -342,6 +348,8 @@ class _GlsSession(GattSession):
             if aborted_at is not None and now >= aborted_at + ABORT_TIMEOUT_S:
                 self.log.warning("gls_abort_unanswered")
                 return  # the limit ends the session: no more values are taken
+            # Read every round: a stopping hub moves the deadline to now (end_now).
+            give_up_at = min(started + RACP_PROCEDURE_MAX_S, self.deadline)
             if now >= give_up_at:
                 if aborted_at is None:
                     await self.abort(client, racp)
