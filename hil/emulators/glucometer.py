@@ -26,6 +26,12 @@ before its measurement (a meter that gets the order wrong, to test joining by se
 number); :meth:`Glucometer.restart_numbering` clears the memory and numbers new records
 from a given value (a meter reset, or one whose sequence number wrapped).
 
+Clock faults: with ``stamp_all_with`` the meter's clock is broken and every record (held at
+start or added later) gets that one Base Time instead of its own: :data:`UNSET_BASE_TIME`
+(every field 0, the GATT Date Time's "unknown": a clock never set) or any valid value (a
+stuck clock); with ``time_fault`` each record also sets Sensor Status Annunciation bit 11
+"time fault" (Glucose Feature bit 9 "time fault supported" is set by default).
+
 Misbehaviour for the hub's bounds (``flood``, a :class:`Flood`): once asked for a report, the
 meter sends without end, ignores Abort and never indicates the final Response Code:
 ``RECORDS`` the matching records, then fresh ones numbered on; ``CONTEXTS`` contexts whose
@@ -42,6 +48,7 @@ or indicated, in order), events ``subscribed`` and ``disconnected``; never sleep
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 from collections.abc import Sequence
@@ -89,6 +96,12 @@ DEFAULT_FEATURE: Final = 0x0001 | 0x0004 | 0x0020 | 0x0200
 """Glucose Feature: low battery (bit 0), sample size (bit 2), result high/low (bit 5),
 time fault (bit 9)."""
 DEFAULT_ADVERTISING_INTERVAL_MS: Final = 100.0
+
+UNSET_BASE_TIME: Final = DateTime(0, 0, 0, 0, 0, 0)
+"""Base Time with every field 0 (year, month and day 0 = unknown): a clock never set."""
+SENSOR_STATUS_TIME_FAULT: Final = 1 << 11
+"""Sensor Status Annunciation bit 11: "Time fault has occurred in the sensor and time may be
+inaccurate" (GATT XML glucose_measurement)."""
 
 GLUCOMETER_INFO: Final = DeviceInformation(model_number="HH-GLU-1", serial_number="SN-GLU-0001")
 
@@ -280,6 +293,9 @@ class Glucometer(GattPeripheral):
         require_encryption: refuse RACP writes on an unencrypted link (ATT 0x0F).
         clock: expose this clock as Current Time 0x2A2B (None: no CTS).
         flood: misbehave: answer a report with an endless stream (:class:`Flood`).
+        stamp_all_with: a broken clock: every record gets this Base Time instead of its own
+            (:data:`UNSET_BASE_TIME`: never set; a valid value: stuck).
+        time_fault: every record sets Sensor Status bit 11 "time fault".
     """
 
     NAME = "glucometer"
@@ -297,7 +313,12 @@ class Glucometer(GattPeripheral):
         require_encryption: bool = False,
         clock: EmulatedClock | None = None,
         flood: Flood | None = None,
+        stamp_all_with: DateTime | None = None,
+        time_fault: bool = False,
     ) -> None:
+        self.stamp_all_with = stamp_all_with
+        self.time_fault = time_fault
+        records = [self._stamped(r) for r in records]
         notify = Characteristic.Properties.NOTIFY
         self._measurement = unreadable_characteristic(
             GLUCOSE_MEASUREMENT, "Glucose Measurement", notify
@@ -347,11 +368,21 @@ class Glucometer(GattPeripheral):
         return tuple(self._records)
 
     def add_record(self, record: GlucoseRecord) -> GlucoseRecord:
-        """A new measurement, numbered by the meter (the given number is replaced)."""
-        numbered = record.with_sequence_number(self._next_seq)
+        """A new measurement, numbered (and, with a broken clock, stamped) by the meter: the
+        given number is replaced."""
+        numbered = self._stamped(record).with_sequence_number(self._next_seq)
         self._records.append(numbered)
         self._next_seq = (self._next_seq + 1) & 0xFFFF
         return numbered
+
+    def _stamped(self, record: GlucoseRecord) -> GlucoseRecord:
+        """``record`` as this meter's clock stamps it."""
+        if self.stamp_all_with is not None:
+            record = dataclasses.replace(record, base_time=self.stamp_all_with)
+        if self.time_fault:
+            status = (record.sensor_status or 0) | SENSOR_STATUS_TIME_FAULT
+            record = dataclasses.replace(record, sensor_status=status)
+        return record
 
     def restart_numbering(self, first_sequence_number: int) -> None:
         """Forget every record; new ones are numbered from ``first_sequence_number``."""
