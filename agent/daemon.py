@@ -66,7 +66,7 @@ from agent.errors import (
     StorageError,
 )
 from agent.ingest import Prepared, Signer, prepare
-from agent.ingest_batcher import GROUP_COMMIT_MAX, Item, Outcome, Status, commit_batch
+from agent.ingest_batcher import Item, Outcome, Status, collect_batch, commit_batch
 from agent.logs import device_label
 from agent.measurement import RawMeasurement
 from agent.normalize.device import DeviceFacts
@@ -77,13 +77,14 @@ from agent.outbox import (
     StorageLevel,
     open_or_quarantine,
     peek_counts,
+    peek_refused,
     storage_level,
 )
 from agent.publisher import Publisher
 from agent.retry import KeyedBackoff
 from agent.sealing import Sealer
 from agent.storage import StorageThread
-from agent.uplink import Uplink, UplinkSettings
+from agent.uplink import DISCONNECT_TIMEOUT_S, Uplink, UplinkSettings
 
 log = structlog.get_logger(__name__)
 
@@ -104,17 +105,19 @@ DEGRADED_CONTINUOUS_INTERVAL_S: Final = 15 * 60.0
 summary series) instead of one per minute: spot-checks and every other clinical kind are
 still all kept, and no stored record is ever deleted unsent."""
 
-COLLECTOR_STOP_S: Final = 2.0
+COLLECTOR_STOP_S: Final = 1.5
 """On stop, how long the collector has to end its session (disconnect, hand on what the
 device sent) before it is cancelled. Inner to :data:`STOP_BUDGET_S`."""
 
-UPLINK_STOP_S: Final = 1.5
-"""On stop, how long the DISCONNECT may take (the uplink's own bound is shorter)."""
+UPLINK_STOP_S: Final = DISCONNECT_TIMEOUT_S + 0.5
+"""On stop, how long the DISCONNECT may take: the uplink's own bound plus a margin."""
 
 STOP_BUDGET_S: Final = 5.0
-"""The whole ordered stop: collector + storing what is queued + the publisher's
-:data:`agent.publisher.STOP_DRAIN_S` + the DISCONNECT fit in it, and it is a quarter of the
-unit's ``TimeoutStopSec`` (20 s), so systemd never has to SIGKILL us."""
+"""The whole ordered stop: :data:`COLLECTOR_STOP_S` (1.5 s) + storing what is queued (at most
+:data:`INGEST_QUEUE_MAX` readings, one commit) + the publisher's
+:data:`agent.publisher.STOP_DRAIN_S` (1 s) + :data:`UPLINK_STOP_S` (1.5 s) fit in it, and it is
+a quarter of the unit's ``TimeoutStopSec`` (20 s), so systemd never has to SIGKILL us. Storing
+what was received is never cut short: a reading confirmed to a device must be stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,12 +195,15 @@ def status(cfg: Config) -> dict[str, Any]:
     """What ``homehub status`` prints: outbox depth and age, refused and damaged records,
     bytes used against the quota."""
     counts = peek_counts(cfg.outbox.path)
+    refused = peek_refused(cfg.outbox.path) if counts.refused else []
     quota = cfg.outbox.quota_bytes
     return {
         "hub": cfg.hub.id,
         "outbox": {
             "pending": counts.pending,
             "refused": counts.refused,
+            # The oldest refused records with the broker's reason code: what to look into.
+            "refused_records": [{"seq": seq, "rc": rc} for seq, rc in refused],
             "damaged": counts.damaged,
             "oldest_age_s": counts.oldest_age_s,
             "used_bytes": counts.used_bytes,
@@ -324,15 +330,18 @@ class Hub:
                 self.ready.set()
                 await stop.wait()
                 log.info("hub_stopping")
-                async with asyncio.timeout(STOP_BUDGET_S):
-                    await self._stop_collecting(collector)
-                    await self._queue.put(None)  # ingest stores what is queued, then ends
-                    await ingest
-                    publisher.stop()
-                    await publishing
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(UPLINK_STOP_S):
-                            await uplink.close()
+                started = asyncio.get_running_loop().time()
+                await self._stop_collecting(collector)
+                await self._queue.put(None)  # ingest stores what is queued, then ends
+                await ingest
+                publisher.stop()  # bounded by its own STOP_DRAIN_S
+                await publishing
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(UPLINK_STOP_S):
+                        await uplink.close()
+                took_s = asyncio.get_running_loop().time() - started
+                if took_s > STOP_BUDGET_S:
+                    log.warning("hub_stop_overdue", took_s=round(took_s, 3), limit_s=STOP_BUDGET_S)
         finally:
             await uplink.close()  # idempotent; ends uplink.run() on every path
 
@@ -476,20 +485,10 @@ class Hub:
     async def _ingest(self, storage: StorageThread, outbox: Outbox, signer: Signer) -> None:
         """Store what is queued, batch after batch, until the stop marker (``None``)."""
         while True:
-            first = await self._queue.get()
-            arrivals: list[Arrival] = []
-            done = first is None
-            if first is not None:
-                arrivals.append(first)
-            while not done and len(arrivals) < GROUP_COMMIT_MAX:
-                try:
-                    more = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-                if more is None:
-                    done = True
-                else:
-                    arrivals.append(more)
+            # What is queued, at once (no window): what arrives meanwhile is the next batch.
+            batch = await collect_batch(self._queue)
+            done = None in batch  # nothing is queued after the marker: collecting has ended
+            arrivals = [a for a in batch if a is not None]
             if arrivals:
                 fates = await storage.call(self._store_batch, outbox, signer, arrivals)
                 self._report(arrivals, fates)

@@ -117,7 +117,7 @@ class Prepared:
     """
 
     kind: str
-    identifier: str  #: the primary Observation's conditional-create identifier
+    identifier: str  #: the primary Observation's hub identifier (the payload's ``id``)
     bundle: dict[str, Any]
     hub_id: str
     stored_at: datetime

@@ -93,7 +93,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import structlog
 
@@ -109,6 +109,8 @@ from agent.sealing import Sealer, record_aad, sync_state_aad
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
+
 SCHEMA_VERSION: Final = 2
 """``PRAGMA user_version`` of the schema this code writes (see :data:`_MIGRATIONS`)."""
 
@@ -121,8 +123,9 @@ MAX_RECORD_BYTES: Final = 64 * 1024
 one record swamp the card."""
 
 MAX_BATCH: Final = 1000
-"""Most records one :meth:`Outbox.append_many` or :meth:`Outbox.claim` handles: a RACP dump
-of a full glucometer memory fits in one transaction."""
+"""Most records one :meth:`Outbox.append_many`, :meth:`Outbox.pending_after` or
+:meth:`Outbox.mark_delivered_many` handles: a RACP dump of a full glucometer memory fits in
+one transaction."""
 
 MAX_DEDUP_KEY_BYTES: Final = 1024
 MAX_SYNC_STATE_BYTES: Final = 4096
@@ -136,7 +139,7 @@ MAX_SEQ: Final = 2**63 - 1
 
 BUSY_TIMEOUT_MS: Final = 1000
 """How long a statement waits for another connection's lock (e.g. ``homehub status``
-reading). Short, because calls run on the event loop; the daemon is the only writer."""
+reading). Short: the daemon is the only writer, and its storage thread must not stall."""
 
 JOURNAL_SIZE_LIMIT_BYTES: Final = 64 * 1024 * 1024
 """WAL size kept after a checkpoint (catalogue O5: WAL ≤ 64 MB)."""
@@ -906,13 +909,9 @@ class Outbox:
         """``(seq, reason code)`` of refused records, oldest first (for ``homehub status``)."""
         conn = self._connection("refused")
         try:
-            rows = conn.execute(
-                "SELECT seq, refused_rc FROM records WHERE state = 'refused' ORDER BY seq LIMIT ?",
-                (limit,),
-            ).fetchall()
+            return _read_refused(conn, limit)
         except sqlite3.Error as exc:
             raise _storage_error(self.path, "refused", exc) from exc
-        return [(int(seq), rc) for seq, rc in rows]
 
     def all_sync_state(self) -> dict[tuple[str, str], bytes]:
         """Every committed sync-state value by ``(device, key)`` (read once at start)."""
@@ -966,7 +965,7 @@ class Outbox:
         return removed
 
     def counts(self) -> OutboxCounts:
-        """How many records are pending, in flight and damaged, and the oldest one's age."""
+        """How many records are pending, refused and damaged, and the oldest pending one's age."""
         conn = self._connection("counts")
         try:
             return _read_counts(conn, self._clock())
@@ -1082,22 +1081,41 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _read_refused(conn: sqlite3.Connection, limit: int) -> list[tuple[int, int | None]]:
+    rows = conn.execute(
+        "SELECT seq, refused_rc FROM records WHERE state = 'refused' ORDER BY seq LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [(int(seq), rc) for seq, rc in rows]
+
+
 def peek_counts(path: Path, *, clock: Callable[[], float] = time.time) -> OutboxCounts:
     """Counts from an outbox file, read-only and without the key (for ``homehub status``).
 
     Safe while the daemon runs: WAL readers do not block the writer.
     """
+    return _peek(path, "peek_counts", lambda conn: _read_counts(conn, clock()))
+
+
+def peek_refused(path: Path, limit: int = 20) -> list[tuple[int, int | None]]:
+    """``(seq, reason code)`` of the oldest refused records, read-only and without the key
+    (for ``homehub status``: which records a technician should look at)."""
+    return _peek(path, "peek_refused", lambda conn: _read_refused(conn, limit))
+
+
+def _peek(path: Path, operation: str, read: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``read`` on a read-only connection to the outbox at ``path``."""
     if not path.is_file():
-        raise StorageUnusableError(str(path), "peek_counts", "no outbox at this path")
+        raise StorageUnusableError(str(path), operation, "no outbox at this path")
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     except sqlite3.Error as exc:
-        raise _storage_error(path, "peek_counts", exc) from exc
+        raise _storage_error(path, operation, exc) from exc
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        return _read_counts(conn, clock())
+        return read(conn)
     except sqlite3.Error as exc:
-        raise _storage_error(path, "peek_counts", exc) from exc
+        raise _storage_error(path, operation, exc) from exc
     finally:
         conn.close()
 

@@ -1,7 +1,7 @@
 """The signed payload of one uplink message: a deterministic CBOR map (docs/wire-format.md).
 
     {"v": 1, "hub": <hub id>, "seq": <64-bit hub sequence>, "kind": "observation",
-     "id": <conditional-create identifier of the primary Observation>,
+     "id": <the reading's identity: the hub identifier of the primary Observation>,
      "hub_time": <RFC 3339 UTC time the hub stored it>, "fhir": <FHIR Bundle>,
      ["conflict_of": <seq of the first record with the same identity>]}
 

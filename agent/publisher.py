@@ -8,7 +8,8 @@ memory, so keeping the window full costs no fsync:
 1. While the uplink is connected, read pending records past a cursor
    (:meth:`~agent.outbox.Outbox.pending_after`, on the storage thread) and hand each to
    :meth:`~agent.uplink.Uplink.publish` as soon as one of :data:`PUBLISH_WINDOW` slots is
-   free: each publish is its own task, so a slow PUBACK never holds the others back.
+   free: no task per record; the PUBACK's future calls back, so a slow PUBACK never holds
+   the others back and the hot path costs one callback.
 2. A PUBACK puts the seq on the acknowledged list. One task deletes what is on it in one
    transaction (:meth:`~agent.outbox.Outbox.mark_delivered_many`); what is acknowledged
    while that commit runs forms the next batch. One fsync covers many records.

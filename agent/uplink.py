@@ -132,7 +132,7 @@ returns."""
 MISC_INTERVAL_S: Final = 1.0
 """How often ``loop_misc`` runs (keepalive and ping timeout), as paho's own loop does."""
 
-DISCONNECT_TIMEOUT_S: Final = 2.0
+DISCONNECT_TIMEOUT_S: Final = 1.0
 """:meth:`Uplink.close` waits this long for the DISCONNECT to be written, then cuts."""
 
 WORKER_JOIN_TIMEOUT_S: Final = 5.0

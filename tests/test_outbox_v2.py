@@ -594,6 +594,7 @@ class TestRefused:
             assert [r.seq for r in ob.pending_after(0, 10)] == [1]
         report = status(_status_config(tmp_path, db_path))["outbox"]
         assert (report["pending"], report["refused"], report["damaged"]) == (1, 1, 0)
+        assert [{"seq": 2, "rc": 0x87}] == report["refused_records"]
 
 
 # ---------------------------------------------------------------------------
