@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import random
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ from agent.errors import (
     BleDeviceAbsentError,
     BleLinkError,
     BleLinkLostError,
+    BleStackUnavailableError,
     DecodeError,
     DeviceError,
     HubError,
@@ -81,7 +83,7 @@ from agent.outbox import (
     storage_level,
 )
 from agent.publisher import Publisher
-from agent.retry import KeyedBackoff
+from agent.retry import FullJitter, KeyedBackoff
 from agent.sealing import Sealer
 from agent.storage import StorageThread
 from agent.uplink import DISCONNECT_TIMEOUT_S, Uplink, UplinkSettings
@@ -94,7 +96,11 @@ callback returns (BlueZ and Bumble alike), so this queue does not hold confirmat
 full queue makes the BLE session buffer (bounded) until ingest catches up."""
 
 BLE_REOPEN_DELAY_S: Final = 5.0
-"""Pause before reopening a BLE stack that failed to open (adapter gone, HCI not up)."""
+"""Base of the backoff before the BLE stack is tried again (adapter gone, HCI not up, no
+D-Bus or BlueZ): full jitter, growing to :data:`BLE_REOPEN_MAX_S`."""
+
+BLE_REOPEN_MAX_S: Final = 120.0
+"""Cap of that backoff: a hub whose adapter comes back is collecting again within minutes."""
 
 STORAGE_RETRY_S: Final = 5.0
 """Pause before the disk is tried again after a storage error (disk full or failing): long
@@ -239,6 +245,10 @@ class Hub:
         self._ble: BleStack | None = None
         self._sync_cache: dict[tuple[str, str], bytes] = {}
         self._backoff = KeyedBackoff()
+        self._stack_backoff = FullJitter(BLE_REOPEN_DELAY_S, BLE_REOPEN_MAX_S)
+        self._stack_failures = 0
+        """Consecutive times the Bluetooth stack itself could not be reached."""
+        self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         """Per-device backoff after failed sessions (agent/retry.py): full jitter, by error
         class, a breaker for a device that breaks its protocol."""
         self._last_continuous: dict[str, float] = {}
@@ -411,11 +421,17 @@ class Hub:
                                 continue  # failed recently: its backoff has not passed yet
                             await self._session(ble, device)
                             raise_if_cancelled()  # a stop must not be lost in a session
+                            self._stack_failures = 0  # the stack answered: count afresh
                         await self._pause(self.cfg.ble.cycle_interval_s)
             except BleLinkError as exc:
-                # The adapter (or the virtual radio's HCI port) is not there: try again.
-                log.warning("ble_stack_unavailable", reason=exc.reason)
-                await self._pause(BLE_REOPEN_DELAY_S)
+                # The adapter, BlueZ's D-Bus or the virtual radio's HCI port is not there:
+                # try again after a full-jitter backoff (a fleet must not re-synchronise).
+                delay_s = self._stack_backoff.delay(self._stack_failures, self._rng)
+                self._stack_failures += 1
+                log.warning(
+                    "ble_stack_unavailable", reason=exc.reason, retry_in_s=round(delay_s, 3)
+                )
+                await self._pause(delay_s)
             finally:
                 self._ble = None
 
@@ -444,6 +460,8 @@ class Hub:
                 "ble_session_done", measurements=outcome.measurements, ended_by=outcome.ended_by
             )
             self._backoff.succeeded(device.label)
+        except BleStackUnavailableError:
+            raise  # not this device's fault: the collector backs off at the stack level
         except BleDeviceAbsentError:
             # Switched off or asleep: a health device's normal state, not a failure to back
             # off from (its next advertisement must not be missed).

@@ -33,6 +33,7 @@ __all__ = [
     "BleDeviceAbsentError",
     "BleLinkError",
     "BleLinkLostError",
+    "BleStackUnavailableError",
     "ConfigError",
     "CryptoError",
     "DecodeError",
@@ -128,6 +129,12 @@ class BleLinkError(TransportError):
     def __init__(self, reason: str, device: str | None = None) -> None:
         self.device = device
         super().__init__("ble", f"{device}: {reason}" if device else reason)
+
+
+class BleStackUnavailableError(BleLinkError):
+    """The Bluetooth stack itself cannot be reached: no system D-Bus or no BlueZ behind it,
+    no adapter, an HCI transport that does not answer. A fault of the host, waited out with
+    backoff at the stack level (no device is to blame)."""
 
 
 class BleDeviceAbsentError(BleLinkError):

@@ -30,7 +30,14 @@ memory, so keeping the window full costs no fsync:
    not the record's: nothing is marked, publishing pauses (``publish_refused_systemic``)
    and tries again after a full-jitter backoff, so a misconfigured platform never turns
    the whole outbox into refused records.
-5. :meth:`Publisher.stop`: no new publishes; the ones in flight get up to
+5. A record whose publish ends the connection (a broker that answers it with a PUBACK the
+   client must treat as malformed, a proxy that cuts it) would otherwise be sent first
+   after every reconnect, forever, and hold everything behind it. So after a connection
+   ends with publishes in flight, the oldest of them is the *suspect*: on the next
+   connection it is sent alone, and only its PUBACK lets the others go. When connections
+   end :data:`MAX_CONNECTION_LOSSES` times in a row with it in flight, it is refused
+   (``connection_lost_repeatedly``): kept, reported, and the rest flow.
+6. :meth:`Publisher.stop`: no new publishes; the ones in flight get up to
    :data:`STOP_DRAIN_S` for their PUBACK, the acknowledged ones are deleted, and
    :meth:`Publisher.run` returns. What had no PUBACK stays pending and is sent after the
    next start.
@@ -45,9 +52,9 @@ import asyncio
 import contextlib
 import functools
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import structlog
 
@@ -83,6 +90,11 @@ minutes, and a refusing one is not hammered."""
 MAX_TRANSIENT_REFUSALS: Final = 5
 """A record refused this many times, even transiently, is refused for good: it stops
 costing the link, and it is reported rather than retried forever."""
+
+MAX_CONNECTION_LOSSES: Final = 3
+"""Connections lost in a row while a suspect record was in flight, the last ones with it
+alone in flight, before it is refused: a network that drops exactly during one record's
+round trip three times running is far less likely than a record that kills the link."""
 
 STOP_DRAIN_S: Final = 1.0
 """On stop, how long publishes in flight may wait for their PUBACK: a loopback or LAN broker
@@ -139,6 +151,12 @@ class Publisher:
         self._acked_on_connection = 0
         self._hold = asyncio.Event()
         self._hold.set()  # set: publishing may go on; clear while every publish is refused
+        self._interrupted: list[int] = []
+        """Seqs whose publish the end of the current connection interrupted."""
+        self._suspect: int | None = None
+        self._suspect_losses = 0
+        self._suspect_settled = asyncio.Event()
+        self._stop_requested = asyncio.Event()
         self.storage = storage
         self.outbox = outbox
         self.uplink = uplink
@@ -170,6 +188,7 @@ class Publisher:
     def stop(self) -> None:
         """Publish nothing new; :meth:`run` returns once in-flight work is settled."""
         self._stopping = True
+        self._stop_requested.set()
         self._wake.set()
         self._ack_ready.set()
 
@@ -211,21 +230,13 @@ class Publisher:
         """Wait for the uplink, a stop, and the end of the previous connection's publishes."""
         while not self.stopping and not (self.uplink.connected.is_set() and self._idle.is_set()):
             self._wake.clear()
-            waits = [
-                asyncio.ensure_future(self.uplink.connected.wait()),
-                asyncio.ensure_future(self._wake.wait()),
-                asyncio.ensure_future(self._idle.wait()),
-            ]
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waits:
-                    w.cancel()
+            await _first_of(self.uplink.connected.wait(), self._wake.wait(), self._idle.wait())
 
     async def _serve(self, tg: asyncio.TaskGroup) -> None:
         """Keep the window full while this connection lasts."""
         cursor = 0
         self._acked_on_connection = 0
+        await self._judge_suspect()
         while self.uplink.connected.is_set() and not self.stopping:
             if self._rescan:
                 self._rescan, cursor = False, 0
@@ -253,19 +264,39 @@ class Publisher:
                 # No task per record: the PUBACK's future calls back (the hot path).
                 fut = self.uplink.publish_nowait(record.body)
                 fut.add_done_callback(functools.partial(self._published, record.seq, tg))
+                if record.seq == self._suspect:
+                    # Alone in flight until it settles (module docstring, step 5).
+                    self._suspect_settled.clear()
+                    await _first_of(
+                        self._suspect_settled.wait(), self.uplink.disconnected_or_reconnected()
+                    )
+                    if not self.uplink.connected.is_set():
+                        return
+
+    async def _judge_suspect(self) -> None:
+        """At a new connection: who was in flight when the last one ended (step 5)."""
+        interrupted, self._interrupted = self._interrupted, []
+        suspect = self._suspect
+        if suspect is None:
+            if interrupted:
+                self._suspect, self._suspect_losses = min(interrupted), 1
+            return
+        if suspect not in interrupted:
+            return  # not sent on the lost connection: still suspect, no new evidence
+        self._suspect_losses += 1
+        if self._suspect_losses < MAX_CONNECTION_LOSSES:
+            log.warning("measurement_suspect", seq=suspect, losses=self._suspect_losses)
+            return
+        self._suspect = None
+        await self._refuse(suspect, None, "connection_lost_repeatedly")
 
     async def _until_released(self) -> None:
         """While every publish is refused: wait for the retry, a disconnect or a stop."""
-        waits = [
-            asyncio.ensure_future(self._hold.wait()),
-            asyncio.ensure_future(self.uplink.disconnected_or_reconnected()),
-            asyncio.ensure_future(self._wake_on_stop()),
-        ]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
+        await _first_of(
+            self._hold.wait(),
+            self.uplink.disconnected_or_reconnected(),
+            self._wake_on_stop(),
+        )
 
     async def _wake_on_stop(self) -> None:
         while not self.stopping:
@@ -284,15 +315,7 @@ class Publisher:
         """Until something is stored, the connection drops, a retry is due, or a stop."""
         if self.stopping:
             return
-        waits = [
-            asyncio.ensure_future(self._wake.wait()),
-            asyncio.ensure_future(self.uplink.disconnected_or_reconnected()),
-        ]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
+        await _first_of(self._wake.wait(), self.uplink.disconnected_or_reconnected())
 
     # -- one record -----------------------------------------------------------------------
 
@@ -301,6 +324,10 @@ class Publisher:
         exc = UplinkError("publish cancelled") if fut.cancelled() else fut.exception()
         keep = False  # still in flight while its refusal is written down
         try:
+            if seq == self._suspect:
+                self._suspect_settled.set()
+                if exc is None:
+                    self._suspect = None  # its PUBACK came: it was not the record's fault
             if exc is None:
                 self.stats.published += 1
                 self._acked_on_connection += 1
@@ -318,11 +345,11 @@ class Publisher:
                     )
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
-            elif isinstance(exc, UplinkError):
-                # The connection ended first (or never was): still pending, sent again later.
+            else:
+                # The connection ended first (an UplinkError), or a bug in the bridge ended it
+                # (the uplink logged its traceback): still pending, sent again later.
                 self.stats.interrupted += 1
-            else:  # a bug in the bridge ended the connection: the uplink logged its traceback
-                self.stats.interrupted += 1
+                self._interrupted.append(seq)
         finally:
             self._slots.release()
             if not keep:
@@ -401,7 +428,11 @@ class Publisher:
                     # Still pending on disk and excluded from publishing here: deleted on
                     # the next try, or sent again (same bytes) after a restart.
                     self._storage_failed(exc)
-                    await asyncio.sleep(STORAGE_RETRY_S)
+                    if self._settled:
+                        return  # stopping: left pending, re-sent after the next start
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(STORAGE_RETRY_S):
+                            await self._stop_requested.wait()  # a stop cuts the pause short
                     continue
                 del self._acked[: len(batch)]
                 self._acked_set.difference_update(batch)
@@ -427,7 +458,18 @@ class Publisher:
         )
 
 
+async def _first_of(*waits: Coroutine[Any, Any, Any]) -> None:
+    """Return when the first of ``waits`` completes; the others are cancelled."""
+    futures = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for f in futures:
+            f.cancel()
+
+
 __all__ = [
+    "MAX_CONNECTION_LOSSES",
     "MAX_TRANSIENT_REFUSALS",
     "PUBLISH_WINDOW",
     "REFUSAL_RETRY_S",

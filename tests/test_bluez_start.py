@@ -170,18 +170,6 @@ async def test_bluez_hub_never_imports_bumble(
     assert run.named("ble_scan_started")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "agent/ble/gatt_session.py (_scan) / agent/daemon.py (_session): without a system "
-        "D-Bus, bleak's BlueZ backend raises FileNotFoundError (dbus_fast "
-        "MessageBus.connect → sock_connect) from BleakScanner.start() → "
-        "get_global_bluez_manager(); nothing maps it to BleLinkError, so it leaves the "
-        "hub.collector task, the TaskGroup fails, and the daemon exits 1 with a traceback "
-        "right after hub_started, before any SIGTERM"
-    ),
-)
 async def test_bluez_without_dbus_is_logged_and_the_daemon_keeps_running(
     tmp_path: Path, dev_pki: DevPki, broker: Broker, request: pytest.FixtureRequest
 ) -> None:

@@ -69,6 +69,7 @@ EXPECTED_RETRYABLE = {
     "TransportError": True,
     "BleLinkError": True,
     "BleDeviceAbsentError": True,
+    "BleStackUnavailableError": True,
     "BleLinkLostError": True,
     "UplinkError": True,
     "UplinkRefusedError": False,

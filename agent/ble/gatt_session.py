@@ -64,6 +64,7 @@ from agent.errors import (
     BleDeviceAbsentError,
     BleLinkError,
     BleLinkLostError,
+    BleStackUnavailableError,
     ConfigError,
     DecodeError,
     DeviceFloodError,
@@ -346,6 +347,12 @@ class GattSession:
         except BleakError as exc:
             raise_if_cancelled()
             raise BleLinkError(f"scan failed ({type(exc).__name__})", device=self.label) from None
+        except OSError as exc:
+            # bleak's BlueZ backend reaching the system D-Bus (dbus_fast): no socket, refused.
+            raise_if_cancelled()
+            raise BleStackUnavailableError(
+                f"Bluetooth stack unreachable ({type(exc).__name__})", device=self.label
+            ) from None
         raise BleLinkError("scan ended without a result", device=self.label)
 
     async def connect(self, device: BLEDevice, connect_timeout_s: float, pair: bool) -> BleakClient:
@@ -367,6 +374,11 @@ class GattSession:
             raise_if_cancelled()
             raise BleLinkError(
                 f"connect failed ({type(exc).__name__})", device=self.label
+            ) from None
+        except OSError as exc:
+            raise_if_cancelled()
+            raise BleStackUnavailableError(
+                f"Bluetooth stack unreachable ({type(exc).__name__})", device=self.label
             ) from None
         try:
             raise_if_cancelled()
