@@ -17,9 +17,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from agent.ble.stack import BleStack
 from hil.broker import Broker
 from hil.pki import DevPki, make_dev_pki
 from hil.receiver import Receiver
+from hil.virtual_radio import VirtualRadio
 from tests import phi_canaries
 
 HUB_ID: Final = "hub-0001"
@@ -86,3 +88,17 @@ async def receiver(dev_pki: DevPki, broker: Broker) -> AsyncIterator[Receiver]:
         async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
             await running.subscribed.wait()
         yield running
+
+
+@pytest.fixture
+async def radio() -> AsyncIterator[VirtualRadio]:
+    """A virtual radio serving the hub's controller on a free loopback port."""
+    async with VirtualRadio() as radio:
+        yield radio
+
+
+@pytest.fixture
+async def ble(radio: VirtualRadio) -> AsyncIterator[BleStack]:
+    """The agent's stack opened from its configuration string, as the daemon does."""
+    async with BleStack.open(radio.stack) as stack:
+        yield stack

@@ -59,20 +59,6 @@ GADGET_ADVERTISING = bytes.fromhex("02010603030f18020af806ff590001020304160f1864
 
 
 @pytest.fixture
-async def radio() -> AsyncIterator[VirtualRadio]:
-    """A virtual radio serving the hub's controller on a free loopback port."""
-    async with VirtualRadio() as radio:
-        yield radio
-
-
-@pytest.fixture
-async def ble(radio: VirtualRadio) -> AsyncIterator[BleStack]:
-    """The agent's stack opened from its configuration string, as the daemon does."""
-    async with BleStack.open(radio.stack) as stack:
-        yield stack
-
-
-@pytest.fixture
 async def cuff(radio: VirtualRadio) -> EmulatedCuff:
     """The emulated cuff with the suite's canary identity, holding three readings."""
     return await radio.add_cuff(example_readings(), address=DEVICE_ADDRESS, info=CUFF_INFO)

@@ -8,7 +8,6 @@ Expected bytes come from the cuff's own encoder (independent of ``drivers/``). N
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC
 from typing import Any
 
@@ -35,20 +34,6 @@ from tests.phi_canaries import DEVICE_ADDRESS, DEVICE_SERIAL, SYSTEM_ID_HEX
 WAIT_S = 5.0
 QUIET_S = 0.2  # the quiet period that ends a session: short, the virtual link is instant
 CUFF_INFO = DeviceInformation(serial_number=DEVICE_SERIAL, system_id=(0x12FFFE34F0, 0xCA7A00))
-
-
-@pytest.fixture
-async def radio() -> AsyncIterator[VirtualRadio]:
-    """A virtual radio serving the hub's controller on a free loopback port."""
-    async with VirtualRadio() as radio:
-        yield radio
-
-
-@pytest.fixture
-async def ble(radio: VirtualRadio) -> AsyncIterator[BleStack]:
-    """The agent's stack opened from its configuration string."""
-    async with BleStack.open(radio.stack) as stack:
-        yield stack
 
 
 def assert_confirmed_were_handed_on(cuff: EmulatedCuff, handed_on: list[bytes]) -> None:

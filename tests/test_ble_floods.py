@@ -50,20 +50,6 @@ WAIT_S = 5.0
 INFO = DeviceInformation(model_number="HH-GLU-1")
 
 
-@pytest.fixture
-async def radio() -> AsyncIterator[VirtualRadio]:
-    """A virtual radio serving the hub's controller on a free loopback port."""
-    async with VirtualRadio() as radio:
-        yield radio
-
-
-@pytest.fixture
-async def ble(radio: VirtualRadio) -> AsyncIterator[BleStack]:
-    """The agent's stack opened from its configuration string."""
-    async with BleStack.open(radio.stack) as stack:
-        yield stack
-
-
 MeterFactory = Callable[..., Awaitable[Glucometer]]
 
 

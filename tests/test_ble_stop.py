@@ -9,7 +9,6 @@ in the next session. Nothing confirmed to a device is lost.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -32,13 +31,6 @@ pytestmark = pytest.mark.timeout(120)
 WAIT_S = 5.0
 STOP_AFTER = 40
 """Records handed on before the stop is requested (mid-transfer)."""
-
-
-@pytest.fixture
-async def radio() -> AsyncIterator[VirtualRadio]:
-    """A virtual radio serving the hub's controller on a free loopback port."""
-    async with VirtualRadio() as radio:
-        yield radio
 
 
 class StopAfter:

@@ -7,7 +7,6 @@ then the real BLE read over the virtual radio (agent.ble.current_time via the BP
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -264,20 +263,6 @@ class TestEmulatedClock:
 
 
 # -- over the virtual radio ---------------------------------------------------------------
-
-
-@pytest.fixture
-async def radio() -> AsyncIterator[VirtualRadio]:
-    """A virtual radio serving the hub's controller on a free loopback port."""
-    async with VirtualRadio() as radio:
-        yield radio
-
-
-@pytest.fixture
-async def ble(radio: VirtualRadio) -> AsyncIterator[BleStack]:
-    """The agent's stack opened from its configuration string."""
-    async with BleStack.open(radio.stack) as stack:
-        yield stack
 
 
 async def _session_facts(ble: BleStack) -> DeviceFacts:

@@ -46,20 +46,6 @@ METER_INFO = DeviceInformation(
 WALL = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture
-async def radio() -> AsyncIterator[VirtualRadio]:
-    """A virtual radio serving the hub's controller on a free loopback port."""
-    async with VirtualRadio() as radio:
-        yield radio
-
-
-@pytest.fixture
-async def ble(radio: VirtualRadio) -> AsyncIterator[BleStack]:
-    """The agent's stack opened from its configuration string."""
-    async with BleStack.open(radio.stack) as stack:
-        yield stack
-
-
 MeterFactory = Callable[..., Awaitable[Glucometer]]
 
 

@@ -8,7 +8,6 @@ the emulator's continuous output rate is its own clock, the tests await events.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -46,20 +45,6 @@ STREAM_INTERVAL_S = 0.02
 INFO = DeviceInformation(
     model_number="HH-PLX-1", serial_number=DEVICE_SERIAL, system_id=(0x12FFFE34F0, 0xCA7A00)
 )
-
-
-@pytest.fixture
-async def radio() -> AsyncIterator[VirtualRadio]:
-    """A virtual radio serving the hub's controller on a free loopback port."""
-    async with VirtualRadio() as radio:
-        yield radio
-
-
-@pytest.fixture
-async def ble(radio: VirtualRadio) -> AsyncIterator[BleStack]:
-    """The agent's stack opened from its configuration string."""
-    async with BleStack.open(radio.stack) as stack:
-        yield stack
 
 
 async def oximeter(radio: VirtualRadio, **options: Any) -> EmulatedOximeter:
