@@ -245,12 +245,12 @@ class Hub:
         self._ble: BleStack | None = None
         self._sync_cache: dict[tuple[str, str], bytes] = {}
         self._backoff = KeyedBackoff()
+        """Per-device backoff after failed sessions (agent/retry.py): full jitter, by error
+        class, a breaker for a device that breaks its protocol."""
         self._stack_backoff = FullJitter(BLE_REOPEN_DELAY_S, BLE_REOPEN_MAX_S)
         self._stack_failures = 0
         """Consecutive times the Bluetooth stack itself could not be reached."""
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
-        """Per-device backoff after failed sessions (agent/retry.py): full jitter, by error
-        class, a breaker for a device that breaks its protocol."""
         self._last_continuous: dict[str, float] = {}
         self._publisher: Publisher | None = None
         self._storage: tuple[StorageThread, Outbox] | None = None
