@@ -17,6 +17,7 @@ from bumble.core import UUID
 from bumble.gatt import Characteristic, Service
 
 from agent.ble.bps_session import (
+    MEASUREMENT_SLACK,
     BpsSessionResult,
     RawMeasurement,
     SessionEnd,
@@ -360,3 +361,40 @@ async def test_logs_carry_labels_never_identities(radio: VirtualRadio, ble: BleS
     for secret in (DEVICE_ADDRESS, DEVICE_ADDRESS.replace(":", ""), DEVICE_SERIAL, SYSTEM_ID_HEX):
         assert secret.lower() not in text.lower()
     assert "..:12:34" in text
+
+
+async def test_stalled_pipeline_bounds_the_buffer_and_ends_the_link_at_the_limit(
+    radio: VirtualRadio, ble: BleStack
+) -> None:
+    """While the hand-on waits (the daemon's queue full), a cuff keeps indicating: the
+    session buffers at most ``max_measurements`` plus the slack, ends the link itself at the
+    limit (the buffer never grows with what the cuff still holds), and once the pipeline
+    moves hands on exactly what the cuff saw confirmed; the cuff keeps the rest."""
+    limit = 10
+    readings = [BpReading(110 + i, 70 + i % 20, 85 + i % 10, pulse_rate=60 + i) for i in range(30)]
+    cuff = await radio.add_cuff(readings, address=DEVICE_ADDRESS, info=CUFF_INFO)
+    expected = cuff.encoded()
+    handed: list[bytes] = []
+
+    async def stalled(raw: RawMeasurement, _facts: DeviceFacts) -> None:
+        await cuff.disconnected.wait()  # stuck until the hub has ended the link
+        handed.append(raw.data)
+
+    with structlog.testing.capture_logs() as events:
+        async with asyncio.timeout(4 * WAIT_S):
+            result = await collect_blood_pressure(
+                ble,
+                DEVICE_ADDRESS,
+                stalled,
+                scan_timeout_s=WAIT_S,
+                connect_timeout_s=WAIT_S,
+                quiet_period_s=QUIET_S,
+                max_measurements=limit,
+            )
+
+    assert result.ended_by is SessionEnd.LIMIT
+    assert expected[:limit] == handed
+    assert cuff.confirmed_values == handed
+    (ended,) = [e for e in events if e["event"] == "ble_session_ended"]
+    assert ended["peak_measurements"] <= limit + MEASUREMENT_SLACK
+    assert expected[limit:] == cuff.encoded()

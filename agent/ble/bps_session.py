@@ -270,5 +270,6 @@ async def collect_blood_pressure(
         measurements=session.handed_on,
         ended_by=ended_by.value,
         overflowed=session.overflowed,
+        peak_measurements=session.peak_pending,
     )
     return BpsSessionResult(session.label, session.handed_on, ended_by, info, facts)

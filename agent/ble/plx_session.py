@@ -355,6 +355,7 @@ async def collect_pulse_oximetry(
         continuous_skipped=session.continuous_skipped,
         ended_by=ended_by.value,
         overflowed=session.overflowed,
+        peak_measurements=session.peak_pending,
     )
     return PlxSessionResult(
         session.label,
