@@ -8,8 +8,8 @@ memory, so keeping the window full costs no fsync:
 1. While the uplink is connected, read pending records past a cursor
    (:meth:`~agent.outbox.Outbox.pending_after`, on the storage thread) and hand each to
    :meth:`~agent.uplink.Uplink.publish` as soon as one of :data:`PUBLISH_WINDOW` slots is
-   free: no task per record; the PUBACK's future calls back, so a slow PUBACK never holds
-   the others back and the hot path costs one callback.
+   free: no task and no future per record; the PUBACK calls back, so a slow PUBACK never
+   holds the others back and the hot path costs one callback.
 2. A PUBACK puts the seq on the acknowledged list. One task deletes what is on it in one
    transaction (:meth:`~agent.outbox.Outbox.mark_delivered_many`); what is acknowledged
    while that commit runs forms the next batch. One fsync covers many records.
@@ -62,18 +62,19 @@ from agent.errors import (
     PublishRefusedError,
     PublishRejectedError,
     StorageError,
-    UplinkError,
 )
 from agent.outbox import MAX_BATCH, Outbox, OutboxRecord
 from agent.retry import FullJitter, Rng
 from agent.storage import StorageThread
-from agent.uplink import Uplink
+from agent.uplink import HANDOFF_FACTOR, INFLIGHT_MAX, Uplink
 
 log = structlog.get_logger(__name__)
 
-PUBLISH_WINDOW: Final = 20
-"""Records in flight at once: paho's default ``max_inflight_messages`` and the uplink's
-window (performance-anchors B.1); more would only queue inside the uplink."""
+PUBLISH_WINDOW: Final = INFLIGHT_MAX * HANDOFF_FACTOR
+"""Records handed to the uplink at once: its in-flight window on the wire
+(:data:`agent.uplink.INFLIGHT_MAX`, 20: paho's and mosquitto's default) and as many again
+waiting in paho's queue, sent from within the processing of the PUBACK that frees a place
+(:data:`agent.uplink.HANDOFF_FACTOR`)."""
 
 READ_BATCH: Final = 200
 """Pending records read per storage call: ten windows, so one read keeps the window full
@@ -100,6 +101,14 @@ STOP_DRAIN_S: Final = 1.0
 """On stop, how long publishes in flight may wait for their PUBACK: a loopback or LAN broker
 answers in milliseconds, a cellular one within about a second; what has no PUBACK by then
 stays pending and goes after the next start. Inner to the daemon's stop budget."""
+
+ACK_BATCH_MIN: Final = 100
+"""Acknowledged records deleted together without waiting (five windows)."""
+
+ACK_LINGER_S: Final = 0.02
+"""Longest an acknowledged record waits for companions before its delete: deleting late is
+harmless (a crash before it only re-sends the same bytes), and at line rate a PUBACK burst
+of 100 comes in about this long."""
 
 STORAGE_RETRY_S: Final = 5.0
 """Pause before the disk is tried again after a storage error (full or failing)."""
@@ -162,7 +171,9 @@ class Publisher:
         self.uplink = uplink
         self.stats = PublisherStats()
         self._on_delivered = on_delivered
-        self._slots = asyncio.Semaphore(window)
+        self._free_slots = window
+        """Publishes that may start now (the window minus what is in flight)."""
+        self._slot_freed = asyncio.Event()
         self._in_flight: set[int] = set()
         self._acked: list[int] = []
         """PUBACKed, not yet deleted (in PUBACK order)."""
@@ -189,6 +200,7 @@ class Publisher:
         """Publish nothing new; :meth:`run` returns once in-flight work is settled."""
         self._stopping = True
         self._stop_requested.set()
+        self._slot_freed.set()
         self._wake.set()
         self._ack_ready.set()
 
@@ -237,41 +249,69 @@ class Publisher:
         cursor = 0
         self._acked_on_connection = 0
         await self._judge_suspect()
-        while self.uplink.connected.is_set() and not self.stopping:
-            if self._rescan:
-                self._rescan, cursor = False, 0
-            self._wake.clear()
-            records = await self._read(cursor)
-            if records is None:
-                continue
-            if not records:
-                await self._wait_for_work()
-                continue
-            cursor = records[-1].seq
-            for record in records:
-                if record.seq in self._in_flight or record.seq in self._acked_set:
+        prefetch: asyncio.Task[list[OutboxRecord] | None] | None = None
+        try:
+            while self.uplink.connected.is_set() and not self.stopping:
+                if self._rescan:
+                    self._rescan, cursor = False, 0
+                    if prefetch is not None:
+                        prefetch.cancel()
+                        prefetch = None
+                self._wake.clear()
+                if prefetch is not None:
+                    records, prefetch = await prefetch, None
+                else:
+                    records = await self._read(cursor)
+                if records is None:
                     continue
-                if not self._hold.is_set():
-                    await self._until_released()
-                    if self.stopping or not self.uplink.connected.is_set():
-                        return
-                await self._slots.acquire()
-                if self.stopping or not self.uplink.connected.is_set():
-                    self._slots.release()
+                if not records:
+                    await self._wait_for_work()
+                    continue
+                cursor = records[-1].seq
+                if len(records) == READ_BATCH:
+                    # Read the next batch while this one is sent: the read must not wait
+                    # behind a delete's fsync on the storage thread with the window empty.
+                    prefetch = asyncio.ensure_future(self._read(cursor))
+                if not await self._send(records, tg):
                     return
-                self._in_flight.add(record.seq)
-                self._idle.clear()
-                # No task per record: the PUBACK's future calls back (the hot path).
-                fut = self.uplink.publish_nowait(record.body)
-                fut.add_done_callback(functools.partial(self._published, record.seq, tg))
-                if record.seq == self._suspect:
-                    # Alone in flight until it settles (module docstring, step 5).
-                    self._suspect_settled.clear()
-                    await _first_of(
-                        self._suspect_settled.wait(), self.uplink.disconnected_or_reconnected()
-                    )
-                    if not self.uplink.connected.is_set():
-                        return
+        finally:
+            if prefetch is not None:
+                prefetch.cancel()
+
+    async def _send(self, records: list[OutboxRecord], tg: asyncio.TaskGroup) -> bool:
+        """Hand ``records`` to the uplink as window slots free; False when the connection
+        ended or the publisher stops."""
+        for record in records:
+            if record.seq in self._in_flight or record.seq in self._acked_set:
+                continue
+            if not self._hold.is_set():
+                await self._until_released()
+                if self.stopping or not self.uplink.connected.is_set():
+                    return False
+            while self._free_slots == 0:
+                # One wake-up refills every slot freed meanwhile (PUBACKs come in bursts).
+                self._slot_freed.clear()
+                await _first_of(self._slot_freed.wait(), self.uplink.disconnected_or_reconnected())
+                if self.stopping or not self.uplink.connected.is_set():
+                    return False
+            if self.stopping or not self.uplink.connected.is_set():
+                return False
+            self._free_slots -= 1
+            self._in_flight.add(record.seq)
+            self._idle.clear()
+            # No task, no future per record: the PUBACK calls back (the hot path).
+            self.uplink.publish_then(
+                record.body, functools.partial(self._published, record.seq, tg)
+            )
+            if record.seq == self._suspect:
+                # Alone in flight until it settles (module docstring, step 5).
+                self._suspect_settled.clear()
+                await _first_of(
+                    self._suspect_settled.wait(), self.uplink.disconnected_or_reconnected()
+                )
+                if not self.uplink.connected.is_set():
+                    return False
+        return True
 
     async def _judge_suspect(self) -> None:
         """At a new connection: who was in flight when the last one ended (step 5)."""
@@ -319,9 +359,8 @@ class Publisher:
 
     # -- one record -----------------------------------------------------------------------
 
-    def _published(self, seq: int, tg: asyncio.TaskGroup, fut: asyncio.Future[None]) -> None:
+    def _published(self, seq: int, tg: asyncio.TaskGroup, exc: BaseException | None) -> None:
         """The PUBACK (or the failure) of record ``seq`` arrived: settle it."""
-        exc = UplinkError("publish cancelled") if fut.cancelled() else fut.exception()
         keep = False  # still in flight while its refusal is written down
         try:
             if seq == self._suspect:
@@ -351,7 +390,8 @@ class Publisher:
                 self.stats.interrupted += 1
                 self._interrupted.append(seq)
         finally:
-            self._slots.release()
+            self._free_slots += 1
+            self._slot_freed.set()
             if not keep:
                 self._done_with(seq)
 
@@ -420,6 +460,12 @@ class Publisher:
         while True:
             await self._ack_ready.wait()
             self._ack_ready.clear()
+            if len(self._acked) < ACK_BATCH_MIN and not self.stopping:
+                # Let a burst of PUBACKs gather: one delete (one fsync) for many, and the
+                # storage thread free for ingest and reads in between.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(ACK_LINGER_S):
+                        await self._stop_requested.wait()
             while self._acked:
                 batch = self._acked[:MAX_BATCH]
                 try:

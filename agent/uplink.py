@@ -59,7 +59,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import functools
 import socket
 import ssl
 import threading
@@ -141,7 +140,14 @@ shut down returns within milliseconds; only a DNS lookup cannot be interrupted (
 own 5 s timeout), and such a worker is left to end by itself."""
 
 INFLIGHT_MAX: Final = 20
-"""QoS 1 messages awaiting PUBACK; paho's and mosquitto's default (performance-anchors §B.1)."""
+"""QoS 1 messages awaiting PUBACK on the wire; paho's and mosquitto's default
+(performance-anchors §B.1)."""
+
+HANDOFF_FACTOR: Final = 2
+"""paho may hold this many times ``inflight_max`` messages handed to it: those beyond the
+window wait in paho's queue and go out from within the PUBACK's own processing, as in paho's
+threaded loop, instead of a loop iteration later. Bounded, and only a transport's copy: the
+outbox stays the source of truth (what has no PUBACK is sent again after a reconnect)."""
 
 _READS_PER_WAKEUP: Final = 16
 """``loop_read`` rounds per reader wake-up while the SSL buffer still holds bytes."""
@@ -156,6 +162,10 @@ _PUBACK_REFUSALS: Final = frozenset({0x87, 0x90, 0x99})
 _NO_MATCHING_SUBSCRIBERS: Final = 0x10
 """PUBACK 0x10: accepted, but nobody subscribed. Still 'delivered' in the PUBACK sense, which is
 why delivery must move to platform receipts (reliability finding 1); counted in the stats."""
+
+
+PublishDone = Callable[[BaseException | None], None]
+"""How a publish ended: ``None`` on a PUBACK, else the error (see :meth:`Uplink.publish_then`)."""
 
 
 def readings_topic(hub_id: str) -> str:
@@ -381,10 +391,9 @@ class _Connection:
         self.last_socket_error = ""
         self.connack: asyncio.Future[bool] = self.loop.create_future()
         self.ended: asyncio.Future[Exception] = self.loop.create_future()
-        self.pending: dict[int, asyncio.Future[None]] = {}
-        """PUBACKs awaited, by paho message id, in the order published (dicts keep it)."""
-        self.sent_at: dict[int, float] = {}
-        """Loop time each pending message was handed to paho (for the PUBACK deadline)."""
+        self.pending: dict[int, tuple[PublishDone, float]] = {}
+        """PUBACKs awaited, by paho message id, in the order published (dicts keep it): who
+        to tell, and the loop time the message was handed to paho (the PUBACK deadline)."""
         # Whoever resolves connack with an error may find nobody awaiting it any more.
         self.connack.add_done_callback(_retrieve)
         client.on_socket_open = self._on_socket_open
@@ -522,23 +531,29 @@ class _Connection:
     def _on_publish(
         self, _c: mqtt.Client, _u: Any, mid: int, reason: ReasonCode, _p: Properties | None
     ) -> None:
-        fut = self.pending.get(mid)
-        if fut is None or fut.done():
+        if mid not in self.pending:
             return
         stats = self.uplink.stats
         if reason.value >= 0x80:
             stats.refused += 1
-            fut.set_exception(
-                (PublishRejectedError if reason.value in _PUBACK_REFUSALS else PublishRefusedError)(
-                    f"PUBACK refused: {reason}", rc=reason.value
-                )
+            refused = (
+                PublishRejectedError if reason.value in _PUBACK_REFUSALS else PublishRefusedError
             )
+            self.settle(mid, refused(f"PUBACK refused: {reason}", rc=reason.value))
         else:
             stats.acked += 1
             if reason.value == _NO_MATCHING_SUBSCRIBERS:
                 stats.acked_no_subscribers += 1
-            fut.set_result(None)
+            self.settle(mid, None)
+
+    def settle(self, mid: int, error: BaseException | None) -> None:
+        """Tell whoever published message ``mid`` how it ended (once)."""
+        entry = self.pending.pop(mid, None)
+        if entry is None:
+            return
+        self.uplink.stats.in_flight -= 1
         self.uplink._changed()
+        entry[0](error)
 
     def _on_log(self, _c: mqtt.Client, _u: Any, level: int, text: str) -> None:
         if level == mqtt.MQTT_LOG_ERR:
@@ -556,11 +571,10 @@ class _Connection:
         self.ended.set_result(error)
         if not self.connack.done():
             self.connack.set_exception(error)
-        lost = 0
-        for fut in self.pending.values():
-            if not fut.done():
-                fut.set_exception(UplinkError(f"no PUBACK before the connection ended: {error}"))
-                lost += 1
+        lost = len(self.pending)
+        ended = UplinkError(f"no PUBACK before the connection ended: {error}")
+        for mid in list(self.pending):
+            self.settle(mid, ended)
         self.uplink._connection_ended(self, error, lost)
 
     def discard(self, error: Exception) -> None:
@@ -670,42 +684,45 @@ class Uplink:
             await self.publish_nowait(payload)
 
     def publish_nowait(self, payload: bytes) -> asyncio.Future[None]:
-        """Hand one envelope to the broker at QoS 1 now; the future completes on its PUBACK.
+        """Hand one envelope to the broker at QoS 1 now; the future completes on its PUBACK
+        (fails as :meth:`publish_then` says)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-        For a caller that bounds its own window (the publisher): no task, no timer per
-        message. The future fails with :class:`UplinkError` when not connected or when the
-        connection ends first, with :class:`~agent.errors.PublishRefusedError` (``rc`` set;
+        def done(error: BaseException | None) -> None:
+            if fut.done():
+                return
+            if error is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(error)
+
+        self.publish_then(payload, done)
+        return fut
+
+    def publish_then(self, payload: bytes, done: PublishDone) -> None:
+        """Hand one envelope to the broker at QoS 1 now; ``done(None)`` on its PUBACK.
+
+        The hot path of a caller that bounds its own window (the publisher): no task, no
+        future, no timer per message; ``done`` runs once, on the loop, possibly before this
+        returns. It gets :class:`UplinkError` when not connected or when the connection ends
+        first, :class:`~agent.errors.PublishRefusedError` (``rc`` set;
         :class:`~agent.errors.PublishRejectedError` for 'not authorized' and the like) on a
         PUBACK reason code ≥ 0x80; a PUBACK overdue by PUBACK_TIMEOUT_S drops the connection
         (checked every MISC_INTERVAL_S), which fails it too. The caller re-queues.
         """
         if len(payload) > MAX_MESSAGE_BYTES:
             raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
         conn = self._conn
         if conn is None or not conn.is_connected:
-            fut.set_exception(UplinkError("not connected"))
-            return fut
+            done(UplinkError("not connected"))
+            return
         info = conn.client.publish(self.topic, payload, qos=1, retain=False)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._log.warning("mqtt_publish_refused", rc=int(info.rc))
-            fut.set_exception(
-                UplinkError(f"paho refused the publish: {mqtt.error_string(info.rc)}")
-            )
-            return fut
-        mid = info.mid
-        conn.pending[mid] = fut
-        conn.sent_at[mid] = loop.time()
+            done(UplinkError(f"paho refused the publish: {mqtt.error_string(info.rc)}"))
+            return
+        conn.pending[info.mid] = (done, conn.loop.time())
         self.stats.in_flight += 1
-        fut.add_done_callback(functools.partial(self._settled, conn, mid))
-        self._changed()
-        return fut
-
-    def _settled(self, conn: _Connection, mid: int, _fut: asyncio.Future[None]) -> None:
-        conn.pending.pop(mid, None)
-        conn.sent_at.pop(mid, None)
-        self.stats.in_flight -= 1
         self._changed()
 
     async def disconnected_or_reconnected(self) -> None:
@@ -803,7 +820,7 @@ class Uplink:
         client.tls_set_context(ctx)
         client.connect_timeout = TLS_CONNECT_TIMEOUT_S
         client.max_inflight_messages_set(s.inflight_max)
-        client.max_queued_messages_set(s.inflight_max)
+        client.max_queued_messages_set(s.inflight_max * HANDOFF_FACTOR)
         conn = _Connection(self, client, ctx.sockets)
         self._conn = conn
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -865,14 +882,13 @@ class Uplink:
     def _check_puback_deadline(self, conn: _Connection) -> None:
         """Drop a connection whose oldest PUBACK is overdue (reliability N2: nothing stays
         stuck in flight); what was in flight is re-sent by the outbox after the reconnect."""
-        oldest = next(iter(conn.sent_at.values()), None)
-        if oldest is None or conn.loop.time() - oldest < PUBACK_TIMEOUT_S:
+        oldest = next(iter(conn.pending.values()), None)
+        if oldest is None or conn.loop.time() - oldest[1] < PUBACK_TIMEOUT_S:
             return
         self._log.warning("mqtt_puback_timeout", timeout_s=PUBACK_TIMEOUT_S)
         error = UplinkError(f"no PUBACK within {PUBACK_TIMEOUT_S} s")
-        for fut in conn.pending.values():
-            if not fut.done():
-                fut.set_exception(error)
+        for mid in list(conn.pending):
+            conn.settle(mid, error)
         conn.discard(error)
 
     async def _join_worker(self) -> None:

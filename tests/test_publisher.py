@@ -40,7 +40,7 @@ from agent.publisher import MAX_CONNECTION_LOSSES, PUBLISH_WINDOW, STOP_DRAIN_S,
 from agent.retry import FullJitter
 from agent.sealing import DataKey, Sealer
 from agent.storage import StorageThread
-from agent.uplink import Uplink, UplinkSettings
+from agent.uplink import INFLIGHT_MAX, Uplink, UplinkSettings
 from hil.broker import Broker
 from hil.crash_child import DEVICE, raw_measurement
 from hil.pki import DevPki
@@ -512,10 +512,10 @@ class LinkProxy:
 async def test_link_drop_with_full_window_resends_same_bytes_deleted_once(
     rig: Rig, dev_pki: DevPki, broker: Broker
 ) -> None:
-    """The broker's PUBACKs are withheld until the window is full (20 in flight, all
-    already forwarded to the platform), then the link drops: those 20 are sent again after
-    the reconnect, byte-identical (the platform counts 20 duplicates, no conflict), and
-    every record is deleted exactly once."""
+    """The broker's PUBACKs are withheld until the window is full (40 handed to the uplink:
+    20 in flight, all already forwarded to the platform, 20 in paho's queue), then the link
+    drops: all 40 are sent again after the reconnect, byte-identical (the platform counts
+    the 20 it had as duplicates, no conflict), and every record is deleted exactly once."""
     count = 60
     seqs = await rig.storage.call(_store_readings, rig.box, rig.signer, range(count))
     bodies = await rig.storage.call(_bodies, rig.box)
@@ -527,18 +527,19 @@ async def test_link_drop_with_full_window_resends_same_bytes_deleted_once(
 
         async with _publishing(rig, settings, before_start=hold_acks) as (publisher, uplink):
             async with asyncio.timeout(TIMEOUT_S):
+                # 40 handed to the uplink: 20 on the wire, 20 waiting in paho's queue.
                 await uplink.wait_until(lambda s: s.in_flight == PUBLISH_WINDOW)
-                await receiver.wait_until(lambda s: s.verified == PUBLISH_WINDOW)
+                await receiver.wait_until(lambda s: s.verified == INFLIGHT_MAX)
             assert [] == rig.delivered
             proxy.cut()
             async with asyncio.timeout(TIMEOUT_S):
                 await rig.until_delivered(seqs)
                 await receiver.wait_until(lambda s: s.verified == count)
-                await receiver.wait_until(lambda s: s.duplicates == PUBLISH_WINDOW)
+                await receiver.wait_until(lambda s: s.duplicates == INFLIGHT_MAX)
         counts = await rig.storage.call(rig.box.counts)
         received = _drain(receiver)
     assert bodies == received
-    assert (count, PUBLISH_WINDOW, 0, 0) == (
+    assert (count, INFLIGHT_MAX, 0, 0) == (
         receiver.stats.verified,
         receiver.stats.duplicates,
         receiver.stats.conflicting_duplicates,
