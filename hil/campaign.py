@@ -1,7 +1,8 @@
 """``make hil``: the fault campaign on the virtual home, repeated.
 
 Runs the scenario tests that put the whole chain through faults (broker stopped mid-run, BLE
-link dropped mid-transfer, connect timeouts, SIGKILLed agents) ``--rounds`` times each and
+link dropped mid-transfer, connect timeouts, SIGKILLed agents, poison records, stops
+mid-transfer, flooding devices, slow disks) ``--rounds`` times each and
 prints one line per round and a summary line of JSON. A flaky recovery path shows up here
 long before it shows up in a patient's home. Exit code 0 only if every round passed.
 """
@@ -21,6 +22,10 @@ SCENARIOS: Final = (
     "tests/test_end_to_end.py",
     "tests/test_ble_bps_session.py",
     "tests/test_uplink.py",
+    "tests/test_publisher.py",
+    "tests/test_ble_stop.py",
+    "tests/test_ble_floods.py",
+    "tests/test_loop_responsive.py",
 )
 
 
