@@ -23,6 +23,7 @@ from hil.pki import DevPki, make_dev_pki
 from hil.receiver import Receiver
 from hil.virtual_radio import VirtualRadio
 from tests import phi_canaries
+from tests.outbox_helpers import box, clock, db_path, sealer  # noqa: F401 - fixtures
 
 HUB_ID: Final = "hub-0001"
 SUBSCRIBE_TIMEOUT_S: Final = 10.0

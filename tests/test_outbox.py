@@ -6,11 +6,9 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,31 +33,9 @@ from agent.outbox import (
     peek_counts,
 )
 from agent.sealing import DataKey, Sealer, create_data_key
+from tests.outbox_helpers import HUB, FakeClock, RecordMaker, raw_connection
 
-HUB = "hub-test-1"
 CANARY = "CANARY-7f3a9c"
-
-
-class FakeClock:
-    """A hand-driven wall clock (Unix seconds)."""
-
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class RecordMaker:
-    """A make_record callback that builds ``body <seq>`` and remembers each call."""
-
-    def __init__(self, text: str = "body") -> None:
-        self.text = text
-        self.calls: list[int] = []
-
-    def __call__(self, seq: int) -> bytes:
-        self.calls.append(seq)
-        return f"{self.text} {seq}".encode()
 
 
 class Boom(Exception):
@@ -68,33 +44,6 @@ class Boom(Exception):
 
 def _boom(_seq: int) -> bytes:
     raise Boom
-
-
-@pytest.fixture
-def sealer() -> Sealer:
-    return Sealer(DataKey.generate())
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    (tmp_path / "state").mkdir()
-    return tmp_path / "state" / "outbox.db"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def box(db_path: Path, sealer: Sealer, clock: FakeClock) -> Iterator[Outbox]:
-    with Outbox.open(db_path, sealer, HUB, clock=clock) as ob:
-        yield ob
-
-
-def _raw(db_path: Path) -> sqlite3.Connection:
-    """A second, plain connection to the database file (the 'attacker' or inspector)."""
-    return sqlite3.connect(db_path, isolation_level=None)
 
 
 def _append(ob: Outbox, key: str, text: str = "body") -> AppendResult:
@@ -111,7 +60,7 @@ def _dup(seq: int) -> AppendResult:
 
 def _state(db_path: Path, seq: int) -> str | None:
     """A record's state as the file says (None: no such record)."""
-    raw = _raw(db_path)
+    raw = raw_connection(db_path)
     try:
         row = raw.execute("SELECT state FROM records WHERE seq = ?", (seq,)).fetchone()
     finally:
@@ -124,7 +73,7 @@ class TestOpen:
         """The outbox runs with journal_mode=WAL and synchronous=FULL, schema version 2."""
         assert SCHEMA_VERSION == 2
         assert box.durability() == Durability(journal_mode="wal", synchronous=2)
-        raw = _raw(db_path)
+        raw = raw_connection(db_path)
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert raw.execute("PRAGMA application_id").fetchone() == (0x48484F42,)
@@ -198,7 +147,7 @@ class TestOpen:
             for i in range(40):
                 ob.append("observation", f"k{i}", lambda seq: bytes(2000))
         assert not Path(f"{db_path}-wal").exists()
-        raw = _raw(db_path)
+        raw = raw_connection(db_path)
         (seen_root,) = raw.execute(
             "SELECT rootpage FROM sqlite_master WHERE name = 'seen'"
         ).fetchone()
@@ -213,7 +162,7 @@ class TestOpen:
 
     def test_foreign_sqlite_database_refused(self, db_path: Path, sealer: Sealer) -> None:
         """A SQLite file made by another application (application_id) is refused."""
-        raw = _raw(db_path)
+        raw = raw_connection(db_path)
         raw.execute("PRAGMA application_id = 1234")
         raw.execute("CREATE TABLE t (a)")
         raw.close()
@@ -224,7 +173,7 @@ class TestOpen:
     def test_newer_schema_refused(self, db_path: Path, sealer: Sealer) -> None:
         """A database from a newer agent (higher user_version) is refused, not downgraded."""
         Outbox.open(db_path, sealer, HUB).close()
-        raw = _raw(db_path)
+        raw = raw_connection(db_path)
         raw.execute("PRAGMA user_version = 99")
         raw.close()
         with pytest.raises(StorageError) as info:
@@ -234,7 +183,7 @@ class TestOpen:
 
     def test_wal_unavailable_refused(self, db_path: Path, sealer: Sealer) -> None:
         """If WAL cannot be switched on (another rollback-mode reader), open fails."""
-        raw = _raw(db_path)
+        raw = raw_connection(db_path)
         raw.execute("CREATE TABLE t (a)")
         raw.execute("BEGIN")
         raw.execute("SELECT * FROM t").fetchall()
@@ -320,7 +269,7 @@ class TestDedup:
     def test_dedup_key_stored_only_as_keyed_hash(self, box: Outbox, db_path: Path) -> None:
         """The seen table holds the 32-byte keyed hash, not the dedup key."""
         _append(box, CANARY)
-        raw = _raw(db_path)
+        raw = raw_connection(db_path)
         (stored,) = raw.execute("SELECT dedup_hash FROM seen").fetchone()
         raw.close()
         assert stored == box._sealer.keyed_hash(CANARY.encode())
@@ -479,7 +428,7 @@ class TestAtRest:
         assert CANARY.encode() not in db_path.read_bytes()
 
     def _swap_sealed(self, db_path: Path, a: int, b: int) -> None:
-        raw = _raw(db_path)
+        raw = raw_connection(db_path)
         blob_a = raw.execute("SELECT sealed FROM records WHERE seq = ?", (a,)).fetchone()[0]
         blob_b = raw.execute("SELECT sealed FROM records WHERE seq = ?", (b,)).fetchone()[0]
         raw.execute("UPDATE records SET sealed = ? WHERE seq = ?", (blob_b, a))
@@ -507,7 +456,7 @@ class TestAtRest:
     def test_changed_class_fails(self, box: Outbox, db_path: Path) -> None:
         """Relabelling a record's class in the table makes it fail to open."""
         _append(box, "k1")
-        raw = _raw(db_path)
+        raw = raw_connection(db_path)
         raw.execute("UPDATE records SET class = 'other' WHERE seq = 1")
         raw.close()
         assert box.pending_after(0, 1) == []
@@ -516,7 +465,7 @@ class TestAtRest:
     def test_moved_seq_fails(self, box: Outbox, db_path: Path) -> None:
         """Renumbering a record (to replay it as a new seq) makes it fail to open."""
         _append(box, "k1")
-        raw = _raw(db_path)
+        raw = raw_connection(db_path)
         raw.execute("UPDATE records SET seq = 99 WHERE seq = 1")
         raw.close()
         with capture_logs() as events:
@@ -528,14 +477,14 @@ class TestAtRest:
         """One flipped ciphertext byte makes the record fail to open."""
         _append(box, "k1")
         _append(box, "k2")
-        raw = _raw(db_path)
+        raw = raw_connection(db_path)
         (blob,) = raw.execute("SELECT sealed FROM records WHERE seq = 1").fetchone()
         tampered = blob[:20] + bytes([blob[20] ^ 0x04]) + blob[21:]
         raw.execute("UPDATE records SET sealed = ? WHERE seq = 1", (tampered,))
         raw.close()
         assert [r.seq for r in box.pending_after(0, 10)] == [2]
         assert box.counts() == OutboxCounts(pending=1, oldest_age_s=0.0, damaged=1)
-        raw = _raw(db_path)
+        raw = raw_connection(db_path)
         assert raw.execute("SELECT sealed FROM records WHERE seq = 1").fetchone() == (tampered,)
         raw.close()
 
@@ -551,7 +500,7 @@ class TestAtRest:
         """A sync-state value copied to another device fails to open."""
         box.set_sync_state("gluco", "racp_hwm", b"\x01")
         box.set_sync_state("cuff", "racp_hwm", b"\x02")
-        raw = _raw(db_path)
+        raw = raw_connection(db_path)
         raw.execute(
             "UPDATE sync_state SET sealed = (SELECT sealed FROM sync_state WHERE device = 'gluco')"
             " WHERE device = 'cuff'"
@@ -610,7 +559,7 @@ class TestCrash:
                 assert child.wait(timeout=10) == -signal.SIGKILL
                 child.stdout.close()
             start += 1000
-            raw = _raw(db)
+            raw = raw_connection(db)
             assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
             raw.close()
             with Outbox.open(db, sealer, HUB) as ob:

@@ -7,8 +7,7 @@ version 1 wrote them (its schema, its associated data), not by an older copy of 
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -31,32 +30,9 @@ from agent.outbox import (
     OutboxRecord,
 )
 from agent.sealing import DataKey, Sealer, record_aad, sync_state_aad
+from tests.outbox_helpers import HUB, NOW, FakeClock, RecordMaker, raw_connection
 
-HUB: Final = "hub-test-1"
-NOW: Final = 1_800_000_000.0
 CANARY: Final = b"CANARY-digest-5e1d"
-
-
-class FakeClock:
-    """A hand-driven wall clock (Unix seconds)."""
-
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class RecordMaker:
-    """A make_record callback that builds ``<text> <seq>`` and remembers each call."""
-
-    def __init__(self, text: str = "body") -> None:
-        self.text = text
-        self.calls: list[int] = []
-
-    def __call__(self, seq: int) -> bytes:
-        self.calls.append(seq)
-        return f"{self.text} {seq}".encode()
 
 
 class ConflictMaker:
@@ -70,35 +46,8 @@ class ConflictMaker:
         return f"conflict {seq} of {first}".encode()
 
 
-@pytest.fixture
-def sealer() -> Sealer:
-    return Sealer(DataKey.generate())
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    (tmp_path / "state").mkdir()
-    return tmp_path / "state" / "outbox.db"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def box(db_path: Path, sealer: Sealer, clock: FakeClock) -> Iterator[Outbox]:
-    with Outbox.open(db_path, sealer, HUB, clock=clock) as ob:
-        yield ob
-
-
-def _raw(db_path: Path) -> sqlite3.Connection:
-    """A second, plain connection to the database file (the 'attacker' or inspector)."""
-    return sqlite3.connect(db_path, isolation_level=None)
-
-
 def _query(db_path: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
-    raw = _raw(db_path)
+    raw = raw_connection(db_path)
     try:
         return raw.execute(sql, args).fetchall()
     finally:
@@ -156,7 +105,7 @@ def _v1_database(path: Path, sealer: Sealer, hub: str = HUB) -> dict[int, bytes]
         (5, "observation", "pending", sealer, 0),
     ]
     sealed: dict[int, bytes] = {}
-    conn = _raw(path)
+    conn = raw_connection(path)
     try:
         assert conn.execute("PRAGMA journal_mode = WAL").fetchone() == ("wal",)
         conn.execute("BEGIN")
@@ -312,7 +261,7 @@ class TestMigration:
         """A migration that fails part-way (here a stray ``seen_v2`` table in its way, after
         the records were re-sealed) rolls back whole: version 1, kinds in clear, same bytes."""
         _v1_database(db_path, sealer)
-        raw = _raw(db_path)
+        raw = raw_connection(db_path)
         raw.execute("CREATE TABLE seen_v2 (x)")
         raw.close()
         image = db_path.read_bytes()
@@ -349,7 +298,7 @@ class TestKindSealed:
             (2, "observation", b"obs 2"),
         ]
         secrets = (b"device_qc", b"observation")
-        raw = _raw(db_path)
+        raw = raw_connection(db_path)
         try:
             tables = [
                 t for (t,) in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")
@@ -397,7 +346,7 @@ class TestKindSealed:
             assert ob.append("observation", "obs-1", RecordMaker("obs")) == _stored(1)
             assert ob.append("telemetry", "tel-1", RecordMaker("tel")) == _stored(2)
             assert ob.append("observation", "obs-2", RecordMaker("obs")) == _stored(3)
-        raw = _raw(db_path)
+        raw = raw_connection(db_path)
         raw.execute("UPDATE records SET class = 'other' WHERE seq = 1")
         raw.close()
         # Over the quota at once: the next append sheds non-clinical records first.
@@ -421,7 +370,7 @@ class TestKindSealed:
         """Relabelling a clinical record 'other' (or back) makes it fail to open when read."""
         box.append("observation", "obs-1", RecordMaker())
         box.append("telemetry", "tel-1", RecordMaker())
-        raw = _raw(db_path)
+        raw = raw_connection(db_path)
         raw.execute("UPDATE records SET class = 'other' WHERE seq = 1")
         raw.execute("UPDATE records SET class = 'clinical' WHERE seq = 2")
         raw.close()
@@ -634,7 +583,7 @@ class TestPendingAfter:
         for i in range(1, 6):
             box.append("observation", f"k{i}", RecordMaker())
         ((blob,),) = _query(db_path, "SELECT sealed FROM records WHERE seq = 2")
-        raw = _raw(db_path)
+        raw = raw_connection(db_path)
         raw.execute(
             "UPDATE records SET sealed = ? WHERE seq = 2",
             (blob[:-1] + bytes([blob[-1] ^ 0x80]),),
