@@ -322,6 +322,7 @@ async def test_poison_record_is_refused_and_does_not_block_the_others(
                 async with asyncio.timeout(TIMEOUT_S):
                     await uplink.wait_until(lambda s: s.connects > connects)
                 extra = await rig.storage.call(_store_readings, rig.box, rig.signer, [15])
+                publisher.wake()  # as the daemon's ingest does after a commit
                 async with asyncio.timeout(TIMEOUT_S):
                     await rig.until_delivered(extra)
                 refusals_after = uplink.stats.refused
