@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -445,6 +446,10 @@ async def _held_until_eof(listener: socket.socket) -> float:
 
 
 def _open_fds() -> int:
+    """Open file descriptors of this process, once garbage of earlier tests is collected
+    (a collected socket closes its fd: counted before and after, it would look like a
+    change made by the test)."""
+    gc.collect()
     return len(os.listdir("/proc/self/fd"))
 
 
