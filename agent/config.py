@@ -116,6 +116,7 @@ class MqttConfig:
     key_file: Path
     keepalive_s: int
     backoff_max_s: float
+    first_connect_jitter_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +386,17 @@ SCHEMA: Final[dict[str, dict[str, Field]]] = {
             doc="cap of the full-jitter reconnect backoff; >= 1 s, the backoff's base"
             " (agent.uplink.UplinkSettings.backoff_base_s); <= 1 h, so every hub is back"
             " within the hour after a platform outage",
+        ),
+        "first_connect_jitter_s": Field(
+            float,
+            30.0,
+            False,
+            low=0.0,
+            high=300.0,
+            unit="s",
+            doc="the first connection after a start waits uniform(0, this): hubs that boot"
+            " together after a power cut do not all reach the platform in the same second;"
+            " 0 in a lab, <= 5 min so a reading is never held long",
         ),
     },
 }

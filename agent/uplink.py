@@ -238,6 +238,7 @@ class UplinkSettings:
             key_file=m.key_file,
             keepalive_s=m.keepalive_s,
             backoff_max_s=m.backoff_max_s,
+            first_connect_jitter_s=m.first_connect_jitter_s,
         )
 
 

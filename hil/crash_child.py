@@ -139,6 +139,7 @@ def child_config(s: ChildSettings) -> config.Config:
                 "cert_file": s.cert_file,
                 "key_file": s.key_file,
                 "backoff_max_s": 1.0,
+                "first_connect_jitter_s": 0.0,
             },
         },
         source,

@@ -94,6 +94,7 @@ cert_file = "{pki.hub_cert}"
 key_file = "{pki.hub_key}"
 keepalive_s = 30
 backoff_max_s = 5.0
+first_connect_jitter_s = 0.0     # one hub in a lab: no fleet to spread
 """
     path = run_dir / "homehub.toml"
     path.write_text(text)

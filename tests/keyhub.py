@@ -155,6 +155,7 @@ host = "127.0.0.1"
 ca_file = "{root / "secrets" / "ca.pem"}"
 cert_file = "{root / "secrets" / "hub.pem"}"
 key_file = "{root / "secrets" / "hub.key"}"
+first_connect_jitter_s = 0.0
 """
     config_file = root / "homehub.toml"
     config_file.write_text(text)

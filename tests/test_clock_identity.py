@@ -228,6 +228,7 @@ def hub_config(tmp_path: Path, pki: DevPki, broker: Broker) -> config.Config:
                 "cert_file": str(pki.hub_cert),
                 "key_file": str(pki.hub_key),
                 "backoff_max_s": 1.0,
+                "first_connect_jitter_s": 0.0,
             },
         },
         tmp_path / "homehub.toml",

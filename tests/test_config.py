@@ -10,6 +10,8 @@ import pytest
 
 from agent import config
 from agent.errors import ConfigError
+from agent.uplink import UplinkSettings
+from tests.example_config import example_config
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "homehub.example.toml"
 
@@ -192,8 +194,7 @@ def _bad_values(field: config.Field) -> list[str]:
     return [
         repr(field.low - 0.001),
         repr(field.high + 0.001),
-        "0.0",
-        "-1.0",
+        *(zero for zero in ("0.0", "-1.0") if float(zero) < field.low),  # 0 may be allowed
         "nan",
         "inf",
         "+inf",
@@ -228,6 +229,7 @@ class TestRanges:
             "mqtt.port": (1, 65535),
             "mqtt.keepalive_s": (1, 65535),
             "mqtt.backoff_max_s": (1.0, 3600.0),
+            "mqtt.first_connect_jitter_s": (0.0, 300.0),
         }
 
     @pytest.mark.parametrize(("section", "key", "field"), NUMERIC, ids=_numeric_ids())
@@ -398,3 +400,11 @@ port = 1 # "quoted" text in a comment
                 assert number == config.locate_key(EXAMPLE.read_text(), key), key
                 checked += 1
         assert checked >= 25
+
+
+def test_first_connection_is_jittered_by_default(tmp_path: Path) -> None:
+    """A hub's first connection after a start waits up to mqtt.first_connect_jitter_s (30 s by
+    default, as the example shows), so a fleet booting together is spread out."""
+    cfg = example_config(tmp_path)
+    assert 30.0 == cfg.mqtt.first_connect_jitter_s
+    assert 30.0 == UplinkSettings.from_config(cfg).first_connect_jitter_s
