@@ -187,6 +187,7 @@ class Publisher:
         self._settled = False
         """Stopping, and the in-flight publishes had their :data:`STOP_DRAIN_S`."""
         self._tasks: set[asyncio.Task[None]] = set()
+        """Refusals being written down (the only work of a record that needs a task)."""
         self._rescan = False
         self._retry_handle: asyncio.TimerHandle | None = None
 
@@ -227,8 +228,10 @@ class Publisher:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(STOP_DRAIN_S):
                         await self._idle.wait()
+                # Publishes without a PUBACK by now stay pending and go after the next start;
+                # a refusal still being written down is dropped with them (it stays pending).
                 for task in self._tasks:
-                    task.cancel()  # no PUBACK in time: still pending, sent after the next start
+                    task.cancel()
                 self._settled = True
                 self._ack_ready.set()
                 await acks
