@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.ble.stack import BleStack
+from agent.uplink import UplinkSettings
 from hil.broker import Broker
+from hil.emulators.glucometer import Glucometer, GlucoseRecord
+from hil.emulators.peripheral import DeviceInformation
 from hil.pki import DevPki, make_dev_pki
 from hil.receiver import Receiver
 from hil.virtual_radio import VirtualRadio
 from tests import phi_canaries
 from tests.outbox_helpers import box, clock, db_path, sealer  # noqa: F401 - fixtures
+from tests.phi_canaries import DEVICE_ADDRESS, DEVICE_SERIAL
 
 HUB_ID: Final = "hub-0001"
 SUBSCRIBE_TIMEOUT_S: Final = 10.0
@@ -103,3 +107,46 @@ async def ble(radio: VirtualRadio) -> AsyncIterator[BleStack]:
     """The agent's stack opened from its configuration string, as the daemon does."""
     async with BleStack.open(radio.stack) as stack:
         yield stack
+
+
+METER_INFO: Final = DeviceInformation(
+    model_number="HH-GLU-1", serial_number=DEVICE_SERIAL, system_id=(0x12FFFE34F0, 0xCA7A00)
+)
+"""What an emulated glucometer's DIS exposes (its serial and System ID are PHI canaries)."""
+
+MeterFactory = Callable[..., Awaitable[Glucometer]]
+
+
+@pytest.fixture
+async def meter(radio: VirtualRadio) -> AsyncIterator[MeterFactory]:
+    """Starts a glucometer on the radio (stopped at the end)."""
+    started: list[Glucometer] = []
+
+    async def start(records: list[GlucoseRecord], **options: Any) -> Glucometer:
+        device = await radio.add_peripheral_device(DEVICE_ADDRESS, "glucometer")
+        glucometer = Glucometer(device, records, info=METER_INFO, **options)
+        await glucometer.start()
+        started.append(glucometer)
+        return glucometer
+
+    yield start
+    for glucometer in started:
+        await glucometer.stop()
+
+
+def uplink_settings(pki: DevPki, port: int, **override: Any) -> UplinkSettings:
+    """The hub's uplink to a test broker on loopback, with test-sized backoffs (overridable)."""
+    values: dict[str, Any] = {
+        "hub_id": HUB_ID,
+        "host": "127.0.0.1",
+        "port": port,
+        "ca_file": pki.ca_cert,
+        "cert_file": pki.hub_cert,
+        "key_file": pki.hub_key,
+        "backoff_base_s": 0.05,
+        "backoff_max_s": 0.5,
+        "refusal_backoff_s": 0.5,
+        "refusal_backoff_max_s": 1.0,
+    }
+    values.update(override)
+    return UplinkSettings(**values)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from agent import config
 from hil.pki import make_dev_pki
@@ -38,3 +39,35 @@ def example_config(
     if quota_bytes is None:
         return cfg
     return dataclasses.replace(cfg, outbox=dataclasses.replace(cfg.outbox, quota_bytes=quota_bytes))
+
+
+def minimal_config(
+    tmp_path: Path,
+    *,
+    hub_id: str,
+    patient_id: str,
+    outbox_path: Path,
+    key_file: Path | None = None,
+    **sections: Any,
+) -> config.Config:
+    """The smallest valid configuration (no broker is reached: certificates are never read),
+    with ``sections`` (``ble=…``, ``devices=…``) added as given."""
+    return config.from_mapping(
+        {
+            "hub": {"id": hub_id},
+            "patient": {"id": patient_id},
+            "outbox": {
+                "path": str(outbox_path),
+                "key_file": str(key_file or tmp_path / "data.key"),
+            },
+            "signing": {"key_file": str(tmp_path / "signing.pem")},
+            "mqtt": {
+                "host": "127.0.0.1",
+                "ca_file": "ca.crt",
+                "cert_file": "hub.crt",
+                "key_file": "hub.key",
+            },
+            **sections,
+        },
+        tmp_path / "homehub.toml",
+    )

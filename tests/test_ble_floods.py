@@ -12,14 +12,12 @@ until the meter saw the hub end the link: deterministic, no sleeps.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 
-from agent import config as config_mod
 from agent.ble.gls_session import SYNC_KEY, GlsSessionResult, SessionEnd, SyncMark, collect_glucose
 from agent.ble.plx_session import PLX_CONTINUOUS_MEASUREMENT, collect_pulse_oximetry
 from agent.ble.stack import BleStack
@@ -38,36 +36,16 @@ from drivers.gls_sync import (
     fingerprint,
 )
 from hil.emulators.encoding import DateTime
-from hil.emulators.glucometer import Flood, Glucometer, GlucoseRecord, example_records, mg_per_dl
+from hil.emulators.glucometer import Flood, GlucoseRecord, example_records, mg_per_dl
 from hil.emulators.oximeter import EmulatedOximeter, example_continuous
-from hil.emulators.peripheral import DeviceInformation
 from hil.virtual_radio import VirtualRadio
+from tests.conftest import MeterFactory
+from tests.example_config import minimal_config
 from tests.phi_canaries import DEVICE_ADDRESS
 
 pytestmark = pytest.mark.timeout(120)
 
 WAIT_S = 5.0
-INFO = DeviceInformation(model_number="HH-GLU-1")
-
-
-MeterFactory = Callable[..., Awaitable[Glucometer]]
-
-
-@pytest.fixture
-async def meter(radio: VirtualRadio) -> AsyncIterator[MeterFactory]:
-    """Starts a glucometer on the radio (stopped at the end)."""
-    started: list[Glucometer] = []
-
-    async def start(records: list[GlucoseRecord], **options: Any) -> Glucometer:
-        device = await radio.add_peripheral_device(DEVICE_ADDRESS, "glucometer")
-        glucometer = Glucometer(device, records, info=INFO, **options)
-        await glucometer.start()
-        started.append(glucometer)
-        return glucometer
-
-    yield start
-    for glucometer in started:
-        await glucometer.stop()
 
 
 class Outbox:
@@ -296,27 +274,19 @@ async def test_oximeter_notifying_without_pause_is_cut(radio: VirtualRadio, ble:
 
 
 def _glucose_config(tmp_path: Path, radio: VirtualRadio, scan_timeout_s: float) -> Config:
-    return config_mod.from_mapping(
-        {
-            "hub": {"id": "hub-flood-1"},
-            "patient": {"id": "patient-flood-1"},
-            "ble": {
-                "stack": radio.stack,
-                "scan_timeout_s": scan_timeout_s,
-                "connect_timeout_s": WAIT_S,
-                "session_timeout_s": 30.0,
-            },
-            "devices": [{"kind": "glucose", "address": DEVICE_ADDRESS, "label": "meter"}],
-            "outbox": {"path": str(tmp_path / "outbox.db"), "key_file": str(tmp_path / "k")},
-            "signing": {"key_file": str(tmp_path / "signing.pem")},
-            "mqtt": {
-                "host": "127.0.0.1",
-                "ca_file": "ca.crt",
-                "cert_file": "hub.crt",
-                "key_file": "hub.key",
-            },
+    return minimal_config(
+        tmp_path,
+        hub_id="hub-flood-1",
+        patient_id="patient-flood-1",
+        outbox_path=tmp_path / "outbox.db",
+        key_file=tmp_path / "k",
+        ble={
+            "stack": radio.stack,
+            "scan_timeout_s": scan_timeout_s,
+            "connect_timeout_s": WAIT_S,
+            "session_timeout_s": 30.0,
         },
-        tmp_path / "homehub.toml",
+        devices=[{"kind": "glucose", "address": DEVICE_ADDRESS, "label": "meter"}],
     )
 
 

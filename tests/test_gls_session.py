@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,37 +32,13 @@ from agent.cancellation import raise_if_cancelled
 from agent.errors import BleLinkLostError, DecodeError, DeviceProtocolError
 from agent.measurement import RawMeasurement
 from agent.normalize.device import DeviceFacts
-from hil.emulators.glucometer import Glucometer, GlucoseRecord, example_records
-from hil.emulators.peripheral import DeviceInformation
+from hil.emulators.glucometer import GlucoseRecord, example_records
 from hil.emulators.racp_server import Respond
-from hil.virtual_radio import VirtualRadio
+from tests.conftest import MeterFactory
 from tests.phi_canaries import DEVICE_ADDRESS, DEVICE_SERIAL, SYSTEM_ID_HEX
 
 WAIT_S = 5.0
-METER_INFO = DeviceInformation(
-    model_number="HH-GLU-1", serial_number=DEVICE_SERIAL, system_id=(0x12FFFE34F0, 0xCA7A00)
-)
 WALL = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-MeterFactory = Callable[..., Awaitable[Glucometer]]
-
-
-@pytest.fixture
-async def meter(radio: VirtualRadio) -> AsyncIterator[MeterFactory]:
-    """Starts a glucometer on the radio (stopped at the end)."""
-    started: list[Glucometer] = []
-
-    async def start(records: list[GlucoseRecord], **options: Any) -> Glucometer:
-        device = await radio.add_peripheral_device(DEVICE_ADDRESS, "glucometer")
-        glucometer = Glucometer(device, records, info=METER_INFO, **options)
-        await glucometer.start()
-        started.append(glucometer)
-        return glucometer
-
-    yield start
-    for glucometer in started:
-        await glucometer.stop()
 
 
 class Outbox:

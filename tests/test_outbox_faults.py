@@ -44,6 +44,7 @@ from agent.uplink import Uplink, UplinkSettings
 from hil.broker import Broker
 from hil.crash_child import DEVICE, measurement
 from hil.pki import DevPki
+from tests.example_config import minimal_config
 
 HUB: Final = "hub-test-1"
 NOW: Final = 1_800_000_000.0
@@ -317,20 +318,8 @@ def _fill(directory: Path) -> Path:
 
 
 def _hub(tmp_path: Path, outbox_path: Path) -> Hub:
-    cfg = config_mod.from_mapping(
-        {
-            "hub": {"id": HUB},
-            "patient": {"id": "patient-fault-1"},
-            "outbox": {"path": str(outbox_path), "key_file": str(tmp_path / "data.key")},
-            "signing": {"key_file": str(tmp_path / "signing.pem")},
-            "mqtt": {
-                "host": "127.0.0.1",
-                "ca_file": "ca.crt",
-                "cert_file": "hub.crt",
-                "key_file": "hub.key",
-            },
-        },
-        tmp_path / "homehub.toml",
+    cfg = minimal_config(
+        tmp_path, hub_id=HUB, patient_id="patient-fault-1", outbox_path=outbox_path
     )
     return Hub(cfg)
 

@@ -30,6 +30,7 @@ from agent.outbox import (
     OutboxRecord,
 )
 from agent.sealing import DataKey, Sealer, record_aad, sync_state_aad
+from tests.example_config import minimal_config
 from tests.outbox_helpers import HUB, NOW, FakeClock, RecordMaker, raw_connection
 
 CANARY: Final = b"CANARY-digest-5e1d"
@@ -482,21 +483,7 @@ class TestConflicts:
 
 
 def _status_config(tmp_path: Path, db_path: Path) -> config_mod.Config:
-    return config_mod.from_mapping(
-        {
-            "hub": {"id": HUB},
-            "patient": {"id": "patient-v2-1"},
-            "outbox": {"path": str(db_path), "key_file": str(tmp_path / "data.key")},
-            "signing": {"key_file": str(tmp_path / "signing.pem")},
-            "mqtt": {
-                "host": "127.0.0.1",
-                "ca_file": "ca.crt",
-                "cert_file": "hub.crt",
-                "key_file": "hub.key",
-            },
-        },
-        tmp_path / "homehub.toml",
-    )
+    return minimal_config(tmp_path, hub_id=HUB, patient_id="patient-v2-1", outbox_path=db_path)
 
 
 class TestRefused:

@@ -46,7 +46,7 @@ from hil.crash_child import DEVICE, raw_measurement
 from hil.pki import DevPki
 from hil.receiver import Receiver
 from tests import phi_canaries
-from tests.conftest import HUB_ID, SUBSCRIBE_TIMEOUT_S
+from tests.conftest import HUB_ID, SUBSCRIBE_TIMEOUT_S, uplink_settings
 
 TIMEOUT_S: Final = 15.0
 """Every await on the network or the disk is bounded; on loopback each step takes ms."""
@@ -118,18 +118,7 @@ async def _receiver(pki: DevPki, port: int) -> AsyncIterator[Receiver]:
 
 
 def _settings(pki: DevPki, port: int, **override: Any) -> UplinkSettings:
-    values: dict[str, Any] = {
-        "hub_id": HUB_ID,
-        "host": "127.0.0.1",
-        "port": port,
-        "ca_file": pki.ca_cert,
-        "cert_file": pki.hub_cert,
-        "key_file": pki.hub_key,
-        "backoff_base_s": 0.05,
-        "backoff_max_s": 0.2,
-    }
-    values.update(override)
-    return UplinkSettings(**values)
+    return uplink_settings(pki, port, **{"backoff_max_s": 0.2, **override})
 
 
 def _store_readings(box: Outbox, signer: Signer, indices: Sequence[int]) -> list[int]:

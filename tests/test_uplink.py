@@ -26,11 +26,11 @@ from agent import cose
 from agent import uplink as uplink_module
 from agent.errors import UplinkError, UsageError
 from agent.retry import STABLE_PERIOD_S
-from agent.uplink import Uplink, UplinkSettings, readings_topic
+from agent.uplink import Uplink, readings_topic
 from hil.broker import Broker
 from hil.pki import DevPki
 from hil.receiver import Receiver, VerifiedReading
-from tests.conftest import HUB_ID
+from tests.conftest import HUB_ID, uplink_settings
 
 TIMEOUT_S: Final = 10.0
 """Every await on the network is bounded; on loopback each step takes milliseconds."""
@@ -45,23 +45,6 @@ HANDSHAKE_BOUND_S: Final = 0.3
 CLOSED_WITHIN_S: Final = 2.0
 """The hub closes a given-up handshake's socket this soon (far below TLS_CONNECT_TIMEOUT_S,
 after which paho alone would have given up, still without closing it)."""
-
-
-def _settings(pki: DevPki, port: int, **override: Any) -> UplinkSettings:
-    values: dict[str, Any] = {
-        "hub_id": HUB_ID,
-        "host": "127.0.0.1",
-        "port": port,
-        "ca_file": pki.ca_cert,
-        "cert_file": pki.hub_cert,
-        "key_file": pki.hub_key,
-        "backoff_base_s": 0.05,
-        "backoff_max_s": 0.5,
-        "refusal_backoff_s": 0.5,
-        "refusal_backoff_max_s": 1.0,
-    }
-    values.update(override)
-    return UplinkSettings(**values)
 
 
 @contextlib.asynccontextmanager
@@ -166,7 +149,7 @@ class TestDelivery:
         """50 envelopes: 50 PUBACKs, 50 verified readings with the right ids, nothing else."""
         hub = _Hub(dev_pki)
         envelopes = {seq: hub.envelope(seq) for seq in range(50)}
-        uplink = Uplink(_settings(dev_pki, broker.port))
+        uplink = Uplink(uplink_settings(dev_pki, broker.port))
         async with _running(uplink), asyncio.timeout(TIMEOUT_S):
             await _deliver_all(uplink, envelopes, workers=20)
             await receiver.wait_until(lambda s: s.verified >= 50)
@@ -195,7 +178,7 @@ class TestDelivery:
         hub = _Hub(dev_pki)
         first = {seq: hub.envelope(seq) for seq in range(20)}
         second = {seq: hub.envelope(seq) for seq in range(20, 40)}
-        uplink = Uplink(_settings(dev_pki, broker.port, inflight_max=10))
+        uplink = Uplink(uplink_settings(dev_pki, broker.port, inflight_max=10))
         async with (
             Receiver.for_dev_pki(dev_pki, broker.port) as receiver,
             _running(uplink),
@@ -230,7 +213,7 @@ class TestDelivery:
         self, dev_pki: DevPki, broker: Broker
     ) -> None:
         """With nobody subscribed the broker still PUBACKs (0x10): PUBACK is not a receipt."""
-        uplink = Uplink(_settings(dev_pki, broker.port))
+        uplink = Uplink(uplink_settings(dev_pki, broker.port))
         async with _running(uplink), asyncio.timeout(TIMEOUT_S):
             await uplink.connected.wait()
             await uplink.publish(_Hub(dev_pki).envelope(1))
@@ -259,7 +242,7 @@ class TestFailures:
 
     async def test_acl_refuses_another_hubs_topic(self, dev_pki: DevPki, broker: Broker) -> None:
         """A hub whose certificate says hub-0001 cannot publish as hub-0002: PUBACK 0x87."""
-        uplink = Uplink(_settings(dev_pki, broker.port, hub_id="hub-0002"))
+        uplink = Uplink(uplink_settings(dev_pki, broker.port, hub_id="hub-0002"))
         async with _running(uplink), asyncio.timeout(TIMEOUT_S):
             await uplink.connected.wait()
             with pytest.raises(UplinkError) as caught:
@@ -273,7 +256,7 @@ class TestFailures:
     ) -> None:
         """PUBACK 0x87: a publisher that waits for disconnected_or_reconnected() does not send
         again while the refusing connection stays up (nothing more within a second)."""
-        uplink = Uplink(_settings(dev_pki, broker.port, hub_id="hub-0002"))
+        uplink = Uplink(uplink_settings(dev_pki, broker.port, hub_id="hub-0002"))
         async with _running(uplink), asyncio.timeout(TIMEOUT_S):
             publisher = asyncio.create_task(
                 _deliver_all(uplink, {1: _Hub(dev_pki).envelope(1)}, workers=1),
@@ -294,7 +277,7 @@ class TestFailures:
 
     async def test_disconnect_before_puback_raises(self, dev_pki: DevPki, broker: Broker) -> None:
         """A publish whose connection dies before the PUBACK raises UplinkError (re-queue)."""
-        uplink = Uplink(_settings(dev_pki, broker.port))
+        uplink = Uplink(uplink_settings(dev_pki, broker.port))
         async with _running(uplink), asyncio.timeout(TIMEOUT_S):
             await uplink.connected.wait()
             assert broker.pid is not None
@@ -316,7 +299,7 @@ class TestFailures:
     ) -> None:
         """No PUBACK in time (frozen broker): UplinkError and the stuck connection is dropped."""
         monkeypatch.setattr(uplink_module, "PUBACK_TIMEOUT_S", 0.2)  # the clock edge, shortened
-        uplink = Uplink(_settings(dev_pki, broker.port))
+        uplink = Uplink(uplink_settings(dev_pki, broker.port))
         async with _running(uplink), asyncio.timeout(TIMEOUT_S):
             await uplink.connected.wait()
             assert broker.pid is not None
@@ -335,7 +318,7 @@ class TestFailures:
         self, dev_pki: DevPki, broker: Broker
     ) -> None:
         """A broker that stops answering (no RST) is noticed by the PINGREQ deadline; then back."""
-        uplink = Uplink(_settings(dev_pki, broker.port, keepalive_s=1))
+        uplink = Uplink(uplink_settings(dev_pki, broker.port, keepalive_s=1))
         async with _running(uplink), asyncio.timeout(TIMEOUT_S):
             await uplink.connected.wait()
             assert broker.pid is not None
@@ -350,7 +333,7 @@ class TestFailures:
 
     async def test_publish_while_disconnected_raises(self, dev_pki: DevPki, broker: Broker) -> None:
         """publish() never queues in RAM: without a connection it raises at once."""
-        uplink = Uplink(_settings(dev_pki, broker.port))
+        uplink = Uplink(uplink_settings(dev_pki, broker.port))
         with pytest.raises(UplinkError) as caught:
             await uplink.publish(b"\x00")
         assert caught.value.reason == "not connected"
@@ -466,7 +449,7 @@ class TestHandshakeSockets:
         with _silent_listener() as listener:
             before = _open_fds()
             port = listener.getsockname()[1]
-            uplink = Uplink(_settings(dev_pki, port))
+            uplink = Uplink(uplink_settings(dev_pki, port))
             async with _running(uplink), asyncio.timeout(TIMEOUT_S):
                 held_s = [await _held_until_eof(listener) for _ in range(2)]
             assert _open_fds() == before
@@ -485,7 +468,7 @@ class TestHandshakeSockets:
         with _silent_listener() as listener:
             before = _open_fds()
             port = listener.getsockname()[1]
-            uplink = Uplink(_settings(dev_pki, port))
+            uplink = Uplink(uplink_settings(dev_pki, port))
             async with _running(uplink), asyncio.timeout(TIMEOUT_S):
                 held_s = [await _held_until_eof(listener) for _ in range(2)]
                 await uplink.wait_until(lambda s: s.connect_failures >= 2)
@@ -499,7 +482,7 @@ class TestHandshakeSockets:
         loop = asyncio.get_running_loop()
         with _silent_listener() as listener:
             before = _open_fds()
-            uplink = Uplink(_settings(dev_pki, listener.getsockname()[1]))
+            uplink = Uplink(uplink_settings(dev_pki, listener.getsockname()[1]))
             async with asyncio.timeout(TIMEOUT_S):
                 async with _running(uplink):
                     conn, _ = await loop.sock_accept(listener)
@@ -518,7 +501,7 @@ class TestTransport:
     async def test_pubacks_coalesced_in_one_tls_record(self, dev_pki: DevPki) -> None:
         """PINGRESP + five PUBACKs in one TLS record: all five publishes complete."""
         async with _CoalescingFakeBroker(dev_pki, batch=5) as port:
-            uplink = Uplink(_settings(dev_pki, port))
+            uplink = Uplink(uplink_settings(dev_pki, port))
             envelope = _Hub(dev_pki).envelope(1)
             async with _running(uplink), asyncio.timeout(TIMEOUT_S):
                 await uplink.connected.wait()
@@ -532,7 +515,9 @@ class TestTransport:
         with capture_logs() as events:
             async with fake as port:
                 uplink = Uplink(
-                    _settings(dev_pki, port, refusal_backoff_s=floor_s, refusal_backoff_max_s=cap_s)
+                    uplink_settings(
+                        dev_pki, port, refusal_backoff_s=floor_s, refusal_backoff_max_s=cap_s
+                    )
                 )
                 async with _running(uplink), asyncio.timeout(TIMEOUT_S):
                     await uplink.wait_until(lambda s: s.connect_failures >= 3)
@@ -551,7 +536,7 @@ class TestTls:
     ) -> None:
         """A hub certificate from a foreign CA never gets a session; backoff is the long one."""
         uplink = Uplink(
-            _settings(
+            uplink_settings(
                 dev_pki,
                 broker.port,
                 cert_file=foreign_pki.hub_cert,
@@ -571,7 +556,7 @@ class TestTls:
     ) -> None:
         """Refusal after refusal, every pause is at least the floor and jittered."""
         floor_s, cap_s = 0.2, 0.4
-        settings = _settings(
+        settings = uplink_settings(
             dev_pki,
             broker.port,
             cert_file=foreign_pki.hub_cert,
@@ -598,7 +583,7 @@ class TestTls:
         self, dev_pki: DevPki, foreign_pki: DevPki, broker: Broker
     ) -> None:
         """A broker whose certificate our CA did not sign is refused before any MQTT byte."""
-        uplink = Uplink(_settings(dev_pki, broker.port, ca_file=foreign_pki.ca_cert))
+        uplink = Uplink(uplink_settings(dev_pki, broker.port, ca_file=foreign_pki.ca_cert))
         async with _running(uplink), asyncio.timeout(TIMEOUT_S):
             await uplink.wait_until(lambda s: s.last_backoff_s > 0)
         assert (uplink.stats.connects, uplink.stats.connect_failures) == (0, 1)
@@ -608,7 +593,7 @@ class TestTls:
     async def test_host_name_is_verified(self, dev_pki: DevPki, tmp_path: Path) -> None:
         """A broker on 127.0.0.2 with a certificate for 127.0.0.1/localhost is refused."""
         with Broker(dev_pki, tmp_path / "elsewhere", host="127.0.0.2") as elsewhere:
-            uplink = Uplink(_settings(dev_pki, elsewhere.port, host="127.0.0.2"))
+            uplink = Uplink(uplink_settings(dev_pki, elsewhere.port, host="127.0.0.2"))
             async with _running(uplink), asyncio.timeout(TIMEOUT_S):
                 await uplink.wait_until(lambda s: s.connect_failures >= 1)
         assert uplink.stats.last_failure.startswith("TLS: broker certificate not accepted (")
@@ -619,7 +604,7 @@ class TestLifecycle:
     async def test_log_events_and_backoff_without_broker(self, dev_pki: DevPki) -> None:
         """Nothing listening: connecting, connect_failed and jittered backoff ≤ cap, forever."""
         with capture_logs() as events:
-            uplink = Uplink(_settings(dev_pki, _closed_port()))
+            uplink = Uplink(uplink_settings(dev_pki, _closed_port()))
             async with _running(uplink), asyncio.timeout(TIMEOUT_S):
                 await uplink.wait_until(lambda s: s.connect_failures >= 3)
         names = [e["event"] for e in events]
@@ -642,7 +627,7 @@ class TestLifecycle:
 
         monkeypatch.setattr(uplink_module._Connection, "_on_publish", on_publish)  # the fault
         with capture_logs() as events:
-            uplink = Uplink(_settings(dev_pki, broker.port))
+            uplink = Uplink(uplink_settings(dev_pki, broker.port))
             async with _running(uplink), asyncio.timeout(TIMEOUT_S):
                 await uplink.connected.wait()
                 with pytest.raises(UplinkError) as caught:
@@ -666,7 +651,7 @@ class TestLifecycle:
         (on the injected clock) starts the count again, a shorter one does not."""
         clock = _FakeClock()
         with capture_logs() as events:
-            uplink = Uplink(_settings(dev_pki, broker.port), clock=clock)
+            uplink = Uplink(uplink_settings(dev_pki, broker.port), clock=clock)
             async with _running(uplink), asyncio.timeout(TIMEOUT_S):
                 await uplink.connected.wait()
                 await broker.astop()
@@ -687,7 +672,7 @@ class TestLifecycle:
     ) -> None:
         """close() writes a DISCONNECT (reason 0) before the socket closes; run() returns."""
         with capture_logs() as events:
-            uplink = Uplink(_settings(dev_pki, broker.port))
+            uplink = Uplink(uplink_settings(dev_pki, broker.port))
             async with _running(uplink), asyncio.timeout(TIMEOUT_S):
                 await uplink.connected.wait()
         assert not uplink.connected.is_set()
@@ -702,7 +687,7 @@ class TestLifecycle:
         loose = tmp_path / "hub.key"
         loose.write_bytes(dev_pki.hub_key.read_bytes())
         loose.chmod(0o644)
-        uplink = Uplink(_settings(dev_pki, 1, key_file=loose))
+        uplink = Uplink(uplink_settings(dev_pki, 1, key_file=loose))
         with pytest.raises(Exception, match="mode 0644") as caught:
             await uplink.run()
         assert type(caught.value).__name__ == "KeyMaterialError"
@@ -713,7 +698,7 @@ class TestLifecycle:
             with pytest.raises(UsageError):
                 readings_topic(bad)
         with pytest.raises(UsageError):
-            _settings(dev_pki, 8883, hub_id="hub/0001")
+            uplink_settings(dev_pki, 8883, hub_id="hub/0001")
         assert readings_topic("hub-0001") == "homehub/v1/hub-0001/readings"
 
 
