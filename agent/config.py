@@ -36,6 +36,19 @@ TOKEN_LABEL_RE: Final = re.compile(r"^[\x20-\x7e]{1,32}$")
 """PKCS#11 labels: CK_TOKEN_INFO.label is 32 bytes; printable ASCII keeps logs clean."""
 
 DEVICE_KINDS: Final = ("blood_pressure", "pulse_oximeter", "glucose")
+PAIRING_MODES: Final = ("required", "first_contact", "none")
+"""``devices.pairing``: ``required`` (bonded by ``homehub pair``; the daemon only ever uses that
+bond, never pairs, and refuses an unencrypted link), ``first_contact`` (the daemon bonds Just
+Works on the first contact, then as ``required``), ``none`` (a device without link security:
+the pinned identity is the only check)."""
+DEFAULT_PAIRING: Final = {
+    "blood_pressure": "none",
+    "pulse_oximeter": "none",
+    "glucose": "first_contact",
+}
+"""``devices.pairing`` when absent: what each kind did before the key existed (GLS 1.0 needs an
+encrypted link, ble-spec-facts §4.5; many cuffs and oximeters never pair)."""
+IDENTITY_PIN_RE: Final = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +77,10 @@ class BleConfig:
     quiet_period_s: float
     session_timeout_s: float
     cycle_interval_s: float
+    max_connections: int = 2
+    adapter_quiet_s: float = 600.0
+    set_device_clock: bool = True
+    clock_set_threshold_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +90,17 @@ class DeviceConfig:
     kind: str
     address: str
     label: str
+    pairing: str = ""
+    """``required``, ``first_contact`` or ``none`` (:data:`PAIRING_MODES`); empty: the kind's
+    default (:data:`DEFAULT_PAIRING`), resolved by :func:`from_mapping`."""
+    identity: str | None = None
+    """``sha256:<hex>`` of the identity read at pairing (:mod:`agent.ble.identity`): a device
+    at this address presenting another identity is an impersonator."""
+
+    @property
+    def pairing_mode(self) -> str:
+        """The effective ``pairing`` (the kind's default when not set)."""
+        return self.pairing or DEFAULT_PAIRING[self.kind]
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,8 +333,47 @@ SCHEMA: Final[dict[str, dict[str, Field]]] = {
             low=0.5,
             high=3600.0,
             unit="s",
-            doc="pause between two collection rounds; >= 0.5 s keeps an empty round from"
-            " spinning the radio; <= 1 h so a reading reaches the clinic within the hour",
+            doc="after a session, the same device is not connected again for this long (devices"
+            " keep advertising for a while after a transfer); >= 0.5 s keeps a device that"
+            " always advertises from spinning the radio; <= 1 h so a reading reaches the"
+            " clinic within the hour",
+        ),
+        "max_connections": Field(
+            int,
+            2,
+            False,
+            low=1,
+            high=4,
+            doc="devices served at once on this adapter; a silent device never delays another;"
+            " <= 4, what a Raspberry Pi's controller keeps up reliably beside scanning",
+        ),
+        "adapter_quiet_s": Field(
+            float,
+            600.0,
+            False,
+            low=30.0,
+            high=86400.0,
+            unit="s",
+            doc="no advertisement at all for this long while devices are configured: scanning is"
+            " restarted, then the adapter power-cycled; >= 30 s, many advertising intervals of"
+            " any device nearby; <= 1 day",
+        ),
+        "set_device_clock": Field(
+            bool,
+            True,
+            False,
+            doc="write the hub's time to a device's Current Time (CTS) when it drifts past"
+            " clock_set_threshold_s and the device allows it",
+        ),
+        "clock_set_threshold_s": Field(
+            float,
+            60.0,
+            False,
+            low=1.0,
+            high=86400.0,
+            unit="s",
+            doc="drift that makes the hub set a device's clock; >= 1 s, the resolution of CTS;"
+            " <= 1 day",
         ),
     },
     "outbox": {
@@ -405,6 +472,22 @@ DEVICE_SCHEMA: Final[dict[str, Field]] = {
     "kind": Field(str, check=_kind),
     "address": Field(str, check=_matches(BD_ADDR_RE, "a Bluetooth address AA:BB:CC:DD:EE:FF")),
     "label": Field(str, check=_matches(LABEL_RE, "a short label ([a-z0-9_-], 1-32)")),
+    "pairing": Field(
+        str,
+        "",
+        False,
+        lambda v: None if v in PAIRING_MODES else f"must be one of {', '.join(PAIRING_MODES)}",
+        doc="'required' (bonded by homehub pair; unencrypted links refused), 'first_contact'"
+        " (bond Just Works on first contact) or 'none'; default: glucose first_contact,"
+        " others none",
+    ),
+    "identity": Field(
+        str,
+        None,
+        False,
+        _matches(IDENTITY_PIN_RE, "'sha256:' and 64 lowercase hex digits (homehub pair writes it)"),
+        doc="the identity pinned at pairing; another identity at this address is refused",
+    ),
 }
 
 

@@ -11,7 +11,7 @@ import pytest
 from agent import config
 from agent.errors import ConfigError
 from agent.uplink import UplinkSettings
-from tests.example_config import example_config
+from tests.example_config import example_config, minimal_config
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "homehub.example.toml"
 
@@ -225,6 +225,9 @@ class TestRanges:
             "ble.quiet_period_s": (0.5, 600.0),
             "ble.session_timeout_s": (3.0, 3600.0),
             "ble.cycle_interval_s": (0.5, 3600.0),
+            "ble.max_connections": (1, 4),
+            "ble.adapter_quiet_s": (30.0, 86400.0),
+            "ble.clock_set_threshold_s": (1.0, 86400.0),
             "outbox.quota_bytes": (1024 * 1024, 4 * 1024**3),
             "mqtt.port": (1, 65535),
             "mqtt.keepalive_s": (1, 65535),
@@ -408,3 +411,52 @@ def test_first_connection_is_jittered_by_default(tmp_path: Path) -> None:
     cfg = example_config(tmp_path)
     assert 30.0 == cfg.mqtt.first_connect_jitter_s
     assert 30.0 == UplinkSettings.from_config(cfg).first_connect_jitter_s
+
+
+class TestDevicePairing:
+    """``devices.pairing`` and ``devices.identity`` (issue 8: bonds and pinned identities)."""
+
+    def _device(self, **extra: object) -> dict[str, object]:
+        return {"kind": "glucose", "address": "F0:00:00:00:20:01", "label": "meter", **extra}
+
+    def _load(self, tmp_path: Path, devices: list[dict[str, object]]) -> config.Config:
+        return minimal_config(
+            tmp_path,
+            hub_id="hub-0001",
+            patient_id="p-1",
+            outbox_path=tmp_path / "outbox.db",
+            devices=devices,
+        )
+
+    def test_default_is_the_kinds_own(self, tmp_path: Path) -> None:
+        cfg = self._load(
+            tmp_path,
+            [
+                self._device(),
+                {"kind": "blood_pressure", "address": "F0:00:00:00:10:01", "label": "cuff"},
+            ],
+        )
+        assert [d.pairing_mode for d in cfg.devices] == ["first_contact", "none"]
+        assert [d.identity for d in cfg.devices] == [None, None]
+
+    def test_explicit_values(self, tmp_path: Path) -> None:
+        pin = "sha256:" + "ab" * 32
+        cfg = self._load(tmp_path, [self._device(pairing="required", identity=pin)])
+        assert cfg.devices[0].pairing_mode == "required"
+        assert cfg.devices[0].identity == pin
+
+    @pytest.mark.parametrize(
+        ("extra", "key", "reason"),
+        [
+            ({"pairing": "sometimes"}, "devices[0].pairing", "must be one of required"),
+            ({"identity": "md5:00"}, "devices[0].identity", "must be 'sha256:'"),
+            ({"identity": "sha256:" + "AB" * 32}, "devices[0].identity", "lowercase hex"),
+        ],
+    )
+    def test_bad_values_are_named(
+        self, tmp_path: Path, extra: dict[str, object], key: str, reason: str
+    ) -> None:
+        with pytest.raises(ConfigError) as caught:
+            self._load(tmp_path, [self._device(**extra)])
+        assert caught.value.key == key
+        assert reason in caught.value.reason
