@@ -39,10 +39,13 @@ __all__ = [
     "DecodeError",
     "DeviceError",
     "DeviceFloodError",
+    "DeviceIdentityError",
     "DeviceProtocolError",
+    "DeviceSecurityError",
     "HubError",
     "IntegrityError",
     "KeyMaterialError",
+    "LinkSecurityError",
     "LocalError",
     "PublishRefusedError",
     "PublishRejectedError",
@@ -56,6 +59,49 @@ __all__ = [
     "UplinkRefusedError",
     "UsageError",
 ]
+
+
+# ---------------------------------------------------------------------------
+# The device's (or an impostor's) fault: security
+# ---------------------------------------------------------------------------
+
+
+class DeviceSecurityError(DeviceError):
+    """The device at an allow-listed address failed a security check: no reading of this
+    session is accepted and the daemon raises a ``security`` event (reliability-catalogue B5).
+
+    Never retried at once: the per-device breaker keeps it away (an impostor must not get a
+    connection a second). Carries the device label only (never the address or a serial).
+
+    Attributes:
+        device: the device's label (last two address octets).
+        check: which check failed (``"identity"``, ``"encryption"``, ``"bond"``).
+        reason: what was wrong, without values.
+    """
+
+    def __init__(self, device: str, check: str, reason: str) -> None:
+        self.device = device
+        self.check = check
+        self.reason = reason
+        super().__init__(f"{device}: {check} check failed: {reason}")
+
+
+class DeviceIdentityError(DeviceSecurityError):
+    """The device's Device Information (model, serial, System ID) is not the identity pinned
+    for its address (:mod:`agent.ble.identity`).
+
+    Attributes:
+        source: where the pin came from (``"config"`` or ``"first_contact"``).
+    """
+
+    def __init__(self, device: str, source: str, reason: str) -> None:
+        self.source = source
+        super().__init__(device, "identity", reason)
+
+
+class LinkSecurityError(DeviceSecurityError):
+    """The link could not be encrypted with the device's bond (the peer lacks the keys or
+    refused), or a device configured to need encryption was reached unencrypted."""
 
 
 # ---------------------------------------------------------------------------

@@ -47,14 +47,16 @@ logged nor put in an exception: logs and errors carry the label (last two octets
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
 from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.device import BLEDevice
 from bleak.backends.service import BleakGATTService
 
-from agent.ble.current_time import with_device_clock
+from agent.ble.current_time import ClockPolicy, with_device_clock
 from agent.ble.gatt_session import (
     CONNECT_TIMEOUT_S,
     DISCONNECT_TIMEOUT_S,
@@ -201,6 +203,9 @@ async def collect_blood_pressure(
     session_timeout_s: float | None = None,
     max_measurements: int = MAX_MEASUREMENTS_PER_SESSION,
     pair: bool = False,
+    found: BLEDevice | None = None,
+    clock: ClockPolicy | None = None,
+    vet: Callable[[DeviceFacts], None] | None = None,
 ) -> BpsSessionResult:
     """Collect the stored blood-pressure measurements of one allowlisted device.
 
@@ -215,6 +220,12 @@ async def collect_blood_pressure(
             ``scan_timeout_s + connect_timeout_s + quiet_period_s``. ``None``: no cap here.
         max_measurements: the session ends after this many measurements.
         pair: pair (Just Works, or as the stack's pairing policy allows) if not bonded.
+
+        found: the device as the daemon's scan saw it advertise: no scan of its own.
+        clock: whether to set the device's clock when it drifts (``None``: never).
+        vet: called with the device's facts before any measurement is accepted; raises
+            :class:`~agent.errors.DeviceSecurityError` for a device that is not the one
+            pinned (:mod:`agent.ble.identity`).
 
     Returns:
         What happened, with the raw and decoded device information.
@@ -244,14 +255,16 @@ async def collect_blood_pressure(
         deadline=session_deadline(session_timeout_s),
     )
     slog = session.log
-    device = await session.find(scan_timeout_s)
+    device = found if found is not None else await session.find(scan_timeout_s)
     client = await session.connect(device, connect_timeout_s, pair)
 
     try:
         async with session.setup_deadline():
             info, bps = await session.read_info(client)
             facts = device_facts(session.address, info, session.label)
-            facts = await with_device_clock(client, facts, session.label)
+            facts = await with_device_clock(client, facts, session.label, policy=clock)
+            if vet is not None:
+                vet(facts)
             measurement = session.measurement_characteristic(bps)
             await session.gatt(
                 "subscribe_bpm", client.start_notify(measurement, session.on_indication)

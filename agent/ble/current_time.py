@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
@@ -39,6 +40,15 @@ from agent.normalize.device import DeviceFacts
 from agent.normalize.phd import utc_now
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ClockPolicy:
+    """Whether and when the hub sets a device's clock (``[ble] set_device_clock``,
+    ``clock_set_threshold_s``)."""
+
+    set_clock: bool = False
+    threshold_s: float = 60.0
 
 
 CURRENT_TIME_READ_TIMEOUT_S: Final = 5.0
@@ -94,7 +104,10 @@ async def with_device_clock(
     *,
     timeout_s: float = CURRENT_TIME_READ_TIMEOUT_S,
     now: Callable[[], datetime] = utc_now,
+    policy: ClockPolicy | None = None,
 ) -> DeviceFacts:
-    """``facts`` with :attr:`DeviceFacts.clock` set from :func:`read_device_clock`."""
+    """``facts`` with :attr:`DeviceFacts.clock` set from :func:`read_device_clock`.
+
+    ``policy``: whether to set the device's clock when it drifts (``None``: never)."""
     clock = await read_device_clock(client, label, timeout_s=timeout_s, now=now)
     return dataclasses.replace(facts, clock=clock)

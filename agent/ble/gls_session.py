@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, NoReturn
@@ -49,10 +50,11 @@ from typing import Final, NoReturn
 import structlog
 from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.device import BLEDevice
 from bleak.backends.service import BleakGATTService
 from bleak.exc import BleakError
 
-from agent.ble.current_time import with_device_clock
+from agent.ble.current_time import ClockPolicy, with_device_clock
 from agent.ble.gatt_session import (
     CONNECT_TIMEOUT_S,
     SCAN_TIMEOUT_S,
@@ -433,6 +435,9 @@ async def collect_glucose(
     procedure_timeout_s: float = RACP_PROCEDURE_TIMEOUT_S,
     max_records: int = MAX_RECORDS_PER_SESSION,
     pair: bool = False,
+    found: BLEDevice | None = None,
+    clock: ClockPolicy | None = None,
+    vet: Callable[[DeviceFacts], None] | None = None,
 ) -> GlsSessionResult:
     """Sync the stored glucose records of one allowlisted meter from ``mark`` on.
 
@@ -448,6 +453,12 @@ async def collect_glucose(
         procedure_timeout_s: longest wait for the next value of an RACP procedure.
         max_records: records handed on at most; then the transfer is aborted.
         pair: pair (Just Works, or as the stack's policy allows) if not bonded.
+
+        found: the device as the daemon's scan saw it advertise: no scan of its own.
+        clock: whether to set the device's clock when it drifts (``None``: never).
+        vet: called with the device's facts before any measurement is accepted; raises
+            :class:`~agent.errors.DeviceSecurityError` for a device that is not the one
+            pinned (:mod:`agent.ble.identity`).
 
     Raises:
         ConfigError: the timeouts do not nest.
@@ -481,7 +492,7 @@ async def collect_glucose(
         max_records=max_records,
     )
     slog = session.log
-    device = await session.find(scan_timeout_s)
+    device = found if found is not None else await session.find(scan_timeout_s)
     client = await session.connect(device, connect_timeout_s, pair)
 
     ended_by = SessionEnd.COMPLETE
@@ -490,7 +501,9 @@ async def collect_glucose(
         async with session.setup_deadline():
             info, gls, racp = await session.read_info(client)
             facts = device_facts(session.address, info.dis, session.label)
-            facts = await with_device_clock(client, facts, session.label)
+            facts = await with_device_clock(client, facts, session.label, policy=clock)
+            if vet is not None:
+                vet(facts)
             measurement = gls.get_characteristic(GLUCOSE_MEASUREMENT)
             assert measurement is not None
             await session.gatt(

@@ -44,14 +44,16 @@ dropped link), with the PLXS specifics:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
 from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.device import BLEDevice
 from bleak.backends.service import BleakGATTService
 
-from agent.ble.current_time import with_device_clock
+from agent.ble.current_time import ClockPolicy, with_device_clock
 from agent.ble.gatt_session import (
     CONNECT_TIMEOUT_S,
     QUIET_PERIOD_S,
@@ -274,12 +276,21 @@ async def collect_pulse_oximetry(
     max_measurements: int = MAX_MEASUREMENTS_PER_SESSION,
     continuous_interval_s: float = CONTINUOUS_INTERVAL_S,
     pair: bool = False,
+    found: BLEDevice | None = None,
+    clock: ClockPolicy | None = None,
+    vet: Callable[[DeviceFacts], None] | None = None,
 ) -> PlxSessionResult:
     """Collect spot-checks and (thinned) continuous values from one allowlisted oximeter.
 
     Args: as :func:`agent.ble.bps_session.collect_blood_pressure`, plus
         continuous_interval_s: hand on at most one continuous value per this many seconds
             (``0``: every notification).
+
+        found: the device as the daemon's scan saw it advertise: no scan of its own.
+        clock: whether to set the device's clock when it drifts (``None``: never).
+        vet: called with the device's facts before any measurement is accepted; raises
+            :class:`~agent.errors.DeviceSecurityError` for a device that is not the one
+            pinned (:mod:`agent.ble.identity`).
 
     Raises:
         ConfigError: the timeouts do not nest, or a bound is negative.
@@ -312,13 +323,15 @@ async def collect_pulse_oximetry(
         ),
     )
     slog = session.log
-    device = await session.find(scan_timeout_s)
+    device = found if found is not None else await session.find(scan_timeout_s)
     client = await session.connect(device, connect_timeout_s, pair)
 
     try:
         async with session.setup_deadline():
             features, facts, plx = await session.read_plx(client)
-            facts = await with_device_clock(client, facts, session.label)
+            facts = await with_device_clock(client, facts, session.label, policy=clock)
+            if vet is not None:
+                vet(facts)
             spot = plx.get_characteristic(PLX_SPOT_CHECK_MEASUREMENT)
             continuous = plx.get_characteristic(PLX_CONTINUOUS_MEASUREMENT)
             subscribed = 0
