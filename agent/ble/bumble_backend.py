@@ -38,7 +38,7 @@ import asyncio
 import functools
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final, Literal, TypeVar, cast
+from typing import Any, ClassVar, Final, Literal, NoReturn, TypeVar, cast
 
 import structlog
 from bleak.args import SizedBuffer
@@ -145,6 +145,44 @@ class BumbleLinkLostError(BumbleBackendError):
             namespace="hci",
             error_code=hci_reason,
         )
+
+
+class BumbleLinkSecurityError(BumbleBackendError):
+    """The link could not be secured with the peer as the bond or the pairing policy demands.
+
+    Raised by ``connect``/``pair`` instead of a silent fallback, and never after touching
+    the stored bond:
+
+    - ``operation="encrypt"``: the peer is bonded but encryption with the stored keys
+      failed: it lacks them (HCI 0x06 "PIN or Key Missing", its LTK Negative Reply), holds
+      other ones (0x3D "MIC failure", the link ends) or refused (0x05 "Authentication
+      Failure"): an impersonator at a bonded address, or a device that lost its bond;
+    - ``operation="pair"``, ``namespace="smp"``: pairing failed (``error_code`` the SMP
+      Pairing Failed reason, e.g. passkey entry failed, numeric comparison refused);
+    - ``operation="pair"``, ``namespace="policy"``: no bond exists and the pairing policy
+      forbids a new one (a ``required`` device that only ``homehub pair`` may bond).
+    """
+
+
+class BumbleNotBondedError(BumbleLinkSecurityError):
+    """No bond with the peer, and the pairing policy forbids making one now."""
+
+    def __init__(self, operation: str, *, device: str) -> None:
+        super().__init__(
+            operation, "not bonded; pairing not allowed", device=device, namespace="policy"
+        )
+
+
+ENCRYPTION_FAILURES: Final = frozenset(
+    {
+        hci.HCI_ErrorCode.PIN_OR_KEY_MISSING_ERROR,
+        hci.HCI_ErrorCode.AUTHENTICATION_FAILURE_ERROR,
+        hci.HCI_ErrorCode.CONNECTION_TERMINATED_DUE_TO_MIC_FAILURE_ERROR,
+        hci.HCI_ErrorCode.INSUFFICIENT_SECURITY_ERROR,
+    }
+)
+"""HCI reasons that say the peer does not hold the bond's keys (Vol 1 Part F): an
+encryption that ends with one of these is a security failure, not a radio one."""
 
 
 def _hci_error_name(code: int) -> str:
@@ -329,6 +367,9 @@ class BumbleClient(BaseBleakClient):
         self._link: _Link | None = None
         self._disconnecting = False
         self._subscriptions: dict[int, Callable[[bytes], None]] = {}
+        #: The association model of this client's last pairing (``"just_works"``,
+        #: ``"passkey_entry"``, ``"numeric_comparison"``, ...), ``None`` before one.
+        self.pairing_method: str | None = None
 
     # -- identity ---------------------------------------------------------------------
 
@@ -443,14 +484,80 @@ class BumbleClient(BaseBleakClient):
     async def _secure(
         self, link: _Link, device: Device, peer_address: hci.Address, pair: bool
     ) -> None:
-        """Encrypt with the bond's keys when bonded (BlueZ does the same); else pair if asked."""
+        """Encrypt with the bond's keys when bonded (BlueZ does the same); else pair if asked
+        and the pairing policy allows a new bond with this peer.
+
+        Raises:
+            BumbleLinkSecurityError: encryption with the bond failed, pairing failed, or no
+                bond and the policy forbids one (then :class:`BumbleNotBondedError`).
+        """
         keystore = device.keystore
         bonded = keystore is not None and await keystore.get(str(peer_address)) is not None
         if bonded:
-            await self._run("encrypt", link.connection.encrypt())
+            await self._encrypt(link)
         elif pair:
+            await self._pair(link)
+
+    async def _encrypt(self, link: _Link) -> None:
+        """Encrypt with the stored keys; a failure that says the peer lacks them is a
+        :class:`BumbleLinkSecurityError` (the bond is left as it is: never re-paired)."""
+        try:
+            await self._run("encrypt", link.connection.encrypt())
+        except BumbleLinkLostError as exc:
+            if exc.hci_reason not in ENCRYPTION_FAILURES:
+                raise
+            self._security_failure("encrypt", "hci", exc.hci_reason)
+        except BumbleBackendError as exc:
+            if exc.namespace == "hci" and exc.error_code in ENCRYPTION_FAILURES:
+                self._security_failure("encrypt", "hci", exc.error_code)
+            raise
+        log.info("ble_encrypted", device=self._label, bonded=True)
+
+    def _security_failure(self, operation: str, namespace: str, code: int | None) -> NoReturn:
+        reason = hci.HCI_ErrorCode(code).name if namespace == "hci" and code else "failed"
+        log.warning(
+            "ble_link_security_failed",
+            operation=operation,
+            device=self._label,
+            namespace=namespace,
+            error_code=code,
+            reason=reason,
+        )
+        raise BumbleLinkSecurityError(
+            operation, reason, device=self._label, namespace=namespace, error_code=code
+        )
+
+    async def _pair(self, link: _Link) -> None:
+        """Pair (and bond) when the host's policy allows a new bond with this peer."""
+        host = _host_for(self.transport_spec)
+        address = link.connection.peer_address.to_string(with_type_qualifier=False)
+        if not await host.may_bond(address, initiated_by="hub"):
+            raise BumbleNotBondedError("pair", device=self._label)
+        try:
             await self._run("pair", link.connection.pair())
-            log.info("ble_paired", device=self._label, secure_connections=link.connection.sc)
+        except BumbleLinkLostError:
+            raise
+        except BumbleBackendError as exc:
+            log.warning(
+                "ble_pairing_failed",
+                device=self._label,
+                namespace=exc.namespace,
+                reason=exc.reason,
+            )
+            raise BumbleLinkSecurityError(
+                "pair",
+                exc.reason,
+                device=self._label,
+                namespace=exc.namespace,
+                error_code=exc.error_code,
+            ) from None
+        self.pairing_method = host.pairing_method(link.connection)
+        log.info(
+            "ble_paired",
+            device=self._label,
+            secure_connections=link.connection.sc,
+            method=self.pairing_method,
+        )
 
     async def _discover(self, link: _Link) -> BleakGATTServiceCollection:
         """Every primary service, characteristic and descriptor (Vol 3 Part G §4.4-§4.7)."""
@@ -531,20 +638,28 @@ class BumbleClient(BaseBleakClient):
                     link.lost.set_result(hci.HCI_CONNECTION_TERMINATED_BY_LOCAL_HOST_ERROR)
 
     async def pair(self, *args: Any, **kwargs: Any) -> None:
-        """Pair (and bond) with Bumble's SMP under the host's :class:`PairingPolicy`."""
+        """Pair (and bond) with Bumble's SMP under the host's :class:`PairingPolicy`.
+
+        A bonded peer is not paired again: its link is encrypted with the stored keys (as
+        BlueZ answers "already paired"), and a peer without them fails.
+
+        Raises:
+            BumbleLinkSecurityError: as :meth:`connect` with ``pair=True``.
+        """
         link = self._require_link("pair")
-        await self._run("pair", link.connection.pair())
-        log.info("ble_paired", device=self._label, secure_connections=link.connection.sc)
+        host = _host_for(self.transport_spec)
+        address = link.connection.peer_address.to_string(with_type_qualifier=False)
+        if await host.is_bonded(address):
+            if not link.connection.is_encrypted:
+                await self._encrypt(link)
+            return
+        await self._pair(link)
 
     async def unpair(self) -> None:
         """Forget the bond's keys and disconnect."""
         host = _host_for(self.transport_spec)
-        device = host.device
-        if device is not None and device.keystore is not None:
-            name = str(self._peer_address(host))
-            if await device.keystore.get(name) is not None:
-                await device.keystore.delete(name)
-                log.info("ble_unpaired", device=self._label)
+        if host.device is not None and await host.remove_bond(self.address):
+            log.info("ble_unpaired", device=self._label)
         await self.disconnect()
 
     # -- GATT -------------------------------------------------------------------------

@@ -22,33 +22,48 @@ Theory of operation
   :data:`MAX_REMEMBERED_PEERS`, oldest forgotten first), so a client given only an address
   string connects with the right address type.
 
-Pairing is Bumble's SMP. :class:`PairingPolicy` says what the hub can do (Just Works by
-default); its ``passkey`` hook is where a passkey-entry UI plugs in. Bonding keys live in
-the device's key store: an in-memory one unless a ``keystore`` is given (bonds are then
-lost on restart; a persistent, encrypted key store is future work).
+Pairing is Bumble's SMP. :class:`PairingPolicy` says what the hub can do and with whom:
+
+- its I/O capability and prompter (:class:`agent.ble.prompts.Prompter`): the daemon has no
+  one to ask (Just Works only, :class:`~agent.ble.prompts.RefusingPrompter`); a technician's
+  ``homehub pair`` answers passkey entry and numeric comparison at the terminal;
+- ``may_pair(address)``: whether a *new* bond may be made with that peer at all (the daemon
+  allows it for ``first_contact`` devices only). A peer that is already bonded is never
+  paired again, whatever asks (our client or the peer's own Pairing Request): its link is
+  encrypted with the stored keys or not at all, so an impersonator at a bonded address can
+  neither replace the bond nor get a new one (reliability-catalogue B5).
+
+Bonding keys live in the device's key store: Bumble's JSON key store in the hub's state
+directory (:class:`PrivateJsonKeyStore`, :func:`open_bond_store`: mode 0600 in a 0700
+directory, written atomically), or an in-memory one when no file is given (tests).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import stat
 import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
 
 import structlog
 from bumble import hci
 from bumble.core import BaseBumbleError
 from bumble.device import Advertisement, Connection, Device
 from bumble.host import Host
-from bumble.keys import KeyStore
+from bumble.keys import JsonKeyStore, KeyStore
 from bumble.pairing import PairingConfig, PairingDelegate
 from bumble.transport import open_transport
 from bumble.transport.common import Transport
 
-from agent.errors import BleLinkError
+from agent.ble.prompts import Prompter
+from agent.errors import BleLinkError, KeyMaterialError
 from agent.logs import device_label
 
 log = structlog.get_logger(__name__)
@@ -76,18 +91,170 @@ because advertisements come from strangers too."""
 ScanListener = Callable[[Advertisement], None]
 
 
+BOND_FILE_MODE: Final = 0o600
+BOND_DIR_MODE: Final = 0o700
+MAX_BOND_FILE_BYTES: Final = 1024 * 1024
+"""A bond is about 600 octets of JSON; 1 MiB is over a thousand bonds and bounds a read."""
+
+
+class PrivateJsonKeyStore(JsonKeyStore):
+    """Bumble's JSON key store, kept as a private file: read and written only as mode 0600
+    (never through a symbolic link), each save a new file fsynced and renamed over the old
+    one, then the directory fsynced, so a power cut leaves the old bonds or the new ones.
+
+    Bumble reads the whole file at each look-up, so a bond another process (``homehub
+    pair``) adds is seen at the next connection without a restart.
+
+    Raises (from any operation): :class:`KeyMaterialError` when the file is not private,
+    not a regular file, too large or not a JSON object; never with the file's content.
+    """
+
+    def __init__(self, path: Path, namespace: str) -> None:
+        super().__init__(namespace, str(path))
+        self.path = Path(self.filename)
+
+    def _what(self) -> str:
+        return f"bond store {self.path}"
+
+    async def load(
+        self,
+    ) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, dict[str, Any]]]:
+        """The whole file and this namespace's map (empty when the file does not exist)."""
+        db = self._read()
+        key_map = db.setdefault(self.namespace, {})
+        return db, key_map
+
+    def _read(self) -> dict[str, dict[str, dict[str, Any]]]:
+        what = self._what()
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise KeyMaterialError(what, f"cannot open: {exc.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise KeyMaterialError(what, "not a regular file")
+            if st.st_mode & 0o077:
+                mode = stat.S_IMODE(st.st_mode)
+                raise KeyMaterialError(what, f"mode {mode:04o} gives group/other access; need 0600")
+            if st.st_uid not in (os.geteuid(), 0):
+                raise KeyMaterialError(what, f"owned by uid {st.st_uid}, not by uid {os.geteuid()}")
+            chunks = []
+            size = 0
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_BOND_FILE_BYTES:
+                    raise KeyMaterialError(what, f"larger than {MAX_BOND_FILE_BYTES} bytes")
+        except OSError as exc:
+            raise KeyMaterialError(what, f"cannot read: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+        try:
+            db = json.loads(b"".join(chunks).decode("utf-8")) if size else {}
+        except (UnicodeDecodeError, ValueError):
+            raise KeyMaterialError(what, "not valid JSON") from None
+        if not isinstance(db, dict) or not all(isinstance(v, dict) for v in db.values()):
+            raise KeyMaterialError(what, "not a JSON object of namespaces")
+        return db
+
+    async def save(self, db: dict[str, dict[str, dict[str, Any]]]) -> None:
+        """Write ``db`` atomically: temporary file (0600), fsync, rename, fsync the directory."""
+        what = self._what()
+        directory = self.path.parent
+        temporary = directory / f".{self.path.name}.{os.getpid()}.tmp"
+        data = json.dumps(db, sort_keys=True, indent=4).encode("utf-8")
+        try:
+            ensure_private_directory(directory)
+            fd = os.open(
+                temporary,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                BOND_FILE_MODE,
+            )
+            try:
+                os.fchmod(fd, BOND_FILE_MODE)  # whatever the umask
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temporary, self.path)
+            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            raise KeyMaterialError(what, f"cannot be written: {exc.strerror}") from None
+
+
+def ensure_private_directory(directory: Path) -> None:
+    """Create ``directory`` (and its parents) as mode 0700 when missing; an existing one must
+    be a real directory (not a symbolic link) that group and others cannot write.
+
+    Raises:
+        OSError: it cannot be created, or is not a directory.
+        KeyMaterialError: it exists but others may write into it.
+    """
+    directory.mkdir(mode=BOND_DIR_MODE, parents=True, exist_ok=True)
+    st = os.lstat(directory)
+    if not stat.S_ISDIR(st.st_mode):
+        raise KeyMaterialError(f"bond directory {directory}", "not a directory")
+    if st.st_mode & 0o022:
+        mode = stat.S_IMODE(st.st_mode)
+        raise KeyMaterialError(
+            f"bond directory {directory}", f"mode {mode:04o} lets group/other write; need 0700"
+        )
+
+
+async def open_bond_store(path: Path, static_address: str) -> PrivateJsonKeyStore:
+    """The hub's persisted bonds at ``path``, namespaced by the hub's own address (a bond
+    belongs to the identity the peer bonded with); read once here so a broken file is
+    reported at start, not at the first connection.
+
+    Raises:
+        KeyMaterialError: the file or its directory is not private, or not a key store.
+    """
+    store = PrivateJsonKeyStore(path, static_address.upper())
+    try:
+        ensure_private_directory(path.parent)
+    except OSError as exc:
+        raise KeyMaterialError(f"bond directory {path.parent}", exc.strerror or "error") from None
+    await store.load()
+    return store
+
+
+def bond_names(address: str) -> tuple[str, str]:
+    """The key-store names a peer's bond can have: Bumble writes ``str(hci.Address)``, which
+    is the bare address for a random one and ``<address>/P`` for a public one."""
+    bare = address.upper()
+    return bare, f"{bare}/P"
+
+
+PASSKEY_DIGITS: Final = 6
+
+
 @dataclass(frozen=True, slots=True)
 class PairingPolicy:
     """How the hub pairs (Core Spec Vol 3 Part H §2.3.5.1 selects the method from these).
 
     Attributes:
         io_capability: the hub's I/O capability; ``NO_OUTPUT_NO_INPUT`` means Just Works.
-        passkey: the passkey-entry hook: awaited when the peer displays a passkey the hub
-            must enter; returns the 6-digit number, or ``None`` to refuse. Without a hook
-            a passkey request is refused (pairing fails with "passkey entry failed").
+        passkey: a bare passkey-entry hook (kept for tests): awaited when the peer displays
+            a passkey the hub must enter; returns the 6-digit number, or ``None`` to refuse.
+            ``prompter`` answers instead when it is set.
         secure_connections: request LE Secure Connections.
         mitm: request MITM protection (needs an I/O capability other than none).
         bonding: keep the keys (bond) rather than pair for this connection only.
+        prompter: who answers pairing's questions (passkey, numeric comparison); ``None``
+            and no ``passkey`` hook: every question is refused, only Just Works completes.
+        may_pair: whether a new bond may be made with the peer at this address
+            (``AA:BB:CC:DD:EE:FF``); ``None`` allows any peer the hub is asked to pair with.
+            A bonded peer is never paired again, whatever this says.
     """
 
     io_capability: PairingDelegate.IoCapability = PairingDelegate.IoCapability.NO_OUTPUT_NO_INPUT
@@ -95,24 +262,71 @@ class PairingPolicy:
     secure_connections: bool = True
     mitm: bool = False
     bonding: bool = True
+    prompter: Prompter | None = None
+    may_pair: Callable[[str], bool] | None = None
+
+    @classmethod
+    def technician(cls, prompter: Prompter) -> PairingPolicy:
+        """``homehub pair``: a keyboard and a display at the hub's side, MITM requested, so
+        the device's own I/O capability picks Just Works, passkey entry or (LE Secure
+        Connections) numeric comparison; ``prompter`` asks the technician."""
+        return cls(
+            io_capability=PairingDelegate.IoCapability.DISPLAY_OUTPUT_AND_KEYBOARD_INPUT,
+            secure_connections=True,
+            mitm=True,
+            prompter=prompter,
+        )
+
+    def allows(self, address: str) -> bool:
+        """Whether a new bond may be made with ``address``."""
+        return self.may_pair is None or self.may_pair(address.upper())
 
 
 class _HubPairingDelegate(PairingDelegate):
-    """Bumble's pairing questions answered by a :class:`PairingPolicy`."""
+    """Bumble's pairing questions for one connection, answered by a :class:`PairingPolicy`.
 
-    def __init__(self, policy: PairingPolicy) -> None:
+    Remembers which association model the pairing used (:attr:`method`), from the question
+    Bumble asked: none is Just Works.
+    """
+
+    def __init__(
+        self, policy: PairingPolicy, peer: str, accept: Callable[[], Awaitable[bool]]
+    ) -> None:
         super().__init__(io_capability=policy.io_capability)
-        self._passkey = policy.passkey
+        self._policy = policy
+        self._peer = peer
+        self._accept = accept
+        self.method = "just_works"
+
+    async def accept(self) -> bool:
+        """A Pairing Request from the peer: only when a new bond with it is allowed."""
+        return await self._accept()
 
     async def get_number(self) -> int | None:
-        """The passkey to enter, from the policy's hook; ``None`` refuses."""
-        if self._passkey is None:
+        """The passkey the device displays, typed by the technician; ``None`` refuses."""
+        self.method = "passkey_entry"
+        if self._policy.prompter is not None:
+            number = await self._policy.prompter.ask_passkey(self._peer)
+        elif self._policy.passkey is not None:
+            number = await self._policy.passkey()
+        else:
             return None
-        return await self._passkey()
+        if number is None or not 0 <= number <= 999_999:
+            return None
+        return number
+
+    async def display_number(self, number: int, digits: int) -> None:
+        """The hub shows a passkey for the technician to type on the device."""
+        self.method = "passkey_display"
+        if self._policy.prompter is not None:
+            await self._policy.prompter.show_passkey(self._peer, number)
 
     async def compare_numbers(self, number: int, digits: int) -> bool:
-        """Numeric comparison needs a display and a yes/no input the hub does not have."""
-        return False
+        """Numeric comparison (LE Secure Connections): the technician confirms both match."""
+        self.method = "numeric_comparison"
+        if self._policy.prompter is None:
+            return False
+        return await self._policy.prompter.confirm_number(self._peer, number)
 
 
 class BumbleHost:
@@ -144,6 +358,9 @@ class BumbleHost:
         self._peers: OrderedDict[str, tuple[hci.Address, str | None]] = OrderedDict()
         self._claimed: weakref.WeakSet[Connection] = weakref.WeakSet()
         self._background: set[asyncio.Task[None]] = set()
+        self._delegates: weakref.WeakKeyDictionary[Connection, _HubPairingDelegate] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -184,13 +401,7 @@ class BumbleHost:
                     )
                     if self._keystore is not None:
                         device.keystore = self._keystore
-                    policy = self.pairing
-                    device.pairing_config_factory = lambda _connection: PairingConfig(
-                        sc=policy.secure_connections,
-                        mitm=policy.mitm,
-                        bonding=policy.bonding,
-                        delegate=_HubPairingDelegate(policy),
-                    )
+                    device.pairing_config_factory = self._pairing_config
                     await device.power_on()
                 except BaseException:
                     await transport.close()
@@ -260,6 +471,73 @@ class BumbleHost:
                 log.warning("ble_host_close_incomplete", error=type(exc).__name__)
         if transport is not None:
             await transport.close()
+
+    # -- pairing and bonds ------------------------------------------------------------
+
+    def _pairing_config(self, connection: Connection) -> PairingConfig:
+        policy = self.pairing
+        address = connection.peer_address.to_string(with_type_qualifier=False)
+        known = self.known_peer(address)
+        shown = device_label(address)
+        if known is not None and known[1]:
+            shown = f"{known[1]} ({shown})"
+
+        async def accept() -> bool:
+            return await self.may_bond(address, initiated_by="peer")
+
+        delegate = _HubPairingDelegate(policy, shown, accept)
+        self._delegates[connection] = delegate
+        return PairingConfig(
+            sc=policy.secure_connections,
+            mitm=policy.mitm,
+            bonding=policy.bonding,
+            delegate=delegate,
+        )
+
+    def pairing_method(self, connection: Connection) -> str | None:
+        """The association model of the last pairing on ``connection`` (``"just_works"``,
+        ``"passkey_entry"``, ``"passkey_display"``, ``"numeric_comparison"``), if any."""
+        delegate = self._delegates.get(connection)
+        return delegate.method if delegate is not None else None
+
+    async def is_bonded(self, address: str) -> bool:
+        """Whether the key store holds a bond for ``AA:BB:CC:DD:EE:FF``."""
+        device = await self.ensure_ready()
+        keystore = device.keystore
+        if keystore is None:
+            return False
+        for name in bond_names(address):
+            if await keystore.get(name) is not None:
+                return True
+        return False
+
+    async def may_bond(self, address: str, *, initiated_by: str) -> bool:
+        """Whether a *new* bond with ``address`` may be made now: the policy allows it and
+        no bond exists (a bonded peer is never paired again: the stored keys stay)."""
+        label = device_label(address)
+        if await self.is_bonded(address):
+            log.warning("ble_pairing_refused", device=label, reason="bonded", by=initiated_by)
+            return False
+        if not self.pairing.allows(address):
+            log.warning("ble_pairing_refused", device=label, reason="policy", by=initiated_by)
+            return False
+        return True
+
+    async def remove_bond(self, address: str) -> bool:
+        """Delete the bond with ``AA:BB:CC:DD:EE:FF``; whether there was one."""
+        device = await self.ensure_ready()
+        keystore = device.keystore
+        removed = False
+        if keystore is not None:
+            for name in bond_names(address):
+                if await keystore.get(name) is not None:
+                    await keystore.delete(name)
+                    removed = True
+            if removed:
+                await device.refresh_resolving_list()
+        if removed:
+            log.info("ble_bond_removed", device=device_label(address))
+        return removed
 
     # -- connections ------------------------------------------------------------------
 

@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 import structlog
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.scanner import BaseBleakScanner
 
-from agent.errors import ConfigError
+from agent.errors import BleStackUnavailableError, ConfigError
 
 if TYPE_CHECKING:
     # Bumble is imported only when a ``bumble:`` stack is opened: a BlueZ hub never loads it
@@ -36,11 +37,14 @@ if TYPE_CHECKING:
     from bumble.keys import KeyStore
 
     from agent.ble.bumble_host import BumbleHost, PairingPolicy
+    from agent.config import DeviceConfig
 
 log = structlog.get_logger(__name__)
 
 BUMBLE_PREFIX: Final = "bumble:"
 STACK_KEY: Final = "ble.stack"
+BONDS_FILE: Final = "bonds.json"
+"""The Bumble stack's bonds, in ``hub.state_dir`` (mode 0600)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +101,14 @@ def backends_for(
     return backend_classes(spec.transport)
 
 
+def first_contact_pairing(devices: Iterable[DeviceConfig]) -> Callable[[str], bool]:
+    """The daemon's ``may_pair``: a new bond only with an allow-listed ``first_contact``
+    device (a ``required`` device was bonded by ``homehub pair`` and is only ever encrypted
+    with that bond; ``none`` never pairs; an unknown address never)."""
+    allowed = frozenset(d.address.upper() for d in devices if d.pairing_mode == "first_contact")
+    return lambda address: address.upper() in allowed
+
+
 class StopListener(Protocol):
     """A session that can end early and normally (:meth:`BleStack.request_stop`)."""
 
@@ -134,6 +146,26 @@ class BleStack:
         for listener in list(self._listeners):
             listener.end_now()
 
+    async def is_bonded(self, address: str) -> bool:
+        """Whether this stack holds a bond with ``AA:BB:CC:DD:EE:FF`` (Bumble only).
+
+        Raises:
+            BleStackUnavailableError: on BlueZ (ask BlueZ: ``agent.ble.bluez_devices``).
+        """
+        if self.host is None:
+            raise BleStackUnavailableError("bonds on BlueZ are kept by BlueZ, not this stack")
+        return await self.host.is_bonded(address)
+
+    async def remove_bond(self, address: str) -> bool:
+        """Delete the bond with ``AA:BB:CC:DD:EE:FF`` (Bumble only); whether there was one.
+
+        Raises:
+            BleStackUnavailableError: on BlueZ (remove it through BlueZ's D-Bus API).
+        """
+        if self.host is None:
+            raise BleStackUnavailableError("bonds on BlueZ are kept by BlueZ, not this stack")
+        return await self.host.remove_bond(address)
+
     @classmethod
     @asynccontextmanager
     async def open(
@@ -143,18 +175,31 @@ class BleStack:
         static_address: str | None = None,
         keystore: KeyStore | None = None,
         pairing: PairingPolicy | None = None,
+        bonds_path: Path | None = None,
+        may_pair: Callable[[str], bool] | None = None,
     ) -> AsyncIterator[BleStack]:
         """Open the stack for the daemon's lifetime; closes the Bumble host on exit.
+
+        The daemon::
+
+            BleStack.open(cfg.ble.stack,
+                          bonds_path=cfg.hub.state_dir / BONDS_FILE,
+                          may_pair=first_contact_pairing(cfg.devices))
 
         Args:
             stack: the ``ble.stack`` value.
             static_address: the hub's random static address on a Bumble controller (default:
                 :data:`agent.ble.bumble_host.DEFAULT_STATIC_ADDRESS`).
-            keystore: where Bumble keeps bonding keys (default: in memory).
-            pairing: how the hub pairs on Bumble (default: Just Works).
+            keystore: where Bumble keeps bonding keys (default: ``bonds_path``, else memory).
+            pairing: how the hub pairs on Bumble (default: Just Works, nobody to ask).
+            bonds_path: the persisted bonds (Bumble's JSON key store, mode 0600, its
+                directory created 0700), so a restart does not mean pairing again.
+            may_pair: whether a new bond may be made with an address (replaces
+                ``pairing.may_pair``); ``None``: as ``pairing`` says (default: anyone).
 
         Raises:
             ConfigError: not a valid ``ble.stack`` value.
+            KeyMaterialError: ``bonds_path`` or its directory is not private, or unreadable.
             BleLinkError: the Bumble transport cannot be opened (transient: retry later).
         """
         spec = parse_stack(stack)
@@ -162,13 +207,25 @@ class BleStack:
             log.info("ble_stack_open", stack="bluez")
             yield cls(spec, None, None, None)
             return
+        from dataclasses import replace
+
         from agent.ble.bumble_backend import backend_classes
-        from agent.ble.bumble_host import DEFAULT_STATIC_ADDRESS, bumble_host
+        from agent.ble.bumble_host import (
+            DEFAULT_STATIC_ADDRESS,
+            PairingPolicy,
+            bumble_host,
+            open_bond_store,
+        )
 
         scanner, client = backend_classes(spec.transport)
+        address = static_address or DEFAULT_STATIC_ADDRESS
+        if keystore is None and bonds_path is not None:
+            keystore = await open_bond_store(bonds_path, address)
+        if may_pair is not None:
+            pairing = replace(pairing or PairingPolicy(), may_pair=may_pair)
         async with bumble_host(
             spec.transport,
-            static_address=static_address or DEFAULT_STATIC_ADDRESS,
+            static_address=address,
             keystore=keystore,
             pairing=pairing,
         ) as host:

@@ -8,6 +8,10 @@
   over; stop: cancel its tasks, disconnect, stop advertising, power off.
 - Connection bookkeeping, one central at a time: ``connections``, ``disconnected``, and
   advertising again once the link ends.
+- Pairing (:mod:`hil.emulators.pairing`): ``pairing=`` (or :func:`hil.emulators.pairing.configure`
+  before ``start``) picks Just Works, a passkey the device displays or numeric comparison,
+  and whether it advertises in pairing mode (LE General Discoverable); ``pairings`` and
+  ``pairing_failures`` count what happened (without it: Bumble's default, Just Works).
 - Fault injection: :meth:`GattPeripheral.drop_link` ends the link with reason 0x08
   "Connection Timeout", as a radio loss looks to the central (``link_drops``).
 - CCCD look-up, and an indication that waits for its ATT Handle Value Confirmation or the
@@ -35,6 +39,7 @@ from bumble import hci
 from bumble.device import Connection, Device
 from bumble.gatt import Characteristic, Service
 
+from hil.emulators.pairing import EmulatedPairing, install, with_flags
 from hil.emulators.peripheral import (
     DeviceInformation,
     EmulatedClock,
@@ -64,6 +69,8 @@ class GattPeripheral:
         clock: the device's clock, exposed as CTS 0x1805; None: no CTS.
         local_name: the advertised complete local name.
         advertising_interval_ms: the advertising interval.
+        pairing: how it pairs and whether it advertises in pairing mode (``None``:
+            Bumble's default pairing, advertised as generally discoverable).
     """
 
     #: Prefix of the task names and log messages ("cuff", "oximeter", ...).
@@ -78,8 +85,12 @@ class GattPeripheral:
         clock: EmulatedClock | None,
         local_name: str,
         advertising_interval_ms: float = DEFAULT_ADVERTISING_INTERVAL_MS,
+        pairing: EmulatedPairing | None = None,
     ) -> None:
         self.device = device
+        self.pairing = pairing
+        if pairing is not None:
+            install(device, pairing)
         self.service_uuid = service_uuid
         self.info = info
         self.clock = clock
@@ -101,6 +112,9 @@ class GattPeripheral:
         self.indications_sent = 0
         #: Set whenever the central disconnects (cleared at the next connection).
         self.disconnected = asyncio.Event()
+        #: Pairings completed (keys exchanged), and pairings that failed (SMP reasons).
+        self.pairings = 0
+        self.pairing_failures: list[int] = []
 
     # -- for subclasses ---------------------------------------------------------------------
 
@@ -151,8 +165,11 @@ class GattPeripheral:
         async with self._advertising_lock:
             if self.device.is_advertising or self._connection is not None:
                 return
+            data = advertising_data(self.local_name, [self.service_uuid])
+            if self.pairing is not None:
+                data = with_flags(data, self.pairing.flags)
             await self.device.start_advertising(
-                advertising_data=advertising_data(self.local_name, [self.service_uuid]),
+                advertising_data=data,
                 scan_response_data=b"",
                 advertising_interval_min=self.advertising_interval_ms,
                 advertising_interval_max=self.advertising_interval_ms,
@@ -174,6 +191,11 @@ class GattPeripheral:
         self.disconnected.clear()
         self._connected(connection)
         connection.on(Connection.EVENT_DISCONNECTION, self._on_disconnection)
+        connection.on(Connection.EVENT_PAIRING, self._on_pairing)
+        connection.on(Connection.EVENT_PAIRING_FAILURE, self.pairing_failures.append)
+
+    def _on_pairing(self, _keys: object) -> None:
+        self.pairings += 1
 
     def _on_disconnection(self, reason: int) -> None:
         if self._link_gone is not None and not self._link_gone.done():
