@@ -110,6 +110,28 @@ class TestCurrentTime:
         )
         assert bytes.fromhex("e8070b1d170839058001") == bytes(value)
 
+    @given(st.binary(min_size=10, max_size=10))
+    def test_round_trip(self, data: bytes) -> None:
+        """Every 10-octet value decodes and re-encodes to itself."""
+        assert data == bytes(CurrentTime.from_bytes(data))
+
+    @given(
+        st.datetimes(
+            min_value=dt.datetime(1582, 1, 1),  # noqa: DTZ001
+            max_value=dt.datetime(9999, 12, 31, 23, 59, 59, 999_999),  # noqa: DTZ001
+        ),
+        st.integers(0, 0xFF),
+    )
+    def test_from_datetime_round_trip(self, value: dt.datetime, reason: int) -> None:
+        """A wall-clock time encodes and decodes to itself, less than 1/256 s below it (the
+        fraction is truncated), with its weekday and the Adjust Reason as given."""
+        decoded = CurrentTime.from_bytes(bytes(CurrentTime.from_datetime(value, reason)))
+        back = decoded.to_datetime()
+        assert back is not None
+        assert dt.timedelta(0) <= value - back <= dt.timedelta(microseconds=3906)  # < 3906.25
+        assert value.isoweekday() == decoded.weekday
+        assert reason == decoded.adjust_reason
+
     @pytest.mark.parametrize("length", [0, 7, 9, 11])
     def test_wrong_length(self, length: int) -> None:
         """Anything but 10 octets is rejected naming 0x2A2B."""

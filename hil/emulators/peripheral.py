@@ -8,7 +8,10 @@
   strings as UTF-8 without terminator and the System ID from :func:`encoding.system_id`.
 - The Current Time Service 0x1805 (CTS 1.1, ble-spec-facts §2) on an :class:`EmulatedClock`
   that is right, skewed by some minutes, reset (restarted from 2000-01-01 after a battery
-  change) or unset (date fields 0): :func:`current_time_service`, for any emulator.
+  change) or unset (date fields 0): :func:`current_time_service`, for any emulator. Its
+  Current Time is read-only by default (Write Not Permitted 0x03, as on many devices);
+  ``writable=True`` adds the optional Write: a write sets the clock, or is refused with
+  ``write_error`` (e.g. 0x80 "Data field ignored").
 - :func:`read_only_characteristic`, :func:`unreadable_characteristic` (Notify/Indicate only)
   and :func:`control_point_characteristic` (Write + Indicate): the characteristic shapes the
   emulated services use.
@@ -26,7 +29,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
 
-from bumble.att import ATT_READ_NOT_PERMITTED_ERROR, ATT_WRITE_NOT_PERMITTED_ERROR, ATT_Error
+from bumble.att import (
+    ATT_INVALID_ATTRIBUTE_LENGTH_ERROR,
+    ATT_READ_NOT_PERMITTED_ERROR,
+    ATT_WRITE_NOT_PERMITTED_ERROR,
+    ATT_Error,
+)
 from bumble.core import UUID
 from bumble.device import Connection
 from bumble.gatt import Characteristic, CharacteristicValue, Service
@@ -180,6 +188,11 @@ LOCAL_TIME_INFORMATION: Final = 0x2A0F
 CLOCK_RESET_VALUE: Final = datetime(2000, 1, 1)  # noqa: DTZ001 - a device's wall clock
 """Where many devices' clocks restart after a battery change."""
 
+CURRENT_TIME_SIZE: Final = 10
+DATA_FIELD_IGNORED: Final = 0x80
+"""CTS 1.1 application error: a Current Time write the server does not apply [MEM, spec facts
+§2]; the emulator answers it for a value naming no real date and time."""
+
 
 def _host_utc() -> datetime:
     return datetime.now(UTC)
@@ -196,6 +209,14 @@ class EmulatedClock:
             (a battery change) and has run since.
         unset: the clock reports its date as unknown (year, month, day 0).
         now: the host's UTC clock (tests inject a fixed one).
+        writable: Current Time 0x2A2B has the optional Write property (CTS 1.1: Write O),
+            and a write sets the clock (:meth:`write_current_time`). False: read-only, a
+            write answers Write Not Permitted (0x03).
+        write_error: with ``writable``, every write is refused with this ATT error (e.g.
+            :data:`DATA_FIELD_IGNORED`) and the clock left as it was.
+
+    Attributes:
+        writes: every value written to Current Time, in order, applied or refused.
     """
 
     timezone: str = "Europe/Berlin"
@@ -203,10 +224,16 @@ class EmulatedClock:
     reset_at: datetime | None = None
     unset: bool = False
     now: Callable[[], datetime] = _host_utc
+    writable: bool = False
+    write_error: int | None = None
+    writes: list[bytes] = field(init=False, default_factory=list)
     _started: datetime = field(init=False)
+    _set_to: datetime | None = field(init=False, default=None)
+    _set_at: datetime = field(init=False)
+    _adjust_reason: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
-        self._started = self.now()
+        self._started = self._set_at = self.now()
 
     @classmethod
     def correct(cls, timezone: str = "Europe/Berlin") -> EmulatedClock:
@@ -230,6 +257,8 @@ class EmulatedClock:
 
     def read(self) -> datetime | None:
         """The device's current wall-clock time, None when unset."""
+        if self._set_to is not None:  # set by a write: runs on from the value written
+            return self._set_to + (self.now() - self._set_at)
         if self.unset:
             return None
         if self.reset_at is not None:
@@ -239,17 +268,45 @@ class EmulatedClock:
 
     def current_time_value(self) -> bytes:
         """Current Time 0x2A2B (GATT XML current_time): Date Time (7), Day of Week (1 = Monday,
-        0 unknown), Fractions256, Adjust Reason (0: none); 10 octets."""
+        0 unknown), Fractions256, Adjust Reason (0 until a write set the clock, then the
+        written one); 10 octets."""
         now = self.read()
         if now is None:
             return bytes(DateTime(0, 0, 0)) + bytes((0, 0, 0))
         date_time = DateTime(now.year, now.month, now.day, now.hour, now.minute, now.second)
-        return bytes(date_time) + bytes((now.isoweekday(), now.microsecond * 256 // 1_000_000, 0))
+        fraction = now.microsecond * 256 // 1_000_000
+        return bytes(date_time) + bytes((now.isoweekday(), fraction, self._adjust_reason))
+
+    def write_current_time(self, value: bytes) -> None:
+        """A Write Request to Current Time 0x2A2B: set the clock to the value's Date Time and
+        Fractions256 (Day of Week is derived, not trusted), and keep its Adjust Reason.
+
+        Raises:
+            ATT_Error: Write Not Permitted (0x03) unless ``writable``; ``write_error`` when
+                set; Invalid Attribute Value Length (0x0D) for anything but 10 octets; Data
+                Field Ignored (0x80) for a date or time of day that does not exist.
+        """
+        self.writes.append(bytes(value))
+        if not self.writable:
+            raise ATT_Error(ATT_WRITE_NOT_PERMITTED_ERROR)
+        if self.write_error is not None:
+            raise ATT_Error(self.write_error)
+        if len(value) != CURRENT_TIME_SIZE:
+            raise ATT_Error(ATT_INVALID_ATTRIBUTE_LENGTH_ERROR)
+        year = int.from_bytes(value[0:2], "little")
+        month, day, hours, minutes, seconds, _weekday, fractions256, reason = value[2:10]
+        try:
+            set_to = datetime(  # noqa: DTZ001 - a device's wall clock
+                year, month, day, hours, minutes, seconds, fractions256 * 1_000_000 // 256
+            )
+        except ValueError:
+            raise ATT_Error(DATA_FIELD_IGNORED) from None
+        self._set_to, self._set_at, self._adjust_reason = set_to, self.now(), reason
 
     def local_time_information_value(self) -> bytes:
         """Local Time Information 0x2A0F: Time Zone (sint8, 15-min steps, standard time) and
         DST Offset (0, 2 = +0.5 h, 4 = +1 h, 8 = +2 h; 255 unknown)."""
-        if self.unset:
+        if self.unset and self._set_to is None:
             return bytes((0x80, 255))  # -128: time zone unknown
         moment = self.now().astimezone(ZoneInfo(self.timezone))
         dst = moment.dst() or timedelta(0)
@@ -259,27 +316,36 @@ class EmulatedClock:
         return zone.to_bytes(1, "little", signed=True) + bytes((dst_code,))
 
 
-def _clock_value(read: Callable[[], bytes]) -> CharacteristicValue[bytes]:
+def _clock_value(
+    read: Callable[[], bytes], write: Callable[[bytes], None] | None = None
+) -> CharacteristicValue[bytes]:
     def on_read(_connection: Connection) -> bytes:
         return read()
 
-    def on_write(_connection: Connection, _value: bytes) -> None:
-        raise ATT_Error(ATT_WRITE_NOT_PERMITTED_ERROR)
+    def on_write(_connection: Connection, value: bytes) -> None:
+        if write is None:
+            raise ATT_Error(ATT_WRITE_NOT_PERMITTED_ERROR)
+        write(value)
 
     return CharacteristicValue(read=on_read, write=on_write)
 
 
 def current_time_service(clock: EmulatedClock) -> Service:
-    """CTS 0x1805: Current Time 0x2A2B (Read, Notify; the optional Write is not supported, as
-    on many devices) and Local Time Information 0x2A0F (Read)."""
+    """CTS 0x1805: Current Time 0x2A2B (Read, Notify, and the optional Write when
+    ``clock.writable``; many devices lack it) and Local Time Information 0x2A0F (Read)."""
+    properties = Characteristic.Properties.READ | Characteristic.Properties.NOTIFY
+    permissions = Characteristic.READABLE
+    if clock.writable:
+        properties |= Characteristic.Properties.WRITE
+        permissions |= Characteristic.WRITEABLE
     return Service(
         UUID.from_16_bits(CURRENT_TIME_SERVICE),
         [
             Characteristic(
                 UUID.from_16_bits(CURRENT_TIME),
-                Characteristic.Properties.READ | Characteristic.Properties.NOTIFY,
-                Characteristic.READABLE,
-                _clock_value(clock.current_time_value),
+                properties,
+                permissions,
+                _clock_value(clock.current_time_value, clock.write_current_time),
             ),
             Characteristic(
                 UUID.from_16_bits(LOCAL_TIME_INFORMATION),
