@@ -10,7 +10,7 @@ sleeps: each session returns when the cuff has gone quiet.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -27,6 +27,7 @@ from agent.ble.current_time import (
     current_time_value,
     drift_s,
 )
+from agent.ble.gls_session import collect_glucose
 from agent.ble.stack import BleStack
 from agent.ingest import blood_pressure_reading
 from agent.measurement import RawMeasurement
@@ -38,8 +39,10 @@ from drivers.blood_pressure import BloodPressureMeasurement
 from drivers.gatt_time import AdjustReason, CurrentTime
 from hil.emulators.cuff import BpReading, EmulatedCuff
 from hil.emulators.encoding import DateTime
+from hil.emulators.glucometer import example_records
 from hil.emulators.peripheral import CLOCK_RESET_VALUE, DATA_FIELD_IGNORED, EmulatedClock
 from hil.virtual_radio import VirtualRadio
+from tests.conftest import MeterFactory
 from tests.phi_canaries import DEVICE_ADDRESS
 
 TZ: Final = "Europe/Berlin"
@@ -213,7 +216,7 @@ async def add_cuff(radio: VirtualRadio, clock: EmulatedClock) -> tuple[EmulatedC
 
 async def session(
     ble: BleStack, policy: ClockPolicy | None = POLICY
-) -> tuple[BpsSessionResult, list[RawMeasurement], list[dict[str, Any]]]:
+) -> tuple[BpsSessionResult, list[RawMeasurement], list[MutableMapping[str, Any]]]:
     """One BPS session with ``policy``: its result, what it handed on, and its log events."""
     handed: list[RawMeasurement] = []
 
@@ -234,7 +237,7 @@ async def session(
     return result, handed, events
 
 
-def set_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def set_events(events: list[MutableMapping[str, Any]]) -> list[dict[str, Any]]:
     """The set and set-skipped events, without the log level."""
     return [
         {k: v for k, v in e.items() if k != "log_level"}
@@ -430,3 +433,38 @@ async def test_refused_write_is_logged_and_the_session_goes_on(
             "error": name,
         }
     ] == set_events(events)
+
+
+async def test_glucometer_clock_is_set_after_its_clock_is_read(
+    meter: MeterFactory, ble: BleStack
+) -> None:
+    """The GLS session takes the same policy: a meter 20 min slow with a writable CTS is set
+    once, and every record of the RACP sync is handed on with the clock read before."""
+    clock = EmulatedClock(TZ, skew=timedelta(minutes=-20), writable=True)
+    records = example_records()
+    await meter(records, clock=clock)
+    handed: list[DeviceFacts] = []
+
+    async def keep(_raw: RawMeasurement, facts: DeviceFacts) -> None:
+        handed.append(facts)
+
+    with capture_logs() as events:
+        async with asyncio.timeout(6 * WAIT_S):
+            result = await collect_glucose(
+                ble,
+                DEVICE_ADDRESS,
+                keep,
+                None,
+                scan_timeout_s=WAIT_S,
+                connect_timeout_s=WAIT_S,
+                clock=POLICY,
+            )
+
+    assert len(records) == result.measurements == len(handed)
+    assert 1 == len(clock.writes)
+    assert_right(clock)
+    offsets = {facts.clock.offset(TZ) if facts.clock else None for facts in handed}
+    (offset,) = offsets
+    assert offset is not None
+    assert abs(offset - timedelta(minutes=20)) <= timedelta(seconds=1)
+    assert ["ble_current_time_set"] == [e["event"] for e in set_events(events)]
