@@ -35,6 +35,12 @@ system-deps:
 	  echo "installing softhsm2 (apt-get)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends softhsm2 >/dev/null; \
 	fi
+	@# dbus-daemon and Debian's python3-dbusmock (run as /usr/bin/python3 -m dbusmock): the private
+	@# system bus and the mocked BlueZ (bluez5 template) the pairing agent's tests run against.
+	@if ! command -v dbus-daemon >/dev/null || ! /usr/bin/python3 -c 'import dbusmock' 2>/dev/null; then \
+	  echo "installing dbus-daemon and python3-dbusmock (apt-get)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends dbus-daemon python3-dbusmock >/dev/null; \
+	fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check agent drivers hil tests

@@ -19,6 +19,8 @@ cannot fix has its own class (:class:`UplinkRefusedError`, :class:`StorageUnusab
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from drivers.errors import (
     DecodeError,
     DeviceError,
@@ -34,6 +36,7 @@ __all__ = [
     "BleLinkError",
     "BleLinkLostError",
     "BleStackUnavailableError",
+    "BondExistsError",
     "ConfigError",
     "CryptoError",
     "DecodeError",
@@ -47,6 +50,8 @@ __all__ = [
     "KeyMaterialError",
     "LinkSecurityError",
     "LocalError",
+    "PairingError",
+    "PairingFailure",
     "PublishRefusedError",
     "PublishRejectedError",
     "RecordTooLargeError",
@@ -302,3 +307,74 @@ class KeyMaterialError(CryptoError):
 
 class IntegrityError(CryptoError, ValueError):
     """A sealed record or a signed envelope failed authentication."""
+
+
+# ---------------------------------------------------------------------------
+# Pairing (agent/ble/bluez_devices.py, agent/ble/bluez_agent.py)
+# ---------------------------------------------------------------------------
+
+
+class PairingFailure(StrEnum):
+    """Why a pairing did not bond (:attr:`PairingError.failure`)."""
+
+    DECLINED = "declined"
+    """The hub's side said no: the technician refused (no passkey typed, numbers not
+    confirmed), or BlueZ asked a question the hub never answers (a legacy PIN)."""
+    UNANSWERED = "unanswered"
+    """A question got no answer within the prompt timeout (30 s at most)."""
+    CANCELED = "canceled"
+    """BlueZ or the device canceled (``AuthenticationCanceled``, the agent's ``Cancel``)."""
+    REJECTED = "rejected"
+    """The device or BlueZ rejected the pairing (``AuthenticationRejected``)."""
+    FAILED = "failed"
+    """Authentication failed: the keys did not match (a mistyped passkey), or BlueZ failed
+    (``AuthenticationFailed``, ``Failed``)."""
+    TIMEOUT = "timeout"
+    """No result within the pairing deadline (``AuthenticationTimeout``, or ours)."""
+
+
+class PairingError(LinkSecurityError):
+    """Pairing with the device did not bond; nothing is left bonded or trusted by it.
+
+    Not retried by itself: every failure needs a person (the device back in pairing mode, the
+    passkey typed again). A link that could not be set up at all is a :class:`BleLinkError`
+    instead, and waiting can fix that.
+
+    Attributes:
+        failure: why (:class:`PairingFailure`).
+        question: the agent's question the hub refused or left unanswered (``"passkey"``,
+            ``"confirmation"``, ``"pin_code"``…), or ``None``.
+        bluez_error: the ``org.bluez.Error`` name BlueZ answered ``Pair()`` with (its last
+            part, ``"AuthenticationFailed"``), or ``None`` when the hub's deadline passed.
+    """
+
+    def __init__(
+        self,
+        device: str,
+        failure: PairingFailure,
+        *,
+        question: str | None = None,
+        bluez_error: str | None = None,
+    ) -> None:
+        self.failure = failure
+        self.question = question
+        self.bluez_error = bluez_error
+        reason = failure.value
+        if question is not None:
+            reason += f" ({question})"
+        if bluez_error is not None:
+            reason += f", BlueZ {bluez_error}"
+        super().__init__(device, "pairing", reason)
+
+
+class BondExistsError(LocalError):
+    """The device is already paired with this adapter (BlueZ ``AlreadyExists``); the bond was
+    left as it was. Remove it first to pair again.
+
+    Attributes:
+        device: the device's label (last two address octets).
+    """
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        super().__init__(f"{device}: already paired")
