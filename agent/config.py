@@ -290,9 +290,9 @@ SCHEMA: Final[dict[str, dict[str, Field]]] = {
             low=1.0,
             high=300.0,
             unit="s",
-            doc="how long to look for a device's advertising; >= 1 s spans several advertising"
-            " events of a device a patient just switched on (they advertise fast then);"
-            " <= 5 min because devices are visited one after another",
+            doc="how long a session that must look for its device itself scans (the daemon's"
+            " collector hears devices on its lifelong scan instead); >= 1 s spans several"
+            " advertising events of a device a patient just switched on; <= 5 min",
         ),
         "connect_timeout_s": Field(
             float,

@@ -7,10 +7,15 @@ Four named tasks run in one :class:`asyncio.TaskGroup` (docs/architecture.md); s
 (:mod:`agent.storage`), never on the event loop:
 
 ``hub.collector``
-    One BLE session per configured device (allowlist: no other device is ever connected),
-    then a pause of ``ble.cycle_interval_s``. Each measurement's raw bytes go onto a bounded
-    queue the moment they arrive (:meth:`Hub.receive`). A failed session is logged and
-    retried next round; the device keeps what it did not get confirmed.
+    One passive scan for the daemon's life (:mod:`agent.ble.collector`); an allow-listed
+    device is connected the moment it advertises its service (no other device ever is), up
+    to ``ble.max_connections`` at once, each session a named task ``ble.session[<label>]``.
+    Before any reading is accepted the device's identity is checked against the one pinned
+    (``devices.identity``, else the first one seen): an impostor yields no reading and a
+    ``security`` event. Each measurement's raw bytes go onto a bounded queue the moment they
+    arrive (:meth:`Hub.receive`). A failed session backs its device off (full jitter by error
+    class, a breaker for a misbehaving or failing-security device); the device keeps what it
+    did not get confirmed.
 ``hub.ingest``
     Takes what is queued (the first arrival and whatever else is waiting) and, on the
     storage thread, decodes, normalizes and stores it in one outbox transaction that
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import random
 import signal
@@ -48,12 +54,14 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import structlog
+from bleak.backends.device import BLEDevice
 
 from agent import keys
+from agent.ble import identity
+from agent.ble.collector import Collector
 from agent.ble.sessions import SESSIONS
 from agent.ble.stack import BleStack
 from agent.ble.uuids import PLX_CONTINUOUS_MEASUREMENT
-from agent.cancellation import raise_if_cancelled
 from agent.config import Config, DeviceConfig
 from agent.errors import (
     BleDeviceAbsentError,
@@ -62,6 +70,8 @@ from agent.errors import (
     BleStackUnavailableError,
     DecodeError,
     DeviceError,
+    DeviceIdentityError,
+    DeviceSecurityError,
     HubError,
     KeyMaterialError,
     LocalError,
@@ -152,6 +162,36 @@ class Shed:
 
 Fate = Outcome | Rejected | Shed
 """What became of one arrival."""
+
+
+class _Vetting:
+    """A session's identity check (the sessions' ``vet``; :mod:`agent.ble.identity`).
+
+    The pin configured by ``homehub pair`` wins; else the one the daemon kept at the first
+    contact; else this session's identity becomes the pin, committed with its first reading.
+    """
+
+    def __init__(self, device: DeviceConfig, label: str, kept: bytes | None) -> None:
+        self.label = label
+        if device.identity is not None:
+            self.pin: str | None = device.identity
+            self.source = "config"
+        else:
+            self.pin = kept.decode("ascii", errors="replace") if kept is not None else None
+            self.source = "first_contact"
+        self.first_pin: str | None = None
+
+    def __call__(self, facts: DeviceFacts) -> None:
+        mismatch = identity.check_identity(facts, self.pin, self.source)
+        if mismatch is not None:
+            reason = (
+                "the device exposes no identity where one is pinned"
+                if mismatch.missing
+                else "the device's identity differs from the pinned one"
+            )
+            raise DeviceIdentityError(self.label, mismatch.source, reason)
+        if self.pin is None:
+            self.first_pin = identity.identity_pin(facts)
 
 
 class HubObserver(Protocol):
@@ -262,6 +302,9 @@ class Hub:
         self.conflicts = 0
         self.not_stored = 0
         self.shed_continuous = 0
+        self.security_events = 0
+        self.security_noticed = asyncio.Event()
+        """Set at the first ``security`` event (tests and the HIL rig wait on it)."""
 
     @property
     def delivered(self) -> int:
@@ -413,16 +456,19 @@ class Hub:
             try:
                 async with BleStack.open(self.cfg.ble.stack) as ble:
                     self._ble = ble
-                    while not self._collect_stop.is_set():
-                        for device in self.cfg.devices:
-                            if self._collect_stop.is_set():
-                                return
-                            if self._backoff.ready_in(device.label) > 0:
-                                continue  # failed recently: its backoff has not passed yet
-                            await self._session(ble, device)
-                            raise_if_cancelled()  # a stop must not be lost in a session
-                            self._stack_failures = 0  # the stack answered: count afresh
-                        await self._pause(self.cfg.ble.cycle_interval_s)
+                    if self._collect_stop.is_set():
+                        ble.request_stop()
+                        return
+                    collector = Collector(
+                        ble,
+                        self.cfg.ble,
+                        self.cfg.devices,
+                        functools.partial(self._session, ble),
+                        self._backoff,
+                        self._collect_stop,
+                    )
+                    await collector.run()
+                    self._stack_failures = 0
             except BleLinkError as exc:
                 # The adapter, BlueZ's D-Bus or the virtual radio's HCI port is not there:
                 # try again after a full-jitter backoff (a fleet must not re-synchronise).
@@ -441,10 +487,16 @@ class Hub:
             async with asyncio.timeout(seconds):
                 await self._collect_stop.wait()
 
-    async def _session(self, ble: BleStack, device: DeviceConfig) -> None:
+    async def _session(
+        self, ble: BleStack, device: DeviceConfig, found: BLEDevice | None = None
+    ) -> None:
+        """One session with ``device``, which the collector's scan just saw advertise
+        (``found``; ``None``: the session scans for it). Logs and counts how it ended;
+        raises only :class:`BleStackUnavailableError`."""
         label = device_label(device.address)
         bound = log.bind(device=label, kind=device.kind)
-        on_measurement = functools.partial(self._on_measurement, device=device)
+        vetting = _Vetting(device, label, self._sync_cache.get((device.label, identity.SYNC_KEY)))
+        on_measurement = functools.partial(self._on_measurement, device=device, vetting=vetting)
 
         def sync_state(key: str) -> bytes | None:
             # Committed values only: the cache is updated after each commit (_note_stored).
@@ -455,7 +507,9 @@ class Hub:
             # Each session's own deadline (ble.session_timeout_s) ends the radio part and
             # still hands on everything received; an outer cancellation would drop readings
             # the device already saw confirmed.
-            outcome = await session(ble, device, on_measurement, self.cfg.ble, sync_state)
+            outcome = await session(
+                ble, device, on_measurement, self.cfg.ble, sync_state, found=found, vet=vetting
+            )
             bound.info(
                 "ble_session_done", measurements=outcome.measurements, ended_by=outcome.ended_by
             )
@@ -483,6 +537,20 @@ class Hub:
         except BleLinkError as exc:
             retry_in_s = self._backoff.failed(device.label, exc)
             bound.info("ble_session_failed", reason=exc.reason, retry_in_s=round(retry_in_s, 3))
+        except DeviceSecurityError as exc:
+            # An impersonator, or a device that lost its bond: nothing of this session was
+            # accepted. The breaker keeps it away for minutes; the event is for the platform's
+            # security monitoring (no address, no serial: the label and which check failed).
+            self.security_events += 1
+            self.security_noticed.set()
+            retry_in_s = self._backoff.failed(device.label, exc)
+            bound.error(
+                "security",
+                check=exc.check,
+                reason=exc.reason,
+                source=getattr(exc, "source", None),
+                retry_in_s=round(retry_in_s, 3),
+            )
         except DeviceError as exc:
             # Not retryable: the per-device breaker keeps a misbehaving device away for minutes.
             retry_in_s = self._backoff.failed(device.label, exc)
@@ -494,8 +562,15 @@ class Hub:
             )
 
     async def _on_measurement(
-        self, raw: RawMeasurement, facts: DeviceFacts, *, device: DeviceConfig
+        self, raw: RawMeasurement, facts: DeviceFacts, *, device: DeviceConfig, vetting: _Vetting
     ) -> None:
+        if vetting.first_pin is not None:
+            # Trust on first use: the identity is pinned by the same commit as the first
+            # reading it vouches for (a session that stores nothing pins nothing).
+            raw = dataclasses.replace(
+                raw, sync_state={**raw.sync_state, identity.SYNC_KEY: vetting.first_pin.encode()}
+            )
+            vetting.first_pin = None
         await self.receive(raw, facts, device)
 
     # -- storing ------------------------------------------------------------------------

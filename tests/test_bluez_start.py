@@ -154,10 +154,10 @@ async def test_bluez_hub_never_imports_bumble(
     tmp_path: Path, dev_pki: DevPki, broker: Broker, request: pytest.FixtureRequest
 ) -> None:
     """With ble.stack = "bluez" the daemon starts (hub_started), opens the BlueZ stack and
-    starts a session (ble_scan_started), and at no point imports bumble or any bumble.*
+    starts its scan (ble_scan_starting), and at no point imports bumble or any bumble.*
     module; bleak's BlueZ backend is what it loaded."""
     async with _agent(_config(tmp_path, dev_pki, broker), tmp_path, request.node.nodeid) as run:
-        await _started(run, "ble_scan_started")
+        await _started(run, "ble_scan_starting")
         await _sigterm(run)
         async with asyncio.timeout(EXIT_BOUND_S):
             await run.until(lambda: False)  # stderr to its end
@@ -167,7 +167,7 @@ async def test_bluez_hub_never_imports_bumble(
     assert "bleak.backends.bluezdbus.scanner" in modules
     (opened,) = run.named("ble_stack_open")
     assert "bluez" == opened["stack"]
-    assert run.named("ble_scan_started")
+    assert run.named("ble_scan_starting")
 
 
 async def test_bluez_without_dbus_is_logged_and_the_daemon_keeps_running(

@@ -46,6 +46,7 @@ from bleak import BleakClient, BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.service import BleakGATTService
 from bleak.exc import BleakError, BleakGATTProtocolError, BleakGATTProtocolErrorCode
+from bleak_retry_connector import BleakNotFoundError, establish_connection
 
 from agent.ble.stack import BleStack
 from agent.ble.uuids import (
@@ -93,6 +94,10 @@ QUIET_PERIOD_S: Final = 5.0
 """Stored readings follow each other within one or two connection intervals (≤ 100 ms); 5 s
 without one means the device has sent all it had (Cypress times out an RACP transfer after
 5 s without an indication, ble-spec-facts §6.4)."""
+
+BLUEZ_CONNECT_ATTEMPTS: Final = 3
+"""Attempts ``bleak-retry-connector`` makes within one session on BlueZ (its default is 4):
+with the 20 s per-attempt timeout, 60 s, inside the default 120 s session."""
 
 DISCONNECT_TIMEOUT_S: Final = 5.0
 """Waiting for the Disconnection Complete before calling the link closed (inner to the
@@ -357,7 +362,65 @@ class GattSession:
 
     async def connect(self, device: BLEDevice, connect_timeout_s: float, pair: bool) -> BleakClient:
         """Connect (bleak's ``timeout``: connection, set-up and discovery); a cancellation
-        swallowed on the way disconnects again and is re-raised."""
+        swallowed on the way disconnects again and is re-raised.
+
+        On BlueZ the connection goes through ``bleak-retry-connector``'s
+        ``establish_connection`` (the connector Home Assistant relies on: BlueZ's transient
+        errors, out-of-slot and D-Bus backoffs by type, reliability-catalogue finding 6), each
+        attempt bounded by ``connect_timeout_s`` and all of them by the session deadline. On
+        Bumble our backend connects once; the daemon's per-device backoff retries."""
+        if self.ble.client_backend is None:
+            client = await self._connect_bluez(device, connect_timeout_s, pair)
+        else:
+            client = await self._connect_once(device, connect_timeout_s, pair)
+        try:
+            raise_if_cancelled()
+        except asyncio.CancelledError:
+            await self.disconnect(client)
+            raise
+        self.log.info("ble_session_connected", mtu=client.mtu_size)
+        self.client = client
+        return client
+
+    async def _connect_bluez(
+        self, device: BLEDevice, connect_timeout_s: float, pair: bool
+    ) -> BleakClient:
+        async def establish() -> BleakClient:
+            async with asyncio.timeout_at(self.at_deadline):
+                return await establish_connection(
+                    BleakClient,
+                    device,
+                    self.label,  # its logs and errors name the device by our label
+                    disconnected_callback=self.on_disconnected,
+                    max_attempts=BLUEZ_CONNECT_ATTEMPTS,
+                    pair=pair,
+                    timeout=connect_timeout_s,
+                )
+
+        try:
+            return await self._unless_stopping(establish(), "connecting")
+        except BleakNotFoundError:
+            raise_if_cancelled()
+            raise BleDeviceAbsentError("not found when connecting", device=self.label) from None
+        except TimeoutError:
+            raise_if_cancelled()
+            raise BleLinkError(
+                "session deadline passed while connecting", device=self.label
+            ) from None
+        except BleakError as exc:
+            raise_if_cancelled()
+            raise BleLinkError(
+                f"connect failed ({type(exc).__name__})", device=self.label
+            ) from None
+        except OSError as exc:
+            raise_if_cancelled()
+            raise BleStackUnavailableError(
+                f"Bluetooth stack unreachable ({type(exc).__name__})", device=self.label
+            ) from None
+
+    async def _connect_once(
+        self, device: BLEDevice, connect_timeout_s: float, pair: bool
+    ) -> BleakClient:
         client = BleakClient(
             device,
             disconnected_callback=self.on_disconnected,
@@ -380,13 +443,6 @@ class GattSession:
             raise BleStackUnavailableError(
                 f"Bluetooth stack unreachable ({type(exc).__name__})", device=self.label
             ) from None
-        try:
-            raise_if_cancelled()
-        except asyncio.CancelledError:
-            await self.disconnect(client)
-            raise
-        self.log.info("ble_session_connected", mtu=client.mtu_size)
-        self.client = client
         return client
 
     @asynccontextmanager

@@ -2,8 +2,13 @@
 
 Every session has the same shape, so the daemon treats all devices alike::
 
-    await SESSIONS[device.kind](ble, device, on_measurement, settings, sync_state)
+    await SESSIONS[device.kind](ble, device, on_measurement, settings, sync_state,
+                                found=found, vet=vet)
 
+``found`` is the device as the collector's scan saw it advertise (``None``: the session scans
+for it itself); ``vet`` checks the device's identity before any measurement is accepted
+(:mod:`agent.ble.identity`). A device whose ``pairing`` is not ``none`` is connected with
+``pair=True``: encrypted with its bond, or bonded first as the stack's pairing policy allows.
 ``on_measurement`` stores one raw measurement (it returns once the reading is queued for
 the outbox); ``sync_state`` reads this device's committed sync state (a glucometer's RACP
 high-water mark). A session that advances such state returns the new value inside the
@@ -18,8 +23,10 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 import structlog
+from bleak.backends.device import BLEDevice
 
 from agent.ble.bps_session import collect_blood_pressure
+from agent.ble.current_time import ClockPolicy
 from agent.ble.gls_session import (
     RACP_PROCEDURE_TIMEOUT_S,
     SYNC_KEY,
@@ -31,6 +38,7 @@ from agent.ble.stack import BleStack
 from agent.config import BleConfig, DeviceConfig
 from agent.logs import device_label
 from agent.measurement import OnMeasurement
+from agent.normalize.device import DeviceFacts
 
 log = structlog.get_logger(__name__)
 
@@ -49,10 +57,33 @@ class SessionOutcome:
     ended_by: str
 
 
-Session = Callable[
-    [BleStack, DeviceConfig, OnMeasurement, BleConfig, SyncStateReader],
-    Awaitable[SessionOutcome],
-]
+Vet = Callable[[DeviceFacts], None]
+"""Checks a device's facts before any measurement is accepted; raises
+:class:`~agent.errors.DeviceSecurityError`."""
+
+
+class Session(Protocol):
+    """A device kind's session (one entry of :data:`SESSIONS`)."""
+
+    def __call__(
+        self,
+        ble: BleStack,
+        device: DeviceConfig,
+        on_measurement: OnMeasurement,
+        settings: BleConfig,
+        sync_state: SyncStateReader,
+        /,
+        *,
+        found: BLEDevice | None = None,
+        vet: Vet | None = None,
+    ) -> Awaitable[SessionOutcome]: ...
+
+
+def clock_policy(settings: BleConfig) -> ClockPolicy:
+    """``[ble] set_device_clock`` and ``clock_set_threshold_s`` as the sessions take them."""
+    return ClockPolicy(
+        set_clock=settings.set_device_clock, threshold_s=settings.clock_set_threshold_s
+    )
 
 
 async def blood_pressure_session(
@@ -61,6 +92,9 @@ async def blood_pressure_session(
     on_measurement: OnMeasurement,
     settings: BleConfig,
     _sync_state: SyncStateReader,
+    *,
+    found: BLEDevice | None = None,
+    vet: Vet | None = None,
 ) -> SessionOutcome:
     """A BPS 1.0 cuff: indications of its stored measurements after connection."""
     result = await collect_blood_pressure(
@@ -71,6 +105,10 @@ async def blood_pressure_session(
         connect_timeout_s=settings.connect_timeout_s,
         quiet_period_s=settings.quiet_period_s,
         session_timeout_s=settings.session_timeout_s,
+        pair=device.pairing_mode != "none",
+        found=found,
+        clock=clock_policy(settings),
+        vet=vet,
     )
     return SessionOutcome(result.measurements, result.ended_by.value)
 
@@ -81,6 +119,9 @@ async def pulse_oximeter_session(
     on_measurement: OnMeasurement,
     settings: BleConfig,
     _sync_state: SyncStateReader,
+    *,
+    found: BLEDevice | None = None,
+    vet: Vet | None = None,
 ) -> SessionOutcome:
     """A PLXS 1.0 oximeter: spot-check indications, continuous notifications thinned to one
     per ``plx_session.CONTINUOUS_INTERVAL_S`` (policy in :mod:`agent.ble.plx_session`)."""
@@ -92,6 +133,10 @@ async def pulse_oximeter_session(
         connect_timeout_s=settings.connect_timeout_s,
         quiet_period_s=settings.quiet_period_s,
         session_timeout_s=settings.session_timeout_s,
+        pair=device.pairing_mode != "none",
+        found=found,
+        clock=clock_policy(settings),
+        vet=vet,
     )
     return SessionOutcome(result.measurements, result.ended_by.value)
 
@@ -102,6 +147,9 @@ async def glucose_session(
     on_measurement: OnMeasurement,
     settings: BleConfig,
     sync_state: SyncStateReader,
+    *,
+    found: BLEDevice | None = None,
+    vet: Vet | None = None,
 ) -> SessionOutcome:
     """A GLS 1.0 glucometer: an incremental RACP sync from the committed high-water mark
     (``gls_last_seq``; policy in :mod:`agent.ble.gls_session`)."""
@@ -128,6 +176,9 @@ async def glucose_session(
         # pair (as the stack's pairing policy allows) when not bonded yet; the address is
         # an allowlist entry, so only the configured meter is ever paired with.
         pair=True,
+        found=found,
+        clock=clock_policy(settings),
+        vet=vet,
     )
     return SessionOutcome(result.measurements, result.ended_by.value)
 

@@ -191,6 +191,11 @@ class EmulatedCuff(HeldReadingsPeripheral[BpReading]):
         clock: the cuff's clock, exposed as CTS 0x1805; None: no CTS.
         stamp_all_with: a broken clock: every reading is stamped with this Date Time instead
             of its own (:data:`UNSET_TIME_STAMP`: never set; a valid value: stuck).
+        unused_as_zero: a quirk of some cuffs: a mean arterial pressure not computed is sent
+            as 0 instead of the SFLOAT NaN BPS asks for.
+        advertise_for_s: advertise only this long after a measurement (or after start),
+            as real cuffs do (BLP: ~30 s of fast advertising), then fall silent until the next
+            measurement, readings still held; ``None``: while readings are held.
     """
 
     NAME = "cuff"
@@ -209,8 +214,16 @@ class EmulatedCuff(HeldReadingsPeripheral[BpReading]):
         advertising_interval_ms: float = DEFAULT_ADVERTISING_INTERVAL_MS,
         clock: EmulatedClock | None = None,
         stamp_all_with: DateTime | None = None,
+        advertise_for_s: float | None = None,
+        unused_as_zero: bool = False,
     ) -> None:
         self.stamp_all_with = stamp_all_with
+        self.unused_as_zero = unused_as_zero
+        self.advertise_for_s = advertise_for_s
+        self._window_ends: float | None = None
+        #: Advertising windows that closed with no central having connected in them.
+        self.windows_missed = 0
+        self._connected_in_window = False
         readings = [self._stamped(r) for r in readings]
         self._measurement = unreadable_characteristic(  # indicate only (BPS §3.1)
             BLOOD_PRESSURE_MEASUREMENT,
@@ -244,11 +257,44 @@ class EmulatedCuff(HeldReadingsPeripheral[BpReading]):
 
     async def add_reading(self, reading: BpReading) -> None:
         """A new measurement: hold it (stamped by a broken clock, if set), indicate it if
-        subscribed, else advertise."""
+        subscribed, else advertise (for ``advertise_for_s``, when set)."""
+        self._open_window()
         await self._hold(self._stamped(reading))
 
+    async def start(self) -> None:
+        """Power on and advertise what is held (for ``advertise_for_s``, when set)."""
+        self._open_window()
+        await super().start()
+
+    def _open_window(self) -> None:
+        if self.advertise_for_s is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._window_ends = loop.time() + self.advertise_for_s
+        self._connected_in_window = False
+        self._spawn(self._close_window(self._window_ends), "advertising_window")
+
+    async def _close_window(self, ends: float) -> None:
+        # The device's own timer (emulated behaviour, not test synchronisation).
+        await asyncio.sleep(max(0.0, ends - asyncio.get_running_loop().time()))
+        if self._window_ends != ends:
+            return  # a newer measurement opened a newer window
+        if not self._connected_in_window:
+            self.windows_missed += 1
+        async with self._advertising_lock:
+            if self.device.is_advertising:
+                await self.device.stop_advertising()
+
+    def _has_data(self) -> bool:
+        ends = self._window_ends
+        if ends is not None and asyncio.get_running_loop().time() >= ends:
+            return False
+        return super()._has_data()
+
     def _stamped(self, reading: BpReading) -> BpReading:
-        """``reading`` as this cuff's clock stamps it."""
+        """``reading`` as this cuff's clock stamps it (and its quirks encode it)."""
+        if self.unused_as_zero and reading.mean_arterial_pressure is None:
+            reading = dataclasses.replace(reading, mean_arterial_pressure=0)
         if self.stamp_all_with is None:
             return reading
         return dataclasses.replace(reading, time_stamp=self.stamp_all_with)
@@ -261,6 +307,7 @@ class EmulatedCuff(HeldReadingsPeripheral[BpReading]):
 
     def _connected(self, connection: Connection) -> None:
         super()._connected(connection)
+        self._connected_in_window = True
         if self._held:
             self.all_confirmed.clear()
 
