@@ -6,6 +6,10 @@
     homehub check-config FILE          validate a configuration file
     homehub config-schema              every configuration key, its type and default
     homehub factory-reset --config FILE --yes  crypto-erase: destroy data key, KEK, outbox
+    homehub pair --config FILE [--scan-s S] [--address A] [--label L] [--json]
+                                       bond a device in pairing mode, add it to the allow-list
+    homehub devices list|rename OLD NEW|remove LABEL --config FILE [--json]
+                                       the allow-list (remove also deletes the bond)
 
 Exit codes: 0 success, 2 bad input (arguments, configuration, an undecodable value), 1 a
 failure at run time (storage, keys). Errors go to stderr as one line that says what was wrong
@@ -75,6 +79,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reset.add_argument("--config", type=Path, required=True)
     reset.add_argument("--yes", action="store_true", help="confirm: every stored reading is lost")
+
+    pair = sub.add_parser(
+        "pair",
+        help="bond a device in pairing mode and add it to the allow-list (stop the daemon"
+        " first on a bumble: stack)",
+    )
+    pair.add_argument("--config", type=Path, required=True)
+    pair.add_argument(
+        "--scan-s", type=float, default=10.0, help="how long to look for devices (s, <= 120)"
+    )
+    pair.add_argument("--address", help="pair this address instead of picking a table row")
+    pair.add_argument("--label", help="the device's label (default: its kind, made unique)")
+    pair.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    devices = sub.add_parser("devices", help="list, rename or remove allow-listed devices")
+    devices_sub = devices.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    listing = devices_sub.add_parser("list", help="the allow-list with bond and sync state")
+    listing.add_argument("--config", type=Path, required=True)
+    listing.add_argument("--json", action="store_true")
+    renaming = devices_sub.add_parser("rename", help="relabel a device")
+    renaming.add_argument("old")
+    renaming.add_argument("new")
+    renaming.add_argument("--config", type=Path, required=True)
+    renaming.add_argument("--json", action="store_true")
+    removing = devices_sub.add_parser(
+        "remove", help="remove a device from the allow-list and delete its bond"
+    )
+    removing.add_argument("label")
+    removing.add_argument("--config", type=Path, required=True)
+    removing.add_argument("--json", action="store_true")
     return parser
 
 
@@ -124,6 +158,94 @@ def _cmd_factory_reset(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_pair(args: argparse.Namespace) -> int:
+    import asyncio
+    from dataclasses import asdict
+
+    from agent import config, logs, pairing
+    from agent.terminal_prompts import TerminalPrompter
+
+    cfg = config.load(args.config)
+    logs.configure("warning")  # the technician reads the table and the questions, not logs
+    prompter = TerminalPrompter()
+    out = sys.stderr if args.json else sys.stdout
+
+    def show(line: str) -> None:
+        out.write(line + "\n")
+        out.flush()
+
+    result = asyncio.run(
+        pairing.pair(
+            cfg,
+            prompter,
+            prompter,
+            scan_s=args.scan_s,
+            address=args.address,
+            label=args.label,
+            show=show,
+        )
+    )
+    if args.json:
+        sys.stdout.write(json.dumps(asdict(result)) + "\n")
+    else:
+        sys.stdout.write(
+            f"paired {result.device} ({result.kind}, {result.method.replace('_', ' ')})"
+            f" as '{result.label}'; added to {result.config}\n"
+        )
+    return EXIT_OK
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    import asyncio
+    from dataclasses import asdict
+
+    from agent import config, pairing
+
+    cfg = config.load(args.config)
+    if args.action == "list":
+        rows = asyncio.run(pairing.list_devices(cfg))
+        if args.json:
+            sys.stdout.write(json.dumps([asdict(r) for r in rows]) + "\n")
+            return EXIT_OK
+        lines = [("label", "kind", "address", "pairing", "bonded", "last sync", "battery")]
+        for r in rows:
+            bonded = "?" if r.bonded is None else ("yes" if r.bonded else "no")
+            battery = "-" if r.battery_percent is None else f"{r.battery_percent} %"
+            lines.append(
+                (r.label, r.kind, r.device, r.pairing, bonded, _age(r.last_sync_age_s), battery)
+            )
+        widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+        for line in lines:
+            text = "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True))
+            sys.stdout.write(text.rstrip() + "\n")
+        return EXIT_OK
+    if args.action == "rename":
+        device = pairing.rename(cfg, args.old, args.new)
+        if args.json:
+            sys.stdout.write(json.dumps({"renamed": args.old, "label": device.label}) + "\n")
+        else:
+            sys.stdout.write(f"renamed '{args.old}' to '{device.label}'\n")
+        return EXIT_OK
+    removed, bond_deleted = asyncio.run(pairing.remove_and_forget(cfg, args.label))
+    if args.json:
+        sys.stdout.write(
+            json.dumps({"removed": removed.label, "bond_deleted": bond_deleted}) + "\n"
+        )
+    else:
+        bond = "its bond deleted" if bond_deleted else "no bond was stored"
+        sys.stdout.write(f"removed '{removed.label}' from the allow-list; {bond}\n")
+    return EXIT_OK
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from agent import config, logs
 
@@ -141,6 +263,8 @@ _COMMANDS = {
     "check-config": _cmd_check_config,
     "config-schema": _cmd_config_schema,
     "factory-reset": _cmd_factory_reset,
+    "pair": _cmd_pair,
+    "devices": _cmd_devices,
 }
 
 
