@@ -18,8 +18,8 @@ it). :meth:`BluezMock.pair_asks_agent` therefore replaces one device's ``Pair`` 
 bluetoothd does there: it calls the *default agent registered with the template's
 AgentManager1* over D-Bus (``RequestPasskey`` or ``RequestConfirmation``), fails the way
 BlueZ fails when the agent refuses or the keys do not match, and otherwise runs the
-template's own ``Pair``. :meth:`BluezMock.agent_call` is the same for a single question,
-sent from the test's connection as BlueZ would send it.
+template's own ``Pair``. :meth:`BluezMock.ask` is the same for a single question,
+sent from the mock's connection as bluetoothd sends it.
 
 The mock's own log holds addresses: it goes to a file in the test's temporary directory,
 outside the PHI scan, never to the captured output.
@@ -98,6 +98,28 @@ self.call_log.append((int(time.time()), "AgentAnswered", [answer if answer is no
 {check}
 importlib.import_module("dbusmock.templates.bluez5").Pair(self)
 """
+
+# bluetoothd asking the agent one question without blocking (its main loop stays free, so
+# a Cancel can follow while the question is open). The reply, or the error's name, comes back
+# as the signal org.bluez.Mock.AgentReplied(tag, error name or "", first value or "").
+_ASK_AGENT: Final = """
+agent = self.connection.get_object({owner!r}, {path!r}, introspect=False)
+def replied(*reply, _self=self):
+    value = str(int(reply[0])) if reply else ""
+    _self.EmitSignal("org.bluez.Mock", "AgentReplied", "sss", [{tag!r}, "", value])
+def failed(exc, _self=self):
+    _self.EmitSignal("org.bluez.Mock", "AgentReplied", "sss", [{tag!r}, exc.get_dbus_name(), ""])
+agent.get_dbus_method({member!r}, "org.bluez.Agent1")(
+    {args}reply_handler=replied, error_handler=failed, timeout={timeout}
+)
+"""
+
+_DBUS_PYTHON_TYPES: Final = {
+    "o": "dbus.ObjectPath",
+    "s": "dbus.String",
+    "u": "dbus.UInt32",
+    "q": "dbus.UInt16",
+}
 
 _PASSKEY_CHECK: Final = """
 if int(answer) != {displayed}:
@@ -190,6 +212,19 @@ def plain(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class AgentReply:
+    """The agent's answer to one question BlueZ asked.
+
+    Attributes:
+        error: the D-Bus error name, or ``None`` for a method return.
+        value: the returned value as text (a passkey), ``""`` when nothing is returned.
+    """
+
+    error: str | None
+    value: str = ""
+
+
 @dataclass
 class BluezMock:
     """The bluez5 template running on a private bus, and the test's connection to it.
@@ -205,6 +240,8 @@ class BluezMock:
     control: MessageBus
     process: subprocess.Popen[bytes]
     adapters: list[str] = field(default_factory=list)
+    _replies: dict[str, asyncio.Future[AgentReply]] = field(default_factory=dict)
+    _asked: int = 0
 
     @classmethod
     async def start(cls, bus_address: str, logfile: Path) -> BluezMock:
@@ -243,7 +280,17 @@ class BluezMock:
             raise RuntimeError(f"the bluez5 mock did not start (exit {process.poll()})") from None
         finally:
             control.remove_message_handler(on_message)
-        return cls(bus_address=bus_address, control=control, process=process)
+        mock = cls(bus_address=bus_address, control=control, process=process)
+        control.add_message_handler(mock._on_agent_replied)
+        await add_match(control, "type='signal',interface='org.bluez.Mock',member='AgentReplied'")
+        return mock
+
+    def _on_agent_replied(self, message: Message) -> None:
+        if message.member == "AgentReplied" and message.interface == BLUEZ_MOCK_IFACE:
+            tag, error, value = message.body
+            waiting = self._replies.pop(tag, None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(AgentReply(error or None, value))
 
     async def stop(self) -> None:
         """Close the test's connection and end the mock."""
@@ -324,23 +371,62 @@ class BluezMock:
             device_path, MOCK_IFACE, "AddMethod", "sssss", [DEVICE_IFACE, "Pair", "", "", code]
         )
 
-    async def agent_call(
+    async def pair_fails_with(self, device_path: str, error: str) -> None:
+        """Make ``device_path``'s ``Pair`` answer the D-Bus error ``error``, as bluetoothd
+        does when the link or the key exchange fails (``org.bluez.Error.…``)."""
+        code = f"raise dbus.exceptions.DBusException('pairing failed', name={error!r})"
+        await self.call(
+            device_path, MOCK_IFACE, "AddMethod", "sssss", [DEVICE_IFACE, "Pair", "", "", code]
+        )
+
+    async def ask(
         self,
         agent_owner: str,
         agent_path: str,
         member: str,
-        signature: str = "",
-        body: list[Any] | None = None,
+        args: list[tuple[str, Any]] | None = None,
+    ) -> AgentReply:
+        """Ask the agent ``member(*args)`` from the mock's own connection (the owner of
+        ``org.bluez``), as bluetoothd does; ``args`` are ``(D-Bus type, value)`` pairs.
+        Returns the agent's reply (an error is returned, not raised)."""
+        self._asked += 1
+        tag = f"ask{self._asked}"
+        code = _ASK_AGENT.format(
+            owner=agent_owner,
+            path=agent_path,
+            tag=tag,
+            member=member,
+            args="".join(f"{_DBUS_PYTHON_TYPES[t]}({v!r}), " for t, v in args or []),
+            timeout=MOCK_AGENT_CALL_TIMEOUT_S,
+        )
+        reply: asyncio.Future[AgentReply] = asyncio.get_running_loop().create_future()
+        self._replies[tag] = reply
+        try:
+            await self.call(
+                "/org/bluez",
+                MOCK_IFACE,
+                "AddMethod",
+                "sssss",
+                [BLUEZ_MOCK_IFACE, tag, "", "", code],
+            )
+            await self.call("/org/bluez", BLUEZ_MOCK_IFACE, tag)
+            async with asyncio.timeout(MOCK_AGENT_CALL_TIMEOUT_S):
+                return await reply
+        finally:
+            self._replies.pop(tag, None)
+
+    async def call_as_stranger(
+        self, agent_owner: str, agent_path: str, member: str, signature: str, body: list[Any]
     ) -> Message:
-        """Ask the agent one question from the test's connection, as bluetoothd would;
-        the reply (a method return or an error) is returned, not raised."""
+        """Call the agent from the test's own connection, which is *not* BlueZ; the reply
+        is returned, not raised."""
         message = Message(
             destination=agent_owner,
             path=agent_path,
             interface=AGENT_INTERFACE,
             member=member,
             signature=signature,
-            body=body or [],
+            body=body,
         )
         async with asyncio.timeout(MOCK_AGENT_CALL_TIMEOUT_S):
             return await self.control.call(message)
@@ -352,6 +438,7 @@ def error_name(reply: Message) -> str | None:
 
 
 __all__ = [
+    "AgentReply",
     "BluezMock",
     "PrivateBus",
     "add_match",

@@ -30,14 +30,17 @@ from agent.ble.bluez_devices import BluezAdapter, Bond, open_adapter
 from agent.ble.prompts import RefusingPrompter
 from agent.errors import (
     BleDeviceAbsentError,
+    BleLinkError,
     BleStackUnavailableError,
     BondExistsError,
     PairingError,
     PairingFailure,
     UsageError,
 )
+from agent.retry import retryable
 from tests import phi_canaries
 from tests.dbus_bluez import (
+    AgentReply,
     BluezMock,
     PrivateBus,
     add_match,
@@ -277,6 +280,47 @@ class TestPair:
         assert [[]] == await bluez.method_calls(device, "CancelPairing")
         assert {"Paired": False, "Trusted": False} == await _state(bluez, device)
 
+    @pytest.mark.parametrize(
+        ("bluez_error", "expected", "failure"),
+        [
+            ("AuthenticationRejected", PairingError, PairingFailure.REJECTED),
+            ("AuthenticationCanceled", PairingError, PairingFailure.CANCELED),
+            ("AuthenticationFailed", PairingError, PairingFailure.FAILED),
+            ("AuthenticationTimeout", PairingError, PairingFailure.TIMEOUT),
+            ("Failed", PairingError, PairingFailure.FAILED),
+            ("ConnectionAttemptFailed", BleLinkError, None),
+            ("InProgress", BleLinkError, None),
+            ("NotReady", BleStackUnavailableError, None),
+        ],
+    )
+    async def test_bluez_errors_map_by_type(
+        self,
+        bluez: BluezMock,
+        adapter: BluezAdapter,
+        device: str,
+        bluez_error: str,
+        expected: type[Exception],
+        failure: PairingFailure | None,
+    ) -> None:
+        """Each BlueZ answer to Pair() becomes the hub error of its class (retry decided by
+        the class: only link faults are retryable); a Trusted flag set before is cleared."""
+        await bluez.set_property(device, "Trusted", True)
+        await bluez.pair_fails_with(device, "org.bluez.Error." + bluez_error)
+        with pytest.raises(expected) as caught:
+            await adapter.pair(DEVICE_ADDRESS, RefusingPrompter())
+
+        error = caught.value
+        assert expected is type(error)
+        assert (expected is not PairingError) == retryable(error)
+        if isinstance(error, PairingError):
+            assert (failure, bluez_error, None) == (
+                error.failure,
+                error.bluez_error,
+                error.question,
+            )
+        assert DEVICE_ADDRESS not in str(error)
+        assert {"Paired": False, "Trusted": False} == await _state(bluez, device)
+
     async def test_already_paired_is_left_alone(
         self, bluez: BluezMock, adapter: BluezAdapter, device: str
     ) -> None:
@@ -318,9 +362,14 @@ class TestAgent:
             bus.disconnect()
 
     async def _ask(
-        self, bluez: BluezMock, hub_bus: MessageBus, member: str, sig: str = "", body: Any = None
-    ) -> Any:
-        return await bluez.agent_call(hub_bus.unique_name or "", AGENT_PATH, member, sig, body)
+        self,
+        bluez: BluezMock,
+        hub_bus: MessageBus,
+        member: str,
+        args: list[tuple[str, Any]] | None = None,
+    ) -> AgentReply:
+        """``member`` asked by BlueZ (the mock's connection) of the agent on ``hub_bus``."""
+        return await bluez.ask(hub_bus.unique_name or "", AGENT_PATH, member, args)
 
     async def test_registered_then_unregistered_and_unexported(
         self, bluez: BluezMock, hub_bus: MessageBus, device: str
@@ -332,12 +381,30 @@ class TestAgent:
                 "/org/bluez", "RegisterAgent"
             )
             assert [[AGENT_PATH]] == await bluez.method_calls("/org/bluez", "RequestDefaultAgent")
-            reply = await self._ask(bluez, hub_bus, "RequestPasskey", "o", [device])
-            assert (None, [1]) == (error_name(reply), reply.body)
+            assert AgentReply(None, "1") == await self._ask(
+                bluez, hub_bus, "RequestPasskey", [("o", device)]
+            )
         assert [[AGENT_PATH]] == await bluez.method_calls("/org/bluez", "UnregisterAgent")
-        reply = await self._ask(bluez, hub_bus, "RequestPasskey", "o", [device])
-        assert error_name(reply) is not None
-        assert error_name(reply) != CANCELED
+        after = await self._ask(bluez, hub_bus, "RequestPasskey", [("o", device)])
+        assert "org.freedesktop.DBus.Error.UnknownMethod" == after.error  # dbus-fast: no object
+
+    async def test_only_bluez_may_ask(
+        self, bluez: BluezMock, hub_bus: MessageBus, device: str
+    ) -> None:
+        """A question from any connection but BlueZ's (the owner of org.bluez) is Rejected
+        and never reaches the technician, even about the device being paired."""
+        prompter = ScriptedPrompter(passkey=PASSKEY, confirm=True)
+        async with PairingAgent(hub_bus, prompter, device_path=device):
+            owner = hub_bus.unique_name or ""
+            replies = [
+                await bluez.call_as_stranger(owner, AGENT_PATH, "RequestPasskey", "o", [device]),
+                await bluez.call_as_stranger(
+                    owner, AGENT_PATH, "RequestConfirmation", "ou", [device, 1]
+                ),
+                await bluez.call_as_stranger(owner, AGENT_PATH, "Cancel", "", []),
+            ]
+            assert [REJECTED] * 3 == [error_name(r) for r in replies]
+            assert [] == prompter.asked
 
     async def test_cancel_withdraws_the_open_question(
         self, bluez: BluezMock, hub_bus: MessageBus, device: str
@@ -346,14 +413,16 @@ class TestAgent:
         RequestPasskey is answered Canceled."""
         prompter = ScriptedPrompter(hold=True)
         async with PairingAgent(hub_bus, prompter, device_path=device) as agent:
-            asked = asyncio.create_task(self._ask(bluez, hub_bus, "RequestPasskey", "o", [device]))
+            asked = asyncio.create_task(
+                self._ask(bluez, hub_bus, "RequestPasskey", [("o", device)])
+            )
             async with asyncio.timeout(QUESTION_TIMEOUT_S):
                 await prompter.question_open.wait()
             cancel = await self._ask(bluez, hub_bus, "Cancel")
             reply = await asked
 
-            assert None is error_name(cancel)
-            assert CANCELED == error_name(reply)
+            assert AgentReply(None) == cancel
+            assert AgentReply(CANCELED) == reply
             assert prompter.canceled
             assert Refusal(Question.PASSKEY, PairingFailure.CANCELED) == agent.refusal
 
@@ -367,21 +436,23 @@ class TestAgent:
         uuid = "00001808-0000-1000-8000-00805f9b34fb"
         async with PairingAgent(hub_bus, prompter, device_path=device) as agent:
             replies = [
-                await self._ask(bluez, hub_bus, "RequestPasskey", "o", [other]),
-                await self._ask(bluez, hub_bus, "RequestConfirmation", "ou", [other, 1]),
-                await self._ask(bluez, hub_bus, "DisplayPasskey", "ouq", [other, 1, 0]),
-                await self._ask(bluez, hub_bus, "RequestAuthorization", "o", [other]),
-                await self._ask(bluez, hub_bus, "AuthorizeService", "os", [other, uuid]),
+                await self._ask(bluez, hub_bus, "RequestPasskey", [("o", other)]),
+                await self._ask(bluez, hub_bus, "RequestConfirmation", [("o", other), ("u", 1)]),
+                await self._ask(
+                    bluez, hub_bus, "DisplayPasskey", [("o", other), ("u", 1), ("q", 0)]
+                ),
+                await self._ask(bluez, hub_bus, "RequestAuthorization", [("o", other)]),
+                await self._ask(bluez, hub_bus, "AuthorizeService", [("o", other), ("s", uuid)]),
             ]
-            assert [REJECTED] * 5 == [error_name(r) for r in replies]
+            assert [AgentReply(REJECTED)] * 5 == replies
             assert [] == prompter.asked
             assert None is agent.refusal
 
             served = [
-                await self._ask(bluez, hub_bus, "RequestAuthorization", "o", [device]),
-                await self._ask(bluez, hub_bus, "AuthorizeService", "os", [device, uuid]),
+                await self._ask(bluez, hub_bus, "RequestAuthorization", [("o", device)]),
+                await self._ask(bluez, hub_bus, "AuthorizeService", [("o", device), ("s", uuid)]),
             ]
-            assert [None, None] == [error_name(r) for r in served]
+            assert [AgentReply(None)] * 2 == served
 
     async def test_legacy_pin_is_refused(
         self, bluez: BluezMock, hub_bus: MessageBus, device: str
@@ -391,10 +462,10 @@ class TestAgent:
         prompter = ScriptedPrompter(passkey=PASSKEY)
         async with PairingAgent(hub_bus, prompter, device_path=device) as agent:
             replies = [
-                await self._ask(bluez, hub_bus, "RequestPinCode", "o", [device]),
-                await self._ask(bluez, hub_bus, "DisplayPinCode", "os", [device, "0000"]),
+                await self._ask(bluez, hub_bus, "RequestPinCode", [("o", device)]),
+                await self._ask(bluez, hub_bus, "DisplayPinCode", [("o", device), ("s", "0000")]),
             ]
-            assert [REJECTED, REJECTED] == [error_name(r) for r in replies]
+            assert [AgentReply(REJECTED)] * 2 == replies
             assert Refusal(Question.PIN_CODE, PairingFailure.DECLINED) == agent.refusal
             assert [] == prompter.asked
 
@@ -404,11 +475,13 @@ class TestAgent:
         """DisplayPasskey repeated as keys are pressed shows the passkey once."""
         prompter = ScriptedPrompter()
         async with PairingAgent(hub_bus, prompter, device_path=device):
-            for entered in range(3):
-                reply = await self._ask(
-                    bluez, hub_bus, "DisplayPasskey", "ouq", [device, PASSKEY, entered]
+            replies = [
+                await self._ask(
+                    bluez, hub_bus, "DisplayPasskey", [("o", device), ("u", PASSKEY), ("q", n)]
                 )
-                assert None is error_name(reply)
+                for n in range(3)
+            ]
+        assert [AgentReply(None)] * 3 == replies
         assert [("show", LABEL, PASSKEY)] == prompter.asked
 
     async def test_out_of_range_passkey_is_refused(
@@ -417,8 +490,8 @@ class TestAgent:
         """A 'passkey' above 999999 is no passkey: Rejected."""
         prompter = ScriptedPrompter(passkey=1_000_000)
         async with PairingAgent(hub_bus, prompter, device_path=device) as agent:
-            reply = await self._ask(bluez, hub_bus, "RequestPasskey", "o", [device])
-            assert REJECTED == error_name(reply)
+            reply = await self._ask(bluez, hub_bus, "RequestPasskey", [("o", device)])
+            assert AgentReply(REJECTED) == reply
             assert Refusal(Question.PASSKEY, PairingFailure.DECLINED) == agent.refusal
 
     async def test_prompt_timeout_is_bounded(self) -> None:

@@ -10,8 +10,9 @@ can fail with ``AuthenticationFailed``. :class:`PairingAgent` is that agent, for
   leaving the ``async with`` block unregisters and unexports it. BlueZ asks the agent
   registered by the connection that called ``Device1.Pair()``, so the pairing must be started
   on the same connection (:mod:`agent.ble.bluez_devices` does).
-- it answers **only for the one device object path being paired**. Any question about another
-  device is refused (``org.bluez.Error.Rejected``) without asking anyone: an agent that says
+- it answers **only BlueZ** (a call from any connection but the owner of ``org.bluez`` is
+  refused) and **only for the one device object path being paired**: a question about another
+  device is refused (``org.bluez.Error.Rejected``) without asking anyone. An agent that says
   yes to every device is a hole through which anything in range can pair and be trusted.
 - its questions go to a :class:`~agent.ble.prompts.Prompter` (the technician's terminal;
   :class:`~agent.ble.prompts.RefusingPrompter` in the daemon, where only Just Works can
@@ -261,6 +262,7 @@ class PairingAgent(ServiceInterface):
         self._canceled = False
         self._shown: int | None = None
         self._registered = False
+        self._bluez_owner: str | None = None
         self._log = log.bind(device=self.device)
 
     # -- registration ------------------------------------------------------
@@ -271,6 +273,20 @@ class PairingAgent(ServiceInterface):
         Raises:
             BleStackUnavailableError: BlueZ is not reachable or refused the registration.
         """
+        try:
+            (owner,) = await bluez_call(
+                self.bus,
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus",
+                "GetNameOwner",
+                "s",
+                [BLUEZ_SERVICE],
+                destination="org.freedesktop.DBus",
+            )
+        except (DBusError, TimeoutError) as exc:
+            raise _stack_error("lookup", exc) from None
+        self._bluez_owner = str(owner)
+        self.bus.add_message_handler(self._only_bluez)
         self.bus.export(self.path, self)
         try:
             await bluez_call(
@@ -293,6 +309,7 @@ class PairingAgent(ServiceInterface):
         except (DBusError, TimeoutError) as exc:
             await self._unregister()
             self.bus.unexport(self.path, self)
+            self.bus.remove_message_handler(self._only_bluez)
             raise _stack_error("agent registration", exc) from None
         self._log.info("bluez_agent_registered", capability=self.capability.value)
         return self
@@ -309,7 +326,21 @@ class PairingAgent(ServiceInterface):
             await self._unregister()
         finally:
             self.bus.unexport(self.path, self)
+            self.bus.remove_message_handler(self._only_bluez)
         self._log.info("bluez_agent_unregistered")
+
+    def _only_bluez(self, message: Message) -> bool:
+        """Refuse any call to the agent that does not come from BlueZ's own connection
+        (the owner of ``org.bluez`` at registration): on the system bus another process may
+        be allowed to send to us, and must not answer its own pairing's questions."""
+        if (
+            message.message_type is MessageType.METHOD_CALL
+            and message.path == self.path
+            and message.sender != self._bluez_owner
+        ):
+            self._log.warning("bluez_agent_foreign_caller", member=message.member)
+            raise DBusError(REJECTED, "only BlueZ may call the agent")
+        return False
 
     async def _unregister(self) -> None:
         if not self._registered:
