@@ -59,8 +59,9 @@ from bleak.backends.device import BLEDevice
 from agent import keys
 from agent.ble import identity
 from agent.ble.collector import Collector
+from agent.ble.current_time import ClockPolicy
 from agent.ble.sessions import SESSIONS
-from agent.ble.stack import BleStack
+from agent.ble.stack import BONDS_FILE, BleStack, first_contact_pairing
 from agent.ble.uuids import PLX_CONTINUOUS_MEASUREMENT
 from agent.config import Config, DeviceConfig
 from agent.errors import (
@@ -303,6 +304,11 @@ class Hub:
         self.not_stored = 0
         self.shed_continuous = 0
         self.security_events = 0
+        self._clock_policy = ClockPolicy(
+            set_clock=cfg.ble.set_device_clock,
+            threshold_s=cfg.ble.clock_set_threshold_s,
+            timezone=cfg.hub.timezone,
+        )
         self.security_noticed = asyncio.Event()
         """Set at the first ``security`` event (tests and the HIL rig wait on it)."""
 
@@ -454,7 +460,11 @@ class Hub:
             return
         while not self._collect_stop.is_set():
             try:
-                async with BleStack.open(self.cfg.ble.stack) as ble:
+                async with BleStack.open(
+                    self.cfg.ble.stack,
+                    bonds_path=self.cfg.hub.state_dir / BONDS_FILE,
+                    may_pair=first_contact_pairing(self.cfg.devices),
+                ) as ble:
                     self._ble = ble
                     if self._collect_stop.is_set():
                         ble.request_stop()
@@ -508,7 +518,14 @@ class Hub:
             # still hands on everything received; an outer cancellation would drop readings
             # the device already saw confirmed.
             outcome = await session(
-                ble, device, on_measurement, self.cfg.ble, sync_state, found=found, vet=vetting
+                ble,
+                device,
+                on_measurement,
+                self.cfg.ble,
+                sync_state,
+                found=found,
+                vet=vetting,
+                clock=self._clock_policy,
             )
             bound.info(
                 "ble_session_done", measurements=outcome.measurements, ended_by=outcome.ended_by

@@ -177,3 +177,67 @@ async def test_an_impostor_at_a_known_address_yields_nothing(
     assert security[0]["source"] == pinned_by
     assert security[0]["device"] == "..:12:34"
     assert receiver.readings.empty()
+
+
+async def test_an_impostor_without_the_bond_keys_yields_nothing(
+    tmp_path: Path, dev_pki: DevPki, broker: Broker, receiver: Receiver
+) -> None:
+    """The glucometer bonds (Just Works) at its first contact and syncs. A second meter at
+    the same address, without the keys, holding records of its own: the encryption with the
+    stored bond fails, zero readings, one ``security`` event (check ``encryption``), and the
+    stored bond is left exactly as it was (reliability-catalogue B5)."""
+    records = example_records()
+    async with VirtualRadio() as radio:
+        cfg = hub_config(
+            tmp_path,
+            radio,
+            dev_pki,
+            broker,
+            [{"kind": "glucose", "address": METER_ADDRESS, "label": "meter"}],
+        )
+        bonds = cfg.hub.state_dir / "bonds.json"
+        with capture_logs() as events:
+            async with running(cfg) as hub:
+                device = await radio.add_peripheral_device(METER_ADDRESS, "glucometer")
+                meter = Glucometer(device, records, require_encryption=True)
+                await meter.start()
+                await arrive(receiver, len(records))
+                await meter.stop()
+                bonded = bonds.read_bytes()
+
+                device = await radio.add_peripheral_device(METER_ADDRESS, "glucometer")
+                impostor = Glucometer(device, example_records(), require_encryption=True)
+                await impostor.start()
+                try:
+                    async with asyncio.timeout(WAIT_S):
+                        await hub.security_noticed.wait()
+                finally:
+                    await impostor.stop()
+                assert hub.stored == len(records)
+    assert bonds.read_bytes() == bonded
+    assert impostor.requests == []
+    security = events_named(events, "security")
+    assert [(e["check"], e["device"]) for e in security] == [("encryption", "..:20:01")]
+    assert receiver.readings.empty()
+
+
+async def test_a_required_device_without_a_bond_is_not_paired_by_the_daemon(
+    tmp_path: Path, dev_pki: DevPki, broker: Broker, receiver: Receiver
+) -> None:
+    """A cuff configured ``pairing = "required"`` that ``homehub pair`` never bonded: the
+    daemon does not bond it, takes no reading, and raises one ``security`` event (``bond``)."""
+    async with VirtualRadio() as radio:
+        cfg = hub_config(tmp_path, radio, dev_pki, broker, [cuff_entry(pairing="required")])
+        with capture_logs() as events:
+            async with running(cfg) as hub:
+                cuff = await radio.add_cuff([READING], address=CUFF_ADDRESS, info=CUFF_INFO)
+                async with asyncio.timeout(WAIT_S):
+                    await hub.security_noticed.wait()
+                assert hub.stored == 0
+    assert cuff.confirmed_values == []
+    assert (
+        not (cfg.hub.state_dir / "bonds.json").exists()
+        or b"F0:CA" not in (cfg.hub.state_dir / "bonds.json").read_bytes().upper()
+    )
+    assert [e["check"] for e in events_named(events, "security")] == ["bond"]
+    assert receiver.readings.empty()

@@ -262,7 +262,8 @@ async def collect_blood_pressure(
         async with session.setup_deadline():
             info, bps = await session.read_info(client)
             facts = device_facts(session.address, info, session.label)
-            facts = await with_device_clock(client, facts, session.label, policy=clock)
+            # Read only: the clock is set once the transfer is complete (below).
+            facts = await with_device_clock(client, facts, session.label)
             if vet is not None:
                 vet(facts)
             measurement = session.measurement_characteristic(bps)
@@ -271,6 +272,8 @@ async def collect_blood_pressure(
             )
         slog.info("ble_session_subscribed")
         ended_by = await session.collect(facts, quiet_period_s)
+        if ended_by is SessionEnd.QUIET:  # the device has sent everything it held
+            await session.set_clock_after_transfer(client, facts, clock)
     except BaseException:
         await session.disconnect_after_failure(client)
         raise

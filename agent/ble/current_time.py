@@ -280,10 +280,11 @@ async def with_device_clock(
     them with the corrected clock would move each by the very drift just removed. Only later
     sessions read the corrected clock, for readings taken after it was set.
 
-    One case it cannot cover: a reading still on the device when this session ends early (the
-    link lost mid-transfer) comes in a later session, stamped by the old clock but placed by
-    the corrected one, off by the drift removed. A session that calls :func:`set_device_clock`
-    on its own once its transfer is complete avoids that.
+    Writing here, before the transfer, has one flaw: a reading still on the device when the
+    session ends early (the link lost mid-transfer) comes in a later session, stamped by the
+    old clock but placed by the corrected one, off by the drift removed. The collection
+    sessions therefore read with ``policy=None`` and set the clock only once the device has
+    handed over everything (:meth:`agent.ble.gatt_session.GattSession.set_clock_after_transfer`).
     """
     clock = await read_device_clock(client, label, timeout_s=timeout_s, now=now)
     if clock is not None and policy is not None:

@@ -48,6 +48,7 @@ from bleak.backends.service import BleakGATTService
 from bleak.exc import BleakError, BleakGATTProtocolError, BleakGATTProtocolErrorCode
 from bleak_retry_connector import BleakNotFoundError, establish_connection
 
+from agent.ble.current_time import ClockPolicy, set_device_clock
 from agent.ble.stack import BleStack
 from agent.ble.uuids import (
     DEVICE_INFORMATION_SERVICE,
@@ -70,6 +71,7 @@ from agent.errors import (
     DecodeError,
     DeviceFloodError,
     DeviceProtocolError,
+    LinkSecurityError,
 )
 from agent.logs import device_label
 from agent.measurement import OnMeasurement, RawMeasurement
@@ -232,6 +234,32 @@ def session_deadline(session_timeout_s: float | None) -> float:
     if session_timeout_s is None:
         return math.inf
     return asyncio.get_running_loop().time() + session_timeout_s
+
+
+def _link_security_failure(exc: BleakError, label: str) -> LinkSecurityError | None:
+    """The hub's :class:`LinkSecurityError` for a backend's refusal to secure the link, by
+    the backend's exception type (``None``: not a security failure).
+
+    Bumble (agent/ble/bumble_backend.py): ``BumbleNotBondedError`` (no bond and the pairing
+    policy forbids one: a ``required`` device ``homehub pair`` has not bonded) and
+    ``BumbleLinkSecurityError`` (encryption with the stored keys failed: an impostor at a
+    bonded address, or a device that lost its bond; or pairing failed). Imported only once
+    the error is one of the Bumble backend's: a BlueZ hub never loads Bumble.
+    """
+    module = type(exc).__module__
+    if module != "agent.ble.bumble_backend":
+        return None
+    from agent.ble.bumble_backend import BumbleLinkSecurityError, BumbleNotBondedError
+
+    if isinstance(exc, BumbleNotBondedError):
+        return LinkSecurityError(label, "bond", "not bonded, and only homehub pair may bond it")
+    if isinstance(exc, BumbleLinkSecurityError):
+        if exc.operation == "encrypt":
+            return LinkSecurityError(
+                label, "encryption", f"the link could not be encrypted with the bond ({exc.reason})"
+            )
+        return LinkSecurityError(label, "pairing", f"pairing failed ({exc.reason})")
+    return None
 
 
 def _short(uuid: str) -> str:
@@ -435,6 +463,9 @@ class GattSession:
             raise BleLinkError("connect timed out", device=self.label) from None
         except BleakError as exc:
             raise_if_cancelled()
+            security = _link_security_failure(exc, self.label)
+            if security is not None:
+                raise security from None
             raise BleLinkError(
                 f"connect failed ({type(exc).__name__})", device=self.label
             ) from None
@@ -529,6 +560,22 @@ class GattSession:
                 await read(REGULATORY_CERTIFICATION_DATA_LIST) if regulatory else None
             ),
         )
+
+    async def set_clock_after_transfer(
+        self, client: BleakClient, facts: DeviceFacts, policy: ClockPolicy | None
+    ) -> None:
+        """Set the device's clock as ``policy`` calls for (:func:`set_device_clock`), once
+        the device has handed over everything it held: every reading stamped by the old
+        clock has then been placed with the offset read at connection, and none is left on
+        the device to be misplaced by a later session's corrected clock. Skipped when the
+        hub is stopping, the link is gone or the session deadline has passed."""
+        if policy is None or facts.clock is None:
+            return
+        if self.ble.stopping.is_set() or self.link_lost.is_set():
+            return
+        if self.loop.time() >= self.deadline:
+            return
+        await set_device_clock(client, facts.clock, policy, self.label)
 
     def on_disconnected(self, _client: BleakClient) -> None:
         """bleak's disconnected callback."""

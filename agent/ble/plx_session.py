@@ -329,7 +329,8 @@ async def collect_pulse_oximetry(
     try:
         async with session.setup_deadline():
             features, facts, plx = await session.read_plx(client)
-            facts = await with_device_clock(client, facts, session.label, policy=clock)
+            # Read only: the clock is set once the transfer is complete (below).
+            facts = await with_device_clock(client, facts, session.label)
             if vet is not None:
                 vet(facts)
             spot = plx.get_characteristic(PLX_SPOT_CHECK_MEASUREMENT)
@@ -356,6 +357,8 @@ async def collect_pulse_oximetry(
                 await session.request_stored_records(client, features, plx)
         slog.info("ble_session_subscribed", characteristics=subscribed)
         ended_by = await session.collect(facts, quiet_period_s)
+        if ended_by is SessionEnd.QUIET:  # the device has sent everything it held
+            await session.set_clock_after_transfer(client, facts, clock)
     except BaseException:
         await session.disconnect_after_failure(client)
         raise

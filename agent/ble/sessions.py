@@ -7,8 +7,10 @@ Every session has the same shape, so the daemon treats all devices alike::
 
 ``found`` is the device as the collector's scan saw it advertise (``None``: the session scans
 for it itself); ``vet`` checks the device's identity before any measurement is accepted
-(:mod:`agent.ble.identity`). A device whose ``pairing`` is not ``none`` is connected with
-``pair=True``: encrypted with its bond, or bonded first as the stack's pairing policy allows.
+(:mod:`agent.ble.identity`); ``clock`` says whether to set the device's clock once its
+transfer is complete (:mod:`agent.ble.current_time`). A device whose ``pairing`` is not
+``none`` is connected with ``pair=True``: encrypted with its bond, or bonded first as the
+stack's pairing policy allows.
 ``on_measurement`` stores one raw measurement (it returns once the reading is queued for
 the outbox); ``sync_state`` reads this device's committed sync state (a glucometer's RACP
 high-water mark). A session that advances such state returns the new value inside the
@@ -76,14 +78,8 @@ class Session(Protocol):
         *,
         found: BLEDevice | None = None,
         vet: Vet | None = None,
+        clock: ClockPolicy | None = None,
     ) -> Awaitable[SessionOutcome]: ...
-
-
-def clock_policy(settings: BleConfig) -> ClockPolicy:
-    """``[ble] set_device_clock`` and ``clock_set_threshold_s`` as the sessions take them."""
-    return ClockPolicy(
-        set_clock=settings.set_device_clock, threshold_s=settings.clock_set_threshold_s
-    )
 
 
 async def blood_pressure_session(
@@ -95,6 +91,7 @@ async def blood_pressure_session(
     *,
     found: BLEDevice | None = None,
     vet: Vet | None = None,
+    clock: ClockPolicy | None = None,
 ) -> SessionOutcome:
     """A BPS 1.0 cuff: indications of its stored measurements after connection."""
     result = await collect_blood_pressure(
@@ -107,7 +104,7 @@ async def blood_pressure_session(
         session_timeout_s=settings.session_timeout_s,
         pair=device.pairing_mode != "none",
         found=found,
-        clock=clock_policy(settings),
+        clock=clock,
         vet=vet,
     )
     return SessionOutcome(result.measurements, result.ended_by.value)
@@ -122,6 +119,7 @@ async def pulse_oximeter_session(
     *,
     found: BLEDevice | None = None,
     vet: Vet | None = None,
+    clock: ClockPolicy | None = None,
 ) -> SessionOutcome:
     """A PLXS 1.0 oximeter: spot-check indications, continuous notifications thinned to one
     per ``plx_session.CONTINUOUS_INTERVAL_S`` (policy in :mod:`agent.ble.plx_session`)."""
@@ -135,7 +133,7 @@ async def pulse_oximeter_session(
         session_timeout_s=settings.session_timeout_s,
         pair=device.pairing_mode != "none",
         found=found,
-        clock=clock_policy(settings),
+        clock=clock,
         vet=vet,
     )
     return SessionOutcome(result.measurements, result.ended_by.value)
@@ -150,6 +148,7 @@ async def glucose_session(
     *,
     found: BLEDevice | None = None,
     vet: Vet | None = None,
+    clock: ClockPolicy | None = None,
 ) -> SessionOutcome:
     """A GLS 1.0 glucometer: an incremental RACP sync from the committed high-water mark
     (``gls_last_seq``; policy in :mod:`agent.ble.gls_session`)."""
@@ -177,7 +176,7 @@ async def glucose_session(
         # an allowlist entry, so only the configured meter is ever paired with.
         pair=True,
         found=found,
-        clock=clock_policy(settings),
+        clock=clock,
         vet=vet,
     )
     return SessionOutcome(result.measurements, result.ended_by.value)
