@@ -174,17 +174,21 @@ def _cmd_pair(args: argparse.Namespace) -> int:
         out.write(line + "\n")
         out.flush()
 
-    result = asyncio.run(
-        pairing.pair(
-            cfg,
-            prompter,
-            prompter,
-            scan_s=args.scan_s,
-            address=args.address,
-            label=args.label,
-            show=show,
+    try:
+        result = asyncio.run(
+            pairing.pair(
+                cfg,
+                prompter,
+                prompter,
+                scan_s=args.scan_s,
+                address=args.address,
+                label=args.label,
+                show=show,
+            )
         )
-    )
+    except KeyboardInterrupt:
+        sys.stderr.write("homehub: pairing interrupted; nothing was added\n")
+        return EXIT_FAILURE
     if args.json:
         sys.stdout.write(json.dumps(asdict(result)) + "\n")
     else:

@@ -41,13 +41,14 @@ directory, written atomically), or an in-memory one when no file is given (tests
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import stat
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -57,7 +58,7 @@ from bumble import hci
 from bumble.core import BaseBumbleError
 from bumble.device import Advertisement, Connection, Device
 from bumble.host import Host
-from bumble.keys import JsonKeyStore, KeyStore
+from bumble.keys import JsonKeyStore, KeyStore, PairingKeys
 from bumble.pairing import PairingConfig, PairingDelegate
 from bumble.transport import open_transport
 from bumble.transport.common import Transport
@@ -115,6 +116,47 @@ class PrivateJsonKeyStore(JsonKeyStore):
 
     def _what(self) -> str:
         return f"bond store {self.path}"
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold an exclusive lock on ``<file>.lock`` across a read-modify-write: the daemon
+        (a first-contact bond) and ``homehub devices remove`` may both write the file."""
+        what = self._what()
+        try:
+            ensure_private_directory(self.path.parent)
+            fd = os.open(
+                self.path.with_name(self.path.name + ".lock"),
+                os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                BOND_FILE_MODE,
+            )
+        except OSError as exc:
+            raise KeyMaterialError(what, f"cannot be locked: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held for one small file's read and write
+            yield
+        finally:
+            os.close(fd)
+
+    async def update(self, name: str, keys: PairingKeys) -> None:
+        """Add or update the bond ``name`` (under the file lock)."""
+        with self._locked():
+            db, key_map = await self.load()
+            key_map.setdefault(name, {}).update(keys.to_dict())
+            await self.save(db)
+
+    async def delete(self, name: str) -> None:
+        """Delete the bond ``name`` (under the file lock); ``KeyError`` when absent."""
+        with self._locked():
+            db, key_map = await self.load()
+            del key_map[name]
+            await self.save(db)
+
+    async def delete_all(self) -> None:
+        """Delete every bond of this namespace (under the file lock)."""
+        with self._locked():
+            db, key_map = await self.load()
+            key_map.clear()
+            await self.save(db)
 
     async def load(
         self,
