@@ -17,7 +17,8 @@ Behaviour, following bleak's BlueZ backend where bleak's interface leaves room:
   ``service_uuids`` filter is honoured; ``seen_devices`` is cleared at each start.
 - **Client**: ``connect`` creates the LE connection (bounded by bleak's ``timeout``, which
   also bounds the set-up), encrypts with the stored keys when the peer is bonded (as BlueZ
-  does), pairs when asked, exchanges the ATT MTU (up to :data:`ATT_MTU_MAX`) and discovers
+  does; never pairing a bonded peer again), pairs when asked and the host's pairing policy
+  allows a new bond with the peer, exchanges the ATT MTU (up to :data:`ATT_MTU_MAX`) and discovers
   every service, characteristic and descriptor into bleak's collection. ``start_notify``
   writes the CCCD for notifications, or for indications when the characteristic only
   indicates (Core Spec Vol 3 Part G §4.10, §4.11); Bumble confirms each indication after
@@ -26,7 +27,10 @@ Behaviour, following bleak's BlueZ backend where bleak's interface leaves room:
 - **Errors**: callers of bleak expect bleak's exceptions. ATT error responses become
   ``BleakGATTProtocolError`` (its ``code``); any other Bumble failure becomes
   :class:`BumbleBackendError`, a ``BleakError`` carrying the operation, the HCI/SMP/ATT
-  namespace and code as fields; a connect that does not complete in time raises
+  namespace and code as fields; a link that cannot be secured as the bond or the policy
+  demands is :class:`BumbleLinkSecurityError` (an impersonator at a bonded address: HCI
+  0x06 "PIN or Key Missing"; a failed pairing: the SMP reason; no bond and none allowed:
+  :class:`BumbleNotBondedError`); a connect that does not complete in time raises
   ``TimeoutError``, as bleak's BlueZ backend does. Messages, fields and logs name a peer by
   its label (last two octets), never by its full address, and never include Bumble's own
   exception text (which does).
