@@ -60,7 +60,7 @@ from agent import keys
 from agent.ble import identity
 from agent.ble.collector import Collector
 from agent.ble.current_time import ClockPolicy
-from agent.ble.sessions import SESSIONS
+from agent.ble.sessions import SESSIONS, Session, SyncStateReader
 from agent.ble.stack import BONDS_FILE, BleStack, first_contact_pairing
 from agent.ble.uuids import PLX_CONTINUOUS_MEASUREMENT
 from agent.config import Config, DeviceConfig
@@ -309,6 +309,9 @@ class Hub:
             threshold_s=cfg.ble.clock_set_threshold_s,
             timezone=cfg.hub.timezone,
         )
+        self.sessions_done = 0
+        self.session_done = asyncio.Event()
+        """Set after each BLE session has ended and been logged (whoever waits clears it)."""
         self.security_noticed = asyncio.Event()
         """Set at the first ``security`` event (tests and the HIL rig wait on it)."""
 
@@ -506,13 +509,29 @@ class Hub:
         label = device_label(device.address)
         bound = log.bind(device=label, kind=device.kind)
         vetting = _Vetting(device, label, self._sync_cache.get((device.label, identity.SYNC_KEY)))
-        on_measurement = functools.partial(self._on_measurement, device=device, vetting=vetting)
 
         def sync_state(key: str) -> bytes | None:
             # Committed values only: the cache is updated after each commit (_note_stored).
             return self._sync_cache.get((device.label, key))
 
         session = SESSIONS[device.kind]
+        try:
+            await self._run_session(session, ble, device, found, vetting, sync_state, bound)
+        finally:
+            self.sessions_done += 1
+            self.session_done.set()
+
+    async def _run_session(
+        self,
+        session: Session,
+        ble: BleStack,
+        device: DeviceConfig,
+        found: BLEDevice | None,
+        vetting: _Vetting,
+        sync_state: SyncStateReader,
+        bound: Any,
+    ) -> None:
+        on_measurement = functools.partial(self._on_measurement, device=device, vetting=vetting)
         try:
             # Each session's own deadline (ble.session_timeout_s) ends the radio part and
             # still hands on everything received; an outer cancellation would drop readings

@@ -26,9 +26,15 @@ CUFF_ADDRESS: Final = phi_canaries.DEVICE_ADDRESS
 
 
 def hub_config(
-    tmp_path: Path, radio: VirtualRadio, pki: DevPki, broker: Broker, devices: list[dict[str, Any]]
+    tmp_path: Path,
+    radio: VirtualRadio,
+    pki: DevPki,
+    broker: Broker,
+    devices: list[dict[str, Any]],
+    **ble: Any,
 ) -> config.Config:
-    """The daemon's configuration: the virtual radio, ``devices``, the test broker."""
+    """The daemon's configuration: the virtual radio, ``devices``, the test broker; ``ble``
+    overrides keys of ``[ble]``."""
     state = tmp_path / "state"
     return config.from_mapping(
         {
@@ -41,6 +47,7 @@ def hub_config(
                 "quiet_period_s": 1.0,
                 "session_timeout_s": 60.0,
                 "cycle_interval_s": 0.5,
+                **ble,
             },
             "devices": devices,
             "outbox": {"path": str(state / "outbox.db"), "key_file": str(tmp_path / "data.key")},

@@ -8,20 +8,31 @@ radio, real outbox, TLS mosquitto, reference receiver). Nothing sleeps to synchr
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
 import pytest
+from structlog.testing import capture_logs
 
 from hil.broker import Broker
-from hil.emulators.cuff import BpReading
+from hil.emulators.cuff import BpReading, EmulatedCuff
 from hil.emulators.encoding import DateTime
+from hil.emulators.quirks import slow_setup
 from hil.pki import DevPki
 from hil.receiver import Receiver
 from hil.virtual_home import summarize
 from hil.virtual_radio import VirtualRadio
-from tests.collector_home import CUFF_ADDRESS, arrive, cuff_entry, hub_config, running
+from tests.collector_home import (
+    CUFF_ADDRESS,
+    WAIT_S,
+    arrive,
+    cuff_entry,
+    events_named,
+    hub_config,
+    running,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -61,3 +72,46 @@ async def test_unused_map_sent_as_zero_is_kept_and_flagged(
     assert summarize(absent).mean is None
     assert _map_component(absent.payload)["dataAbsentReason"]["coding"][0]["code"] == "not-a-number"
     assert receiver.readings.empty()
+
+
+@pytest.mark.parametrize(("delay_s", "connect_timeout_s"), [(2.0, 10.0), (3.0, 1.0)])
+async def test_slow_connection_setup(
+    tmp_path: Path,
+    dev_pki: DevPki,
+    broker: Broker,
+    receiver: Receiver,
+    delay_s: float,
+    connect_timeout_s: float,
+) -> None:
+    """A cuff that answers the set-up (MTU exchange) late: within ``ble.connect_timeout_s``
+    its reading is collected; beyond it the session fails as a link error (``connect timed
+    out``), the device backs off by its own delay, and the cuff still holds its reading
+    (nothing was confirmed, so nothing is lost)."""
+    async with VirtualRadio() as radio:
+        cfg = hub_config(
+            tmp_path, radio, dev_pki, broker, [cuff_entry()], connect_timeout_s=connect_timeout_s
+        )
+        with capture_logs() as events:
+            async with running(cfg) as hub:
+                device = await radio.add_peripheral_device(CUFF_ADDRESS, "cuff")
+                slow = slow_setup(device, delay_s)
+                cuff = EmulatedCuff(device, [NO_MAP])
+                await cuff.start()
+                try:
+                    if connect_timeout_s > delay_s:
+                        await arrive(receiver, 1)
+                    async with asyncio.timeout(WAIT_S):
+                        await hub.session_done.wait()
+                    assert hub.stored == (1 if connect_timeout_s > delay_s else 0)
+                finally:
+                    await cuff.stop()
+    assert slow.delayed >= 1
+    if connect_timeout_s > delay_s:
+        assert cuff.stored == ()
+        assert events_named(events, "ble_session_done")[0]["measurements"] == 1
+    else:
+        assert cuff.stored == (NO_MAP,)
+        failed = events_named(events, "ble_session_failed")[0]
+        assert failed["reason"] == "..:12:34: connect timed out"
+        assert failed["retry_in_s"] >= 0
+        assert receiver.readings.empty()
