@@ -23,6 +23,7 @@ from hil.broker import Broker
 from hil.emulators.cuff import BpReading
 from hil.emulators.encoding import DateTime
 from hil.emulators.glucometer import Glucometer, example_records
+from hil.emulators.oximeter import EmulatedOximeter, example_spot_checks
 from hil.emulators.peripheral import DeviceInformation
 from hil.pki import DevPki
 from hil.receiver import Receiver
@@ -241,3 +242,39 @@ async def test_a_required_device_without_a_bond_is_not_paired_by_the_daemon(
     )
     assert [e["check"] for e in events_named(events, "security")] == ["bond"]
     assert receiver.readings.empty()
+
+
+async def test_one_slot_serves_every_device_in_turn(
+    tmp_path: Path, dev_pki: DevPki, broker: Broker, receiver: Receiver
+) -> None:
+    """``ble.max_connections = 1`` with a cuff and an oximeter advertising at the same time
+    (reliability-catalogue B10: adapter slots exhausted): no deadlock, each device's
+    readings arrive once, one after the other."""
+    spot_checks = example_spot_checks()
+    async with VirtualRadio() as radio:
+        cfg = hub_config(
+            tmp_path,
+            radio,
+            dev_pki,
+            broker,
+            [
+                cuff_entry(),
+                {"kind": "pulse_oximeter", "address": OXIMETER_ADDRESS, "label": "oximeter"},
+            ],
+            max_connections=1,
+        )
+        async with running(cfg) as hub:
+            device = await radio.add_peripheral_device(OXIMETER_ADDRESS, "oximeter")
+            oximeter = EmulatedOximeter(device, spot_checks)
+            await oximeter.start()
+            cuff = await radio.add_cuff([READING, LATER], address=CUFF_ADDRESS, info=CUFF_INFO)
+            try:
+                got = await arrive(receiver, 2 + len(spot_checks))
+            finally:
+                await oximeter.stop()
+            assert hub.stored == 2 + len(spot_checks)
+    assert sorted(r.kind for r in got).count("observation") == len(got)
+    assert len({r.id for r in got}) == len(got)
+    assert cuff.stored == ()
+    assert oximeter.stored == ()
+    assert receiver.stats.rejected_total == 0
