@@ -26,6 +26,9 @@ SCENARIOS: Final = (
     "tests/test_ble_stop.py",
     "tests/test_ble_floods.py",
     "tests/test_loop_responsive.py",
+    "tests/test_collector.py",
+    "tests/test_collector_watchdog.py",
+    "tests/test_device_quirks.py",
 )
 
 
