@@ -291,6 +291,7 @@ class TestPair:
             ("ConnectionAttemptFailed", BleLinkError, None),
             ("InProgress", BleLinkError, None),
             ("NotReady", BleStackUnavailableError, None),
+            ("AlreadyExists", BondExistsError, None),
         ],
     )
     async def test_bluez_errors_map_by_type(
@@ -311,7 +312,7 @@ class TestPair:
 
         error = caught.value
         assert expected is type(error)
-        assert (expected is not PairingError) == retryable(error)
+        assert issubclass(expected, BleLinkError) == retryable(error)
         if isinstance(error, PairingError):
             assert (failure, bluez_error, None) == (
                 error.failure,
@@ -319,7 +320,29 @@ class TestPair:
                 error.question,
             )
         assert DEVICE_ADDRESS not in str(error)
+        # A bond BlueZ says exists is not ours to touch; anything else is undone.
+        kept = expected is BondExistsError
+        assert {"Paired": False, "Trusted": kept} == await _state(bluez, device)
+
+    async def test_cancelled_pairing_is_undone(
+        self, bluez: BluezMock, adapter: BluezAdapter, device: str
+    ) -> None:
+        """The technician gives up (the pairing task is cancelled) while being asked: the
+        question is withdrawn, CancelPairing is sent, nothing is left trusted."""
+        await bluez.set_property(device, "Trusted", True)
+        await bluez.pair_asks_agent(device, adapter.bus.unique_name or "", displayed=PASSKEY)
+        prompter = ScriptedPrompter(hold=True)
+        pairing = asyncio.create_task(adapter.pair(DEVICE_ADDRESS, prompter))
+        async with asyncio.timeout(QUESTION_TIMEOUT_S):
+            await prompter.question_open.wait()
+        pairing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pairing
+
+        assert prompter.canceled
+        assert [[]] == await bluez.method_calls(device, "CancelPairing")
         assert {"Paired": False, "Trusted": False} == await _state(bluez, device)
+        assert [[AGENT_PATH]] == await bluez.method_calls("/org/bluez", "UnregisterAgent")
 
     async def test_already_paired_is_left_alone(
         self, bluez: BluezMock, adapter: BluezAdapter, device: str
@@ -331,7 +354,7 @@ class TestPair:
 
         assert LABEL == caught.value.device
         assert {"Paired": True, "Trusted": True} == await _state(bluez, device)
-        assert [[AGENT_PATH]] * 2 == await bluez.method_calls("/org/bluez", "UnregisterAgent")
+        assert [[]] == await bluez.method_calls(device, "Pair")  # the second never reached BlueZ
 
     async def test_unknown_device(self, adapter: BluezAdapter) -> None:
         """A device BlueZ never saw: BleDeviceAbsentError (scan first), no agent registered."""
@@ -566,8 +589,9 @@ class TestStack:
             async with open_adapter("hci0", bus_address=system_bus.address):
                 pass
 
-    async def test_no_bus(self, tmp_path: Path) -> None:
-        """No D-Bus at all: BleStackUnavailableError."""
+    @pytest.mark.parametrize("address", ["unix:path={tmp}/none", "nonsense:what=ever"])
+    async def test_no_bus(self, tmp_path: Path, address: str) -> None:
+        """No D-Bus at all, or an address that is none: BleStackUnavailableError."""
         with pytest.raises(BleStackUnavailableError):
-            async with open_adapter("hci0", bus_address=f"unix:path={tmp_path}/none"):
+            async with open_adapter("hci0", bus_address=address.format(tmp=tmp_path)):
                 pass

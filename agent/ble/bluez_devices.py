@@ -21,9 +21,10 @@ given address) and checks the adapter is there::
 3. ``Device1.Pair()`` runs within the pairing deadline (:data:`PAIR_TIMEOUT_S`); past it
    ``CancelPairing()`` is sent;
 4. on success ``Trusted`` is set and both properties are read back;
-5. on any failure nothing of the attempt is left: a ``Trusted`` flag is cleared and a bond
-   that BlueZ completed anyway (the deadline passed just after) is removed. A bond that
-   existed before (BlueZ ``AlreadyExists``) is left alone: :class:`~agent.errors.BondExistsError`.
+5. on any failure, and on cancellation, nothing of the attempt is left: a ``Trusted`` flag
+   is cleared and a bond that BlueZ completed anyway (the deadline passed just after) is
+   removed. A device already paired is not touched at all: it is checked before anything
+   else (:class:`~agent.errors.BondExistsError`, as for BlueZ's ``AlreadyExists``).
 
 **Errors** are mapped by type from BlueZ's D-Bus error names, in one place
 (:func:`_pair_error`), never by reading their text:
@@ -57,7 +58,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
-from dbus_fast import BusType, DBusError, Variant
+from dbus_fast import BusType, DBusError, DBusFastError, Variant
 from dbus_fast.aio import MessageBus
 
 from agent.ble.bluez_agent import (
@@ -331,6 +332,14 @@ class BluezAdapter:
             path = await self.device_path(address)
             if path is None:
                 raise BleDeviceAbsentError("not known to BlueZ (scan for it first)", label)
+            try:
+                before = await self._bond_at(path, address)
+            except (DBusError, TimeoutError) as exc:
+                raise _stack_error("read device", exc) from None
+            if before.paired:
+                # Checked first so that cleaning up after a failed attempt can never drop a
+                # bond that predates it (BlueZ would answer AlreadyExists anyway).
+                raise BondExistsError(label)
             slog = self._log.bind(device=label)
             slog.info("bluez_pairing_started", capability=capability.value)
             agent = PairingAgent(
@@ -366,6 +375,12 @@ class BluezAdapter:
                 except BleLinkError as exc:
                     await self._leave_nothing(path, label)
                     slog.warning("bluez_pairing_failed", error=type(exc).__name__)
+                    raise
+                except asyncio.CancelledError:
+                    # The technician gave up (Ctrl-C) or the hub is stopping: the attempt is
+                    # undone like a failed one, then the cancellation goes on.
+                    await self._leave_nothing(path, label)
+                    slog.info("bluez_pairing_cancelled")
                     raise
             try:
                 await self._set(path, DEVICE_INTERFACE, "Trusted", True)
@@ -412,11 +427,12 @@ class BluezAdapter:
             self._log.info("bluez_cancel_pairing_failed", error=_error_name(exc))
 
     async def _leave_nothing(self, path: str, label: str, *, remove: bool = False) -> None:
-        """After a failed attempt: no ``Trusted`` flag, and no bond unless it predates us.
+        """After a failed attempt on a device that was not paired before it: no ``Trusted``
+        flag, no bond.
 
-        ``remove`` drops the device's bond even if BlueZ reports it paired (the attempt
-        paired but could not be finished). Without it a bond is dropped only if ``Paired``
-        turned true although ``Pair()`` failed (the deadline passed as BlueZ completed)."""
+        A bond is dropped when ``Paired`` turned true although ``Pair()`` failed (the deadline
+        passed as BlueZ completed), or with ``remove`` (the attempt paired but could not be
+        finished: trust not set)."""
         try:
             props = await self._get_all(path, DEVICE_INTERFACE)
             if remove or _bool(props, "Paired"):
@@ -507,15 +523,16 @@ async def open_adapter(
     Raises:
         BleStackUnavailableError: no D-Bus, no BlueZ on it, or no such adapter.
     """
-    bus = (
-        MessageBus(bus_address=bus_address)
-        if bus_address is not None
-        else MessageBus(bus_type=BusType.SYSTEM)
-    )
     try:
+        bus = (
+            MessageBus(bus_address=bus_address)
+            if bus_address is not None
+            else MessageBus(bus_type=BusType.SYSTEM)
+        )
         async with asyncio.timeout(DBUS_CALL_TIMEOUT_S):
             await bus.connect()
-    except (OSError, TimeoutError, DBusError) as exc:
+    except (OSError, TimeoutError, DBusFastError) as exc:
+        # No socket, refused, an address we cannot use, authentication refused.
         raise BleStackUnavailableError(f"no D-Bus: {_error_name(exc)}") from None
     try:
         adapter = BluezAdapter(bus, name)
