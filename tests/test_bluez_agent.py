@@ -411,6 +411,23 @@ class TestAgent:
         after = await self._ask(bluez, hub_bus, "RequestPasskey", [("o", device)])
         assert "org.freedesktop.DBus.Error.UnknownMethod" == after.error  # dbus-fast: no object
 
+    async def test_release_by_bluez(
+        self, bluez: BluezMock, hub_bus: MessageBus, device: str
+    ) -> None:
+        """Release (BlueZ dropped the agent) withdraws an open question; leaving then does
+        not unregister what BlueZ already forgot."""
+        prompter = ScriptedPrompter(hold=True)
+        async with PairingAgent(hub_bus, prompter, device_path=device) as agent:
+            asked = asyncio.create_task(
+                self._ask(bluez, hub_bus, "RequestPasskey", [("o", device)])
+            )
+            async with asyncio.timeout(QUESTION_TIMEOUT_S):
+                await prompter.question_open.wait()
+            assert AgentReply(None) == await self._ask(bluez, hub_bus, "Release")
+            assert AgentReply(CANCELED) == await asked
+            assert agent.released
+        assert [] == await bluez.method_calls("/org/bluez", "UnregisterAgent")
+
     async def test_only_bluez_may_ask(
         self, bluez: BluezMock, hub_bus: MessageBus, device: str
     ) -> None:
