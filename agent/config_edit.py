@@ -67,6 +67,9 @@ def _devices(path: Path, doc: TOMLDocument) -> AoT | None:
     devices = doc.get(DEVICES)
     if devices is None:
         return None
+    if isinstance(devices, list) and not devices:
+        del doc[DEVICES]  # ``devices = []``: no device yet; tables are added instead
+        return None
     if not isinstance(devices, AoT):
         raise ConfigEditError(
             str(path), DEVICES, "is not written as [[devices]] tables; edit it by hand"
@@ -128,12 +131,12 @@ def add_device(path: Path, new: NewDevice) -> DeviceConfig:
     table.add(tomlkit.nl())
     devices = _devices(path, doc)
     if devices is None:
-        doc.add(DEVICES, tomlkit.aot())
-        devices = _devices(path, doc)
-        assert devices is not None
+        first = tomlkit.aot()
+        first.append(table)
+        doc.add(DEVICES, first)  # at the end of the file: TOML allows tables anywhere
     else:
         _end_with_blank_line(devices)
-    devices.append(table)
+        devices.append(table)
     updated = _write(path, doc)
     return next(d for d in updated.devices if d.label == new.label)
 
@@ -189,6 +192,8 @@ def remove_device(path: Path, label: str) -> DeviceConfig:
         for item in kept_comments:
             keeper.value.body.append((None, item))
     del devices[i]
+    if not devices.body:
+        del doc[DEVICES]  # tomlkit would write an empty list of tables as ``devices = []``
     _write(path, doc)
     return removed
 

@@ -110,6 +110,24 @@ class TestRenameRemove:
         assert sorted(before) == sorted(comments(after))
         assert ["glucose"] == [d["label"] for d in tomllib.loads(after)["devices"]]
 
+    def test_remove_the_only_device_then_add_one(self, example: Path) -> None:
+        """An allow-list emptied is written without any [[devices]] (not ``devices = []``)
+        and takes a new device again."""
+        remove_device(example, "cuff")
+        text = example.read_text()
+        assert "devices" not in tomllib.loads(text)
+        assert "[outbox]" in text
+        add_device(example, METER)
+        assert ["glucose"] == [d["label"] for d in tomllib.loads(example.read_text())["devices"]]
+
+    def test_an_empty_list_written_by_hand(self, example: Path) -> None:
+        """``devices = []`` in the file is replaced by the first table."""
+        text = example.read_text()
+        start, end = text.index("[[devices]]"), text.index("[outbox]")
+        example.write_text("devices = []\n" + text[:start] + text[end:])
+        add_device(example, METER)
+        assert ["glucose"] == [d["label"] for d in tomllib.loads(example.read_text())["devices"]]
+
     def test_unknown_label(self, example: Path) -> None:
         """An unknown label names the known ones; nothing written."""
         before = example.read_bytes()

@@ -8,16 +8,12 @@ terminal, picks the row, and types the passkey the emulated glucometer displays.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import json
 import os
-import signal
 import stat
 import sys
 import tomllib
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -32,13 +28,8 @@ from agent.normalize.device import DeviceFacts
 from hil.emulators.glucometer import Glucometer, example_records
 from hil.emulators.pairing import EmulatedPairing
 from hil.virtual_radio import VirtualRadio
-from tests.pairing_home import WAIT_S, hci_client_watch, start_meter
+from tests.pairing_home import PAIR_WAIT_S, SCAN_S, homehub, pair_by_terminal, start_meter
 from tests.phi_canaries import DEVICE_ADDRESS, DEVICE_SERIAL, SYSTEM_ID_HEX
-
-PAIR_WAIT_S: Final = 30.0
-"""The subprocess starts Python, bleak and Bumble (a second or two), scans, pairs."""
-SCAN_S: Final = "1.5"
-"""The meter advertises every 100 ms: 1.5 s sees it many times."""
 
 CONFIG_TEXT: Final = """\
 # A hub in the virtual home (comments must survive every edit).
@@ -83,82 +74,6 @@ def write_config(tmp_path: Path, stack: str) -> Path:
     return path
 
 
-@dataclass
-class Terminal:
-    """A ``homehub`` subprocess on a pseudo-terminal: what it wrote, and typing into it."""
-
-    process: asyncio.subprocess.Process
-    master: int
-    output: bytearray = field(default_factory=bytearray)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def on_readable(self) -> None:
-        try:
-            chunk = os.read(self.master, 4096)
-        except OSError:  # EIO: every holder of the child's side has closed it
-            chunk = b""
-        if not chunk:
-            asyncio.get_running_loop().remove_reader(self.master)
-            self.closed.set()
-        self.output += chunk
-        self.changed.set()
-
-    @property
-    def text(self) -> str:
-        return self.output.decode("utf-8", errors="replace")
-
-    async def expect(self, text: str) -> None:
-        """Wait until ``text`` has been written to the terminal."""
-        async with asyncio.timeout(PAIR_WAIT_S):
-            while text not in self.text:
-                if self.closed.is_set():
-                    raise AssertionError(f"exited before {text!r}:\n{self.text}")
-                self.changed.clear()
-                await self.changed.wait()
-
-    def type(self, line: str) -> None:
-        """Type ``line`` and Enter."""
-        os.write(self.master, line.encode() + b"\n")
-
-    async def exit_code(self) -> int:
-        """The exit code, once everything the child wrote has been read."""
-        async with asyncio.timeout(PAIR_WAIT_S):
-            code = await self.process.wait()
-            await self.closed.wait()
-        return code
-
-
-@contextlib.asynccontextmanager
-async def homehub(*args: str) -> AsyncIterator[Terminal]:
-    """Run ``python -m agent ARGS`` with stdin, stdout and stderr on a new pseudo-terminal."""
-    master, slave = os.openpty()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TERM": "dumb"}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent",
-        *args,
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=env,
-        start_new_session=True,
-    )
-    os.close(slave)
-    terminal = Terminal(process, master)
-    asyncio.get_running_loop().add_reader(master, terminal.on_readable)
-    try:
-        yield terminal
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGKILL)
-            await process.wait()
-        with contextlib.suppress(ValueError, OSError):
-            asyncio.get_running_loop().remove_reader(master)
-        os.close(master)
-
-
 async def run_cli(*args: str) -> tuple[int, str, str]:
     """``python -m agent ARGS`` without a terminal: exit code, stdout, stderr."""
     process = await asyncio.create_subprocess_exec(
@@ -188,34 +103,6 @@ def expected_pin() -> str:
     pin = identity_pin(facts)
     assert pin is not None
     return pin
-
-
-async def pair_by_terminal(
-    radio: VirtualRadio, cfg_path: Path, meter_pairing: EmulatedPairing, *answer: str
-) -> tuple[int, str]:
-    """``homehub pair`` picking row 1; then each of ``answer`` typed in turn at its
-    question (``"<passkey>"`` types the passkey the meter displays)."""
-    async with homehub("pair", "--config", str(cfg_path), "--scan-s", SCAN_S) as terminal:
-        await terminal.expect("Pair which device? [1-1] ")
-        assert DEVICE_ADDRESS not in terminal.text
-        assert "..:12:34" in terminal.text
-        terminal.type("1")
-        gone: asyncio.Event | None = None
-        for typed in answer:
-            if typed == "<passkey>":
-                await terminal.expect("Type the 6-digit passkey")
-                async with asyncio.timeout(WAIT_S):
-                    shown = await meter_pairing.displayed.get()
-                typed = f"{shown:06d}"
-            else:
-                await terminal.expect("[y/N] ")
-            gone = gone or hci_client_watch(radio)
-            terminal.type(typed)
-        code = await terminal.exit_code()
-        if gone is not None:
-            async with asyncio.timeout(WAIT_S):
-                await gone.wait()
-        return code, terminal.text
 
 
 async def sync_after_restart(cfg_path: Path, meter: Glucometer) -> list[RawMeasurement]:
