@@ -527,7 +527,7 @@ async def _forget(bonder: Bonder, candidate: Candidate) -> None:
 class DeviceRow:
     """One line of ``homehub devices list``.
 
-    ``bonded`` is ``None`` when the stack cannot say without the radio (BlueZ here).
+    ``bonded`` is ``None`` when the stack cannot say (BlueZ unreachable).
     ``last_sync_age_s`` is the age of the device's newest committed sync state in the
     outbox (a glucometer's RACP mark moves with each stored record; any device's first
     contact pins its identity there): ``None`` when it has none. Battery level: not kept
@@ -575,9 +575,10 @@ def _last_sync(outbox: Path, now: float) -> dict[str, float]:
 
 async def list_devices(cfg: config.Config, *, now: float | None = None) -> list[DeviceRow]:
     """The allow-list with what is cheap to know about each device."""
-    bonded: set[str] | None = None
     if parse_stack(cfg.ble.stack).kind == "bumble":
-        bonded = await _bumble_bonds(cfg)
+        bonded: set[str] | None = await _bumble_bonds(cfg)
+    else:
+        bonded = await _bluez_bonds(cfg)
     ages = _last_sync(cfg.outbox.path, time.time() if now is None else now)
     return [
         DeviceRow(
@@ -597,6 +598,23 @@ def rename(cfg: config.Config, old: str, new: str) -> config.DeviceConfig:
     return rename_device(cfg.source, old, new)
 
 
+class BondNotDeletedError(HubError):
+    """The device left the allow-list, but its bond could not be deleted (the stack or the
+    key store refused); the daemon never connects to it again, the bond is only clutter.
+
+    Attributes:
+        device: the removed device.
+        reason: why the bond was not deleted.
+    """
+
+    def __init__(self, device: config.DeviceConfig, reason: str) -> None:
+        self.device = device
+        self.reason = reason
+        super().__init__(
+            f"removed '{device.label}' from the allow-list, but its bond was not deleted: {reason}"
+        )
+
+
 async def remove_and_forget(cfg: config.Config, label: str) -> tuple[config.DeviceConfig, bool]:
     """Remove ``label`` from the allow-list, then delete its bond; ``(device, bond_deleted)``.
 
@@ -605,10 +623,17 @@ async def remove_and_forget(cfg: config.Config, label: str) -> tuple[config.Devi
 
     Raises:
         ConfigError: unknown label, or the file cannot be written (the bond is kept then).
+        BondNotDeletedError: off the allow-list, but the bond could not be deleted.
     """
     device = remove_device(cfg.source, label)
-    spec = parse_stack(cfg.ble.stack)
-    if spec.kind == "bumble":
+    try:
+        return device, await _delete_bond(cfg, device.address)
+    except HubError as exc:
+        raise BondNotDeletedError(device, str(exc)) from None
+
+
+async def _delete_bond(cfg: config.Config, address: str) -> bool:
+    if parse_stack(cfg.ble.stack).kind == "bumble":
         from agent.ble.bumble_host import (
             DEFAULT_STATIC_ADDRESS,
             PrivateJsonKeyStore,
@@ -619,19 +644,32 @@ async def remove_and_forget(cfg: config.Config, label: str) -> tuple[config.Devi
         deleted = False
         if path.exists():
             store = PrivateJsonKeyStore(path, DEFAULT_STATIC_ADDRESS)
-            for name in bond_names(device.address):
+            for name in bond_names(address):
                 if await store.get(name) is not None:
                     await store.delete(name)
                     deleted = True
-        return device, deleted
+        return deleted
     opener = _bluez_opener()
     async with opener() as adapter:
-        return device, bool(await adapter.remove(device.address))
+        return bool(await adapter.remove(address))
+
+
+async def _bluez_bonds(cfg: config.Config) -> set[str] | None:
+    """Addresses BlueZ holds a bond with, among the allow-listed ones; ``None`` when BlueZ
+    cannot be asked (no D-Bus, no adapter, the module missing)."""
+    try:
+        opener = _bluez_opener()
+        async with opener() as adapter:
+            return {d.address.upper() for d in cfg.devices if await adapter.is_bonded(d.address)}
+    except HubError as exc:
+        log.info("devices_bluez_unavailable", error=type(exc).__name__)
+        return None
 
 
 __all__ = [
     "KIND_BY_SERVICE",
     "BluezBonder",
+    "BondNotDeletedError",
     "Bonder",
     "BumbleBonder",
     "Candidate",

@@ -382,3 +382,24 @@ class TestDevices:
         assert "cannot be written (Read-only file system)" in err
         assert before == cfg_path.read_bytes()
         assert [cfg_path.name] == [p.name for p in tmp_path.iterdir() if p.is_file()]
+
+    def test_bond_not_deleted_is_said_after_the_removal(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A key store the hub refuses (readable by others): the device is off the
+        allow-list, the command says the bond was not deleted and why, exit 1."""
+        cfg_path = with_devices(
+            tmp_path,
+            "bumble:tcp-client:127.0.0.1:9",
+            [{"kind": "glucose", "address": "F0:00:00:00:20:01", "label": "meter"}],
+        )
+        bonds = tmp_path / "state" / BONDS_FILE
+        bonds.parent.mkdir(mode=0o700)
+        bonds.write_text("{}")
+        bonds.chmod(0o644)
+        code = cli.main(["devices", "remove", "meter", "--config", str(cfg_path)])
+        err = capsys.readouterr().err
+        assert 1 == code
+        assert "removed 'meter' from the allow-list, but its bond was not deleted" in err
+        assert "mode 0644" in err
+        assert [] == list(config.load(cfg_path).devices)
