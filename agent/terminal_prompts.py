@@ -92,8 +92,11 @@ class TerminalPrompter:
         return line[:MAX_LINE_BYTES].decode("utf-8", errors="replace")
 
     async def _read_some(self) -> bytes:
-        if stat.S_ISREG(os.fstat(self._fd).st_mode):
-            return os.read(self._fd, MAX_LINE_BYTES)
+        try:
+            if stat.S_ISREG(os.fstat(self._fd).st_mode):
+                return os.read(self._fd, MAX_LINE_BYTES)
+        except OSError:
+            return b""  # no such descriptor: no input at all
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[bytes] = loop.create_future()
 
@@ -105,7 +108,15 @@ class TerminalPrompter:
             except OSError as exc:
                 ready.set_exception(exc)
 
-        loop.add_reader(self._fd, on_readable)
+        try:
+            loop.add_reader(self._fd, on_readable)
+        except PermissionError:
+            # Not pollable (/dev/null and other devices epoll refuses): such a read does
+            # not block.
+            try:
+                return os.read(self._fd, MAX_LINE_BYTES)
+            except OSError:
+                return b""
         try:
             return await ready
         except OSError:

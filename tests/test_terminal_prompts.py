@@ -70,3 +70,14 @@ async def test_show_passkey() -> None:
     await prompter.show_passkey("cuff", 7)
     assert "Type 000007 on cuff\n" == out.getvalue()
     assert "passkey_display" == prompter.method
+
+
+async def test_dev_null_is_the_end_of_input() -> None:
+    """Input from /dev/null (not pollable): every question is refused, nothing blocks."""
+    fd = os.open(os.devnull, os.O_RDONLY)
+    try:
+        prompter = TerminalPrompter(fd, io.StringIO())
+        assert await prompter.ask_passkey("meter") is None
+        assert await prompter.ask_line("row? ") is None
+    finally:
+        os.close(fd)
