@@ -66,7 +66,7 @@ def hci_client_watch(radio: VirtualRadio) -> asyncio.Event:
         lost(error)
         gone.set()
 
-    protocol.connection_lost = connection_lost  # type: ignore[method-assign]
+    protocol.connection_lost = connection_lost  # type: ignore[method-assign,assignment]
     return gone
 
 

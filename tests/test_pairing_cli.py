@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import pytest
 
-from agent import cli, config, config_edit
+from agent import cli, config
 from agent.ble.identity import identity_pin
 from agent.ble.sessions import SESSIONS
 from agent.ble.stack import BONDS_FILE, BleStack, first_contact_pairing
@@ -375,7 +375,7 @@ class TestDevices:
         def read_only(*_args: object) -> None:
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-        monkeypatch.setattr(config_edit.os, "replace", read_only)
+        monkeypatch.setattr(os, "replace", read_only)
         code = cli.main(["devices", "rename", "meter", "m2", "--config", str(cfg_path)])
         err = capsys.readouterr().err
         assert 2 == code
