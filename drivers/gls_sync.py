@@ -104,14 +104,34 @@ MAX_RECORDS_PER_SESSION: Final = 1000
 hub aborts the transfer and the meter keeps the rest for the next session (the mark says
 where to continue). Reaching it ends the session normally (``LIMIT``), it is no fault."""
 
-MAX_READY_RECORDS: Final = 256
-"""Complete records received but not yet handed on. The hand-on awaits the daemon's ingest
-queue (256 entries, ``agent.daemon.INGEST_QUEUE_MAX``), so this buffer only fills while
-ingest is more than 256 records behind. A healthy meter sends at most one record per
-connection event (≥ 7.5 ms, Core Vol 6 Part B §4.5.1), so queue and buffer together (512
-records) cover an ingest stall of ≥ 3.8 s at the fastest BLE rate, ≥ 10 s at a typical
-50 records/s; records are ~0.4 KiB each, so the bound costs ≤ 100 KiB. A stream that
-outruns that is cut here instead of growing the hub."""
+MAX_READY_RECORDS: Final = MAX_RECORDS_PER_SESSION
+"""Complete records received but not yet handed on: a whole session's worth (1,000).
+
+GLS records are notifications (no ATT flow control), so the meter sends at its link's pace
+whatever the hub's pipeline does; what the pipeline has not taken waits here. Sized from the
+two rates (hil/bench/ble.py measures both):
+
+- *link* L: one 0x2A18 notification is ≤ 17 + 3 (ATT) + 4 (L2CAP) + 4 (MIC) octets in a
+  38-octet LE PDU: 304 µs on LE 1M, + 2 × 150 µs inter-frame space + the central's empty
+  PDU (80 µs) = 0.68 ms, so a connection event of the 7.5 ms minimum carries up to 10 and
+  a meter filling every event sends up to ≈ 1,460 records/s (≈ 2,000/s on LE 2M; the
+  performance anchors' typical meter, one per 30-50 ms event, 20-33/s). On the virtual
+  radio the emulator is paced by nothing but the CPU: 1,000-4,000 records/s measured.
+- *ingest* C, measured here (x86 VM, WAL + FULL): ≈ 330 records/s from a download's first
+  arrival to its last commit through the daemon (its publisher sending alongside), ≈ 1,000/s
+  for one 256-record commit on an idle storage thread; a Pi 4 on an SD card is several
+  times slower.
+
+While L > C the backlog of an N-record download grows to N · (1 - C/L): 774 of 1,000
+records for L = 1,460/s against C = 330/s, 860 on the virtual radio (L ≈ 2,300/s; 377 to
+620 measured, the first commits overlapping the transfer). The
+ingest queue ahead (256, ``agent.daemon.INGEST_QUEUE_MAX``) cannot be counted on: other
+devices' sessions share it. Since no bound below N is safe for every healthy link and
+pipeline, this buffer holds a session's records (``max_records``, at most
+:data:`MAX_RECORDS_PER_SESSION`): measured 0.28 KiB a record with its context, so
+≤ 0.3 MiB. A meter's flood is cut by the session limit and
+:data:`MAX_RECORDS_AFTER_ABORT`, not here; this bound still caps the memory of a session
+given a larger ``max_records``."""
 
 MAX_PROBE_RECORDS: Final = 4
 """Records one probe may bring. A probe asks for exactly one record ("last record", or the
@@ -127,12 +147,23 @@ MAX_ORPHAN_CONTEXTS: Final = 16
 """Contexts held while their measurement has not arrived. A meter that sends the context
 first (wrongly, GLS §3.2 says after) needs one; 16 covers any reordering seen in the field."""
 
-MAX_RECORDS_AFTER_ABORT: Final = 16
-"""Records accepted as "in flight" once the hub wrote Abort (GLS §3.4: the meter stops the
-report before its next record). A meter notifies at most a few per connection event, so 16
-covers the Abort's round trip; a meter that keeps streaming is cut."""
+MAX_RECORDS_AFTER_ABORT: Final = 10_000
+"""Records counted (never kept) as "in flight" once the hub wrote Abort (GLS §3.4: the
+meter stops the report before its next record); the next one is a flood.
+
+What is in flight when the Abort lands is whatever the meter queued before: on a real link
+its controller's few buffers plus a connection event or two (tens of records at most); on
+the virtual radio, where nothing paces the emulator, the whole rest of its report (1,999
+of the 2,000 records beyond the limit of a 3,000-record report, measured). Only a meter
+that never stops can pass the fastest LE link's rate (≈ 2,000 notifications/s,
+:data:`MAX_READY_RECORDS`) times the time the hub waits for the Abort's answer
+(``ABORT_TIMEOUT_S``, 5 s): 10,000. A meter still streaming when that wait ends is cut too
+(the adapter's :meth:`GlsSync.abort_unanswered`); one that streams on while the pipeline
+is stalled is cut here all the same, since the Abort goes out from the callback that hit
+the limit."""
 
 _MEASUREMENT: Final = "0x2A18"
+_CONTEXT_FOLLOWS: Final = int(GlucoseMeasurementFlags.CONTEXT_INFORMATION_FOLLOWS)
 _CONTEXT: Final = "0x2A34"
 
 
@@ -151,9 +182,12 @@ def measurement_header(data: bytes) -> tuple[int, bool]:
     Raises:
         DecodeError: shorter than flags + sequence number.
     """
-    flags = GlucoseMeasurementFlags(flags_octet(_MEASUREMENT, data))
-    sequence_number = Cursor(_MEASUREMENT, data, 1).u16("Sequence Number")
-    return sequence_number, bool(flags & GlucoseMeasurementFlags.CONTEXT_INFORMATION_FOLLOWS)
+    flags = flags_octet(_MEASUREMENT, data)
+    if len(data) < 3:
+        Cursor(_MEASUREMENT, data, 1).u16("Sequence Number")  # raises, naming the field
+    # Read once per record of a download (a hot path): the octets directly, the flag by its
+    # driver constant; a short value took the Cursor's path above.
+    return int.from_bytes(data[1:3], "little"), bool(flags & _CONTEXT_FOLLOWS)
 
 
 def context_sequence_number(data: bytes) -> int:
@@ -474,6 +508,11 @@ class GlsSync:
         return len(self._indications)
 
     @property
+    def after_abort(self) -> int:
+        """Records that arrived once the Abort was written (counted, not kept)."""
+        return self._after_abort
+
+    @property
     def limit_reached(self) -> bool:
         """A record beyond ``max_records`` arrived (and was refused): the meter holds more."""
         return self.refused > 0
@@ -586,6 +625,15 @@ class GlsSync:
         only counted (:data:`MAX_RECORDS_AFTER_ABORT`), and any Response Code ends the
         procedure."""
         self._abort_written = True
+
+    def abort_unanswered(self) -> None:
+        """The adapter waited its time for the Abort's answer and the meter was still sending
+        records: a meter that ignores Abort, a flood however slow.
+
+        Raises:
+            DeviceFloodError: ``records_after_abort``, with the count received after it.
+        """
+        self._flood("records_after_abort", self._after_abort)
 
     def link_lost(self) -> None:
         """The link went: forget what is held (it will be requested again)."""

@@ -124,27 +124,30 @@ class TestGlucometerFloods:
     async def test_stalled_pipeline_cuts_an_endless_report_at_the_ready_bound(
         self, meter: MeterFactory, ble: BleStack
     ) -> None:
-        """While the hand-on waits, an endless report fills the ready buffer: cut at its
-        bound (gls_ready, 256); the records complete before are all handed on, in order."""
+        """While the hand-on waits, an endless report fills the ready buffer of a session
+        allowed more records than it holds: cut at its bound (gls_ready, a session's worth,
+        1,000); the records complete before are all handed on, in order."""
         records = example_records()
         glucometer = await meter(records, flood=Flood.RECORDS)
         outbox = Outbox(until=glucometer.disconnected)
 
         with structlog.testing.capture_logs() as events, pytest.raises(DeviceFloodError) as caught:
-            await sync(ble, outbox)
+            await sync(ble, outbox, max_records=2 * MAX_READY_RECORDS)
 
         assert (caught.value.buffer, caught.value.limit) == ("gls_ready", MAX_READY_RECORDS)
-        # The first record was being handed on when the other 256 filled the buffer.
+        # The first record was being handed on when the other 1,000 filled the buffer.
         assert outbox.values == flood_values(records, MAX_READY_RECORDS + 1)
         failed = session_log(events, "gls_session_failed_by_device")
-        assert (failed["peak_gls_ready"], failed["measurements"]) == (256, 257)
+        assert (failed["peak_gls_ready"], failed["measurements"]) == (1000, 1001)
         assert glucometer.flood_sent > MAX_READY_RECORDS - len(records)
 
     async def test_endless_report_ignoring_abort_is_cut(
         self, meter: MeterFactory, ble: BleStack
     ) -> None:
         """At max_records the hub writes Abort; a meter that streams on is cut after the
-        records in flight (records_after_abort, 16); the max_records were handed on."""
+        records a healthy one could have had in flight (records_after_abort: 10,000 counted,
+        or still streaming when the wait for the Abort's answer ends); the max_records were
+        handed on."""
         records = example_records()
         glucometer = await meter(records, flood=Flood.RECORDS)
         outbox = Outbox()
@@ -152,10 +155,8 @@ class TestGlucometerFloods:
         with pytest.raises(DeviceFloodError) as caught:
             await sync(ble, outbox, max_records=10)
 
-        assert (caught.value.buffer, caught.value.limit) == (
-            "records_after_abort",
-            MAX_RECORDS_AFTER_ABORT,
-        )
+        assert caught.value.buffer == "records_after_abort"
+        assert 0 < caught.value.limit <= MAX_RECORDS_AFTER_ABORT
         assert outbox.values == flood_values(records, 10)
         assert glucometer.requests == [bytes.fromhex("0101"), bytes.fromhex("0300")]
 
@@ -242,6 +243,28 @@ async def test_healthy_thousand_record_download_is_not_cut(
     assert [r.data for r in stored] == [r.measurement_value() for r in records]
     assert SyncMark.from_bytes(stored[-1].sync_state[SYNC_KEY]).sequence_number == 1000
     assert session_log(events, "ble_session_ended")["peak_gls_ready"] < MAX_READY_RECORDS
+
+
+async def test_a_meter_holding_more_than_a_session_takes_is_not_cut(
+    meter: MeterFactory, ble: BleStack
+) -> None:
+    """1,500 records on the unpaced virtual radio: the session stops at its limit (1,000
+    handed on, in order; LIMIT), writes Abort, and the rest of the report the meter had
+    already queued arrives after it: counted, refused, and no flood (it was 16 before, and
+    a healthy meter with more than a session's records was reported as misbehaving)."""
+    day = DateTime(2025, 3, 14, 7, 0, 0)
+    records = [GlucoseRecord(n, day, mg_per_dl(str(80 + n % 100))) for n in range(1, 1501)]
+    glucometer = await meter(records)
+    outbox = Outbox()
+
+    with structlog.testing.capture_logs() as events:
+        result = await sync(ble, outbox)
+
+    assert (result.measurements, result.ended_by) == (1000, SessionEnd.LIMIT)
+    assert outbox.values == [r.measurement_value() for r in records[:1000]]
+    assert glucometer.requests == [bytes.fromhex("0101"), bytes.fromhex("0300")]
+    assert [e["event"] for e in events if e["log_level"] in ("warning", "error")] == []
+    assert session_log(events, "ble_session_ended")["peak_gls_ready"] <= MAX_READY_RECORDS
 
 
 async def test_oximeter_notifying_without_pause_is_cut(radio: VirtualRadio, ble: BleStack) -> None:

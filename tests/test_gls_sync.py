@@ -153,9 +153,10 @@ class TestBounds:
         assert (sync.probed, NEED_DATA) == (4, sync.next_event())
 
     def test_ready_then_what_was_complete_is_still_handed_on(self) -> None:
-        """The 257th record waiting is a flood; the 256 before it are still handed on, then
-        every later value raises the same error."""
-        sync = GlsSync(None)
+        """With ``max_records`` above the ready bound (a session's worth, 1,000), the 1,001st
+        record waiting is a flood; the 1,000 before it are still handed on, then every later
+        value raises the same error."""
+        sync = GlsSync(None, max_records=MAX_READY_RECORDS + 1)
         start(sync)
         for seq in range(MAX_READY_RECORDS):
             sync.measurement(value(seq), 0.0, WALL)
@@ -165,7 +166,7 @@ class TestBounds:
         handed = []
         while isinstance(event := sync.next_event(), RecordReady):
             handed.append(event.record.sequence_number)
-        assert (list(range(256)), NEED_DATA) == (handed, event)
+        assert (list(range(MAX_READY_RECORDS)), NEED_DATA) == (handed, event)
         with pytest.raises(DeviceFloodError):
             sync.racp_indication(SUCCESS)
 
@@ -189,9 +190,25 @@ class TestBounds:
             sync.racp_indication(SUCCESS)
         assert caught.value.buffer == "racp_indications"
 
+    def test_a_full_session_waits_without_a_flood(self) -> None:
+        """A session's worth of records (1,000) waiting for a stalled pipeline is no flood:
+        every one is handed on, in order, and the procedure then finishes."""
+        sync = GlsSync(None)
+        start(sync)
+        assert MAX_READY_RECORDS == 1000
+        for seq in range(1, MAX_READY_RECORDS + 1):
+            sync.measurement(value(seq), 0.0, WALL)
+        sync.racp_indication(SUCCESS)
+        assert (sync.ready, sync.peaks["gls_ready"]) == (1000, 1000)
+        handed = []
+        while isinstance(event := sync.next_event(), RecordReady):
+            handed.append(event.record.sequence_number)
+        assert list(range(1, 1001)) == handed
+        assert isinstance(event, ProcedureFinished)
+
     def test_limit_asks_for_abort_then_cuts_a_meter_that_streams_on(self) -> None:
         """Beyond max_records: LIMIT_REACHED first (write Abort); records after the Abort
-        are refused, the 17th is a flood; the accepted ones are handed on."""
+        are counted, the 10,001st is a flood; the accepted ones are handed on."""
         sync = GlsSync(None, max_records=3)
         start(sync)
         for seq in range(5):
@@ -202,8 +219,25 @@ class TestBounds:
             sync.measurement(value(10 + seq), 0.0, WALL)
         with pytest.raises(DeviceFloodError) as caught:
             sync.measurement(value(50), 0.0, WALL)
-        assert caught.value.buffer == "records_after_abort"
+        assert (caught.value.buffer, caught.value.limit) == ("records_after_abort", 10_000)
         assert [0, 1, 2] == [e.record.sequence_number for e in _drain(sync)]
+
+    def test_a_meter_still_streaming_when_the_abort_wait_ends_is_a_flood(self) -> None:
+        """The adapter reports an Abort left unanswered while records kept coming: a flood
+        with the count received after the Abort; what was accepted is still handed on."""
+        sync = GlsSync(None, max_records=2)
+        start(sync)
+        for seq in range(3):
+            sync.measurement(value(seq), 0.0, WALL)
+        assert LIMIT_REACHED is sync.next_event()
+        sync.aborted()
+        for seq in range(7):
+            sync.measurement(value(10 + seq), 0.0, WALL)
+        assert sync.after_abort == 7
+        with pytest.raises(DeviceFloodError) as caught:
+            sync.abort_unanswered()
+        assert (caught.value.buffer, caught.value.limit) == ("records_after_abort", 7)
+        assert [0, 1] == [e.record.sequence_number for e in _drain(sync)]
 
     def test_meter_with_exactly_max_records_completes(self) -> None:
         """max_records records and the final response: no limit, the sync completes."""

@@ -30,7 +30,10 @@ records complete before, and raises :class:`~agent.errors.DeviceFloodError` nami
 buffer. In time, a procedure ends after :data:`RACP_PROCEDURE_TIMEOUT_S` without progress,
 and in any case :data:`RACP_PROCEDURE_MAX_S` after its request, however much the meter
 sends (both inner to the session deadline; the hub writes Abort ``03 00``). At
-``max_records`` the hub writes Abort and the session ends normally (``LIMIT``).
+``max_records`` the hub writes Abort (from the callback that hit the limit, so a slow
+pipeline never delays it) and the session ends normally (``LIMIT``); a meter that streams
+on past :data:`~drivers.gls_sync.MAX_RECORDS_AFTER_ABORT` records, or for
+:data:`ABORT_OBEYED_S` and more, is a flood.
 
 A **dropped link** raises :class:`~agent.errors.BleLinkLostError` after handing on every
 complete record received; a record still waiting for its context is not handed on, and
@@ -135,6 +138,14 @@ ABORT_TIMEOUT_S: Final = 5.0
 """Best-effort Abort: one write, and then waiting for its Response Code (``06 00 03 01``),
 each inner to the procedure timeout."""
 
+ABORT_OBEYED_S: Final = ABORT_TIMEOUT_S / 2
+"""A meter obeys Abort within its round trip (a connection event or two, plus the records
+its controller had queued); one still sending records this long after the Abort was
+written, when the wait for its answer ends, ignores it: a flood (``records_after_abort``).
+The worst healthy case measured, the virtual radio (nothing paces the emulator), had the
+queued rest of a 3,000-record report (1,999 records) in before the Abort's write was even
+answered."""
+
 
 @dataclass(frozen=True, slots=True)
 class GlsDeviceInfo:
@@ -192,6 +203,13 @@ class _GlsSession(GattSession):
         super().__init__(ble, address, on_measurement, deadline=deadline)
         self.procedure_timeout_s = procedure_timeout_s
         self.core = GlsSync(mark, device=self.label, max_records=max_records)
+        #: The RACP, once discovered: the callbacks write Abort to it at the limit.
+        self.racp: BleakGATTCharacteristic | None = None
+        #: The Abort, written once (from the callback that hit the limit, or the loop); its
+        #: result is the loop time it was written.
+        self._abort: asyncio.Task[float] | None = None
+        #: Loop time of the last record that arrived (refused ones included).
+        self.last_record_at = 0.0
 
     # -- radio steps ------------------------------------------------------------------
 
@@ -200,8 +218,12 @@ class _GlsSession(GattSession):
         return _att_name(code)
 
     async def disconnect(self, client: BleakClient) -> None:
-        """Disconnect (best effort), then re-raise a cancellation swallowed on the way."""
+        """Disconnect (best effort), then re-raise a cancellation swallowed on the way; an
+        Abort still being written ends with the link."""
         await super().disconnect(client)
+        if self._abort is not None and not self._abort.done():
+            self._abort.cancel()
+            await asyncio.wait({self._abort})
         raise_if_cancelled()
 
     async def read_info(
@@ -233,20 +255,48 @@ class _GlsSession(GattSession):
 
     def on_measurement_value(self, _sender: BleakGATTCharacteristic, data: bytearray) -> None:
         """0x2A18 notification."""
+        self.last_record_at = self.loop.time()
         if self.failure is None:
             try:
                 self.core.measurement(bytes(data), time.monotonic(), datetime.now(UTC))
             except DeviceProtocolError as exc:
                 self.fail(exc)
+            self.abort_at_limit()
         self.wakeup.set()
 
+    def abort_at_limit(self) -> None:
+        """At the record limit, start writing Abort from the callback (never waits): the
+        meter is told at once even while the hand-on waits for a slow pipeline, and what it
+        sends after the Abort is counted against :data:`MAX_RECORDS_AFTER_ABORT` from then
+        on, so a meter that streams on is cut however far behind the pipeline is."""
+        if (
+            self._abort is None
+            and self.core.refused  # limit_reached; read for every record: the attribute
+            and self.failure is None
+            and self.client is not None
+            and self.racp is not None
+        ):
+            self.core.aborted()  # at once: what arrives from now on is after the Abort
+            self._abort = self.loop.create_task(
+                self.abort(self.client, self.racp), name=f"ble[{self.label}].abort"
+            )
+
+    async def ensure_aborted(self, client: BleakClient, racp: BleakGATTCharacteristic) -> float:
+        """Write Abort unless it was (or is being) written; the loop time it was written."""
+        if self._abort is None:
+            self._abort = self.loop.create_task(
+                self.abort(client, racp), name=f"ble[{self.label}].abort"
+            )
+        return await self._abort
+
     def on_context_value(self, _sender: BleakGATTCharacteristic, data: bytearray) -> None:
-        """0x2A34 notification."""
+        """0x2A34 notification (it may release a held record past the limit)."""
         if self.failure is None:
             try:
                 self.core.context(bytes(data))
             except DeviceProtocolError as exc:
                 self.fail(exc)
+            self.abort_at_limit()
         self.wakeup.set()
 
     def on_racp_value(self, _sender: BleakGATTCharacteristic, data: bytearray) -> None:
@@ -311,6 +361,7 @@ class _GlsSession(GattSession):
             operator=int(request.operator),
             reason=procedure.reason.value,
         )
+        self.racp = racp
         await self.gatt(name, client.write_gatt_char(racp, bytes(request), response=True))
         started = self.loop.time()
         last_progress = started
@@ -324,7 +375,7 @@ class _GlsSession(GattSession):
                 # cannot keep a stopping hub (end_now) or a passed deadline waiting. Records
                 # not handed on stay on the meter: the mark does not cover them.
                 if aborted_at is None:
-                    await self.abort(client, racp)
+                    await self.ensure_aborted(client, racp)
                 raise _Deadline
             try:
                 event = self.core.next_event()
@@ -338,7 +389,7 @@ class _GlsSession(GattSession):
                 return
             if event is LIMIT_REACHED:
                 self.log.info("gls_record_limit", records=self.core.accepted)
-                aborted_at = await self.abort(client, racp)
+                aborted_at = await self.ensure_aborted(client, racp)
                 continue
             if self.link_lost.is_set():
                 self.core.link_lost()
@@ -348,13 +399,19 @@ class _GlsSession(GattSession):
                 seen = self.core.progress
                 last_progress = now
             if aborted_at is not None and now >= aborted_at + ABORT_TIMEOUT_S:
+                if self.core.after_abort and self.last_record_at >= aborted_at + ABORT_OBEYED_S:
+                    try:
+                        self.core.abort_unanswered()
+                    except DeviceProtocolError as exc:
+                        self.fail(exc)
+                    continue
                 self.log.warning("gls_abort_unanswered")
                 return  # the limit ends the session: no more values are taken
             # Read every round: a stopping hub moves the deadline to now (end_now).
             give_up_at = min(started + RACP_PROCEDURE_MAX_S, self.deadline)
             if now >= give_up_at:
                 if aborted_at is None:
-                    await self.abort(client, racp)
+                    await self.ensure_aborted(client, racp)
                 if now >= self.deadline:
                     raise _Deadline
                 raise DeviceProtocolError(
@@ -363,7 +420,7 @@ class _GlsSession(GattSession):
             timeout_at = last_progress + self.procedure_timeout_s
             if now >= timeout_at:
                 if aborted_at is None:
-                    await self.abort(client, racp)
+                    await self.ensure_aborted(client, racp)
                 raise DeviceProtocolError(
                     self.label, name, f"no response within {self.procedure_timeout_s:g} s"
                 )
@@ -379,7 +436,7 @@ class _GlsSession(GattSession):
 
     async def abort(self, client: BleakClient, racp: BleakGATTCharacteristic) -> float:
         """Best effort: write Abort ``03 00`` (the link may be gone); the loop time it was
-        written, from which its answer is awaited."""
+        written, from which its answer is awaited. Run once, as :attr:`_abort`."""
         self.core.aborted()
         if not self.link_lost.is_set():
             try:

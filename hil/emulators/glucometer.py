@@ -21,10 +21,14 @@ are written from the GATT XML ``glucose_measurement`` / ``glucose_measurement_co
 independently of ``drivers/``.
 
 Fault injection: ``drop_link_after_records=n`` ends the link (reason 0x08, a radio loss to
-the central) right after the n-th record of a report; ``context_first`` sends each context
-before its measurement (a meter that gets the order wrong, to test joining by sequence
-number); :meth:`Glucometer.restart_numbering` clears the memory and numbers new records
-from a given value (a meter reset, or one whose sequence number wrapped).
+the central) right after the n-th record of a report (every report);
+``drop_link_after_sequence_numbers`` ends it right after the record with each of those
+sequence numbers was sent (measurement and context), once per number (cuts at chosen points
+of one long transfer, resumed by the next sessions; ``drop_points`` holds those still to
+come); ``context_first`` sends each context before its measurement (a meter that gets the
+order wrong, to test joining by sequence number); :meth:`Glucometer.restart_numbering`
+clears the memory and numbers new records from a given value (a meter reset, or one whose
+sequence number wrapped).
 
 Clock faults: with ``stamp_all_with`` the meter's clock is broken and every record (held at
 start or added later) gets that one Base Time instead of its own: :data:`UNSET_BASE_TIME`
@@ -37,6 +41,11 @@ meter sends without end, ignores Abort and never indicates the final Response Co
 ``RECORDS`` the matching records, then fresh ones numbered on; ``CONTEXTS`` contexts whose
 measurement never comes; ``RACP`` the first matching record, then RACP indications. The
 flood's values are counted (``flood_sent``), not kept, so the emulator itself stays small.
+
+Pace: by default a report goes as fast as the virtual radio takes it (nothing paces a
+Bumble virtual link: thousands of records a second); ``record_interval_s`` paces it as a
+meter sending one record per connection event of that interval (7.5 ms is the fastest
+legal interval, 30-50 ms typical), each record on its own schedule from the request on.
 
 Optional security: ``require_encryption`` makes the RACP refuse writes on an unencrypted
 link with ATT Insufficient Encryption (0x0F), as GLS requires an encrypted link.
@@ -51,7 +60,7 @@ import asyncio
 import dataclasses
 import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -289,6 +298,8 @@ class Glucometer(GattPeripheral):
         feature: the Glucose Feature value (uint16).
         drop_link_after_records: fault injection: drop the link after this many records of
             one report.
+        drop_link_after_sequence_numbers: fault injection: drop the link right after the
+            record with each of these sequence numbers was sent, once per number.
         context_first: send each context before its measurement.
         require_encryption: refuse RACP writes on an unencrypted link (ATT 0x0F).
         clock: expose this clock as Current Time 0x2A2B (None: no CTS).
@@ -296,6 +307,7 @@ class Glucometer(GattPeripheral):
         stamp_all_with: a broken clock: every record gets this Base Time instead of its own
             (:data:`UNSET_BASE_TIME`: never set; a valid value: stuck).
         time_fault: every record sets Sensor Status bit 11 "time fault".
+        record_interval_s: pace a report at one record per this many seconds (0: unpaced).
     """
 
     NAME = "glucometer"
@@ -309,12 +321,14 @@ class Glucometer(GattPeripheral):
         local_name: str = DEFAULT_LOCAL_NAME,
         feature: int = DEFAULT_FEATURE,
         drop_link_after_records: int | None = None,
+        drop_link_after_sequence_numbers: Collection[int] = (),
         context_first: bool = False,
         require_encryption: bool = False,
         clock: EmulatedClock | None = None,
         flood: Flood | None = None,
         stamp_all_with: DateTime | None = None,
         time_fault: bool = False,
+        record_interval_s: float = 0.0,
     ) -> None:
         self.stamp_all_with = stamp_all_with
         self.time_fault = time_fault
@@ -341,7 +355,10 @@ class Glucometer(GattPeripheral):
             advertising_interval_ms=DEFAULT_ADVERTISING_INTERVAL_MS,
         )
         self.drop_link_after_records = drop_link_after_records
+        #: Sequence numbers after whose record the link is still to be dropped (once each).
+        self.drop_points: set[int] = set(drop_link_after_sequence_numbers)
         self.context_first = context_first
+        self.record_interval_s = record_interval_s
         self.require_encryption = require_encryption
         self.flood = flood
         #: Values sent by a flood beyond the matching records (counted, not kept).
@@ -449,8 +466,16 @@ class Glucometer(GattPeripheral):
 
     async def _report(self, connection: Connection, report: Report) -> None:
         """Notify each record (measurement, context), then indicate the response code."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             for index, record in enumerate(report.records, start=1):
+                if self.record_interval_s and index > 1:
+                    # The meter's own pace (not a test's wait): record n leaves in the n-th
+                    # connection event after the request, however long sending took.
+                    await asyncio.sleep(
+                        max(0.0, started + (index - 1) * self.record_interval_s - loop.time())
+                    )
                 if self.racp.abort_requested or self._connection is not connection:
                     return
                 assert isinstance(record, GlucoseRecord)
@@ -465,6 +490,10 @@ class Glucometer(GattPeripheral):
                 if self.drop_link_after_records is not None and (
                     index >= self.drop_link_after_records
                 ):
+                    await self.drop_link()
+                    return
+                if record.sequence_number in self.drop_points:
+                    self.drop_points.discard(record.sequence_number)
                     await self.drop_link()
                     return
             if not self.racp.abort_requested:
