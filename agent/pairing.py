@@ -66,7 +66,14 @@ from agent.ble.uuids import (
     SYSTEM_ID,
 )
 from agent.config_edit import NewDevice, add_device, remove_device, rename_device, unique_label
-from agent.errors import BleLinkError, HubError, LinkSecurityError, UsageError
+from agent.errors import (
+    BleLinkError,
+    DeviceProtocolError,
+    HubError,
+    PairingError,
+    PairingFailure,
+    UsageError,
+)
 from agent.logs import device_label
 from agent.normalize.device import DeviceFacts
 
@@ -92,12 +99,22 @@ FLAGS_DISCOVERABLE: Final = 0x01 | 0x02
 """LE Limited and LE General Discoverable Mode (CSS Part A §1.3): the device is pairable."""
 
 
-class PairingFailedError(LinkSecurityError):
-    """The pairing did not bond (refused, mistyped, timed out, or the device said no);
-    nothing was added to the allow-list and no bond of the attempt was kept."""
+SMP_FAILURES: Final = {
+    0x01: (PairingFailure.DECLINED, "passkey"),  # Passkey Entry Failed: no passkey typed
+    0x03: (PairingFailure.REJECTED, None),  # Authentication Requirements not met
+    0x04: (PairingFailure.FAILED, None),  # Confirm Value Failed: a mistyped passkey
+    0x05: (PairingFailure.REJECTED, None),  # Pairing Not Supported
+    0x09: (PairingFailure.REJECTED, None),  # Repeated Attempts
+    0x0B: (PairingFailure.FAILED, None),  # DHKey Check Failed
+    0x0C: (PairingFailure.DECLINED, "confirmation"),  # Numeric Comparison Failed
+}
+"""SMP Pairing Failed reasons (Core Spec Vol 3 Part H §3.5.5) as the hub's
+:class:`~agent.errors.PairingFailure`; any other reason is ``failed``."""
 
-    def __init__(self, device: str, reason: str) -> None:
-        super().__init__(device, "pairing", reason)
+
+def smp_failure(code: int | None) -> tuple[PairingFailure, str | None]:
+    """The :class:`PairingFailure` (and the question refused) of an SMP reason."""
+    return SMP_FAILURES.get(code or 0, (PairingFailure.FAILED, None))
 
 
 # ---------------------------------------------------------------------------------------
@@ -221,7 +238,7 @@ class Bonder(Protocol):
         """Pair and bond with ``candidate``; returns a connected, encrypted client.
 
         Raises:
-            PairingFailedError: refused, failed or timed out; nothing of it is kept.
+            PairingError: refused, failed or timed out; nothing of it is kept.
         """
 
     async def remove_bond(self, address: str) -> bool:
@@ -251,7 +268,14 @@ class BumbleBonder:
         try:
             await client.connect()
         except BumbleLinkSecurityError as exc:
-            raise PairingFailedError(candidate.label, f"{exc.namespace} {exc.reason}") from None
+            question: str | None
+            if exc.declined is not None:
+                failure, question = PairingFailure.DECLINED, exc.declined
+            elif exc.namespace == "smp":
+                failure, question = smp_failure(exc.error_code)
+            else:
+                failure, question = PairingFailure.FAILED, None
+            raise PairingError(candidate.label, failure, question=question) from None
         except (BleakError, TimeoutError) as exc:
             raise BleLinkError(f"connect failed ({type(exc).__name__})", candidate.label) from None
         return client
@@ -275,12 +299,7 @@ class BluezBonder:
 
     async def bond(self, candidate: Candidate, prompter: Prompter) -> BleakClient:
         """``Pair()`` through BlueZ with our agent, then connect (encrypted by the bond)."""
-        from agent.errors import PairingError  # type: ignore[attr-defined,unused-ignore]
-
-        try:
-            await self._adapter.pair(candidate.address, prompter)
-        except PairingError as exc:
-            raise PairingFailedError(candidate.label, str(exc)) from None
+        await self._adapter.pair(candidate.address, prompter)  # PairingError as it is
         client = BleakClient(candidate.device, timeout=CONNECT_TIMEOUT_S)
         try:
             await client.connect()
@@ -432,7 +451,8 @@ async def pair(
     Raises:
         UsageError: a bad ``--label``/``--address``/``scan_s``, nothing found, no pick.
         ConfigError: the configuration cannot be edited (the bond is removed again).
-        PairingFailedError: the pairing did not bond.
+        PairingError: the pairing did not bond.
+        DeviceProtocolError: the bonded device does not offer the service it advertised.
         BleLinkError: the stack or the device could not be reached.
     """
     show = show or chooser.say
@@ -463,8 +483,8 @@ async def pair(
         try:
             try:
                 if client.services.get_service(_service_of(candidate.kind)) is None:
-                    raise PairingFailedError(
-                        candidate.label, f"the device does not offer its {candidate.kind} service"
+                    raise DeviceProtocolError(
+                        candidate.label, "discover", f"no {candidate.kind} service"
                     )
                 facts = await read_device_facts(client, candidate.address)
             finally:
@@ -675,11 +695,11 @@ __all__ = [
     "Candidate",
     "DeviceRow",
     "PairResult",
-    "PairingFailedError",
     "list_devices",
     "pair",
     "remove_and_forget",
     "rename",
     "scan",
+    "smp_failure",
     "table",
 ]

@@ -183,7 +183,7 @@ class TestPairPasskey:
             terminal.type("")
             code = await terminal.exit_code()
         assert 1 == code, terminal.text
-        assert "pairing check failed" in terminal.text
+        assert "pairing check failed: declined (passkey)" in terminal.text
         assert before == cfg_path.read_bytes()
         assert 0 == meter.pairings
         bonds = tmp_path / "state" / BONDS_FILE
@@ -211,6 +211,7 @@ class TestPairNumericComparison:
             assert "numeric comparison" in text
         else:
             assert (1, 0, []) == (code, meter.pairings, list(devices))
+            assert "pairing check failed: declined (confirmation)" in text
 
 
 class TestPairChoice:

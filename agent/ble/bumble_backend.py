@@ -165,7 +165,13 @@ class BumbleLinkSecurityError(BumbleBackendError):
       Pairing Failed reason, e.g. passkey entry failed, numeric comparison refused);
     - ``operation="pair"``, ``namespace="policy"``: no bond exists and the pairing policy
       forbids a new one (a ``required`` device that only ``homehub pair`` may bond).
+
+    Attributes:
+        declined: the question the hub's side said no to (``"passkey"``,
+            ``"confirmation"``), when the pairing failed by our refusal; ``None`` otherwise.
     """
+
+    declined: str | None = None
 
 
 class BumbleNotBondedError(BumbleLinkSecurityError):
@@ -548,13 +554,15 @@ class BumbleClient(BaseBleakClient):
                 namespace=exc.namespace,
                 reason=exc.reason,
             )
-            raise BumbleLinkSecurityError(
+            error = BumbleLinkSecurityError(
                 "pair",
                 exc.reason,
                 device=self._label,
                 namespace=exc.namespace,
                 error_code=exc.error_code,
-            ) from None
+            )
+            error.declined = host.pairing_declined(link.connection)
+            raise error from None
         self.pairing_method = host.pairing_method(link.connection)
         log.info(
             "ble_paired",

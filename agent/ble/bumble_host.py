@@ -339,6 +339,9 @@ class _HubPairingDelegate(PairingDelegate):
         self._peer = peer
         self._accept = accept
         self.method = "just_works"
+        #: The question the hub's side said no to (``"passkey"``, ``"confirmation"``), if
+        #: any: the pairing then fails by our refusal, whatever SMP reason is sent.
+        self.declined: str | None = None
 
     async def accept(self) -> bool:
         """A Pairing Request from the peer: only when a new bond with it is allowed."""
@@ -352,8 +355,10 @@ class _HubPairingDelegate(PairingDelegate):
         elif self._policy.passkey is not None:
             number = await self._policy.passkey()
         else:
+            self.declined = "passkey"
             return None
         if number is None or not 0 <= number <= 999_999:
+            self.declined = "passkey"
             return None
         return number
 
@@ -366,9 +371,12 @@ class _HubPairingDelegate(PairingDelegate):
     async def compare_numbers(self, number: int, digits: int) -> bool:
         """Numeric comparison (LE Secure Connections): the technician confirms both match."""
         self.method = "numeric_comparison"
-        if self._policy.prompter is None:
-            return False
-        return await self._policy.prompter.confirm_number(self._peer, number)
+        confirmed = self._policy.prompter is not None and (
+            await self._policy.prompter.confirm_number(self._peer, number)
+        )
+        if not confirmed:
+            self.declined = "confirmation"
+        return confirmed
 
 
 class BumbleHost:
@@ -535,6 +543,11 @@ class BumbleHost:
             bonding=policy.bonding,
             delegate=delegate,
         )
+
+    def pairing_declined(self, connection: Connection) -> str | None:
+        """The question the hub's side refused in the last pairing on ``connection``."""
+        delegate = self._delegates.get(connection)
+        return delegate.declined if delegate is not None else None
 
     def pairing_method(self, connection: Connection) -> str | None:
         """The association model of the last pairing on ``connection`` (``"just_works"``,
