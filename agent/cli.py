@@ -212,9 +212,10 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     import asyncio
     from dataclasses import asdict
 
-    from agent import config, pairing
+    from agent import config, logs, pairing
 
     cfg = config.load(args.config)
+    logs.configure("warning")  # on stderr: stdout is for the data
     if args.action == "list":
         rows = asyncio.run(pairing.list_devices(cfg))
         if args.json:

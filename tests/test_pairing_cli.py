@@ -404,3 +404,17 @@ class TestDevices:
         assert "removed 'meter' from the allow-list, but its bond was not deleted" in err
         assert "mode 0644" in err
         assert [] == list(config.load(cfg_path).devices)
+
+    async def test_list_on_bluez_without_dbus(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """On BlueZ with no D-Bus to ask, bonded is unknown (null), stdout is only the JSON."""
+        cfg_path = with_devices(
+            tmp_path,
+            "bluez",
+            [{"kind": "glucose", "address": "F0:00:00:00:20:01", "label": "meter"}],
+        )
+        monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path}/no-bus")
+        code, out, err = await run_cli("devices", "list", "--config", str(cfg_path), "--json")
+        assert 0 == code, err
+        assert [None] == [row["bonded"] for row in json.loads(out)]
