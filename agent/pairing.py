@@ -465,6 +465,11 @@ async def pair(
         if label in taken:
             raise UsageError("--label", f"'{label}' is already used")
     allow_listed = {d.address.upper() for d in cfg.devices}
+    if address is not None:
+        wanted = _normalise_address(address)
+        for device in cfg.devices:
+            if device.address.upper() == wanted:
+                raise UsageError("--address", f"already on the allow-list as '{device.label}'")
 
     async with bonder_factory(cfg, prompter) as bonder:
         candidates = await scan(bonder.stack, scan_s, exclude=allow_listed)

@@ -34,6 +34,14 @@ PASSKEY_TRIES: Final = 3
 """Mistyped passkeys (not 6 digits) asked again; a wrong 6-digit one fails the pairing."""
 
 
+def _stdin_fd() -> int:
+    """stdin's descriptor; -1 (no input: every question refused) when it has none."""
+    try:
+        return sys.stdin.fileno()
+    except (OSError, ValueError):  # closed, or replaced by an object without a descriptor
+        return -1
+
+
 class TerminalPrompter:
     """Answers pairing's questions from the technician at a terminal.
 
@@ -50,7 +58,7 @@ class TerminalPrompter:
         *,
         timeout_s: float = PROMPT_TIMEOUT_S,
     ) -> None:
-        self._fd = sys.stdin.fileno() if input_fd is None else input_fd
+        self._fd = _stdin_fd() if input_fd is None else input_fd
         self._out = output or sys.stderr
         self._timeout_s = timeout_s
         self._buffer = b""

@@ -253,6 +253,34 @@ class TestPairChoice:
         assert "..:99:01" not in err
         assert DEVICE_ADDRESS not in out + err
 
+    @pytest.mark.parametrize(
+        ("args", "message"),
+        [
+            (("--address", "F0:00:00:00:20"), "--address: must be a Bluetooth address"),
+            (("--address", "f0:00:00:00:20:01"), "already on the allow-list as 'meter'"),
+            (("--label", "meter"), "'meter' is already used"),
+            (("--scan-s", "0"), "--scan-s: must be > 0"),
+        ],
+    )
+    def test_bad_arguments_before_any_radio(
+        self,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        args: tuple[str, ...],
+        message: str,
+    ) -> None:
+        """Bad arguments are refused with exit 2 before the stack is opened (this radio
+        does not exist)."""
+        cfg_path = with_devices(
+            tmp_path,
+            "bumble:tcp-client:127.0.0.1:9",
+            [{"kind": "glucose", "address": "F0:00:00:00:20:01", "label": "meter"}],
+        )
+        code = cli.main(["pair", "--config", str(cfg_path), *args])
+        err = capsys.readouterr().err
+        assert 2 == code
+        assert message in err
+
     async def test_nothing_in_pairing_mode(self, radio: VirtualRadio, tmp_path: Path) -> None:
         """No device in pairing mode: exit 2 with one line saying so; nothing written."""
         await start_meter(radio, EmulatedPairing.just_works(pairing_mode=False))
