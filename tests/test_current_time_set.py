@@ -29,6 +29,7 @@ from agent.ble.current_time import (
 )
 from agent.ble.gls_session import collect_glucose
 from agent.ble.stack import BleStack
+from agent.errors import BleLinkLostError
 from agent.ingest import blood_pressure_reading
 from agent.measurement import RawMeasurement
 from agent.normalize.blood_pressure import reading_time
@@ -467,3 +468,43 @@ async def test_glucometer_clock_is_set_after_its_clock_is_read(
     assert offset is not None
     assert abs(offset - timedelta(minutes=20)) <= timedelta(seconds=1)
     assert ["ble_current_time_set"] == [e["event"] for e in set_events(events)]
+
+
+async def test_clock_is_not_set_by_a_session_that_ends_early(
+    meter: MeterFactory, ble: BleStack
+) -> None:
+    """The clock is set only once a meter has handed over everything: a session whose link
+    drops mid-transfer leaves the clock alone, so the records still on the meter (stamped by
+    the slow clock) are placed by the next session with the same 20-minute offset; that
+    complete session then sets the clock."""
+    clock = EmulatedClock(TZ, skew=timedelta(minutes=-20), writable=True)
+    records = example_records()
+    glucometer = await meter(records, clock=clock, drop_link_after_records=2)
+    handed: list[DeviceFacts] = []
+
+    async def keep(_raw: RawMeasurement, facts: DeviceFacts) -> None:
+        handed.append(facts)
+
+    async with asyncio.timeout(6 * WAIT_S):
+        with pytest.raises(BleLinkLostError):
+            await collect_glucose(
+                ble, DEVICE_ADDRESS, keep, None, scan_timeout_s=WAIT_S,
+                connect_timeout_s=WAIT_S, clock=POLICY,
+            )  # fmt: skip
+    assert clock.writes == []
+    first = len(handed)
+    assert 0 < first < len(records)
+    glucometer.drop_link_after_records = None
+    mark = None  # the hub resyncs from its committed mark; none was committed here
+    async with asyncio.timeout(6 * WAIT_S):
+        await collect_glucose(
+            ble, DEVICE_ADDRESS, keep, mark, scan_timeout_s=WAIT_S,
+            connect_timeout_s=WAIT_S, clock=POLICY,
+        )  # fmt: skip
+    assert 1 == len(clock.writes)
+    assert_right(clock)
+    offsets = [facts.clock.offset(TZ) if facts.clock else None for facts in handed]
+    assert all(
+        o is not None and abs(o - timedelta(minutes=20)) <= timedelta(seconds=1) for o in offsets
+    )
+    assert len(handed) == first + len(records)

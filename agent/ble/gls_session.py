@@ -558,7 +558,8 @@ async def collect_glucose(
         async with session.setup_deadline():
             info, gls, racp = await session.read_info(client)
             facts = device_facts(session.address, info.dis, session.label)
-            facts = await with_device_clock(client, facts, session.label, policy=clock)
+            # Read only: the clock is set once every record has been handed over (below).
+            facts = await with_device_clock(client, facts, session.label)
             if vet is not None:
                 vet(facts)
             measurement = gls.get_characteristic(GLUCOSE_MEASUREMENT)
@@ -581,6 +582,8 @@ async def collect_glucose(
             ended_by = SessionEnd.DEADLINE
         except _Limit:
             ended_by = SessionEnd.LIMIT  # Abort was written when the limit was reached
+        if ended_by is SessionEnd.COMPLETE:  # the meter holds nothing not yet handed on
+            await session.set_clock_after_transfer(client, facts, clock)
     except BaseException:
         await session.disconnect(client)
         raise
