@@ -23,12 +23,12 @@ independently of ``drivers/``.
 Fault injection: ``drop_link_after_records=n`` ends the link (reason 0x08, a radio loss to
 the central) right after the n-th record of a report (every report);
 ``drop_link_after_sequence_numbers`` ends it right after the record with each of those
-sequence numbers was sent (measurement and context), once per number (cuts at chosen points
-of one long transfer, resumed by the next sessions; ``drop_points`` holds those still to
-come); ``context_first`` sends each context before its measurement (a meter that gets the
-order wrong, to test joining by sequence number); :meth:`Glucometer.restart_numbering`
-clears the memory and numbers new records from a given value (a meter reset, or one whose
-sequence number wrapped).
+sequence numbers was sent (measurement and context) and left this host, once per number
+(cuts at chosen points of one long transfer, resumed by the next sessions; ``drop_points``
+holds those still to come); ``context_first`` sends each context before its measurement
+(a meter that gets the order wrong, to test joining by sequence number);
+:meth:`Glucometer.restart_numbering` clears the memory and numbers new records from a given
+value (a meter reset, or one whose sequence number wrapped).
 
 Clock faults: with ``stamp_all_with`` the meter's clock is broken and every record (held at
 start or added later) gets that one Base Time instead of its own: :data:`UNSET_BASE_TIME`
@@ -494,6 +494,7 @@ class Glucometer(GattPeripheral):
                     return
                 if record.sequence_number in self.drop_points:
                     self.drop_points.discard(record.sequence_number)
+                    await self._sent_on_air(connection)
                     await self.drop_link()
                     return
             if not self.racp.abort_requested:
@@ -504,6 +505,14 @@ class Glucometer(GattPeripheral):
         finally:
             self.racp.finished()
             self.procedure_done.set()
+
+    async def _sent_on_air(self, connection: Connection) -> None:
+        """Wait until the controller took every packet queued for ``connection`` (its Number
+        Of Completed Packets): a cut then falls right after the last record sent, as the
+        central sees it, instead of overtaking the records still queued in this host."""
+        queue = self.device.host.le_acl_packet_queue
+        if queue is not None and self._connection is connection:
+            await queue.drain(connection.handle)
 
     async def _flood(self, connection: Connection, report: Report, flood: Flood) -> None:
         """Answer ``report`` without end (module docstring), until the link goes."""
