@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import logging
 import os
 import stat
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
 import pytest
+import structlog
 
 from agent import cli, config
 from agent.ble.identity import identity_pin
@@ -64,6 +67,21 @@ ca_file = "ca.crt"
 cert_file = "hub.crt"
 key_file = "hub.key"
 """
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """``cli.main`` configures logging for its process (on the stderr of the moment: a
+    capture closed after the test); the suite's logging is set back as it was."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def write_config(tmp_path: Path, stack: str) -> Path:
