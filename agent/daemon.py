@@ -294,6 +294,8 @@ class Hub:
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self._last_continuous: dict[str, float] = {}
         self._publisher: Publisher | None = None
+        self.uplink: Uplink | None = None
+        """The MQTT uplink while the hub runs (its ``stats`` and ``wait_until``)."""
         self._storage: tuple[StorageThread, Outbox] | None = None
         self.ready = asyncio.Event()
         """Set once the outbox is open and the tasks run."""
@@ -378,6 +380,7 @@ class Hub:
             refused=counts.refused,
         )
         uplink = Uplink(UplinkSettings.from_config(cfg))
+        self.uplink = uplink
         observer = self._observer
         publisher = Publisher(
             storage, outbox, uplink, on_delivered=observer.delivered if observer else None

@@ -242,10 +242,19 @@ class Publisher:
     # -- one connection -------------------------------------------------------------------
 
     async def _until_connected(self) -> None:
-        """Wait for the uplink, a stop, and the end of the previous connection's publishes."""
-        while not self.stopping and not (self.uplink.connected.is_set() and self._idle.is_set()):
+        """Wait for the uplink, a stop, and the end of the previous connection's publishes.
+
+        Only what has not happened yet is awaited: an event already set returns at once, so
+        waiting on it would spin (an offline hub burning a core)."""
+        while not self.stopping:
+            connected = self.uplink.connected.is_set()
+            if connected and self._idle.is_set():
+                return
             self._wake.clear()
-            await _first_of(self.uplink.connected.wait(), self._wake.wait(), self._idle.wait())
+            if connected:  # the previous connection's publishes are still settling
+                await _first_of(self._idle.wait(), self._wake.wait())
+            else:
+                await _first_of(self.uplink.connected.wait(), self._wake.wait())
 
     async def _serve(self, tg: asyncio.TaskGroup) -> None:
         """Keep the window full while this connection lasts."""
