@@ -165,6 +165,28 @@ Fate = Outcome | Rejected | Shed
 """What became of one arrival."""
 
 
+class _Uncommitted:
+    """A device's readings handed on and not yet committed (or otherwise settled)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._zero = asyncio.Event()
+        self._zero.set()
+
+    def add(self) -> None:
+        self.count += 1
+        self._zero.clear()
+
+    def done(self) -> None:
+        self.count = max(0, self.count - 1)
+        if self.count == 0:
+            self._zero.set()
+
+    async def settled(self) -> None:
+        """Return once every reading handed on so far has its fate."""
+        await self._zero.wait()
+
+
 class _Vetting:
     """A session's identity check (the sessions' ``vet``; :mod:`agent.ble.identity`).
 
@@ -295,6 +317,8 @@ class Hub:
         self._last_continuous: dict[str, float] = {}
         self._publisher: Publisher | None = None
         self.uplink: Uplink | None = None
+        self._uncommitted: dict[str, _Uncommitted] = {}
+        """Per device label: readings queued and not yet committed (see :meth:`_session`)."""
         """The MQTT uplink while the hub runs (its ``stats`` and ``wait_until``)."""
         self._storage: tuple[StorageThread, Outbox] | None = None
         self.ready = asyncio.Event()
@@ -520,6 +544,12 @@ class Hub:
         session = SESSIONS[device.kind]
         try:
             await self._run_session(session, ble, device, found, vetting, sync_state, bound)
+            # The device's next session starts only once this one's readings are committed:
+            # it then resumes from the committed sync state (a glucometer's RACP mark) instead
+            # of being asked again for what is still queued.
+            uncommitted = self._uncommitted.get(device.label)
+            if uncommitted is not None:
+                await uncommitted.settled()
         finally:
             self.sessions_done += 1
             self.session_done.set()
@@ -610,7 +640,13 @@ class Hub:
                 raw, sync_state={**raw.sync_state, identity.SYNC_KEY: vetting.first_pin.encode()}
             )
             vetting.first_pin = None
-        await self.receive(raw, facts, device)
+        uncommitted = self._uncommitted.setdefault(device.label, _Uncommitted())
+        uncommitted.add()
+        try:
+            await self.receive(raw, facts, device)
+        except BaseException:
+            uncommitted.done()  # never queued: nothing to wait for
+            raise
 
     # -- storing ------------------------------------------------------------------------
 
@@ -711,6 +747,9 @@ class Hub:
                     self.stored += 1
                     stored_any = True
                     bound.info("measurement_stored", seq=fate.seq)
+            uncommitted = self._uncommitted.get(arrival.device_key)
+            if uncommitted is not None:
+                uncommitted.done()
             if self._observer is not None:
                 self._observer.stored(arrival, fate)
         if stored_any and self._publisher is not None:
