@@ -75,6 +75,7 @@ from agent.errors import (
     DeviceSecurityError,
     HubError,
     KeyMaterialError,
+    LinkSecurityError,
     LocalError,
     StorageError,
 )
@@ -506,6 +507,7 @@ class Hub:
                         functools.partial(self._session, ble),
                         self._backoff,
                         self._collect_stop,
+                        power_cycle=ble.power_cycle,
                     )
                     await collector.run()
                     self._stack_failures = 0
@@ -566,6 +568,19 @@ class Hub:
     ) -> None:
         on_measurement = functools.partial(self._on_measurement, device=device, vetting=vetting)
         try:
+            # BlueZ: a required device is connected only with the bond homehub pair made
+            # (Bumble's backend refuses by itself: the stack's may_pair).
+            bluez = ble.host is None
+            if (
+                device.pairing_mode == "required"
+                and bluez
+                and not await ble.is_bonded(device.address)
+            ):
+                raise LinkSecurityError(
+                    device_label(device.address),
+                    "bond",
+                    "not bonded, and only homehub pair may bond it",
+                )
             # Each session's own deadline (ble.session_timeout_s) ends the radio part and
             # still hands on everything received; an outer cancellation would drop readings
             # the device already saw confirmed.

@@ -490,6 +490,20 @@ class BumbleHost:
             assert self._device is not None
             return self._device
 
+    async def power_cycle(self) -> None:
+        """Power the controller off and on again (HCI reset, the transport reopened): the
+        adapter watchdog's last step. Connections and scans end; the caller restarts its scan.
+
+        Raises:
+            BleLinkError: closed, or the transport cannot be reopened.
+        """
+        async with self._ready_lock:
+            if self._closed:
+                raise BleLinkError("the Bluetooth host is closed")
+            await self._release()
+            await self._power_on()
+        log.info("ble_adapter_power_cycled")
+
     @property
     def device(self) -> Device | None:
         """The powered-on device, or ``None`` when closed or the transport is lost."""

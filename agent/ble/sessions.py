@@ -9,8 +9,10 @@ Every session has the same shape, so the daemon treats all devices alike::
 for it itself); ``vet`` checks the device's identity before any measurement is accepted
 (:mod:`agent.ble.identity`); ``clock`` says whether to set the device's clock once its
 transfer is complete (:mod:`agent.ble.current_time`). A device whose ``pairing`` is not
-``none`` is connected with ``pair=True``: encrypted with its bond, or bonded first as the
-stack's pairing policy allows.
+``none`` is connected with ``pair=True`` on Bumble: encrypted with its bond, or bonded first
+as the stack's pairing policy allows (:func:`pair_for`); on BlueZ a ``required`` device is
+connected without ``Pair()`` (the daemon checked its bond first), since BlueZ would bond it
+afresh.
 ``on_measurement`` stores one raw measurement (it returns once the reading is queued for
 the outbox); ``sync_state`` reads this device's committed sync state (a glucometer's RACP
 high-water mark). A session that advances such state returns the new value inside the
@@ -59,6 +61,16 @@ class SessionOutcome:
     ended_by: str
 
 
+def pair_for(ble: BleStack, device: DeviceConfig) -> bool:
+    """bleak's ``pair`` for ``device``: whether the connection may secure the link by
+    pairing. Bumble's backend encrypts with a stored bond first and bonds only as the stack's
+    ``may_pair`` allows, so every secured device asks for it; on BlueZ ``pair=True`` calls
+    ``Pair()``, which would bond a ``required`` device the daemon must never bond."""
+    mode = device.pairing_mode
+    bluez = ble.host is None
+    return mode == "first_contact" or (mode == "required" and not bluez)
+
+
 Vet = Callable[[DeviceFacts], None]
 """Checks a device's facts before any measurement is accepted; raises
 :class:`~agent.errors.DeviceSecurityError`."""
@@ -102,7 +114,7 @@ async def blood_pressure_session(
         connect_timeout_s=settings.connect_timeout_s,
         quiet_period_s=settings.quiet_period_s,
         session_timeout_s=settings.session_timeout_s,
-        pair=device.pairing_mode != "none",
+        pair=pair_for(ble, device),
         found=found,
         clock=clock,
         vet=vet,
@@ -131,7 +143,7 @@ async def pulse_oximeter_session(
         connect_timeout_s=settings.connect_timeout_s,
         quiet_period_s=settings.quiet_period_s,
         session_timeout_s=settings.session_timeout_s,
-        pair=device.pairing_mode != "none",
+        pair=pair_for(ble, device),
         found=found,
         clock=clock,
         vet=vet,
@@ -174,7 +186,7 @@ async def glucose_session(
         # GLS 1.0 requires an encrypted link for its characteristics (ble-spec-facts §4.5):
         # pair (as the stack's pairing policy allows) when not bonded yet; the address is
         # an allowlist entry, so only the configured meter is ever paired with.
-        pair=True,
+        pair=pair_for(ble, device),
         found=found,
         clock=clock,
         vet=vet,

@@ -147,14 +147,34 @@ class BleStack:
             listener.end_now()
 
     async def is_bonded(self, address: str) -> bool:
-        """Whether this stack holds a bond with ``AA:BB:CC:DD:EE:FF`` (Bumble only).
+        """Whether this stack holds a bond with ``AA:BB:CC:DD:EE:FF`` (on BlueZ: asked over
+        D-Bus, :mod:`agent.ble.bluez_devices`).
 
         Raises:
-            BleStackUnavailableError: on BlueZ (ask BlueZ: ``agent.ble.bluez_devices``).
+            BleStackUnavailableError: BlueZ cannot be asked (no D-Bus, no BlueZ, no adapter).
         """
         if self.host is None:
-            raise BleStackUnavailableError("bonds on BlueZ are kept by BlueZ, not this stack")
+            from agent.ble.bluez_devices import open_adapter
+
+            async with open_adapter() as adapter:
+                return await adapter.is_bonded(address)
         return await self.host.is_bonded(address)
+
+    async def power_cycle(self) -> None:
+        """Power-cycle the adapter (the scan watchdog's last step): Bumble's controller is
+        reset through its HCI transport; BlueZ's adapter has ``Powered`` set off and on.
+
+        Raises:
+            BleStackUnavailableError: BlueZ cannot be asked.
+            BleLinkError: the Bumble transport cannot be reopened.
+        """
+        if self.host is None:
+            from agent.ble.bluez_devices import open_adapter
+
+            async with open_adapter() as adapter:
+                await adapter.power_cycle()
+            return
+        await self.host.power_cycle()
 
     async def remove_bond(self, address: str) -> bool:
         """Delete the bond with ``AA:BB:CC:DD:EE:FF`` (Bumble only); whether there was one.
