@@ -21,8 +21,23 @@ state machine (each arrow one RACP procedure and its outcome)::
                ├─ is the marked record ───────────────────────────────────────► done (nothing new)
                └─ else: probe "m..m" (01 04 01 m m)
                     ├─ gone or different ──► report "all" (resync) ───────────► done
-                    └─ same ──► report ">= m+1" (01 03 01 m+1; not when m = 0xFFFF)
-                                 └─ newest < m (wrapped) ──► report "<= newest" ► done
+                    ├─ same, counting up ──► report ">= m+1" (01 03 01 m+1; not when m = 0xFFFF)
+                    │            └─ newest < m (wrapped) ──► report "<= newest" ► done
+                    └─ same, counting down ► report "<= m-1" (01 02 01 m-1; not when m = 0)
+                                 └─ newest > m (wrapped) ──► report ">= newest" ► done
+
+**Which way the meter counts** is read from the two records the probes found, the marked
+one (m) and the newest (n), by their distance modulo 2^16 (:func:`counts_down`): a meter
+that numbers newer records with larger numbers has n a little *after* m, (n - m) mod 2^16
+below 0x8000, even across a wrap (m = 0xFFFE, n = 3: 5); one that numbers them with smaller
+numbers has n a little *before* m, (n - m) mod 2^16 from 0x8000 up (m = 97, n = 95:
+0xFFFE). Telling them apart needs fewer than 32,768 records since the mark: a meter holds
+a few hundred to a few thousand. A meter that counts down asked for ">= m+1" would send the
+records *older* than the mark again and never the new ones below it (then "<= newest" only
+the newest of them): the records between were skipped for good. Both directions ask for
+exactly the new records while the numbers have not wrapped since the mark; once they have,
+the second report may also match old records on the other side of the wrap, which the
+outbox keeps once (duplicates by identity), and the mark ends on the newest.
 
 A resync may send readings again (the platform deduplicates them by their stable
 Observation.identifier); it never leaves one out. Probed records are never handed on: they
@@ -92,6 +107,7 @@ __all__ = [
     "RecordReady",
     "SyncDone",
     "SyncMark",
+    "counts_down",
     "fingerprint",
     "read_mark",
 ]
@@ -170,6 +186,13 @@ _CONTEXT: Final = "0x2A34"
 def fingerprint(measurement: bytes) -> bytes:
     """A record's identity for the mark: 8 octets of SHA-256 of its 0x2A18 value."""
     return hashlib.sha256(measurement).digest()[:FINGERPRINT_SIZE]
+
+
+def counts_down(marked: int, newest: int) -> bool:
+    """Whether a meter whose marked record is numbered ``marked`` and whose newest record
+    ``newest`` (a different record) numbers newer records with smaller numbers: ``newest``
+    lies within 32,767 numbers *before* ``marked``, modulo 2^16 (module docstring)."""
+    return (newest - marked) & 0xFFFF >= 0x8000
 
 
 def measurement_header(data: bytes) -> tuple[int, bool]:
@@ -371,7 +394,8 @@ class Reason(enum.Enum):
     PROBE_NEWEST = "gls_probe_newest"  #: is there anything after the mark?
     PROBE_MARKED = "gls_probe_marked"  #: is the marked record still there, unchanged?
     CONTINUE = "gls_sync_continue"  #: report >= mark+1
-    WRAPPED = "gls_sequence_wrapped"  #: the numbers wrapped: report <= newest
+    COUNTS_DOWN = "gls_sequence_counts_down"  #: newer records numbered lower: report <= mark-1
+    WRAPPED = "gls_sequence_wrapped"  #: the numbers wrapped: report <= newest (>= when down)
     RESET = "gls_sequence_reset"  #: the numbering restarted: resync all
     METER_EMPTY = "gls_sync_meter_empty"
     NOTHING_NEW = "gls_sync_nothing_new"
@@ -465,6 +489,8 @@ class GlsSync:
         self.max_records = max_records
         self.joiner = RecordJoiner(device)
         self.resynced = False
+        #: The probes found a meter numbering newer records lower (:func:`counts_down`).
+        self.counting_down = False
         #: Records accepted for hand-on in this session.
         self.accepted = 0
         #: Records refused once ``max_records`` were accepted (the meter keeps them).
@@ -602,21 +628,28 @@ class GlsSync:
             if marked is None or not mark.matches(marked.measurement):
                 self.resynced = True
                 return self._start(_State.CONTINUE, RacpRequest.report_all(), True, Reason.RESET)
-            if mark.sequence_number < 0xFFFF:
-                request = RacpRequest.report_from(mark.sequence_number + 1)
+            m = mark.sequence_number
+            if counts_down(m, self._newest.sequence_number):
+                self.counting_down = True
+                if m > 0:
+                    request = _report_at_most(m - 1)
+                    return self._start(_State.WRAPPED, request, True, Reason.COUNTS_DOWN)
+                # Nothing below 0: the new records are all past the wrap (">= newest").
+                request = RacpRequest.report_from(self._newest.sequence_number)
+                return self._start(_State.CONTINUE, request, True, Reason.COUNTS_DOWN)
+            if m < 0xFFFF:
+                request = RacpRequest.report_from(m + 1)
                 return self._start(_State.WRAPPED, request, True, Reason.CONTINUE)
             state = _State.WRAPPED
         if state is _State.WRAPPED:
             assert mark is not None
             assert self._newest is not None
             newest = self._newest.sequence_number
-            if newest < mark.sequence_number:
-                request = RacpRequest(
-                    OpCode.REPORT_STORED_RECORDS,
-                    Operator.LESS_THAN_OR_EQUAL_TO,
-                    FilterType.SEQUENCE_NUMBER,
-                    (newest,),
-                )
+            if self.counting_down and newest > mark.sequence_number:
+                request = RacpRequest.report_from(newest)
+                return self._start(_State.CONTINUE, request, True, Reason.WRAPPED)
+            if not self.counting_down and newest < mark.sequence_number:
+                request = _report_at_most(newest)
                 return self._start(_State.CONTINUE, request, True, Reason.WRAPPED)
         return self._done(Reason.COMPLETE)
 
@@ -751,6 +784,16 @@ class GlsSync:
         if response.response_code not in (ResponseCode.SUCCESS, ResponseCode.NO_RECORDS_FOUND):
             raise DeviceProtocolError(self.device, name, describe(response))
         return response
+
+
+def _report_at_most(sequence_number: int) -> RacpRequest:
+    """Report stored records with a sequence number ``<= sequence_number`` (01 02 01 n)."""
+    return RacpRequest(
+        OpCode.REPORT_STORED_RECORDS,
+        Operator.LESS_THAN_OR_EQUAL_TO,
+        FilterType.SEQUENCE_NUMBER,
+        (sequence_number,),
+    )
 
 
 def describe(response: RacpResponse) -> str:

@@ -96,9 +96,10 @@ class TestNextProcedure:
             (value(9), value(5), ["0106", "0104010500 0500", "0103010600"]),
             (value(9), value(5, body=1), ["0106", "0104010500 0500", "0101"]),
             (value(9), None, ["0106", "0104010500 0500", "0101"]),
-            (value(2), value(5), ["0106", "0104010500 0500", "0103010600", "0102010200"]),
+            # Newest 2 below mark 5: numbered downwards (drivers.gls_sync.counts_down).
+            (value(2), value(5), ["0106", "0104010500 0500", "0102010400"]),
         ],
-        ids=["empty", "nothing-new", "continue", "replaced", "gone", "wrapped"],
+        ids=["empty", "nothing-new", "continue", "replaced", "gone", "counts-down"],
     )
     def test_incremental(
         self, newest: bytes | None, marked: bytes | None, expected: list[str]

@@ -16,7 +16,10 @@ Steps (GLS/GLP collector procedure, ble-spec-facts §4.5)
    Measurement Context 0x2A34, indications on the RACP 0x2A52. A meter answers a report
    request with ATT error 0x81 if the measurement CCCD is not enabled.
 4. **Incremental sync** from the committed mark (``sync_state("gls_last_seq")``): the
-   requests :meth:`GlsSync.next_procedure` asks for, one procedure at a time.
+   requests :meth:`GlsSync.next_procedure` asks for, one procedure at a time: ">= mark+1"
+   for a meter numbering its records upwards, "<= mark-1" for one counting down (newer
+   records numbered lower; told apart by the probes, :func:`drivers.gls_sync.counts_down`),
+   with a second report once the numbers wrapped.
 5. Each record, joined with its context by sequence number, is handed on in the meter's
    order as a :class:`RawMeasurement` with ``related={0x2A34: context}`` and
    ``sync_state={"gls_last_seq": mark}``, so the mark commits in the same outbox
@@ -465,7 +468,7 @@ class _GlsSession(GattSession):
                 return step.resynced
             if step.reason is Reason.RESET:
                 self.log.warning(step.reason.value)
-            elif step.reason is Reason.WRAPPED:
+            elif step.reason in (Reason.WRAPPED, Reason.COUNTS_DOWN):
                 self.log.info(step.reason.value)
             await self.procedure(client, racp, step, facts)
 

@@ -28,7 +28,12 @@ sequence numbers was sent (measurement and context) and left this host, once per
 holds those still to come); ``context_first`` sends each context before its measurement
 (a meter that gets the order wrong, to test joining by sequence number);
 :meth:`Glucometer.restart_numbering` clears the memory and numbers new records from a given
-value (a meter reset, or one whose sequence number wrapped).
+value (a meter reset, or one whose sequence number wrapped); ``count_down`` numbers each new
+record one *below* the previous one (a meter whose newer records carry smaller sequence
+numbers; stored oldest first all the same, so "last record" is still the newest, and the
+numbers wrap from 0 to 0xFFFF); ``racp_silent`` accepts every RACP write (a Write Response)
+and then never indicates anything nor sends a record (a meter whose RACP never answers;
+switch it off to fix the meter).
 
 Clock faults: with ``stamp_all_with`` the meter's clock is broken and every record (held at
 start or added later) gets that one Base Time instead of its own: :data:`UNSET_BASE_TIME`
@@ -308,6 +313,8 @@ class Glucometer(GattPeripheral):
             (:data:`UNSET_BASE_TIME`: never set; a valid value: stuck).
         time_fault: every record sets Sensor Status bit 11 "time fault".
         record_interval_s: pace a report at one record per this many seconds (0: unpaced).
+        count_down: number each new record one below the previous one (wrapping at 0).
+        racp_silent: accept RACP writes and never answer them (no record, no indication).
     """
 
     NAME = "glucometer"
@@ -329,6 +336,8 @@ class Glucometer(GattPeripheral):
         stamp_all_with: DateTime | None = None,
         time_fault: bool = False,
         record_interval_s: float = 0.0,
+        count_down: bool = False,
+        racp_silent: bool = False,
     ) -> None:
         self.stamp_all_with = stamp_all_with
         self.time_fault = time_fault
@@ -363,8 +372,11 @@ class Glucometer(GattPeripheral):
         self.flood = flood
         #: Values sent by a flood beyond the matching records (counted, not kept).
         self.flood_sent = 0
+        #: Switches (module docstring): may be flipped while the meter runs.
+        self.count_down = count_down
+        self.racp_silent = racp_silent
         self._records: list[GlucoseRecord] = list(records)
-        self._next_seq = (self._records[-1].sequence_number + 1) & 0xFFFF if records else 0
+        self._next_seq = self._after(self._records[-1].sequence_number) if records else 0
         self.racp = RacpServer(lambda: self._records, self._delete)
 
         #: The RACP values written by the central, in order.
@@ -389,8 +401,12 @@ class Glucometer(GattPeripheral):
         given number is replaced."""
         numbered = self._stamped(record).with_sequence_number(self._next_seq)
         self._records.append(numbered)
-        self._next_seq = (self._next_seq + 1) & 0xFFFF
+        self._next_seq = self._after(self._next_seq)
         return numbered
+
+    def _after(self, sequence_number: int) -> int:
+        """The number the meter gives the record after ``sequence_number``."""
+        return (sequence_number + (-1 if self.count_down else 1)) & 0xFFFF
 
     def _stamped(self, record: GlucoseRecord) -> GlucoseRecord:
         """``record`` as this meter's clock stamps it."""
@@ -450,6 +466,8 @@ class Glucometer(GattPeripheral):
             raise ATT_Error(exc.code) from None
         if self.flood is not None and self.racp.busy and data[:1] == b"\x03":
             return  # a flooding meter ignores Abort: no answer, the stream goes on
+        if self.racp_silent:
+            return  # written and acknowledged, never answered (the link's end clears busy)
         if isinstance(action, Report):
             self.procedure_done.clear()
             if self.flood is not None:
