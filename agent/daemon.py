@@ -369,6 +369,7 @@ class Hub:
             if opened is None:
                 return
             outbox, signer = opened
+            storage.when_idle(outbox.checkpoint_if_due)  # WAL checkpoints between readings
             try:
                 await self._run(stop, storage, outbox, signer)
             finally:

@@ -144,6 +144,23 @@ reading). Short: the daemon is the only writer, and its storage thread must not 
 JOURNAL_SIZE_LIMIT_BYTES: Final = 64 * 1024 * 1024
 """WAL size kept after a checkpoint (catalogue O5: WAL ≤ 64 MB)."""
 
+WAL_AUTOCHECKPOINT_BYTES: Final = 16 * 1024 * 1024
+"""Backstop: the WAL size at which SQLite checkpoints inside a commit by itself.
+
+Checkpoints are the storage thread's idle work (:meth:`Outbox.checkpoint_if_due`, run by
+:class:`agent.storage.StorageThread` when no call waits): SQLite's own automatic one (every
+1,000 pages, ≈ 250 glucose readings here) ran inside whichever commit crossed the mark and
+held that reading and the four behind it for 40-120 ms (hil/bench/ble.py). This backstop
+only acts when the thread never idles (or an outbox is used without it) and keeps the WAL
+a quarter of :data:`JOURNAL_SIZE_LIMIT_BYTES`; its stall is then that size's copy (an
+overloaded hub's latency is already the queue's)."""
+
+CHECKPOINT_AFTER_COMMITS: Final = 8
+"""Write transactions after which an idle checkpoint is due. A glucose reading's commit
+appends ≈ 8 WAL frames; checkpointing 8 commits' frames (≈ 70 pages) took 0.9 ms here,
+about what checkpointing one commit's took (the database file's fsync dominates), so a
+reading arriving during it waits < 1 ms, and the extra fsync is paid once per 8 commits."""
+
 DEFAULT_QUOTA_BYTES: Final = 256 * 1024 * 1024
 """Default bound on the outbox's live data (config ``outbox.quota_bytes``). A sealed BP
 envelope with its row and index entries takes ≈ 5.6 KB on disk (hil/bench/outbox.py), so
@@ -447,12 +464,18 @@ def storage_level(used_bytes: int, quota_bytes: int) -> StorageLevel:
     return StorageLevel.OK
 
 
+_USED_BYTES_SQL: Final = (
+    "SELECT (page_count - freelist_count) * page_size "
+    "FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()"
+)
+"""The three pragmas in one statement: each statement releases and re-takes the GIL, and
+on a hub whose event loop is busy each re-take can wait for it (hil/bench/ble.py)."""
+
+
 def _used_bytes(conn: sqlite3.Connection) -> int:
     """Bytes in the pages in use, as this connection (or its open transaction) sees them."""
-    page_size: int = conn.execute("PRAGMA page_size").fetchone()[0]
-    page_count: int = conn.execute("PRAGMA page_count").fetchone()[0]
-    free: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
-    return (page_count - free) * page_size
+    used: int = conn.execute(_USED_BYTES_SQL).fetchone()[0]
+    return used
 
 
 def _read_counts(conn: sqlite3.Connection, now: float) -> OutboxCounts:
@@ -494,6 +517,8 @@ class Outbox:
         self._sealer: Final = sealer
         self._clock: Final = clock
         self._level = StorageLevel.OK
+        #: Write transactions committed since the last complete checkpoint.
+        self.commits_since_checkpoint = 0
 
     def __repr__(self) -> str:
         return f"Outbox(path={str(self.path)!r}, hub_id={self.hub_id!r})"
@@ -592,6 +617,8 @@ class Outbox:
                     f"durability not honoured: journal_mode={mode}, synchronous={synchronous}",
                 )
             conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
+            page_size: int = conn.execute("PRAGMA page_size").fetchone()[0]
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_BYTES // page_size}")
             _migrate(conn, path, ctx, clock)
             # From now on only sealed records are deleted: zero what costs no extra I/O
             # (FAST; ON zeroes every freed overflow page and made a delivered record's delete
@@ -986,6 +1013,31 @@ class Outbox:
                 "UPDATE counters SET value = MAX(value, ?) WHERE name = 'next_seq'", (floor,)
             )
 
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def checkpoint_if_due(self) -> bool:
+        """Checkpoint when :data:`CHECKPOINT_AFTER_COMMITS` write transactions have committed
+        since the last checkpoint; whether it did. The storage thread's idle work."""
+        if self._conn is None or self.commits_since_checkpoint < CHECKPOINT_AFTER_COMMITS:
+            return False
+        self.checkpoint()
+        return True
+
+    def checkpoint(self) -> tuple[int, int]:
+        """A ``PASSIVE`` WAL checkpoint: copy the committed frames into the database file
+        (fsynced, ``synchronous=FULL``) without waiting for readers; ``(frames in the WAL,
+        frames checkpointed)``. Nothing committed depends on it: a commit is durable in the
+        WAL. Frames a reader (``homehub status``) still needs stay for the next one, so the
+        count starts over only when everything was copied."""
+        conn = self._connection("checkpoint")
+        try:
+            _busy, wal_frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            raise _storage_error(self.path, "checkpoint", exc) from exc
+        if copied == wal_frames:
+            self.commits_since_checkpoint = 0
+        return int(wal_frames), int(copied)
+
     # -- plumbing -----------------------------------------------------------------------
 
     def _connection(self, operation: str) -> sqlite3.Connection:
@@ -1009,6 +1061,7 @@ class Outbox:
         try:
             yield conn
             conn.execute("COMMIT")
+            self.commits_since_checkpoint += 1
         except BaseException as exc:
             self._rollback(conn, operation)
             if isinstance(exc, sqlite3.Error):

@@ -17,6 +17,7 @@ memory, so keeping the window full costs no fsync:
    uplink is back, the cursor starts again at the beginning, skipping what is acknowledged
    but not yet deleted, and the same sealed bytes are sent again (the platform dedups by
    ``(hub, seq)``).
+
 4. A record the broker refuses for good (:class:`~agent.errors.PublishRejectedError`: not
    authorized, payload format invalid…) becomes ``refused`` in the outbox: kept, not sent
    again on its own, reported (``measurement_refused``). One refused transiently
@@ -41,6 +42,11 @@ memory, so keeping the window full costs no fsync:
    :data:`STOP_DRAIN_S` for their PUBACK, the acknowledged ones are deleted, and
    :meth:`Publisher.run` returns. What had no PUBACK stays pending and is sent after the
    next start.
+
+Every storage call of the publisher is made at low priority
+(:meth:`~agent.storage.StorageThread.call_low`): a reading waiting to be committed goes
+first, so its arrival-to-commit time does not include a read or a delete's fsync queued
+before it.
 
 Nothing here raises for a link or disk fault; those are logged and waited out. A bug
 (anything that is not a hub error) propagates and ends the daemon, loudly.
@@ -357,7 +363,7 @@ class Publisher:
 
     async def _read(self, cursor: int) -> list[OutboxRecord] | None:
         try:
-            return await self.storage.call(self.outbox.pending_after, cursor, READ_BATCH)
+            return await self.storage.call_low(self.outbox.pending_after, cursor, READ_BATCH)
         except StorageError as exc:
             self._storage_failed(exc)
             await asyncio.sleep(STORAGE_RETRY_S)
@@ -423,7 +429,7 @@ class Publisher:
 
     async def _refuse(self, seq: int, rc: int | None, why: str) -> None:
         try:
-            changed = await self.storage.call(self.outbox.mark_refused, seq, rc)
+            changed = await self.storage.call_low(self.outbox.mark_refused, seq, rc)
         except StorageError as exc:
             self._storage_failed(exc)  # stays pending: refused again next time
             return
@@ -434,7 +440,7 @@ class Publisher:
     async def _refused_transiently(self, seq: int, exc: PublishRefusedError) -> None:
         self.stats.transient_refusals += 1
         try:
-            attempts = await self.storage.call(self.outbox.note_attempt, seq)
+            attempts = await self.storage.call_low(self.outbox.note_attempt, seq)
         except StorageError as error:
             self._storage_failed(error)
             attempts = 0
@@ -481,7 +487,7 @@ class Publisher:
             while self._acked:
                 batch = self._acked[:MAX_BATCH]
                 try:
-                    await self.storage.call(self.outbox.mark_delivered_many, batch)
+                    await self.storage.call_low(self.outbox.mark_delivered_many, batch)
                 except StorageError as exc:
                     # Still pending on disk and excluded from publishing here: deleted on
                     # the next try, or sent again (same bytes) after a restart.

@@ -16,6 +16,18 @@ thread and awaits its result without blocking the loop. Calls run one at a time,
 they were made; each caller awaits its own call, so there are never more queued calls than
 tasks that use storage (ingest, publisher, acknowledgements: a handful), which bounds the queue.
 
+Order: calls made with :meth:`StorageThread.call` run first, in the order they were made;
+calls made with :meth:`StorageThread.call_low` (the publisher's reads, deletes and refusal
+marks) run in their order when no ``call`` waits, so a reading that arrives while a delete
+is queued is committed first and does not wait for the delete's fsync too. A ``call_low``
+never starves: each caller awaits its call, so between two stores of the ingest task the
+queue of ``call`` is empty for at least one round of the event loop.
+
+Idle work: when no call waits, the thread runs the function given to
+:meth:`StorageThread.when_idle` (the daemon gives the outbox's
+:meth:`~agent.outbox.Outbox.checkpoint_if_due`), once after each run of calls: WAL
+checkpoints happen between readings instead of inside a reading's commit.
+
 Cancellation: a call already running on the thread cannot be interrupted; cancelling the
 awaiting task only stops waiting (the commit still completes or fails on the thread). The
 daemon therefore never cancels a storing task; it stops them in order (agent/daemon.py).
@@ -27,13 +39,20 @@ import asyncio
 import concurrent.futures
 import functools
 import threading
+from collections import deque
 from collections.abc import Callable
-from typing import Final, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
+
+import structlog
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 THREAD_NAME: Final = "hub.storage"
+
+log = structlog.get_logger(__name__)
+
+_Job = tuple[Callable[[], Any], "concurrent.futures.Future[Any]"]
 
 
 class StorageThread:
@@ -42,33 +61,53 @@ class StorageThread:
 
     def __init__(self, name: str = THREAD_NAME) -> None:
         self.name = name
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._thread_id: int | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Condition()
+        self._calls: deque[_Job] = deque()
+        self._low_calls: deque[_Job] = deque()
+        self._closing = False
+        self._idle: Callable[[], object] | None = None
 
     def start(self) -> None:
         """Start the thread (idempotent)."""
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix=self.name
-            )
-            self._thread_id = self._executor.submit(threading.get_ident).result()
+        with self._ready:
+            if self._thread is not None:
+                return
+            self._closing = False
+            # Not a daemon thread: the interpreter waits for the call under way (a commit).
+            self._thread = threading.Thread(target=self._work, name=self.name, daemon=False)
+            self._thread.start()
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` on the storage thread; return (or raise) its outcome."""
-        if self._executor is None:
-            raise RuntimeError("the storage thread is not running")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        return await self._submit(self._calls, functools.partial(fn, *args, **kwargs))
+
+    async def call_low(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """:meth:`call` at low priority: it runs only when no :meth:`call` waits."""
+        return await self._submit(self._low_calls, functools.partial(fn, *args, **kwargs))
+
+    def when_idle(self, work: Callable[[], object] | None) -> None:
+        """Run ``work`` on the thread when no call waits, once after each run of calls
+        (``None``: nothing). It must be short: a call made meanwhile waits for it. What it
+        raises is logged (``storage_idle_work_failed``), never propagated."""
+        with self._ready:
+            self._idle = work
 
     def on_thread(self) -> bool:
         """Whether the caller runs on the storage thread (for assertions and tests)."""
-        return self._thread_id is not None and threading.get_ident() == self._thread_id
+        return self._thread is not None and threading.current_thread() is self._thread
 
     def close(self) -> None:
         """Wait for the calls already made, then end the thread (idempotent)."""
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
+        with self._ready:
+            thread = self._thread
+            if thread is None:
+                return
+            self._closing = True
+            self._ready.notify()
+        thread.join()
+        with self._ready:
+            self._thread = None
 
     async def __aenter__(self) -> StorageThread:
         self.start()
@@ -78,6 +117,63 @@ class StorageThread:
         # Joining waits at most for the call under way (one commit): short, and it must end
         # before the process does, or an fsync'd transaction could be cut off.
         await asyncio.get_running_loop().run_in_executor(None, self.close)
+
+    async def _submit(self, queue: deque[_Job], fn: Callable[[], T]) -> T:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._ready:
+            if self._thread is None or self._closing:
+                raise RuntimeError("the storage thread is not running")
+            queue.append((fn, future))
+            self._ready.notify()
+        # Cancelling the awaiting task cancels a call that has not started (it never runs);
+        # one under way completes on the thread.
+        return await asyncio.wrap_future(future)
+
+    def _work(self) -> None:
+        idle_due = False
+        while True:
+            with self._ready:
+                while not self._calls and not self._low_calls:
+                    if idle_due and self._idle is not None:
+                        break
+                    if self._closing:
+                        return
+                    self._ready.wait()
+                job = (
+                    self._calls.popleft()
+                    if self._calls
+                    else self._low_calls.popleft()
+                    if self._low_calls
+                    else None
+                )
+                idle = self._idle
+            if job is None:
+                idle_due = False
+                if idle is not None:
+                    _run_idle(idle)
+                continue
+            idle_due = True
+            fn, future = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller, as an executor does
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+            del fn, future, job  # drop references to the call's arguments and result
+
+
+def _run_idle(work: Callable[[], object]) -> None:
+    try:
+        work()
+    except Exception as exc:  # noqa: BLE001 - housekeeping: logged, the thread serves on
+        log.error(
+            "storage_idle_work_failed",
+            error=type(exc).__name__,
+            reason=str(getattr(exc, "reason", exc)),
+        )
 
 
 __all__ = ["THREAD_NAME", "StorageThread"]

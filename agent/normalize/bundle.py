@@ -19,6 +19,7 @@ receiving server.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
 from collections.abc import Iterator, Sequence
@@ -32,6 +33,7 @@ FULL_URL_NAMESPACE: Final = uuid.UUID("6f1f4a52-3c1e-5b0a-9d43-2b6c1a0e8f11")
 re-sent Bundle would change."""
 
 
+@functools.lru_cache(maxsize=64)  # the Devices' recur in every reading of a device
 def full_url(resource_type: str, resource_id: str) -> str:
     """The entry's ``fullUrl``: ``urn:uuid:`` + UUIDv5 of ``Type/id`` (stable on re-send)."""
     return f"urn:uuid:{uuid.uuid5(FULL_URL_NAMESPACE, f'{resource_type}/{resource_id}')}"
@@ -68,20 +70,45 @@ def collection(resources: Sequence[dict[str, Any]], timestamp: str) -> dict[str,
     }
 
 
-def _rewritten(node: Any, urls: dict[str, str]) -> Any:
-    """``node`` with every ``reference`` naming an entry replaced by the entry's fullUrl."""
-    if isinstance(node, dict):
-        return {
-            key: (
-                urls.get(value, value)
-                if key == "reference" and isinstance(value, str)
-                else _rewritten(value, urls)
-            )
-            for key, value in node.items()
-        }
-    if isinstance(node, list):
-        return [_rewritten(item, urls) for item in node]
-    return node
+def _rewritten(node: dict[str, Any], urls: dict[str, str]) -> dict[str, Any]:
+    """``node`` with every ``reference`` naming an entry replaced by the entry's fullUrl.
+
+    Copy on write: a dict or list with nothing to replace inside is returned as it is, not
+    copied (the deep copy of every resource was half of a reading's bundle building, and
+    the resources are built per reading and never changed afterwards); scalars are not
+    visited by a call of their own. The Bundle's content and order are those of a deep
+    copy, so its CBOR is byte-identical (tests/test_fhir_golden_*.py)."""
+    out: dict[str, Any] | None = None
+    for key, value in node.items():
+        if isinstance(value, dict):
+            new: Any = _rewritten(value, urls)
+        elif isinstance(value, list):
+            new = _rewritten_list(value, urls)
+        elif key == "reference" and isinstance(value, str):
+            new = urls.get(value, value)
+        else:
+            continue
+        if new is not value:
+            if out is None:
+                out = dict(node)
+            out[key] = new
+    return node if out is None else out
+
+
+def _rewritten_list(items: list[Any], urls: dict[str, str]) -> list[Any]:
+    out: list[Any] | None = None
+    for index, item in enumerate(items):
+        if isinstance(item, dict):
+            new: Any = _rewritten(item, urls)
+        elif isinstance(item, list):
+            new = _rewritten_list(item, urls)
+        else:
+            continue
+        if new is not item:
+            if out is None:
+                out = list(items)
+            out[index] = new
+    return items if out is None else out
 
 
 def reading_bundle(
