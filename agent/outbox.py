@@ -1265,3 +1265,33 @@ def open_or_quarantine(
         outbox.close()
         raise
     return outbox
+
+
+# -- a device's sync state from outside the daemon (homehub devices) ---------------------------
+
+
+def peek_sync_state(
+    path: Path, hub_id: str, key: str, sealer: Callable[[], Sealer]
+) -> dict[str, bytes]:
+    """``device → value`` of sync-state ``key`` for every device that has one, read-only
+    (``homehub devices list``: a device's battery level). ``sealer()`` opens the key, and
+    is called only when there is a value to open; a value that does not open is left out
+    (logged ``outbox_sync_state_damaged``). Safe while the daemon runs (a WAL reader)."""
+    _check_name(key, "key")
+    rows = _peek(
+        path,
+        "peek_sync_state",
+        lambda conn: conn.execute(
+            "SELECT device, sealed FROM sync_state WHERE key = ?", (key,)
+        ).fetchall(),
+    )
+    if not rows:
+        return {}
+    box = sealer()
+    out: dict[str, bytes] = {}
+    for device, sealed in rows:
+        try:
+            out[str(device)] = box.open(sealed, aad=sync_state_aad(hub_id, device, key))
+        except IntegrityError:
+            log.error("outbox_sync_state_damaged", key=key)
+    return out

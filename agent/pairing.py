@@ -47,8 +47,8 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
 
-from agent import config
-from agent.ble.gatt_session import DisValues, device_facts
+from agent import config, keys
+from agent.ble.gatt_session import BATTERY_SYNC_KEY, DisValues, device_facts
 from agent.ble.identity import identity_pin
 from agent.ble.prompts import Prompter
 from agent.ble.stack import BONDS_FILE, BleStack, parse_stack
@@ -68,6 +68,7 @@ from agent.ble.uuids import (
 from agent.config_edit import NewDevice, add_device, remove_device, rename_device, unique_label
 from agent.errors import (
     BleLinkError,
+    DecodeError,
     DeviceProtocolError,
     HubError,
     PairingError,
@@ -76,6 +77,9 @@ from agent.errors import (
 )
 from agent.logs import device_label
 from agent.normalize.device import DeviceFacts
+from agent.outbox import peek_sync_state
+from agent.sealing import Sealer
+from drivers.battery import BatteryLevel
 
 log = structlog.get_logger(__name__)
 
@@ -555,8 +559,10 @@ class DeviceRow:
     ``bonded`` is ``None`` when the stack cannot say (BlueZ unreachable).
     ``last_sync_age_s`` is the age of the device's newest committed sync state in the
     outbox (a glucometer's RACP mark moves with each stored record; any device's first
-    contact pins its identity there): ``None`` when it has none. Battery level: not kept
-    by the hub yet (always ``None``).
+    contact pins its identity there): ``None`` when it has none. ``battery_percent`` is
+    the Battery Level a session last read and committed with a reading
+    (:data:`agent.ble.gatt_session.BATTERY_SYNC_KEY`): ``None`` when the device exposes
+    none, no session read it yet, or the outbox's key cannot be opened here.
     """
 
     label: str
@@ -605,6 +611,7 @@ async def list_devices(cfg: config.Config, *, now: float | None = None) -> list[
     else:
         bonded = await _bluez_bonds(cfg)
     ages = _last_sync(cfg.outbox.path, time.time() if now is None else now)
+    batteries = _battery_levels(cfg)
     return [
         DeviceRow(
             label=d.label,
@@ -613,9 +620,42 @@ async def list_devices(cfg: config.Config, *, now: float | None = None) -> list[
             pairing=d.pairing_mode,
             bonded=None if bonded is None else d.address.upper() in bonded,
             last_sync_age_s=ages.get(d.label),
+            battery_percent=batteries.get(d.label),
         )
         for d in cfg.devices
     ]
+
+
+def _open_sealer(cfg: config.Config) -> Sealer:
+    """The outbox's data key through the configured provider (never a new one: it is only
+    asked for when the outbox holds a value sealed with it)."""
+    provider = keys.open_provider(cfg)
+    try:
+        return Sealer(keys.open_data_key(cfg, provider))
+    finally:
+        provider.close()
+
+
+def _battery_levels(cfg: config.Config) -> dict[str, int]:
+    """``label → %`` of each device's last committed Battery Level. Sealed like all sync
+    state: the key is opened when there is one (and when it cannot be, the levels are
+    unknown, logged ``devices_battery_unknown``)."""
+    if not cfg.outbox.path.is_file():
+        return {}
+    try:
+        values = peek_sync_state(
+            cfg.outbox.path, cfg.hub.id, BATTERY_SYNC_KEY, lambda: _open_sealer(cfg)
+        )
+    except (HubError, OSError) as exc:
+        log.info("devices_battery_unknown", error=type(exc).__name__)
+        return {}
+    levels: dict[str, int] = {}
+    for label, value in values.items():
+        try:
+            levels[label] = BatteryLevel.from_bytes(value).level_pct
+        except DecodeError:
+            continue
+    return levels
 
 
 def rename(cfg: config.Config, old: str, new: str) -> config.DeviceConfig:

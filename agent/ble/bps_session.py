@@ -161,6 +161,7 @@ class _BpsSession(BufferedSession):
             )
         feature_value = bytes(await self.gatt("read_bp_feature", client.read_gatt_char(feature)))
         values = await self.read_device_information(client, dis, regulatory=True)
+        await self.read_battery_level(client)
         info = BpsDeviceInfo(
             blood_pressure_feature=feature_value,
             manufacturer_name=values.manufacturer_name,

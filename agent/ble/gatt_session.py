@@ -11,7 +11,8 @@ It holds what every session does the same way, on bleak's public API only:
   errors (:class:`~agent.errors.BleLinkError`, :class:`~agent.errors.BleLinkLostError`,
   :class:`~agent.errors.DeviceProtocolError`) and calls :func:`raise_if_cancelled` after
   every radio operation, service discovery, reading the Device Information Service
-  (DIS 1.1, UUID 0x180A; all optional) and disconnecting;
+  (DIS 1.1, UUID 0x180A; all optional) and the Battery Level (BAS 0x180F, best effort:
+  :meth:`GattSession.read_battery_level`), and disconnecting;
 - :class:`DisValues` and :func:`device_facts`: the raw DIS values and their decoding into
   :class:`~agent.normalize.device.DeviceFacts` (service-agnostic);
 - :class:`BufferedSession`: the bounded hand-on buffer of the sessions that end on a quiet
@@ -31,6 +32,7 @@ logged nor put in an exception: logs and errors carry the label (last two octets
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import math
 import time
@@ -48,7 +50,7 @@ from bleak.backends.service import BleakGATTService
 from bleak.exc import BleakError, BleakGATTProtocolError, BleakGATTProtocolErrorCode
 from bleak_retry_connector import BleakNotFoundError, establish_connection
 
-from agent.ble.current_time import ClockPolicy, set_device_clock
+from agent.ble.current_time import CURRENT_TIME_READ_TIMEOUT_S, ClockPolicy, set_device_clock
 from agent.ble.stack import BleStack
 from agent.ble.uuids import (
     DEVICE_INFORMATION_SERVICE,
@@ -60,6 +62,7 @@ from agent.ble.uuids import (
     SERIAL_NUMBER_STRING,
     SOFTWARE_REVISION_STRING,
     SYSTEM_ID,
+    sig_uuid,
 )
 from agent.cancellation import raise_if_cancelled
 from agent.errors import (
@@ -77,6 +80,7 @@ from agent.logs import device_label
 from agent.measurement import OnMeasurement, RawMeasurement
 from agent.normalize.device import DeviceFacts
 from agent.normalize.regulatory import RegulatoryData
+from drivers.battery import BatteryLevel
 from drivers.device_information import DisString, DisStringCharacteristic, SystemId
 
 log = structlog.get_logger(__name__)
@@ -110,6 +114,18 @@ MEASUREMENT_SLACK: Final = 4
 disconnects: the link is ended from the callback that accepted the last one, and a device
 sends the next indication only after a confirmation (Core Vol 3 Part F §3.4.7.2), so one at
 most. A device past this slack ignores the ATT flow control: a flood."""
+
+
+BATTERY_SERVICE: Final = sig_uuid(0x180F)
+BATTERY_LEVEL: Final = sig_uuid(0x2A19)
+
+BATTERY_SYNC_KEY: Final = "battery_level"
+"""The outbox sync-state key of a device's Battery Level as last read (0x2A19's octet). It
+commits with the session's first reading (a session that hands on none keeps nothing), the
+way a first contact's identity pin does; ``homehub devices list`` shows it."""
+
+BATTERY_READ_TIMEOUT_S: Final = CURRENT_TIME_READ_TIMEOUT_S
+"""One ATT read, like the Current Time's: the same allowance, far inside the session."""
 
 
 class SessionEnd(enum.Enum):
@@ -294,7 +310,13 @@ class GattSession:
         self.address = address.upper()
         self.label = device_label(self.address)
         self.log = log.bind(device=self.label)
-        self.on_measurement = on_measurement
+        self._pipeline = on_measurement
+        #: What the session calls for each reading: the pipeline's hook, the Battery Level
+        #: read in this session joined to the first reading's sync state.
+        self.on_measurement: OnMeasurement = self._hand_to_pipeline
+        #: The Battery Level read in this session (%); None: not exposed or not read.
+        self.battery_percent: int | None = None
+        self._battery_unsent: bytes | None = None
         self.deadline = deadline
         self.loop = asyncio.get_running_loop()
         self.link_lost = asyncio.Event()
@@ -560,6 +582,47 @@ class GattSession:
                 await read(REGULATORY_CERTIFICATION_DATA_LIST) if regulatory else None
             ),
         )
+
+    async def read_battery_level(self, client: BleakClient) -> int | None:
+        """Read Battery Level 0x2A19 of the Battery Service 0x180F when the device exposes it
+        readable; the level in %, None otherwise.
+
+        Best effort, like the Current Time read (:mod:`agent.ble.current_time`): absent,
+        unreadable (an ATT error, a failure, no answer within :data:`BATTERY_READ_TIMEOUT_S`)
+        or undecodable (above 100 %) only logs, never fails the session. A battery level is
+        no health data: it is logged (``battery_pct``). The value read goes with the
+        session's first reading (:data:`BATTERY_SYNC_KEY`).
+        """
+        service = client.services.get_service(BATTERY_SERVICE)
+        characteristic = service.get_characteristic(BATTERY_LEVEL) if service is not None else None
+        if characteristic is None or "read" not in characteristic.properties:
+            self.log.info("ble_battery_level_absent")
+            return None
+        try:
+            async with asyncio.timeout(BATTERY_READ_TIMEOUT_S):
+                data = bytes(await client.read_gatt_char(characteristic))
+        except (BleakError, TimeoutError) as exc:
+            raise_if_cancelled()
+            self.log.warning("ble_battery_level_unreadable", error=type(exc).__name__)
+            return None
+        try:
+            level = BatteryLevel.from_bytes(data)
+        except DecodeError as exc:
+            self.log.warning("ble_battery_level_undecodable", size=len(data), reason=exc.reason)
+            return None
+        self.log.info("ble_battery_level_read", battery_pct=level.level_pct)
+        self.battery_percent = level.level_pct
+        self._battery_unsent = bytes(level)
+        return level.level_pct
+
+    async def _hand_to_pipeline(self, raw: RawMeasurement, facts: DeviceFacts) -> None:
+        """Hand one reading to the pipeline; the first one carries the Battery Level read in
+        this session (:data:`BATTERY_SYNC_KEY`), committed with it."""
+        battery = self._battery_unsent
+        if battery is not None:
+            raw = dataclasses.replace(raw, sync_state={**raw.sync_state, BATTERY_SYNC_KEY: battery})
+        await self._pipeline(raw, facts)
+        self._battery_unsent = None
 
     async def set_clock_after_transfer(
         self, client: BleakClient, facts: DeviceFacts, policy: ClockPolicy | None

@@ -248,6 +248,7 @@ class _GlsSession(GattSession):
         feature = gls.get_characteristic(GLUCOSE_FEATURE)
         assert feature is not None
         values = await self.read_device_information(client, dis, regulatory=False)
+        await self.read_battery_level(client)
         info = GlsDeviceInfo(
             bytes(await self.gatt("read_glucose_feature", client.read_gatt_char(feature))),
             values,

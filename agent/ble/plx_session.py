@@ -171,6 +171,7 @@ class _PlxSession(BufferedSession):
             raise DeviceProtocolError(self.label, "discover", "no PLX Features 0x2A60 in 0x1822")
         feature_value = bytes(await self.gatt("read_plx_features", client.read_gatt_char(features)))
         values = await self.read_device_information(client, dis, regulatory=False)
+        await self.read_battery_level(client)
         return feature_value, device_facts(self.address, values, self.label), plx
 
     def on_spot_check(self, _sender: BleakGATTCharacteristic, data: bytearray) -> None:

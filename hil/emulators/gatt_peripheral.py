@@ -2,8 +2,9 @@
 
 :class:`GattPeripheral` holds what a cuff, a glucometer and an oximeter do alike:
 
-- Start and stop: add the device's own service(s), the Device Information Service and, with a
-  ``clock``, the Current Time Service (:mod:`hil.emulators.peripheral`); power on; advertise
+- Start and stop: add the device's own service(s), the Device Information Service, with a
+  ``clock`` the Current Time Service and with a ``battery_level`` the Battery Service
+  (:mod:`hil.emulators.peripheral`; off by default); power on; advertise
   (flags, complete local name, the service's 16-bit UUID) while there is something to hand
   over; stop: cancel its tasks, disconnect, stop advertising, power off.
 - Connection bookkeeping, one central at a time: ``connections``, ``disconnected``, and
@@ -44,6 +45,7 @@ from hil.emulators.peripheral import (
     DeviceInformation,
     EmulatedClock,
     advertising_data,
+    battery_service,
     current_time_service,
     device_information_service,
 )
@@ -71,6 +73,9 @@ class GattPeripheral:
         advertising_interval_ms: the advertising interval.
         pairing: how it pairs and whether it advertises in pairing mode (``None``:
             Bumble's default pairing, advertised as generally discoverable).
+        battery_level: expose the Battery Service with this level (%); ``None``: no Battery
+            Service. :attr:`battery_level` may be changed while the device runs (a service
+            present at start stays; a level set only after start adds none).
     """
 
     #: Prefix of the task names and log messages ("cuff", "oximeter", ...).
@@ -86,8 +91,11 @@ class GattPeripheral:
         local_name: str,
         advertising_interval_ms: float = DEFAULT_ADVERTISING_INTERVAL_MS,
         pairing: EmulatedPairing | None = None,
+        battery_level: int | None = None,
     ) -> None:
         self.device = device
+        #: The Battery Level read now (%); None at start: no Battery Service.
+        self.battery_level = battery_level
         self.pairing = pairing
         if pairing is not None:
             install(device, pairing)
@@ -132,6 +140,9 @@ class GattPeripheral:
     def _disconnected(self) -> None:
         """The central disconnected (before ``disconnected`` is set)."""
 
+    def _battery(self) -> int:
+        return self.battery_level or 0
+
     # -- life cycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -141,6 +152,7 @@ class GattPeripheral:
                 self._own_service(),
                 device_information_service(self.info),
                 *([current_time_service(self.clock)] if self.clock is not None else []),
+                *([battery_service(self._battery)] if self.battery_level is not None else []),
             ]
         )
         await self.device.power_on()

@@ -315,6 +315,7 @@ class Glucometer(GattPeripheral):
         record_interval_s: pace a report at one record per this many seconds (0: unpaced).
         count_down: number each new record one below the previous one (wrapping at 0).
         racp_silent: accept RACP writes and never answer them (no record, no indication).
+        battery_level: expose the Battery Service with this level (%); None: none.
     """
 
     NAME = "glucometer"
@@ -338,6 +339,7 @@ class Glucometer(GattPeripheral):
         record_interval_s: float = 0.0,
         count_down: bool = False,
         racp_silent: bool = False,
+        battery_level: int | None = None,
     ) -> None:
         self.stamp_all_with = stamp_all_with
         self.time_fault = time_fault
@@ -362,6 +364,7 @@ class Glucometer(GattPeripheral):
             clock=clock,
             local_name=local_name,
             advertising_interval_ms=DEFAULT_ADVERTISING_INTERVAL_MS,
+            battery_level=battery_level,
         )
         self.drop_link_after_records = drop_link_after_records
         #: Sequence numbers after whose record the link is still to be dropped (once each).

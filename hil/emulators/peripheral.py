@@ -12,6 +12,9 @@
   Current Time is read-only by default (Write Not Permitted 0x03, as on many devices);
   ``writable=True`` adds the optional Write: a write sets the clock, or is refused with
   ``write_error`` (e.g. 0x80 "Data field ignored").
+- The Battery Service 0x180F (BAS 1.0) with its Battery Level 0x2A19 (Read; one octet,
+  0-100 %), read from a callable so a test can change the level while the device runs:
+  :func:`battery_service`.
 - :func:`read_only_characteristic`, :func:`unreadable_characteristic` (Notify/Indicate only)
   and :func:`control_point_characteristic` (Write + Indicate): the characteristic shapes the
   emulated services use.
@@ -59,6 +62,9 @@ HARDWARE_REVISION_STRING: Final = 0x2A27
 SOFTWARE_REVISION_STRING: Final = 0x2A28
 MANUFACTURER_NAME_STRING: Final = 0x2A29
 REGULATORY_CERTIFICATION_DATA_LIST: Final = 0x2A2A
+
+BATTERY_SERVICE: Final = 0x180F
+BATTERY_LEVEL: Final = 0x2A19
 
 
 def fixed_value(value: bytes, *, readable: bool = True) -> CharacteristicValue[bytes]:
@@ -353,5 +359,21 @@ def current_time_service(clock: EmulatedClock) -> Service:
                 Characteristic.READABLE,
                 _clock_value(clock.local_time_information_value),
             ),
+        ],
+    )
+
+
+def battery_service(level: Callable[[], int]) -> Service:
+    """BAS 0x180F: Battery Level 0x2A19, Read, one octet: ``level()`` in % at each read
+    (written as given, so a test may serve a value above 100 % that a device should not)."""
+    return Service(
+        UUID.from_16_bits(BATTERY_SERVICE),
+        [
+            Characteristic(
+                UUID.from_16_bits(BATTERY_LEVEL),
+                Characteristic.Properties.READ,
+                Characteristic.READABLE,
+                _clock_value(lambda: bytes((level() & 0xFF,))),
+            )
         ],
     )

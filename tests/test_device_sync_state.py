@@ -1,0 +1,156 @@
+"""A device's sync state outside the daemon (issue 8, "homehub devices lists (with last
+reading age and battery when known), renames and removes devices"): the Battery Level a
+session reads, committed with its first reading and shown by ``homehub devices list``; and
+``homehub devices rename``, which moves the device's sync state with its label, so a
+renamed glucometer resumes from its RACP mark and keeps its identity pin.
+
+The hub is the daemon's own :class:`agent.daemon.Hub` with its BLE collector on the Bumble
+virtual radio and an unreachable broker (every stored record stays pending); the commands
+run as ``python -m agent`` does. Nothing sleeps: every wait is for a session's end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+import tomlkit
+from structlog.testing import capture_logs
+
+from agent import config
+from agent.ble.gatt_session import BATTERY_SYNC_KEY
+from agent.daemon import Hub, open_outbox
+from hil.emulators.glucometer import Glucometer, example_records
+from hil.pki import DevPki
+from hil.virtual_radio import VirtualRadio
+from tests import phi_canaries
+from tests.collector_home import WAIT_S, events_named, running
+from tests.conftest import MeterFactory
+from tests.test_glucometer_quirks import a_full_session_later, later_records
+
+pytestmark = pytest.mark.timeout(120)
+
+CLI_WAIT_S: Final = 30.0
+"""A ``python -m agent`` start (imports) and one command: a second or two here."""
+
+
+def write_config(tmp_path: Path, radio: VirtualRadio, pki: DevPki, label: str) -> Path:
+    """The daemon's configuration file: this radio, one glucometer labelled ``label``, an
+    unreachable broker (port 9: refused)."""
+    state = tmp_path / "state"
+    mapping: dict[str, Any] = {
+        "hub": {"id": pki.hub_id, "timezone": "UTC", "state_dir": str(state)},
+        "patient": {"id": phi_canaries.PATIENT_ID},
+        "ble": {
+            "stack": radio.stack,
+            "scan_timeout_s": 5.0,
+            "connect_timeout_s": 5.0,
+            "quiet_period_s": 1.0,
+            "session_timeout_s": 30.0,
+            "cycle_interval_s": 0.5,
+        },
+        "devices": [{"kind": "glucose", "address": phi_canaries.DEVICE_ADDRESS, "label": label}],
+        "outbox": {"path": str(state / "outbox.db"), "key_file": str(tmp_path / "data.key")},
+        "signing": {"key_file": str(pki.hub_key)},
+        "mqtt": {
+            "host": "127.0.0.1",
+            "port": 9,
+            "ca_file": str(pki.ca_cert),
+            "cert_file": str(pki.hub_cert),
+            "key_file": str(pki.hub_key),
+        },
+    }
+    path = tmp_path / "homehub.toml"
+    path.write_text(tomlkit.dumps(mapping))
+    path.chmod(0o640)
+    return path
+
+
+async def homehub(*args: str) -> tuple[int, str, str]:
+    """``python -m agent ARGS``: exit code, stdout, stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(CLI_WAIT_S):
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def stored(hub: Hub, count: int) -> None:
+    """Return once the hub has stored ``count`` readings (a session ends only once its
+    readings are committed)."""
+    async with asyncio.timeout(WAIT_S):
+        while hub.stored < count:
+            hub.session_done.clear()
+            await hub.session_done.wait()
+
+
+def sync_state(cfg_path: Path) -> dict[tuple[str, str], bytes]:
+    """Every committed sync-state value, opened with the hub's key (the daemon stopped)."""
+    outbox, _signer = open_outbox(config.load(cfg_path))
+    try:
+        return outbox.all_sync_state()
+    finally:
+        outbox.close()
+
+
+async def battery_listed(cfg_path: Path) -> int | None:
+    """The meter's battery level as ``homehub devices list --json`` shows it."""
+    code, out, err = await homehub("devices", "list", "--config", str(cfg_path), "--json")
+    assert 0 == code, err
+    (row,) = json.loads(out)
+    level: int | None = row["battery_percent"]
+    return level
+
+
+async def test_battery_level_is_kept_with_a_reading_and_listed(
+    tmp_path: Path, radio: VirtualRadio, meter: MeterFactory, dev_pki: DevPki
+) -> None:
+    """A meter with a Battery Service: each session reads its level (logged, no PHI) and
+    commits it with the session's first reading; ``homehub devices list`` shows the last one
+    committed. A session that hands on no reading keeps none (the level read then is not
+    listed)."""
+    glucometer: Glucometer = await meter(example_records(), battery_level=87)
+    cfg_path = write_config(tmp_path, radio, dev_pki, "meter")
+    assert await battery_listed(cfg_path) is None  # no outbox yet
+    with capture_logs() as events:
+        async with running(config.load(cfg_path)) as hub:
+            await stored(hub, 4)
+            glucometer.battery_level = 55
+            glucometer.add_record(later_records(1)[0])
+            await stored(hub, 5)
+            glucometer.battery_level = 30  # read by the next sessions, which store nothing
+            await a_full_session_later(hub)
+            assert hub.stored == 5
+    read = [e["battery_pct"] for e in events_named(events, "ble_battery_level_read")]
+    assert read[:2] == [87, 55]
+    assert set(read[2:]) == {30}
+    assert sync_state(cfg_path)[("meter", BATTERY_SYNC_KEY)] == bytes((55,))
+    assert await battery_listed(cfg_path) == 55
+
+
+async def test_no_battery_service_lists_none(
+    tmp_path: Path, radio: VirtualRadio, meter: MeterFactory, dev_pki: DevPki
+) -> None:
+    """A meter without a Battery Service: its readings are stored as ever, no level is kept
+    and the list shows none."""
+    await meter(example_records())
+    cfg_path = write_config(tmp_path, radio, dev_pki, "meter")
+    with capture_logs() as events:
+        async with running(config.load(cfg_path)) as hub:
+            await stored(hub, 4)
+    assert events_named(events, "ble_battery_level_read") == []
+    assert len(events_named(events, "ble_battery_level_absent")) >= 1
+    assert ("meter", BATTERY_SYNC_KEY) not in sync_state(cfg_path)
+    assert await battery_listed(cfg_path) is None
