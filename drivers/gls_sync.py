@@ -7,7 +7,9 @@ Nothing here touches a radio, a clock or a task: the bleak adapter
 what to write next (:meth:`GlsSync.next_procedure`) and what to do next
 (:meth:`GlsSync.next_event`), in the style of h11's ``receive_data`` / ``next_event``.
 Values are read with the drivers' own types (:class:`~drivers.glucose.GlucoseMeasurementFlags`,
-:class:`~drivers.glucose.GlucoseContextFlags`, :mod:`drivers.racp`), never by hand.
+:mod:`drivers.racp`); only the two header fields read for every record of a download (a
+measurement's sequence number and context flag, a context's sequence number) are taken from
+their octets directly, their offsets fixed by GLS §3.1 and §3.2.
 
 Theory of operation (GLS/GLP collector procedure, ble-spec-facts §4.5)
 ---------------------------------------------------------------------
@@ -67,6 +69,7 @@ Reaching ``max_records`` is not a fault (a meter may hold more): the core asks f
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 from collections import deque
 from dataclasses import dataclass, field
@@ -74,7 +77,7 @@ from datetime import UTC, datetime
 from typing import Final, NoReturn
 
 from drivers.errors import DecodeError, DeviceFloodError, DeviceProtocolError
-from drivers.glucose import GlucoseContextFlags, GlucoseMeasurementFlags
+from drivers.glucose import GlucoseMeasurementFlags
 from drivers.racp import (
     FilterType,
     NumberOfStoredRecords,
@@ -219,8 +222,11 @@ def context_sequence_number(data: bytes) -> int:
     Raises:
         DecodeError: shorter than flags + sequence number.
     """
-    GlucoseContextFlags(flags_octet(_CONTEXT, data))
-    return Cursor(_CONTEXT, data, 1).u16("Sequence Number")
+    flags_octet(_CONTEXT, data)  # any flags: the joiner needs the number only
+    if len(data) < 3:
+        Cursor(_CONTEXT, data, 1).u16("Sequence Number")  # raises, naming the field
+    # As measurement_header: read for every context of a download, the octets directly.
+    return int.from_bytes(data[1:3], "little")
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,7 +421,12 @@ class Procedure:
     @property
     def name(self) -> str:
         """The procedure's name in errors and logs, e.g. ``racp_report_stored_records``."""
-        return f"racp_{OpCode(self.request.op_code).name.lower()}"
+        return _procedure_name(self.request.op_code)
+
+
+@functools.cache  # read for every context value of a download (GlsSync.context): once an op
+def _procedure_name(op_code: int) -> str:
+    return f"racp_{OpCode(op_code).name.lower()}"
 
 
 @dataclass(frozen=True, slots=True)
