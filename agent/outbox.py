@@ -1269,6 +1269,9 @@ def open_or_quarantine(
 
 # -- a device's sync state from outside the daemon (homehub devices) ---------------------------
 
+_SQLITE_BUSY: Final = 5
+_SQLITE_LOCKED: Final = 6
+
 
 def peek_sync_state(
     path: Path, hub_id: str, key: str, sealer: Callable[[], Sealer]
@@ -1295,3 +1298,87 @@ def peek_sync_state(
         except IntegrityError:
             log.error("outbox_sync_state_damaged", key=key)
     return out
+
+
+def move_sync_state(
+    path: Path,
+    hub_id: str,
+    old: str,
+    new: str,
+    sealer: Callable[[], Sealer],
+    *,
+    then: Callable[[], None],
+) -> int:
+    """Move every sync-state value of device ``old`` to ``new`` (``homehub devices rename``:
+    a glucometer keeps its RACP mark, any device its first-contact identity pin); the number
+    of values moved. Values ``new`` already had (a removed device's under the same label)
+    are dropped: a device never inherits another's state.
+
+    Each value is sealed to its device's label (:func:`agent.sealing.sync_state_aad`), so it
+    is opened and sealed again for ``new``: ``sealer()`` opens the key, and is called only
+    when there is a value to move. One that does not open is dropped (the daemon would
+    ignore it too: a glucometer resyncs, an identity is pinned again). ``then`` (the
+    configuration's edit) runs inside the transaction, before its commit: when it raises,
+    nothing is moved.
+
+    The outbox is taken for this process alone (``locking_mode = EXCLUSIVE``, for the
+    milliseconds of the move): while another process holds it open, the daemon above all
+    (it would go on writing the old label's values from memory), this waits
+    :data:`BUSY_TIMEOUT_MS`, then refuses with :class:`StorageError`, changing nothing, and
+    ``then`` is not run. No outbox yet: only ``then`` runs.
+
+    Raises:
+        StorageError: the outbox is open in another process, or failed.
+    """
+    _check_name(old, "device")
+    _check_name(new, "device")
+    if not path.is_file():
+        then()
+        return 0
+    operation = "move_sync_state"
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise _storage_error(path, operation, exc) from exc
+    try:
+        conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("BEGIN EXCLUSIVE")
+        try:
+            rows = conn.execute(
+                "SELECT key, sealed, updated_at FROM sync_state WHERE device = ?", (old,)
+            ).fetchall()
+            moved: list[tuple[str, str, bytes, float]] = []
+            if rows:
+                box = sealer()
+                for key, sealed, updated_at in rows:
+                    try:
+                        value = box.open(sealed, aad=sync_state_aad(hub_id, old, key))
+                    except IntegrityError:
+                        log.error("outbox_sync_state_damaged", key=key)
+                        continue
+                    resealed = box.seal(value, aad=sync_state_aad(hub_id, new, key))
+                    moved.append((new, key, resealed, updated_at))
+            conn.execute("DELETE FROM sync_state WHERE device IN (?, ?)", (old, new))
+            conn.executemany(
+                "INSERT INTO sync_state (device, key, sealed, updated_at) VALUES (?, ?, ?, ?)",
+                moved,
+            )
+            then()
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            # Busy at the first read: in WAL mode the exclusive lock is taken then.
+            raise StorageError(
+                str(path),
+                operation,
+                "the outbox is open in another process: stop homehub run first",
+            ) from None
+        raise _storage_error(path, operation, exc) from exc
+    finally:
+        conn.close()
+    return len(moved)

@@ -77,7 +77,7 @@ from agent.errors import (
 )
 from agent.logs import device_label
 from agent.normalize.device import DeviceFacts
-from agent.outbox import peek_sync_state
+from agent.outbox import move_sync_state, peek_sync_state
 from agent.sealing import Sealer
 from drivers.battery import BatteryLevel
 
@@ -659,8 +659,34 @@ def _battery_levels(cfg: config.Config) -> dict[str, int]:
 
 
 def rename(cfg: config.Config, old: str, new: str) -> config.DeviceConfig:
-    """Relabel a device in the configuration file."""
-    return rename_device(cfg.source, old, new)
+    """Relabel a device in the configuration file, and move its sync state in the outbox
+    with it (a glucometer's RACP mark, the first contact's identity pin, the battery level):
+    the renamed device resumes where it was instead of syncing all again and being pinned
+    anew. Both in one outbox transaction (:func:`agent.outbox.move_sync_state`): the file is
+    edited before it commits, and nothing is moved when the edit fails.
+
+    Refused while the daemon runs (it holds the outbox open, and would go on using the old
+    label until restarted): stop it, rename, start it.
+
+    Raises:
+        ConfigError: unknown ``old``, ``new`` taken or not a label, the file not writable.
+        StorageError: the outbox is open in another process (the daemon), or failed.
+        HubError: the outbox's key cannot be opened (nothing changed).
+    """
+    labels = {d.label for d in cfg.devices}
+    if old not in labels or new in labels or not config.LABEL_RE.match(new):
+        return rename_device(cfg.source, old, new)  # refuses, naming what is wrong
+    renamed: list[config.DeviceConfig] = []
+    moved = move_sync_state(
+        cfg.outbox.path,
+        cfg.hub.id,
+        old,
+        new,
+        lambda: _open_sealer(cfg),
+        then=lambda: renamed.append(rename_device(cfg.source, old, new)),
+    )
+    log.info("device_renamed", sync_state_moved=moved)
+    return renamed[0]
 
 
 class BondNotDeletedError(HubError):

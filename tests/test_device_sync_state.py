@@ -22,7 +22,9 @@ import tomlkit
 from structlog.testing import capture_logs
 
 from agent import config
+from agent.ble import identity
 from agent.ble.gatt_session import BATTERY_SYNC_KEY
+from agent.ble.gls_session import SYNC_KEY, SyncMark, fingerprint
 from agent.daemon import Hub, open_outbox
 from hil.emulators.glucometer import Glucometer, example_records
 from hil.pki import DevPki
@@ -154,3 +156,65 @@ async def test_no_battery_service_lists_none(
     assert len(events_named(events, "ble_battery_level_absent")) >= 1
     assert ("meter", BATTERY_SYNC_KEY) not in sync_state(cfg_path)
     assert await battery_listed(cfg_path) is None
+
+
+async def test_renamed_meter_resumes_from_its_mark(
+    tmp_path: Path, radio: VirtualRadio, meter: MeterFactory, dev_pki: DevPki
+) -> None:
+    """``homehub devices rename meter glucometer`` with the daemon stopped moves the meter's
+    RACP mark and identity pin to the new label: the restarted daemon's session asks for
+    ">= mark+1" (01 03 01 05 00), stores exactly the two new records, sends nothing again
+    and pins no identity anew; nothing is left under the old label."""
+    records = example_records()
+    glucometer: Glucometer = await meter(records)
+    cfg_path = write_config(tmp_path, radio, dev_pki, "meter")
+    async with running(config.load(cfg_path)) as hub:
+        await stored(hub, len(records))
+    before = sync_state(cfg_path)
+    assert set(before) == {("meter", SYNC_KEY), ("meter", identity.SYNC_KEY)}
+
+    code, out, err = await homehub(
+        "devices", "rename", "meter", "glucometer", "--config", str(cfg_path), "--json"
+    )
+    assert (0, {"renamed": "meter", "label": "glucometer"}) == (code, json.loads(out)), err
+
+    after = sync_state(cfg_path)
+    assert after == {("glucometer", key): value for (_, key), value in before.items()}
+    added = [glucometer.add_record(r) for r in later_records(2)]
+    asked_before = len(glucometer.requests)
+    with capture_logs() as events:
+        async with running(config.load(cfg_path)) as hub:
+            await stored(hub, len(added))
+            await a_full_session_later(hub)
+            assert (hub.stored, hub.duplicates, hub.security_events) == (2, 0, 0)
+    resumed = glucometer.requests[asked_before : asked_before + 3]
+    assert resumed == [bytes.fromhex(h) for h in ("0106", "01040104000400", "0103010500")]
+    assert [e["event"] for e in events if e["event"].startswith("gls_sync_first")] == []
+    final = sync_state(cfg_path)
+    assert set(final) == {("glucometer", SYNC_KEY), ("glucometer", identity.SYNC_KEY)}
+    assert final[("glucometer", identity.SYNC_KEY)] == before[("meter", identity.SYNC_KEY)]
+    newest = added[-1]
+    assert final[("glucometer", SYNC_KEY)] == bytes(
+        SyncMark(newest.sequence_number, fingerprint(newest.measurement_value()))
+    )
+
+
+async def test_rename_is_refused_while_the_daemon_runs(
+    tmp_path: Path, radio: VirtualRadio, meter: MeterFactory, dev_pki: DevPki
+) -> None:
+    """While the daemon holds the outbox open, rename refuses (exit 1, one line saying to
+    stop the daemon first) after a short wait, and changes neither the file nor the sync
+    state."""
+    await meter(example_records())
+    cfg_path = write_config(tmp_path, radio, dev_pki, "meter")
+    text = cfg_path.read_text()
+    async with running(config.load(cfg_path)) as hub:
+        await stored(hub, 4)
+        code, out, err = await homehub(
+            "devices", "rename", "meter", "glucometer", "--config", str(cfg_path)
+        )
+    assert (1, "") == (code, out)
+    assert "the outbox is open in another process: stop homehub run first" in err
+    assert err.count("\n") == 1
+    assert cfg_path.read_text() == text
+    assert {d for d, _ in sync_state(cfg_path)} == {"meter"}
