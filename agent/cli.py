@@ -9,7 +9,9 @@
     homehub pair --config FILE [--scan-s S] [--address A] [--label L] [--json]
                                        bond a device in pairing mode, add it to the allow-list
     homehub devices list|rename OLD NEW|remove LABEL --config FILE [--json]
-                                       the allow-list (remove also deletes the bond)
+                                       the allow-list with bond, last sync and battery;
+                                       rename keeps the device's sync state (stop the daemon
+                                       first); remove also deletes the bond
 
 Exit codes: 0 success, 2 bad input (arguments, configuration, an undecodable value), 1 a
 failure at run time (storage, keys). Errors go to stderr as one line that says what was wrong
@@ -95,10 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     devices = sub.add_parser("devices", help="list, rename or remove allow-listed devices")
     devices_sub = devices.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    listing = devices_sub.add_parser("list", help="the allow-list with bond and sync state")
+    listing = devices_sub.add_parser(
+        "list", help="the allow-list with bond, last sync and battery level"
+    )
     listing.add_argument("--config", type=Path, required=True)
     listing.add_argument("--json", action="store_true")
-    renaming = devices_sub.add_parser("rename", help="relabel a device")
+    renaming = devices_sub.add_parser(
+        "rename", help="relabel a device, keeping its sync state (stop the daemon first)"
+    )
     renaming.add_argument("old")
     renaming.add_argument("new")
     renaming.add_argument("--config", type=Path, required=True)
