@@ -26,12 +26,16 @@ from agent.ble import identity
 from agent.ble.gatt_session import BATTERY_SYNC_KEY
 from agent.ble.gls_session import SYNC_KEY, SyncMark, fingerprint
 from agent.daemon import Hub, open_outbox
+from agent.errors import ConfigError
+from agent.outbox import Outbox, move_sync_state
+from agent.sealing import Sealer
 from hil.emulators.glucometer import Glucometer, example_records
 from hil.pki import DevPki
 from hil.virtual_radio import VirtualRadio
 from tests import phi_canaries
 from tests.collector_home import WAIT_S, events_named, running
 from tests.conftest import MeterFactory
+from tests.outbox_helpers import HUB
 from tests.test_glucometer_quirks import a_full_session_later, later_records
 
 pytestmark = pytest.mark.timeout(120)
@@ -218,3 +222,61 @@ async def test_rename_is_refused_while_the_daemon_runs(
     assert err.count("\n") == 1
     assert cfg_path.read_text() == text
     assert {d for d, _ in sync_state(cfg_path)} == {"meter"}
+
+
+class TestMoveSyncState:
+    """agent.outbox.move_sync_state on its own: what moves, what is dropped, when the key
+    is opened, and that a failed edit moves nothing."""
+
+    @staticmethod
+    def _fill(db_path: Path, sealer: Sealer) -> None:
+        with Outbox.open(db_path, sealer, HUB) as ob:
+            ob.set_sync_state("old", SYNC_KEY, b"\x05\x00")
+            ob.set_sync_state("old", BATTERY_SYNC_KEY, b"\x57")
+            ob.set_sync_state("new", identity.SYNC_KEY, b"a removed device's pin")
+            ob.set_sync_state("other", SYNC_KEY, b"\x09\x00")
+
+    @staticmethod
+    def _state(db_path: Path, sealer: Sealer) -> dict[tuple[str, str], bytes]:
+        with Outbox.open(db_path, sealer, HUB) as ob:
+            return ob.all_sync_state()
+
+    def test_moves_resealed_and_drops_what_new_had(self, db_path: Path, sealer: Sealer) -> None:
+        """Both values of ``old`` open under ``new``; ``new``'s own stale value is gone, other
+        devices are untouched; the edit ran once, inside the transaction."""
+        self._fill(db_path, sealer)
+        edits: list[str] = []
+        moved = move_sync_state(
+            db_path, HUB, "old", "new", lambda: sealer, then=lambda: edits.append("edited")
+        )
+        assert (moved, edits) == (2, ["edited"])
+        assert self._state(db_path, sealer) == {
+            ("new", SYNC_KEY): b"\x05\x00",
+            ("new", BATTERY_SYNC_KEY): b"\x57",
+            ("other", SYNC_KEY): b"\x09\x00",
+        }
+
+    def test_a_failed_edit_moves_nothing(self, db_path: Path, sealer: Sealer) -> None:
+        """The configuration's edit raising rolls the move back."""
+        self._fill(db_path, sealer)
+        before = self._state(db_path, sealer)
+
+        def refuse() -> None:
+            raise ConfigError("homehub.toml", "devices", "cannot be written")
+
+        with pytest.raises(ConfigError):
+            move_sync_state(db_path, HUB, "old", "new", lambda: sealer, then=refuse)
+        assert self._state(db_path, sealer) == before
+
+    def test_the_key_is_opened_only_when_there_is_a_value(
+        self, db_path: Path, sealer: Sealer
+    ) -> None:
+        """Nothing under ``old`` (or no outbox at all): the key is never asked for."""
+
+        def no_key() -> Sealer:
+            raise AssertionError("the key was opened")
+
+        assert move_sync_state(db_path, HUB, "old", "new", no_key, then=lambda: None) == 0
+        self._fill(db_path, sealer)
+        assert move_sync_state(db_path, HUB, "absent", "new", no_key, then=lambda: None) == 0
+        assert ("new", identity.SYNC_KEY) not in self._state(db_path, sealer)
