@@ -111,10 +111,14 @@ stays pending and goes after the next start. Inner to the daemon's stop budget."
 ACK_BATCH_MIN: Final = 100
 """Acknowledged records deleted together without waiting (five windows)."""
 
-ACK_LINGER_S: Final = 0.02
+ACK_LINGER_S: Final = 0.25
 """Longest an acknowledged record waits for companions before its delete: deleting late is
-harmless (a crash before it only re-sends the same bytes), and at line rate a PUBACK burst
-of 100 comes in about this long."""
+harmless (a crash before it only re-sends the same bytes). At line rate a PUBACK burst of
+:data:`ACK_BATCH_MIN` comes in about 20 ms and goes at once; while readings stream in one
+by one (a meter's download at 7.5-50 ms a record, each published as it is stored) 20 ms
+made a delete, with its fsync, of 2-3 records every 20 ms, in the storage thread's way of
+the readings (hil/bench/ble.py: ≈ 200 deletes for a 500-record download); 250 ms makes
+that ≈ 15 of ≈ 30 records."""
 
 STORAGE_RETRY_S: Final = 5.0
 """Pause before the disk is tried again after a storage error (full or failing)."""
