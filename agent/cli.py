@@ -10,8 +10,8 @@
                                        bond a device in pairing mode, add it to the allow-list
     homehub devices list|rename OLD NEW|remove LABEL --config FILE [--json]
                                        the allow-list with bond, last sync and battery;
-                                       rename keeps the device's sync state (stop the daemon
-                                       first); remove also deletes the bond
+                                       rename keeps the device's sync state, remove deletes
+                                       it and the bond (both: stop the daemon first)
 
 Exit codes: 0 success, 2 bad input (arguments, configuration, an undecodable value), 1 a
 failure at run time (storage, keys). Errors go to stderr as one line that says what was wrong
@@ -110,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     renaming.add_argument("--config", type=Path, required=True)
     renaming.add_argument("--json", action="store_true")
     removing = devices_sub.add_parser(
-        "remove", help="remove a device from the allow-list and delete its bond"
+        "remove",
+        help="remove a device from the allow-list, delete its bond and sync state"
+        " (stop the daemon first)",
     )
     removing.add_argument("label")
     removing.add_argument("--config", type=Path, required=True)

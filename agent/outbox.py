@@ -719,7 +719,7 @@ class Outbox:
         return results
 
     def _pressure(self) -> StorageLevel:
-        """The quota level now (read outside any transaction: three cheap pragmas)."""
+        """The quota level now (read outside any transaction: one statement)."""
         conn = self._connection("append")
         try:
             used = _used_bytes(conn)
@@ -795,10 +795,14 @@ class Outbox:
             # digest) cannot tell content apart: a duplicate, never a conflict.
             if hash_seen == content_hash or not hash_seen or not content_hash:
                 return AppendResult(seq=seq_seen, status=AppendStatus.DUPLICATE)
-        seq: int = conn.execute("SELECT value FROM counters WHERE name = 'next_seq'").fetchone()[0]
-        if seq > MAX_SEQ - 1:
+        # One statement, not a read and a write (each statement is a GIL round trip on a
+        # busy hub). Past MAX_SEQ the sum overflows into a REAL: refused, rolled back.
+        following = conn.execute(
+            "UPDATE counters SET value = value + 1 WHERE name = 'next_seq' RETURNING value"
+        ).fetchone()[0]
+        if not isinstance(following, int) or following > MAX_SEQ:
             raise StorageUnusableError(str(self.path), "append", "sequence exhausted")
-        conn.execute("UPDATE counters SET value = ? WHERE name = 'next_seq'", (seq + 1,))
+        seq = following - 1
         first: int | None = known[0][0] if known else None
         if first is not None and item.make_conflict is not None:
             body = item.make_conflict(seq, first)
@@ -1335,7 +1339,60 @@ def move_sync_state(
     if not path.is_file():
         then()
         return 0
-    operation = "move_sync_state"
+    with _taken_alone(path, "move_sync_state") as conn:
+        rows = conn.execute(
+            "SELECT key, sealed, updated_at FROM sync_state WHERE device = ?", (old,)
+        ).fetchall()
+        moved: list[tuple[str, str, bytes, float]] = []
+        if rows:
+            box = sealer()
+            for key, sealed, updated_at in rows:
+                try:
+                    value = box.open(sealed, aad=sync_state_aad(hub_id, old, key))
+                except IntegrityError:
+                    log.error("outbox_sync_state_damaged", key=key)
+                    continue
+                resealed = box.seal(value, aad=sync_state_aad(hub_id, new, key))
+                moved.append((new, key, resealed, updated_at))
+        conn.execute("DELETE FROM sync_state WHERE device IN (?, ?)", (old, new))
+        conn.executemany(
+            "INSERT INTO sync_state (device, key, sealed, updated_at) VALUES (?, ?, ?, ?)",
+            moved,
+        )
+        then()
+    return len(moved)
+
+
+def forget_sync_state(path: Path, device: str, *, then: Callable[[], None]) -> int:
+    """Delete every sync-state value of ``device`` (``homehub devices remove``: a device
+    added later under the same label must not inherit the removed one's RACP mark or, worse,
+    its first-contact identity pin, which would have it refused as an impostor); the number
+    deleted. ``then`` (the configuration's edit) runs inside the transaction, before its
+    commit: when it raises, nothing is deleted. Taken as :func:`move_sync_state` takes the
+    outbox: refused while another process (the daemon) holds it open.
+
+    Raises:
+        StorageError: the outbox is open in another process, or failed.
+    """
+    _check_name(device, "device")
+    if not path.is_file():
+        then()
+        return 0
+    with _taken_alone(path, "forget_sync_state") as conn:
+        deleted = conn.execute("DELETE FROM sync_state WHERE device = ?", (device,)).rowcount
+        then()
+    return int(deleted)
+
+
+@contextlib.contextmanager
+def _taken_alone(path: Path, operation: str) -> Iterator[sqlite3.Connection]:
+    """The outbox for this process alone (``locking_mode = EXCLUSIVE``), in one exclusive
+    transaction committed when the block ends normally and rolled back when it raises.
+
+    Raises:
+        StorageError: another process holds it open (busy past :data:`BUSY_TIMEOUT_MS`:
+            "stop homehub run first"), or SQLite failed.
+    """
     try:
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     except sqlite3.Error as exc:
@@ -1345,26 +1402,7 @@ def move_sync_state(
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("BEGIN EXCLUSIVE")
         try:
-            rows = conn.execute(
-                "SELECT key, sealed, updated_at FROM sync_state WHERE device = ?", (old,)
-            ).fetchall()
-            moved: list[tuple[str, str, bytes, float]] = []
-            if rows:
-                box = sealer()
-                for key, sealed, updated_at in rows:
-                    try:
-                        value = box.open(sealed, aad=sync_state_aad(hub_id, old, key))
-                    except IntegrityError:
-                        log.error("outbox_sync_state_damaged", key=key)
-                        continue
-                    resealed = box.seal(value, aad=sync_state_aad(hub_id, new, key))
-                    moved.append((new, key, resealed, updated_at))
-            conn.execute("DELETE FROM sync_state WHERE device IN (?, ?)", (old, new))
-            conn.executemany(
-                "INSERT INTO sync_state (device, key, sealed, updated_at) VALUES (?, ?, ?, ?)",
-                moved,
-            )
-            then()
+            yield conn
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -1381,4 +1419,3 @@ def move_sync_state(
         raise _storage_error(path, operation, exc) from exc
     finally:
         conn.close()
-    return len(moved)

@@ -77,7 +77,7 @@ from agent.errors import (
 )
 from agent.logs import device_label
 from agent.normalize.device import DeviceFacts
-from agent.outbox import move_sync_state, peek_sync_state
+from agent.outbox import forget_sync_state, move_sync_state, peek_sync_state
 from agent.sealing import Sealer
 from drivers.battery import BatteryLevel
 
@@ -709,14 +709,23 @@ class BondNotDeletedError(HubError):
 async def remove_and_forget(cfg: config.Config, label: str) -> tuple[config.DeviceConfig, bool]:
     """Remove ``label`` from the allow-list, then delete its bond; ``(device, bond_deleted)``.
 
-    The configuration goes first: once off the allow-list the daemon never connects to the
-    device, so a bond left by a failure after it harms nothing (and is reported).
+    The configuration goes first, with the device's sync state deleted in the same outbox
+    transaction (:func:`agent.outbox.forget_sync_state`: a device added later under the
+    label must not inherit its RACP mark or identity pin); once off the allow-list the daemon
+    never connects to the device, so a bond left by a failure after it harms nothing (and
+    is reported). Refused while the daemon runs, as :func:`rename` is.
 
     Raises:
         ConfigError: unknown label, or the file cannot be written (the bond is kept then).
+        StorageError: the outbox is open in another process (the daemon), or failed.
         BondNotDeletedError: off the allow-list, but the bond could not be deleted.
     """
-    device = remove_device(cfg.source, label)
+    removed: list[config.DeviceConfig] = []
+    forgotten = forget_sync_state(
+        cfg.outbox.path, label, then=lambda: removed.append(remove_device(cfg.source, label))
+    )
+    device = removed[0]
+    log.info("device_removed", sync_state_deleted=forgotten)
     try:
         return device, await _delete_bond(cfg, device.address)
     except HubError as exc:

@@ -29,6 +29,8 @@ SCENARIOS: Final = (
     "tests/test_collector.py",
     "tests/test_collector_watchdog.py",
     "tests/test_device_quirks.py",
+    "tests/test_glucometer_quirks.py",
+    "tests/test_gls_download.py",
 )
 
 

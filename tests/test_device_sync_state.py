@@ -26,10 +26,11 @@ from agent.ble import identity
 from agent.ble.gatt_session import BATTERY_SYNC_KEY
 from agent.ble.gls_session import SYNC_KEY, SyncMark, fingerprint
 from agent.daemon import Hub, open_outbox
-from agent.errors import ConfigError
-from agent.outbox import Outbox, move_sync_state
+from agent.errors import ConfigError, StorageError
+from agent.outbox import Outbox, forget_sync_state, move_sync_state
 from agent.sealing import Sealer
 from hil.emulators.glucometer import Glucometer, example_records
+from hil.emulators.peripheral import DeviceInformation
 from hil.pki import DevPki
 from hil.virtual_radio import VirtualRadio
 from tests import phi_canaries
@@ -280,3 +281,86 @@ class TestMoveSyncState:
         self._fill(db_path, sealer)
         assert move_sync_state(db_path, HUB, "absent", "new", no_key, then=lambda: None) == 0
         assert ("new", identity.SYNC_KEY) not in self._state(db_path, sealer)
+
+
+class TestForgetSyncState:
+    """agent.outbox.forget_sync_state (``homehub devices remove``): a device added later
+    under a removed one's label inherits nothing (above all not its identity pin, which
+    would have the new device refused as an impostor)."""
+
+    def test_deletes_only_that_device(self, db_path: Path, sealer: Sealer) -> None:
+        TestMoveSyncState._fill(db_path, sealer)
+        edits: list[str] = []
+        assert forget_sync_state(db_path, "old", then=lambda: edits.append("edited")) == 2
+        assert edits == ["edited"]
+        assert set(TestMoveSyncState._state(db_path, sealer)) == {
+            ("new", identity.SYNC_KEY),
+            ("other", SYNC_KEY),
+        }
+
+    def test_a_failed_edit_deletes_nothing(self, db_path: Path, sealer: Sealer) -> None:
+        TestMoveSyncState._fill(db_path, sealer)
+        before = TestMoveSyncState._state(db_path, sealer)
+
+        def refuse() -> None:
+            raise ConfigError("homehub.toml", "devices", "cannot be written")
+
+        with pytest.raises(ConfigError):
+            forget_sync_state(db_path, "old", then=refuse)
+        assert TestMoveSyncState._state(db_path, sealer) == before
+
+    def test_no_outbox_only_edits(self, tmp_path: Path) -> None:
+        edits: list[str] = []
+        assert forget_sync_state(tmp_path / "absent.db", "old", then=lambda: edits.append("e")) == 0
+        assert edits == ["e"]
+
+    def test_refused_while_another_process_holds_the_outbox(
+        self, db_path: Path, sealer: Sealer
+    ) -> None:
+        """The daemon's open outbox (another connection holding its write lock here) makes
+        it refuse, saying to stop the daemon, and changes nothing."""
+        TestMoveSyncState._fill(db_path, sealer)
+        with Outbox.open(db_path, sealer, HUB) as ob:
+            holder = ob._conn  # the daemon's connection, mid-transaction
+            holder.execute("BEGIN IMMEDIATE")
+            try:
+                with pytest.raises(StorageError) as caught:
+                    forget_sync_state(db_path, "old", then=lambda: None)
+            finally:
+                holder.execute("ROLLBACK")
+        assert "stop homehub run first" in caught.value.reason
+        assert ("old", SYNC_KEY) in TestMoveSyncState._state(db_path, sealer)
+
+
+async def test_remove_then_a_new_device_under_the_label_is_not_refused(
+    tmp_path: Path, radio: VirtualRadio, meter: MeterFactory, dev_pki: DevPki
+) -> None:
+    """A meter pinned at its first contact is removed; another meter (another serial and
+    System ID) is added under the same label: it syncs with no security event, since remove
+    deleted the old pin with the entry."""
+    first = await meter(example_records())
+    cfg_path = write_config(tmp_path, radio, dev_pki, "meter")
+    async with running(config.load(cfg_path)) as hub:
+        await stored(hub, 4)
+    assert ("meter", identity.SYNC_KEY) in sync_state(cfg_path)
+    code, _out, err = await homehub("devices", "remove", "meter", "--config", str(cfg_path))
+    assert code == 0, err
+    assert sync_state(cfg_path) == {}
+    await first.stop()
+
+    device = await radio.add_peripheral_device(phi_canaries.DEVICE_ADDRESS, "glucometer")
+    other = Glucometer(
+        device, [], info=DeviceInformation(serial_number="SN-0000-4242", system_id=(0x42, 0x4242))
+    )
+    for record in later_records(3):
+        other.add_record(record)  # numbered by the meter: 0, 1, 2
+    await other.start()
+    try:
+        cfg_path = write_config(tmp_path, radio, dev_pki, "meter")
+        with capture_logs() as events:
+            async with running(config.load(cfg_path)) as hub:
+                await stored(hub, 3)
+                assert hub.security_events == 0
+    finally:
+        await other.stop()
+    assert events_named(events, "security") == []
