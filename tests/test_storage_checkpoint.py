@@ -16,7 +16,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from agent import outbox as outbox_module
-from agent.outbox import CHECKPOINT_AFTER_COMMITS, WAL_AUTOCHECKPOINT_BYTES, Outbox
+from agent.errors import StorageUnusableError
+from agent.outbox import CHECKPOINT_AFTER_COMMITS, MAX_SEQ, WAL_AUTOCHECKPOINT_BYTES, Outbox
 from agent.sealing import Sealer
 from agent.storage import StorageThread
 from tests.outbox_helpers import HUB, FakeClock, raw_connection
@@ -183,3 +184,25 @@ async def test_a_call_cancelled_before_it_ran_never_runs() -> None:
         await blocking
         assert await storage.call(ran.append, "after") is None
     assert ran == ["after"]
+
+
+def test_the_sequence_ends_at_max_seq_minus_one_and_then_refuses(
+    box: Outbox, db_path: Path
+) -> None:
+    # The next number is allocated in one UPDATE … RETURNING (one statement, not two).
+    raw = raw_connection(db_path)
+    try:
+        raw.execute("UPDATE counters SET value = ? WHERE name = 'next_seq'", (MAX_SEQ - 1,))
+    finally:
+        raw.close()
+    assert _append(box, 1) == MAX_SEQ - 1
+    with pytest.raises(StorageUnusableError, match="sequence exhausted"):
+        _append(box, 2)
+    raw = raw_connection(db_path)
+    try:
+        assert raw.execute("SELECT value FROM counters WHERE name = 'next_seq'").fetchone() == (
+            MAX_SEQ,
+        )
+        assert raw.execute("SELECT COUNT(*) FROM records").fetchone() == (1,)
+    finally:
+        raw.close()
