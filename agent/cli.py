@@ -220,12 +220,12 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     import asyncio
     from dataclasses import asdict
 
-    from agent import config, logs, pairing
+    from agent import config, devices, logs
 
     cfg = config.load(args.config)
     logs.configure("warning")  # on stderr: stdout is for the data
     if args.action == "list":
-        rows = asyncio.run(pairing.list_devices(cfg))
+        rows = asyncio.run(devices.list_devices(cfg))
         if args.json:
             sys.stdout.write(json.dumps([asdict(r) for r in rows]) + "\n")
             return EXIT_OK
@@ -242,13 +242,13 @@ def _cmd_devices(args: argparse.Namespace) -> int:
             sys.stdout.write(text.rstrip() + "\n")
         return EXIT_OK
     if args.action == "rename":
-        device = pairing.rename(cfg, args.old, args.new)
+        device = devices.rename(cfg, args.old, args.new)
         if args.json:
             sys.stdout.write(json.dumps({"renamed": args.old, "label": device.label}) + "\n")
         else:
             sys.stdout.write(f"renamed '{args.old}' to '{device.label}'\n")
         return EXIT_OK
-    removed, bond_deleted = asyncio.run(pairing.remove_and_forget(cfg, args.label))
+    removed, bond_deleted = asyncio.run(devices.remove_and_forget(cfg, args.label))
     if args.json:
         sys.stdout.write(
             json.dumps({"removed": removed.label, "bond_deleted": bond_deleted}) + "\n"

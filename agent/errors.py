@@ -37,6 +37,7 @@ __all__ = [
     "BleLinkLostError",
     "BleStackUnavailableError",
     "BondExistsError",
+    "BondNotDeletedError",
     "ConfigError",
     "CryptoError",
     "DecodeError",
@@ -378,3 +379,21 @@ class BondExistsError(LocalError):
     def __init__(self, device: str) -> None:
         self.device = device
         super().__init__(f"{device}: already paired")
+
+
+class BondNotDeletedError(HubError):
+    """A device left the allow-list, but its bond could not be deleted (the stack or the key
+    store refused); the daemon never connects to it again, the bond is only clutter
+    (``homehub devices remove`` exits 1 and says so).
+
+    Attributes:
+        device: the removed device's label.
+        reason: why the bond was not deleted.
+    """
+
+    def __init__(self, device: str, reason: str) -> None:
+        self.device = device
+        self.reason = reason
+        super().__init__(
+            f"removed '{device}' from the allow-list, but its bond was not deleted: {reason}"
+        )

@@ -67,6 +67,7 @@ EXPECTED_RETRYABLE = {
     "LinkSecurityError": False,
     "PairingError": False,
     "BondExistsError": False,
+    "BondNotDeletedError": False,
     "LocalError": False,
     "UsageError": False,
     "ConfigError": False,
