@@ -155,11 +155,13 @@ only acts when the thread never idles (or an outbox is used without it) and keep
 a quarter of :data:`JOURNAL_SIZE_LIMIT_BYTES`; its stall is then that size's copy (an
 overloaded hub's latency is already the queue's)."""
 
-CHECKPOINT_AFTER_COMMITS: Final = 8
+CHECKPOINT_AFTER_COMMITS: Final = 32
 """Write transactions after which an idle checkpoint is due. A glucose reading's commit
-appends ≈ 8 WAL frames; checkpointing 8 commits' frames (≈ 70 pages) took 0.9 ms here,
-about what checkpointing one commit's took (the database file's fsync dominates), so a
-reading arriving during it waits < 1 ms, and the extra fsync is paid once per 8 commits."""
+appends ≈ 8 WAL frames; checkpointing 32 commits' frames (≈ 300 pages) took ≈ 2.7 ms here
+(8 commits' 0.9 ms), so a reading arriving during one waits a few ms at most, against
+40-120 ms behind SQLite's own 1,000-page one. Every 8 commits cost a quarter of the
+single-reading store rate (the database file's fsync each time: hil/bench/outbox.py
+≈ 880/s against ≈ 1,150/s); every 32 costs nothing measurable there."""
 
 DEFAULT_QUOTA_BYTES: Final = 256 * 1024 * 1024
 """Default bound on the outbox's live data (config ``outbox.quota_bytes``). A sealed BP

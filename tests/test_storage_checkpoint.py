@@ -78,7 +78,8 @@ def test_a_reader_holding_frames_keeps_the_checkpoint_due(box: Outbox, db_path: 
 
 def test_idle_checkpoints_keep_the_wal_at_a_few_commits(box: Outbox, db_path: Path) -> None:
     one_commit = 0
-    for n in range(300):
+    commits = 20 * CHECKPOINT_AFTER_COMMITS
+    for n in range(commits):
         before = _wal_bytes(db_path)
         _append(box, n)
         if n == 0:
@@ -88,7 +89,7 @@ def test_idle_checkpoints_keep_the_wal_at_a_few_commits(box: Outbox, db_path: Pa
     # The WAL restarts after each complete checkpoint: it never holds more than the commits
     # between two checkpoints (and the one that triggered it), whatever was written in all.
     assert _wal_bytes(db_path) <= (CHECKPOINT_AFTER_COMMITS + 1) * one_commit * 2
-    assert _wal_bytes(db_path) * 10 < 300 * one_commit
+    assert _wal_bytes(db_path) * 10 < commits * one_commit
 
 
 def test_without_idle_checkpoints_the_backstop_bounds_the_wal(
