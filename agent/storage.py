@@ -12,9 +12,9 @@ MQTT socket, that would stall everything else. So all of it runs on **one** thre
   unwrapping the data key) and closed on that thread only.
 
 :class:`StorageThread` is the async facade: :meth:`StorageThread.call` runs a function on the
-thread and awaits its result without blocking the loop. Calls run one at a time, in the order
-they were made; each caller awaits its own call, so there are never more queued calls than
-tasks that use storage (ingest, publisher, acknowledgements: a handful), which bounds the queue.
+thread and awaits its result without blocking the loop. Calls run one at a time (in the order
+below); each caller awaits its own call, so there are never more queued calls than tasks that
+use storage (ingest, publisher, acknowledgements: a handful), which bounds the queue.
 
 Order: calls made with :meth:`StorageThread.call` run first, in the order they were made;
 calls made with :meth:`StorageThread.call_low` (the publisher's reads, deletes and refusal
