@@ -1,10 +1,11 @@
-"""Reading secrets from files that must be private: key files, KEK files, PIN files.
+"""Reading secrets from files that must be private: key files, KEK files, PIN files, bonds.
 
 One check for all of them, made on the *opened* descriptor (so mode and owner describe the
 bytes actually read, with no window for a swap between check and read), never following a
-symbolic link: a regular file, no group/other permission bit, owned by us or root, exactly the
-expected size. Every refusal is a :class:`KeyMaterialError` naming the file and the reason,
-never the content.
+symbolic link: a regular file, no group/other permission bit, owned by us or root, and exactly
+the expected size (:func:`read_private_file`) or at most a bound
+(:func:`read_private_file_up_to`). Every refusal is a :class:`KeyMaterialError` naming the file
+and the reason, never the content.
 """
 
 from __future__ import annotations
@@ -25,10 +26,51 @@ def read_private_file(path: Path, what: str, size: int, *, missing: str = "missi
         size: the only acceptable size in bytes.
         missing: the reason given when the file does not exist.
     """
+    fd = _open_private(path, what)
+    if fd is None:
+        raise KeyMaterialError(what, missing)
+    try:
+        st_size = os.fstat(fd).st_size
+        if st_size != size:
+            raise KeyMaterialError(what, f"size {st_size} bytes, expected {size}")
+        data = os.read(fd, size + 1)
+    except OSError as exc:
+        raise KeyMaterialError(what, f"cannot read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) != size:
+        raise KeyMaterialError(what, f"read {len(data)} bytes, expected {size}")
+    return data
+
+
+def read_private_file_up_to(path: Path, what: str, max_size: int) -> bytes | None:
+    """Read the whole private file ``path`` (at most ``max_size`` bytes): a file whose size
+    varies, such as the bond store; ``None`` when it does not exist."""
+    fd = _open_private(path, what)
+    if fd is None:
+        return None
+    try:
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > max_size:
+                raise KeyMaterialError(what, f"larger than {max_size} bytes")
+    except OSError as exc:
+        raise KeyMaterialError(what, f"cannot read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def _open_private(path: Path, what: str) -> int | None:
+    """The opened descriptor of ``path`` once it passed the checks (module docstring);
+    ``None`` when the file does not exist."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise KeyMaterialError(what, missing) from None
+        return None
     except OSError as exc:
         raise KeyMaterialError(what, f"cannot open: {exc.strerror}") from None
     try:
@@ -40,13 +82,10 @@ def read_private_file(path: Path, what: str, size: int, *, missing: str = "missi
             raise KeyMaterialError(what, f"mode {mode:04o} gives group/other access; need 0600")
         if st.st_uid not in (os.geteuid(), 0):
             raise KeyMaterialError(what, f"owned by uid {st.st_uid}, not by uid {os.geteuid()}")
-        if st.st_size != size:
-            raise KeyMaterialError(what, f"size {st.st_size} bytes, expected {size}")
-        data = os.read(fd, size + 1)
     except OSError as exc:
-        raise KeyMaterialError(what, f"cannot read: {exc.strerror}") from None
-    finally:
         os.close(fd)
-    if len(data) != size:
-        raise KeyMaterialError(what, f"read {len(data)} bytes, expected {size}")
-    return data
+        raise KeyMaterialError(what, f"cannot read: {exc.strerror}") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

@@ -66,6 +66,7 @@ from bumble.transport.common import Transport
 from agent.ble.prompts import Prompter
 from agent.errors import BleLinkError, KeyMaterialError
 from agent.logs import device_label
+from agent.private_files import read_private_file_up_to
 
 log = structlog.get_logger(__name__)
 
@@ -168,34 +169,11 @@ class PrivateJsonKeyStore(JsonKeyStore):
 
     def _read(self) -> dict[str, dict[str, dict[str, Any]]]:
         what = self._what()
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
+        raw = read_private_file_up_to(self.path, what, MAX_BOND_FILE_BYTES)
+        if not raw:
             return {}
-        except OSError as exc:
-            raise KeyMaterialError(what, f"cannot open: {exc.strerror}") from None
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise KeyMaterialError(what, "not a regular file")
-            if st.st_mode & 0o077:
-                mode = stat.S_IMODE(st.st_mode)
-                raise KeyMaterialError(what, f"mode {mode:04o} gives group/other access; need 0600")
-            if st.st_uid not in (os.geteuid(), 0):
-                raise KeyMaterialError(what, f"owned by uid {st.st_uid}, not by uid {os.geteuid()}")
-            chunks = []
-            size = 0
-            while chunk := os.read(fd, 65536):
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > MAX_BOND_FILE_BYTES:
-                    raise KeyMaterialError(what, f"larger than {MAX_BOND_FILE_BYTES} bytes")
-        except OSError as exc:
-            raise KeyMaterialError(what, f"cannot read: {exc.strerror}") from None
-        finally:
-            os.close(fd)
-        try:
-            db = json.loads(b"".join(chunks).decode("utf-8")) if size else {}
+            db = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             raise KeyMaterialError(what, "not valid JSON") from None
         if not isinstance(db, dict) or not all(isinstance(v, dict) for v in db.values()):
