@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import pytest
 import tomlkit
@@ -38,11 +37,9 @@ from tests.collector_home import WAIT_S, events_named, running
 from tests.conftest import MeterFactory
 from tests.outbox_helpers import HUB
 from tests.test_glucometer_quirks import a_full_session_later, later_records
+from tests.test_pairing_cli import run_cli as homehub
 
 pytestmark = pytest.mark.timeout(120)
-
-CLI_WAIT_S: Final = 30.0
-"""A ``python -m agent`` start (imports) and one command: a second or two here."""
 
 
 def write_config(tmp_path: Path, radio: VirtualRadio, pki: DevPki, label: str) -> Path:
@@ -75,23 +72,6 @@ def write_config(tmp_path: Path, radio: VirtualRadio, pki: DevPki, label: str) -
     path.write_text(tomlkit.dumps(mapping))
     path.chmod(0o640)
     return path
-
-
-async def homehub(*args: str) -> tuple[int, str, str]:
-    """``python -m agent ARGS``: exit code, stdout, stderr."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(CLI_WAIT_S):
-        out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def stored(hub: Hub, count: int) -> None:
