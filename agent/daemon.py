@@ -491,6 +491,7 @@ class Hub:
         if not self._collect:
             return
         while not self._collect_stop.is_set():
+            collector: Collector | None = None
             try:
                 async with BleStack.open(
                     self.cfg.ble.stack,
@@ -515,6 +516,8 @@ class Hub:
             except BleLinkError as exc:
                 # The adapter, BlueZ's D-Bus or the virtual radio's HCI port is not there:
                 # try again after a full-jitter backoff (a fleet must not re-synchronise).
+                if collector is not None and collector.listening:
+                    self._stack_failures = 0  # it had worked: a new outage starts afresh
                 delay_s = self._stack_backoff.delay(self._stack_failures, self._rng)
                 self._stack_failures += 1
                 log.warning(

@@ -131,6 +131,8 @@ class Collector:
         self.sessions_started = 0
         self.unknown_seen = 0
         self.advertisements = 0
+        self.listening = False
+        """Whether the scan has started at least once (the stack answered)."""
         self.heard = asyncio.Event()
         """Set after each advertisement has been decided on (cleared by whoever waits)."""
         self._tg: asyncio.TaskGroup | None = None
@@ -161,6 +163,7 @@ class Collector:
             raise BleStackUnavailableError(
                 f"Bluetooth stack unreachable ({type(exc).__name__})"
             ) from None
+        self.listening = True
         log.info(
             "ble_scan_listening",
             devices=len(self.devices),
