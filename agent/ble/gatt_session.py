@@ -420,66 +420,14 @@ class GattSession:
         attempt bounded by ``connect_timeout_s`` and all of them by the session deadline. On
         Bumble our backend connects once; the daemon's per-device backoff retries."""
         if self.ble.client_backend is None:
-            client = await self._connect_bluez(device, connect_timeout_s, pair)
+            opening = self._establish_bluez(device, connect_timeout_s, pair)
         else:
-            client = await self._connect_once(device, connect_timeout_s, pair)
+            opening = self._connect_once(device, connect_timeout_s, pair)
         try:
-            raise_if_cancelled()
-        except asyncio.CancelledError:
-            await self.disconnect(client)
-            raise
-        self.log.info("ble_session_connected", mtu=client.mtu_size)
-        self.client = client
-        return client
-
-    async def _connect_bluez(
-        self, device: BLEDevice, connect_timeout_s: float, pair: bool
-    ) -> BleakClient:
-        async def establish() -> BleakClient:
-            async with asyncio.timeout_at(self.at_deadline):
-                return await establish_connection(
-                    BleakClient,
-                    device,
-                    self.label,  # its logs and errors name the device by our label
-                    disconnected_callback=self.on_disconnected,
-                    max_attempts=BLUEZ_CONNECT_ATTEMPTS,
-                    pair=pair,
-                    timeout=connect_timeout_s,
-                )
-
-        try:
-            return await self._unless_stopping(establish(), "connecting")
-        except BleakNotFoundError:
+            client = await self._unless_stopping(opening, "connecting")
+        except BleakNotFoundError:  # bleak-retry-connector: it stopped advertising
             raise_if_cancelled()
             raise BleDeviceAbsentError("not found when connecting", device=self.label) from None
-        except TimeoutError:
-            raise_if_cancelled()
-            raise BleLinkError(
-                "session deadline passed while connecting", device=self.label
-            ) from None
-        except BleakError as exc:
-            raise_if_cancelled()
-            raise BleLinkError(
-                f"connect failed ({type(exc).__name__})", device=self.label
-            ) from None
-        except OSError as exc:
-            raise_if_cancelled()
-            raise BleStackUnavailableError(
-                f"Bluetooth stack unreachable ({type(exc).__name__})", device=self.label
-            ) from None
-
-    async def _connect_once(
-        self, device: BLEDevice, connect_timeout_s: float, pair: bool
-    ) -> BleakClient:
-        client = BleakClient(
-            device,
-            disconnected_callback=self.on_disconnected,
-            timeout=connect_timeout_s,
-            pair=pair,
-            backend=self.ble.client_backend,
-        )
-        try:
-            await self._unless_stopping(client.connect(), "connecting")
         except TimeoutError:
             raise_if_cancelled()
             raise BleLinkError("connect timed out", device=self.label) from None
@@ -492,10 +440,45 @@ class GattSession:
                 f"connect failed ({type(exc).__name__})", device=self.label
             ) from None
         except OSError as exc:
+            # bleak's BlueZ backend reaching the system D-Bus (dbus_fast): no socket, refused.
             raise_if_cancelled()
             raise BleStackUnavailableError(
                 f"Bluetooth stack unreachable ({type(exc).__name__})", device=self.label
             ) from None
+        try:
+            raise_if_cancelled()
+        except asyncio.CancelledError:
+            await self.disconnect(client)
+            raise
+        self.log.info("ble_session_connected", mtu=client.mtu_size)
+        self.client = client
+        return client
+
+    async def _establish_bluez(
+        self, device: BLEDevice, connect_timeout_s: float, pair: bool
+    ) -> BleakClient:
+        async with asyncio.timeout_at(self.at_deadline):
+            return await establish_connection(
+                BleakClient,
+                device,
+                self.label,  # its logs and errors name the device by our label
+                disconnected_callback=self.on_disconnected,
+                max_attempts=BLUEZ_CONNECT_ATTEMPTS,
+                pair=pair,
+                timeout=connect_timeout_s,
+            )
+
+    async def _connect_once(
+        self, device: BLEDevice, connect_timeout_s: float, pair: bool
+    ) -> BleakClient:
+        client = BleakClient(
+            device,
+            disconnected_callback=self.on_disconnected,
+            timeout=connect_timeout_s,
+            pair=pair,
+            backend=self.ble.client_backend,
+        )
+        await client.connect()
         return client
 
     @asynccontextmanager
