@@ -6,7 +6,12 @@ One P-256 CA issues three kinds of leaf certificate:
 - one client certificate per hub (CN = hub id, clientAuth). The hub's one key pair both
   authenticates the TLS connection and signs the COSE_Sign1 envelopes, so the receiver finds
   the signature key in the same certificate (matched by kid, agent/cose.py);
-- the platform receiver's client certificate (CN = ``platform-receiver``).
+- the platform receiver's client certificate (CN = ``platform-receiver``);
+- the platform's signing certificate (CN = ``platform-signing``, digitalSignature, no extended
+  key usage for TLS): the key that signs receipts and commands (docs/platform-protocol.md),
+  whose certificate a hub is configured with (``[platform] cert_file``). It is a key of its
+  own, not the receiver's TLS key: a platform keeps its signing key apart from any one
+  connection's credentials.
 
 Everything is written to one directory (mode 0700) as PEM; private keys are 0600 and owned by
 whoever ran :func:`make_dev_pki`. When mosquitto is started as root it drops privileges to the
@@ -37,6 +42,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 RECEIVER_CN: Final = "platform-receiver"
 """CN of the platform receiver's certificate; the broker ACL grants it read access."""
 
+PLATFORM_SIGNING_CN: Final = "platform-signing"
+"""CN of the platform signing certificate (never a client of the broker)."""
+
 HUB_ID_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 """Same allowlist as agent/config.py: a CN becomes a topic level through the broker ACL."""
 
@@ -61,6 +69,10 @@ class DevPki:
     hub_key: Path
     receiver_cert: Path
     receiver_key: Path
+    platform_cert: Path
+    """The platform signing certificate: what a hub's ``[platform] cert_file`` names."""
+    platform_key: Path
+    """The platform signing key (hil/platform_signing.py, ``--platform-key``)."""
 
     def issue_client(self, cn: str) -> tuple[Path, Path]:
         """Issue another client certificate (e.g. a second hub) from this CA: (cert, key)."""
@@ -75,8 +87,8 @@ class DevPki:
 def make_dev_pki(directory: Path, hub_id: str) -> DevPki:
     """Create a CA, the broker's server certificate, a hub and the receiver in ``directory``."""
     _check_cn(hub_id)
-    if hub_id == RECEIVER_CN:
-        raise ValueError(f"{RECEIVER_CN!r} is the receiver's identity, not a hub id")
+    if hub_id in (RECEIVER_CN, PLATFORM_SIGNING_CN):
+        raise ValueError(f"{hub_id!r} is the platform's identity, not a hub id")
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
     now = dt.datetime.now(dt.UTC)
@@ -129,6 +141,10 @@ def make_dev_pki(directory: Path, hub_id: str) -> DevPki:
 
     hub_cert_path, hub_key_path = _issue_client(directory, hub_id, ca_cert, ca_key)
     receiver_cert_path, receiver_key_path = _issue_client(directory, RECEIVER_CN, ca_cert, ca_key)
+    platform_key = ec.generate_private_key(ec.SECP256R1())
+    platform_cert = _leaf(ca_cert, ca_key, platform_key, PLATFORM_SIGNING_CN, None, san=None)
+    platform_cert_path = _write_cert(directory / "platform.crt", platform_cert)
+    platform_key_path = _write_key(directory / "platform.key", platform_key)
     return DevPki(
         dir=directory,
         hub_id=hub_id,
@@ -140,6 +156,8 @@ def make_dev_pki(directory: Path, hub_id: str) -> DevPki:
         hub_key=hub_key_path,
         receiver_cert=receiver_cert_path,
         receiver_key=receiver_key_path,
+        platform_cert=platform_cert_path,
+        platform_key=platform_key_path,
     )
 
 
@@ -161,7 +179,7 @@ def _leaf(
     ca_key: ec.EllipticCurvePrivateKey,
     key: ec.EllipticCurvePrivateKey,
     cn: str,
-    usage: x509.ObjectIdentifier,
+    usage: x509.ObjectIdentifier | None,
     san: x509.SubjectAlternativeName | None,
 ) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
@@ -188,13 +206,14 @@ def _leaf(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,
         )
     )
+    if usage is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     if san is not None:
         builder = builder.add_extension(san, critical=False)
     return builder.sign(ca_key, hashes.SHA256())

@@ -36,7 +36,7 @@ SUBSCRIBE_TIMEOUT_S: Final = 10.0
 
 def _plant_keys(pki: DevPki, label: str) -> None:
     """Every private key of ``pki`` becomes a canary: its scalar and each line of its PEM."""
-    for path in (pki.ca_key, pki.server_key, pki.hub_key, pki.receiver_key):
+    for path in (pki.ca_key, pki.server_key, pki.hub_key, pki.receiver_key, pki.platform_key):
         pem = path.read_bytes()
         key = serialization.load_pem_private_key(pem, password=None)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
