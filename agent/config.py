@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from agent.errors import ConfigError
+from agent.profiles import AckMode
 
 HUB_ID_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 """Hub ids name MQTT topics and the client certificate: a strict allowlisted charset."""
@@ -145,6 +146,20 @@ class MqttConfig:
     keepalive_s: int
     backoff_max_s: float
     first_connect_jitter_s: float = 30.0
+    ack: AckMode = AckMode.PUBACK
+    """What deletes a reading: the platform's signed receipt or the broker's PUBACK. Absent
+    from the file: ``receipt`` when ``[platform] cert_file`` is set, else ``puback``
+    (resolved by :func:`from_mapping`)."""
+    receipt_timeout_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformConfig:
+    """``[platform]``: the hospital platform's own identity (beside its broker's)."""
+
+    cert_file: Path | None = None
+    """PEM certificate of the platform signing key: receipts and commands must verify with
+    it (docs/platform-protocol.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +175,7 @@ class Config:
     signing: SigningConfig
     mqtt: MqttConfig
     keys: KeysConfig = KeysConfig()
+    platform: PlatformConfig = PlatformConfig()
 
 
 # ---------------------------------------------------------------------------
@@ -252,6 +268,11 @@ def _keys_config(where: str, values: dict[str, Any]) -> KeysConfig:
             if values[name] is None:
                 raise ConfigError(where, f"keys.{name}", "missing (provider 'pkcs11' needs it)")
     return keys
+
+
+def _ack(value: Any) -> str | None:
+    modes = [m.value for m in AckMode]
+    return None if value in modes else f"must be one of {', '.join(repr(m) for m in modes)}"
 
 
 def _kind(value: Any) -> str | None:
@@ -465,6 +486,34 @@ SCHEMA: Final[dict[str, dict[str, Field]]] = {
             " together after a power cut do not all reach the platform in the same second;"
             " 0 in a lab, <= 5 min so a reading is never held long",
         ),
+        "ack": Field(
+            str,
+            None,
+            False,
+            _ack,
+            doc="what deletes a reading: 'receipt' (the platform's signed receipt; needs"
+            " [platform] cert_file) or 'puback' (the broker's PUBACK, only where it is"
+            " durable); default 'receipt' when [platform] cert_file is set, else 'puback'",
+        ),
+        "receipt_timeout_s": Field(
+            float,
+            60.0,
+            False,
+            low=5.0,
+            high=3600.0,
+            unit="s",
+            doc="with ack 'receipt', a reading PUBACKed without a receipt this long is sent"
+            " again; >= 5 s, past a platform's 100 ms gathering and two cellular round trips;"
+            " <= 1 h, a receipt's longest lifetime",
+        ),
+    },
+    "platform": {
+        "cert_file": Field(
+            Path,
+            None,
+            False,
+            doc="PEM certificate of the platform signing key (receipts, commands)",
+        ),
     },
 }
 
@@ -578,6 +627,7 @@ def from_mapping(data: Mapping[str, Any], source: Path) -> Config:
         if addresses.index(d.address) != i:
             raise ConfigError(where, f"devices[{i}].address", "duplicates another device's address")
 
+    platform = PlatformConfig(**sections["platform"])
     return Config(
         source=source,
         hub=HubConfig(**sections["hub"]),
@@ -586,9 +636,27 @@ def from_mapping(data: Mapping[str, Any], source: Path) -> Config:
         devices=devices,
         outbox=OutboxConfig(**sections["outbox"]),
         signing=SigningConfig(**sections["signing"]),
-        mqtt=MqttConfig(**sections["mqtt"]),
+        mqtt=_mqtt_config(where, sections["mqtt"], platform),
         keys=_keys_config(where, sections["keys"]),
+        platform=platform,
     )
+
+
+def _mqtt_config(where: str, values: dict[str, Any], platform: PlatformConfig) -> MqttConfig:
+    """Cross-key check of ``[mqtt] ack``: receipts can only be verified with the platform's
+    certificate; without ``ack`` in the file, configuring that certificate opts in."""
+    ack = values["ack"]
+    if ack is None:
+        ack = AckMode.RECEIPT if platform.cert_file is not None else AckMode.PUBACK
+    ack = AckMode(ack)
+    if ack is AckMode.RECEIPT and platform.cert_file is None:
+        raise ConfigError(
+            where,
+            "mqtt.ack",
+            "'receipt' needs [platform] cert_file (receipts are verified with the platform's"
+            " certificate)",
+        )
+    return MqttConfig(**{**values, "ack": ack})
 
 
 def _ble_config(where: str, values: dict[str, Any]) -> BleConfig:

@@ -233,6 +233,7 @@ class TestRanges:
             "mqtt.keepalive_s": (1, 65535),
             "mqtt.backoff_max_s": (1.0, 3600.0),
             "mqtt.first_connect_jitter_s": (0.0, 300.0),
+            "mqtt.receipt_timeout_s": (5.0, 3600.0),
         }
 
     @pytest.mark.parametrize(("section", "key", "field"), NUMERIC, ids=_numeric_ids())
