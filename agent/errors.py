@@ -38,6 +38,9 @@ __all__ = [
     "BleStackUnavailableError",
     "BondExistsError",
     "BondNotDeletedError",
+    "CertificateRefusedError",
+    "CommandRejectedError",
+    "CommandRejection",
     "ConfigError",
     "CryptoError",
     "DecodeError",
@@ -53,6 +56,7 @@ __all__ = [
     "LocalError",
     "PairingError",
     "PairingFailure",
+    "PlatformError",
     "PublishRefusedError",
     "PublishRejectedError",
     "RecordTooLargeError",
@@ -397,3 +401,94 @@ class BondNotDeletedError(HubError):
         super().__init__(
             f"removed '{device}' from the allow-list, but its bond was not deleted: {reason}"
         )
+
+
+# ---------------------------------------------------------------------------
+# The platform's (or an impostor's) fault: commands (agent/commands.py, agent/cert_rotation.py)
+# ---------------------------------------------------------------------------
+
+
+class PlatformError(HubError):
+    """The platform, or someone posing as it, sent a message the hub refuses. Not retried:
+    the same bytes are refused again; the platform must send another message."""
+
+
+class CommandRejection(StrEnum):
+    """Why a command was refused (:attr:`CommandRejectedError.reason`); the value is the
+    reply's ``error`` code and the audit line's ``reason`` (docs/platform-protocol.md)."""
+
+    FORGED = "forged"
+    """Not signed by the platform key: another kid, or a signature that does not verify."""
+    WRONG_HUB = "wrong_hub"
+    """Signed by the platform for another hub."""
+    EXPIRED = "expired"
+    """Outside ``iat - 300 <= now <= exp`` by the hub's clock."""
+    REPLAYED = "replayed"
+    """Its nonce was accepted before and has not expired."""
+    MALFORMED = "malformed"
+    """Not a COSE_Sign1 command of the contract: bad CBOR, wrong content type, a missing or
+    mistyped field, a lifetime over an hour."""
+    UNKNOWN_OP = "unknown_op"
+    """An ``op`` the hub does not know."""
+    BAD_ARGS = "bad_args"
+    """The op's arguments are missing, mistyped, or not allowed (a key off the list)."""
+    REPLAY_MEMORY_FULL = "replay_memory_full"
+    """The hub remembers as many unexpired nonces as it can hold; it refuses new commands
+    rather than forget one (only the platform key can fill it)."""
+
+    @property
+    def security(self) -> bool:
+        """Whether this rejection is a ``security`` event (forged, expired, replayed,
+        another hub's)."""
+        return self in _SECURITY_REJECTIONS
+
+
+_SECURITY_REJECTIONS = frozenset(
+    {
+        CommandRejection.FORGED,
+        CommandRejection.WRONG_HUB,
+        CommandRejection.EXPIRED,
+        CommandRejection.REPLAYED,
+    }
+)
+
+
+class CommandRejectedError(PlatformError):
+    """A command from the platform was refused before anything was done.
+
+    Attributes:
+        reason: why (:class:`CommandRejection`).
+        op: the command's op when it is one the hub knows, else ``None``.
+        nonce: the command's nonce when its signature verified and the nonce could be read
+            (a reply is owed then), else ``None``.
+        detail: a fixed text saying which check failed (never a value from the message).
+    """
+
+    def __init__(
+        self,
+        reason: CommandRejection,
+        detail: str,
+        *,
+        op: str | None = None,
+        nonce: bytes | None = None,
+    ) -> None:
+        self.reason = reason
+        self.detail = detail
+        self.op = op
+        self.nonce = nonce
+        super().__init__(f"command rejected ({reason.value}): {detail}")
+
+
+class CertificateRefusedError(PlatformError):
+    """A certificate sent by ``install_certificate`` was not installed.
+
+    Attributes:
+        check: which check failed: ``"no_pending_key"`` (no CSR outstanding),
+            ``"not_a_certificate"``, ``"public_key"`` (not the pending key's), ``"subject"``
+            (CN is not the hub id), ``"issuer"`` (not issued by the configured CA),
+            ``"validity"`` (not valid now).
+    """
+
+    def __init__(self, check: str) -> None:
+        self.check = check
+        super().__init__(f"certificate refused: {check}")

@@ -88,6 +88,9 @@ EXPECTED_RETRYABLE = {
     "CryptoError": False,
     "KeyMaterialError": False,
     "IntegrityError": False,
+    "PlatformError": False,
+    "CommandRejectedError": False,
+    "CertificateRefusedError": False,
 }
 
 
