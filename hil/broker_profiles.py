@@ -4,20 +4,23 @@
 name) with the profile's ACL and limits instead of the default ACL:
 
 - an ACL granting each hub (``%u``, the CN of its certificate) exactly the profile's topics: it
-  may publish its outbound messages and subscribe to its inbound ones, nothing else; the
+  may publish its outbound messages and receive its inbound ones, nothing else (MQTT 5: PUBACK
+  0x87; MQTT 3.1.1: acknowledged and dropped; mosquitto 2.0 grants any SUBSCRIBE and checks
+  read access as it delivers, so another hub's receipts never arrive); the
   platform (``platform-receiver``) may read every hub's outbound topics and publish their
   inbound ones;
 - ``message_size_limit`` = the profile's ``max_payload_bytes``: a larger publish is refused
-  (MQTT 5: PUBACK 0x83; MQTT 3.1.1: acknowledged and dropped);
+  (MQTT 5: PUBACK 0x83, or with mosquitto 2.0.11 PUBACK 0x95, which paho takes for a protocol
+  error and drops the connection; MQTT 3.1.1: acknowledged and dropped);
 - ``max_qos 1`` where the platform refuses QoS 2 (IoT Hub closes the connection; mosquitto
   disconnects the client too);
 - ``retain_available false`` where retained messages are not kept (IoT Hub; mosquitto
   disconnects a client that sets the flag, stricter than IoT Hub, which passes the message on
   with an ``mqtt-retain`` property: a hub that sets it is wrong either way);
 - ``max_keepalive`` = the profile's bound where the platform has one (AWS 1200 s, IoT Hub
-  1177 s): an MQTT 5 client asking for more is told the bound (Server Keep Alive), as AWS does;
-  an MQTT 3.1.1 client asking for more is refused by mosquitto 2.0 (IoT Hub would accept it
-  and time the connection out at 1767 s).
+  1177 s): an MQTT 5 client asking for more is told the bound (Server Keep Alive), as AWS uses
+  its bound; an MQTT 3.1.1 client cannot be told and mosquitto accepts it, as IoT Hub does (IoT
+  Hub then times it out at 1767 s whatever it asked).
 
 What mosquitto 2.0 cannot enforce, so these brokers do not: the MQTT version a platform
 speaks (IoT Hub's 3.1.1 only; ``accept_protocol_versions`` arrived in mosquitto 2.1), IoT Hub's
