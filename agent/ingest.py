@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
+import cbor2
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent import cose
@@ -35,14 +36,14 @@ from agent.errors import DecodeError
 from agent.measurement import RawMeasurement
 from agent.normalize import codes
 from agent.normalize.blood_pressure import BloodPressureReading, blood_pressure_observations
-from agent.normalize.bundle import reading_bundle
-from agent.normalize.clock import coincident_for
+from agent.normalize.bundle import FixedEntry, bundle_with_fixed, fixed_entries, refers_to
+from agent.normalize.clock import coincident_observation
 from agent.normalize.codes import HUB_IDENTIFIER_SYSTEM
 from agent.normalize.device import DeviceFacts, phd_device, phg_device
 from agent.normalize.glucose import GlucoseRecord, glucose_observations
 from agent.normalize.phd import Context, Measured, fhir_datetime
 from agent.normalize.pulse_oximetry import plx_observations
-from agent.payload import CONTENT_TYPE, Payload
+from agent.payload import CONTENT_TYPE, PAYLOAD_VERSION, Payload
 from drivers.blood_pressure import BloodPressureMeasurement, PressureUnit
 from drivers.glucose import GlucoseMeasurement, GlucoseMeasurementContext
 from drivers.ieee11073 import MedFloat16
@@ -124,6 +125,9 @@ class Prepared:
     identity: str = ""
     """The dedup key (see above); defaults to ``identifier``."""
     content_digest: bytes = field(default=b"", repr=False)
+    fhir_cbor: bytes = field(default=b"", repr=False, compare=False)
+    """``bundle`` in canonical CBOR, as the payload carries it (b"": encoded by
+    :meth:`envelope`). Made by :func:`prepare` from the parts it encoded once per device."""
 
     @property
     def dedup_key(self) -> str:
@@ -141,8 +145,50 @@ class Prepared:
             hub_time=fhir_datetime(self.stored_at),
             fhir=self.bundle,
             conflict_of=conflict_of,
-        ).encode()
-        return cose.sign1_with(payload, signer.sign, signer.kid, CONTENT_TYPE)
+        )
+        encoded = payload_bytes(payload, self.fhir_cbor) if self.fhir_cbor else payload.encode()
+        return cose.sign1_with(encoded, signer.sign, signer.kid, CONTENT_TYPE)
+
+
+class _Encoded:
+    """Canonical CBOR already encoded: written as it is where it stands (:func:`_write`)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def _write(encoder: cbor2.CBOREncoder, value: object) -> None:
+    """cbor2's ``default`` hook: an :class:`_Encoded` part goes in as it is; any other type
+    cbor2 cannot encode is refused as it would be without the hook."""
+    if type(value) is not _Encoded:
+        raise cbor2.CBOREncodeTypeError(f"cannot serialize type {type(value).__name__}")
+    encoder.write(value.data)
+
+
+def _canonical(value: object) -> bytes:
+    return cbor2.dumps(value, canonical=True, default=_write)
+
+
+def payload_bytes(payload: Payload, fhir_cbor: bytes) -> bytes:
+    """``payload.encode()``, byte for byte, with its Bundle already encoded as ``fhir_cbor``
+    (canonical CBOR of ``payload.fhir``): the map of :meth:`agent.payload.Payload.encode`
+    with that value written as it is. Canonical CBOR orders a map by its keys' encodings
+    only, so a value encoded beforehand gives the same bytes (tests/test_ingest_encoding.py
+    holds the two encodings equal for every kind and for a conflict)."""
+    fields: dict[str, Any] = {
+        "v": PAYLOAD_VERSION,
+        "hub": payload.hub,
+        "seq": payload.seq,
+        "kind": payload.kind,
+        "id": payload.id,
+        "hub_time": payload.hub_time,
+        "fhir": _Encoded(fhir_cbor),
+    }
+    if payload.conflict_of is not None:
+        fields["conflict_of"] = payload.conflict_of
+    return _canonical(fields)
 
 
 IDENTITY_DIGEST_HEX: Final = 32
@@ -224,6 +270,34 @@ def _hub_identifier(observation: dict[str, Any]) -> str:
     return values[0]
 
 
+@dataclass(frozen=True, slots=True)
+class _Fixed:
+    """A device's fixed Bundle entries (:class:`FixedEntry`) and each one's canonical CBOR."""
+
+    entries: tuple[FixedEntry, ...]
+    encoded: tuple[_Encoded, ...]
+
+
+@functools.lru_cache(maxsize=32)
+def _fixed(
+    device: DeviceFacts,
+    specialization: codes.Code,
+    hub_id: str,
+    timezone: str,
+    coincident: bool,
+) -> _Fixed:
+    """The entries every reading of ``device`` shares: its PhdDevice, the hub's PhgDevice and,
+    when ``coincident``, its clock read's coincident timestamp; built, rewritten and encoded
+    once per device and clock read (a glucose download's 1,000 readings share them), not once
+    per reading. Keyed by immutable values; a few devices' worth."""
+    resources = [phd_device(device, specialization), phg_device(hub_id, SOFTWARE_VERSION)]
+    if coincident:
+        assert device.clock is not None
+        resources.append(coincident_observation(device.clock, device.logical_id, hub_id, timezone))
+    entries = fixed_entries(resources)
+    return _Fixed(entries, tuple(_Encoded(_canonical(e.entry)) for e in entries))
+
+
 def _prepared(
     observations: list[dict[str, Any]],
     specialization: codes.Code,
@@ -233,15 +307,21 @@ def _prepared(
     raw: RawMeasurement,
 ) -> Prepared:
     """One reading's record: its Observations, both Devices and the coincident timestamp in a
-    Bundle; identified by its first (primary) Observation's hub identifier, which is also its
-    identity (the outbox's dedup key and the payload's ``id``)."""
-    bundle = reading_bundle(
-        observations,
-        phd_device(device, specialization),
-        phg_device(ctx.hub_id, SOFTWARE_VERSION),
-        coincident_for(device, ctx),
-        fhir_datetime(ctx.received),
+    Bundle (:func:`agent.normalize.bundle.reading_bundle`'s; the coincident timestamp only
+    when an Observation references it); identified by its first (primary) Observation's hub
+    identifier, which is also its identity (the outbox's dedup key and the payload's ``id``).
+    """
+    clock = device.clock
+    coincident = clock is not None and refers_to(
+        observations, f"Observation/{clock.logical_id(device.logical_id)}"
     )
+    fixed = _fixed(device, specialization, ctx.hub_id, ctx.timezone, coincident)
+    bundle = bundle_with_fixed(observations, fixed.entries, fhir_datetime(ctx.received))
+    # The same Bundle with the fixed entries as their encodings: only the reading's own
+    # resources are encoded per reading.
+    entries = bundle["entry"]
+    own = len(entries) - len(fixed.entries)
+    fhir_cbor = _canonical({**bundle, "entry": [*entries[:own], *fixed.encoded]})
     identity = _hub_identifier(observations[0])
     return Prepared(
         kind=kind,
@@ -251,6 +331,7 @@ def _prepared(
         stored_at=ctx.received,
         identity=identity,
         content_digest=content_digest(raw),
+        fhir_cbor=fhir_cbor,
     )
 
 

@@ -23,6 +23,7 @@ import functools
 import hashlib
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 EXTERNAL_REFERENCE_TYPES: Final = frozenset({"Patient"})
@@ -50,24 +51,81 @@ def collection(resources: Sequence[dict[str, Any]], timestamp: str) -> dict[str,
     Each entry gets a ``fullUrl`` (:func:`full_url`) and every ``Type/id`` reference to another
     entry becomes that entry's ``fullUrl`` (module docstring).
     """
-    urls = {
-        f"{resource['resourceType']}/{resource['id']}": full_url(
-            resource["resourceType"], resource["id"]
-        )
-        for resource in resources
-    }
+    urls = {_key(resource): _url(resource) for resource in resources}
+    return _bundle(
+        [{"fullUrl": urls[_key(r)], "resource": _rewritten(r, urls)} for r in resources],
+        timestamp,
+    )
+
+
+def _key(resource: dict[str, Any]) -> str:
+    return f"{resource['resourceType']}/{resource['id']}"
+
+
+def _url(resource: dict[str, Any]) -> str:
+    return full_url(resource["resourceType"], resource["id"])
+
+
+def _bundle(entries: list[dict[str, Any]], timestamp: str) -> dict[str, Any]:
     return {
         "resourceType": "Bundle",
         "type": "collection",
         "timestamp": timestamp,
-        "entry": [
-            {
-                "fullUrl": urls[f"{resource['resourceType']}/{resource['id']}"],
-                "resource": _rewritten(resource, urls),
-            }
-            for resource in resources
-        ],
+        "entry": entries,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class FixedEntry:
+    """A Bundle entry built once and shared by every reading of a device: the PhdDevice, the
+    PhgDevice, the coincident timestamp of one clock read. Its resource references only other
+    fixed entries (or the Patient), so its references are rewritten once, here, and come out
+    as :func:`collection` would write them in any Bundle holding the same fixed entries.
+
+    The entry is shared: neither it nor a Bundle holding it is ever changed (nothing in the
+    pipeline changes a Bundle once built; copy before editing one).
+    """
+
+    key: str  #: ``Type/id``
+    url: str  #: the entry's ``fullUrl``
+    entry: dict[str, Any]
+
+
+def fixed_entries(resources: Sequence[dict[str, Any]]) -> tuple[FixedEntry, ...]:
+    """The entries of ``resources`` as :func:`collection` writes them, for
+    :func:`bundle_with_fixed`.
+
+    Raises:
+        ValueError: a resource references an entry that is not among ``resources`` (then its
+            entry would depend on the reading's own resources and cannot be built once).
+    """
+    urls = {_key(resource): _url(resource) for resource in resources}
+    out = []
+    for resource in resources:
+        for ref in references(resource):
+            kind = ref.split("/", 1)[0]
+            if ref not in urls and ":" not in kind and kind not in EXTERNAL_REFERENCE_TYPES:
+                raise ValueError(f"a fixed entry references {kind}/…, not a fixed entry")
+        key = _key(resource)
+        out.append(
+            FixedEntry(
+                key, urls[key], {"fullUrl": urls[key], "resource": _rewritten(resource, urls)}
+            )
+        )
+    return tuple(out)
+
+
+def bundle_with_fixed(
+    resources: Sequence[dict[str, Any]], fixed: Sequence[FixedEntry], timestamp: str
+) -> dict[str, Any]:
+    """``collection([*resources, *fixed resources], timestamp)``, the fixed entries taken as
+    they were built (:func:`fixed_entries`) instead of rewritten again for every reading."""
+    urls = {_key(resource): _url(resource) for resource in resources}
+    for entry in fixed:
+        urls[entry.key] = entry.url
+    entries = [{"fullUrl": urls[_key(r)], "resource": _rewritten(r, urls)} for r in resources]
+    entries.extend(entry.entry for entry in fixed)
+    return _bundle(entries, timestamp)
 
 
 def _rewritten(node: dict[str, Any], urls: dict[str, str]) -> dict[str, Any]:
@@ -122,13 +180,25 @@ def reading_bundle(
     when an Observation references it (omitted otherwise: the IG reports none for a reading
     without a device time stamp)."""
     resources = [*observations, phd, phg]
-    if coincident is not None and _referenced(observations, f"Observation/{coincident['id']}"):
+    if coincident is not None and refers_to(observations, f"Observation/{coincident['id']}"):
         resources.append(coincident)
     return collection(resources, timestamp)
 
 
-def _referenced(resources: Sequence[dict[str, Any]], target: str) -> bool:
-    return any(ref == target for resource in resources for ref in references(resource))
+def refers_to(node: Any, target: str) -> bool:
+    """Whether any ``reference`` inside ``node`` (resources, at any depth) is ``target``."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str):
+                if value == target:
+                    return True
+            elif isinstance(value, dict | list) and refers_to(value, target):
+                return True
+    elif isinstance(node, list):
+        for item in node:
+            if isinstance(item, dict | list) and refers_to(item, target):
+                return True
+    return False
 
 
 def references(node: Any) -> Iterator[str]:

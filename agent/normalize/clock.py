@@ -28,6 +28,7 @@ Rules (docs/fhir-profile.md "Time"), from the IG page "Coincident Timestamp":
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -110,13 +111,12 @@ class ClockFacts:
     @property
     def decoded(self) -> CurrentTime:
         """The decoded 0x2A2B value."""
-        return CurrentTime.from_bytes(self.current_time)
+        return _decoded(self.current_time)
 
     @property
     def device_now(self) -> datetime | None:
         """The device's naive local current time (sub-second part dropped), None if unknown."""
-        now = self.decoded.to_datetime()
-        return None if now is None else now.replace(microsecond=0)
+        return _device_now(self.current_time)
 
     @property
     def problem(self) -> str | None:
@@ -125,11 +125,7 @@ class ClockFacts:
 
     def offset(self, timezone: str) -> timedelta | None:
         """Hub minus device wall-clock time, whole seconds; None when the device time is unknown."""
-        device_now = self.device_now
-        if device_now is None:
-            return None
-        hub_local = self.hub_time.astimezone(ZoneInfo(timezone)).replace(tzinfo=None)
-        return timedelta(seconds=round((hub_local - device_now).total_seconds()))
+        return _offset(self, timezone)
 
     @property
     def is_reset(self) -> bool:
@@ -139,10 +135,40 @@ class ClockFacts:
 
     def logical_id(self, device_id: str) -> str:
         """Stable id of the coincident-timestamp Observation of this read."""
-        digest = hashlib.sha256(
-            f"{device_id}|{self.hub_time.isoformat()}|{self.current_time.hex()}".encode()
-        ).hexdigest()
-        return "coin-" + digest[:32]
+        return _coincident_id(self, device_id)
+
+
+# One clock read serves every reading of its session (a glucose download: up to 1,000), and
+# each reading asks for it several times: what it yields is worked out once per read. The
+# caches are small (a few devices' current reads); their keys are immutable values.
+
+
+@functools.lru_cache(maxsize=32)
+def _decoded(current_time: bytes) -> CurrentTime:
+    return CurrentTime.from_bytes(current_time)
+
+
+@functools.lru_cache(maxsize=32)
+def _device_now(current_time: bytes) -> datetime | None:
+    now = _decoded(current_time).to_datetime()
+    return None if now is None else now.replace(microsecond=0)
+
+
+@functools.lru_cache(maxsize=32)
+def _offset(clock: ClockFacts, timezone: str) -> timedelta | None:
+    device_now = clock.device_now
+    if device_now is None:
+        return None
+    hub_local = clock.hub_time.astimezone(ZoneInfo(timezone)).replace(tzinfo=None)
+    return timedelta(seconds=round((hub_local - device_now).total_seconds()))
+
+
+@functools.lru_cache(maxsize=32)
+def _coincident_id(clock: ClockFacts, device_id: str) -> str:
+    digest = hashlib.sha256(
+        f"{device_id}|{clock.hub_time.isoformat()}|{clock.current_time.hex()}".encode()
+    ).hexdigest()
+    return "coin-" + digest[:32]
 
 
 def parse_clock(data: bytes | None, hub_time: datetime) -> ClockFacts | None:
