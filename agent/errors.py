@@ -59,6 +59,8 @@ __all__ = [
     "PlatformError",
     "PublishRefusedError",
     "PublishRejectedError",
+    "ReceiptRejectedError",
+    "ReceiptRejection",
     "RecordTooLargeError",
     "StorageCorruptError",
     "StorageError",
@@ -492,3 +494,46 @@ class CertificateRefusedError(PlatformError):
     def __init__(self, check: str) -> None:
         self.check = check
         super().__init__(f"certificate refused: {check}")
+
+
+# ---------------------------------------------------------------------------
+# The platform's (or an impostor's) fault: receipts (agent/receipts.py)
+# ---------------------------------------------------------------------------
+
+
+class ReceiptRejection(StrEnum):
+    """Why a receipt was refused (:attr:`ReceiptRejectedError.reason`); the value is the
+    ``receipt_rejected`` line's ``reason`` (docs/platform-protocol.md, "Receipts"). Every
+    rejection is a ``security`` event: a receipt decides what the hub deletes."""
+
+    FORGED = "forged"
+    """Its kid is the platform key's, but the signature does not verify with it."""
+    WRONG_KEY = "wrong_key"
+    """Signed by another key than the platform's (its kid is not the platform key's)."""
+    MALFORMED = "malformed"
+    """Not a COSE_Sign1 receipt of the contract: bad CBOR, another content type, a missing,
+    extra or mistyped field, a lifetime over an hour, too many items."""
+    WRONG_HUB = "wrong_hub"
+    """Signed by the platform for another hub."""
+    EXPIRED = "expired"
+    """Outside ``iat - 300 <= now <= exp`` by the hub's clock."""
+    REPLAYED = "replayed"
+    """Its rid was accepted before (or is older than what the replay memory reaches)."""
+    MISMATCHED = "mismatched"
+    """An item names an envelope this hub sent, with other seqs than that envelope's."""
+    UNKNOWN_ENVELOPE = "unknown_envelope"
+    """An item names an envelope this hub does not know, and its seqs are not all pending."""
+
+
+class ReceiptRejectedError(PlatformError):
+    """A receipt from the platform was refused; nothing was deleted or marked.
+
+    Attributes:
+        reason: why (:class:`ReceiptRejection`).
+        detail: a fixed text saying which check failed (never a value from the receipt).
+    """
+
+    def __init__(self, reason: ReceiptRejection, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"receipt rejected ({reason.value}): {detail}")

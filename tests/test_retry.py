@@ -91,6 +91,7 @@ EXPECTED_RETRYABLE = {
     "PlatformError": False,
     "CommandRejectedError": False,
     "CertificateRefusedError": False,
+    "ReceiptRejectedError": False,
 }
 
 
