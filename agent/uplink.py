@@ -44,14 +44,35 @@ The client id is the hub id. A second client with the same id takes the session 
 (MQTT 5 §3.1.4) and the two would evict each other, so nothing else may connect under it.
 All methods run on the event loop's thread.
 
-Session: Clean Start 0 with a Session Expiry Interval of SESSION_EXPIRY_S. Today the hub only
-publishes and the broker keeps little for it (QoS 1 from client to broker needs no broker-side
-state); once platform receipts arrive on a subscription, the broker keeps that subscription
-and queues receipts across short drops. Longer outages are the outbox's job.
+Session: Clean Start 0 with a Session Expiry Interval of SESSION_EXPIRY_S. The broker keeps
+the hub's subscriptions (receipts, commands) and queues what the platform sends it across short
+drops. Longer outages are the outbox's job.
+
+Inbound messages (receipts, commands: :meth:`Uplink.on_message`): once a handler is registered,
+the uplink subscribes at QoS 1 to the profile's inbound topics after every CONNACK (again on
+each connection: a broker restarted without persistence has forgotten the session). Memory is
+bounded however the platform behaves:
+
+- CONNECT announces a Receive Maximum of INBOUND_QUEUE_MAX and a Maximum Packet Size of
+  MAX_INBOUND_BYTES (plus headers): the broker sends at most that many unacknowledged QoS 1
+  messages, and discards (as delivered) any larger one instead of sending it.
+- paho runs with ``manual_ack``: a message is acknowledged only when its kind's dispatcher
+  task (``uplink.inbound[<kind>]``) hands it to the handler, so at most INBOUND_QUEUE_MAX wait
+  per kind and a flood waits at the broker (MQTT flow control), not in our memory.
+- A message over the size bound, or of a kind without a handler, is acknowledged and dropped
+  with ``mqtt_inbound_dropped`` (the same bytes would be dropped again). One arriving over a
+  full queue (a broker ignoring our Receive Maximum) is dropped *unacknowledged*: the broker
+  sends it again on the next connection. So is one whose connection ended before its turn
+  (``mqtt_inbound_deferred``): acknowledging it on a new connection is impossible, and handling
+  it would make the broker's redelivery look like a replay.
+- The one window left: a message acknowledged and handled whose PUBACK the broker never got
+  (the link dropped right then) comes again; a receipt handler then sees its rid replayed.
 
 Events logged: ``mqtt_connecting``, ``mqtt_connected``, ``mqtt_connect_failed``,
 ``mqtt_disconnected`` (reason code), ``mqtt_backoff`` (delay), ``mqtt_puback_timeout``,
-``mqtt_publish_refused``, ``mqtt_bridge_failed`` (with the traceback). Never payloads.
+``mqtt_publish_refused``, ``mqtt_bridge_failed`` (with the traceback), ``mqtt_subscribed``,
+``mqtt_subscribe_refused`` (reason codes), ``mqtt_inbound_dropped`` (kind, why, size),
+``mqtt_inbound_deferred``, ``mqtt_inbound_handler_failed``. Never payloads.
 """
 
 from __future__ import annotations
@@ -62,8 +83,8 @@ import contextlib
 import socket
 import ssl
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -73,10 +94,12 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.config import HUB_ID_RE
 from agent.cose import MAX_MESSAGE_BYTES, check_key_file
 from agent.errors import (
+    HubError,
     KeyMaterialError,
     PublishRefusedError,
     PublishRejectedError,
@@ -84,6 +107,8 @@ from agent.errors import (
     UplinkRefusedError,
     UsageError,
 )
+from agent.profiles import INBOUND, MQTT, MessageKind, UplinkProfile
+from agent.receipts import envelope_digest
 from agent.retry import (
     MQTT_BACKOFF_BASE_S,
     MQTT_BACKOFF_CAP_S,
@@ -164,6 +189,41 @@ _NO_MATCHING_SUBSCRIBERS: Final = 0x10
 why delivery must move to platform receipts (reliability finding 1); counted in the stats."""
 
 
+INBOUND_QUEUE_MAX: Final = 16
+"""Inbound messages (receipts, commands) taken from the broker and not yet handled, per kind.
+Also the MQTT 5 Receive Maximum the hub announces in CONNECT (§3.1.2.11.3): the broker sends
+no more QoS 1 messages than this before we acknowledge one, and we acknowledge a message only
+as its handler takes it, so a platform (or a broker) flooding the hub queues at the broker,
+not in our memory. A receipt gathers up to 1,000 envelopes; 16 of them in hand is plenty."""
+
+MAX_INBOUND_BYTES: Final = MAX_MESSAGE_BYTES
+"""Largest inbound payload handled (a receipt of 1,000 single-reading items is ≈ 28 KB): what
+:func:`agent.cose.verify1` accepts at all. Also announced as the MQTT 5 Maximum Packet Size
+(with :data:`_INBOUND_PACKET_OVERHEAD_BYTES` for topic and properties): a broker discards a
+larger message for us instead of sending it (§3.1.2.11.4)."""
+
+_INBOUND_PACKET_OVERHEAD_BYTES: Final = 1024
+"""Fixed header, topic (≈ 30 bytes) and properties of an inbound PUBLISH, generously."""
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """One message the platform sent the hub. ``payload`` (a COSE_Sign1) is kept out of the
+    repr: it is unverified bytes from the network."""
+
+    kind: MessageKind
+    payload: bytes = field(repr=False)
+    dup: bool = False
+    """The broker's DUP flag: it may have sent this message before (a redelivery)."""
+
+
+InboundHandler = Callable[[InboundMessage], Awaitable[None]]
+"""Handles one inbound message of its kind (:meth:`Uplink.on_message`); runs on the loop, one
+message at a time per kind. Raising a :class:`~agent.errors.HubError` is logged
+(``mqtt_inbound_handler_failed``); anything else is logged with its traceback. Either way the
+next message is handled."""
+
+
 PublishDone = Callable[[BaseException | None], None]
 """How a publish ended: ``None`` on a PUBACK, else the error (see :meth:`Uplink.publish_then`)."""
 
@@ -198,6 +258,9 @@ class UplinkSettings:
     first_connect_jitter_s: float = 0.0
     inflight_max: int = INFLIGHT_MAX
     session_expiry_s: int = SESSION_EXPIRY_S
+    profile: UplinkProfile = MQTT
+    """The platform's rules; today the uplink takes only its inbound topics from it (what it
+    subscribes to, and what an arrived message is)."""
 
     def __post_init__(self) -> None:
         readings_topic(self.hub_id)
@@ -256,6 +319,13 @@ class UplinkStats:
     in_flight: int = 0
     last_backoff_s: float = 0.0
     last_failure: str = ""
+    subscribed: int = 0
+    """SUBACKs granting every inbound subscription (one per connection)."""
+    subscribe_refused: int = 0
+    inbound: int = 0
+    """Inbound messages handed to their handler."""
+    inbound_dropped: int = 0
+    """Inbound messages not handled: too large, of no registered kind, or over the queue."""
 
 
 # ---------------------------------------------------------------------------
@@ -404,6 +474,8 @@ class _Connection:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
         client.on_log = self._on_log
 
     @property
@@ -508,6 +580,20 @@ class _Connection:
             return
         self.connected_at = self.loop.time()
         self.connack.set_result(bool(flags.session_present))
+        self.uplink._subscribe(self)
+
+    def _on_subscribe(
+        self,
+        _c: mqtt.Client,
+        _u: Any,
+        _mid: int,
+        reasons: list[ReasonCode],
+        _p: Properties | None,
+    ) -> None:
+        self.uplink._subscribed(reasons)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        self.uplink._arrived(self, msg)
 
     def _on_disconnect(
         self,
@@ -651,6 +737,10 @@ class Uplink:
             max_workers=1, thread_name_prefix="uplink-connect"
         )
         self._log = _log.bind(hub=settings.hub_id)
+        self._handlers: dict[MessageKind, InboundHandler] = {}
+        self._inbound: dict[
+            MessageKind, asyncio.Queue[tuple[_Connection, int, int, InboundMessage]]
+        ] = {}
 
     # -- public API ---------------------------------------------------------------------
 
@@ -668,8 +758,14 @@ class Uplink:
             self._tls_context()  # fail fast on a broken key or certificate
             async with asyncio.TaskGroup() as tg:
                 supervisor = tg.create_task(self._supervise(), name="uplink.supervise")
+                dispatchers = [
+                    tg.create_task(self._dispatch(kind), name=f"uplink.inbound[{kind.value}]")
+                    for kind in self._handlers
+                ]
                 await self._closing.wait()
                 supervisor.cancel()
+                for task in dispatchers:
+                    task.cancel()
         finally:
             self._running = False
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -700,8 +796,10 @@ class Uplink:
         self.publish_then(payload, done)
         return fut
 
-    def publish_then(self, payload: bytes, done: PublishDone) -> None:
-        """Hand one envelope to the broker at QoS 1 now; ``done(None)`` on its PUBACK.
+    def publish_then(self, payload: bytes, done: PublishDone) -> bytes:
+        """Hand one envelope to the broker at QoS 1 now; ``done(None)`` on its PUBACK. Returns
+        the digest a platform's receipt names the envelope by
+        (:func:`agent.receipts.envelope_digest` of the MQTT payload as sent).
 
         The hot path of a caller that bounds its own window (the publisher): no task, no
         future, no timer per message; ``done`` runs once, on the loop, possibly before this
@@ -713,18 +811,44 @@ class Uplink:
         """
         if len(payload) > MAX_MESSAGE_BYTES:
             raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
+        digest = envelope_digest(payload)
         conn = self._conn
         if conn is None or not conn.is_connected:
             done(UplinkError("not connected"))
-            return
+            return digest
         info = conn.client.publish(self.topic, payload, qos=1, retain=False)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._log.warning("mqtt_publish_refused", rc=int(info.rc))
             done(UplinkError(f"paho refused the publish: {mqtt.error_string(info.rc)}"))
-            return
+            return digest
         conn.pending[info.mid] = (done, conn.loop.time())
         self.stats.in_flight += 1
         self._changed()
+        return digest
+
+    def on_message(self, kind: MessageKind | str, handler: InboundHandler) -> None:
+        """Hand every message the platform sends of ``kind`` (``"receipts"``, ``"commands"``)
+        to ``handler``, on the loop, one at a time, in arrival order.
+
+        Register before :meth:`run`; once one handler is registered the uplink subscribes
+        (QoS 1) to the profile's inbound topics after every CONNACK (the Clean Start 0 session
+        keeps the subscription across short drops; subscribing again is harmless and needed
+        after a broker lost its sessions). At most :data:`INBOUND_QUEUE_MAX` messages of a kind
+        wait for their handler; each is acknowledged (PUBACK) as its handler takes it, so the
+        broker (bounded by our Receive Maximum) keeps the rest. Messages over
+        :data:`MAX_INBOUND_BYTES`, or of a kind nobody handles, are acknowledged and dropped
+        (``mqtt_inbound_dropped``). A message taken after its connection ended is not handled
+        and not acknowledged: the broker sends it again on the next connection.
+        """
+        kind = MessageKind(kind)
+        if kind not in INBOUND:
+            raise UsageError("kind", f"{kind.value} is sent by the hub, not by the platform")
+        if self._running:
+            raise RuntimeError("register inbound handlers before Uplink.run()")
+        if kind in self._handlers:
+            raise RuntimeError(f"a handler for {kind.value} is already registered")
+        self._handlers[kind] = handler
+        self._inbound[kind] = asyncio.Queue(maxsize=INBOUND_QUEUE_MAX)
 
     async def disconnected_or_reconnected(self) -> None:
         """Return once the connection current at the call has ended; at once if there is none.
@@ -817,6 +941,7 @@ class Uplink:
             client_id=s.hub_id,
             protocol=MQTTProtocolVersion.MQTTv5,
             reconnect_on_failure=False,
+            manual_ack=True,  # an inbound message is acknowledged as its handler takes it
         )
         client.tls_set_context(ctx)
         client.connect_timeout = TLS_CONNECT_TIMEOUT_S
@@ -826,6 +951,8 @@ class Uplink:
         self._conn = conn
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = s.session_expiry_s
+        props.ReceiveMaximum = INBOUND_QUEUE_MAX
+        props.MaximumPacketSize = MAX_INBOUND_BYTES + _INBOUND_PACKET_OVERHEAD_BYTES
         self._log.info("mqtt_connecting", host=s.host, port=s.port)
         connecting = self._executor.submit(
             _blocking_connect, client, ctx.sockets, s.host, s.port, s.keepalive_s, props
@@ -901,6 +1028,93 @@ class Uplink:
         joined = asyncio.wrap_future(worker)
         joined.add_done_callback(_retrieve)  # its outcome was, or will never be, wanted
         await asyncio.wait({joined}, timeout=WORKER_JOIN_TIMEOUT_S)
+
+    # -- inbound ----------------------------------------------------------------------------
+
+    def _subscribe(self, conn: _Connection) -> None:
+        """At CONNACK (from paho's callback): subscribe to the inbound topics, QoS 1. Sent
+        before any publish of this connection, so a receipt for one of them finds the
+        subscription in place even on a fresh session."""
+        if not self._handlers:
+            return
+        s = self.settings
+        topics = [
+            (sub.topic_filter, SubscribeOptions(qos=sub.qos))
+            for sub in s.profile.subscriptions(s.hub_id)
+        ]
+        rc, _mid = conn.client.subscribe(topics)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self.stats.subscribe_refused += 1
+            self._log.warning("mqtt_subscribe_failed", rc=int(rc))
+
+    def _subscribed(self, reasons: list[ReasonCode]) -> None:
+        refused = [r.value for r in reasons if r.is_failure]
+        if refused:
+            # No receipt or command will arrive on this connection: the platform's ACL is
+            # wrong. Publishing goes on (with receipts, what is not receipted is sent again).
+            self.stats.subscribe_refused += 1
+            self._log.error("mqtt_subscribe_refused", rc=refused)
+        else:
+            self.stats.subscribed += 1
+            self._log.info("mqtt_subscribed", topics=len(reasons))
+        self._changed()
+
+    def _arrived(self, conn: _Connection, msg: mqtt.MQTTMessage) -> None:
+        """An inbound PUBLISH (from paho's callback, on the loop): queue it for its handler."""
+        s = self.settings
+        kind = s.profile.inbound_kind(s.hub_id, msg.topic)
+        queue = self._inbound.get(kind) if kind is not None else None
+        size = len(msg.payload)
+        if kind is None or queue is None or size > MAX_INBOUND_BYTES:
+            # Acknowledged and dropped: the same bytes again would be dropped again.
+            conn.client.ack(msg.mid, msg.qos)
+            why = "too_large" if size > MAX_INBOUND_BYTES else "unhandled"
+            self._inbound_dropped(kind, why, size)
+            return
+        if queue.full():
+            # Only a broker ignoring our Receive Maximum gets here. Not acknowledged: the
+            # broker keeps it and sends it again on the next connection.
+            self._inbound_dropped(kind, "queue_full", size)
+            return
+        queue.put_nowait(
+            (conn, msg.mid, msg.qos, InboundMessage(kind, bytes(msg.payload), bool(msg.dup)))
+        )
+
+    def _inbound_dropped(self, kind: MessageKind | None, why: str, size: int) -> None:
+        self.stats.inbound_dropped += 1
+        self._log.warning(
+            "mqtt_inbound_dropped",
+            kind=kind.value if kind is not None else None,
+            why=why,
+            size_bytes=size,
+        )
+        self._changed()
+
+    async def _dispatch(self, kind: MessageKind) -> None:
+        """Hand the queued messages of ``kind`` to its handler, one at a time."""
+        queue, handler = self._inbound[kind], self._handlers[kind]
+        while True:
+            conn, mid, qos, message = await queue.get()
+            if conn is not self._conn or not conn.is_connected:
+                self._log.info("mqtt_inbound_deferred", kind=kind.value)
+                continue  # unacknowledged: the broker sends it again on the next connection
+            if qos > 0:
+                conn.client.ack(mid, qos)
+            self.stats.inbound += 1
+            self._changed()
+            try:
+                await handler(message)
+            except HubError as exc:
+                self._log.warning(
+                    "mqtt_inbound_handler_failed", kind=kind.value, error=type(exc).__name__
+                )
+            except Exception as exc:  # noqa: BLE001 - a bug in a handler: logged whole, next
+                self._log.error(
+                    "mqtt_inbound_handler_failed",
+                    kind=kind.value,
+                    error=type(exc).__name__,
+                    exc_info=True,
+                )
 
     # -- helpers ----------------------------------------------------------------------------
 
