@@ -15,6 +15,14 @@ The ``kid`` is the first 16 bytes of SHA-256 over the public key's DER SubjectPu
 (:func:`key_id`): the receiver finds the hub's certificate by the topic's hub id and checks that
 its key has this id.
 
+Compression (docs/platform-protocol.md "Compression"): two private-use labels of the protected
+header say that the payload is one zstd frame (``-70001: "zstd"``) and with which dictionary it
+was compressed (``-70002: id``). They are written only when asked for (:func:`sign1_with`'s
+``payload_encoding``), so an envelope without them is byte for byte what it always was, and
+accepted by :func:`verify1` only when the caller says it can decompress (``allow_compression``):
+a caller that expects a plain payload never gets compressed bytes by mistake. The signature is
+over the payload as sent (compressed); decompressing is the caller's (:mod:`agent.envelopes`).
+
 Decoding is strict because the bytes come from the network: the size is bounded, nesting is
 bounded, duplicate map keys and indefinite lengths are refused, no CBOR tag is turned into an
 object (only the outer tag 18 is accepted, and only in its one-byte form), trailing bytes are
@@ -63,6 +71,21 @@ HEADER_CONTENT_TYPE: Final = 3
 HEADER_KID: Final = 4
 """Common header parameter labels (RFC 9052 §3.1, Table 2)."""
 
+HEADER_PAYLOAD_ENCODING: Final = -70001
+"""Private-use label (below -65536, RFC 9052 §3.1): how the payload is encoded, ``"zstd"``."""
+HEADER_ZSTD_DICTIONARY: Final = -70002
+"""Private-use label: the id of the zstd dictionary the payload was compressed with (uint)."""
+
+ENCODING_ZSTD: Final = "zstd"
+"""The one payload encoding: a single zstd frame (RFC 8878)."""
+
+MAX_DICTIONARY_ID: Final = 2**31 - 1
+"""zstd dictionary ids are 32-bit; ids of 2^31 and above are reserved by the zstd format."""
+
+_KNOWN_LABELS: Final = frozenset(
+    (HEADER_ALG, HEADER_CONTENT_TYPE, HEADER_KID, HEADER_PAYLOAD_ENCODING, HEADER_ZSTD_DICTIONARY)
+)
+
 ALG_ES256: Final = -7
 """ECDSA w/ SHA-256 on P-256 (RFC 9053 §2.1, Table 1)."""
 
@@ -81,6 +104,10 @@ MAX_MESSAGE_BYTES: Final = MAX_PAYLOAD_BYTES + 1024
 """Largest envelope accepted: the largest payload (agent/payload.py) plus a generous bound on
 the fixed overhead (tag, array, protected header with a 36-byte content type and a 16-byte kid,
 64-byte signature: about 130 bytes)."""
+
+MAX_BATCH_MESSAGE_BYTES: Final = 1024 * 1024 + 1024
+"""Largest envelope a caller may allow (:func:`verify1`'s ``max_message_bytes``): a batch's
+payload of at most 1 MiB (agent/envelopes.py) plus the fixed overhead."""
 
 _ENVELOPE_MAX_DEPTH: Final = 3
 """array -> unprotected map -> (nothing: it must be empty). One level of slack, no more."""
@@ -116,6 +143,10 @@ class Sign1Message:
     kid: bytes
     content_type: str
     payload: bytes = field(repr=False)
+    encoding: str | None = None
+    """``"zstd"`` when the payload is a zstd frame (label -70001), else ``None``."""
+    dictionary_id: int | None = None
+    """The zstd dictionary's id (label -70002), ``None`` when none was used."""
 
 
 # ---------------------------------------------------------------------------
@@ -167,6 +198,10 @@ def sign1_with(
     sign: Es256Sign,
     kid: bytes,
     content_type: str = CONTENT_TYPE,
+    *,
+    payload_encoding: str | None = None,
+    dictionary_id: int | None = None,
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES,
 ) -> bytes:
     """Like :func:`sign1`, with the ES256 operation supplied by the caller (a key provider).
 
@@ -174,12 +209,27 @@ def sign1_with(
     the same payload twice gives two different, equally valid envelopes. That is harmless
     because the outbox stores the signed bytes and re-sends exactly those. Raises
     :class:`KeyMaterialError` if ``sign`` returns something that is not a 64-byte ``r || s``.
+
+    ``payload_encoding="zstd"`` (the payload is a zstd frame the caller made) and
+    ``dictionary_id`` add labels -70001 and -70002 to the protected header; a dictionary id
+    without the encoding, an unknown encoding or an id outside 1..2^31-1 is a ``ValueError``.
+    ``max_payload_bytes`` raises the payload bound for a batch (at most the payload bound of
+    :data:`MAX_BATCH_MESSAGE_BYTES`).
     """
     if len(kid) != KID_BYTES:
         raise ValueError(f"kid must be {KID_BYTES} bytes, got {len(kid)}")
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
-    protected = _encode_protected(content_type, kid)
+    if not 0 < max_payload_bytes <= MAX_BATCH_MESSAGE_BYTES - 1024:
+        raise ValueError(f"max_payload_bytes {max_payload_bytes} out of range")
+    if len(payload) > max_payload_bytes:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds {max_payload_bytes}")
+    if payload_encoding not in (None, ENCODING_ZSTD):
+        raise ValueError(f"unknown payload encoding {payload_encoding!r}")
+    if dictionary_id is not None:
+        if payload_encoding is None:
+            raise ValueError("a dictionary id needs payload_encoding='zstd'")
+        if type(dictionary_id) is not int or not 0 < dictionary_id <= MAX_DICTIONARY_ID:
+            raise ValueError(f"dictionary id {dictionary_id!r} out of 1..{MAX_DICTIONARY_ID}")
+    protected = _encode_protected(content_type, kid, payload_encoding, dictionary_id)
     signature = sign(_to_be_signed(protected, payload))
     if len(signature) != SIGNATURE_BYTES:
         raise KeyMaterialError(
@@ -195,16 +245,26 @@ def verify1(
     public_key: ec.EllipticCurvePublicKey,
     *,
     expected_content_type: str | None = None,
+    allow_compression: bool = False,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
 ) -> Sign1Message:
     """Check a tagged COSE_Sign1 against ``public_key`` and return its verified content.
 
     Raises :class:`IntegrityError` (``what="COSE_Sign1"``) with a ``reason`` naming the fault
     for a malformed envelope, a wrong header, a kid that is not ``public_key``'s, or a signature
     that does not verify; :class:`KeyMaterialError` if ``public_key`` is not a P-256 key.
+
+    A compressed payload (labels -70001/-70002) is refused unless ``allow_compression``; then
+    the payload returned is the signed zstd frame, still compressed. ``max_message_bytes``
+    (at most :data:`MAX_BATCH_MESSAGE_BYTES`) raises the size bound for a batch.
     """
     _require_p256(public_key, "verification key")
-    protected, payload, signature = _split_envelope(message)
-    alg, content_type, kid = _parse_protected(protected)
+    if not 0 < max_message_bytes <= MAX_BATCH_MESSAGE_BYTES:
+        raise ValueError(f"max_message_bytes {max_message_bytes} out of range")
+    protected, payload, signature = _split_envelope(message, max_message_bytes)
+    alg, content_type, kid, encoding, dictionary_id = _parse_protected(protected)
+    if encoding is not None and not allow_compression:
+        _reject("compressed payload where a plain one is expected")
     if expected_content_type is not None and content_type != expected_content_type:
         _reject(f"content type {content_type!r}, expected {expected_content_type!r}")
     if kid != key_id(public_key):
@@ -219,14 +279,60 @@ def verify1(
         )
     except InvalidSignature:
         _reject("signature does not verify")
-    return Sign1Message(alg=alg, kid=kid, content_type=content_type, payload=payload)
-
-
-def _encode_protected(content_type: str, kid: bytes) -> bytes:
-    return cbor2.dumps(
-        {HEADER_ALG: ALG_ES256, HEADER_CONTENT_TYPE: content_type, HEADER_KID: kid},
-        canonical=True,
+    return Sign1Message(
+        alg=alg,
+        kid=kid,
+        content_type=content_type,
+        payload=payload,
+        encoding=encoding,
+        dictionary_id=dictionary_id,
     )
+
+
+def split1(message: bytes, *, max_message_bytes: int = MAX_MESSAGE_BYTES) -> Sign1Message:
+    """The content of a COSE_Sign1 **without checking its signature**: for envelopes this hub
+    made and stored itself (the outbox's seal authenticates them), never for received ones.
+
+    As strict as :func:`verify1` about structure and header (compression labels allowed);
+    raises :class:`IntegrityError` the same way.
+    """
+    protected, payload, _signature = _split_envelope(message, max_message_bytes)
+    alg, content_type, kid, encoding, dictionary_id = _parse_protected(protected)
+    return Sign1Message(
+        alg=alg,
+        kid=kid,
+        content_type=content_type,
+        payload=payload,
+        encoding=encoding,
+        dictionary_id=dictionary_id,
+    )
+
+
+def protected_header(
+    content_type: str,
+    kid: bytes,
+    *,
+    payload_encoding: str | None = None,
+    dictionary_id: int | None = None,
+) -> bytes:
+    """The protected header's bytes as :func:`sign1_with` writes them (deterministic CBOR);
+    for sizing an envelope before signing it."""
+    return _encode_protected(content_type, kid, payload_encoding, dictionary_id)
+
+
+def _encode_protected(
+    content_type: str, kid: bytes, encoding: str | None = None, dictionary_id: int | None = None
+) -> bytes:
+    header: dict[int, object] = {
+        HEADER_ALG: ALG_ES256,
+        HEADER_CONTENT_TYPE: content_type,
+        HEADER_KID: kid,
+    }
+    if encoding is not None:
+        header[HEADER_PAYLOAD_ENCODING] = encoding
+    if dictionary_id is not None:
+        header[HEADER_ZSTD_DICTIONARY] = dictionary_id
+    return cbor2.dumps(header, canonical=True)
 
 
 def _to_be_signed(protected: bytes, payload: bytes) -> bytes:
@@ -272,12 +378,41 @@ _REFUSALS: Final[Mapping[int, Any]] = {
 }
 
 
-def _strict_loads(data: bytes, part: str, max_depth: int) -> object:
+TAG_DECIMAL_FRACTION: Final = 4
+"""RFC 8949 §3.4.4: the one tag a reading's payload holds (measured values, agent/payload.py)."""
+
+_REFUSALS_BUT_DECIMALS: Final[Mapping[int, Any]] = {
+    t: f for t, f in _REFUSALS.items() if t != TAG_DECIMAL_FRACTION
+}
+
+
+def strict_cbor(
+    data: bytes, part: str, *, max_depth: int, decimal_fractions: bool = False
+) -> object:
+    """Decode a payload as strictly as the envelope: exactly one item, no duplicate keys, no
+    indefinite lengths, no tags (but decimal fractions, tag 4, with ``decimal_fractions``),
+    nesting within ``max_depth``, in deterministic encoding (RFC 8949 §4.2.1).
+
+    Raises :class:`IntegrityError` (``what="COSE_Sign1"``) whose reason starts with ``part``.
+    """
+    value = _strict_loads(data, part, max_depth, decimal_fractions=decimal_fractions)
+    try:
+        canonical = cbor2.dumps(value, canonical=True)
+    except (cbor2.CBOREncodeError, ValueError, TypeError):
+        _reject(f"{part}: not in deterministic CBOR encoding")
+    if canonical != data:
+        _reject(f"{part}: not in deterministic CBOR encoding")
+    return value
+
+
+def _strict_loads(
+    data: bytes, part: str, max_depth: int, *, decimal_fractions: bool = False
+) -> object:
     """Decode exactly one CBOR item from ``data`` without building any tagged object."""
     decoder = cbor2.CBORDecoder(
         io.BytesIO(data),
         tag_hook=_refuse_tag,
-        semantic_decoders=_REFUSALS,
+        semantic_decoders=_REFUSALS_BUT_DECIMALS if decimal_fractions else _REFUSALS,
         max_depth=max_depth,
         allow_indefinite=False,
         allow_duplicate_keys=False,
@@ -311,10 +446,12 @@ def _describe(exc: cbor2.CBORDecodeError) -> str:
     return "malformed CBOR"
 
 
-def _split_envelope(message: bytes) -> tuple[bytes, bytes, bytes]:
+def _split_envelope(
+    message: bytes, max_message_bytes: int = MAX_MESSAGE_BYTES
+) -> tuple[bytes, bytes, bytes]:
     """Tag, array shape and types of a COSE_Sign1; returns (protected, payload, signature)."""
-    if len(message) > MAX_MESSAGE_BYTES:
-        _reject(f"envelope of {len(message)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    if len(message) > max_message_bytes:
+        _reject(f"envelope of {len(message)} bytes exceeds {max_message_bytes}")
     if message[:1] != _TAG18_HEAD:
         _reject("not a tagged COSE_Sign1 (CBOR tag 18 expected)")
     body = _strict_loads(message[1:], "envelope", _ENVELOPE_MAX_DEPTH)
@@ -343,8 +480,9 @@ def _split_envelope(message: bytes) -> tuple[bytes, bytes, bytes]:
     return protected, payload, signature
 
 
-def _parse_protected(protected: bytes) -> tuple[int, str, bytes]:
-    """The protected header map: exactly alg, content type and kid (RFC 9052 §3.1)."""
+def _parse_protected(protected: bytes) -> tuple[int, str, bytes, str | None, int | None]:
+    """The protected header map: exactly alg, content type and kid (RFC 9052 §3.1), and the
+    compression labels when present; returns them with the encoding and dictionary id."""
     if not protected:
         _reject("protected header is empty (alg is required)")
     header = _strict_loads(protected, "protected header", _HEADER_MAX_DEPTH)
@@ -353,9 +491,7 @@ def _parse_protected(protected: bytes) -> tuple[int, str, bytes]:
     for label in (HEADER_ALG, HEADER_CONTENT_TYPE, HEADER_KID):
         if label not in header:
             _reject(f"protected header lacks label {label}")
-    unknown = sorted(
-        repr(k) for k in header if k not in (HEADER_ALG, HEADER_CONTENT_TYPE, HEADER_KID)
-    )
+    unknown = sorted(repr(k) for k in header if k not in _KNOWN_LABELS)
     if unknown:
         _reject(f"unknown protected header label(s) {', '.join(unknown)}")
     alg, content_type, kid = header[HEADER_ALG], header[HEADER_CONTENT_TYPE], header[HEADER_KID]
@@ -367,9 +503,26 @@ def _parse_protected(protected: bytes) -> tuple[int, str, bytes]:
         _reject(f"kid is {_cbor_type(kid)}, not a byte string")
     if len(kid) != KID_BYTES:
         _reject(f"kid is {len(kid)} bytes, expected {KID_BYTES}")
+    encoding: str | None = None
+    if HEADER_PAYLOAD_ENCODING in header:
+        value = header[HEADER_PAYLOAD_ENCODING]
+        if not isinstance(value, str):
+            _reject(f"payload encoding is {_cbor_type(value)}, not a text string")
+        if value != ENCODING_ZSTD:
+            _reject(f"unknown payload encoding {value[:40]!r}")
+        encoding = value
+    dictionary_id: int | None = None
+    if HEADER_ZSTD_DICTIONARY in header:
+        dictionary_id = header[HEADER_ZSTD_DICTIONARY]
+        if encoding is None:
+            _reject(f"label {HEADER_ZSTD_DICTIONARY} (zstd dictionary) without payload encoding")
+        if type(dictionary_id) is not int:
+            _reject(f"zstd dictionary id is {_cbor_type(dictionary_id)}, not an unsigned integer")
+        if not 0 < dictionary_id <= MAX_DICTIONARY_ID:
+            _reject(f"zstd dictionary id {dictionary_id} out of 1..{MAX_DICTIONARY_ID}")
     if cbor2.dumps(header, canonical=True) != protected:
         _reject("protected header not in deterministic CBOR encoding")
-    return alg, content_type, kid
+    return alg, content_type, kid, encoding, dictionary_id
 
 
 def _cbor_type(value: object) -> str:

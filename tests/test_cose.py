@@ -395,3 +395,99 @@ class TestKeys:
         with pytest.raises(KeyMaterialError) as caught:
             cose.load_signing_key(path)
         assert caught.value.reason == "not a P-256 (secp256r1) key, ES256 needs one"
+
+
+class TestCompressionLabels:
+    """Labels -70001 ("zstd") and -70002 (dictionary id): signed, returned, strictly checked."""
+
+    def test_round_trip_with_a_dictionary(self) -> None:
+        message = cose.sign1(PAYLOAD, KEY, KID, CONTENT_TYPE)
+        compressed = cose.sign1_with(
+            PAYLOAD, _sign, KID, CONTENT_TYPE, payload_encoding="zstd", dictionary_id=1
+        )
+        verified = cose.verify1(compressed, KEY.public_key(), allow_compression=True)
+        assert ("zstd", 1, PAYLOAD) == (verified.encoding, verified.dictionary_id, verified.payload)
+        plain = cose.verify1(message, KEY.public_key(), allow_compression=True)
+        assert (None, None) == (plain.encoding, plain.dictionary_id)
+
+    def test_protected_header_bytes(self) -> None:
+        """Deterministic order: 1, 3, 4, then -70001 and -70002 (major type 1 after 0)."""
+        protected = _parts(
+            cose.sign1_with(
+                PAYLOAD, _sign, KID, CONTENT_TYPE, payload_encoding="zstd", dictionary_id=258
+            )
+        )[0]
+        expected = (
+            b"\xa5\x01\x26\x03\x78\x24" + CONTENT_TYPE.encode() + b"\x04\x50" + KID
+            + b"\x3a\x00\x01\x11\x70\x64zstd" + b"\x3a\x00\x01\x11\x71\x19\x01\x02"
+        )  # fmt: skip
+        assert expected == protected
+        assert protected == cose.protected_header(
+            CONTENT_TYPE, KID, payload_encoding="zstd", dictionary_id=258
+        )
+
+    def test_without_compression_the_bytes_are_unchanged(self) -> None:
+        assert cose.sign1(PAYLOAD, KEY, KID, CONTENT_TYPE) == cose.sign1_with(
+            PAYLOAD, _sign, KID, CONTENT_TYPE, payload_encoding=None, dictionary_id=None
+        )
+
+    def test_refused_unless_the_caller_decompresses(self) -> None:
+        compressed = cose.sign1_with(PAYLOAD, _sign, KID, CONTENT_TYPE, payload_encoding="zstd")
+        assert "compressed payload where a plain one is expected" == _reason(compressed)
+
+    @pytest.mark.parametrize(
+        ("extra", "reason"),
+        [
+            ({-70001: "gzip"}, "unknown payload encoding 'gzip'"),
+            ({-70001: 1}, "payload encoding is an integer, not a text string"),
+            ({-70001: None}, "payload encoding is null, not a text string"),
+            ({-70002: 1}, "label -70002 (zstd dictionary) without payload encoding"),
+            ({-70001: "zstd", -70002: "1"}, "zstd dictionary id is a text string, not an"),
+            ({-70001: "zstd", -70002: 0}, "zstd dictionary id 0 out of 1..2147483647"),
+            ({-70001: "zstd", -70002: -3}, "zstd dictionary id -3 out of 1..2147483647"),
+            ({-70001: "zstd", -70002: 2**31}, "zstd dictionary id 2147483648 out of"),
+            ({-70001: "zstd", -70003: 1}, "unknown protected header label(s) -70003"),
+            ({-70001: "zstd", 2: [1]}, "unknown protected header label(s) 2"),
+        ],
+    )
+    def test_bad_labels(self, extra: dict[int, Any], reason: str) -> None:
+        header = {1: -7, 3: CONTENT_TYPE, 4: KID, **extra}
+        message = _resigned(_protected(header))
+        with pytest.raises(IntegrityError) as caught:
+            cose.verify1(message, KEY.public_key(), allow_compression=True)
+        assert caught.value.reason.startswith(reason)
+
+    @pytest.mark.parametrize(
+        ("header", "match"),
+        [
+            ({"payload_encoding": "gzip"}, "unknown payload encoding"),
+            ({"dictionary_id": 1}, "needs payload_encoding"),
+            ({"payload_encoding": "zstd", "dictionary_id": 0}, "out of 1.."),
+            ({"payload_encoding": "zstd", "dictionary_id": True}, "out of 1.."),
+        ],
+    )
+    def test_signing_refuses_bad_labels(self, header: dict[str, Any], match: str) -> None:
+        with pytest.raises(ValueError, match=match):
+            cose.sign1_with(PAYLOAD, _sign, KID, CONTENT_TYPE, **header)
+
+    def test_batch_size_bound_is_opt_in(self) -> None:
+        big = b"\0" * (40 * 1024)
+        with pytest.raises(ValueError, match="exceeds"):
+            cose.sign1_with(big, _sign, KID, CONTENT_TYPE)
+        message = cose.sign1_with(big, _sign, KID, CONTENT_TYPE, max_payload_bytes=len(big))
+        assert "exceeds" in _reason(message)
+        verified = cose.verify1(
+            message, KEY.public_key(), max_message_bytes=cose.MAX_BATCH_MESSAGE_BYTES
+        )
+        assert big == verified.payload
+
+    def test_split1_reads_without_verifying(self) -> None:
+        message = cose.sign1_with(PAYLOAD, _sign, KID, CONTENT_TYPE, payload_encoding="zstd")
+        split = cose.split1(message)
+        assert (PAYLOAD, "zstd", KID) == (split.payload, split.encoding, split.kid)
+        with pytest.raises(IntegrityError):
+            cose.split1(message[:-1])
+
+
+def _sign(message: bytes) -> bytes:
+    return cose.es256_sign(KEY, message)
