@@ -36,6 +36,7 @@ Audit lines: ``command_accepted`` (``op``, ``nonce``), ``command_rejected`` (``r
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import functools
 import io
 import tomllib
@@ -641,12 +642,9 @@ class CommandDesk:
             elif isinstance(action, RotateCertificate):
                 result = {"csr": cert_rotation.begin_rotation(self._slots, self.hub_id)}
             elif isinstance(action, InstallCertificate):
+                now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
                 cert_rotation.install(
-                    self._slots,
-                    action.cert_der,
-                    self.hub_id,
-                    ca=self._client_ca,
-                    now=None,
+                    self._slots, action.cert_der, self.hub_id, ca=self._client_ca, now=now
                 )
         except CommandRejectedError as exc:
             log.warning("command_failed", op=command.op.value, error=exc.reason.value)
