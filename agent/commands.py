@@ -11,8 +11,9 @@ The sans-I/O core is :meth:`Command.from_bytes`: the bytes of one MQTT message o
    kid is not the platform key's, or whose signature does not verify, is ``forged``, and
    anything else (not a COSE_Sign1, or signed by the platform but outside the envelope
    rules) ``malformed``;
-2. the payload is one CBOR map decoded strictly (no tags, no duplicate keys, no indefinite
-   lengths, no trailing bytes, bounded nesting) holding exactly ``v`` (1), ``hub``,
+2. the payload is one CBOR map decoded strictly (:func:`agent.cose.strict_cbor`: no tags, no
+   duplicate keys, no indefinite lengths, no trailing bytes, bounded nesting, deterministic
+   encoding) holding exactly ``v`` (1), ``hub``,
    ``nonce`` (16 bytes), ``iat``, ``exp`` (uint, ``0 <= exp - iat <= 3600``), ``op`` and
    ``args`` (a map): else ``malformed``;
 3. ``hub`` is this hub (``wrong_hub``); ``iat - 300 <= now <= exp`` by the injected clock
@@ -39,6 +40,7 @@ import collections
 import datetime as dt
 import functools
 import io
+import time
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -69,6 +71,7 @@ from agent.errors import (
     KeyMaterialError,
     StorageError,
 )
+from agent.security import SecurityEvent, load_platform_key
 
 log = structlog.get_logger(__name__)
 
@@ -211,9 +214,11 @@ class Command:
             reason, detail = _unverified(message, platform_key)
             raise CommandRejectedError(reason, detail) from None
         try:
-            body = _strict_loads(signed.payload, _PAYLOAD_MAX_DEPTH)
-        except _MalformedError as exc:
-            raise CommandRejectedError(CommandRejection.MALFORMED, f"payload: {exc}") from None
+            body = cose.strict_cbor(signed.payload, "payload", max_depth=_PAYLOAD_MAX_DEPTH)
+        except IntegrityError:
+            raise CommandRejectedError(
+                CommandRejection.MALFORMED, "payload is not strict, deterministic CBOR"
+            ) from None
         if not isinstance(body, dict):
             raise CommandRejectedError(CommandRejection.MALFORMED, "payload is not a map")
         return _parse_body(body, hub_id, now_s)
@@ -362,7 +367,8 @@ def _unverified(
 
 
 # ---------------------------------------------------------------------------
-# Strict CBOR (the rules of agent/cose.py, for the payload)
+# Strict CBOR without the deterministic-encoding rule: to read an envelope that did not verify
+# far enough to tell forged from malformed (agent.cose.strict_cbor decodes the payload)
 # ---------------------------------------------------------------------------
 
 
@@ -510,16 +516,21 @@ class Handled:
     ``command``: the command, when it was accepted (its nonce now remembered); ``ok``: it
     was carried out, or, for the daemon's ops (sync_now, report_status, announce,
     and switching over after install_certificate), is the daemon's to carry out now.
-    ``rejection``: why it was refused, when it was. ``security``: a ``security`` event for
-    the daemon to raise. ``reply``: the signed reply to publish on ``replies``, or ``None``
-    (a message that did not verify gets none).
+    ``rejection``: why it was refused, when it was. ``security_event``: the ``security``
+    event to report (:func:`agent.security.report_security`, on the event loop: the daemon's
+    sink is not thread-safe). ``reply``: the signed reply to publish on ``replies``, or
+    ``None`` (a message that did not verify gets none).
     """
 
     command: Command | None
     ok: bool
     rejection: CommandRejection | None
-    security: bool
     reply: bytes | None = field(repr=False)
+    security_event: SecurityEvent | None = None
+
+    @property
+    def security(self) -> bool:
+        return self.security_event is not None
 
 
 class CommandDesk:
@@ -531,7 +542,7 @@ class CommandDesk:
 
     Args:
         hub_id: this hub.
-        platform_key: the platform's public key (:func:`load_platform_key`).
+        platform_key: the platform's public key (:func:`agent.security.load_platform_key`).
         signer: the hub's signer (:class:`agent.ingest.Signer`).
         nonces: the durable nonce memory.
         clock: Unix time in seconds (the wall clock; tests inject one).
@@ -562,6 +573,36 @@ class CommandDesk:
         self._client_ca = client_ca
         self.rejections: collections.Counter[CommandRejection] = collections.Counter()
         """Rejections by reason since start; the security ones are ``security`` events."""
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: config.Config,
+        signer: ReplySigner,
+        *,
+        clock: Callable[[], float] = time.time,
+        client_ca: x509.Certificate | None = None,
+    ) -> CommandDesk | None:
+        """The desk of the configured hub, or ``None`` when no ``[platform] cert_file`` is
+        set (no command can verify then). Reads the platform certificate and the nonce file
+        (``<hub.state_dir>/command_nonces``, which must be writable for a command to run);
+        ``set_config`` edits ``cfg.source``; rotation uses ``mqtt.cert_file``/``key_file``.
+
+        Raises:
+            KeyMaterialError: the platform certificate is unreadable or not a P-256 key's.
+        """
+        if cfg.platform.cert_file is None:
+            return None
+        return cls(
+            hub_id=cfg.hub.id,
+            platform_key=load_platform_key(cfg.platform.cert_file),
+            signer=signer,
+            nonces=NonceFile.in_state_dir(cfg.hub.state_dir, clock),
+            clock=clock,
+            config_path=cfg.source,
+            slots=CertificateSlots(cfg.mqtt.cert_file, cfg.mqtt.key_file),
+            client_ca=client_ca,
+        )
 
     @property
     def security_events(self) -> int:
@@ -630,7 +671,10 @@ class CommandDesk:
         reply = None
         if exc.nonce is not None:
             reply = self._reply(exc.nonce, exc.op or "", error=exc.reason.value)
-        return Handled(None, False, exc.reason, exc.reason.security, reply)
+        event = None
+        if exc.reason.security:
+            event = SecurityEvent(source="command", check=exc.reason.value, detail=exc.detail)
+        return Handled(None, False, exc.reason, reply, event)
 
     def _carry_out(self, command: Command) -> Handled:
         action = command.action
@@ -670,7 +714,7 @@ class CommandDesk:
         result: Mapping[str, Any] | None = None,
     ) -> Handled:
         reply = self._reply(command.nonce, command.op.value, error=error, result=result)
-        return Handled(command, error is None, None, False, reply)
+        return Handled(command, error is None, None, reply)
 
     def _reply(
         self,
@@ -683,27 +727,6 @@ class CommandDesk:
         return build_reply(
             hub_id=self.hub_id, nonce=nonce, op=op, signer=self._signer, error=error, result=result
         )
-
-
-def load_platform_key(cert_file: Path) -> ec.EllipticCurvePublicKey:
-    """The platform's P-256 public key from its PEM certificate (``[platform] cert_file``).
-
-    Raises:
-        KeyMaterialError: unreadable, not a PEM certificate, or not a P-256 key.
-    """
-    what = f"platform certificate {cert_file}"
-    try:
-        with cert_file.open("rb") as f:
-            data = f.read(cert_rotation.MAX_CERT_BYTES + 1)
-    except OSError as exc:
-        raise KeyMaterialError(what, f"cannot be read: {exc.strerror}") from None
-    try:
-        key = x509.load_pem_x509_certificate(data).public_key()
-    except ValueError:
-        raise KeyMaterialError(what, "not a PEM certificate") from None
-    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise KeyMaterialError(what, "not a P-256 key")
-    return key
 
 
 __all__ = [
@@ -724,5 +747,4 @@ __all__ = [
     "SyncNow",
     "apply_set_config",
     "build_reply",
-    "load_platform_key",
 ]

@@ -35,8 +35,9 @@ from agent.commands import (
     SetConfig,
     SyncNow,
 )
-from agent.errors import CommandRejectedError, CommandRejection, KeyMaterialError
+from agent.errors import CommandRejectedError, CommandRejection
 from agent.ingest import Signer
+from agent.security import SecurityEvent
 from hil.pki import DevPki
 from hil.platform_signing import PlatformSigner, verify_platform_message
 from tests.example_config import EXAMPLE
@@ -232,6 +233,7 @@ class TestMalformed:
             b"\xa2\x61v\x01\x61v\x01",  # duplicate key
             b"\xbf\x61v\x01\xff",  # indefinite-length map
             cbor2.dumps(cbor2.CBORTag(55799, base_body())),  # self-described CBOR tag
+            b"\xa1\x61v\x18\x01",  # {"v": 1} with the 1 in two bytes: not deterministic
         ],
     )
     def test_bad_cbor_payload(self, payload: bytes) -> None:
@@ -688,14 +690,49 @@ class TestSetConfig:
         assert config_file.read_bytes() == before
 
 
-class TestPlatformKey:
-    def test_from_the_dev_pki(self, dev_pki: DevPki) -> None:
-        key = commands.load_platform_key(dev_pki.platform_cert)
-        assert cose.key_id(key) == PlatformSigner.from_pem_file(dev_pki.platform_key).kid
+class TestFromConfig:
+    def test_the_configured_hub(
+        self, tmp_path: Path, config_file: Path, dev_pki: DevPki, clock: FakeWallClock
+    ) -> None:
+        """[platform] cert_file names the key; the nonces live in hub.state_dir; set_config
+        edits the file the configuration came from."""
+        text = config_file.read_text()
+        text = text.replace('state_dir = "/var/lib/homehub"', f'state_dir = "{tmp_path}"')
+        text = text.replace(
+            '# cert_file = "/etc/homehub/tls/platform.pem"',
+            f'cert_file = "{dev_pki.platform_cert}"',
+        )
+        config_file.write_text(text)
+        cfg = config.load(config_file)
+        desk = CommandDesk.from_config(cfg, Signer.from_key(HUB_KEY), clock=clock)
+        assert desk is not None
+        signer = PlatformSigner.from_pem_file(dev_pki.platform_key)
+        handled = desk.handle(
+            signer.command(
+                cfg.hub.id,
+                "set_config",
+                {"key": "mqtt.keepalive_s", "value": 900},
+                iat=NOW,
+                exp=NOW + 60,
+            )
+        )
+        assert (handled.ok, config.load(config_file).mqtt.keepalive_s) == (True, 900)
+        assert (tmp_path / command_nonces.FILE_NAME).exists()
+        assert desk.handle(command()).rejection is CommandRejection.FORGED  # the test key
 
-    def test_not_a_certificate(self, tmp_path: Path) -> None:
-        path = tmp_path / "platform.crt"
-        path.write_text("not PEM")
-        with pytest.raises(KeyMaterialError) as caught:
-            commands.load_platform_key(path)
-        assert caught.value.reason == "not a PEM certificate"
+    def test_no_platform_certificate_no_commands(self, config_file: Path) -> None:
+        cfg = config.load(config_file)
+        assert cfg.platform.cert_file is None
+        assert CommandDesk.from_config(cfg, Signer.from_key(HUB_KEY)) is None
+
+
+class TestSecurityEvent:
+    def test_forged(self, desk: CommandDesk) -> None:
+        handled = desk.handle(command(signer=IMPOSTOR))
+        assert handled.security_event == SecurityEvent(
+            source="command", check="forged", detail="kid is not the platform key's"
+        )
+
+    def test_not_for_a_malformed_or_unknown_command(self, desk: CommandDesk) -> None:
+        assert desk.handle(b"").security_event is None
+        assert desk.handle(command("reboot")).security_event is None
