@@ -208,12 +208,12 @@ def measurement_header(data: bytes) -> tuple[int, bool]:
     Raises:
         DecodeError: shorter than flags + sequence number.
     """
-    flags = flags_octet(_MEASUREMENT, data)
     if len(data) < 3:
+        flags_octet(_MEASUREMENT, data)  # raises for an empty value
         Cursor(_MEASUREMENT, data, 1).u16("Sequence Number")  # raises, naming the field
     # Read once per record of a download (a hot path): the octets directly, the flag by its
-    # driver constant; a short value took the Cursor's path above.
-    return int.from_bytes(data[1:3], "little"), bool(flags & _CONTEXT_FOLLOWS)
+    # driver constant; a short value took the drivers' path above.
+    return data[1] | data[2] << 8, bool(data[0] & _CONTEXT_FOLLOWS)
 
 
 def context_sequence_number(data: bytes) -> int:
@@ -222,11 +222,11 @@ def context_sequence_number(data: bytes) -> int:
     Raises:
         DecodeError: shorter than flags + sequence number.
     """
-    flags_octet(_CONTEXT, data)  # any flags: the joiner needs the number only
     if len(data) < 3:
+        flags_octet(_CONTEXT, data)  # any flags: the joiner needs the number only
         Cursor(_CONTEXT, data, 1).u16("Sequence Number")  # raises, naming the field
     # As measurement_header: read for every context of a download, the octets directly.
-    return int.from_bytes(data[1:3], "little")
+    return data[1] | data[2] << 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,8 +334,10 @@ class RecordJoiner:
             DecodeError: shorter than flags + sequence number.
         """
         seq, wants = measurement_header(data)
-        context = self._contexts.pop(seq, None) if wants else None
+        context = self._contexts.pop(seq, None) if wants and self._contexts else None
         record = JoinedRecord(seq, data, context, received_monotonic, received_wall)
+        if self._held is None and not (wants and context is None):
+            return [record]  # the common case, a record complete as it arrives
         out = self._release_held()
         if wants and context is None:
             self._held = record
@@ -517,6 +519,7 @@ class GlsSync:
         self._final: RacpResponse | None = None
         self._newest: JoinedRecord | None = None
         self._limit_signalled = False
+        self._peak_ready = 0
         self._abort_written = False
         self._after_abort = 0
         #: The most each buffer ever held in this session (logged when a meter floods).
@@ -696,8 +699,8 @@ class GlsSync:
         Raises:
             DeviceProtocolError: the procedure's Response Code is unexpected or a failure.
         """
-        if self.failure is None and self.limit_reached and not self._limit_signalled:
-            self._limit_signalled = True
+        if self.refused and self.failure is None and not self._limit_signalled:
+            self._limit_signalled = True  # limit_reached, read as the attribute (per record)
             return LIMIT_REACHED
         if self._ready:
             record = self._ready.popleft()
@@ -763,10 +766,12 @@ class GlsSync:
                     if self._after_abort > MAX_RECORDS_AFTER_ABORT:
                         self._flood("records_after_abort", MAX_RECORDS_AFTER_ABORT)
             else:
-                if len(self._ready) >= MAX_READY_RECORDS:
+                ready = self._ready
+                if len(ready) >= MAX_READY_RECORDS:
                     self._flood("gls_ready", MAX_READY_RECORDS)
-                self._ready.append(record)
-                self._peak("gls_ready", len(self._ready))
+                ready.append(record)
+                if len(ready) > self._peak_ready:  # _peak, inline: once per record
+                    self._peak_ready = self.peaks["gls_ready"] = len(ready)
                 self.accepted += 1
 
     def _check(self, data: bytes) -> RacpResponse:

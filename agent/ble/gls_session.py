@@ -213,6 +213,8 @@ class _GlsSession(GattSession):
         self._abort: asyncio.Task[float] | None = None
         #: Loop time of the last record that arrived (refused ones included).
         self.last_record_at = 0.0
+        #: The timer that ends the current wait of a procedure (:meth:`woken_or_at`).
+        self._timer: asyncio.TimerHandle | None = None
 
     # -- radio steps ------------------------------------------------------------------
 
@@ -261,11 +263,13 @@ class _GlsSession(GattSession):
         """0x2A18 notification."""
         self.last_record_at = self.loop.time()
         if self.failure is None:
+            core = self.core
             try:
-                self.core.measurement(bytes(data), time.monotonic(), datetime.now(UTC))
+                core.measurement(bytes(data), time.monotonic(), datetime.now(UTC))
             except DeviceProtocolError as exc:
                 self.fail(exc)
-            self.abort_at_limit()
+            if core.refused:  # limit_reached, read as the attribute: once per record
+                self.abort_at_limit()
         self.wakeup.set()
 
     def abort_at_limit(self) -> None:
@@ -275,7 +279,7 @@ class _GlsSession(GattSession):
         on, so a meter that streams on is cut however far behind the pipeline is."""
         if (
             self._abort is None
-            and self.core.refused  # limit_reached; read for every record: the attribute
+            and self.core.limit_reached
             and self.failure is None
             and self.client is not None
             and self.racp is not None
@@ -296,11 +300,13 @@ class _GlsSession(GattSession):
     def on_context_value(self, _sender: BleakGATTCharacteristic, data: bytearray) -> None:
         """0x2A34 notification (it may release a held record past the limit)."""
         if self.failure is None:
+            core = self.core
             try:
-                self.core.context(bytes(data))
+                core.context(bytes(data))
             except DeviceProtocolError as exc:
                 self.fail(exc)
-            self.abort_at_limit()
+            if core.refused:
+                self.abort_at_limit()
         self.wakeup.set()
 
     def on_racp_value(self, _sender: BleakGATTCharacteristic, data: bytearray) -> None:
@@ -317,16 +323,14 @@ class _GlsSession(GattSession):
     async def hand_on(self, ready: RecordReady, facts: DeviceFacts) -> None:
         """Hand one complete record on, with the mark that commits with it."""
         record = ready.record
-        related = (
-            {GLUCOSE_MEASUREMENT_CONTEXT: record.context} if record.context is not None else {}
-        )
+        context = record.context
         raw = RawMeasurement(
-            characteristic_uuid=GLUCOSE_MEASUREMENT,
-            data=record.measurement,
-            received_monotonic=record.received_monotonic,
-            received_wall=record.received_wall,
-            related=related,
-            sync_state={SYNC_KEY: bytes(ready.mark)},
+            GLUCOSE_MEASUREMENT,
+            record.measurement,
+            record.received_monotonic,
+            record.received_wall,
+            {GLUCOSE_MEASUREMENT_CONTEXT: context} if context is not None else {},
+            {SYNC_KEY: bytes(ready.mark)},
         )
         await self.on_measurement(raw, facts)
         self.handed_on += 1
@@ -431,12 +435,34 @@ class _GlsSession(GattSession):
             wake_at = min(timeout_at, give_up_at)
             if aborted_at is not None:
                 wake_at = min(wake_at, aborted_at + ABORT_TIMEOUT_S)
-            self.wakeup.clear()
-            try:
-                async with asyncio.timeout_at(wake_at):
-                    await self.wakeup.wait()
-            except TimeoutError:
-                continue
+            await self.woken_or_at(wake_at)
+
+    async def woken_or_at(self, wake_at: float) -> None:
+        """Wait until a callback wakes the session or the loop time ``wake_at`` passes.
+
+        One timer serves every wait of a procedure: it is moved only when it would ring
+        after ``wake_at``; ringing early (the procedure's progress moved ``wake_at`` on) only
+        makes the caller look again and wait anew. A download wakes the session for nearly
+        every record, and a fresh timeout per wait (``asyncio.timeout_at``: a timer armed
+        and cancelled, a cancel scope) was most of the cost of each wake on the event loop.
+        """
+        timer = self._timer
+        if timer is None or timer.when() > wake_at:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(wake_at, self._ring)
+        self.wakeup.clear()
+        await self.wakeup.wait()
+
+    def _ring(self) -> None:
+        self._timer = None
+        self.wakeup.set()
+
+    def cancel_timer(self) -> None:
+        """The procedure is over: its timer must not ring into the next one (or after)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     async def abort(self, client: BleakClient, racp: BleakGATTCharacteristic) -> float:
         """Best effort: write Abort ``03 00`` (the link may be gone); the loop time it was
@@ -471,7 +497,10 @@ class _GlsSession(GattSession):
                 self.log.warning(step.reason.value)
             elif step.reason in (Reason.WRAPPED, Reason.COUNTS_DOWN):
                 self.log.info(step.reason.value)
-            await self.procedure(client, racp, step, facts)
+            try:
+                await self.procedure(client, racp, step, facts)
+            finally:
+                self.cancel_timer()
 
 
 def _att_name(code: int) -> str:
