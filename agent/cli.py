@@ -3,6 +3,9 @@
     homehub run --config FILE          the daemon (systemd starts this)
     homehub decode CHAR HEX [--from-hub]  decode one characteristic value to JSON
     homehub status --config FILE       outbox depth and age, as JSON
+    homehub verify ENVELOPE_FILE --cert HUB_CERT [--ca CA] [--dictionaries DIR]
+                                       verify a captured envelope (hex, base64 or CBOR) and
+                                       print its content as JSON
     homehub check-config FILE          validate a configuration file
     homehub config-schema              every configuration key, its type and default
     homehub factory-reset --config FILE --yes  crypto-erase: destroy data key, KEK, outbox
@@ -117,7 +120,45 @@ def build_parser() -> argparse.ArgumentParser:
     removing.add_argument("label")
     removing.add_argument("--config", type=Path, required=True)
     removing.add_argument("--json", action="store_true")
+    verify = sub.add_parser(
+        "verify", help="verify a captured envelope (hex, base64 or raw CBOR), print it as JSON"
+    )
+    verify.add_argument("envelope", type=Path, help="file holding the captured MQTT payload")
+    verify.add_argument("--cert", type=Path, required=True, help="the hub's certificate (PEM)")
+    verify.add_argument("--ca", type=Path, help="the CA that issued it (PEM): checked when given")
+    verify.add_argument(
+        "--dictionaries", type=Path, help="directory of zstd dictionaries (default: the hub's)"
+    )
     return parser
+
+
+def _read_input(path: Path, limit: int, what: str) -> bytes:
+    """A file's bytes, refused beyond ``limit`` (never read past it)."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise UsageError(what, f"{path}: cannot be read ({exc.strerror})") from None
+    if len(data) > limit:
+        raise UsageError(what, f"{path}: larger than {limit} bytes")
+    return data
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from agent import dictionaries, verify
+    from agent.errors import CryptoError
+
+    data = _read_input(args.envelope, verify.MAX_INPUT_BYTES, "envelope")
+    cert = _read_input(args.cert, verify.MAX_CERTIFICATE_BYTES, "--cert")
+    ca = _read_input(args.ca, verify.MAX_CERTIFICATE_BYTES, "--ca") if args.ca else None
+    try:
+        loaded = dictionaries.load(args.dictionaries or dictionaries.PACKAGE_DIR)
+        result = verify.verify_envelope(data, cert, ca_pem=ca, dictionaries=loaded)
+    except CryptoError as exc:
+        sys.stderr.write(f"homehub: verify: {exc}\n")
+        return EXIT_BAD_INPUT
+    sys.stdout.write(result.to_json() + "\n")
+    return EXIT_OK
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
@@ -278,6 +319,7 @@ _COMMANDS = {
     "factory-reset": _cmd_factory_reset,
     "pair": _cmd_pair,
     "devices": _cmd_devices,
+    "verify": _cmd_verify,
 }
 
 
