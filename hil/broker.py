@@ -5,8 +5,10 @@
 - one listener on ``127.0.0.1:<free port>`` with TLS ≥ 1.2, ``require_certificate true`` and
   ``use_identity_as_username true``, so the username every ACL check sees is the CN of the
   client certificate;
-- an ACL file: a hub may only publish below ``homehub/v1/<its CN>/``; the receiver
-  (``platform-receiver``) may only subscribe to ``homehub/v1/+/readings``;
+- an ACL file: a hub may only publish its readings, replies, status and events below
+  ``homehub/v1/<its CN>/`` and read its receipts and commands there; the receiver
+  (``platform-receiver``) reads every hub's readings, replies, status and events and writes
+  receipts and commands;
 - persistence off by default (the broker then forgets sessions and queued messages on every
   stop), on with ``persistence=True`` (written on a graceful stop; mosquitto's autosave is every
   1800 s, so a SIGKILL still loses what it had acknowledged: reliability finding 1);
@@ -362,13 +364,26 @@ class Broker:
 
 def _acl_text() -> str:
     return (
-        "# Each hub (username = CN of its client certificate) publishes only below its own id.\n"
-        "# mosquitto refuses %u substitution for names containing + or # (CVE-2017-7650).\n"
-        "pattern write homehub/v1/%u/#\n"
+        "# Each hub (username = CN of its client certificate) publishes only below its own id,\n"
+        "# the messages docs/platform-protocol.md sends hub -> platform, and reads what the\n"
+        "# platform sends it. mosquitto refuses %u substitution for names containing + or #\n"
+        "# (CVE-2017-7650).\n"
+        "pattern write homehub/v1/%u/readings\n"
+        "pattern write homehub/v1/%u/replies\n"
+        "pattern write homehub/v1/%u/status\n"
+        "pattern write homehub/v1/%u/events\n"
+        "pattern read homehub/v1/%u/receipts\n"
+        "pattern read homehub/v1/%u/commands\n"
         "\n"
-        "# The platform receiver reads every hub's readings and publishes nothing.\n"
+        "# The platform receiver reads every hub's messages (also through a shared subscription,\n"
+        "# $share/<group>/...) and publishes receipts and commands to any hub.\n"
         f"user {RECEIVER_CN}\n"
         "topic read homehub/v1/+/readings\n"
+        "topic read homehub/v1/+/replies\n"
+        "topic read homehub/v1/+/status\n"
+        "topic read homehub/v1/+/events\n"
+        "topic write homehub/v1/+/receipts\n"
+        "topic write homehub/v1/+/commands\n"
         f"topic deny homehub/v1/{RECEIVER_CN}/#\n"
     )
 

@@ -29,6 +29,7 @@ from hil.virtual_home import (
     CUFF_ADDRESS,
     DEMO_READINGS,
     HUB_ID,
+    BpSummary,
     expected,
     summarize,
     write_agent_config,
@@ -65,7 +66,8 @@ async def run_demo(run_dir: Path, timeout_s: float = DEMO_TIMEOUT_S) -> int:
         async with Receiver.for_dev_pki(pki, broker.port) as receiver, VirtualRadio() as radio:
             await receiver.subscribed.wait()
             print(
-                "  receiver    subscribed to homehub/v1/+/readings, verifying with the hub's cert"
+                "  receiver    subscribed to homehub/v1/+/readings, verifying with the hub's cert,"
+                " receipts signed with the platform key"
             )
             await radio.add_cuff(DEMO_READINGS, address=CUFF_ADDRESS)
             print(f"  radio       two Bumble controllers linked in software; {radio.stack}")
@@ -113,7 +115,7 @@ async def _watch_while_running(
 
 async def _watch(receiver: Receiver, timeout_s: float) -> int:
     wanted = [expected(r) for r in DEMO_READINGS]
-    seen = []
+    seen: list[BpSummary] = []
     try:
         async with asyncio.timeout(timeout_s):
             while len(seen) < len(wanted):
@@ -132,7 +134,8 @@ async def _watch(receiver: Receiver, timeout_s: float) -> int:
     print(
         f"homehub demo: all {len(wanted)} readings arrived signed and verified, values equal to "
         f"the cuff's (duplicates dropped by id: {stats.duplicates}, rejected: "
-        f"{stats.rejected_total})"
+        f"{stats.rejected_total}; receipts sent so far: {stats.receipts_sent}, naming "
+        f"{stats.held_items} envelopes held)"
     )
     return 0
 

@@ -1,37 +1,44 @@
-"""The reference platform receiver: how a hospital platform reads what homehub sends.
+"""The reference platform: how a hospital platform reads what homehub sends, and vouches for it.
 
-Read this file to learn the wire format; it does not import the hub's own code, so it is also
-an independent check of it. For each MQTT message on ``homehub/v1/<hub_id>/readings``:
+Read it with docs/wire-format.md and docs/platform-protocol.md. It does not import the hub's
+own code (agent/), so it is an independent check of it: envelopes are verified with pycose
+(hil/platform_verify.py), receipts are signed with pycose (hil/platform_signing.py).
 
-1. The topic names the hub (``^[a-z0-9][a-z0-9-]{0,62}$``); nothing else identifies it.
-2. The message is a tagged COSE_Sign1 (RFC 9052 §4.2): CBOR tag 18 around
-   ``[protected: bstr, unprotected: {}, payload: bstr, signature: bstr]``, at most 64 KiB,
-   exactly one CBOR item, no duplicate map keys, no other tags.
-3. The protected header is the map ``{1: -7, 3: "application/vnd.homehub.reading+cbor",
-   4: kid}``: alg ES256 (RFC 9053 §2.1), our content type, and the key id, which is the first
-   16 bytes of SHA-256 over the DER SubjectPublicKeyInfo of the hub's key.
-4. The hub's certificate is found by the topic's hub id (its CN must be that id, it must be
-   issued by the platform CA and be valid now) and its key must have that kid.
-5. The signature is the 64-byte ``r || s`` of ECDSA P-256/SHA-256 over the CBOR array
-   ``["Signature1", protected, h'', payload]`` (the Sig_structure, RFC 9052 §4.4).
-6. The payload is a deterministic CBOR map with at least ``v`` (1), ``hub``, ``seq``, ``id`` and
-   ``kind``; ``hub`` must equal the topic's hub id. Decimal values are CBOR decimal fractions
-   (tag 4), the only tag allowed in it.
-7. ``(hub, id)`` identifies the reading: a hub re-sends until it gets an acknowledgement, so the
-   same envelope can arrive more than once. A byte-identical copy is counted as a duplicate and
-   not delivered again; the same id with different bytes is rejected.
+For each MQTT message on ``homehub/v1/<hub_id>/readings`` (optionally through an MQTT 5 shared
+subscription ``$share/<group>/homehub/v1/+/readings``, so that several receivers share one
+fleet, each message going to one of them):
 
-Only then is the message acknowledged (PUBACK after the reading is handed on: manual ack), so
-a receiver that dies before handing it on gets it again from the broker. Rejected messages are
-acknowledged too (a platform would park them) and counted by reason.
+1. verify it (hil/platform_verify.py: topic, size, one tagged COSE_Sign1, header, the hub's
+   certificate by hub id and kid, the signature, decompression, the payload, one reading or a
+   batch);
+2. store it durably (hil/platform_store.py, SQLite in ``--state-dir``): each reading
+   deduplicated by (hub, id) against everything held, also across this receiver's restarts;
+   a byte-identical copy is a *duplicate* (stored once, not delivered again), the same id with
+   other bytes a *conflicting duplicate* (parked for review); a message that fails verification
+   is parked with its reason;
+3. only after that commit: PUBACK to the broker (manual ack; a receiver that dies before the
+   commit gets the message again), deliver new readings (:attr:`Receiver.readings`, the
+   ``consumer`` hook), and queue a receipt item: ``held [digest, seqs]`` for a stored envelope
+   (duplicates too: a copy of an envelope the platform holds gets a receipt again), ``refused
+   [digest, seqs, code]`` for an envelope that will never verify when the hub is known and its
+   seqs can be read; nothing for the rest (parked and counted only);
+4. receipts gather items per hub for up to :data:`RECEIPT_GATHER_S` (or
+   :data:`RECEIPT_MAX_ITEMS`) and go out signed with the platform key on
+   ``homehub/v1/<hub>/receipts`` at QoS 1.
+
+Flow control: the receiver announces MQTT 5 Receive Maximum :data:`RECEIVE_MAXIMUM` and acks a
+message only once it is stored and handed on, so a consumer that falls behind (a full
+:attr:`Receiver.readings` queue, a slow ``consumer``) stops the acks and the broker stops
+sending: it queues for us instead. Nothing is dropped unacknowledged.
 
 MQTT transport: paho-mqtt's own network thread (``loop_start``) with its built-in reconnect,
 deliberately *not* the hub's asyncio bridge, so a fault there cannot hide itself in tests.
 Every callback crosses to the event loop only through ``loop.call_soon_threadsafe``.
 
 Run it: ``python -m hil.receiver --broker-port N --ca ca.crt --cert r.crt --key r.key
---hub-cert hub-0001=hub-0001.crt``: one JSON line per verified reading on stdout, one line per
-rejection or duplicate on stderr.
+--hub-cert hub-0001=hub-0001.crt [--platform-key platform.key] [--state-dir DIR]
+[--dictionaries DIR] [--share-group G --client-id ID]``: one JSON line per new verified
+reading on stdout, one line per rejection or duplicate on stderr.
 """
 
 from __future__ import annotations
@@ -40,106 +47,99 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import datetime as dt
-import functools
-import hashlib
-import io
 import json
-import re
+import os
 import signal
 import ssl
 import sys
-from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, NoReturn, Self
+from typing import Any, Final, Self
 
-import cbor2
 import paho.mqtt.client as mqtt
 import structlog
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from hil.pki import DevPki
+from hil.platform_signing import PlatformSigner, envelope_digest
+from hil.platform_store import CONFLICTING_REASON, Outcome, PlatformStore
+from hil.platform_verify import (
+    ALG_ES256,
+    BATCH_CONTENT_TYPE,
+    CONTENT_TYPE,
+    MAX_DECOMPRESSED_BYTES,
+    MAX_ENVELOPE_BYTES,
+    TOPIC_RE,
+    Dictionaries,
+    HubDirectory,
+    RejectedError,
+    VerifiedEnvelope,
+    VerifiedReading,
+    verify_envelope,
+    verify_reading,
+)
+
+__all__ = [
+    "ALG_ES256",
+    "BATCH_CONTENT_TYPE",
+    "CONTENT_TYPE",
+    "MAX_DECOMPRESSED_BYTES",
+    "MAX_ENVELOPE_BYTES",
+    "TOPIC_FILTER",
+    "TOPIC_RE",
+    "Dictionaries",
+    "HubDirectory",
+    "Receipt",
+    "Receiver",
+    "ReceiverStats",
+    "RejectedError",
+    "Rejection",
+    "VerifiedEnvelope",
+    "VerifiedReading",
+    "build_parser",
+    "main",
+    "receipts_topic",
+    "verify_envelope",
+    "verify_reading",
+]
 
 _log = structlog.get_logger(__name__)
 
-# ---------------------------------------------------------------------------
-# The wire format, as constants
-# ---------------------------------------------------------------------------
-
 TOPIC_FILTER: Final = "homehub/v1/+/readings"
-TOPIC_RE: Final = re.compile(r"^homehub/v1/([a-z0-9][a-z0-9-]{0,62})/readings$")
-COSE_SIGN1_TAG: Final = 18
-HEADER_ALG, HEADER_CONTENT_TYPE, HEADER_KID = 1, 3, 4
-ALG_ES256: Final = -7
-CONTENT_TYPE: Final = "application/vnd.homehub.reading+cbor"
-KID_BYTES: Final = 16
-SIGNATURE_BYTES: Final = 64
-PAYLOAD_VERSION: Final = 1
-MAX_ENVELOPE_BYTES: Final = 64 * 1024
-"""The hub's payloads are at most 32 KiB; twice that is a generous envelope bound."""
-CBOR_DECIMAL_FRACTION_TAG: Final = 4
-PAYLOAD_MAX_DEPTH: Final = 32
-"""A FHIR Bundle of Observations and Devices nests about 8 deep."""
 
 RECEIVE_MAXIMUM: Final = 64
-"""MQTT 5 Receive Maximum we announce: the broker should send at most this many
-unacknowledged messages."""
-INBOX_MAX: Final = 100_000
-"""Messages received and not yet verified. mosquitto 2.0.11 was seen sending past our Receive
-Maximum under a backlog of thousands (the receiver verifies each signature, slower than a
-hub publishes), and an MQTT 5 broker re-sends an unacknowledged message only after a
-reconnect: an inbox bounded by Receive Maximum lost messages the platform must never lose.
-Bounded still, by a backlog far larger than any test's."""
+"""MQTT 5 Receive Maximum we announce: the broker sends at most this many unacknowledged
+messages; the rest waits at the broker until we ack (flow control)."""
 SESSION_EXPIRY_S: Final = 3600
 """Our session (subscription, queued messages) survives an hour of absence at the broker."""
-DEDUP_WINDOW: Final = 100_000
-"""(hub, id) pairs remembered for duplicate detection; a real platform uses its database."""
 REJECTIONS_KEPT: Final = 1000
+STORE_BATCH_MAX: Final = 256
+"""Messages verified and stored in one transaction (one fsync) when they wait in the inbox."""
+RECEIPT_GATHER_S: Final = 0.1
+"""A receipt gathers items for up to 100 ms (docs/platform-protocol.md)."""
+RECEIPT_MAX_ITEMS: Final = 1000
+RECEIPT_VALIDITY_S: Final = 900
+"""``exp - iat`` of our receipts: a hub offline for longer gets them expired, deletes nothing
+and sends again after its receipt timeout; we then receipt the copies."""
 
-# cbor2 6.3 decodes these tags into objects by itself; we refuse them all (the payload may
-# carry tag 4 only). Any other tag reaches tag_hook, which keeps tag 18 and refuses the rest.
-_CBOR2_BUILTIN_TAGS: Final = (
-    0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261, 1004,
-    43000, 55799,
-)  # fmt: skip
+Consumer = Callable[[VerifiedReading], Awaitable[None]]
+
+
+def receipts_topic(hub_id: str) -> str:
+    """``homehub/v1/<hub>/receipts``."""
+    return f"homehub/v1/{hub_id}/receipts"
 
 
 # ---------------------------------------------------------------------------
 # Results
 # ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class VerifiedReading:
-    """A reading whose envelope verified against its hub's certificate."""
-
-    hub_id: str
-    seq: int
-    id: str
-    kind: str
-    kid: bytes
-    payload: dict[str, Any] = field(repr=False)
-    envelope: bytes = field(repr=False)
-
-
-class RejectedError(Exception):
-    """A message failed verification; ``reason`` says which check."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,220 +150,47 @@ class Rejection:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A receipt the receiver sent: what it named (the signed bytes in ``message``)."""
+
+    hub_id: str
+    rid: bytes
+    held: tuple[tuple[bytes, tuple[int, ...]], ...]
+    refused: tuple[tuple[bytes, tuple[int, ...], str], ...]
+    message: bytes = field(repr=False)
+
+
 @dataclass(slots=True)
 class ReceiverStats:
-    """Counters since start."""
+    """Counters since start (the store holds what survives a restart)."""
 
     verified: int = 0
+    """New readings stored and delivered."""
     duplicates: int = 0
     conflicting_duplicates: int = 0
     conflicts: int = 0
     """Readings the hub marked ``conflict_of``: same identity as an earlier one, other content."""
     rejected: collections.Counter[str] = field(default_factory=collections.Counter)
+    envelopes: int = 0
+    """Messages that verified (one reading or a batch)."""
+    batches: int = 0
+    compressed: int = 0
+    receipts_sent: int = 0
+    held_items: int = 0
+    refused_items: int = 0
+    parked: int = 0
+    """Messages kept without a receipt item (the hub or the seqs unknown, the platform's fault)."""
+    received: int = 0
+    """MQTT messages taken off the connection (copies included)."""
+    unacked: int = 0
+    """Messages received on this connection and not yet acknowledged."""
+    max_unacked: int = 0
 
     @property
     def rejected_total(self) -> int:
         """All rejections, whatever the reason."""
         return sum(self.rejected.values())
-
-
-# ---------------------------------------------------------------------------
-# Hub certificates
-# ---------------------------------------------------------------------------
-
-
-def key_id(public_key: ec.EllipticCurvePublicKey) -> bytes:
-    """kid = SHA-256(DER SubjectPublicKeyInfo)[:16]."""
-    spki = public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(spki).digest()[:KID_BYTES]
-
-
-class HubDirectory:
-    """The platform's list of hub certificates, indexed by hub id and kid."""
-
-    def __init__(self, ca_cert: x509.Certificate) -> None:
-        self._ca = ca_cert
-        self._certs: dict[str, dict[bytes, x509.Certificate]] = {}
-
-    @classmethod
-    def load(cls, ca_file: Path, hub_certs: Iterable[tuple[str, Path]]) -> HubDirectory:
-        """A directory from a CA file and ``(hub_id, certificate file)`` pairs."""
-        directory = cls(x509.load_pem_x509_certificate(ca_file.read_bytes()))
-        for hub_id, path in hub_certs:
-            directory.add(hub_id, x509.load_pem_x509_certificate(path.read_bytes()))
-        return directory
-
-    def add(self, hub_id: str, cert: x509.Certificate) -> bytes:
-        """Register a hub's certificate (CN must be the hub id, issued by the CA); its kid."""
-        cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        if [a.value for a in cns] != [hub_id]:
-            raise ValueError(f"certificate CN is not {hub_id!r}")
-        try:
-            cert.verify_directly_issued_by(self._ca)
-        except (ValueError, TypeError, InvalidSignature):
-            raise ValueError("certificate not issued by the platform CA") from None
-        public_key = cert.public_key()
-        if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
-            public_key.curve, ec.SECP256R1
-        ):
-            raise ValueError("hub certificate key is not P-256")
-        kid = key_id(public_key)
-        self._certs.setdefault(hub_id, {})[kid] = cert
-        return kid
-
-    def public_key(self, hub_id: str, kid: bytes) -> ec.EllipticCurvePublicKey:
-        """The key a hub signs with under ``kid``; RejectedError if unknown or not valid now."""
-        certs = self._certs.get(hub_id)
-        if not certs:
-            _reject(f"unknown hub {hub_id!r}")
-        cert = certs.get(kid)
-        if cert is None:
-            _reject(f"kid does not match any certificate of hub {hub_id!r}")
-        now = dt.datetime.now(dt.UTC)
-        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-            _reject(f"certificate of hub {hub_id!r} is not valid now")
-        public_key = cert.public_key()
-        assert isinstance(public_key, ec.EllipticCurvePublicKey)  # checked in add()
-        return public_key
-
-
-# ---------------------------------------------------------------------------
-# Verification (steps 1-6 of the module docstring)
-# ---------------------------------------------------------------------------
-
-
-def verify_reading(topic: str, envelope: bytes, hubs: HubDirectory) -> VerifiedReading:
-    """Verify one message; RejectedError says why not."""
-    # 1. The hub id comes from the topic, which the broker ACL ties to the hub's certificate.
-    match = TOPIC_RE.fullmatch(topic)
-    if match is None:
-        _reject("topic is not homehub/v1/<hub id>/readings")
-    hub_id = match.group(1)
-
-    # 2. One tagged COSE_Sign1, strictly decoded.
-    if len(envelope) > MAX_ENVELOPE_BYTES:
-        _reject(f"envelope larger than {MAX_ENVELOPE_BYTES} bytes")
-    item = _decode_one(envelope, "envelope", allowed_tags={COSE_SIGN1_TAG}, max_depth=3)
-    if not isinstance(item, cbor2.CBORTag) or item.tag != COSE_SIGN1_TAG:
-        _reject("not a tagged COSE_Sign1 (CBOR tag 18)")
-    # cbor2 decodes a tag's content immutably: the array arrives as a tuple, maps as frozendict.
-    if not isinstance(item.value, list | tuple) or len(item.value) != 4:
-        _reject("COSE_Sign1 must be an array of 4 elements")
-    protected, unprotected, payload, signature = item.value
-    if not isinstance(protected, bytes):
-        _reject("protected header is not a byte string")
-    if not isinstance(unprotected, Mapping) or len(unprotected) != 0:
-        _reject("unprotected header must be an empty map")
-    if not isinstance(payload, bytes):
-        _reject("payload is not a byte string")
-    if not isinstance(signature, bytes) or len(signature) != SIGNATURE_BYTES:
-        _reject(f"signature is not a {SIGNATURE_BYTES}-byte string")
-
-    # 3. The protected header: exactly alg, content type and kid.
-    header = _decode_one(protected, "protected header", allowed_tags=set(), max_depth=1)
-    if not isinstance(header, dict) or set(header) != {HEADER_ALG, HEADER_CONTENT_TYPE, HEADER_KID}:
-        _reject("protected header must hold exactly labels 1 (alg), 3 (content type), 4 (kid)")
-    if type(header[HEADER_ALG]) is not int or header[HEADER_ALG] != ALG_ES256:
-        _reject("alg is not ES256 (-7)")
-    if header[HEADER_CONTENT_TYPE] != CONTENT_TYPE:
-        _reject(f"content type is not {CONTENT_TYPE}")
-    kid = header[HEADER_KID]
-    if not isinstance(kid, bytes) or len(kid) != KID_BYTES:
-        _reject(f"kid is not a {KID_BYTES}-byte string")
-
-    # 4. The hub's key, by hub id and kid.
-    public_key = hubs.public_key(hub_id, kid)
-
-    # 5. The signature over the Sig_structure.
-    to_be_signed = cbor2.dumps(["Signature1", protected, b"", payload], canonical=True)
-    r = int.from_bytes(signature[:32], "big")
-    s = int.from_bytes(signature[32:], "big")
-    try:
-        public_key.verify(encode_dss_signature(r, s), to_be_signed, ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
-        _reject("signature does not verify")
-
-    # 6. The payload.
-    body = _decode_one(
-        payload, "payload", allowed_tags={CBOR_DECIMAL_FRACTION_TAG}, max_depth=PAYLOAD_MAX_DEPTH
-    )
-    if not isinstance(body, dict):
-        _reject("payload is not a map")
-    for name, kind in (("v", int), ("hub", str), ("seq", int), ("id", str), ("kind", str)):
-        if type(body.get(name)) is not kind:
-            _reject(f"payload field {name!r} missing or not {kind.__name__}")
-    if body["v"] != PAYLOAD_VERSION:
-        _reject(f"payload version {body['v']} not supported")
-    if body["hub"] != hub_id:
-        _reject("payload hub differs from the topic's hub id")
-    if body["seq"] < 0 or not body["id"]:
-        _reject("payload seq negative or id empty")
-    conflict_of = body.get("conflict_of")
-    if conflict_of is not None and (
-        type(conflict_of) is not int or not 0 < conflict_of < body["seq"]
-    ):
-        _reject("payload conflict_of is not the seq of an earlier record")
-    return VerifiedReading(
-        hub_id=hub_id,
-        seq=body["seq"],
-        id=body["id"],
-        kind=body["kind"],
-        kid=kid,
-        payload=body,
-        envelope=envelope,
-    )
-
-
-def _reject(reason: str) -> NoReturn:
-    raise RejectedError(reason)
-
-
-class _TagRefusedError(Exception):
-    def __init__(self, tag: int) -> None:
-        self.tag = tag
-        super().__init__(tag)
-
-
-def _refuse(tag: int, _value: object, _immutable: bool) -> NoReturn:
-    raise _TagRefusedError(tag)
-
-
-def _decode_one(data: bytes, what: str, *, allowed_tags: set[int], max_depth: int) -> Any:
-    """Exactly one CBOR item: bounded depth, no duplicate keys, only ``allowed_tags``."""
-    semantic = {
-        tag: functools.partial(_refuse, tag)
-        for tag in _CBOR2_BUILTIN_TAGS
-        if tag not in allowed_tags
-    }
-
-    def tag_hook(tag: cbor2.CBORTag, _immutable: bool) -> cbor2.CBORTag:
-        if tag.tag not in allowed_tags:
-            raise _TagRefusedError(tag.tag)
-        return tag
-
-    decoder = cbor2.CBORDecoder(
-        io.BytesIO(data),
-        tag_hook=tag_hook,
-        semantic_decoders=semantic,
-        max_depth=max_depth,
-        allow_indefinite=False,
-        allow_duplicate_keys=False,
-    )
-    try:
-        value = decoder.decode()
-    except cbor2.CBORDecodeError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, _TagRefusedError):
-            _reject(f"{what}: CBOR tag {cause.tag} not allowed")
-        text = str(exc).lower()
-        if "duplicate map key" in text:
-            _reject(f"{what}: duplicate map keys")
-        _reject(f"{what}: malformed CBOR")
-    if decoder.fp.tell() != len(data):
-        _reject(f"{what}: trailing bytes after the CBOR item")
-    return value
 
 
 # ---------------------------------------------------------------------------
@@ -380,11 +207,28 @@ class _Incoming:
     generation: int
 
 
-class Receiver:
-    """Subscribes, verifies, deduplicates and queues readings (see the module docstring).
+@dataclass(slots=True)
+class _Result:
+    """What verifying and storing one message found (made in the store's thread)."""
 
-    Use as ``async with Receiver(...) as receiver:``; verified readings arrive on
-    :attr:`readings`; :attr:`stats` counts; :meth:`wait_until` awaits a condition on them.
+    item: _Incoming
+    verified: VerifiedEnvelope | None = None
+    outcomes: list[Outcome] = field(default_factory=list)
+    error: RejectedError | None = None
+
+
+class Receiver:
+    """Subscribes, verifies, stores, acknowledges, delivers and receipts (see the module doc).
+
+    Use as ``async with Receiver(...) as receiver:``; new verified readings arrive on
+    :attr:`readings`; :attr:`stats` counts; :meth:`wait_until` awaits a condition on them;
+    :attr:`store` is the database; :attr:`receipts` the receipts sent.
+
+    ``signer``: the platform key; receipts are sent when it is given (``send_receipts``).
+    ``state_dir``: where the database lives (in memory when None: forgotten at the end).
+    ``share_group``: subscribe through ``$share/<group>/``; give each receiver its own
+    ``client_id``. ``consumer``: awaited for each new reading before its message is acked (a
+    slow one slows the flow). ``dictionaries``: the zstd dictionaries the platform holds.
     """
 
     def __init__(
@@ -400,22 +244,53 @@ class Receiver:
         queue_max: int = 10_000,
         on_rejected: Callable[[Rejection], None] | None = None,
         on_duplicate: Callable[[VerifiedReading], None] | None = None,
+        signer: PlatformSigner | None = None,
+        send_receipts: bool = True,
+        state_dir: Path | None = None,
+        dictionaries: Dictionaries | None = None,
+        share_group: str | None = None,
+        consumer: Consumer | None = None,
+        receive_maximum: int = RECEIVE_MAXIMUM,
+        on_receipt: Callable[[Receipt], None] | None = None,
+        pure_pycose: bool = False,
     ) -> None:
+        if share_group is not None and not TOPIC_RE.fullmatch(f"homehub/v1/{share_group}/readings"):
+            raise ValueError("share group must match ^[a-z0-9][a-z0-9-]{0,62}$")
         self.host = host
-        self._on_rejected = on_rejected
-        self._on_duplicate = on_duplicate
         self.port = port
         self.hubs = hubs
+        self.dictionaries = dictionaries or Dictionaries()
+        self.signer = signer if send_receipts else None
+        self.topic_filter = (
+            TOPIC_FILTER if share_group is None else f"$share/{share_group}/{TOPIC_FILTER}"
+        )
         self.stats = ReceiverStats()
         self.readings: asyncio.Queue[VerifiedReading] = asyncio.Queue(maxsize=queue_max)
         self.rejections: collections.deque[Rejection] = collections.deque(maxlen=REJECTIONS_KEPT)
+        self.receipts: collections.deque[Receipt] = collections.deque(maxlen=REJECTIONS_KEPT)
         self.subscribed = asyncio.Event()
-        self._inbox: asyncio.Queue[_Incoming] = asyncio.Queue(maxsize=INBOX_MAX)
-        self._seen: collections.OrderedDict[tuple[str, str], bytes] = collections.OrderedDict()
+        self._state_dir = state_dir
+        self.store: PlatformStore | None = None
+        self._on_rejected = on_rejected
+        self._on_duplicate = on_duplicate
+        self._on_receipt = on_receipt
+        self._consumer = consumer
+        self._pure_pycose = pure_pycose
+        self._receive_maximum = receive_maximum
+        # Unbounded on purpose: what the broker sends is bounded by Receive Maximum while we
+        # do not ack, and a message taken off the socket must never be dropped unacked.
+        self._inbox: asyncio.Queue[_Incoming] = asyncio.Queue()
         self._generation = 0
+        self._loop_generation = 0
         self._change = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
+        self._pending: dict[
+            str,
+            tuple[list[tuple[bytes, tuple[int, ...]]], list[tuple[bytes, tuple[int, ...], str]]],
+        ] = {}
+        self._flush_handles: dict[str, asyncio.TimerHandle] = {}
+        self._receipt_tasks: set[asyncio.Task[None]] = set()
 
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -435,9 +310,20 @@ class Receiver:
         self._client.on_message = self._on_message
 
     @classmethod
-    def for_dev_pki(cls, pki: DevPki, port: int, *, host: str = "127.0.0.1") -> Receiver:
-        """A receiver for a hil.pki.DevPki: its receiver certificate and its one hub."""
+    def for_dev_pki(
+        cls,
+        pki: DevPki,
+        port: int,
+        *,
+        host: str = "127.0.0.1",
+        receipts: bool = True,
+        **options: Any,
+    ) -> Receiver:
+        """A receiver for a hil.pki.DevPki: its receiver certificate, its one hub, and (unless
+        ``receipts=False``) its platform key signing receipts. ``options`` go to the
+        constructor (``state_dir``, ``share_group``, ``client_id``, ``consumer``...)."""
         hubs = HubDirectory.load(pki.ca_cert, [(pki.hub_id, pki.hub_cert)])
+        signer = PlatformSigner.from_pem_file(pki.platform_key) if receipts else None
         return cls(
             port=port,
             host=host,
@@ -445,17 +331,21 @@ class Receiver:
             cert_file=pki.receiver_cert,
             key_file=pki.receiver_key,
             hubs=hubs,
+            signer=signer,
+            **options,
         )
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect in paho's thread (retrying until the broker is there) and start processing."""
+        """Open the store, connect in paho's thread (retrying until the broker is there) and
+        start processing."""
         self._loop = asyncio.get_running_loop()
+        self.store = await asyncio.to_thread(PlatformStore.in_state_dir, self._state_dir)
         self._task = asyncio.create_task(self._process(), name="receiver.process")
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = SESSION_EXPIRY_S
-        props.ReceiveMaximum = RECEIVE_MAXIMUM
+        props.ReceiveMaximum = self._receive_maximum
         # Clean Start 0 from the very first CONNECT: mosquitto 2.0 persists a session across
         # its own restart only for clients that connected with Clean Start 0, whatever the
         # Session Expiry Interval; and a platform wants what was queued for it anyway.
@@ -465,14 +355,21 @@ class Receiver:
         self._client.loop_start()
 
     async def stop(self) -> None:
-        """Disconnect, join paho's thread, stop processing."""
-        self._client.disconnect()
-        await asyncio.to_thread(self._client.loop_stop)
+        """Stop processing, send the receipts gathered so far, disconnect, close the store."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for hub_id in list(self._pending):
+            self._flush(hub_id)
+        if self._receipt_tasks:
+            await asyncio.gather(*self._receipt_tasks, return_exceptions=True)
+        self._client.disconnect()
+        await asyncio.to_thread(self._client.loop_stop)
+        if self.store is not None:
+            self.store.close()
+            self.store = None
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -510,7 +407,8 @@ class Receiver:
             self._to_loop(self._log_event, "receiver_connect_refused", str(reason))
             return
         self._generation += 1
-        client.subscribe(TOPIC_FILTER, qos=1)
+        self._to_loop(self._new_generation, self._generation)
+        client.subscribe(self.topic_filter, qos=1)
         self._to_loop(
             self._log_event, "receiver_connected", f"session_present={flags.session_present}"
         )
@@ -525,7 +423,7 @@ class Receiver:
     ) -> None:
         if all(not r.is_failure for r in reasons):
             self._to_loop(self.subscribed.set)
-            self._to_loop(self._log_event, "receiver_subscribed", TOPIC_FILTER)
+            self._to_loop(self._log_event, "receiver_subscribed", self.topic_filter)
         else:
             self._to_loop(self._log_event, "receiver_subscribe_refused", str(reasons[0]))
 
@@ -553,55 +451,113 @@ class Receiver:
     def _log_event(self, event: str, detail: str) -> None:
         _log.info(event, detail=detail)
 
+    def _new_generation(self, generation: int) -> None:
+        # Messages of an earlier connection can no longer be acked (their mids died with it):
+        # the broker sends them again on this one.
+        self._loop_generation = generation
+        self.stats.unacked = 0
+
     def _enqueue(self, item: _Incoming) -> None:
-        try:
-            self._inbox.put_nowait(item)
-        except asyncio.QueueFull:  # not acked: the broker re-sends it after a reconnect
-            self._rejected("?", "receiver inbox full")
+        self.stats.received += 1
+        if item.qos > 0 and item.generation == self._loop_generation:
+            self.stats.unacked += 1
+            self.stats.max_unacked = max(self.stats.max_unacked, self.stats.unacked)
+        self._inbox.put_nowait(item)
+        self._changed()
 
     async def _process(self) -> None:
         while True:
-            item = await self._inbox.get()
-            match = TOPIC_RE.fullmatch(item.topic)
-            hub = match.group(1) if match else "?"
-            try:
-                reading = verify_reading(item.topic, item.envelope, self.hubs)
-            except RejectedError as exc:
-                self._rejected(hub, exc.reason)
-            else:
-                await self._deliver(reading)
-            if item.qos > 0 and item.generation == self._generation:
-                self._client.ack(item.mid, item.qos)
-            self._changed()
+            batch = [await self._inbox.get()]
+            while len(batch) < STORE_BATCH_MAX and not self._inbox.empty():
+                batch.append(self._inbox.get_nowait())
+            results = await asyncio.to_thread(self._verify_and_store, batch)
+            for result in results:
+                await self._handle(result)
+                self._ack(result.item)
+                self._changed()
 
-    async def _deliver(self, reading: VerifiedReading) -> None:
-        conflict_of = reading.payload.get("conflict_of")
-        if conflict_of is not None:
-            # The hub stored a reading whose identity equals an earlier one's while its content
-            # differs (docs/wire-format.md): kept apart and counted, never merged into the first.
-            key = (reading.hub_id, f"{reading.id}#conflict-{reading.seq}")
-        else:
-            key = (reading.hub_id, reading.id)
-        digest = hashlib.sha256(reading.envelope).digest()
-        prior = self._seen.get(key)
-        if prior == digest:
-            self.stats.duplicates += 1
-            _log.info("receiver_duplicate", hub=reading.hub_id, seq=reading.seq)
-            if self._on_duplicate is not None:
-                self._on_duplicate(reading)
+    def _verify_and_store(self, batch: Sequence[_Incoming]) -> list[_Result]:
+        """In a worker thread: verify every message, store all in one durable transaction."""
+        results = []
+        for item in batch:
+            try:
+                verified = verify_envelope(
+                    item.topic,
+                    item.envelope,
+                    self.hubs,
+                    self.dictionaries,
+                    pure_pycose=self._pure_pycose,
+                )
+            except RejectedError as exc:
+                results.append(_Result(item, error=exc))
+            else:
+                results.append(_Result(item, verified=verified))
+        store = self.store
+        assert store is not None
+        now = time.time()
+        with store.transaction():
+            for result in results:
+                if result.verified is not None:
+                    result.outcomes = store.store_envelope(result.verified, now)
+                elif result.error is not None:
+                    error = result.error
+                    store.park(
+                        error.hub_id,
+                        error.code,
+                        error.reason,
+                        result.item.envelope,
+                        envelope_digest(result.item.envelope),
+                        now,
+                    )
+        return results
+
+    async def _handle(self, result: _Result) -> None:
+        digest = envelope_digest(result.item.envelope)
+        if result.error is not None:
+            error = result.error
+            hub = error.hub_id or "?"
+            self._rejected(hub, error.reason)
+            if (
+                error.refusable
+                and error.seqs is not None
+                and error.hub_id is not None
+                and self.hubs.knows(error.hub_id)
+            ):
+                self._add_item(error.hub_id, refused=(digest, tuple(error.seqs), error.code))
+            else:
+                self.stats.parked += 1
             return
-        if prior is not None:
-            self.stats.conflicting_duplicates += 1
-            self._rejected(reading.hub_id, "id already received with a different envelope")
-            return
-        self._seen[key] = digest
-        if len(self._seen) > DEDUP_WINDOW:
-            self._seen.popitem(last=False)
-        if conflict_of is not None:
-            self.stats.conflicts += 1
-            _log.warning("receiver_conflict", hub=reading.hub_id, seq=reading.seq)
-        await self.readings.put(reading)
-        self.stats.verified += 1
+        verified = result.verified
+        assert verified is not None
+        self.stats.envelopes += 1
+        self.stats.batches += verified.content_type == BATCH_CONTENT_TYPE
+        self.stats.compressed += verified.compressed
+        for reading, outcome in zip(verified.readings, result.outcomes, strict=True):
+            if outcome is Outcome.DUPLICATE:
+                self.stats.duplicates += 1
+                _log.info("receiver_duplicate", hub=reading.hub_id, seq=reading.seq)
+                if self._on_duplicate is not None:
+                    self._on_duplicate(reading)
+            elif outcome is Outcome.CONFLICTING:
+                self.stats.conflicting_duplicates += 1
+                self._rejected(reading.hub_id, CONFLICTING_REASON)
+            else:
+                if reading.conflict_of is not None:
+                    # The hub stored a reading whose identity equals an earlier one's while its
+                    # content differs (docs/wire-format.md): kept apart, never merged.
+                    self.stats.conflicts += 1
+                    _log.warning("receiver_conflict", hub=reading.hub_id, seq=reading.seq)
+                if self._consumer is not None:
+                    await self._consumer(reading)
+                await self.readings.put(reading)
+                self.stats.verified += 1
+        # Every reading of it is stored (a conflicting one parked for review): held.
+        self._add_item(verified.hub_id, held=(digest, tuple(verified.seqs)))
+
+    def _ack(self, item: _Incoming) -> None:
+        if item.qos > 0 and item.generation == self._loop_generation:
+            self._client.ack(item.mid, item.qos)
+            self.stats.unacked -= 1
 
     def _rejected(self, hub_id: str, reason: str) -> None:
         self.stats.rejected[reason] += 1
@@ -614,6 +570,61 @@ class Receiver:
     def _changed(self) -> None:
         event, self._change = self._change, asyncio.Event()
         event.set()
+
+    # -- receipts -------------------------------------------------------------------------
+
+    def _add_item(
+        self,
+        hub_id: str,
+        *,
+        held: tuple[bytes, tuple[int, ...]] | None = None,
+        refused: tuple[bytes, tuple[int, ...], str] | None = None,
+    ) -> None:
+        if self.signer is None or self._loop is None:
+            return
+        held_items, refused_items = self._pending.setdefault(hub_id, ([], []))
+        if held is not None:
+            held_items.append(held)
+        if refused is not None:
+            refused_items.append(refused)
+        if len(held_items) + len(refused_items) >= RECEIPT_MAX_ITEMS:
+            self._flush(hub_id)
+        elif hub_id not in self._flush_handles:
+            self._flush_handles[hub_id] = self._loop.call_later(
+                RECEIPT_GATHER_S, self._flush, hub_id
+            )
+
+    def _flush(self, hub_id: str) -> None:
+        handle = self._flush_handles.pop(hub_id, None)
+        if handle is not None:
+            handle.cancel()
+        pending = self._pending.pop(hub_id, None)
+        if pending is None or self.signer is None:
+            return
+        held, refused = pending
+        iat = int(time.time())
+        exp = iat + RECEIPT_VALIDITY_S
+        rid = os.urandom(16)
+        message = self.signer.receipt(hub_id, held, refused, iat=iat, exp=exp, rid=rid)
+        receipt = Receipt(hub_id, rid, tuple(held), tuple(refused), message)
+        self._client.publish(receipts_topic(hub_id), message, qos=1)
+        self.stats.receipts_sent += 1
+        self.stats.held_items += len(held)
+        self.stats.refused_items += len(refused)
+        self.receipts.append(receipt)
+        _log.info("receiver_receipt_sent", hub=hub_id, held=len(held), refused=len(refused))
+        if self._on_receipt is not None:
+            self._on_receipt(receipt)
+        store = self.store
+        if store is not None:
+            task = asyncio.ensure_future(
+                asyncio.to_thread(
+                    store.record_receipt, rid, hub_id, iat, exp, len(held), len(refused)
+                )
+            )
+            self._receipt_tasks.add(task)
+            task.add_done_callback(self._receipt_tasks.discard)
+        self._changed()
 
 
 # ---------------------------------------------------------------------------
@@ -654,6 +665,37 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HUB_ID=CERT",
         help="a hub's certificate (repeatable)",
     )
+    p.add_argument(
+        "--platform-key",
+        type=Path,
+        help="the platform signing key (PEM): receipts are sent, signed with it",
+    )
+    p.add_argument(
+        "--no-receipts", action="store_true", help="send no receipts even with a platform key"
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        help="where the platform's database lives (survives a restart); in memory if not given",
+    )
+    p.add_argument(
+        "--dictionaries", type=Path, help="directory of zstd dictionaries named <id>.zdict"
+    )
+    p.add_argument(
+        "--share-group",
+        help="subscribe through $share/<group>/ (several receivers share one fleet)",
+    )
+    p.add_argument(
+        "--client-id",
+        default="platform-receiver",
+        help="MQTT client id (each receiver of a share group needs its own)",
+    )
+    p.add_argument("--receive-maximum", type=int, default=RECEIVE_MAXIMUM)
+    p.add_argument(
+        "--pure-pycose",
+        action="store_true",
+        help="check ES256 with pycose's own pure-Python ECDSA (slow) instead of OpenSSL",
+    )
     return p
 
 
@@ -665,6 +707,16 @@ async def _main(args: argparse.Namespace) -> None:
         cert_file=args.cert,
         key_file=args.key,
         hubs=HubDirectory.load(args.ca, args.hub_cert),
+        signer=None
+        if args.platform_key is None
+        else PlatformSigner.from_pem_file(args.platform_key),
+        send_receipts=not args.no_receipts,
+        state_dir=args.state_dir,
+        dictionaries=None if args.dictionaries is None else Dictionaries.load(args.dictionaries),
+        share_group=args.share_group,
+        client_id=args.client_id,
+        receive_maximum=args.receive_maximum,
+        pure_pycose=args.pure_pycose,
         on_rejected=lambda r: print(f"rejected hub={r.hub_id}: {r.reason}", file=sys.stderr),
         on_duplicate=lambda r: print(
             f"duplicate hub={r.hub_id} seq={r.seq}: byte-identical, not delivered again",

@@ -8,6 +8,7 @@ import json
 import signal
 import sys
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Final
 
 import cbor2
@@ -253,9 +254,14 @@ class TestDirectory:
 
 class TestCommandLine:
     async def test_prints_verified_readings_and_rejections(
-        self, dev_pki: DevPki, broker: Broker, hub_key: ec.EllipticCurvePrivateKey
+        self,
+        dev_pki: DevPki,
+        broker: Broker,
+        hub_key: ec.EllipticCurvePrivateKey,
+        tmp_path: Path,
     ) -> None:
-        """python -m hil.receiver: a JSON line per reading on stdout, a line per rejection."""
+        """python -m hil.receiver: a JSON line per reading on stdout, a line per rejection;
+        with --platform-key, receipts (held for the reading, refused for the tampered copy)."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -270,6 +276,10 @@ class TestCommandLine:
             str(dev_pki.receiver_key),
             "--hub-cert",
             f"hub-0001={dev_pki.hub_cert}",
+            "--platform-key",
+            str(dev_pki.platform_key),
+            "--state-dir",
+            str(tmp_path / "platform"),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -294,11 +304,18 @@ class TestCommandLine:
                 envelope = _sign(hub_key, _payload())
                 await uplink.publish(envelope)
                 line = json.loads(await proc.stdout.readline())
+                receipts: list[bytes] = []
+                while b"receiver_receipt_sent" not in (text := await proc.stderr.readline()):
+                    pass
+                receipts.append(text)
                 tampered = bytearray(envelope)
                 tampered[tampered.index(b"reading-7") + 8] ^= 0x01
                 await uplink.publish(bytes(tampered))
                 while not (rejection := await proc.stderr.readline()).startswith(b"rejected"):
                     pass
+                while b"receiver_receipt_sent" not in (text := await proc.stderr.readline()):
+                    pass
+                receipts.append(text)
                 await uplink.close()
         finally:
             if proc.returncode is None:
@@ -313,4 +330,9 @@ class TestCommandLine:
         } == {k: v for k, v in line.items() if k != "payload"}
         assert line["payload"]["fhir"]["valueQuantity"]["value"] == 120.5
         assert rejection == b"rejected hub=hub-0001: signature does not verify\n"
+        assert [(b"held=1", b"refused=0"), (b"held=0", b"refused=1")] == [
+            (r[r.index(b"held=") :].split()[0], r[r.index(b"refused=") :].split()[0])
+            for r in receipts
+        ]
+        assert (tmp_path / "platform" / "platform.db").exists()
         assert returncode == 0

@@ -1,0 +1,261 @@
+"""What the reference platform holds, durably: readings, envelopes, parked messages, receipts.
+
+One SQLite file (``<state dir>/platform.db``; in memory without a state directory), WAL with
+``synchronous=FULL``: a transaction that returned from :meth:`PlatformStore.commit` survives a
+crash of the process and of the machine, so the receiver acknowledges a message to the broker
+(PUBACK) and sends a receipt only after the commit that stored it.
+
+- ``readings``: one row per reading identity, keyed by (hub, id) as docs/wire-format.md says
+  (a conflict record, ``conflict_of`` set, under ``id#conflict-<seq>``: kept apart, never
+  merged), with the SHA-256 of the reading's own bytes. A later reading with the same key and
+  the same bytes is a *duplicate* (a copy after a reconnect or a restart, in the same or in
+  another envelope); with other bytes a *conflicting duplicate*, kept in ``parked`` for review.
+- ``envelopes``: every verified envelope once, by its receipt digest, with its seqs and the
+  signed bytes (the evidence), and how many times it arrived.
+- ``parked``: messages the platform did not accept (failed verification, conflicting
+  duplicates), with the reason code: counted, kept, never delivered.
+- ``receipts``: the receipts sent (rid, hub, iat, exp, item counts): the rids a platform must
+  never reuse, and an audit of what it vouched for.
+
+This is test and demo infrastructure: the readings it holds are synthetic. It never logs a
+reading's content.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Final
+
+from hil.platform_verify import VerifiedEnvelope, VerifiedReading
+
+DB_NAME: Final = "platform.db"
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS readings (
+    hub TEXT NOT NULL,
+    ident TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    conflict_of INTEGER,
+    reading_sha256 BLOB NOT NULL,
+    reading BLOB NOT NULL,
+    envelope_digest BLOB NOT NULL,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (hub, ident)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS envelopes (
+    digest BLOB PRIMARY KEY,
+    hub TEXT NOT NULL,
+    seqs TEXT NOT NULL,
+    arrivals INTEGER NOT NULL,
+    first_at REAL NOT NULL,
+    envelope BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS parked (
+    n INTEGER PRIMARY KEY,
+    hub TEXT,
+    code TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    digest BLOB NOT NULL,
+    received_at REAL NOT NULL,
+    message BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS receipts (
+    rid BLOB PRIMARY KEY,
+    hub TEXT NOT NULL,
+    iat INTEGER NOT NULL,
+    exp INTEGER NOT NULL,
+    held INTEGER NOT NULL,
+    refused INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+class Outcome(enum.Enum):
+    """What storing one reading found."""
+
+    NEW = "new"
+    DUPLICATE = "duplicate"
+    """The same reading (same key, same bytes) is held already."""
+    CONFLICTING = "conflicting"
+    """The key is held with other bytes: parked for review, not delivered."""
+
+
+class PlatformStore:
+    """The receiver's database; every method is thread-safe (one connection, one lock).
+
+    Writes happen inside :meth:`transaction` (one commit, durable when it returns).
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            ":memory:" if path is None else str(path),
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        if path is not None:
+            self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path | None) -> PlatformStore:
+        """The store in ``state_dir`` (created 0700), or in memory when None."""
+        if state_dir is None:
+            return cls(None)
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return cls(state_dir / DB_NAME)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction, committed (durably) on a normal exit, rolled back else."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- writes (inside a transaction) ----------------------------------------------------
+
+    def store_envelope(self, envelope: VerifiedEnvelope, now: float) -> list[Outcome]:
+        """Store a verified envelope's readings; what each one was, in order."""
+        digest = envelope.digest
+        updated = self._db.execute(
+            "UPDATE envelopes SET arrivals = arrivals + 1 WHERE digest = ?", (digest,)
+        ).rowcount
+        if not updated:
+            self._db.execute(
+                "INSERT INTO envelopes VALUES (?, ?, ?, 1, ?, ?)",
+                (digest, envelope.hub_id, _seqs_text(envelope.seqs), now, envelope.envelope),
+            )
+        return [self._store_reading(r, digest, now) for r in envelope.readings]
+
+    def _store_reading(self, reading: VerifiedReading, digest: bytes, now: float) -> Outcome:
+        ident = reading_key(reading)
+        sha = hashlib.sha256(reading.reading_bytes).digest()
+        row = self._db.execute(
+            "SELECT reading_sha256 FROM readings WHERE hub = ? AND ident = ?",
+            (reading.hub_id, ident),
+        ).fetchone()
+        if row is None:
+            self._db.execute(
+                "INSERT INTO readings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    reading.hub_id,
+                    ident,
+                    reading.seq,
+                    reading.kind,
+                    reading.conflict_of,
+                    sha,
+                    reading.reading_bytes,
+                    digest,
+                    now,
+                ),
+            )
+            return Outcome.NEW
+        if row[0] == sha:
+            return Outcome.DUPLICATE
+        self.park(
+            reading.hub_id, "id_conflict", CONFLICTING_REASON, reading.reading_bytes, digest, now
+        )
+        return Outcome.CONFLICTING
+
+    def park(
+        self,
+        hub: str | None,
+        code: str,
+        reason: str,
+        message: bytes,
+        digest: bytes,
+        now: float,
+    ) -> None:
+        """Keep a message the platform did not accept (not delivered, counted)."""
+        self._db.execute(
+            "INSERT INTO parked (hub, code, reason, digest, received_at, message) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (hub, code, reason, digest, now, message),
+        )
+
+    def record_receipt(
+        self, rid: bytes, hub: str, iat: int, exp: int, held: int, refused: int
+    ) -> None:
+        """Remember a receipt sent (its own transaction)."""
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?)",
+                (rid, hub, iat, exp, held, refused),
+            )
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def count(self, table: str) -> int:
+        """Rows of one of the tables (readings, envelopes, parked, receipts)."""
+        if table not in ("readings", "envelopes", "parked", "receipts"):
+            raise ValueError(f"no table {table!r}")
+        with self._lock:
+            (n,) = self._db.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608
+        return int(n)
+
+    def seqs(self, hub: str) -> list[int]:
+        """The seqs of the readings held for ``hub``, ascending."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq FROM readings WHERE hub = ? ORDER BY seq", (hub,)
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def arrivals(self, digest: bytes) -> int:
+        """How many times the envelope with this receipt digest arrived (0: never)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT arrivals FROM envelopes WHERE digest = ?", (digest,)
+            ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def rid_used(self, rid: bytes) -> bool:
+        """Whether a receipt with this id was sent."""
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM receipts WHERE rid = ?", (rid,)).fetchone()
+        return row is not None
+
+    def parked_codes(self) -> list[str]:
+        """The reason codes of the parked messages, in arrival order."""
+        with self._lock:
+            rows = self._db.execute("SELECT code FROM parked ORDER BY n").fetchall()
+        return [str(r[0]) for r in rows]
+
+
+CONFLICTING_REASON: Final = "id already received with a different envelope"
+
+
+def reading_key(reading: VerifiedReading) -> str:
+    """The identity a reading is deduplicated by (docs/wire-format.md)."""
+    if reading.conflict_of is not None:
+        return f"{reading.id}#conflict-{reading.seq}"
+    return reading.id
+
+
+def _seqs_text(seqs: Sequence[int]) -> str:
+    return ",".join(str(s) for s in seqs)
+
+
+def now_s() -> float:
+    """Wall-clock seconds, for ``received_at``."""
+    return time.time()

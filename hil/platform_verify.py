@@ -1,0 +1,619 @@
+"""How the reference platform verifies what a hub sends (docs/wire-format.md,
+docs/platform-protocol.md): independent of the hub's code, the signature checked by pycose.
+
+For each MQTT message on ``homehub/v1/<hub_id>/readings``:
+
+1. The topic names the hub (``^[a-z0-9][a-z0-9-]{0,62}$``); nothing else identifies it.
+2. The message is a tagged COSE_Sign1 (RFC 9052 §4.2): CBOR tag 18 around
+   ``[protected: bstr, unprotected: {}, payload: bstr, signature: bstr]``, at most
+   :data:`MAX_ENVELOPE_BYTES`, exactly one CBOR item, no duplicate map keys, no other tags.
+3. The protected header is ``{1: -7, 3: content type, 4: kid}``, optionally with ``-70001:
+   "zstd"`` and ``-70002: dictionary id``: alg ES256, one of our two content types (one reading,
+   or a batch), and the key id (SHA-256 over the hub key's DER SubjectPublicKeyInfo, first 16
+   bytes).
+4. The hub's certificate is found by the topic's hub id (its CN must be that id, issued by the
+   platform CA, valid now) and its key must have that kid.
+5. pycose reads the COSE_Sign1 and builds its Sig_structure; the ES256 signature over the
+   payload *as sent* (compressed or not) is checked on OpenSSL, or on pycose's own ES256 with
+   ``pure_pycose`` (see ``_check_signature``).
+6. A compressed payload is one zstd frame made with the named dictionary (files ``<id>.zdict``,
+   :class:`Dictionaries`), decompressing to at most :data:`MAX_DECOMPRESSED_BYTES`.
+7. The payload is a deterministic CBOR map: one reading (at least ``v`` = 1, ``hub``, ``seq``,
+   ``id``, ``kind``; ``hub`` equal to the topic's; decimal fractions, tag 4, the only tag), or a
+   batch ``{"v": 1, "hub", "readings": [bstr .cbor reading, ...]}`` of 1 to 500 such readings.
+
+A failure raises :class:`RejectedError`. Its ``refusable`` says whether the fault is the
+envelope's own (signature, header, payload: the platform will never accept it, and tells the
+hub so in a receipt's ``refused`` item when it can name the seqs, ``seqs``), or the platform's
+(unknown hub or key, a certificate not valid now, a dictionary it does not hold: it parks the
+message and says nothing, so the hub sends it again once the platform is fixed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import io
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, NoReturn
+
+import cbor2
+import zstandard
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.x509.oid import NameOID
+from pycose.algorithms import Es256
+from pycose.exceptions import CoseException
+from pycose.headers import Algorithm
+from pycose.keys.cosekey import CoseKey
+from pycose.messages.sign1message import Sign1Message
+
+from hil.platform_signing import envelope_digest, key_id
+
+# ---------------------------------------------------------------------------
+# The wire format, as constants
+# ---------------------------------------------------------------------------
+
+TOPIC_RE: Final = re.compile(r"^homehub/v1/([a-z0-9][a-z0-9-]{0,62})/readings$")
+COSE_SIGN1_TAG: Final = 18
+HEADER_ALG, HEADER_CONTENT_TYPE, HEADER_KID = 1, 3, 4
+HEADER_ENCODING: Final = -70001
+HEADER_DICTIONARY: Final = -70002
+ENCODING_ZSTD: Final = "zstd"
+ALG_ES256: Final = -7
+CONTENT_TYPE: Final = "application/vnd.homehub.reading+cbor"
+BATCH_CONTENT_TYPE: Final = "application/vnd.homehub.readings+cbor"
+KID_BYTES: Final = 16
+SIGNATURE_BYTES: Final = 64
+PAYLOAD_VERSION: Final = 1
+MAX_ENVELOPE_BYTES: Final = 256 * 1024
+"""The largest profile limit (Azure IoT Hub's 256 KiB); a single reading's payload is at most
+32 KiB, a batch fills up to its profile's limit."""
+MAX_DECOMPRESSED_BYTES: Final = 1024 * 1024
+"""A compressed payload decompressing to more than this is refused (docs/platform-protocol.md)."""
+MAX_BATCH_READINGS: Final = 500
+CBOR_DECIMAL_FRACTION_TAG: Final = 4
+PAYLOAD_MAX_DEPTH: Final = 32
+"""A FHIR Bundle of Observations and Devices nests about 8 deep."""
+
+# cbor2 6.3 decodes these tags into objects by itself; we refuse them all (the payload may
+# carry tag 4 only). Any other tag reaches tag_hook, which keeps allowed ones and refuses the rest.
+_CBOR2_BUILTIN_TAGS: Final = (
+    0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261, 1004,
+    43000, 55799,
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedReading:
+    """A reading whose envelope verified against its hub's certificate.
+
+    ``envelope`` is the whole MQTT payload it came in (a batch's for a batched reading);
+    ``reading_bytes`` the reading's own deterministic CBOR (what a copy repeats byte for byte).
+    """
+
+    hub_id: str
+    seq: int
+    id: str
+    kind: str
+    kid: bytes
+    payload: dict[str, Any] = field(repr=False)
+    envelope: bytes = field(repr=False)
+    reading_bytes: bytes = field(default=b"", repr=False)
+
+    @property
+    def conflict_of(self) -> int | None:
+        """The seq of the earlier record with the same id, on a conflict record."""
+        value = self.payload.get("conflict_of")
+        return value if type(value) is int else None
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedEnvelope:
+    """One verified message: its readings (one, or a batch's) and how it came."""
+
+    hub_id: str
+    kid: bytes
+    content_type: str
+    dictionary: int | None
+    """The zstd dictionary id when compressed with one; None when not compressed or without."""
+    compressed: bool
+    readings: tuple[VerifiedReading, ...] = field(repr=False)
+    envelope: bytes = field(repr=False)
+
+    @property
+    def digest(self) -> bytes:
+        """How a receipt names it: SHA-256 over the message, first 16 bytes."""
+        return envelope_digest(self.envelope)
+
+    @property
+    def seqs(self) -> list[int]:
+        """The seq of each reading, in the envelope's order."""
+        return [r.seq for r in self.readings]
+
+
+class RejectedError(Exception):
+    """A message failed verification; ``reason`` says which check (see the module doc for
+    ``refusable``); ``code`` is the short code a receipt's ``refused`` item carries."""
+
+    def __init__(self, reason: str, code: str = "malformed", *, refusable: bool = True) -> None:
+        self.reason = reason
+        self.code = code
+        self.refusable = refusable
+        self.hub_id: str | None = None
+        self.seqs: list[int] | None = None
+        super().__init__(reason)
+
+
+def _reject(reason: str, code: str = "malformed", *, refusable: bool = True) -> NoReturn:
+    raise RejectedError(reason, code, refusable=refusable)
+
+
+def _park(reason: str, code: str) -> NoReturn:
+    raise RejectedError(reason, code, refusable=False)
+
+
+# ---------------------------------------------------------------------------
+# Hub certificates and dictionaries
+# ---------------------------------------------------------------------------
+
+
+class HubDirectory:
+    """The platform's list of hub certificates, indexed by hub id and kid."""
+
+    def __init__(self, ca_cert: x509.Certificate) -> None:
+        self._ca = ca_cert
+        self._certs: dict[str, dict[bytes, x509.Certificate]] = {}
+        self._cose_keys: dict[bytes, CoseKey] = {}
+
+    @classmethod
+    def load(cls, ca_file: Path, hub_certs: Iterable[tuple[str, Path]]) -> HubDirectory:
+        """A directory from a CA file and ``(hub_id, certificate file)`` pairs."""
+        directory = cls(x509.load_pem_x509_certificate(ca_file.read_bytes()))
+        for hub_id, path in hub_certs:
+            directory.add(hub_id, x509.load_pem_x509_certificate(path.read_bytes()))
+        return directory
+
+    def add(self, hub_id: str, cert: x509.Certificate) -> bytes:
+        """Register a hub's certificate (CN must be the hub id, issued by the CA); its kid."""
+        cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if [a.value for a in cns] != [hub_id]:
+            raise ValueError(f"certificate CN is not {hub_id!r}")
+        try:
+            cert.verify_directly_issued_by(self._ca)
+        except (ValueError, TypeError, InvalidSignature):
+            raise ValueError("certificate not issued by the platform CA") from None
+        public_key = cert.public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
+            public_key.curve, ec.SECP256R1
+        ):
+            raise ValueError("hub certificate key is not P-256")
+        kid = key_id(public_key)
+        self._certs.setdefault(hub_id, {})[kid] = cert
+        pem = public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode()
+        self._cose_keys[kid] = CoseKey.from_pem_public_key(pem)
+        return kid
+
+    def knows(self, hub_id: str) -> bool:
+        """Whether any certificate is registered for ``hub_id``."""
+        return bool(self._certs.get(hub_id))
+
+    def public_key(self, hub_id: str, kid: bytes) -> ec.EllipticCurvePublicKey:
+        """The key a hub signs with under ``kid``; RejectedError if unknown or not valid now."""
+        public_key = self._cert(hub_id, kid).public_key()
+        assert isinstance(public_key, ec.EllipticCurvePublicKey)  # checked in add()
+        return public_key
+
+    def cose_key(self, hub_id: str, kid: bytes) -> CoseKey:
+        """The same key as pycose wants it."""
+        self._cert(hub_id, kid)
+        return self._cose_keys[kid]
+
+    def _cert(self, hub_id: str, kid: bytes) -> x509.Certificate:
+        certs = self._certs.get(hub_id)
+        if not certs:
+            _park(f"unknown hub {hub_id!r}", "unknown_hub")
+        cert = certs.get(kid)
+        if cert is None:
+            _park(f"kid does not match any certificate of hub {hub_id!r}", "unknown_kid")
+        now = dt.datetime.now(dt.UTC)
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            _park(f"certificate of hub {hub_id!r} is not valid now", "certificate_not_valid")
+        return cert
+
+
+class Dictionaries:
+    """The zstd dictionaries the platform holds, by id (files ``<id>.zdict``).
+
+    A file's zstd dictionary id must equal the id of its name (docs/platform-protocol.md).
+    """
+
+    def __init__(self, dictionaries: Mapping[int, bytes] | None = None) -> None:
+        self._decompressors: dict[int, zstandard.ZstdDecompressor] = {}
+        for dict_id, data in (dictionaries or {}).items():
+            self.add(dict_id, data)
+
+    @classmethod
+    def load(cls, directory: Path) -> Dictionaries:
+        """Every ``<id>.zdict`` file in ``directory``."""
+        found = cls()
+        for path in sorted(directory.glob("*.zdict")):
+            if not path.stem.isdigit():
+                raise ValueError(f"dictionary file name is not <id>.zdict: {path.name}")
+            found.add(int(path.stem), path.read_bytes())
+        return found
+
+    def add(self, dict_id: int, data: bytes) -> None:
+        """Hold one dictionary; ValueError if its zstd id is not ``dict_id``."""
+        zdict = zstandard.ZstdCompressionDict(data, dict_type=zstandard.DICT_TYPE_FULLDICT)
+        if zdict.dict_id() != dict_id or dict_id <= 0:
+            raise ValueError(f"dictionary {dict_id}: its zstd dictionary id is {zdict.dict_id()}")
+        self._decompressors[dict_id] = zstandard.ZstdDecompressor(
+            dict_data=zdict, max_window_size=MAX_DECOMPRESSED_BYTES
+        )
+
+    @property
+    def ids(self) -> list[int]:
+        """The ids held, ascending (what an ``announce`` command lists)."""
+        return sorted(self._decompressors)
+
+    def decompress(self, frame: bytes, dict_id: int | None) -> bytes:
+        """One zstd frame, made with ``dict_id`` (or none), bounded; RejectedError if not."""
+        if dict_id is None:
+            dctx = zstandard.ZstdDecompressor(max_window_size=MAX_DECOMPRESSED_BYTES)
+        else:
+            held = self._decompressors.get(dict_id)
+            if held is None:
+                _park(f"zstd dictionary {dict_id} not held by the platform", "unknown_dictionary")
+            dctx = held
+        return _bounded_decompress(dctx, frame, dict_id)
+
+
+def _bounded_decompress(
+    dctx: zstandard.ZstdDecompressor, frame: bytes, dict_id: int | None
+) -> bytes:
+    try:
+        params = zstandard.get_frame_parameters(frame)
+    except zstandard.ZstdError:
+        _reject("payload: not a zstd frame")
+    if params.dict_id not in (0, dict_id or 0):
+        _reject("payload: zstd frame made with another dictionary than the header's")
+    size = params.content_size
+    if size != zstandard.CONTENTSIZE_UNKNOWN and size > MAX_DECOMPRESSED_BYTES:
+        _reject(f"payload: decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes", "too_large")
+    try:
+        # max_output_size bounds the allocation when the frame does not state its size (and
+        # refuses more); a stated size was checked above. One frame, nothing after it.
+        return dctx.decompress(
+            frame, max_output_size=MAX_DECOMPRESSED_BYTES, allow_extra_data=False
+        )
+    except zstandard.ZstdError:
+        _reject(
+            f"payload: zstd frame malformed or larger than {MAX_DECOMPRESSED_BYTES} bytes "
+            "decompressed"
+        )
+
+
+# ---------------------------------------------------------------------------
+# Verification
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Header:
+    content_type: str
+    kid: bytes
+    compressed: bool
+    dictionary: int | None
+
+
+def verify_envelope(
+    topic: str,
+    envelope: bytes,
+    hubs: HubDirectory,
+    dictionaries: Dictionaries | None = None,
+    *,
+    pure_pycose: bool = False,
+) -> VerifiedEnvelope:
+    """Verify one message (steps 1-7 of the module doc); RejectedError says why not, with
+    ``hub_id`` (the topic's, when valid) and ``seqs`` (when the payload names them) filled in."""
+    match = TOPIC_RE.fullmatch(topic)
+    if match is None:
+        _park("topic is not homehub/v1/<hub id>/readings", "bad_topic")
+    hub_id = match.group(1)
+    dictionaries = dictionaries or Dictionaries()
+    parts: tuple[bytes, _Header | None, bytes] | None = None
+    try:
+        protected, payload, signature = _split(envelope)
+        parts = (protected, None, payload)
+        header = _parse_header(protected)
+        parts = (protected, header, payload)
+        cose_key = hubs.cose_key(hub_id, header.kid)
+        public_key = hubs.public_key(hub_id, header.kid)
+        _check_signature(protected, payload, signature, cose_key, public_key, pure_pycose)
+        plain = (
+            dictionaries.decompress(payload, header.dictionary) if header.compressed else payload
+        )
+        readings = _readings(plain, header.content_type, hub_id, header.kid, envelope)
+    except RejectedError as exc:
+        exc.hub_id = hub_id
+        if exc.refusable and parts is not None:
+            exc.seqs = _readable_seqs(parts[1], parts[2], dictionaries)
+        raise
+    return VerifiedEnvelope(
+        hub_id=hub_id,
+        kid=header.kid,
+        content_type=header.content_type,
+        dictionary=header.dictionary,
+        compressed=header.compressed,
+        readings=readings,
+        envelope=envelope,
+    )
+
+
+def verify_reading(topic: str, envelope: bytes, hubs: HubDirectory) -> VerifiedReading:
+    """Verify a single-reading, uncompressed message (the first version's wire format)."""
+    verified = verify_envelope(topic, envelope, hubs)
+    if verified.content_type != CONTENT_TYPE or len(verified.readings) != 1:
+        _reject(f"content type is not {CONTENT_TYPE}", "bad_header")
+    return verified.readings[0]
+
+
+def _split(envelope: bytes) -> tuple[bytes, bytes, bytes]:
+    if len(envelope) > MAX_ENVELOPE_BYTES:
+        _reject(f"envelope larger than {MAX_ENVELOPE_BYTES} bytes", "too_large")
+    item = _decode_one(envelope, "envelope", allowed_tags={COSE_SIGN1_TAG}, max_depth=3)
+    if not isinstance(item, cbor2.CBORTag) or item.tag != COSE_SIGN1_TAG:
+        _reject("not a tagged COSE_Sign1 (CBOR tag 18)")
+    # cbor2 decodes a tag's content immutably: the array arrives as a tuple, maps as frozendict.
+    if not isinstance(item.value, list | tuple) or len(item.value) != 4:
+        _reject("COSE_Sign1 must be an array of 4 elements")
+    protected, unprotected, payload, signature = item.value
+    if not isinstance(protected, bytes):
+        _reject("protected header is not a byte string")
+    if not isinstance(unprotected, Mapping) or len(unprotected) != 0:
+        _reject("unprotected header must be an empty map")
+    if not isinstance(payload, bytes):
+        _reject("payload is not a byte string")
+    if not isinstance(signature, bytes) or len(signature) != SIGNATURE_BYTES:
+        _reject(f"signature is not a {SIGNATURE_BYTES}-byte string")
+    return protected, payload, signature
+
+
+_REQUIRED_LABELS: Final = frozenset({HEADER_ALG, HEADER_CONTENT_TYPE, HEADER_KID})
+_COMPRESSION_LABELS: Final = frozenset({HEADER_ENCODING, HEADER_DICTIONARY})
+
+
+def _parse_header(protected: bytes) -> _Header:
+    header = _decode_one(protected, "protected header", allowed_tags=set(), max_depth=1)
+    if (
+        not isinstance(header, dict)
+        or not _REQUIRED_LABELS <= set(header)
+        or not set(header) <= _REQUIRED_LABELS | _COMPRESSION_LABELS
+    ):
+        _reject(
+            "protected header must hold exactly labels 1 (alg), 3 (content type), 4 (kid)",
+            "bad_header",
+        )
+    if type(header[HEADER_ALG]) is not int or header[HEADER_ALG] != ALG_ES256:
+        _reject("alg is not ES256 (-7)", "bad_header")
+    content_type = header[HEADER_CONTENT_TYPE]
+    if content_type not in (CONTENT_TYPE, BATCH_CONTENT_TYPE):
+        _reject(f"content type is not {CONTENT_TYPE}", "bad_header")
+    kid = header[HEADER_KID]
+    if not isinstance(kid, bytes) or len(kid) != KID_BYTES:
+        _reject(f"kid is not a {KID_BYTES}-byte string", "bad_header")
+    compressed = HEADER_ENCODING in header
+    if compressed and header[HEADER_ENCODING] != ENCODING_ZSTD:
+        _reject('payload encoding (-70001) is not "zstd"', "bad_header")
+    dictionary = header.get(HEADER_DICTIONARY)
+    if dictionary is not None and (
+        not compressed or type(dictionary) is not int or dictionary <= 0
+    ):
+        _reject("zstd dictionary (-70002) without zstd, or not a positive id", "bad_header")
+    return _Header(content_type, kid, compressed, dictionary)
+
+
+def _check_signature(
+    protected: bytes,
+    payload: bytes,
+    signature: bytes,
+    cose_key: CoseKey,
+    public_key: ec.EllipticCurvePublicKey,
+    pure_pycose: bool,
+) -> None:
+    """pycose reads the message and builds the Sig_structure of the bytes as received; the
+    ES256 check runs on OpenSSL (``cryptography``), or with ``pure_pycose`` on pycose's own
+    ES256 (python-ecdsa, pure Python: about 5 ms a signature here, a platform capped near 200
+    envelopes a second, too slow for the backlog tests and the uplink bench, so it is the
+    cross-check, not the default).
+
+    pycose 1.1's own ``Sign1Message.decode`` cannot read what cbor2 6 returns (arrays and maps
+    inside a tag arrive as tuple and frozendict), so the outer array is ours (``_split``) and
+    pycose gets its parts.
+    """
+    try:
+        message = Sign1Message.from_cose_obj([protected, {}, payload, signature], True)
+        message.key = cose_key
+        if message.get_attr(Algorithm) is not Es256:
+            ok = False
+        elif pure_pycose:
+            ok = message.verify_signature()
+        else:
+            to_be_signed = message._create_sig_structure()  # pycose's Sig_structure
+            r = int.from_bytes(signature[:32], "big")
+            s = int.from_bytes(signature[32:], "big")
+            public_key.verify(encode_dss_signature(r, s), to_be_signed, ec.ECDSA(hashes.SHA256()))
+            ok = True
+    except (CoseException, ValueError, TypeError, KeyError, InvalidSignature):
+        ok = False
+    if not ok:
+        _reject("signature does not verify", "bad_signature")
+
+
+def _readings(
+    plain: bytes, content_type: str, hub_id: str, kid: bytes, envelope: bytes
+) -> tuple[VerifiedReading, ...]:
+    if content_type == CONTENT_TYPE:
+        return (_reading(plain, hub_id, kid, envelope, "payload"),)
+    body = _decode_one(
+        plain, "payload", allowed_tags={CBOR_DECIMAL_FRACTION_TAG}, max_depth=PAYLOAD_MAX_DEPTH
+    )
+    if not isinstance(body, dict) or set(body) != {"v", "hub", "readings"}:
+        _reject('batch payload must be {"v", "hub", "readings"}')
+    if type(body["v"]) is not int or body["v"] != PAYLOAD_VERSION:
+        _reject(f"payload version {body['v']!r} not supported")
+    if body["hub"] != hub_id:
+        _reject("payload hub differs from the topic's hub id", "hub_mismatch")
+    items = body["readings"]
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH_READINGS:
+        _reject(f"batch must hold 1 to {MAX_BATCH_READINGS} readings")
+    if not all(isinstance(item, bytes) for item in items):
+        _reject("batch readings must be byte strings (bstr .cbor reading)")
+    readings = tuple(
+        _reading(item, hub_id, kid, envelope, f"batch reading {i}") for i, item in enumerate(items)
+    )
+    seqs = [r.seq for r in readings]
+    if len(set(seqs)) != len(seqs):
+        _reject("batch names a seq twice")
+    return readings
+
+
+def _reading(data: bytes, hub_id: str, kid: bytes, envelope: bytes, what: str) -> VerifiedReading:
+    body = _decode_one(
+        data, what, allowed_tags={CBOR_DECIMAL_FRACTION_TAG}, max_depth=PAYLOAD_MAX_DEPTH
+    )
+    if not isinstance(body, dict):
+        _reject(f"{what} is not a map")
+    for name, kind in (("v", int), ("hub", str), ("seq", int), ("id", str), ("kind", str)):
+        if type(body.get(name)) is not kind:
+            _reject(f"{what} field {name!r} missing or not {kind.__name__}")
+    if body["v"] != PAYLOAD_VERSION:
+        _reject(f"{what} version {body['v']} not supported")
+    if body["hub"] != hub_id:
+        _reject(f"{what} hub differs from the topic's hub id", "hub_mismatch")
+    if body["seq"] < 0 or not body["id"]:
+        _reject(f"{what} seq negative or id empty")
+    conflict_of = body.get("conflict_of")
+    if conflict_of is not None and (
+        type(conflict_of) is not int or not 0 < conflict_of < body["seq"]
+    ):
+        _reject(f"{what} conflict_of is not the seq of an earlier record")
+    return VerifiedReading(
+        hub_id=hub_id,
+        seq=body["seq"],
+        id=body["id"],
+        kind=body["kind"],
+        kid=kid,
+        payload=body,
+        envelope=envelope,
+        reading_bytes=data,
+    )
+
+
+def _readable_seqs(
+    header: _Header | None, payload: bytes, dictionaries: Dictionaries
+) -> list[int] | None:
+    """The seqs a rejected envelope names, when its payload can be read; None if not.
+
+    Only the seqs: nothing else of an envelope that did not verify is used."""
+    try:
+        plain = payload
+        if header is not None and header.compressed:
+            plain = dictionaries.decompress(payload, header.dictionary)
+        body = _decode_one(
+            plain, "payload", allowed_tags={CBOR_DECIMAL_FRACTION_TAG}, max_depth=PAYLOAD_MAX_DEPTH
+        )
+        if not isinstance(body, dict):
+            return None
+        if type(body.get("seq")) is int and body["seq"] >= 0:
+            return [body["seq"]]
+        items = body.get("readings")
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH_READINGS:
+            return None
+        seqs = []
+        for item in items:
+            if not isinstance(item, bytes):
+                return None
+            reading = _decode_one(
+                item,
+                "reading",
+                allowed_tags={CBOR_DECIMAL_FRACTION_TAG},
+                max_depth=PAYLOAD_MAX_DEPTH,
+            )
+            if not isinstance(reading, dict) or type(reading.get("seq")) is not int:
+                return None
+            seqs.append(reading["seq"])
+    except RejectedError:
+        return None
+    return seqs if all(s >= 0 for s in seqs) else None
+
+
+# ---------------------------------------------------------------------------
+# Strict CBOR
+# ---------------------------------------------------------------------------
+
+
+class _TagRefusedError(Exception):
+    def __init__(self, tag: int) -> None:
+        self.tag = tag
+        super().__init__(tag)
+
+
+def _refuse(tag: int, _value: object, _immutable: bool) -> NoReturn:
+    raise _TagRefusedError(tag)
+
+
+def _decode_one(data: bytes, what: str, *, allowed_tags: set[int], max_depth: int) -> Any:
+    """Exactly one CBOR item: bounded depth, no duplicate keys, only ``allowed_tags``."""
+    semantic = {
+        tag: functools.partial(_refuse, tag)
+        for tag in _CBOR2_BUILTIN_TAGS
+        if tag not in allowed_tags
+    }
+
+    def tag_hook(tag: cbor2.CBORTag, _immutable: bool) -> cbor2.CBORTag:
+        if tag.tag not in allowed_tags:
+            raise _TagRefusedError(tag.tag)
+        return tag
+
+    decoder = cbor2.CBORDecoder(
+        io.BytesIO(data),
+        tag_hook=tag_hook,
+        semantic_decoders=semantic,
+        max_depth=max_depth,
+        allow_indefinite=False,
+        allow_duplicate_keys=False,
+    )
+    try:
+        value = decoder.decode()
+    except cbor2.CBORDecodeError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, _TagRefusedError):
+            _reject(f"{what}: CBOR tag {cause.tag} not allowed")
+        text = str(exc).lower()
+        if "duplicate map key" in text:
+            _reject(f"{what}: duplicate map keys")
+        _reject(f"{what}: malformed CBOR")
+    if decoder.fp.tell() != len(data):
+        _reject(f"{what}: trailing bytes after the CBOR item")
+    return value
+
+
+def reading_digest(reading: VerifiedReading) -> bytes:
+    """SHA-256 over a reading's own bytes: equal for a byte-identical copy, in any envelope."""
+    return hashlib.sha256(reading.reading_bytes or reading.envelope).digest()
