@@ -17,7 +17,9 @@ For each MQTT message on ``homehub/v1/<hub_id>/readings``:
    payload *as sent* (compressed or not) is checked on OpenSSL, or on pycose's own ES256 with
    ``pure_pycose`` (see ``_check_signature``).
 6. A compressed payload is one zstd frame made with the named dictionary (files ``<id>.zdict``,
-   :class:`Dictionaries`), decompressing to at most :data:`MAX_DECOMPRESSED_BYTES`.
+   :class:`Dictionaries`), nothing after it, declaring its content size, at most
+   :data:`MAX_DECOMPRESSED_BYTES` (checked before inflating), window at most
+   :data:`MAX_WINDOW_BYTES`.
 7. The payload is a deterministic CBOR map: one reading (at least ``v`` = 1, ``hub``, ``seq``,
    ``id``, ``kind``; ``hub`` equal to the topic's; decimal fractions, tag 4, the only tag), or a
    batch ``{"v": 1, "hub", "readings": [bstr .cbor reading, ...]}`` of 1 to 500 such readings.
@@ -78,6 +80,9 @@ MAX_ENVELOPE_BYTES: Final = 256 * 1024
 32 KiB, a batch fills up to its profile's limit."""
 MAX_DECOMPRESSED_BYTES: Final = 1024 * 1024
 """A compressed payload decompressing to more than this is refused (docs/platform-protocol.md)."""
+MAX_WINDOW_BYTES: Final = 2 * 1024 * 1024
+"""A frame whose window exceeds this is refused (docs/platform-protocol.md, Compression)."""
+MAX_DICTIONARY_ID: Final = 2**31 - 1
 MAX_BATCH_READINGS: Final = 500
 CBOR_DECIMAL_FRACTION_TAG: Final = 4
 PAYLOAD_MAX_DEPTH: Final = 32
@@ -260,10 +265,10 @@ class Dictionaries:
     def add(self, dict_id: int, data: bytes) -> None:
         """Hold one dictionary; ValueError if its zstd id is not ``dict_id``."""
         zdict = zstandard.ZstdCompressionDict(data, dict_type=zstandard.DICT_TYPE_FULLDICT)
-        if zdict.dict_id() != dict_id or dict_id <= 0:
+        if zdict.dict_id() != dict_id or not 0 < dict_id <= MAX_DICTIONARY_ID:
             raise ValueError(f"dictionary {dict_id}: its zstd dictionary id is {zdict.dict_id()}")
         self._decompressors[dict_id] = zstandard.ZstdDecompressor(
-            dict_data=zdict, max_window_size=MAX_DECOMPRESSED_BYTES
+            dict_data=zdict, max_window_size=MAX_WINDOW_BYTES
         )
 
     @property
@@ -274,7 +279,7 @@ class Dictionaries:
     def decompress(self, frame: bytes, dict_id: int | None) -> bytes:
         """One zstd frame, made with ``dict_id`` (or none), bounded; RejectedError if not."""
         if dict_id is None:
-            dctx = zstandard.ZstdDecompressor(max_window_size=MAX_DECOMPRESSED_BYTES)
+            dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW_BYTES)
         else:
             held = self._decompressors.get(dict_id)
             if held is None:
@@ -293,11 +298,15 @@ def _bounded_decompress(
     if params.dict_id not in (0, dict_id or 0):
         _reject("payload: zstd frame made with another dictionary than the header's")
     size = params.content_size
-    if size != zstandard.CONTENTSIZE_UNKNOWN and size > MAX_DECOMPRESSED_BYTES:
+    if size == zstandard.CONTENTSIZE_UNKNOWN:
+        _reject("payload: zstd frame does not declare its content size")
+    if size > MAX_DECOMPRESSED_BYTES:
         _reject(f"payload: decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes", "too_large")
+    if params.window_size > MAX_WINDOW_BYTES:
+        _reject(f"payload: zstd window larger than {MAX_WINDOW_BYTES} bytes", "too_large")
     try:
-        # max_output_size bounds the allocation when the frame does not state its size (and
-        # refuses more); a stated size was checked above. One frame, nothing after it.
+        # The declared size was checked before anything is inflated; max_output_size bounds
+        # it once more. One frame, nothing after it.
         return dctx.decompress(
             frame, max_output_size=MAX_DECOMPRESSED_BYTES, allow_extra_data=False
         )
@@ -422,7 +431,7 @@ def _parse_header(protected: bytes) -> _Header:
         _reject('payload encoding (-70001) is not "zstd"', "bad_header")
     dictionary = header.get(HEADER_DICTIONARY)
     if dictionary is not None and (
-        not compressed or type(dictionary) is not int or dictionary <= 0
+        not compressed or type(dictionary) is not int or not 0 < dictionary <= MAX_DICTIONARY_ID
     ):
         _reject("zstd dictionary (-70002) without zstd, or not a positive id", "bad_header")
     return _Header(content_type, kid, compressed, dictionary)

@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from agent import cose
+from agent import cose, envelopes
+from agent import dictionaries as hub_dictionaries
 from hil.pki import DevPki
 from hil.platform_verify import (
     BATCH_CONTENT_TYPE,
@@ -280,18 +281,18 @@ class TestCompression:
         error = _error(TOPIC, sign(hub_key, frame, encoding="zstd"), hubs)
         assert ("too_large", None) == (error.code, error.seqs)
 
-    def test_unstated_size_over_the_bound(
+    def test_frame_must_declare_its_size(
         self, hub_key: ec.EllipticCurvePrivateKey, hubs: HubDirectory
     ) -> None:
-        """A streamed frame (no size in its header) past 1 MiB: refused at the bound."""
-        cctx = zstandard.ZstdCompressor(write_content_size=False)
-        chunker = cctx.chunker()
-        frame = b"".join(
-            [*chunker.compress(b"\0" * (4 * MAX_DECOMPRESSED_BYTES)), *chunker.finish()]  # type: ignore[no-untyped-call]
-        )
-        assert zstandard.CONTENTSIZE_UNKNOWN == zstandard.get_frame_parameters(frame).content_size
-        error = _error(TOPIC, sign(hub_key, frame, encoding="zstd"), hubs)
-        assert error.reason.startswith("payload: zstd frame malformed or larger than")
+        """A streamed frame (no size in its header) is refused before inflating anything,
+        even one that would stay far below the bound."""
+        for plain in (reading(15), b"\0" * (4 * MAX_DECOMPRESSED_BYTES)):
+            chunker = zstandard.ZstdCompressor(write_content_size=False).chunker()
+            frame = b"".join([*chunker.compress(plain), *chunker.finish()])  # type: ignore[no-untyped-call]
+            unknown = zstandard.get_frame_parameters(frame).content_size
+            assert zstandard.CONTENTSIZE_UNKNOWN == unknown
+            error = _error(TOPIC, sign(hub_key, frame, encoding="zstd"), hubs)
+            assert "payload: zstd frame does not declare its content size" == error.reason
 
     def test_trailing_bytes_after_the_frame(
         self, hub_key: ec.EllipticCurvePrivateKey, hubs: HubDirectory
@@ -332,3 +333,45 @@ class TestCompression:
         (tmp_path / "5.zdict").write_bytes(zdict.as_bytes())
         with pytest.raises(ValueError, match="its zstd dictionary id is 4242"):
             Dictionaries.load(tmp_path)
+
+
+class TestHubEnvelopes:
+    """The hub's own envelopes (agent/envelopes.py, dictionary 1 of agent/dictionaries/)
+    verify in the independent platform, single and batched, compressed or not."""
+
+    def test_single_and_batch_with_the_shipped_dictionary(
+        self, hub_key: ec.EllipticCurvePrivateKey, hubs: HubDirectory
+    ) -> None:
+        """Each way the hub can send readings 1-3 verifies, with the same reading bytes."""
+        shipped = Path(hub_dictionaries.__file__).parent
+        platform_dictionaries = Dictionaries.load(shipped)
+        dictionary = hub_dictionaries.load(shipped)[1]
+        kid = cose.key_id(hub_key.public_key())
+
+        class Signer:
+            @property
+            def sign(self) -> cose.Es256Sign:
+                return lambda message: cose.es256_sign(hub_key, message)
+
+            @property
+            def kid(self) -> bytes:
+                return kid
+
+        payloads = [envelopes.ReadingPayload(s, "hub-0001", reading(s)) for s in (1, 2, 3)]
+        built = [
+            envelopes.build_single(payloads[0], Signer(), None),
+            envelopes.build_single(payloads[0], Signer(), dictionary),
+            envelopes.build_batch(payloads, Signer(), dictionary, 64 * 1024),
+            envelopes.build_batch(payloads, Signer(), None, 64 * 1024, compress=False),
+        ]
+        for envelope in built:
+            verified = verify_envelope(TOPIC, envelope.data, hubs, platform_dictionaries)
+            assert (list(envelope.seqs), envelope.compressed, envelope.digest) == (
+                verified.seqs,
+                verified.compressed,
+                verified.digest,
+            )
+            assert [p.payload for p in payloads[: len(envelope.seqs)]] == [
+                r.reading_bytes for r in verified.readings
+            ]
+        assert [1] == platform_dictionaries.ids
