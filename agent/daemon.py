@@ -97,6 +97,7 @@ from agent.outbox import (
 from agent.publisher import Publisher
 from agent.retry import FullJitter, KeyedBackoff
 from agent.sealing import Sealer
+from agent.security import SecurityEvent, load_platform_key
 from agent.storage import StorageThread
 from agent.uplink import DISCONNECT_TIMEOUT_S, Uplink, UplinkSettings
 
@@ -342,6 +343,18 @@ class Hub:
         self.security_noticed = asyncio.Event()
         """Set at the first ``security`` event (tests and the HIL rig wait on it)."""
 
+    def platform_security(self, event: SecurityEvent) -> None:
+        """A ``security`` event about the platform side (a rejected receipt or command),
+        already logged by :func:`agent.security.report_security`: counted here."""
+        del event
+        self.security_events += 1
+        self.security_noticed.set()
+
+    @property
+    def awaiting_receipt(self) -> int:
+        """Envelopes PUBACKed and awaiting the platform's receipt now."""
+        return self._publisher.awaiting_receipt if self._publisher is not None else 0
+
     @property
     def delivered(self) -> int:
         """Records delivered (PUBACK) and deleted since start."""
@@ -409,7 +422,16 @@ class Hub:
         self.uplink = uplink
         observer = self._observer
         publisher = Publisher(
-            storage, outbox, uplink, on_delivered=observer.delivered if observer else None
+            storage,
+            outbox,
+            uplink,
+            on_delivered=observer.delivered if observer else None,
+            ack=cfg.mqtt.ack,
+            platform_key=load_platform_key(cfg.platform.cert_file)
+            if cfg.platform.cert_file is not None
+            else None,
+            receipt_timeout_s=cfg.mqtt.receipt_timeout_s,
+            on_security=self.platform_security,
         )
         self._publisher = publisher
         try:

@@ -1087,6 +1087,26 @@ class Outbox:
                 error=getattr(exc, "sqlite_errorname", type(exc).__name__),
             )
 
+    def pending_among(self, seqs: Iterable[int]) -> frozenset[int]:
+        """Which of ``seqs`` are pending (a receipt naming an envelope the publisher no
+        longer knows is stale, not forged, when its readings are all still pending: see
+        agent/receipts.py). Reads only; at most :data:`MAX_BATCH` seqs per query."""
+        wanted = sorted(set(seqs))
+        conn = self._connection("pending_among")
+        found: set[int] = set()
+        try:
+            for start in range(0, len(wanted), MAX_BATCH):
+                chunk = wanted[start : start + MAX_BATCH]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT seq FROM records WHERE state = 'pending' AND seq IN ({marks})",  # noqa: S608 - only placeholders
+                    chunk,
+                ).fetchall()
+                found.update(int(row[0]) for row in rows)
+        except sqlite3.Error as exc:
+            raise _storage_error(self.path, "pending_among", exc) from exc
+        return frozenset(found)
+
 
 def _migrate(
     conn: sqlite3.Connection, path: Path, ctx: _MigrationContext, clock: Callable[[], float]

@@ -38,8 +38,22 @@ memory, so keeping the window full costs no fsync:
    connection it is sent alone, and only its PUBACK lets the others go. When connections
    end :data:`MAX_CONNECTION_LOSSES` times in a row with it in flight, it is refused
    (``connection_lost_repeatedly``): kept, reported, and the rest flow.
-6. :meth:`Publisher.stop`: no new publishes; the ones in flight get up to
-   :data:`STOP_DRAIN_S` for their PUBACK, the acknowledged ones are deleted, and
+6. With ``ack = "receipt"`` (docs/platform-protocol.md, "Receipts") a PUBACK deletes
+   nothing: the envelope (named by its digest, :func:`agent.receipts.envelope_digest`) waits
+   in a :class:`~agent.receipts.ReceiptBook` for the platform's signed receipt, which the
+   uplink hands to :meth:`Publisher._on_receipt`. A valid receipt puts the seqs it holds on
+   the acknowledged list (deleted in batches as above) and marks the ones it refuses
+   ``refused`` (its reason logged); a rejected one deletes nothing, is logged
+   ``receipt_rejected`` and raises a ``security`` event (:mod:`agent.security`). An envelope
+   without its receipt :data:`~agent.receipts.RECEIPT_TIMEOUT_S` after its PUBACK, or
+   unreceipted when the connection ended, is sent again (the same bytes: a receipt that still
+   comes for the first copy deletes it all the same). How many envelopes may await a receipt
+   is a :class:`~agent.receipts.ReceiptWindow`: from :data:`PUBLISH_WINDOW`, one more per
+   envelope receipted up to :data:`~agent.receipts.AWAITING_MAX`, halved by a timeout, so a
+   backlog drains at the link's pace while a platform that never answers costs one window per
+   timeout.
+7. :meth:`Publisher.stop`: no new publishes; the ones in flight get up to
+   :data:`STOP_DRAIN_S` for their PUBACK (and receipt), the acknowledged ones are deleted, and
    :meth:`Publisher.run` returns. What had no PUBACK stays pending and is sent after the
    next start.
 
@@ -58,21 +72,36 @@ import asyncio
 import contextlib
 import functools
 import random
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.errors import (
     PublishRefusedError,
     PublishRejectedError,
+    ReceiptRejectedError,
     StorageError,
 )
 from agent.outbox import MAX_BATCH, Outbox, OutboxRecord
+from agent.profiles import AckMode, MessageKind
+from agent.receipts import (
+    AWAITING_MAX,
+    RECEIPT_TIMEOUT_S,
+    ItemFate,
+    Receipt,
+    ReceiptBook,
+    ReceiptWindow,
+    Settlement,
+    envelope_digest,
+)
 from agent.retry import FullJitter, Rng
+from agent.security import SecurityEvent, SecuritySink, report_security
 from agent.storage import StorageThread
-from agent.uplink import HANDOFF_FACTOR, INFLIGHT_MAX, Uplink
+from agent.uplink import HANDOFF_FACTOR, INFLIGHT_MAX, InboundMessage, Uplink
 
 log = structlog.get_logger(__name__)
 
@@ -133,6 +162,15 @@ class PublisherStats:
     refused: int = 0
     transient_refusals: int = 0
     interrupted: int = 0
+    receipts_accepted: int = 0
+    receipts_rejected: int = 0
+    """Receipts refused, each a ``security`` event."""
+    receipts_repeated: int = 0
+    """Exact copies of an accepted receipt (at-least-once delivery): nothing done, no alarm."""
+    receipt_timeouts: int = 0
+    """Envelopes whose receipt did not come within the receipt timeout (sent again)."""
+    receipt_items_stale: int = 0
+    receipt_items_duplicate: int = 0
 
 
 class Publisher:
@@ -144,6 +182,10 @@ class Publisher:
         uplink: the MQTT uplink.
         on_delivered: called on the loop with each batch of deleted seqs (tests, crash child).
         window: publishes in flight at once.
+        ack: what deletes a record: the broker's PUBACK, or the platform's receipt (then
+            ``platform_key`` is required and a PUBACK only starts ``receipt_timeout_s``).
+        on_security: told of every ``security`` event (a rejected receipt).
+        wall_clock: the hub's Unix time, for a receipt's ``iat``/``exp`` (tests set it).
     """
 
     def __init__(
@@ -157,6 +199,11 @@ class Publisher:
         refusal_retry_s: float = REFUSAL_RETRY_S,
         max_transient_refusals: int = MAX_TRANSIENT_REFUSALS,
         rng: Rng | None = None,
+        ack: AckMode = AckMode.PUBACK,
+        platform_key: ec.EllipticCurvePublicKey | None = None,
+        receipt_timeout_s: float = RECEIPT_TIMEOUT_S,
+        on_security: SecuritySink | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if not 1 <= window <= MAX_BATCH:
             raise ValueError(f"window must be 1..{MAX_BATCH}")
@@ -200,6 +247,17 @@ class Publisher:
         """Refusals being written down (the only work of a record that needs a task)."""
         self._rescan = False
         self._retry_handle: asyncio.TimerHandle | None = None
+        self._on_security = on_security
+        self._wall_clock = wall_clock
+        self._platform_key = platform_key
+        self._book: ReceiptBook | None = None
+        self._receipt_window = ReceiptWindow(window, max(window, AWAITING_MAX))
+        self._book_changed = asyncio.Event()
+        if ack is AckMode.RECEIPT:
+            if platform_key is None:
+                raise ValueError("ack 'receipt' needs the platform key")
+            self._book = ReceiptBook(uplink.settings.hub_id, timeout_s=receipt_timeout_s)
+            uplink.on_message(MessageKind.RECEIPTS, self._on_receipt)
 
     # -- public -------------------------------------------------------------------------
 
@@ -225,11 +283,26 @@ class Publisher:
         """Publishes awaiting their PUBACK now."""
         return len(self._in_flight)
 
+    @property
+    def awaiting_receipt(self) -> int:
+        """Envelopes PUBACKed and awaiting the platform's receipt now (0 with PUBACK acks)."""
+        return self._book.awaiting if self._book is not None else 0
+
+    @property
+    def receipt_window(self) -> int:
+        """Envelopes that may await a receipt at once now (:class:`ReceiptWindow`)."""
+        return self._receipt_window.size
+
     async def run(self) -> None:
         """Publish until :meth:`stop`; then drain for up to :data:`STOP_DRAIN_S` and return."""
         try:
             async with asyncio.TaskGroup() as tg:
                 acks = tg.create_task(self._delete_acknowledged(), name="hub.publisher.acks")
+                timeouts = None
+                if self._book is not None:
+                    timeouts = tg.create_task(
+                        self._expire_receipts(self._book), name="hub.publisher.receipts"
+                    )
                 while True:
                     await self._until_connected()
                     if self.stopping:
@@ -238,6 +311,9 @@ class Publisher:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(STOP_DRAIN_S):
                         await self._idle.wait()
+                        await self._until_receipted()
+                if timeouts is not None:
+                    timeouts.cancel()
                 # Publishes without a PUBACK by now stay pending and go after the next start;
                 # a refusal still being written down is dropped with them (it stays pending).
                 for task in self._tasks:
@@ -270,6 +346,13 @@ class Publisher:
         """Keep the window full while this connection lasts."""
         cursor = 0
         self._acked_on_connection = 0
+        if self._book is not None:
+            released = self._book.release_all()
+            if released:
+                # Unreceipted at the end of the last connection: sent again (a receipt that
+                # still comes for the old copy deletes them all the same).
+                log.info("receipt_released", count=len(released), first_seq=min(released))
+                self._book_changed_now()
         await self._judge_suspect()
         prefetch: asyncio.Task[list[OutboxRecord] | None] | None = None
         try:
@@ -303,14 +386,17 @@ class Publisher:
     async def _send(self, records: list[OutboxRecord], tg: asyncio.TaskGroup) -> bool:
         """Hand ``records`` to the uplink as window slots free; False when the connection
         ended or the publisher stops."""
+        book = self._book
         for record in records:
             if record.seq in self._in_flight or record.seq in self._acked_set:
                 continue
+            if book is not None and book.holds(record.seq):
+                continue  # awaiting its receipt
             if not self._hold.is_set():
                 await self._until_released()
                 if self.stopping or not self.uplink.connected.is_set():
                     return False
-            while self._free_slots == 0:
+            while self._free_slots == 0 or self._receipts_full():
                 # One wake-up refills every slot freed meanwhile (PUBACKs come in bursts).
                 self._slot_freed.clear()
                 await _first_of(self._slot_freed.wait(), self.uplink.disconnected_or_reconnected())
@@ -318,12 +404,18 @@ class Publisher:
                     return False
             if self.stopping or not self.uplink.connected.is_set():
                 return False
+            if book is not None and book.holds(record.seq):
+                continue  # sent again by a wake-up meanwhile, awaiting its receipt
             self._free_slots -= 1
             self._in_flight.add(record.seq)
             self._idle.clear()
+            digest = None
+            if book is not None:
+                digest = envelope_digest(record.body)
+                book.sent(digest, (record.seq,))
             # No task, no future per record: the PUBACK calls back (the hot path).
             self.uplink.publish_then(
-                record.body, functools.partial(self._published, record.seq, tg)
+                record.body, functools.partial(self._published, record.seq, tg, digest)
             )
             if record.seq == self._suspect:
                 # Alone in flight until it settles (module docstring, step 5).
@@ -381,21 +473,32 @@ class Publisher:
 
     # -- one record -----------------------------------------------------------------------
 
-    def _published(self, seq: int, tg: asyncio.TaskGroup, exc: BaseException | None) -> None:
-        """The PUBACK (or the failure) of record ``seq`` arrived: settle it."""
+    def _published(
+        self, seq: int, tg: asyncio.TaskGroup, digest: bytes | None, exc: BaseException | None
+    ) -> None:
+        """The PUBACK (or the failure) of record ``seq`` arrived: settle it. ``digest``: its
+        envelope's, when receipts delete (else None)."""
         keep = False  # still in flight while its refusal is written down
         try:
             if seq == self._suspect:
                 self._suspect_settled.set()
                 if exc is None:
                     self._suspect = None  # its PUBACK came: it was not the record's fault
+            if digest is not None and self._book is not None:
+                if exc is None:
+                    # The broker has it; the platform's receipt is due within the timeout.
+                    self._book.acked(digest, asyncio.get_running_loop().time())
+                else:
+                    self._book.failed(digest)
+                self._book_changed_now()
             if exc is None:
                 self.stats.published += 1
                 self._acked_on_connection += 1
                 self._systemic_attempts = 0
-                self._acked.append(seq)
-                self._acked_set.add(seq)
-                self._ack_ready.set()
+                if digest is None:
+                    self._acked.append(seq)
+                    self._acked_set.add(seq)
+                    self._ack_ready.set()
             elif isinstance(exc, PublishRefusedError):
                 if self._acked_on_connection == 0:
                     self._refused_systemically(seq, exc)
@@ -431,7 +534,8 @@ class Publisher:
         finally:
             self._done_with(seq)
 
-    async def _refuse(self, seq: int, rc: int | None, why: str) -> None:
+    async def _refuse(self, seq: int, rc: int | None, why: str, reason: str | None = None) -> None:
+        """Mark ``seq`` refused; ``reason``: the platform's code from a receipt."""
         try:
             changed = await self.storage.call_low(self.outbox.mark_refused, seq, rc)
         except StorageError as exc:
@@ -439,7 +543,7 @@ class Publisher:
             return
         if changed:
             self.stats.refused += 1
-            log.error("measurement_refused", seq=seq, rc=rc, why=why)
+            log.error("measurement_refused", seq=seq, rc=rc, why=why, reason=reason)
 
     async def _refused_transiently(self, seq: int, exc: PublishRefusedError) -> None:
         self.stats.transient_refusals += 1
@@ -513,8 +617,114 @@ class Publisher:
                 )
                 if self._on_delivered is not None:
                     self._on_delivered(batch)
-            if self._settled or (self.stopping and self._idle.is_set()):
+            if self._settled or (
+                self.stopping and self._idle.is_set() and not (self._book and len(self._book))
+            ):
                 return
+
+    # -- receipts (ack = "receipt") ------------------------------------------------------
+
+    def _receipts_full(self) -> bool:
+        """Whether as many envelopes await a receipt as the receipt window allows."""
+        book = self._book
+        return book is not None and (book.full or len(book) >= self._receipt_window.size)
+
+    def _book_changed_now(self) -> None:
+        """The receipt book changed: wake a send waiting for the window, and the stop."""
+        self._slot_freed.set()
+        event, self._book_changed = self._book_changed, asyncio.Event()
+        event.set()
+
+    async def _until_receipted(self) -> None:
+        """Until no envelope awaits a receipt (wrap in a timeout)."""
+        while self._book is not None and len(self._book):
+            await self._book_changed.wait()
+
+    async def _expire_receipts(self, book: ReceiptBook) -> None:
+        """Release envelopes whose receipt is overdue, at their deadline: sent again."""
+        loop = asyncio.get_running_loop()
+        while True:
+            deadline = book.next_deadline()
+            if deadline is None:
+                await self._book_changed.wait()
+                continue
+            delay = deadline - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)  # a deadline timer, not a synchronisation
+                continue
+            seqs = book.expire(loop.time())
+            if not seqs:
+                continue
+            self.stats.receipt_timeouts += len(seqs)
+            self._receipt_window.timed_out()
+            log.warning(
+                "receipt_timeout",
+                count=len(seqs),
+                first_seq=min(seqs),
+                timeout_s=book.timeout_s,
+                window=self._receipt_window.size,
+            )
+            self._rescan = True
+            self._wake.set()
+            self._book_changed_now()
+
+    async def _on_receipt(self, message: InboundMessage) -> None:
+        """A message on the receipts topic (the uplink's dispatcher, one at a time)."""
+        book, key = self._book, self._platform_key
+        if book is None or key is None or self._settled:
+            return
+        try:
+            receipt = Receipt.from_bytes(message.payload, key)
+            unknown = book.unknown_seqs(receipt)
+            pending: frozenset[int] = frozenset()
+            if unknown:
+                try:
+                    pending = await self.storage.call_low(self.outbox.pending_among, unknown)
+                except StorageError as exc:
+                    self._storage_failed(exc)  # undecidable now; what it names is sent again
+                    return
+            settlement = book.settle(receipt, self._wall_clock(), pending)
+        except ReceiptRejectedError as exc:
+            self._receipt_rejected(exc)
+            return
+        if settlement.repeated:
+            # The same bytes again (QoS 1 is at least once): taken already, nothing to do.
+            self.stats.receipts_repeated += 1
+            log.info("receipt_repeated")
+            return
+        await self._take_receipt(settlement)
+
+    def _receipt_rejected(self, exc: ReceiptRejectedError) -> None:
+        self.stats.receipts_rejected += 1
+        log.warning("receipt_rejected", reason=exc.reason.value, detail=exc.detail)
+        report_security(SecurityEvent("receipt", exc.reason.value, exc.detail), self._on_security)
+
+    async def _take_receipt(self, settlement: Settlement) -> None:
+        self.stats.receipts_accepted += 1
+        taken = settlement.count(ItemFate.HELD) + settlement.count(ItemFate.REFUSED)
+        self._receipt_window.receipted(taken)
+        for item, fate in settlement.fates:
+            if fate is ItemFate.STALE:
+                self.stats.receipt_items_stale += 1
+                log.info("receipt_item_stale", seqs=len(item.seqs), first_seq=min(item.seqs))
+            elif fate is ItemFate.DUPLICATE:
+                self.stats.receipt_items_duplicate += 1
+                log.info("receipt_item_duplicate", seqs=len(item.seqs), first_seq=min(item.seqs))
+        for seq in settlement.held:
+            if seq not in self._acked_set:
+                self._acked.append(seq)
+                self._acked_set.add(seq)
+        if settlement.held:
+            self._ack_ready.set()
+        log.debug(
+            "receipt_accepted",
+            held=len(settlement.held),
+            refused=len(settlement.refused),
+            window=self._receipt_window.size,
+        )
+        self._book_changed_now()
+        for seq, reason in settlement.refused:
+            await self._refuse(seq, None, "platform_refused", reason)
 
     def _storage_failed(self, exc: StorageError) -> None:
         log.error(

@@ -15,7 +15,10 @@ judges each receipt (:meth:`ReceiptBook.settle`) by the contract's rules:
 1. it verifies with the platform key (else ``forged``; another key's kid: ``wrong_key``;
    not a receipt at all: ``malformed``);
 2. ``hub`` is this hub (``wrong_hub``); ``iat - 300 <= now <= exp`` (``expired``);
-3. its ``rid`` was not accepted before (``replayed``; remembered until ``exp``);
+3. its ``rid`` was not accepted before (``replayed``; remembered until ``exp``), except the
+   very same bytes again: QoS 1 is at least once (a platform's client re-sends a receipt whose
+   PUBACK a lost connection took), so an exact copy of an accepted receipt is a ``repeated``
+   settlement that changes nothing and raises no alarm;
 4. every item's digest names an envelope this hub sent, with exactly its seqs
    (``mismatched``); a digest the hub does not know is ``stale`` when all its seqs are still
    pending in the outbox (an envelope sent before a restart), else ``unknown_envelope``; an
@@ -162,6 +165,9 @@ class Receipt:
     iat: int
     exp: int
     items: tuple[ReceiptItem, ...]
+    message_digest: bytes = b""
+    """:func:`envelope_digest` of the whole signed message: tells an at-least-once
+    redelivery of an accepted receipt (the same bytes) from a replay with other bytes."""
 
     @property
     def seqs(self) -> frozenset[int]:
@@ -193,10 +199,10 @@ class Receipt:
             raise ReceiptRejectedError(
                 ReceiptRejection.FORGED, "signature does not verify with the platform key"
             ) from None
-        return _parse_payload(verified.payload)
+        return _parse_payload(verified.payload, envelope_digest(message))
 
 
-def _parse_payload(payload: bytes) -> Receipt:
+def _parse_payload(payload: bytes, message_digest: bytes) -> Receipt:
     body = _strict_loads(payload)
     if not isinstance(body, dict):
         _malformed("payload is not a map")
@@ -223,7 +229,9 @@ def _parse_payload(payload: bytes) -> Receipt:
         _malformed(f"not 1 to {MAX_ITEMS} items")
     items = [_item(raw, refused=False) for raw in held]
     items += [_item(raw, refused=True) for raw in refused]
-    return Receipt(hub=hub, rid=rid, iat=iat, exp=exp, items=tuple(items))
+    return Receipt(
+        hub=hub, rid=rid, iat=iat, exp=exp, items=tuple(items), message_digest=message_digest
+    )
 
 
 def _item(raw: object, *, refused: bool) -> ReceiptItem:
@@ -359,6 +367,9 @@ class Settlement:
     """``(seq, reason)`` the platform will never accept: mark them refused."""
     fates: tuple[tuple[ReceiptItem, ItemFate], ...] = field(repr=False)
     """Every item and how it was taken (stale and duplicate ones are logged)."""
+    repeated: bool = False
+    """The very receipt (same bytes) was accepted before: MQTT's at-least-once delivery (the
+    platform's client sent it again after a lost connection). Nothing to do, no alarm."""
 
     def count(self, fate: ItemFate) -> int:
         return sum(1 for _, f in self.fates if f is fate)
@@ -407,7 +418,8 @@ class ReceiptBook:
         """Every seq in the window -> its envelope's digest."""
         self._released: OrderedDict[bytes, frozenset[int]] = OrderedDict()
         self._receipted: OrderedDict[bytes, None] = OrderedDict()
-        self._rids: dict[bytes, int] = {}
+        self._rids: dict[bytes, tuple[int, bytes]] = {}
+        """Accepted rid -> (its exp, its message's digest)."""
         self._rid_heap: list[tuple[int, bytes]] = []
         self._replay_floor = -1
         """Receipts expiring at or before this were possibly forgotten: refused as replayed."""
@@ -524,7 +536,11 @@ class ReceiptBook:
             detail = "expired" if wall > receipt.exp else "issued in the future"
             raise ReceiptRejectedError(ReceiptRejection.EXPIRED, detail)
         self._forget_rids(wall)
-        if receipt.rid in self._rids:
+        seen = self._rids.get(receipt.rid)
+        if seen is not None:
+            if receipt.message_digest and seen[1] == receipt.message_digest:
+                again = tuple((item, ItemFate.DUPLICATE) for item in receipt.items)
+                return Settlement(receipt.rid, (), (), again, repeated=True)
             raise ReceiptRejectedError(ReceiptRejection.REPLAYED, "its rid was accepted before")
         if receipt.exp <= self._replay_floor:
             raise ReceiptRejectedError(
@@ -532,7 +548,7 @@ class ReceiptBook:
             )
         fates = self._judge_items(receipt.items, pending)
         # Accepted: nothing below raises.
-        self._remember_rid(receipt.rid, receipt.exp)
+        self._remember_rid(receipt.rid, receipt.exp, receipt.message_digest)
         held: list[int] = []
         refused: list[tuple[int, str]] = []
         for item, fate in fates:
@@ -594,12 +610,12 @@ class ReceiptBook:
             _, rid = heapq.heappop(self._rid_heap)
             self._rids.pop(rid, None)
 
-    def _remember_rid(self, rid: bytes, exp: int) -> None:
+    def _remember_rid(self, rid: bytes, exp: int, message_digest: bytes) -> None:
         while len(self._rids) >= self._replay_max:
             forgotten_exp, forgotten = heapq.heappop(self._rid_heap)
             self._rids.pop(forgotten, None)
             self._replay_floor = max(self._replay_floor, forgotten_exp)
-        self._rids[rid] = exp
+        self._rids[rid] = (exp, message_digest)
         heapq.heappush(self._rid_heap, (exp, rid))
 
 

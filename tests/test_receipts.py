@@ -245,6 +245,17 @@ class TestSettle:
         assert ReceiptRejection.REPLAYED is _rejected(excinfo)
         assert book.holds(2)  # nothing deleted
 
+    def test_the_same_receipt_again_is_repeated_not_replayed(
+        self, signer: PlatformSigner, platform_key: ec.EllipticCurvePublicKey
+    ) -> None:
+        """QoS 1 is at least once: an exact copy of an accepted receipt changes nothing and
+        is no replay (the platform's client sent it again after a lost connection)."""
+        book = _book()
+        message = _receipt(signer, [(A, [1])], rid=b"r" * 16)
+        assert (1,) == book.settle(Receipt.from_bytes(message, platform_key), NOW).held
+        again = book.settle(Receipt.from_bytes(message, platform_key), NOW + 1)
+        assert (True, (), ()) == (again.repeated, again.held, again.refused)
+
     def test_rid_forgotten_after_its_exp(
         self, signer: PlatformSigner, platform_key: ec.EllipticCurvePublicKey
     ) -> None:
