@@ -72,7 +72,15 @@ Events logged: ``mqtt_connecting``, ``mqtt_connected``, ``mqtt_connect_failed``,
 ``mqtt_disconnected`` (reason code), ``mqtt_backoff`` (delay), ``mqtt_puback_timeout``,
 ``mqtt_publish_refused``, ``mqtt_bridge_failed`` (with the traceback), ``mqtt_subscribed``,
 ``mqtt_subscribe_refused`` (reason codes), ``mqtt_inbound_dropped`` (kind, why, size),
-``mqtt_inbound_deferred``, ``mqtt_inbound_handler_failed``. Never payloads.
+``mqtt_inbound_deferred``, ``mqtt_inbound_handler_failed``, ``mqtt_publish_too_large``,
+``mqtt_reconnect_requested``, ``mqtt_observer_failed``, ``mqtt_last_will_failed``, and
+``security`` (agent.security) for a broker certificate refused. Never payloads.
+
+For the daemon's platform link: :meth:`Uplink.publish_message` (replies, status, events where
+the profile puts them), :meth:`Uplink.reconnect` (after a certificate install: the files are
+read again on every attempt), :meth:`Uplink.on_connected` / :meth:`Uplink.on_refused` (confirm
+or revert a rotation on trial: :class:`Refusal`), :meth:`Uplink.set_last_will` (the signed
+``offline`` status, asked for before each attempt).
 """
 
 from __future__ import annotations
@@ -85,6 +93,7 @@ import ssl
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -107,7 +116,7 @@ from agent.errors import (
     UplinkRefusedError,
     UsageError,
 )
-from agent.profiles import INBOUND, MQTT, MessageKind, UplinkProfile
+from agent.profiles import INBOUND, MQTT, OUTBOUND, MessageKind, Publication, UplinkProfile
 from agent.receipts import envelope_digest
 from agent.retry import (
     MQTT_BACKOFF_BASE_S,
@@ -122,6 +131,7 @@ from agent.retry import (
     boot_jitter,
     retryable,
 )
+from agent.security import SecurityEvent, SecuritySink, report_security
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -228,6 +238,50 @@ PublishDone = Callable[[BaseException | None], None]
 """How a publish ended: ``None`` on a PUBACK, else the error (see :meth:`Uplink.publish_then`)."""
 
 
+class RefusalCause(StrEnum):
+    """Why a connection attempt was refused (:class:`Refusal`)."""
+
+    SERVER_CERTIFICATE = "server_certificate"
+    """The broker's certificate was not accepted (untrusted, expired, another host name): the
+    hub sent nothing. No verdict on the hub's own certificate; a ``security`` event."""
+    TLS_HANDSHAKE = "tls_handshake"
+    """The handshake failed otherwise: under TLS 1.2 how the broker refuses our certificate."""
+    CLOSED_BEFORE_CONNACK = "closed_before_connack"
+    """The broker closed the connection before CONNACK: under TLS 1.3 how it refuses our
+    certificate (the alert comes after our side of the handshake finished)."""
+    CONNACK = "connack"
+    """CONNACK with a refusal code (not authorized, banned, bad client id...)."""
+    KEY_MATERIAL = "key_material"
+    """Our own CA, certificate or key file could not be loaded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A refused connection attempt, as :meth:`Uplink.on_refused` observers see it."""
+
+    cause: RefusalCause
+    error: UplinkRefusedError
+
+    @property
+    def of_client_certificate(self) -> bool:
+        """Whether this can be a verdict on the hub's own certificate and key: everything but
+        the broker's certificate refused by us. A certificate rotation on trial
+        (:func:`agent.cert_rotation.on_trial`) is reverted on such a refusal."""
+        return self.cause is not RefusalCause.SERVER_CERTIFICATE
+
+
+ConnectedObserver = Callable[[], None]
+"""Called on the loop after each successful CONNACK (:meth:`Uplink.on_connected`)."""
+
+RefusedObserver = Callable[[Refusal], None]
+"""Called on the loop after each refused attempt (:meth:`Uplink.on_refused`)."""
+
+LastWill = Callable[[], bytes | None]
+"""Called before each connection attempt: the signed ``offline`` status to leave as the
+last will (at the profile's :meth:`~agent.profiles.UplinkProfile.last_will`), or None for no
+will (:meth:`Uplink.set_last_will`)."""
+
+
 def readings_topic(hub_id: str) -> str:
     """``homehub/v1/<hub_id>/readings``; the hub id is checked against the allowlist first."""
     if not HUB_ID_RE.fullmatch(hub_id):
@@ -326,6 +380,8 @@ class UplinkStats:
     """Inbound messages handed to their handler."""
     inbound_dropped: int = 0
     """Inbound messages not handled: too large, of no registered kind, or over the queue."""
+    server_certificate_refused: int = 0
+    """Attempts ended because the broker's certificate was not accepted (nothing sent)."""
 
 
 # ---------------------------------------------------------------------------
@@ -460,6 +516,8 @@ class _Connection:
         self.want_write = False
         self.connected_at: float | None = None
         self.last_socket_error = ""
+        self.refusal_cause: RefusalCause | None = None
+        """Set where this attempt is refused (:class:`RefusalCause`)."""
         self.connack: asyncio.Future[bool] = self.loop.create_future()
         self.ended: asyncio.Future[Exception] = self.loop.create_future()
         self.pending: dict[int, tuple[PublishDone, float]] = {}
@@ -572,6 +630,8 @@ class _Connection:
         if self.connack.done():
             return
         if reason.is_failure:
+            if reason.value in _CONNACK_REFUSALS:
+                self.refusal_cause = RefusalCause.CONNACK
             self.connack.set_exception(
                 (UplinkRefusedError if reason.value in _CONNACK_REFUSALS else UplinkError)(
                     f"CONNACK refused: {reason}", rc=reason.value
@@ -608,6 +668,7 @@ class _Connection:
         if self.connected_at is None:
             # Closed before CONNACK: with TLS 1.3 this is how a refused client certificate
             # shows (the alert arrives after our handshake finished), so waiting rarely helps.
+            self.refusal_cause = RefusalCause.CLOSED_BEFORE_CONNACK
             error: UplinkError = UplinkRefusedError(
                 f"connection closed before CONNACK ({reason}{detail})"
             )
@@ -691,6 +752,32 @@ def _connect_error(exc: OSError) -> UplinkError:
     return UplinkError(f"cannot reach the broker ({exc.strerror or type(exc).__name__})")
 
 
+_VERIFY_CHECKS: Final = {
+    9: ("not_yet_valid", "broker certificate not yet valid"),
+    10: ("expired", "broker certificate expired"),
+    62: ("host_name_mismatch", "broker certificate not issued for the configured host"),
+}
+"""OpenSSL verify codes (X509_V_ERR_*) named apart in a ``security`` event; every other code
+(18, 19, 20, 21: no chain to the configured CA) is ``untrusted``."""
+
+
+def _tls_refusal_cause(exc: OSError) -> RefusalCause | None:
+    """The refusal an exception of the TLS handshake is, None for a network failure."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return RefusalCause.SERVER_CERTIFICATE
+    if isinstance(exc, ssl.SSLError):
+        return RefusalCause.TLS_HANDSHAKE
+    return None
+
+
+def _server_certificate_check(code: int | None) -> tuple[str, str]:
+    """The ``security`` event's check and fixed detail for a broker certificate refused with
+    OpenSSL's verify ``code``."""
+    if code is not None and code in _VERIFY_CHECKS:
+        return _VERIFY_CHECKS[code]
+    return "untrusted", "broker certificate not issued by the configured CA"
+
+
 def _describe(error: Exception) -> tuple[int | None, str]:
     """The reason code and the reason of why a connection ended, for stats and logs."""
     if isinstance(error, UplinkError):
@@ -717,13 +804,36 @@ class Uplink:
     """
 
     def __init__(
-        self, settings: UplinkSettings, *, rng: Rng | None = None, clock: Clock | None = None
+        self,
+        settings: UplinkSettings,
+        *,
+        rng: Rng | None = None,
+        clock: Clock | None = None,
+        security_sink: SecuritySink | None = None,
+        last_will: LastWill | None = None,
     ) -> None:
-        """``rng`` and ``clock`` are the backoff's edges (:mod:`agent.retry`), for tests."""
+        """``rng`` and ``clock`` are the backoff's edges (:mod:`agent.retry`), for tests.
+
+        ``security_sink`` gets a ``security`` event (:func:`agent.security.report_security`,
+        source ``"uplink"``) for every broker certificate the hub refused (the daemon passes
+        ``Hub.platform_security``). ``last_will``: see :meth:`set_last_will`.
+        """
         self.settings = settings
         self._backoff = settings.backoff(rng, clock)
         self._worker: concurrent.futures.Future[MQTTErrorCode] | None = None
-        self.topic = readings_topic(settings.hub_id)
+        self._readings = settings.profile.publication(settings.hub_id, MessageKind.READINGS)
+        self.topic = self._readings.topic
+        """The readings topic of the profile (kept for callers that read it)."""
+        self._security_sink = security_sink
+        self._last_will = last_will
+        self._connected_observers: list[ConnectedObserver] = []
+        self._refused_observers: list[RefusedObserver] = []
+        self._attempt_refusal: RefusalCause | None = None
+        self._attempt_verify_code: int | None = None
+        """OpenSSL's verify code (X509_V_ERR_*) when this attempt refused the broker's
+        certificate."""
+        self._reconnect_now = False
+        self._wake = asyncio.Event()
         self.connected = asyncio.Event()
         self.stats = UplinkStats()
         self._window = asyncio.Semaphore(settings.inflight_max)
@@ -812,19 +922,119 @@ class Uplink:
         if len(payload) > MAX_MESSAGE_BYTES:
             raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
         digest = envelope_digest(payload)
+        self._publish(self._readings, payload, done)
+        return digest
+
+    def publish_message(
+        self, kind: MessageKind | str, payload: bytes, *, retain: bool = False
+    ) -> asyncio.Future[None]:
+        """Publish one signed message of an outbound ``kind`` (``replies``, ``status``,
+        ``events``; ``readings`` too, though the publisher uses :meth:`publish_then`) where the
+        profile puts it (:meth:`~agent.profiles.UplinkProfile.publication`: topic and QoS; on
+        IoT Hub the kind travels in the topic's property bag).
+
+        ``retain``: ask for a retained message; it is retained only where the profile allows
+        it for ``kind`` (the status on ``mqtt`` and ``aws_iot_core``; never on IoT Hub, which
+        disconnects a client setting the flag), else sent plain.
+
+        The future completes on the PUBACK and fails as :meth:`publish_then` says: not
+        connected, connection lost first, PUBACK refused. Nothing is queued or re-sent here:
+        a status or event that fails is the caller's to send again (or to drop: a newer status
+        replaces it). A payload larger than the profile's ``max_payload_bytes`` fails with
+        :class:`~agent.errors.PublishRejectedError` without being sent.
+        """
+        kind = MessageKind(kind)
+        if kind not in OUTBOUND:
+            raise UsageError("kind", f"{kind.value} is sent by the platform, not by the hub")
+        if len(payload) > MAX_MESSAGE_BYTES:
+            raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
+        s = self.settings
+        pub = s.profile.publication(s.hub_id, kind)
+        if pub.retain and not retain:
+            pub = Publication(pub.topic, pub.qos, False)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def done(error: BaseException | None) -> None:
+            if fut.done():
+                return
+            if error is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(error)
+
+        self._publish(pub, payload, done)
+        return fut
+
+    def _publish(self, pub: Publication, payload: bytes, done: PublishDone) -> None:
+        """Hand one message to paho on the current connection; ``done`` on its PUBACK."""
+        limit = self.settings.profile.max_payload_bytes
+        if len(payload) > limit:
+            # The broker would refuse it (MQTT 5) or drop it silently (IoT Hub's 3.1.1 PUBACK
+            # says nothing): refused here for good, never sent.
+            self._log.warning("mqtt_publish_too_large", size_bytes=len(payload), limit=limit)
+            done(PublishRejectedError(f"{len(payload)} bytes, the profile takes {limit}"))
+            return
         conn = self._conn
         if conn is None or not conn.is_connected:
             done(UplinkError("not connected"))
-            return digest
-        info = conn.client.publish(self.topic, payload, qos=1, retain=False)
+            return
+        info = conn.client.publish(pub.topic, payload, qos=pub.qos, retain=pub.retain)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._log.warning("mqtt_publish_refused", rc=int(info.rc))
             done(UplinkError(f"paho refused the publish: {mqtt.error_string(info.rc)}"))
-            return digest
+            return
         conn.pending[info.mid] = (done, conn.loop.time())
         self.stats.in_flight += 1
         self._changed()
-        return digest
+
+    def on_connected(self, observer: ConnectedObserver) -> None:
+        """Call ``observer()`` on the loop after every successful CONNACK (before anything is
+        published on that connection), e.g. to confirm a certificate rotation on trial
+        (:func:`agent.cert_rotation.confirm`) or to publish the ``online`` status. An observer
+        that raises is logged (``mqtt_observer_failed``) and the connection goes on."""
+        self._connected_observers.append(observer)
+
+    def on_refused(self, observer: RefusedObserver) -> None:
+        """Call ``observer(refusal)`` on the loop after every refused attempt
+        (:class:`Refusal`: a TLS or CONNACK refusal, or our own key material unusable; not a
+        network failure, which says nothing about certificates). The uplink then backs off at
+        least ``refusal_backoff_s``; a :meth:`reconnect` (after reverting a rotation) cuts the
+        wait short. Use :attr:`Refusal.of_client_certificate` to tell whether the hub's own
+        certificate may be the cause."""
+        self._refused_observers.append(observer)
+
+    def set_last_will(self, last_will: LastWill | None) -> None:
+        """``last_will()`` is called before each connection attempt (on the loop, so it must
+        be quick: signing one small status is ~1 ms); the bytes it returns (a signed
+        ``offline`` status) become the connection's last will at the profile's
+        :meth:`~agent.profiles.UplinkProfile.last_will` (retained where the profile says).
+        None, or a raising hook (logged ``mqtt_last_will_failed``), connects without a will.
+        Takes effect from the next attempt."""
+        self._last_will = last_will
+
+    async def reconnect(self) -> None:
+        """Drop the current connection (a clean DISCONNECT when connected, so the broker does
+        not publish the last will; waits DISCONNECT_TIMEOUT_S at most) and connect again at
+        once, reading the CA, certificate and key files again: after a certificate install
+        (:func:`agent.cert_rotation.promote` or :func:`~agent.cert_rotation.revert`).
+
+        An attempt under way is abandoned, a backoff wait is cut short. Returns once the old
+        connection is gone; :meth:`on_connected` / :meth:`on_refused` tell how the new one
+        went. Publishes awaiting their PUBACK fail with :class:`UplinkError` (the outbox
+        sends them again).
+        """
+        if self._stopping:
+            return
+        self._reconnect_now = True
+        self._wake.set()
+        conn = self._conn
+        if conn is None:
+            return
+        self._log.info("mqtt_reconnect_requested")
+        if conn.is_connected:
+            conn.client.disconnect()
+            await asyncio.wait({conn.ended}, timeout=DISCONNECT_TIMEOUT_S)
+        conn.discard(UplinkError("reconnect requested"))
 
     def on_message(self, kind: MessageKind | str, handler: InboundHandler) -> None:
         """Hand every message the platform sends of ``kind`` (``"receipts"``, ``"commands"``)
@@ -889,20 +1099,27 @@ class Uplink:
         try:
             await asyncio.sleep(boot_jitter(s.first_connect_jitter_s, backoff.rng))
             while not self._is_stopping():
+                self._reconnect_now = False
+                self._wake.clear()
                 error: Exception
                 try:
                     conn = await self._connect()
                 except UplinkError as exc:
                     error = exc
                     self._connect_failed(exc.rc, exc.reason, retryable=exc.retryable)
+                    if isinstance(exc, UplinkRefusedError) and not self._reconnect_now:
+                        self._refused(exc)
                 except Exception as exc:  # noqa: BLE001 - a bug: logged whole, backed off slowly
                     error = exc
                     self._connect_failed(*_describe(exc), retryable=False, exc_info=True)
                 else:
                     backoff.up()
+                    self._notify_connected()
                     error = await self._serve(conn)
                 if self._is_stopping():
                     return
+                if self._reconnect_now:
+                    continue  # asked for (reconnect()): at once, no backoff
                 delay = backoff.failed(error)
                 self.stats.last_backoff_s = delay
                 self._log.info(
@@ -912,11 +1129,50 @@ class Uplink:
                     retryable=retryable(error),
                 )
                 self._changed()
-                await asyncio.sleep(delay)  # the backoff itself, not a synchronisation
+                # The backoff itself, not a synchronisation; reconnect() cuts it short.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
         finally:
             conn_left = self._conn
             if conn_left is not None:
                 conn_left.discard(UplinkRefusedError("uplink stopped"))
+
+    def _notify_connected(self) -> None:
+        for observer in list(self._connected_observers):
+            try:
+                observer()
+            except Exception as exc:  # noqa: BLE001 - an observer's bug must not cut the link
+                self._log.error(
+                    "mqtt_observer_failed",
+                    observer="connected",
+                    error=type(exc).__name__,
+                    exc_info=True,
+                )
+
+    def _refused(self, error: UplinkRefusedError) -> None:
+        """A refused attempt: a ``security`` event for a broker certificate we refused, then
+        the observers (:meth:`on_refused`)."""
+        cause = self._attempt_refusal
+        if cause is None:
+            return  # closed or cancelled by ourselves: no verdict
+        if cause is RefusalCause.SERVER_CERTIFICATE:
+            self.stats.server_certificate_refused += 1
+            check, detail = _server_certificate_check(self._attempt_verify_code)
+            report_security(
+                SecurityEvent(source="uplink", check=check, detail=detail), self._security_sink
+            )
+        refusal = Refusal(cause, error)
+        for observer in list(self._refused_observers):
+            try:
+                observer(refusal)
+            except Exception as exc:  # noqa: BLE001 - see _notify_connected
+                self._log.error(
+                    "mqtt_observer_failed",
+                    observer="refused",
+                    error=type(exc).__name__,
+                    exc_info=True,
+                )
 
     def _connect_failed(
         self, rc: int | None, reason: str, *, retryable: bool, exc_info: bool = False
@@ -932,9 +1188,12 @@ class Uplink:
     async def _connect(self) -> _Connection:
         """One attempt: TCP + TLS in the worker, then CONNECT/CONNACK on the loop."""
         s = self.settings
+        self._attempt_refusal = None
+        self._attempt_verify_code = None
         try:
             ctx = self._tls_context()
         except KeyMaterialError as exc:
+            self._attempt_refusal = RefusalCause.KEY_MATERIAL
             raise UplinkRefusedError(f"TLS material unusable: {exc}") from None
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -949,6 +1208,7 @@ class Uplink:
         client.max_queued_messages_set(s.inflight_max * HANDOFF_FACTOR)
         conn = _Connection(self, client, ctx.sockets)
         self._conn = conn
+        self._set_will(client)
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = s.session_expiry_s
         props.ReceiveMaximum = INBOUND_QUEUE_MAX
@@ -964,6 +1224,9 @@ class Uplink:
                 try:
                     rc = await asyncio.wrap_future(connecting)
                 except OSError as exc:  # raised by paho's blocking part, in the worker
+                    conn.refusal_cause = _tls_refusal_cause(exc)
+                    if isinstance(exc, ssl.SSLCertVerificationError):
+                        self._attempt_verify_code = exc.verify_code
                     raise _connect_error(exc) from None
                 handshake_done = True
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -982,6 +1245,7 @@ class Uplink:
             raise error from None
         except Exception as exc:  # an UplinkError, or a bug (from paho's connect, a callback)
             conn.discard(exc)
+            self._attempt_refusal = conn.refusal_cause
             raise
         except BaseException:  # cancelled, or the process is going
             conn.discard(UplinkRefusedError("connect cancelled"))
@@ -991,6 +1255,25 @@ class Uplink:
         self._log.info("mqtt_connected", session_present=session_present)
         self._changed()
         return conn
+
+    def _set_will(self, client: mqtt.Client) -> None:
+        """The last will of this attempt, from the :meth:`set_last_will` hook."""
+        hook = self._last_will
+        if hook is None:
+            return
+        try:
+            payload = hook()
+        except Exception as exc:  # noqa: BLE001 - no will rather than no connection
+            self._log.error("mqtt_last_will_failed", error=type(exc).__name__, exc_info=True)
+            return
+        if payload is None:
+            return
+        s = self.settings
+        if len(payload) > min(s.profile.max_payload_bytes, MAX_MESSAGE_BYTES):
+            self._log.error("mqtt_last_will_failed", error="too_large", size_bytes=len(payload))
+            return
+        will = s.profile.last_will(s.hub_id)
+        client.will_set(will.topic, payload, qos=will.qos, retain=will.retain)
 
     async def _serve(self, conn: _Connection) -> Exception:
         """Run ``loop_misc`` while ``conn`` lives; return why it ended."""
