@@ -151,6 +151,11 @@ class MqttConfig:
     from the file: ``receipt`` when ``[platform] cert_file`` is set, else ``puback``
     (resolved by :func:`from_mapping`)."""
     receipt_timeout_s: float = 60.0
+    daily_budget_bytes: int = 0
+    """Bytes a day the uplink may spend on backfill; 0: no budget (fresh readings never wait
+    for it)."""
+    batch_max_readings: int = 50
+    """Most readings in one batch envelope when a backlog drains."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +278,20 @@ def _keys_config(where: str, values: dict[str, Any]) -> KeysConfig:
 def _ack(value: Any) -> str | None:
     modes = [m.value for m in AckMode]
     return None if value in modes else f"must be one of {', '.join(repr(m) for m in modes)}"
+
+
+DAILY_BUDGET_MIN_BYTES: Final = 64 * 1024
+"""The smallest daily byte budget: a day's keepalives (~19 KB at 900 s), a reconnect or two
+(~5 KB each) and a few readings; less would starve fresh readings' own overhead."""
+
+DAILY_BUDGET_MAX_BYTES: Final = 10 * 1024**3
+"""10 GiB a day: far beyond any hub's traffic; a larger value is a typo."""
+
+
+def _daily_budget(value: Any) -> str | None:
+    if value == 0 or value >= DAILY_BUDGET_MIN_BYTES:
+        return None
+    return f"must be 0 (no budget) or at least {DAILY_BUDGET_MIN_BYTES} bytes (64 KiB)"
 
 
 def _kind(value: Any) -> str | None:
@@ -505,6 +524,27 @@ SCHEMA: Final[dict[str, dict[str, Field]]] = {
             doc="with ack 'receipt', a reading PUBACKed without a receipt this long is sent"
             " again; >= 5 s, past a platform's 100 ms gathering and two cellular round trips;"
             " <= 1 h, a receipt's longest lifetime",
+        ),
+        "daily_budget_bytes": Field(
+            int,
+            0,
+            False,
+            _daily_budget,
+            low=0,
+            high=DAILY_BUDGET_MAX_BYTES,
+            unit="bytes",
+            doc="bytes a day backfill may use on a metered link (fresh readings never wait);"
+            " 0 = no budget, else >= 64 KiB (a day's keepalives and reconnects) and <= 10 GiB",
+        ),
+        "batch_max_readings": Field(
+            int,
+            50,
+            False,
+            low=1,
+            high=500,
+            unit="readings",
+            doc="most readings in one batch envelope while a backlog drains (1 sends each"
+            " alone); a batch is also kept under the profile's message size limit",
         ),
     },
     "platform": {

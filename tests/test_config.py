@@ -190,7 +190,8 @@ def _bad_values(field: config.Field) -> list[str]:
     assert field.low is not None
     assert field.high is not None
     if field.type is int:
-        return [str(int(field.low) - 1), str(int(field.high) + 1), "0", "-1"]
+        # 0 may be allowed (mqtt.daily_budget_bytes: 0 = no budget)
+        return [str(int(field.low) - 1), str(int(field.high) + 1), *("0", "-1")[field.low <= 0 :]]
     return [
         repr(field.low - 0.001),
         repr(field.high + 0.001),
@@ -234,6 +235,8 @@ class TestRanges:
             "mqtt.backoff_max_s": (1.0, 3600.0),
             "mqtt.first_connect_jitter_s": (0.0, 300.0),
             "mqtt.receipt_timeout_s": (5.0, 3600.0),
+            "mqtt.daily_budget_bytes": (0, 10 * 1024**3),
+            "mqtt.batch_max_readings": (1, 500),
         }
 
     @pytest.mark.parametrize(("section", "key", "field"), NUMERIC, ids=_numeric_ids())
