@@ -19,8 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from agent.errors import ConfigError
-from agent.profiles import AckMode
+from agent.errors import ConfigError, UsageError
+from agent.profiles import (
+    CELLULAR_KEEPALIVE_S,
+    MQTT,
+    PROFILES,
+    AckMode,
+    UplinkProfile,
+    profile_named,
+)
 
 HUB_ID_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 """Hub ids name MQTT topics and the client certificate: a strict allowlisted charset."""
@@ -148,14 +155,16 @@ class MqttConfig:
     first_connect_jitter_s: float = 30.0
     ack: AckMode = AckMode.PUBACK
     """What deletes a reading: the platform's signed receipt or the broker's PUBACK. Absent
-    from the file: ``receipt`` when ``[platform] cert_file`` is set, else ``puback``
-    (resolved by :func:`from_mapping`)."""
+    from the file: the profile's ``ack_default`` when ``[platform] cert_file`` is set, else
+    ``puback`` (resolved by :func:`from_mapping`)."""
     receipt_timeout_s: float = 60.0
     daily_budget_bytes: int = 0
     """Bytes a day the uplink may spend on backfill; 0: no budget (fresh readings never wait
     for it)."""
     batch_max_readings: int = 50
     """Most readings in one batch envelope when a backlog drains."""
+    profile: UplinkProfile = MQTT
+    """The platform's rules (:mod:`agent.profiles`), from ``[mqtt] profile``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +301,10 @@ def _daily_budget(value: Any) -> str | None:
     if value == 0 or value >= DAILY_BUDGET_MIN_BYTES:
         return None
     return f"must be 0 (no budget) or at least {DAILY_BUDGET_MIN_BYTES} bytes (64 KiB)"
+
+
+def _profile(value: Any) -> str | None:
+    return None if value in PROFILES else f"must be one of {', '.join(map(repr, PROFILES))}"
 
 
 def _kind(value: Any) -> str | None:
@@ -473,15 +486,25 @@ SCHEMA: Final[dict[str, dict[str, Field]]] = {
         "ca_file": Field(Path, doc="CA that signed the broker's certificate"),
         "cert_file": Field(Path, doc="the hub's client certificate"),
         "key_file": Field(Path, doc="the hub's client key (mode 0600)"),
+        "profile": Field(
+            str,
+            "mqtt",
+            False,
+            _profile,
+            doc="the platform's broker: 'mqtt' (MQTT 5: mosquitto, EMQX, HiveMQ),"
+            " 'azure_iot_hub' or 'aws_iot_core' (agent/profiles.py: topics, limits, defaults)",
+        ),
         "keepalive_s": Field(
             int,
-            60,
+            CELLULAR_KEEPALIVE_S,
             False,
             low=1,
             high=65535,
             unit="s",
             doc="MQTT Keep Alive, a Two Byte Integer (MQTT 5 §3.1.2.10); 0 would switch it off"
-            " and leave a dead link unnoticed",
+            " and leave a dead link unnoticed; default the profile's (900 s: ~19 KB an idle"
+            " day on a metered link), within the profile's bounds (azure_iot_hub <= 1177 s,"
+            " aws_iot_core 30-1200 s)",
         ),
         "backoff_max_s": Field(
             float,
@@ -676,18 +699,32 @@ def from_mapping(data: Mapping[str, Any], source: Path) -> Config:
         devices=devices,
         outbox=OutboxConfig(**sections["outbox"]),
         signing=SigningConfig(**sections["signing"]),
-        mqtt=_mqtt_config(where, sections["mqtt"], platform),
+        mqtt=_mqtt_config(where, sections["mqtt"], data.get("mqtt", {}), platform),
         keys=_keys_config(where, sections["keys"]),
         platform=platform,
     )
 
 
-def _mqtt_config(where: str, values: dict[str, Any], platform: PlatformConfig) -> MqttConfig:
-    """Cross-key check of ``[mqtt] ack``: receipts can only be verified with the platform's
-    certificate; without ``ack`` in the file, configuring that certificate opts in."""
+def _mqtt_config(
+    where: str, values: dict[str, Any], given: Mapping[str, Any], platform: PlatformConfig
+) -> MqttConfig:
+    """Cross-key checks of ``[mqtt]`` against its ``profile`` (``given``: the table as in the
+    file, to tell a key left out from one set to its default).
+
+    ``keepalive_s``: the profile's when absent, else within the profile's bounds. ``ack``:
+    receipts can only be verified with the platform's certificate; without ``ack`` in the file,
+    configuring that certificate opts in to the profile's default (``receipt``, or ``puback``
+    on IoT Hub, whose PUBACK is durable), and a configuration without it keeps ``puback``.
+    """
+    profile = profile_named(values["profile"])
+    keepalive_s = values["keepalive_s"] if "keepalive_s" in given else profile.keepalive_s
+    try:
+        profile.check_keepalive(keepalive_s)
+    except UsageError as exc:
+        raise ConfigError(where, "mqtt.keepalive_s", exc.reason) from None
     ack = values["ack"]
     if ack is None:
-        ack = AckMode.RECEIPT if platform.cert_file is not None else AckMode.PUBACK
+        ack = profile.ack_default if platform.cert_file is not None else AckMode.PUBACK
     ack = AckMode(ack)
     if ack is AckMode.RECEIPT and platform.cert_file is None:
         raise ConfigError(
@@ -696,7 +733,7 @@ def _mqtt_config(where: str, values: dict[str, Any], platform: PlatformConfig) -
             "'receipt' needs [platform] cert_file (receipts are verified with the platform's"
             " certificate)",
         )
-    return MqttConfig(**{**values, "ack": ack})
+    return MqttConfig(**{**values, "ack": ack, "keepalive_s": keepalive_s, "profile": profile})
 
 
 def _ble_config(where: str, values: dict[str, Any]) -> BleConfig:

@@ -182,7 +182,7 @@ def test_config_schema_shows_every_range(capsys: pytest.CaptureFixture[str]) -> 
     """config-schema prints each number's range beside its default."""
     assert 0 == main(["config-schema"])
     out = capsys.readouterr().out
-    assert "  keepalive_s: int (default 60, 1..65535 s)  # MQTT Keep Alive" in out
+    assert "  keepalive_s: int (default 900, 1..65535 s)  # MQTT Keep Alive" in out
     assert "  port: int (default 8883, 1..65535)" in out
     assert "  session_timeout_s: float (default 120.0, 3..3600 s)" in out
     assert "  quota_bytes: int (default 268435456, 1048576..4294967296 bytes)" in out

@@ -41,8 +41,8 @@ class TestExample:
 
     def test_defaults_apply(self, tmp_path: Path) -> None:
         """Optional keys left out take their schema default."""
-        path = _example_with(tmp_path, "keepalive_s = 60 ", "# keepalive_s = 60 ")
-        assert config.load(path).mqtt.keepalive_s == 60
+        path = _example_with(tmp_path, "keepalive_s = 900 ", "# keepalive_s = 900 ")
+        assert config.load(path).mqtt.keepalive_s == 900
 
     def test_relative_paths_resolve_against_the_file(self, tmp_path: Path) -> None:
         """A relative path is taken relative to the configuration file's directory."""
@@ -70,8 +70,8 @@ class TestErrors:
             ),
             ('kind = "blood_pressure"', 'kind = "toaster"', "devices[0].kind", "one of"),
             (
-                "keepalive_s = 60",
-                "keepalive_s = 60\nkeep_alive = 5",
+                "keepalive_s = 900",
+                "keepalive_s = 900\nkeep_alive = 5",
                 "mqtt.keep_alive",
                 "unknown key",
             ),
