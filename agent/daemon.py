@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Four named tasks run in one :class:`asyncio.TaskGroup` (docs/architecture.md); slow work
+Four named tasks (five with a platform) run in one :class:`asyncio.TaskGroup`; slow work
 (decoding, FHIR, signing, sealing, SQLite and its fsync) runs on the one storage thread
 (:mod:`agent.storage`), never on the event loop:
 
@@ -30,6 +30,11 @@ Four named tasks run in one :class:`asyncio.TaskGroup` (docs/architecture.md); s
     refused and the rest keep flowing.
 ``hub.uplink``
     Keeps the MQTT connection, reconnecting with full-jitter exponential backoff.
+``hub.platform``
+    With ``[platform] cert_file`` only (:mod:`agent.platform_link`): the platform's commands
+    (verified, answered, acted on), the retained status and its ``offline`` last will, the
+    events (storage critical, battery low, clock unsynced, security, outbox quarantined) and
+    the dictionaries the platform announced.
 
 Stopping (SIGTERM, SIGINT) is ordered and bounded, well within the unit's stop timeout:
 collecting stops (sessions end, disconnect and hand on what they received), everything
@@ -94,6 +99,7 @@ from agent.outbox import (
     peek_refused,
     storage_level,
 )
+from agent.platform_link import PlatformLink
 from agent.publisher import Publisher
 from agent.retry import FullJitter, KeyedBackoff
 from agent.sealing import Sealer
@@ -318,6 +324,9 @@ class Hub:
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self._last_continuous: dict[str, float] = {}
         self._publisher: Publisher | None = None
+        self.platform: PlatformLink | None = None
+        """Commands, status and events (:mod:`agent.platform_link`) while the hub runs with
+        ``[platform] cert_file``."""
         self.uplink: Uplink | None = None
         self._uncommitted: dict[str, _Uncommitted] = {}
         """Per device label: readings queued and not yet committed (see :meth:`_session`)."""
@@ -345,10 +354,12 @@ class Hub:
 
     def platform_security(self, event: SecurityEvent) -> None:
         """A ``security`` event about the platform side (a rejected receipt or command),
-        already logged by :func:`agent.security.report_security`: counted here."""
-        del event
+        already logged by :func:`agent.security.report_security`: counted here, and sent to
+        the platform as an event."""
         self.security_events += 1
         self.security_noticed.set()
+        if self.platform is not None:
+            self.platform.security(event)
 
     @property
     def awaiting_receipt(self) -> int:
@@ -418,9 +429,20 @@ class Hub:
             pending=counts.pending,
             refused=counts.refused,
         )
-        uplink = Uplink(UplinkSettings.from_config(cfg))
+        uplink = Uplink(UplinkSettings.from_config(cfg), security_sink=self.platform_security)
         self.uplink = uplink
         observer = self._observer
+        platform = await PlatformLink.start(
+            cfg,
+            storage=storage,
+            outbox=outbox,
+            signer=signer,
+            uplink=uplink,
+            wake_publisher=lambda: self._publisher.wake() if self._publisher else None,
+            awaiting_receipt=lambda: self.awaiting_receipt,
+            security_sink=self.platform_security,
+        )
+        self.platform = platform
         publisher = Publisher(
             storage,
             outbox,
@@ -440,6 +462,9 @@ class Hub:
                 publishing = tg.create_task(publisher.run(), name="hub.publisher")
                 ingest = tg.create_task(self._ingest(storage, outbox, signer), name="hub.ingest")
                 collector = tg.create_task(self._collector(), name="hub.collector")
+                platform_task = (
+                    tg.create_task(platform.run(), name="hub.platform") if platform else None
+                )
                 self.ready.set()
                 await stop.wait()
                 log.info("hub_stopping")
@@ -448,6 +473,9 @@ class Hub:
                 await self._queue.put(None)  # ingest stores what is queued, then ends
                 await ingest
                 publisher.stop()  # bounded by its own STOP_DRAIN_S
+                if platform is not None and platform_task is not None:
+                    platform.stop()  # the offline status, overlapping the publisher's drain
+                    await platform_task
                 await publishing
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(UPLINK_STOP_S):
@@ -653,6 +681,8 @@ class Hub:
             # security monitoring (no address, no serial: the label and which check failed).
             self.security_events += 1
             self.security_noticed.set()
+            if self.platform is not None:
+                self.platform.security(SecurityEvent("device", exc.check, "device check failed"))
             retry_in_s = self._backoff.failed(device.label, exc)
             bound.error(
                 "security",
@@ -795,6 +825,14 @@ class Hub:
                 self._observer.stored(arrival, fate)
         if stored_any and self._publisher is not None:
             self._publisher.wake()
+        if self.platform is not None:  # a low battery, the outbox's quota level
+            self.platform.after_commit(
+                [
+                    (a.device_key, a.label, a.raw.sync_state)
+                    for a, f in zip(arrivals, fates, strict=True)
+                    if isinstance(f, Outcome) and f.status is not Status.NOT_STORED
+                ]
+            )
 
     def _shed_continuous(self, outbox: Outbox, arrival: Arrival) -> bool:
         """Whether to drop this continuous-oximetry sample because storage is under pressure."""
