@@ -4,9 +4,10 @@ Starts, in order: a dev PKI for this run, a real mosquitto on a free loopback po
 client certificates), the reference receiver (the hospital side), the virtual radio (Bumble
 controllers linked in software) with the emulated cuff holding :data:`DEMO_READINGS`, and
 ``homehub run`` as its own process with a generated configuration. It prints each reading as
-the receiver verified it, checks it against what the cuff held, and exits 0 once all have
-arrived (1 on a mismatch or a timeout). Everything it started is stopped on the way out,
-also on Ctrl-C.
+the receiver verified it, checks it against what the cuff held, then, as the platform, sends
+the hub a signed ``report_status`` command and prints its signed reply and status; exits 0
+once all have arrived and the command was answered (1 on a mismatch or a timeout).
+Everything it started is stopped on the way out, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Final
 
 from hil.broker import Broker
 from hil.pki import make_dev_pki
+from hil.platform_console import PlatformConsole
 from hil.receiver import Receiver
 from hil.virtual_home import (
     CUFF_ADDRESS,
@@ -36,6 +38,8 @@ from hil.virtual_home import (
 )
 from hil.virtual_radio import VirtualRadio
 
+COMMAND_TIMEOUT_S: Final = 30.0
+"""The command round trip: the hub is connected by then; it answers in milliseconds."""
 DEMO_TIMEOUT_S: Final = 120.0
 """Generous: a cold start (imports, TLS, BLE scan and connect) takes a few seconds here."""
 AGENT_STOP_TIMEOUT_S: Final = 20.0
@@ -63,8 +67,13 @@ async def run_demo(run_dir: Path, timeout_s: float = DEMO_TIMEOUT_S) -> int:
     print(f"  broker      mosquitto with TLS + client certificates on 127.0.0.1:{broker.port}")
     agent_log = run_dir / "agent.log"
     try:
-        async with Receiver.for_dev_pki(pki, broker.port) as receiver, VirtualRadio() as radio:
+        async with (
+            Receiver.for_dev_pki(pki, broker.port) as receiver,
+            PlatformConsole.for_dev_pki(pki, broker.port) as console,
+            VirtualRadio() as radio,
+        ):
             await receiver.subscribed.wait()
+            await console.subscribed.wait()
             print(
                 "  receiver    subscribed to homehub/v1/+/readings, verifying with the hub's cert,"
                 " receipts signed with the platform key"
@@ -89,7 +98,10 @@ async def run_demo(run_dir: Path, timeout_s: float = DEMO_TIMEOUT_S) -> int:
                 )
                 print(f"  agent       homehub run (pid {agent.pid}), log {agent_log}")
                 try:
-                    return await _watch_while_running(agent, receiver, timeout_s)
+                    code = await _watch_while_running(agent, receiver, timeout_s)
+                    if code == 0:
+                        code = await _command_round_trip(console)
+                    return code
                 finally:
                     code = await _stop_agent(agent)
                     print(f"  agent       stopped (exit code {code})")
@@ -124,6 +136,8 @@ async def _watch(receiver: Receiver, timeout_s: float) -> int:
                 seen.append(summary)
                 mark = "ok" if summary in wanted else "UNEXPECTED"
                 print(f"verified  seq={reading.seq}  {summary.line()}  [{mark}]")
+            # The platform vouches for what it stored: signed receipts, then the hub deletes.
+            await receiver.wait_until(lambda s: s.held_items >= len(wanted))
     except TimeoutError:
         print(f"homehub demo: FAILED, {len(seen)} of {len(wanted)} readings after {timeout_s} s")
         return 1
@@ -138,6 +152,30 @@ async def _watch(receiver: Receiver, timeout_s: float) -> int:
         f"{stats.held_items} envelopes held)"
     )
     return 0
+
+
+async def _command_round_trip(console: PlatformConsole) -> int:
+    """The platform asks the hub for its status: a signed command out, the hub's signed reply
+    and its status in (both verified with pycose against the hub's certificate)."""
+    try:
+        async with asyncio.timeout(COMMAND_TIMEOUT_S):
+            seen = len(console.messages)
+            reply = await console.ask(HUB_ID, "report_status")
+            status = await console.wait_for(
+                lambda m: m.kind == "status" and m.body.get("state") == "online", after=seen
+            )
+    except TimeoutError:
+        print(f"homehub demo: FAILED, no reply and status within {COMMAND_TIMEOUT_S} s")
+        return 1
+    body = reply.body
+    print(f"command   report_status -> reply ok={body['ok']} (signed by the hub, verified)")
+    s = status.body
+    print(
+        f"status    {s['state']}: pending {s['pending']}, refused {s['refused']}, "
+        f"damaged {s['damaged']}, awaiting receipt {s['awaiting_receipt']}, "
+        f"dictionaries {s['dictionaries']}"
+    )
+    return 0 if body["ok"] is True else 1
 
 
 def main(argv: list[str] | None = None) -> int:

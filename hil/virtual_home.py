@@ -52,7 +52,8 @@ def write_agent_config(
     quiet_period_s: float = 2.0,
     cycle_interval_s: float = 1.0,
 ) -> Path:
-    """Write the agent's TOML for this run; state and keys in separate directories."""
+    """Write the agent's TOML for this run; state and keys in separate directories. The hub
+    talks to the reference platform (``[platform] cert_file``: receipts, commands, status)."""
     state = run_dir / "state"
     keys = run_dir / "keys"
     for directory in (state, keys):
@@ -95,6 +96,10 @@ key_file = "{pki.hub_key}"
 keepalive_s = 30
 backoff_max_s = 5.0
 first_connect_jitter_s = 0.0     # one hub in a lab: no fleet to spread
+ack = "receipt"                  # deleted only on the platform's signed receipt
+
+[platform]
+cert_file = "{pki.platform_cert}"
 """
     path = run_dir / "homehub.toml"
     path.write_text(text)
