@@ -1,10 +1,13 @@
 """The MQTT uplink: paho-mqtt 2.2 driven by the asyncio event loop, without paho's thread.
 
-:class:`Uplink` keeps one MQTT 5 connection over TLS (client certificate, TLS ≥ 1.2, broker
+:class:`Uplink` keeps one MQTT connection over TLS (client certificate, TLS ≥ 1.2, broker
 certificate and host name verified) to the platform's broker, reconnects forever (never with
-paho's own jitter-free reconnect: performance-anchors §B.2), and publishes signed envelopes to
-``homehub/v1/<hub_id>/readings`` at QoS 1. :meth:`Uplink.publish` returns only when the broker's
-PUBACK carries a reason code below 0x80 and raises :class:`~agent.errors.UplinkError` on a
+paho's own jitter-free reconnect: performance-anchors §B.2), and publishes signed envelopes at
+QoS 1 where its profile (:mod:`agent.profiles`, ``[mqtt] profile``) puts them: MQTT 5 or 3.1.1,
+client id and user name, topics (``homehub/v1/<hub_id>/readings`` on ``mqtt`` and
+``aws_iot_core``, IoT Hub's ``devices/<hub_id>/messages/events/<property bag>``), the payload
+limit and the keepalive bounds are the profile's. :meth:`Uplink.publish` returns only when the
+broker's PUBACK carries a reason code below 0x80 and raises :class:`~agent.errors.UplinkError` on a
 negative PUBACK, on a disconnect before the PUBACK, or when no PUBACK comes within
 PUBACK_TIMEOUT_S: the caller (the outbox publisher) then puts the record back. paho is only a
 transport with a small bounded window (reliability finding 2): the durable queue is the outbox.
@@ -44,9 +47,16 @@ The client id is the hub id. A second client with the same id takes the session 
 (MQTT 5 §3.1.4) and the two would evict each other, so nothing else may connect under it.
 All methods run on the event loop's thread.
 
-Session: Clean Start 0 with a Session Expiry Interval of SESSION_EXPIRY_S. The broker keeps
-the hub's subscriptions (receipts, commands) and queues what the platform sends it across short
-drops. Longer outages are the outbox's job.
+Session: on MQTT 5 Clean Start 0 with a Session Expiry Interval of SESSION_EXPIRY_S; on MQTT
+3.1.1 (IoT Hub) Clean Session 0, without properties (so neither Receive Maximum nor Maximum
+Packet Size: IoT Hub bounds what it sends itself, 50 pending cloud-to-device messages of 64 KB).
+The broker keeps the hub's subscriptions (receipts, commands) and queues what the platform sends
+it across short drops. Longer outages are the outbox's job.
+
+PUBACK reason codes exist only on MQTT 5. On 3.1.1 a broker refusing a publish either drops the
+connection (the publisher's connection-lost path re-sends) or acknowledges and discards it (IoT
+Hub and mosquitto for a topic the ACL denies): which is why the uplink checks every payload
+against the profile's limit before sending, and only ever publishes the profile's topics.
 
 Inbound messages (receipts, commands: :meth:`Uplink.on_message`): once a handler is registered,
 the uplink subscribes at QoS 1 to the profile's inbound topics after every CONNACK (again on
@@ -103,9 +113,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from agent.config import HUB_ID_RE
 from agent.cose import MAX_MESSAGE_BYTES, check_key_file
 from agent.errors import (
     HubError,
@@ -116,7 +124,15 @@ from agent.errors import (
     UplinkRefusedError,
     UsageError,
 )
-from agent.profiles import INBOUND, MQTT, OUTBOUND, MessageKind, Publication, UplinkProfile
+from agent.profiles import (
+    INBOUND,
+    MQTT,
+    OUTBOUND,
+    MessageKind,
+    MqttVersion,
+    Publication,
+    UplinkProfile,
+)
 from agent.receipts import envelope_digest
 from agent.retry import (
     MQTT_BACKOFF_BASE_S,
@@ -283,10 +299,10 @@ will (:meth:`Uplink.set_last_will`)."""
 
 
 def readings_topic(hub_id: str) -> str:
-    """``homehub/v1/<hub_id>/readings``; the hub id is checked against the allowlist first."""
-    if not HUB_ID_RE.fullmatch(hub_id):
-        raise UsageError("hub_id", "must match ^[a-z0-9][a-z0-9-]{0,62}$")
-    return f"homehub/v1/{hub_id}/readings"
+    """``homehub/v1/<hub_id>/readings``, the ``mqtt`` profile's readings topic (the hub id
+    checked against the allowlist first). The uplink itself asks its profile
+    (:meth:`~agent.profiles.UplinkProfile.publication`)."""
+    return MQTT.publication(hub_id, MessageKind.READINGS).topic
 
 
 # ---------------------------------------------------------------------------
@@ -313,15 +329,18 @@ class UplinkSettings:
     inflight_max: int = INFLIGHT_MAX
     session_expiry_s: int = SESSION_EXPIRY_S
     profile: UplinkProfile = MQTT
-    """The platform's rules; today the uplink takes only its inbound topics from it (what it
-    subscribes to, and what an arrived message is)."""
+    """The platform's rules (:mod:`agent.profiles`): MQTT version, client id and user name,
+    every topic (outbound publications, inbound subscriptions and kinds), the payload limit,
+    the keepalive bounds and the last will's place."""
 
     def __post_init__(self) -> None:
-        readings_topic(self.hub_id)
+        self.profile.check_hub_id(self.hub_id)  # the allowlist and the profile's limits
         if not 0 < self.port < 65536:
             raise UsageError("port", "must be 1-65535")
         if not 1 <= self.keepalive_s <= 65535:
             raise UsageError("keepalive_s", "must be 1-65535 s (MQTT 5 §3.1.2.10; 0 is refused)")
+        self.profile.check_keepalive(self.keepalive_s)
+        self.profile.username(self.hub_id, self.host)  # IoT Hub needs its host name
         if not 0 < self.backoff_base_s <= self.backoff_max_s:
             raise UsageError("backoff_base_s", "must be > 0 and <= backoff_max_s")
         if not 0 < self.refusal_backoff_s < self.refusal_backoff_max_s:
@@ -356,6 +375,7 @@ class UplinkSettings:
             keepalive_s=m.keepalive_s,
             backoff_max_s=m.backoff_max_s,
             first_connect_jitter_s=m.first_connect_jitter_s,
+            profile=m.profile,
         )
 
 
@@ -487,16 +507,22 @@ def _blocking_connect(
     host: str,
     port: int,
     keepalive_s: int,
-    properties: Properties,
+    properties: Properties | None,
 ) -> MQTTErrorCode:
     """The worker's part of an attempt: paho's blocking connect (TCP, TLS, CONNECT written).
+
+    ``properties``: MQTT 5's CONNECT properties, with Clean Start 0; None for MQTT 3.1.1,
+    whose Clean Session 0 the client was made with.
 
     Whatever happens, the worker tells ``sockets`` it returned, which closes them when the
     attempt failed or was abandoned meanwhile.
     """
     failed = True
     try:
-        rc = client.connect(host, port, keepalive_s, clean_start=False, properties=properties)
+        if properties is None:
+            rc = client.connect(host, port, keepalive_s)
+        else:
+            rc = client.connect(host, port, keepalive_s, clean_start=False, properties=properties)
         failed = rc != MQTTErrorCode.MQTT_ERR_SUCCESS
         return rc
     finally:
@@ -1195,13 +1221,21 @@ class Uplink:
         except KeyMaterialError as exc:
             self._attempt_refusal = RefusalCause.KEY_MATERIAL
             raise UplinkRefusedError(f"TLS material unusable: {exc}") from None
+        profile = s.profile
+        v5 = profile.mqtt_version is MqttVersion.V5
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=s.hub_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
+            client_id=profile.client_id(s.hub_id),
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+            # MQTT 3.1.1: Clean Session 0 keeps the subscriptions and queued QoS 1 messages
+            # (paho takes clean_session only for 3.1.1; MQTT 5's Clean Start is connect's).
+            clean_session=None if v5 else False,
             reconnect_on_failure=False,
             manual_ack=True,  # an inbound message is acknowledged as its handler takes it
         )
+        username = profile.username(s.hub_id, s.host)
+        if username is not None:
+            client.username_pw_set(username)  # no password: the certificate authenticates
         client.tls_set_context(ctx)
         client.connect_timeout = TLS_CONNECT_TIMEOUT_S
         client.max_inflight_messages_set(s.inflight_max)
@@ -1209,11 +1243,13 @@ class Uplink:
         conn = _Connection(self, client, ctx.sockets)
         self._conn = conn
         self._set_will(client)
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = s.session_expiry_s
-        props.ReceiveMaximum = INBOUND_QUEUE_MAX
-        props.MaximumPacketSize = MAX_INBOUND_BYTES + _INBOUND_PACKET_OVERHEAD_BYTES
-        self._log.info("mqtt_connecting", host=s.host, port=s.port)
+        props: Properties | None = None
+        if v5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = s.session_expiry_s
+            props.ReceiveMaximum = INBOUND_QUEUE_MAX
+            props.MaximumPacketSize = MAX_INBOUND_BYTES + _INBOUND_PACKET_OVERHEAD_BYTES
+        self._log.info("mqtt_connecting", host=s.host, port=s.port, profile=profile.name)
         connecting = self._executor.submit(
             _blocking_connect, client, ctx.sockets, s.host, s.port, s.keepalive_s, props
         )
@@ -1322,7 +1358,7 @@ class Uplink:
             return
         s = self.settings
         topics = [
-            (sub.topic_filter, SubscribeOptions(qos=sub.qos))
+            (sub.topic_filter, sub.qos)  # (filter, QoS) pairs: paho takes them for 3.1.1 and 5
             for sub in s.profile.subscriptions(s.hub_id)
         ]
         rc, _mid = conn.client.subscribe(topics)

@@ -44,6 +44,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Final, Self
@@ -113,13 +114,24 @@ class Broker:
         host: str = "127.0.0.1",
         log_path: Path | None = None,
         message_size_limit: int | None = None,
+        acl_text: str | None = None,
+        extra_config: Sequence[str] = (),
+        server_identity: tuple[Path, Path] | None = None,
     ) -> None:
         """``message_size_limit``: mosquitto's option of that name (payload bytes), unset when
-        None."""
+        None. ``acl_text``: the ACL file's text instead of the default ACL (hil/broker_profiles.py
+        writes one per uplink profile). ``extra_config``: mosquitto lines appended after the
+        listener's (listener options such as ``max_qos``, or global ones). ``server_identity``:
+        (certificate, key) the listener serves instead of the PKI's broker certificate, for TLS
+        negative tests (an expired one, one for another host, one of another CA); the readiness
+        probe then checks only that a handshake completes, not the chain."""
         if message_size_limit is not None and message_size_limit < 1:
             raise ValueError("message_size_limit must be >= 1")
         self.pki = pki
         self.message_size_limit = message_size_limit
+        self.acl_text = acl_text
+        self.extra_config = tuple(extra_config)
+        self.server_identity = server_identity
         self.run_dir = run_dir
         self.persistence = persistence
         self.host = host
@@ -271,14 +283,18 @@ class Broker:
         else:
             state = Path(tempfile.mkdtemp(prefix="homehub-mosquitto-"))
             self._owns_state_dir = True
+        server_cert, server_key = self.server_identity or (
+            self.pki.server_cert,
+            self.pki.server_key,
+        )
         for src, name in (
             (self.pki.ca_cert, "ca.crt"),
-            (self.pki.server_cert, "server.crt"),
-            (self.pki.server_key, "server.key"),
+            (server_cert, "server.crt"),
+            (server_key, "server.key"),
         ):
             shutil.copyfile(src, state / name)
         os.chmod(state / "server.key", 0o600)
-        (state / "acl").write_text(_acl_text())
+        (state / "acl").write_text(self.acl_text if self.acl_text is not None else _acl_text())
         if owner is not None:
             _, uid, gid = owner
             for path in (state, *state.iterdir()):
@@ -324,6 +340,7 @@ class Broker:
         ]
         if self.message_size_limit is not None:
             lines.append(f"message_size_limit {self.message_size_limit}")
+        lines += self.extra_config
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def _spawn(self) -> None:
@@ -338,7 +355,7 @@ class Broker:
         )
 
     def _wait_ready(self) -> None:
-        ctx = _probe_context(self.pki)
+        ctx = _probe_context(self.pki, verify=self.server_identity is None)
         deadline = time.monotonic() + READY_TIMEOUT_S
         pause = _PROBE_BACKOFF_S[0]
         while True:
@@ -406,10 +423,13 @@ def _free_port(host: str) -> int:
         return port
 
 
-def _probe_context(pki: DevPki) -> ssl.SSLContext:
-    """Chain verified, host name not: the probe asks 'is it up', clients check identity."""
+def _probe_context(pki: DevPki, *, verify: bool = True) -> ssl.SSLContext:
+    """Chain verified (unless ``verify`` is false: a broker serving a deliberately bad
+    certificate), host name not: the probe asks 'is it up', clients check identity."""
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki.ca_cert))
     ctx.check_hostname = False
+    if not verify:
+        ctx.verify_mode = ssl.CERT_NONE
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(pki.receiver_cert, pki.receiver_key)
     return ctx

@@ -30,10 +30,7 @@ AWS's topic length and depth limits (enforced indirectly: the ACL allows only th
 topics, all within them), IoT Hub's cloud-to-device limit of 64 KB (one ``message_size_limit``
 for every client), AWS's QoS 2 behaviour (no PUBACK rather than a disconnect).
 
-:class:`hil.broker.Broker` has no parameter for an ACL or extra configuration lines, so this
-subclass overrides its two private writers (``_prepare_state_dir`` to replace the ACL file's
-text, ``_write_config`` to append lines); the hook it would rather use is
-``Broker(..., acl_text: str | None = None, extra_config: Sequence[str] = ())``.
+It passes both through :class:`hil.broker.Broker`'s ``acl_text`` and ``extra_config``.
 """
 
 from __future__ import annotations
@@ -112,16 +109,7 @@ class ProfileBroker(Broker):
             port=port,
             log_path=log_path,
             message_size_limit=profile.max_payload_bytes,
+            acl_text=acl_text(profile),
+            extra_config=config_lines(profile),
         )
         self.profile = profile
-
-    def _prepare_state_dir(self) -> None:
-        super()._prepare_state_dir()
-        assert self._state_dir is not None
-        # Rewriting the existing file keeps the owner and mode the parent gave it.
-        (self._state_dir / "acl").write_text(acl_text(self.profile))
-
-    def _write_config(self) -> None:
-        super()._write_config()
-        with self.config_path.open("a") as f:
-            f.write("\n".join(config_lines(self.profile)) + "\n")

@@ -83,6 +83,47 @@ class DevPki:
         ca_cert = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
         return _issue_client(self.dir, cn, ca_cert, ca_key)
 
+    def issue_server(
+        self,
+        name: str,
+        hosts: tuple[str, ...] = ("localhost", "127.0.0.1"),
+        *,
+        expired: bool = False,
+    ) -> tuple[Path, Path]:
+        """Issue another broker certificate from this CA, for TLS negative tests: for ``hosts``
+        (DNS names or IP addresses), or one that expired a day ago. Written as
+        ``server-<name>.crt``/``.key``; (cert, key)."""
+        _check_cn(name)
+        ca_key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
+        if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+            raise TypeError("CA key is not an EC key")
+        ca_cert = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
+        key = ec.generate_private_key(ec.SECP256R1())
+        names: list[x509.GeneralName] = []
+        for host in hosts:
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                names.append(x509.DNSName(host))
+        valid = (
+            (dt.datetime.now(dt.UTC) - dt.timedelta(days=2), dt.timedelta(days=1))
+            if expired
+            else None
+        )
+        cert = _leaf(
+            ca_cert,
+            ca_key,
+            key,
+            hosts[0],
+            ExtendedKeyUsageOID.SERVER_AUTH,
+            san=x509.SubjectAlternativeName(names),
+            valid=valid,
+        )
+        return (
+            _write_cert(self.dir / f"server-{name}.crt", cert),
+            _write_key(self.dir / f"server-{name}.key", key),
+        )
+
 
 def make_dev_pki(directory: Path, hub_id: str) -> DevPki:
     """Create a CA, the broker's server certificate, a hub and the receiver in ``directory``."""
@@ -181,16 +222,19 @@ def _leaf(
     cn: str,
     usage: x509.ObjectIdentifier | None,
     san: x509.SubjectAlternativeName | None,
+    valid: tuple[dt.datetime, dt.timedelta] | None = None,
 ) -> x509.Certificate:
+    """``valid``: (notBefore, lifetime) instead of now - BACKDATE and VALIDITY."""
     now = dt.datetime.now(dt.UTC)
+    not_before, lifetime = valid if valid is not None else (now - BACKDATE, VALIDITY + BACKDATE)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + VALIDITY)
+        .not_valid_before(not_before)
+        .not_valid_after(not_before + lifetime)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
