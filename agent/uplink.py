@@ -782,6 +782,7 @@ _VERIFY_CHECKS: Final = {
     9: ("not_yet_valid", "broker certificate not yet valid"),
     10: ("expired", "broker certificate expired"),
     62: ("host_name_mismatch", "broker certificate not issued for the configured host"),
+    64: ("host_name_mismatch", "broker certificate not issued for the configured address"),
 }
 """OpenSSL verify codes (X509_V_ERR_*) named apart in a ``security`` event; every other code
 (18, 19, 20, 21: no chain to the configured CA) is ``untrusted``."""

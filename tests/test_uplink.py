@@ -579,25 +579,7 @@ class TestTls:
         assert elapsed_s >= sum(delays) - 0.01  # three attempts, two pauses (logged rounded)
         assert uplink.stats.connects == 0
 
-    async def test_untrusted_broker_certificate_is_refused(
-        self, dev_pki: DevPki, foreign_pki: DevPki, broker: Broker
-    ) -> None:
-        """A broker whose certificate our CA did not sign is refused before any MQTT byte."""
-        uplink = Uplink(uplink_settings(dev_pki, broker.port, ca_file=foreign_pki.ca_cert))
-        async with _running(uplink), asyncio.timeout(TIMEOUT_S):
-            await uplink.wait_until(lambda s: s.last_backoff_s > 0)
-        assert (uplink.stats.connects, uplink.stats.connect_failures) == (0, 1)
-        assert uplink.stats.last_failure.startswith("TLS: broker certificate not accepted (")
-        assert uplink.stats.last_backoff_s >= 0.5
-
-    async def test_host_name_is_verified(self, dev_pki: DevPki, tmp_path: Path) -> None:
-        """A broker on 127.0.0.2 with a certificate for 127.0.0.1/localhost is refused."""
-        with Broker(dev_pki, tmp_path / "elsewhere", host="127.0.0.2") as elsewhere:
-            uplink = Uplink(uplink_settings(dev_pki, elsewhere.port, host="127.0.0.2"))
-            async with _running(uplink), asyncio.timeout(TIMEOUT_S):
-                await uplink.wait_until(lambda s: s.connect_failures >= 1)
-        assert uplink.stats.last_failure.startswith("TLS: broker certificate not accepted (")
-        assert "IP address mismatch" in uplink.stats.last_failure
+    # The TLS negatives (another CA, host name, expired, wrong CA) are in test_uplink_tls.py.
 
 
 class TestLifecycle:
