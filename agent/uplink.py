@@ -83,7 +83,8 @@ Events logged: ``mqtt_connecting``, ``mqtt_connected``, ``mqtt_connect_failed``,
 ``mqtt_publish_refused``, ``mqtt_bridge_failed`` (with the traceback), ``mqtt_subscribed``,
 ``mqtt_subscribe_refused`` (reason codes), ``mqtt_inbound_dropped`` (kind, why, size),
 ``mqtt_inbound_deferred``, ``mqtt_inbound_handler_failed``, ``mqtt_publish_too_large``,
-``mqtt_reconnect_requested``, ``mqtt_observer_failed``, ``mqtt_last_will_failed``, and
+``mqtt_reconnect_requested``, ``mqtt_observer_failed``, ``mqtt_last_will_failed``,
+``mqtt_link_dead`` (nothing from the broker for 1.5 keepalives), and
 ``security`` (agent.security) for a broker certificate refused. Never payloads.
 
 For the daemon's platform link: :meth:`Uplink.publish_message` (replies, status, events where
@@ -180,7 +181,16 @@ and covers a typical cellular outage; it also bounds what a broker keeps for a h
 returns."""
 
 MISC_INTERVAL_S: Final = 1.0
-"""How often ``loop_misc`` runs (keepalive and ping timeout), as paho's own loop does."""
+"""How often ``loop_misc`` runs (keepalive and ping timeout), as paho's own loop does; an
+eighth of the keepalive when that is shorter, so that paho's PINGREQ leaves at most
+keepalive / 8 late and its PINGRESP is due well before the liveness deadline."""
+
+LINK_DEAD_AFTER_KEEPALIVES: Final = 1.5
+"""A connection from which nothing arrived for this many keepalives is dead (issue 9: a
+blackholed link detected within 1.5 keepalives). paho sends a PINGREQ once a keepalive passed
+without traffic and gives up only a keepalive after that, up to 2 keepalives (+ a tick) after
+the last byte; the broker answers a PINGREQ at once, so half a keepalive after the PINGREQ
+is ample. The check is one timer per connection, re-armed from the last inbound byte."""
 
 DISCONNECT_TIMEOUT_S: Final = 1.0
 """:meth:`Uplink.close` waits this long for the DISCONNECT to be written, then cuts."""
@@ -400,6 +410,8 @@ class UplinkStats:
     """Inbound messages handed to their handler."""
     inbound_dropped: int = 0
     """Inbound messages not handled: too large, of no registered kind, or over the queue."""
+    pings_sent: int = 0
+    """PINGREQs paho sent (the idle link's keepalive)."""
     server_certificate_refused: int = 0
     """Attempts ended because the broker's certificate was not accepted (nothing sent)."""
 
@@ -542,6 +554,9 @@ class _Connection:
         self.want_write = False
         self.connected_at: float | None = None
         self.last_socket_error = ""
+        self.last_inbound = self.loop.time()
+        """Loop time bytes last arrived from the broker (the liveness check)."""
+        self.liveness: asyncio.TimerHandle | None = None
         self.refusal_cause: RefusalCause | None = None
         """Set where this attempt is refused (:class:`RefusalCause`)."""
         self.connack: asyncio.Future[bool] = self.loop.create_future()
@@ -573,6 +588,8 @@ class _Connection:
         self.attached = True
         if self.sock is None:
             raise UplinkError("paho connected without opening a socket")
+        self.last_inbound = self.loop.time()
+        self._arm_liveness()
         self.loop.add_reader(self.sock, self._on_readable)
         if self.want_write:
             self.loop.add_writer(self.sock, self._on_writable)
@@ -598,9 +615,34 @@ class _Connection:
         if self.attached:
             self.loop.remove_writer(sock)
 
+    def _arm_liveness(self) -> None:
+        silence_s = LINK_DEAD_AFTER_KEEPALIVES * self.uplink.settings.keepalive_s
+        self.liveness = self.loop.call_at(self.last_inbound + silence_s, self._check_liveness)
+
+    def _check_liveness(self) -> None:
+        """Declare the link dead when nothing arrived for LINK_DEAD_AFTER_KEEPALIVES
+        keepalives, though paho pinged within one (see the constant); else re-arm."""
+        if self.ended.done():
+            return
+        keepalive_s = self.uplink.settings.keepalive_s
+        silent_s = self.loop.time() - self.last_inbound
+        if silent_s < LINK_DEAD_AFTER_KEEPALIVES * keepalive_s:
+            self._arm_liveness()
+            return
+        self.uplink._log.warning(
+            "mqtt_link_dead", silent_s=round(silent_s, 3), keepalive_s=keepalive_s
+        )
+        self.discard(
+            UplinkError(
+                f"nothing from the broker for {LINK_DEAD_AFTER_KEEPALIVES} keepalives"
+                f" ({round(silent_s, 1)} s)"
+            )
+        )
+
     def _on_readable(self) -> None:
         if self.ended.done():
             return
+        self.last_inbound = self.loop.time()
         try:
             for _ in range(_READS_PER_WAKEUP):
                 rc = self.client.loop_read()
@@ -732,6 +774,9 @@ class _Connection:
     def _on_log(self, _c: mqtt.Client, _u: Any, level: int, text: str) -> None:
         if level == mqtt.MQTT_LOG_ERR:
             self.last_socket_error = text[:200]
+        elif text == "Sending PINGREQ":  # paho 2.x's own words: counted, not parsed further
+            self.uplink.stats.pings_sent += 1
+            self.uplink._changed()
 
     # -- ending ---------------------------------------------------------------------------
 
@@ -743,6 +788,8 @@ class _Connection:
         if self.ended.done():
             return
         self.ended.set_result(error)
+        if self.liveness is not None:
+            self.liveness.cancel()
         if not self.connack.done():
             self.connack.set_exception(error)
         lost = len(self.pending)
@@ -1316,8 +1363,9 @@ class Uplink:
         """Run ``loop_misc`` while ``conn`` lives; return why it ended."""
 
         async def misc() -> None:
+            interval_s = min(MISC_INTERVAL_S, self.settings.keepalive_s / 8)
             while True:
-                await asyncio.sleep(MISC_INTERVAL_S)  # a periodic duty, not a synchronisation
+                await asyncio.sleep(interval_s)  # a periodic duty, not a synchronisation
                 conn.misc()
                 self._check_puback_deadline(conn)
 
