@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import statistics
@@ -63,20 +64,23 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _fill(db: Path, data_key: Path, signing_key: Path, first: int, count: int) -> list[bytes]:
-    """Store readings ``first`` … ``first + count - 1`` through the pipeline's group commit
-    into the (empty) outbox; their envelopes."""
+def fill_outbox(
+    db: Path, data_key: Path, signing_key: Path, first: int, count: int, hub_id: str = HUB_ID
+) -> list[bytes]:
+    """Store readings ``first`` … ``first + count - 1`` of ``hub_id`` through the pipeline's
+    group commit into the (empty) outbox; their envelopes. (hil/bench/uplink.py uses it too.)"""
     key = load_data_key(data_key) if data_key.exists() else create_data_key(data_key)
     sealer = Sealer(key)
     signer = Signer.from_key(cose.load_signing_key(signing_key))
-    with Outbox.open(db, sealer, HUB_ID) as box:
+    with Outbox.open(db, sealer, hub_id) as box:
         for start in range(first, first + count, GROUP_COMMIT_MAX):
             items = []
             for i in range(start, min(first + count, start + GROUP_COMMIT_MAX)):
                 raw = raw_measurement(i)
-                ctx = Context(HUB_ID, PATIENT, "UTC", raw.received_wall)
+                ctx = Context(hub_id, PATIENT, "UTC", raw.received_wall)
                 p = prepare(raw, DEVICE, ctx)
-                items.append(Item(p.kind, p.dedup_key, lambda seq, p=p: p.envelope(seq, signer)))
+                envelope = functools.partial(p.envelope, signer=signer)
+                items.append(Item(p.kind, p.dedup_key, envelope))
             commit_batch(box, items)
         bodies: list[bytes] = []
         cursor = 0
@@ -265,7 +269,7 @@ def measure(directory: Path, readings: int, lone: int, slices: int) -> dict[str,
         per_slice = -(-readings // slices)
         for first in range(0, readings, per_slice):
             count = min(per_slice, readings - first)
-            payloads = _fill(db, data_key, pki.hub_key, first, count)
+            payloads = fill_outbox(db, data_key, pki.hub_key, first, count)
             size = len(payloads[0])
             wall_s, cpu_s = asyncio.run(_publisher_drain(pki, broker, db, data_key, count))
             ours_s, ours_cpu_s = ours_s + wall_s, ours_cpu_s + cpu_s
