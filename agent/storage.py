@@ -26,7 +26,12 @@ queue of ``call`` is empty for at least one round of the event loop.
 Idle work: when no call waits, the thread runs the function given to
 :meth:`StorageThread.when_idle` (the daemon gives the outbox's
 :meth:`~agent.outbox.Outbox.checkpoint_if_due`), once after each run of calls: WAL
-checkpoints happen between readings instead of inside a reading's commit.
+checkpoints happen between readings instead of inside a reading's commit. "No call waits"
+includes the moment right after a :meth:`StorageThread.call`: idle work starts only once the
+event loop has run the caller's next step, in which the ingest task hands in the readings
+that arrived during the commit (``call`` again). Without that hand-back the checkpoint
+started in exactly that instant, before those readings could be handed in, and they waited
+for it (≈ 3 ms, every time a checkpoint fell due after a commit a reading arrived during).
 
 Cancellation: a call already running on the thread cannot be interrupted; cancelling the
 awaiting task only stops waiting (the commit still completes or fails on the thread). The
@@ -52,7 +57,9 @@ THREAD_NAME: Final = "hub.storage"
 
 log = structlog.get_logger(__name__)
 
-_Job = tuple[Callable[[], Any], "concurrent.futures.Future[Any]"]
+_Job = tuple[Callable[[], Any], "concurrent.futures.Future[Any]", asyncio.AbstractEventLoop | None]
+"""The call, its future, and for a :meth:`StorageThread.call` its caller's loop (through which
+the thread is handed back before idle work, module docstring)."""
 
 
 class StorageThread:
@@ -67,6 +74,9 @@ class StorageThread:
         self._low_calls: deque[_Job] = deque()
         self._closing = False
         self._idle: Callable[[], object] | None = None
+        #: The loops of calls run whose caller has not had its next step yet (module
+        #: docstring, Idle work): one entry per call, removed through that loop.
+        self._hand_backs: list[asyncio.AbstractEventLoop] = []
 
     def start(self) -> None:
         """Start the thread (idempotent)."""
@@ -80,11 +90,13 @@ class StorageThread:
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` on the storage thread; return (or raise) its outcome."""
-        return await self._submit(self._calls, functools.partial(fn, *args, **kwargs))
+        return await self._submit(
+            self._calls, functools.partial(fn, *args, **kwargs), asyncio.get_running_loop()
+        )
 
     async def call_low(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """:meth:`call` at low priority: it runs only when no :meth:`call` waits."""
-        return await self._submit(self._low_calls, functools.partial(fn, *args, **kwargs))
+        return await self._submit(self._low_calls, functools.partial(fn, *args, **kwargs), None)
 
     def when_idle(self, work: Callable[[], object] | None) -> None:
         """Run ``work`` on the thread when no call waits, once after each run of calls
@@ -118,12 +130,14 @@ class StorageThread:
         # before the process does, or an fsync'd transaction could be cut off.
         await asyncio.get_running_loop().run_in_executor(None, self.close)
 
-    async def _submit(self, queue: deque[_Job], fn: Callable[[], T]) -> T:
+    async def _submit(
+        self, queue: deque[_Job], fn: Callable[[], T], loop: asyncio.AbstractEventLoop | None
+    ) -> T:
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         with self._ready:
             if self._thread is None or self._closing:
                 raise RuntimeError("the storage thread is not running")
-            queue.append((fn, future))
+            queue.append((fn, future, loop))
             self._ready.notify()
         # Cancelling the awaiting task cancels a call that has not started (it never runs);
         # one under way completes on the thread.
@@ -134,7 +148,7 @@ class StorageThread:
         while True:
             with self._ready:
                 while not self._calls and not self._low_calls:
-                    if idle_due and self._idle is not None:
+                    if idle_due and self._idle is not None and self._handed_back():
                         break
                     if self._closing:
                         return
@@ -153,7 +167,7 @@ class StorageThread:
                     _run_idle(idle)
                 continue
             idle_due = True
-            fn, future = job
+            fn, future, loop = job
             if not future.set_running_or_notify_cancel():
                 continue
             try:
@@ -162,7 +176,33 @@ class StorageThread:
                 future.set_exception(exc)
             else:
                 future.set_result(result)
-            del fn, future, job  # drop references to the call's arguments and result
+            if loop is not None:
+                self._hand_back(loop)
+            del fn, future, job, loop  # drop references to the call's arguments and result
+
+    def _handed_back(self) -> bool:
+        """Whether every caller has had its next step (under the lock; module docstring, Idle
+        work). A loop that stopped hands nothing back (its callers are gone), nor does a
+        closing thread wait for one."""
+        return self._closing or not any(loop.is_running() for loop in self._hand_backs)
+
+    def _hand_back(self, loop: asyncio.AbstractEventLoop) -> None:
+        """After a call: hold idle work until ``loop`` has run the caller's next step. The
+        future's completion queued the step's wake-up on the loop before this; the callback
+        queued here queues :meth:`_back` behind the step."""
+        with self._ready:
+            self._hand_backs = [other for other in self._hand_backs if not other.is_closed()]
+            self._hand_backs.append(loop)
+        try:
+            loop.call_soon_threadsafe(loop.call_soon, self._back, loop)
+        except RuntimeError:  # the loop is closed: nobody will call again from it
+            self._back(loop)
+
+    def _back(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._ready:
+            if loop in self._hand_backs:
+                self._hand_backs.remove(loop)
+            self._ready.notify()
 
 
 def _run_idle(work: Callable[[], object]) -> None:

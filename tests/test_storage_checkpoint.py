@@ -125,6 +125,31 @@ async def test_low_priority_calls_wait_while_a_normal_call_waits() -> None:
     assert order == ["store", "delete", "read"]
 
 
+async def test_idle_work_waits_for_the_callers_next_step() -> None:
+    """Right after a store, a checkpoint due waits for the store's caller to hand in what
+    queued up meanwhile: the next store runs first, then the idle work, once."""
+    order: list[str] = []
+    started, release = threading.Event(), threading.Event()
+
+    def first_store() -> None:
+        started.set()
+        release.wait()
+        order.append("store 1")
+
+    async def ingest() -> None:
+        await storage.call(first_store)
+        await storage.call(order.append, "store 2")  # what arrived during the first, at once
+
+    async with StorageThread() as storage:
+        storage.when_idle(lambda: order.append("checkpoint"))
+        stores = asyncio.ensure_future(ingest())
+        await asyncio.to_thread(started.wait)
+        release.set()
+        await stores
+        await storage.call(lambda: None)  # and the thread serves on after it
+    assert order[:3] == ["store 1", "store 2", "checkpoint"]
+
+
 async def test_idle_work_runs_on_the_thread_after_calls_and_its_errors_are_logged(
     db_path: Path, sealer: Sealer, clock: FakeClock
 ) -> None:
