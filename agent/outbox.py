@@ -1107,6 +1107,27 @@ class Outbox:
             raise _storage_error(self.path, "pending_among", exc) from exc
         return frozenset(found)
 
+    def newest_pending(self, limit: int) -> tuple[list[tuple[int, float]], int]:
+        """``(seq, created_at)`` of the ``limit`` newest pending records, newest first, and
+        the next seq to be stored: where the publisher's fresh lane begins
+        (:func:`agent.batching.fresh_boundary`). Reads only; nothing is unsealed (the walk
+        uses the ``(state, seq)`` index and stops after ``limit`` rows)."""
+        if not 1 <= limit <= MAX_BATCH:
+            raise ValueError(f"limit must be 1..{MAX_BATCH}")
+        conn = self._connection("newest_pending")
+        try:
+            rows = conn.execute(
+                "SELECT seq, created_at FROM records WHERE state = 'pending' "
+                "ORDER BY seq DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+            (next_seq,) = conn.execute(
+                "SELECT value FROM counters WHERE name = 'next_seq'"
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise _storage_error(self.path, "newest_pending", exc) from exc
+        return [(int(seq), float(created)) for seq, created in rows], int(next_seq)
+
 
 def _migrate(
     conn: sqlite3.Connection, path: Path, ctx: _MigrationContext, clock: Callable[[], float]
