@@ -8,6 +8,13 @@ Pure and synchronous (no BLE, no SQLite, no network): :func:`prepare` turns one 
 into a :class:`Prepared` whose :meth:`Prepared.envelope` builds the signed bytes once the
 outbox has allocated the sequence number, inside the storing transaction.
 
+Work a device's readings share is done once (this runs on the storage thread, and a glucose
+download brings up to 1,000 readings in a few seconds): the Bundle entries that are the same
+for every reading of a device and clock read (PhdDevice, PhgDevice, coincident timestamp)
+are built and CBOR-encoded once (:func:`_fixed`); a reading's Bundle is encoded by
+:func:`prepare` around those parts, and its payload by :meth:`Prepared.envelope` around the
+Bundle's encoding, byte for byte what :meth:`agent.payload.Payload.encode` gives.
+
 Invalid bytes raise :class:`DecodeError`; the caller logs the reason and drops the value:
 an undecodable reading is never stored as if it were valid.
 """
