@@ -10,6 +10,12 @@ decoded. It connects with the receiver's certificate (the broker's ACL lets the 
 commands and read those topics). Like the receiver, paho runs in its own thread and every
 callback crosses to the event loop with ``call_soon_threadsafe``.
 
+Certificate rotation: :meth:`PlatformConsole.install_certificate` hands a hub's new certificate
+to the rest of the platform first (``on_certificate``: the receiver's
+:meth:`hil.receiver.Receiver.add_hub_certificate`, durable before the hub can use the key) and
+to the console's own keys, then sends ``install_certificate``. Every key a hub had stays
+known: its outbox and its messages may come signed with either until it has restarted.
+
 It does not import the hub's code (agent/).
 """
 
@@ -19,7 +25,7 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -28,6 +34,7 @@ from typing import Any, Final, Self
 import cbor2
 import paho.mqtt.client as mqtt
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
@@ -44,6 +51,10 @@ CONTENT_TYPES: Final = {
 COMMAND_VALIDITY_S: Final = 300
 """``exp - iat`` of the console's commands."""
 MESSAGES_KEPT: Final = 1000
+
+CertificateSink = Callable[[str, bytes], Awaitable[object]]
+"""Told ``(hub id, certificate DER)`` of a certificate issued to a hub (the receiver's
+``add_hub_certificate``); raises to stop the installation."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +82,16 @@ class PlatformConsole:
         hub_keys: Mapping[str, ec.EllipticCurvePublicKey],
         host: str = "127.0.0.1",
         client_id: str = "platform-console",
+        on_certificate: CertificateSink | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.signer = signer
-        self.hub_keys = dict(hub_keys)
+        self.hub_keys: dict[str, list[ec.EllipticCurvePublicKey]] = {
+            hub_id: [key] for hub_id, key in hub_keys.items()
+        }
+        """Every key each hub had, oldest first: its messages verify with any of them."""
+        self.on_certificate = on_certificate
         self.messages: list[HubMessage] = []
         self.unverified = 0
         """Messages on the hub topics that did not verify (kept out of :attr:`messages`)."""
@@ -176,6 +192,26 @@ class PlatformConsole:
             lambda m: m.kind == "replies" and m.body.get("nonce") == nonce, after=seen
         )
 
+    async def install_certificate(self, hub_id: str, cert_der: bytes) -> HubMessage:
+        """Install a certificate the platform issued for ``hub_id``'s CSR: the platform learns
+        it first (``on_certificate``, awaited: the receiver then verifies envelopes under the
+        new key, and still under the old ones), the console learns its key, then the
+        ``install_certificate`` command goes out; the hub's reply (bound it with
+        ``asyncio.timeout``)."""
+        key = x509.load_der_x509_certificate(cert_der).public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise TypeError("the hub's certificate is not for a P-256 key")
+        if self.on_certificate is not None:
+            await self.on_certificate(hub_id, cert_der)
+        self.learn_hub_key(hub_id, key)
+        return await self.ask(hub_id, "install_certificate", {"cert": cert_der})
+
+    def learn_hub_key(self, hub_id: str, key: ec.EllipticCurvePublicKey) -> None:
+        """Verify ``hub_id``'s messages with ``key`` too (the ones it had are kept)."""
+        keys = self.hub_keys.setdefault(hub_id, [])
+        if all(_spki(k) != _spki(key) for k in keys):
+            keys.append(key)
+
     # -- what hubs published ---------------------------------------------------------------
 
     def of(self, kind: str) -> list[HubMessage]:
@@ -223,19 +259,25 @@ class PlatformConsole:
     def _arrived(self, topic: str, payload: bytes, retained: bool) -> None:
         parts = topic.split("/")
         hub_id, kind = (parts[2], parts[3]) if len(parts) == 4 else ("", "")
-        key = self.hub_keys.get(hub_id)
-        if kind not in CONTENT_TYPES or key is None:
-            self.unverified += 1
-            return
-        try:
-            body = verify_platform_message(payload, key, CONTENT_TYPES[kind])
-        except (ValueError, TypeError, KeyError):
+        body = None
+        if kind in CONTENT_TYPES:
+            for key in self.hub_keys.get(hub_id, ()):
+                with contextlib.suppress(ValueError, TypeError, KeyError):
+                    body = verify_platform_message(payload, key, CONTENT_TYPES[kind])
+                    break
+        if body is None:
             self.unverified += 1
             return
         if len(self.messages) < MESSAGES_KEPT:
             self.messages.append(HubMessage(kind, hub_id, body, retained, payload))
         event, self._change = self._change, asyncio.Event()
         event.set()
+
+
+def _spki(key: ec.EllipticCurvePublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def _nonce_of(message: bytes) -> bytes:
@@ -246,4 +288,4 @@ def _nonce_of(message: bytes) -> bytes:
     return nonce
 
 
-__all__ = ["CONTENT_TYPES", "HubMessage", "PlatformConsole"]
+__all__ = ["CONTENT_TYPES", "CertificateSink", "HubMessage", "PlatformConsole"]

@@ -16,6 +16,9 @@ crash of the process and of the machine, so the receiver acknowledges a message 
   duplicates), with the reason code: counted, kept, never delivered.
 - ``receipts``: the receipts sent (rid, hub, iat, exp, item counts): the rids a platform must
   never reuse, and an audit of what it vouched for.
+- ``hub_certificates``: hub certificates the platform learned while running (a rotation's new
+  certificate, :meth:`hil.receiver.Receiver.add_hub_certificate`), DER: a restart loads them
+  again beside those it is started with, so a hub's old and new certificates both stay known.
 
 This is test and demo infrastructure: the readings it holds are synthetic. It never logs a
 reading's content.
@@ -67,6 +70,13 @@ CREATE TABLE IF NOT EXISTS parked (
     received_at REAL NOT NULL,
     message BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS hub_certificates (
+    hub TEXT NOT NULL,
+    sha256 BLOB NOT NULL,
+    der BLOB NOT NULL,
+    added_at REAL NOT NULL,
+    PRIMARY KEY (hub, sha256)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS receipts (
     rid BLOB PRIMARY KEY,
     hub TEXT NOT NULL,
@@ -203,11 +213,29 @@ class PlatformStore:
                 (rid, hub, iat, exp, held, refused),
             )
 
+    def add_hub_certificate(self, hub: str, der: bytes, now: float) -> bool:
+        """Remember a hub certificate (its own durable transaction); False if held already.
+        The caller checks it (:meth:`hil.platform_verify.HubDirectory.check`)."""
+        with self.transaction():
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO hub_certificates VALUES (?, ?, ?, ?)",
+                (hub, hashlib.sha256(der).digest(), der, now),
+            )
+        return cursor.rowcount == 1
+
     # -- reads ----------------------------------------------------------------------------
 
+    def hub_certificates(self) -> list[tuple[str, bytes]]:
+        """``(hub, DER)`` of every certificate remembered, in the order they were added."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT hub, der FROM hub_certificates ORDER BY added_at, hub, sha256"
+            ).fetchall()
+        return [(str(hub), bytes(der)) for hub, der in rows]
+
     def count(self, table: str) -> int:
-        """Rows of one of the tables (readings, envelopes, parked, receipts)."""
-        if table not in ("readings", "envelopes", "parked", "receipts"):
+        """Rows of one of the tables (readings, envelopes, parked, receipts, hub_certificates)."""
+        if table not in ("readings", "envelopes", "parked", "receipts", "hub_certificates"):
             raise ValueError(f"no table {table!r}")
         with self._lock:
             (n,) = self._db.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608

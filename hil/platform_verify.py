@@ -11,8 +11,9 @@ For each MQTT message on ``homehub/v1/<hub_id>/readings``:
    "zstd"`` and ``-70002: dictionary id``: alg ES256, one of our two content types (one reading,
    or a batch), and the key id (SHA-256 over the hub key's DER SubjectPublicKeyInfo, first 16
    bytes).
-4. The hub's certificate is found by the topic's hub id (its CN must be that id, issued by the
-   platform CA, valid now) and its key must have that kid.
+4. The hub's certificate is found by the topic's hub id and the kid, among every certificate
+   the hub has had (:class:`HubDirectory`: its CN must be that id, issued by the platform CA),
+   and must be valid now or have expired (a certificate not valid yet is parked here).
 5. pycose reads the COSE_Sign1 and builds its Sig_structure; the ES256 signature over the
    payload *as sent* (compressed or not) is checked on OpenSSL, or on pycose's own ES256 with
    ``pure_pycose`` (see ``_check_signature``).
@@ -23,11 +24,13 @@ For each MQTT message on ``homehub/v1/<hub_id>/readings``:
 7. The payload is a deterministic CBOR map: one reading (at least ``v`` = 1, ``hub``, ``seq``,
    ``id``, ``kind``; ``hub`` equal to the topic's; decimal fractions, tag 4, the only tag), or a
    batch ``{"v": 1, "hub", "readings": [bstr .cbor reading, ...]}`` of 1 to 500 such readings.
+8. Under an expired certificate, every reading's ``hub_time`` must lie within its validity and
+   not after now: validity at signing time (the reasoning is :class:`HubDirectory`'s).
 
 A failure raises :class:`RejectedError`. Its ``refusable`` says whether the fault is the
 envelope's own (signature, header, payload: the platform will never accept it, and tells the
 hub so in a receipt's ``refused`` item when it can name the seqs, ``seqs``), or the platform's
-(unknown hub or key, a certificate not valid now, a dictionary it does not hold: it parks the
+(unknown hub or key, a certificate not valid, a dictionary it does not hold: it parks the
 message and says nothing, so the hub sends it again once the platform is fixed).
 """
 
@@ -38,7 +41,7 @@ import functools
 import hashlib
 import io
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, NoReturn
@@ -175,13 +178,57 @@ def _park(reason: str, code: str) -> NoReturn:
 # ---------------------------------------------------------------------------
 
 
-class HubDirectory:
-    """The platform's list of hub certificates, indexed by hub id and kid."""
+@dataclass(frozen=True, slots=True)
+class HubKey:
+    """One key a hub signs with: its certificates (one, or more when the CA renewed the
+    certificate for the same key) and the key as pycose and as OpenSSL want it."""
 
-    def __init__(self, ca_cert: x509.Certificate) -> None:
+    certs: tuple[x509.Certificate, ...]
+    cose_key: CoseKey
+    public_key: ec.EllipticCurvePublicKey
+
+
+class HubDirectory:
+    """The platform's list of hub certificates: every certificate each hub has had, by hub id
+    and kid (the envelope's kid picks one).
+
+    A certificate is checked when it is added (:meth:`add`: CN = the hub id, issued by the
+    platform CA, a P-256 key) and is kept when the hub gets a new one: a rotation replaces the
+    hub's key, and the envelopes already in its outbox stay signed with the old key.
+
+    Validity, checked for each envelope (``clock``: the platform's time, UTC): an envelope
+    verifies under a certificate that is valid *now*, or under one that has *expired* if every
+    reading in it says (``hub_time``, under the signature) it was stored while that
+    certificate was valid and not after now. That is validity at signing time, not now:
+
+    - a certificate's lifetime bounds when its key may *sign*, not when its signatures may be
+      *checked*. A hub stores (and signs) readings offline and sends them when it can, possibly
+      long after; after a rotation its backlog stays signed with the old key. Checking "valid
+      now" would park every such reading once the old certificate expired: kept on the hub,
+      sent again and again, never delivered, a clinical reading lost to the hospital;
+    - the time of signing is the hub's own claim: a reading is signed when it is stored, and
+      its ``hub_time`` is that moment, covered by the signature (a batch is signed when it is
+      sent, so its readings' store times are a lower bound of its signing time: a batch made
+      after the expiry of the old key's certificate from readings stored before it is
+      accepted; the hub signs with the key it started with, so this happens only to a hub
+      running since before a rotation). Without a trusted timestamp nothing better exists;
+      what it costs: whoever obtains a key whose certificate expired could backdate readings
+      into its validity. Against that the platform removes a compromised or decommissioned
+      hub's certificates from the directory (revocation); a certificate in it is one the
+      platform still vouches for;
+    - a certificate not yet valid now is not valid at any earlier signing time either: parked;
+      so is a reading claiming a store time in the future, or outside the validity, or none.
+
+    Thread-safe for one writer (:meth:`add`) beside readers in other threads: each change
+    replaces the hub's entry whole.
+    """
+
+    def __init__(
+        self, ca_cert: x509.Certificate, *, clock: Callable[[], dt.datetime] | None = None
+    ) -> None:
         self._ca = ca_cert
-        self._certs: dict[str, dict[bytes, x509.Certificate]] = {}
-        self._cose_keys: dict[bytes, CoseKey] = {}
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._keys: dict[str, dict[bytes, HubKey]] = {}
 
     @classmethod
     def load(cls, ca_file: Path, hub_certs: Iterable[tuple[str, Path]]) -> HubDirectory:
@@ -191,13 +238,17 @@ class HubDirectory:
             directory.add(hub_id, x509.load_pem_x509_certificate(path.read_bytes()))
         return directory
 
-    def add(self, hub_id: str, cert: x509.Certificate) -> bytes:
-        """Register a hub's certificate (CN must be the hub id, issued by the CA); its kid."""
+    @staticmethod
+    def check(
+        ca: x509.Certificate, hub_id: str, cert: x509.Certificate
+    ) -> ec.EllipticCurvePublicKey:
+        """The certificate's key if it may be a hub's: CN is the hub id, issued by ``ca``,
+        a P-256 key; ValueError says why not."""
         cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         if [a.value for a in cns] != [hub_id]:
             raise ValueError(f"certificate CN is not {hub_id!r}")
         try:
-            cert.verify_directly_issued_by(self._ca)
+            cert.verify_directly_issued_by(ca)
         except (ValueError, TypeError, InvalidSignature):
             raise ValueError("certificate not issued by the platform CA") from None
         public_key = cert.public_key()
@@ -205,40 +256,101 @@ class HubDirectory:
             public_key.curve, ec.SECP256R1
         ):
             raise ValueError("hub certificate key is not P-256")
+        return public_key
+
+    @property
+    def ca(self) -> x509.Certificate:
+        """The platform CA every hub certificate must be issued by."""
+        return self._ca
+
+    def add(self, hub_id: str, cert: x509.Certificate) -> bytes:
+        """Register a hub's certificate (:meth:`check`), beside the ones it had; its kid.
+        Adding one that is held already changes nothing."""
+        public_key = self.check(self._ca, hub_id, cert)
         kid = key_id(public_key)
-        self._certs.setdefault(hub_id, {})[kid] = cert
-        pem = public_key.public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ).decode()
-        self._cose_keys[kid] = CoseKey.from_pem_public_key(pem)
+        keys = dict(self._keys.get(hub_id, {}))
+        held = keys.get(kid)
+        if held is None:
+            pem = public_key.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ).decode()
+            keys[kid] = HubKey((cert,), CoseKey.from_pem_public_key(pem), public_key)
+        elif cert not in held.certs:
+            keys[kid] = HubKey((*held.certs, cert), held.cose_key, held.public_key)
+        else:
+            return kid
+        self._keys[hub_id] = keys
         return kid
 
     def knows(self, hub_id: str) -> bool:
         """Whether any certificate is registered for ``hub_id``."""
-        return bool(self._certs.get(hub_id))
+        return bool(self._keys.get(hub_id))
+
+    def certificates(self, hub_id: str) -> list[x509.Certificate]:
+        """Every certificate registered for ``hub_id``, in the order they were added."""
+        return [c for key in self._keys.get(hub_id, {}).values() for c in key.certs]
+
+    def kids(self, hub_id: str) -> list[bytes]:
+        """The kids ``hub_id`` may sign under, in the order they were added."""
+        return list(self._keys.get(hub_id, {}))
+
+    def now(self) -> dt.datetime:
+        """The platform's time (UTC) the validity is checked against."""
+        return self._clock()
 
     def public_key(self, hub_id: str, kid: bytes) -> ec.EllipticCurvePublicKey:
         """The key a hub signs with under ``kid``; RejectedError if unknown or not valid now."""
-        public_key = self._cert(hub_id, kid).public_key()
-        assert isinstance(public_key, ec.EllipticCurvePublicKey)  # checked in add()
-        return public_key
+        key = self.key(hub_id, kid)
+        if not _valid_at(key.certs, self.now()):
+            _not_valid(hub_id)
+        return key.public_key
 
     def cose_key(self, hub_id: str, kid: bytes) -> CoseKey:
         """The same key as pycose wants it."""
-        self._cert(hub_id, kid)
-        return self._cose_keys[kid]
+        key = self.key(hub_id, kid)
+        if not _valid_at(key.certs, self.now()):
+            _not_valid(hub_id)
+        return key.cose_key
 
-    def _cert(self, hub_id: str, kid: bytes) -> x509.Certificate:
-        certs = self._certs.get(hub_id)
-        if not certs:
+    def key(self, hub_id: str, kid: bytes) -> HubKey:
+        """The key of ``kid`` whatever its validity; parked when unknown."""
+        keys = self._keys.get(hub_id)
+        if not keys:
             _park(f"unknown hub {hub_id!r}", "unknown_hub")
-        cert = certs.get(kid)
-        if cert is None:
+        key = keys.get(kid)
+        if key is None:
             _park(f"kid does not match any certificate of hub {hub_id!r}", "unknown_kid")
-        now = dt.datetime.now(dt.UTC)
-        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-            _park(f"certificate of hub {hub_id!r} is not valid now", "certificate_not_valid")
-        return cert
+        return key
+
+
+def _valid_at(certs: Iterable[x509.Certificate], when: dt.datetime) -> bool:
+    return any(c.not_valid_before_utc <= when <= c.not_valid_after_utc for c in certs)
+
+
+def _not_valid(hub_id: str) -> NoReturn:
+    _park(f"certificate of hub {hub_id!r} is not valid now", "certificate_not_valid")
+
+
+def _stored_at(reading: VerifiedReading) -> dt.datetime | None:
+    """The reading's ``hub_time`` (RFC 3339, with its offset), or None when it has none."""
+    value = reading.payload.get("hub_time")
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
+
+
+def _signed_while_valid(
+    certs: Iterable[x509.Certificate], readings: Iterable[VerifiedReading], now: dt.datetime
+) -> bool:
+    """Whether one certificate was valid when every reading was stored (none in the future)."""
+    times = [_stored_at(r) for r in readings]
+    if not times or any(t is None or t > now for t in times):
+        return False
+    return any(all(_valid_at((c,), t) for t in times if t is not None) for c in certs)
 
 
 class Dictionaries:
@@ -351,13 +463,18 @@ def verify_envelope(
         parts = (protected, None, payload)
         header = _parse_header(protected)
         parts = (protected, header, payload)
-        cose_key = hubs.cose_key(hub_id, header.kid)
-        public_key = hubs.public_key(hub_id, header.kid)
-        _check_signature(protected, payload, signature, cose_key, public_key, pure_pycose)
+        key = hubs.key(hub_id, header.kid)
+        now = hubs.now()
+        valid_now = _valid_at(key.certs, now)
+        if not valid_now and not any(now > c.not_valid_after_utc for c in key.certs):
+            _not_valid(hub_id)  # not valid yet: not at any earlier signing time either
+        _check_signature(protected, payload, signature, key.cose_key, key.public_key, pure_pycose)
         plain = (
             dictionaries.decompress(payload, header.dictionary) if header.compressed else payload
         )
         readings = _readings(plain, header.content_type, hub_id, header.kid, envelope)
+        if not valid_now and not _signed_while_valid(key.certs, readings, now):
+            _not_valid(hub_id)  # expired, and not signed while it was valid
     except RejectedError as exc:
         exc.hub_id = hub_id
         if exc.refusable and parts is not None:

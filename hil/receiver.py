@@ -9,8 +9,8 @@ subscription ``$share/<group>/homehub/v1/+/readings``, so that several receivers
 fleet, each message going to one of them):
 
 1. verify it (hil/platform_verify.py: topic, size, one tagged COSE_Sign1, header, the hub's
-   certificate by hub id and kid, the signature, decompression, the payload, one reading or a
-   batch);
+   certificate by hub id and kid, among every certificate the hub has had, the signature,
+   decompression, the payload, one reading or a batch);
 2. store it durably (hil/platform_store.py, SQLite in ``--state-dir``): each reading
    deduplicated by (hub, id) against everything held, also across this receiver's restarts;
    a byte-identical copy is a *duplicate* (stored once, not delivered again), the same id with
@@ -25,6 +25,12 @@ fleet, each message going to one of them):
 4. receipts gather items per hub for up to :data:`RECEIPT_GATHER_S` (or
    :data:`RECEIPT_MAX_ITEMS`) and go out signed with the platform key on
    ``homehub/v1/<hub>/receipts`` at QoS 1.
+
+Hub certificates: those given at start (``--hub-cert``, :meth:`Receiver.for_dev_pki`) and those
+learned while running (:meth:`Receiver.add_hub_certificate`, when the platform issues a hub a
+new certificate: remembered in the state directory and loaded again at each start). A hub
+keeps every certificate it had: after a rotation its outbox still holds envelopes signed with
+the old key, and new ones come signed with the new key.
 
 Flow control: the receiver announces MQTT 5 Receive Maximum :data:`RECEIVE_MAXIMUM` and acks a
 message only once it is stored and handed on, so a consumer that falls behind (a full
@@ -62,6 +68,8 @@ from typing import Any, Final, Self
 
 import paho.mqtt.client as mqtt
 import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -342,6 +350,11 @@ class Receiver:
         start processing."""
         self._loop = asyncio.get_running_loop()
         self.store = await asyncio.to_thread(PlatformStore.in_state_dir, self._state_dir)
+        for hub_id, der in await asyncio.to_thread(self.store.hub_certificates):
+            try:
+                self.hubs.add(hub_id, x509.load_der_x509_certificate(der))
+            except ValueError as exc:  # another CA now, or damaged: the hub's others still count
+                _log.warning("receiver_hub_certificate_unusable", hub=hub_id, reason=str(exc))
         self._task = asyncio.create_task(self._process(), name="receiver.process")
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = SESSION_EXPIRY_S
@@ -382,6 +395,30 @@ class Receiver:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+    async def add_hub_certificate(self, hub_id: str, cert: x509.Certificate | bytes) -> bytes:
+        """Learn a hub's new certificate (DER bytes or loaded) at run time, beside the ones it
+        had (:class:`HubDirectory`); its kid. Checked first (CN, the platform CA, P-256:
+        ValueError says why not), then remembered durably in the state directory (a restart
+        loads it again; in memory without one), then used. The platform calls it when it
+        issues the certificate, before the hub can sign with its key
+        (:meth:`hil.platform_console.PlatformConsole.install_certificate`). A message that
+        came under the key before is parked (``unknown_kid``): the hub sends it again.
+
+        Raises:
+            RuntimeError: the receiver is not started (its store is not open).
+        """
+        if isinstance(cert, bytes):
+            cert = x509.load_der_x509_certificate(cert)
+        store = self.store
+        if store is None:
+            raise RuntimeError("the receiver is not started")
+        HubDirectory.check(self.hubs.ca, hub_id, cert)
+        der = cert.public_bytes(serialization.Encoding.DER)
+        await asyncio.to_thread(store.add_hub_certificate, hub_id, der, time.time())
+        kid = self.hubs.add(hub_id, cert)
+        _log.info("receiver_hub_certificate_added", hub=hub_id, kid=kid.hex())
+        return kid
 
     async def wait_until(self, predicate: Callable[[ReceiverStats], bool]) -> None:
         """Return once ``predicate(self.stats)`` holds (wrap in ``asyncio.timeout``)."""
