@@ -25,7 +25,8 @@ How paho runs on the loop (the aiomqtt 2.x pattern, paho's ``examples/loop_async
   ``on_socket_register_write``/``unregister_write`` add and remove a writer calling
   ``loop_write``; a named task calls ``loop_misc`` every second (keepalive, PINGREQ).
 - An SSL socket can hold decrypted bytes the selector cannot see: after ``loop_read`` we check
-  ``SSLSocket.pending()`` and read again (bounded per wake-up, then rescheduled).
+  ``SSLSocket.pending()`` and read again (bounded per wake-up, then rescheduled; also called
+  once when a paused reader resumes, see inbound below).
 - ``Client.connect`` blocks in ``socket.create_connection`` and the TLS handshake, so it runs in
   a one-worker executor, bounded by paho's ``connect_timeout`` inside our ATTEMPT_TIMEOUT_S.
   While it runs the loop does not touch that client: socket callbacks from the worker only
@@ -70,11 +71,32 @@ bounded however the platform behaves:
   task (``uplink.inbound[<kind>]``) hands it to the handler, so at most INBOUND_QUEUE_MAX wait
   per kind and a flood waits at the broker (MQTT flow control), not in our memory.
 - A message over the size bound, or of a kind without a handler, is acknowledged and dropped
-  with ``mqtt_inbound_dropped`` (the same bytes would be dropped again). One arriving over a
-  full queue (a broker ignoring our Receive Maximum) is dropped *unacknowledged*: the broker
-  sends it again on the next connection. So is one whose connection ended before its turn
-  (``mqtt_inbound_deferred``): acknowledging it on a new connection is impossible, and handling
-  it would make the broker's redelivery look like a replay.
+  with ``mqtt_inbound_dropped`` (the same bytes would be dropped again). One whose connection
+  ended before its turn (``mqtt_inbound_deferred``) is neither handled nor acknowledged: the
+  broker sends it again on the next connection (acknowledging it on a new connection is
+  impossible, and handling it would make the broker's redelivery look like a replay).
+- A broker may send more than our Receive Maximum anyway: mosquitto 2.0.11 does once
+  acknowledgements resume (up to 90 unacknowledged measured with a limit of 10). Such a message
+  is never dropped: it waits, unacknowledged and in order, in its kind's *overflow*, and the
+  connection stops reading its socket (``mqtt_inbound_paused``): the broker's further messages
+  stay in TCP buffers and at the broker (TCP flow control). When a handler takes a message the
+  overflow moves up into the queue; once it is empty reading resumes (``mqtt_inbound_resumed``).
+  Memory stays bounded: INBOUND_QUEUE_MAX per kind plus what the one ``loop_read`` call that
+  filled the queue still parses (:func:`inbound_overflow_max`; the reader stops after that
+  call). A message beyond even that bound (a paho that parses more per call than it does
+  today) is dropped unacknowledged as ``queue_full``, the old safety net.
+- A paused reader is not a dead link. While paused no byte is read, so our liveness check is
+  suspended (its timer cancelled, re-armed at resume) and so is the PUBACK deadline: both run
+  on a *reading clock* that stands still while paused (:meth:`_Connection.read_clock`), as the
+  PUBACKs and PINGRESPs the broker sent meanwhile wait behind the messages we do not read.
+  ``loop_misc`` keeps running: paho's PINGREQs still tell the broker we live. What bounds a
+  pause is paho's own ping timeout: the PINGRESP of a PINGREQ sent while paused stays unread,
+  so a pause longer than about two keepalives (30 min at 900 s) ends the connection, and so a
+  link that died while paused is seen then too. Nothing is lost: the held messages were never
+  acknowledged and come again on the next connection. A handler that awaits a PUBACK of its
+  own (a command's reply) while the reader is paused waits for it until the overflow drained
+  (the platform link gives up on a reply after its own 10 s): only with a broker ignoring our
+  Receive Maximum.
 - The one window left: a message acknowledged and handled whose PUBACK the broker never got
   (the link dropped right then) comes again; a receipt handler then sees its rid replayed.
 
@@ -82,7 +104,8 @@ Events logged: ``mqtt_connecting``, ``mqtt_connected``, ``mqtt_connect_failed``,
 ``mqtt_disconnected`` (reason code), ``mqtt_backoff`` (delay), ``mqtt_puback_timeout``,
 ``mqtt_publish_refused``, ``mqtt_bridge_failed`` (with the traceback), ``mqtt_subscribed``,
 ``mqtt_subscribe_refused`` (reason codes), ``mqtt_inbound_dropped`` (kind, why, size),
-``mqtt_inbound_deferred``, ``mqtt_inbound_handler_failed``, ``mqtt_publish_too_large``,
+``mqtt_inbound_deferred``, ``mqtt_inbound_paused`` (kind, held), ``mqtt_inbound_resumed``
+(paused_s), ``mqtt_inbound_handler_failed``, ``mqtt_publish_too_large``,
 ``mqtt_reconnect_requested``, ``mqtt_observer_failed``, ``mqtt_last_will_failed``,
 ``mqtt_link_dead`` (nothing from the broker for 1.5 keepalives), and
 ``security`` (agent.security) for a broker certificate refused. Never payloads.
@@ -102,6 +125,7 @@ import contextlib
 import socket
 import ssl
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -211,7 +235,11 @@ threaded loop, instead of a loop iteration later. Bounded, and only a transport'
 outbox stays the source of truth (what has no PUBACK is sent again after a reconnect)."""
 
 _READS_PER_WAKEUP: Final = 16
-"""``loop_read`` rounds per reader wake-up while the SSL buffer still holds bytes."""
+"""``loop_read`` rounds per reader wake-up while the SSL buffer still holds bytes. Each round
+parses up to :func:`inbound_overflow_max` packets (paho's ``loop_read`` reads as many packets as
+it has messages in flight), so this bounds the event loop's time per wake-up. It does not bound
+memory: the rounds stop as soon as the inbound queue overflows and reading pauses, so at most
+one round's packets land in the overflow, however large this is."""
 
 _CONNACK_REFUSALS: Final = frozenset({0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C})
 """CONNACK codes waiting cannot fix: protocol version, client id, credentials, not authorized,
@@ -242,6 +270,17 @@ _INBOUND_PACKET_OVERHEAD_BYTES: Final = 1024
 """Fixed header, topic (≈ 30 bytes) and properties of an inbound PUBLISH, generously."""
 
 
+def inbound_overflow_max(inflight_max: int) -> int:
+    """The most inbound messages held beyond the queues (all kinds together) on a connection
+    publishing with ``inflight_max``: once one overflows, reading pauses after the current
+    ``loop_read`` call, and one call of paho 2.2's parses at most ``max(1, len(_out_messages)
+    + len(_in_messages))`` packets. ``_out_messages`` is bounded by ``max_queued_messages`` =
+    ``inflight_max`` × HANDOFF_FACTOR; ``_in_messages`` holds only QoS 2 messages, which a QoS 1
+    subscription never gets. Counted in messages of at most MAX_INBOUND_BYTES each: with the
+    default INFLIGHT_MAX, 40 (≈ 1.4 MB at the worst, 16 × 2 kinds queued besides)."""
+    return max(1, inflight_max * HANDOFF_FACTOR)
+
+
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
     """One message the platform sent the hub. ``payload`` (a COSE_Sign1) is kept out of the
@@ -252,6 +291,10 @@ class InboundMessage:
     dup: bool = False
     """The broker's DUP flag: it may have sent this message before (a redelivery)."""
 
+
+_Held = tuple["_Connection", int, int, InboundMessage]
+"""An inbound message waiting for its handler: its connection, paho mid and QoS (for the
+PUBACK as the handler takes it), and the message."""
 
 InboundHandler = Callable[[InboundMessage], Awaitable[None]]
 """Handles one inbound message of its kind (:meth:`Uplink.on_message`); runs on the loop, one
@@ -409,7 +452,16 @@ class UplinkStats:
     inbound: int = 0
     """Inbound messages handed to their handler."""
     inbound_dropped: int = 0
-    """Inbound messages not handled: too large, of no registered kind, or over the queue."""
+    """Inbound messages not handled: too large, of no registered kind, or over every bound."""
+    inbound_paused: int = 0
+    """Times reading paused because a broker sent more than our Receive Maximum."""
+    inbound_held: int = 0
+    """Inbound messages held now, queued or overflowed, every kind."""
+    inbound_overflow: int = 0
+    """Of :attr:`inbound_held`, those over a full queue: reading is paused while > 0."""
+    inbound_held_peak: int = 0
+    """The most inbound messages held at once (queued and overflowed, every kind): at most
+    INBOUND_QUEUE_MAX per kind + :func:`inbound_overflow_max`."""
     pings_sent: int = 0
     """PINGREQs paho sent (the idle link's keepalive)."""
     server_certificate_refused: int = 0
@@ -554,8 +606,12 @@ class _Connection:
         self.want_write = False
         self.connected_at: float | None = None
         self.last_socket_error = ""
-        self.last_inbound = self.loop.time()
-        """Loop time bytes last arrived from the broker (the liveness check)."""
+        self.paused_since: float | None = None
+        """Loop time reading paused (the inbound overflow), None while reading."""
+        self.paused_total_s = 0.0
+        """Time spent paused before :attr:`paused_since`: the reading clock's lag."""
+        self.last_inbound = self.read_clock()
+        """Reading-clock time bytes last arrived from the broker (the liveness check)."""
         self.liveness: asyncio.TimerHandle | None = None
         self.refusal_cause: RefusalCause | None = None
         """Set where this attempt is refused (:class:`RefusalCause`)."""
@@ -563,7 +619,8 @@ class _Connection:
         self.ended: asyncio.Future[Exception] = self.loop.create_future()
         self.pending: dict[int, tuple[PublishDone, float]] = {}
         """PUBACKs awaited, by paho message id, in the order published (dicts keep it): who
-        to tell, and the loop time the message was handed to paho (the PUBACK deadline)."""
+        to tell, and the reading-clock time the message was handed to paho (the PUBACK
+        deadline: time paused does not count, see :meth:`read_clock`)."""
         # Whoever resolves connack with an error may find nobody awaiting it any more.
         self.connack.add_done_callback(_retrieve)
         client.on_socket_open = self._on_socket_open
@@ -581,6 +638,46 @@ class _Connection:
     def is_connected(self) -> bool:
         return self.connected_at is not None and not self.ended.done()
 
+    def paused(self) -> bool:
+        """Whether reading is paused (a method: it changes under the callbacks paho runs)."""
+        return self.paused_since is not None
+
+    def read_clock(self) -> float:
+        """The loop's clock, standing still while reading is paused: the clock of the
+        liveness check and the PUBACK deadline. Nothing can be read while paused (a PUBACK or
+        PINGRESP waits behind the messages we do not read), so silence then is our doing and
+        says nothing about the link (see the module doc, inbound)."""
+        now = self.loop.time() if self.paused_since is None else self.paused_since
+        return now - self.paused_total_s
+
+    def pause_reading(self) -> None:
+        """Stop reading the socket (the inbound overflow): the broker's further messages wait
+        in TCP buffers and at the broker. Idempotent."""
+        if self.paused_since is not None or self.ended.done():
+            return
+        self.paused_since = self.loop.time()
+        if self.liveness is not None:
+            self.liveness.cancel()
+            self.liveness = None
+        if self.attached and self.sock is not None:
+            self.loop.remove_reader(self.sock)
+
+    def resume_reading(self) -> float:
+        """Read again (a handler took a message, the overflow is gone); returns how long
+        reading was paused. Decrypted bytes may already wait in the SSL object, where the
+        selector cannot see them: one read is scheduled at once."""
+        since = self.paused_since
+        if since is None or self.ended.done():
+            return 0.0
+        paused_s = self.loop.time() - since
+        self.paused_total_s += paused_s
+        self.paused_since = None
+        if self.attached and self.sock is not None:
+            self._arm_liveness()
+            self.loop.add_reader(self.sock, self._on_readable)
+            self.loop.call_soon(self._on_readable)
+        return paused_s
+
     # -- selector plumbing (the worker thread only records, see the module doc) --------
 
     def attach(self) -> None:
@@ -588,7 +685,7 @@ class _Connection:
         self.attached = True
         if self.sock is None:
             raise UplinkError("paho connected without opening a socket")
-        self.last_inbound = self.loop.time()
+        self.last_inbound = self.read_clock()
         self._arm_liveness()
         self.loop.add_reader(self.sock, self._on_readable)
         if self.want_write:
@@ -596,7 +693,7 @@ class _Connection:
 
     def _on_socket_open(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
         self.sock = sock
-        if self.attached:
+        if self.attached and not self.paused():
             self.loop.add_reader(sock, self._on_readable)
 
     def _on_socket_close(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
@@ -616,16 +713,20 @@ class _Connection:
             self.loop.remove_writer(sock)
 
     def _arm_liveness(self) -> None:
+        """The liveness timer, due when the reading clock reaches the deadline (the reading
+        clock runs with the loop's while this is armed: it is cancelled while paused)."""
         silence_s = LINK_DEAD_AFTER_KEEPALIVES * self.uplink.settings.keepalive_s
-        self.liveness = self.loop.call_at(self.last_inbound + silence_s, self._check_liveness)
+        due_in_s = self.last_inbound + silence_s - self.read_clock()
+        self.liveness = self.loop.call_later(max(0.0, due_in_s), self._check_liveness)
 
     def _check_liveness(self) -> None:
         """Declare the link dead when nothing arrived for LINK_DEAD_AFTER_KEEPALIVES
-        keepalives, though paho pinged within one (see the constant); else re-arm."""
-        if self.ended.done():
+        keepalives of reading, though paho pinged within one (see the constant); else
+        re-arm. Never while paused (the timer is cancelled then, re-armed at resume)."""
+        if self.ended.done() or self.paused():
             return
         keepalive_s = self.uplink.settings.keepalive_s
-        silent_s = self.loop.time() - self.last_inbound
+        silent_s = self.read_clock() - self.last_inbound
         if silent_s < LINK_DEAD_AFTER_KEEPALIVES * keepalive_s:
             self._arm_liveness()
             return
@@ -640,15 +741,17 @@ class _Connection:
         )
 
     def _on_readable(self) -> None:
-        if self.ended.done():
+        if self.ended.done() or self.paused():
             return
-        self.last_inbound = self.loop.time()
+        self.last_inbound = self.read_clock()
         try:
             for _ in range(_READS_PER_WAKEUP):
                 rc = self.client.loop_read()
                 sock = self.sock
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or sock is None or self.ended.done():
                     return
+                if self.paused():
+                    return  # the inbound overflow: not one more round (resume reads again)
                 if not (isinstance(sock, ssl.SSLSocket) and sock.pending() > 0):
                     return
         except Exception as exc:  # noqa: BLE001 - a raising reader would spin; cut instead
@@ -922,9 +1025,11 @@ class Uplink:
         )
         self._log = _log.bind(hub=settings.hub_id)
         self._handlers: dict[MessageKind, InboundHandler] = {}
-        self._inbound: dict[
-            MessageKind, asyncio.Queue[tuple[_Connection, int, int, InboundMessage]]
-        ] = {}
+        self._inbound: dict[MessageKind, asyncio.Queue[_Held]] = {}
+        self._overflow: dict[MessageKind, deque[_Held]] = {}
+        """Per kind, messages that arrived over a full queue (a broker ignoring our Receive
+        Maximum), unacknowledged, in order; reading is paused while any is here."""
+        self._overflow_max = inbound_overflow_max(settings.inflight_max)
 
     # -- public API ---------------------------------------------------------------------
 
@@ -1057,7 +1162,7 @@ class Uplink:
             self._log.warning("mqtt_publish_refused", rc=int(info.rc))
             done(UplinkError(f"paho refused the publish: {mqtt.error_string(info.rc)}"))
             return
-        conn.pending[info.mid] = (done, conn.loop.time())
+        conn.pending[info.mid] = (done, conn.read_clock())
         self.stats.in_flight += 1
         self._changed()
 
@@ -1133,6 +1238,7 @@ class Uplink:
             raise RuntimeError(f"a handler for {kind.value} is already registered")
         self._handlers[kind] = handler
         self._inbound[kind] = asyncio.Queue(maxsize=INBOUND_QUEUE_MAX)
+        self._overflow[kind] = deque()
 
     async def disconnected_or_reconnected(self) -> None:
         """Return once the connection current at the call has ended; at once if there is none.
@@ -1377,9 +1483,10 @@ class Uplink:
 
     def _check_puback_deadline(self, conn: _Connection) -> None:
         """Drop a connection whose oldest PUBACK is overdue (reliability N2: nothing stays
-        stuck in flight); what was in flight is re-sent by the outbox after the reconnect."""
+        stuck in flight); what was in flight is re-sent by the outbox after the reconnect.
+        On the reading clock: a PUBACK cannot be read while reading is paused."""
         oldest = next(iter(conn.pending.values()), None)
-        if oldest is None or conn.loop.time() - oldest[1] < PUBACK_TIMEOUT_S:
+        if oldest is None or conn.read_clock() - oldest[1] < PUBACK_TIMEOUT_S:
             return
         self._log.warning("mqtt_puback_timeout", timeout_s=PUBACK_TIMEOUT_S)
         error = UplinkError(f"no PUBACK within {PUBACK_TIMEOUT_S} s")
@@ -1439,14 +1546,47 @@ class Uplink:
             why = "too_large" if size > MAX_INBOUND_BYTES else "unhandled"
             self._inbound_dropped(kind, why, size)
             return
-        if queue.full():
-            # Only a broker ignoring our Receive Maximum gets here. Not acknowledged: the
-            # broker keeps it and sends it again on the next connection.
-            self._inbound_dropped(kind, "queue_full", size)
+        held = (conn, msg.mid, msg.qos, InboundMessage(kind, bytes(msg.payload), bool(msg.dup)))
+        overflow = self._overflow[kind]
+        if queue.full() or overflow:
+            # Only a broker ignoring our Receive Maximum gets here: the message waits
+            # unacknowledged behind the queue, and reading pauses (module doc, inbound).
+            if sum(len(d) for d in self._overflow.values()) >= self._overflow_max:
+                # Beyond what one loop_read can parse: the safety net, not reached with paho
+                # 2.2. Not acknowledged: the broker sends it again on the next connection.
+                self._inbound_dropped(kind, "queue_full", size)
+                return
+            overflow.append(held)
+            if not conn.paused():
+                conn.pause_reading()
+                self.stats.inbound_paused += 1
+                self._log.warning(
+                    "mqtt_inbound_paused", kind=kind.value, held=self.stats.inbound_held + 1
+                )
+        else:
+            queue.put_nowait(held)
+        self._note_held()
+
+    def _note_held(self) -> None:
+        """The held counts in the stats, after a message came in or moved up."""
+        stats = self.stats
+        stats.inbound_overflow = sum(len(d) for d in self._overflow.values())
+        stats.inbound_held = stats.inbound_overflow + sum(q.qsize() for q in self._inbound.values())
+        stats.inbound_held_peak = max(stats.inbound_held_peak, stats.inbound_held)
+        self._changed()
+
+    def _took(self, kind: MessageKind) -> None:
+        """A dispatcher took a message of ``kind``: the overflow moves up into the room made,
+        and reading resumes once no kind has an overflow left."""
+        queue, overflow = self._inbound[kind], self._overflow[kind]
+        while overflow and not queue.full():
+            queue.put_nowait(overflow.popleft())
+        self._note_held()
+        conn = self._conn
+        if conn is None or not conn.paused() or any(self._overflow.values()):
             return
-        queue.put_nowait(
-            (conn, msg.mid, msg.qos, InboundMessage(kind, bytes(msg.payload), bool(msg.dup)))
-        )
+        paused_s = conn.resume_reading()
+        self._log.info("mqtt_inbound_resumed", paused_s=round(paused_s, 3))
 
     def _inbound_dropped(self, kind: MessageKind | None, why: str, size: int) -> None:
         self.stats.inbound_dropped += 1
@@ -1463,6 +1603,7 @@ class Uplink:
         queue, handler = self._inbound[kind], self._handlers[kind]
         while True:
             conn, mid, qos, message = await queue.get()
+            self._took(kind)
             if conn is not self._conn or not conn.is_connected:
                 self._log.info("mqtt_inbound_deferred", kind=kind.value)
                 continue  # unacknowledged: the broker sends it again on the next connection
@@ -1514,6 +1655,12 @@ class Uplink:
         if conn is not self._conn:
             return
         self._conn = None
+        for overflow in self._overflow.values():
+            # Never acknowledged: the broker sends them again on the next connection.
+            kept = [held for held in overflow if held[0] is not conn]
+            overflow.clear()
+            overflow.extend(kept)
+        self._note_held()
         self.stats.lost_in_flight += lost
         if conn.connected_at is not None:
             self.connected.clear()

@@ -2,7 +2,9 @@
 mosquitto: the hub subscribes after every CONNACK, each message reaches its kind's handler in
 order, a broker restarted without persistence gets the subscription again, a larger message
 than the bound never reaches a handler, and a flood waits at the broker (Receive Maximum,
-acknowledged as handled), never in the hub's memory.
+acknowledged as handled), never in the hub's memory: mosquitto 2.0.11 sends more than the
+Receive Maximum once acknowledgements resume, and the hub then stops reading its socket until
+a handler took a message (nothing dropped, memory bounded, the link kept).
 
 The platform is a plain paho client with the platform receiver's certificate (the broker's
 ACL lets it write every hub's receipts and commands).
@@ -21,12 +23,22 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent.profiles import MessageKind
-from agent.uplink import INBOUND_QUEUE_MAX, MAX_INBOUND_BYTES, InboundMessage, Uplink
+from agent.uplink import (
+    INBOUND_QUEUE_MAX,
+    INFLIGHT_MAX,
+    LINK_DEAD_AFTER_KEEPALIVES,
+    MAX_INBOUND_BYTES,
+    InboundMessage,
+    Uplink,
+    inbound_overflow_max,
+)
 from hil.broker import Broker
 from hil.pki import DevPki
 from tests.conftest import HUB_ID, uplink_settings
 
 TIMEOUT_S: Final = 15.0
+HELD_MAX: Final = INBOUND_QUEUE_MAX + inbound_overflow_max(INFLIGHT_MAX)
+"""What the hub may hold of one kind's flood: its queue and one loop_read's overflow."""
 RECEIPTS: Final = f"homehub/v1/{HUB_ID}/receipts"
 COMMANDS: Final = f"homehub/v1/{HUB_ID}/commands"
 
@@ -154,8 +166,8 @@ async def test_larger_than_the_bound_never_reaches_the_handler(
 
 async def test_flood_waits_at_the_broker(hub: tuple[Uplink, Inbox], platform: Platform) -> None:
     """The handler holds the first of 300 receipts until the broker has accepted all 300:
-    what the hub holds meanwhile is bounded by its Receive Maximum; released, all 300 arrive
-    in order and none was dropped."""
+    what the hub holds meanwhile is bounded by its Receive Maximum (and, for a broker sending
+    more, one loop_read's overflow); released, all 300 arrive in order and none was dropped."""
     uplink, inbox = hub
     inbox.release.clear()
     payloads = [f"flood {i}".encode() for i in range(300)]
@@ -170,6 +182,86 @@ async def test_flood_waits_at_the_broker(hub: tuple[Uplink, Inbox], platform: Pl
     assert payloads == [m.payload for m in inbox.messages]
     assert max(inbox.queued_at_call) <= INBOUND_QUEUE_MAX
     assert 0 == uplink.stats.inbound_dropped
+    assert uplink.stats.inbound_held_peak <= HELD_MAX
+    assert (0, 0) == (uplink.stats.inbound_held, uplink.stats.inbound_overflow)
+
+
+PAUSE_KEEPALIVE_S: Final = 2
+PAUSE_SLACK_S: Final = 0.3
+"""The hold outlasts the liveness deadline by this much; paho's own ping timeout, the bound
+on a pause, comes about 2 keepalives after the last read, 0.7 s later still."""
+
+
+async def test_a_held_handler_pauses_reading_and_keeps_the_link(
+    dev_pki: DevPki, broker: Broker, platform: Platform
+) -> None:
+    """The handler takes one receipt at a time as the test lets it while the broker holds
+    300: mosquitto 2.0.11 soon sends one more than the Receive Maximum, the hub stops reading
+    (the overflow) and the handler is then held for longer than the liveness deadline of
+    1.5 keepalives. The link stays up (paused reading is not silence; paho still pings), a
+    reading published meanwhile is neither acknowledged nor failed until reading resumes;
+    released, all 300 arrive in order, none dropped, never more held than the bound."""
+    loop = asyncio.get_running_loop()
+    uplink = Uplink(uplink_settings(dev_pki, broker.port, keepalive_s=PAUSE_KEEPALIVE_S))
+    gate = asyncio.Semaphore(0)
+    inbox = Inbox()
+    inbox.uplink = uplink
+
+    async def held(message: InboundMessage) -> None:
+        await inbox(message)
+        await gate.acquire()
+
+    payloads = [f"held {i}".encode() for i in range(300)]
+
+    def open_gate() -> None:
+        for _ in payloads:
+            gate.release()
+
+    uplink.on_message("receipts", held)
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(uplink.run(), name="test.uplink")
+        try:
+            async with asyncio.timeout(TIMEOUT_S):
+                await uplink.wait_until(lambda s: s.subscribed >= 1)
+            await asyncio.to_thread(platform.publish, RECEIPTS, payloads)
+            async with asyncio.timeout(TIMEOUT_S):
+                # One at a time until the broker overshoots: then the queue is full, one
+                # message waits over it and the reader is paused.
+                while uplink.stats.inbound_overflow == 0:
+                    taken = len(inbox.messages)
+                    if taken:
+                        gate.release()
+                    await inbox.until(taken + 1)
+                    await uplink.wait_until(
+                        lambda s: s.inbound_overflow > 0 or s.inbound_held >= INBOUND_QUEUE_MAX
+                    )
+            paused_at = loop.time()
+            pauses, pings = uplink.stats.inbound_paused, uplink.stats.pings_sent
+            reading = uplink.publish_nowait(b"a reading while paused")
+            # The hold itself (what is tested is that time passes): past the liveness
+            # deadline, counted from the pause, not from any synchronisation.
+            deadline_s = LINK_DEAD_AFTER_KEEPALIVES * PAUSE_KEEPALIVE_S + PAUSE_SLACK_S
+            await asyncio.sleep(paused_at + deadline_s - loop.time())
+            still_paused = (uplink.stats.inbound_paused, uplink.stats.inbound_overflow > 0)
+            up = (uplink.connected.is_set(), uplink.stats.disconnects, reading.done())
+            pinged = uplink.stats.pings_sent > pings
+            open_gate()
+            async with asyncio.timeout(TIMEOUT_S):
+                await reading
+                await inbox.until(len(payloads))
+        finally:
+            open_gate()
+            await uplink.close()
+    assert ((pauses, True), (True, 0, False), True) == (still_paused, up, pinged)
+    assert payloads == [m.payload for m in inbox.messages]
+    assert max(inbox.queued_at_call) <= INBOUND_QUEUE_MAX
+    assert (0, 1, 0) == (
+        uplink.stats.inbound_dropped,
+        uplink.stats.connects,
+        uplink.stats.connect_failures,
+    )
+    assert uplink.stats.inbound_paused >= 1
+    assert INBOUND_QUEUE_MAX < uplink.stats.inbound_held_peak <= HELD_MAX
 
 
 async def test_subscribed_again_after_a_broker_lost_its_sessions(
