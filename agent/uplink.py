@@ -57,7 +57,9 @@ it across short drops. Longer outages are the outbox's job.
 PUBACK reason codes exist only on MQTT 5. On 3.1.1 a broker refusing a publish either drops the
 connection (the publisher's connection-lost path re-sends) or acknowledges and discards it (IoT
 Hub and mosquitto for a topic the ACL denies): which is why the uplink checks every payload
-against the profile's limit before sending, and only ever publishes the profile's topics.
+against its limit before sending (:func:`publish_limit_bytes`: the profile's payload limit, and
+never more than the largest envelope a verifier takes, a batch's), and only ever publishes the
+profile's topics.
 
 Inbound messages (receipts, commands: :meth:`Uplink.on_message`): once a handler is registered,
 the uplink subscribes at QoS 1 to the profile's inbound topics after every CONNACK (again on
@@ -139,7 +141,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.cose import MAX_MESSAGE_BYTES, check_key_file
+from agent.cose import MAX_BATCH_MESSAGE_BYTES, MAX_MESSAGE_BYTES, check_key_file
 from agent.errors import (
     HubError,
     KeyMaterialError,
@@ -349,6 +351,17 @@ LastWill = Callable[[], bytes | None]
 """Called before each connection attempt: the signed ``offline`` status to leave as the
 last will (at the profile's :meth:`~agent.profiles.UplinkProfile.last_will`), or None for no
 will (:meth:`Uplink.set_last_will`)."""
+
+
+def publish_limit_bytes(profile: UplinkProfile) -> int:
+    """The largest MQTT payload the uplink publishes on ``profile``: the profile's
+    ``max_payload_bytes`` (what its broker takes), and at most
+    :data:`agent.cose.MAX_BATCH_MESSAGE_BYTES`, the largest envelope any verifier accepts (a
+    batch, agent/envelopes.py). ``mqtt`` 1,047,552 B; ``azure_iot_hub`` 254,976 B;
+    ``aws_iot_core`` 128,000 B. Larger is refused unsent (:class:`PublishRejectedError`). What
+    an envelope of a kind may hold is its builder's business (a single reading, a reply, a
+    status: :data:`agent.cose.MAX_MESSAGE_BYTES`)."""
+    return min(profile.max_payload_bytes, MAX_BATCH_MESSAGE_BYTES)
 
 
 def readings_topic(hub_id: str) -> str:
@@ -999,6 +1012,7 @@ class Uplink:
         self._backoff = settings.backoff(rng, clock)
         self._worker: concurrent.futures.Future[MQTTErrorCode] | None = None
         self._readings = settings.profile.publication(settings.hub_id, MessageKind.READINGS)
+        self._max_publish_bytes = publish_limit_bytes(settings.profile)
         self.topic = self._readings.topic
         """The readings topic of the profile (kept for callers that read it)."""
         self._security_sink = security_sink
@@ -1096,10 +1110,10 @@ class Uplink:
         first, :class:`~agent.errors.PublishRefusedError` (``rc`` set;
         :class:`~agent.errors.PublishRejectedError` for 'not authorized' and the like) on a
         PUBACK reason code ≥ 0x80; a PUBACK overdue by PUBACK_TIMEOUT_S drops the connection
-        (checked every MISC_INTERVAL_S), which fails it too. The caller re-queues.
+        (checked every MISC_INTERVAL_S), which fails it too. The caller re-queues. A payload
+        over :attr:`max_publish_bytes` (a batch may be up to it) gets
+        :class:`~agent.errors.PublishRejectedError` at once and is never sent.
         """
-        if len(payload) > MAX_MESSAGE_BYTES:
-            raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
         digest = envelope_digest(payload)
         self._publish(self._readings, payload, done)
         return digest
@@ -1119,14 +1133,12 @@ class Uplink:
         The future completes on the PUBACK and fails as :meth:`publish_then` says: not
         connected, connection lost first, PUBACK refused. Nothing is queued or re-sent here:
         a status or event that fails is the caller's to send again (or to drop: a newer status
-        replaces it). A payload larger than the profile's ``max_payload_bytes`` fails with
+        replaces it). A payload larger than :attr:`max_publish_bytes` fails with
         :class:`~agent.errors.PublishRejectedError` without being sent.
         """
         kind = MessageKind(kind)
         if kind not in OUTBOUND:
             raise UsageError("kind", f"{kind.value} is sent by the platform, not by the hub")
-        if len(payload) > MAX_MESSAGE_BYTES:
-            raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
         s = self.settings
         pub = s.profile.publication(s.hub_id, kind)
         if pub.retain and not retain:
@@ -1144,14 +1156,20 @@ class Uplink:
         self._publish(pub, payload, done)
         return fut
 
+    @property
+    def max_publish_bytes(self) -> int:
+        """The largest payload :meth:`publish_then` and :meth:`publish_message` send
+        (:func:`publish_limit_bytes` of the profile): what sizes a batch."""
+        return self._max_publish_bytes
+
     def _publish(self, pub: Publication, payload: bytes, done: PublishDone) -> None:
         """Hand one message to paho on the current connection; ``done`` on its PUBACK."""
-        limit = self.settings.profile.max_payload_bytes
+        limit = self._max_publish_bytes
         if len(payload) > limit:
             # The broker would refuse it (MQTT 5) or drop it silently (IoT Hub's 3.1.1 PUBACK
-            # says nothing): refused here for good, never sent.
+            # says nothing), or no verifier would take it: refused for good, never sent.
             self._log.warning("mqtt_publish_too_large", size_bytes=len(payload), limit=limit)
-            done(PublishRejectedError(f"{len(payload)} bytes, the profile takes {limit}"))
+            done(PublishRejectedError(f"{len(payload)} bytes, the uplink takes {limit}"))
             return
         conn = self._conn
         if conn is None or not conn.is_connected:

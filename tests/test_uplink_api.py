@@ -16,15 +16,17 @@ from typing import Final
 
 import pytest
 
+from agent import cose
 from agent.errors import PublishRejectedError, UplinkError, UsageError
-from agent.profiles import AWS_IOT_CORE, MessageKind
-from agent.uplink import Refusal, RefusalCause, Uplink
+from agent.profiles import AWS_IOT_CORE, AZURE_IOT_HUB, MQTT, MessageKind, UplinkProfile
+from agent.uplink import Refusal, RefusalCause, Uplink, publish_limit_bytes
 from hil.broker import Broker
 from hil.pki import DevPki
 from tests.conftest import HUB_ID, uplink_settings
 from tests.uplink_platform import PlatformClient
 
 TIMEOUT_S: Final = 10.0
+READINGS: Final = f"homehub/v1/{HUB_ID}/readings"
 STATUS: Final = f"homehub/v1/{HUB_ID}/status"
 EVENTS: Final = f"homehub/v1/{HUB_ID}/events"
 
@@ -80,6 +82,46 @@ async def test_publish_message_rules(dev_pki: DevPki, broker: Broker) -> None:
         async with asyncio.timeout(TIMEOUT_S):
             await uplink.publish_message(MessageKind.REPLIES, b"reply")
         assert uplink.stats.acked == 1
+
+
+@pytest.mark.parametrize(
+    ("profile", "limit"),
+    [(MQTT, 1_047_552), (AZURE_IOT_HUB, 254_976), (AWS_IOT_CORE, 128_000)],
+    ids=lambda v: v.name if isinstance(v, UplinkProfile) else str(v),
+)
+def test_the_publish_limit_is_the_profiles_within_a_batch(
+    dev_pki: DevPki, profile: UplinkProfile, limit: int
+) -> None:
+    """A batch envelope may be far larger than a single reading's bound; the profile's own
+    limit is what binds on every profile today."""
+    uplink = Uplink(uplink_settings(dev_pki, 1, profile=profile))
+    assert (limit, limit) == (publish_limit_bytes(profile), uplink.max_publish_bytes)
+    assert cose.MAX_MESSAGE_BYTES < limit <= cose.MAX_BATCH_MESSAGE_BYTES
+
+
+async def test_a_batch_sized_message_goes_and_one_over_the_limit_never(
+    dev_pki: DevPki, broker: Broker
+) -> None:
+    """On the mqtt profile a 100 KB envelope (three times a single reading's bound) is
+    published and arrives whole; one byte over the limit is refused unsent: the platform's
+    next message after it is the fence."""
+    batch = bytes(range(256)) * 400  # 102,400 bytes
+    assert len(batch) > cose.MAX_MESSAGE_BYTES
+    with _platform(dev_pki, broker.port, [READINGS]) as platform:
+        async with _running(Uplink(uplink_settings(dev_pki, broker.port))) as uplink:
+            async with asyncio.timeout(TIMEOUT_S):
+                await uplink.publish(batch)
+            over = b"\0" * (uplink.max_publish_bytes + 1)
+            refused: list[BaseException | None] = []
+            uplink.publish_then(over, refused.append)
+            assert [PublishRejectedError] == [type(e) for e in refused]
+            assert uplink.stats.in_flight == 0
+            async with asyncio.timeout(TIMEOUT_S):
+                await uplink.publish(b"fence")
+            seen = [await asyncio.to_thread(platform.next_message) for _ in range(2)]
+    assert [(READINGS, batch), (READINGS, b"fence")] == [(m.topic, m.payload) for m in seen]
+    assert platform.received.empty()
+    assert (2, 0) == (uplink.stats.acked, uplink.stats.refused)
 
 
 def _install(cert: Path, key: Path, cert_file: Path, key_file: Path) -> None:
