@@ -218,6 +218,12 @@ without traffic and gives up only a keepalive after that, up to 2 keepalives (+ 
 the last byte; the broker answers a PINGREQ at once, so half a keepalive after the PINGREQ
 is ample. The check is one timer per connection, re-armed from the last inbound byte."""
 
+PROFILE_KEEPALIVE: Final = 0
+"""``UplinkSettings.keepalive_s`` left at this takes the profile's keepalive
+(:attr:`~agent.profiles.UplinkProfile.keepalive_s`, 900 s on every profile: ~19 KB an idle day
+instead of ~287 KB at the former 60 s). 0 is free to mean that: MQTT's 'no keepalive' is
+refused here (a link without one could never be declared dead)."""
+
 DISCONNECT_TIMEOUT_S: Final = 1.0
 """:meth:`Uplink.close` waits this long for the DISCONNECT to be written, then cuts."""
 
@@ -378,7 +384,13 @@ def readings_topic(hub_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class UplinkSettings:
-    """Where and how to connect. Times in seconds."""
+    """Where and how to connect. Times in seconds.
+
+    ``keepalive_s`` defaults to the profile's (:data:`PROFILE_KEEPALIVE`), as
+    :meth:`from_config` has it from ``[mqtt] keepalive_s``; an explicit value is checked
+    against the profile's bounds. After construction it holds the value used: a
+    ``dataclasses.replace`` with another profile keeps it (and checks it against that one).
+    """
 
     hub_id: str
     host: str
@@ -386,7 +398,7 @@ class UplinkSettings:
     ca_file: Path
     cert_file: Path
     key_file: Path
-    keepalive_s: int = 60
+    keepalive_s: int = PROFILE_KEEPALIVE
     backoff_base_s: float = MQTT_BACKOFF_BASE_S
     backoff_max_s: float = MQTT_BACKOFF_CAP_S
     refusal_backoff_s: float = REFUSAL_BACKOFF_FLOOR_S
@@ -400,11 +412,15 @@ class UplinkSettings:
     the keepalive bounds and the last will's place."""
 
     def __post_init__(self) -> None:
+        if self.keepalive_s == PROFILE_KEEPALIVE:
+            object.__setattr__(self, "keepalive_s", self.profile.keepalive_s)  # frozen
         self.profile.check_hub_id(self.hub_id)  # the allowlist and the profile's limits
         if not 0 < self.port < 65536:
             raise UsageError("port", "must be 1-65535")
         if not 1 <= self.keepalive_s <= 65535:
-            raise UsageError("keepalive_s", "must be 1-65535 s (MQTT 5 §3.1.2.10; 0 is refused)")
+            raise UsageError(
+                "keepalive_s", "must be 1-65535 s (MQTT 5 §3.1.2.10; no keepalive is refused)"
+            )
         self.profile.check_keepalive(self.keepalive_s)
         self.profile.username(self.hub_id, self.host)  # IoT Hub needs its host name
         if not 0 < self.backoff_base_s <= self.backoff_max_s:

@@ -17,7 +17,7 @@ from typing import Final
 
 import pytest
 
-from agent.errors import PublishRejectedError, UplinkError
+from agent.errors import PublishRejectedError, UplinkError, UsageError
 from agent.profiles import (
     AWS_IOT_CORE,
     AZURE_IOT_HUB,
@@ -29,7 +29,7 @@ from agent.profiles import (
     UplinkProfile,
     azure_property_bag,
 )
-from agent.uplink import InboundMessage, Uplink
+from agent.uplink import InboundMessage, Uplink, UplinkSettings
 from hil.broker_profiles import ProfileBroker
 from hil.pki import DevPki
 from tests.conftest import HUB_ID, uplink_settings
@@ -189,3 +189,26 @@ async def test_a_hub_within_its_profile_never_sends_more_than_the_limit(
     uplink = Uplink(uplink_settings(dev_pki, 1, profile=small))
     with pytest.raises(PublishRejectedError):
         await uplink.publish_nowait(b"x" * 1001)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_keepalive_defaults_to_the_profiles(dev_pki: DevPki, name: str) -> None:
+    """Left out, the keepalive is the profile's (900 s for cellular, as from_config has it);
+    a profile with another one is followed; an explicit value is kept and still checked
+    against the profile's bounds."""
+    profile = PROFILES[name]
+    assert 900 == uplink_settings(dev_pki, 8883, profile=profile).keepalive_s
+    other = dataclasses.replace(profile, keepalive_s=1000)
+    assert 1000 == uplink_settings(dev_pki, 8883, profile=other).keepalive_s
+    assert 60 == uplink_settings(dev_pki, 8883, profile=profile, keepalive_s=60).keepalive_s
+    with pytest.raises(UsageError, match="keepalive_s"):
+        uplink_settings(dev_pki, 8883, profile=profile, keepalive_s=profile.keepalive_max_s + 1)
+    bare = UplinkSettings(
+        hub_id=HUB_ID,
+        host="127.0.0.1",
+        port=8883,
+        ca_file=dev_pki.ca_cert,
+        cert_file=dev_pki.hub_cert,
+        key_file=dev_pki.hub_key,
+    )
+    assert (MQTT, 900) == (bare.profile, bare.keepalive_s)
