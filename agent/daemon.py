@@ -408,6 +408,16 @@ class Hub:
                     refused=self.refused,
                 )
 
+    def _budget_report(self) -> str | None:
+        """The byte budget's state for the status message: ``None`` without a budget,
+        ``"paused"`` while backfill waits for the next UTC day, else ``"open"``."""
+        if self._publisher is None:
+            return None
+        state = self._publisher.budget_state()
+        if state.limit_bytes == 0:
+            return None
+        return "paused" if state.paused else "open"
+
     async def counts(self) -> OutboxCounts:
         """The outbox's depth now (read on the storage thread); the hub must be running."""
         if self._storage is None:
@@ -441,6 +451,7 @@ class Hub:
             wake_publisher=lambda: self._publisher.wake() if self._publisher else None,
             awaiting_receipt=lambda: self.awaiting_receipt,
             security_sink=self.platform_security,
+            budget=self._budget_report,
         )
         self.platform = platform
         publisher = Publisher(
@@ -454,6 +465,10 @@ class Hub:
             else None,
             receipt_timeout_s=cfg.mqtt.receipt_timeout_s,
             on_security=self.platform_security,
+            signer=signer,
+            dictionary=platform.dictionary if platform is not None else None,
+            batch_max_readings=cfg.mqtt.batch_max_readings,
+            daily_budget_bytes=cfg.mqtt.daily_budget_bytes,
         )
         self._publisher = publisher
         try:
