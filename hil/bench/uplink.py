@@ -30,9 +30,11 @@
    Also per reading: this process's CPU, the platform's, mosquitto's, and the bytes on the
    wire (MQTT payloads).
 
-   When the publisher's constructor takes ``dictionary`` (batching and compression), the
-   shipped dictionary 1 is passed (and ``signer``, if it takes one); the platform holds the
-   shipped dictionaries in every case.
+   When the publisher's constructor takes ``dictionary`` (batching and compression), it is
+   given the shipped dictionary 1 as a platform that announced it would (a callable returning
+   it, as the constructor asks since f73c6e9), and ``signer``, the hub's key: a backlog then
+   goes in compressed batches (``batch_max_readings``, fresh window and budget at the
+   product's defaults). The platform holds the shipped dictionaries in every case.
 
 2. **Envelope bytes per reading**, per device kind (blood pressure, glucose with its
    Measurement Context, glucose, pulse oximetry): readings made by the real pipeline from
