@@ -644,23 +644,44 @@ class Receiver:
         rid = os.urandom(16)
         message = self.signer.receipt(hub_id, held, refused, iat=iat, exp=exp, rid=rid)
         receipt = Receipt(hub_id, rid, tuple(held), tuple(refused), message)
-        self._client.publish(receipts_topic(hub_id), message, qos=1)
+        store = self.store
+        if store is None:
+            self._send_receipt(receipt)
+            return
+        # The receipt id is stored before the receipt leaves: what was issued is on record
+        # (and visible to whoever holds the receipt) first.
+        task = asyncio.ensure_future(self._record_then_send(store, receipt, iat, exp))
+        self._receipt_tasks.add(task)
+        task.add_done_callback(self._receipt_tasks.discard)
+
+    async def _record_then_send(
+        self, store: PlatformStore, receipt: Receipt, iat: int, exp: int
+    ) -> None:
+        await asyncio.to_thread(
+            store.record_receipt,
+            receipt.rid,
+            receipt.hub_id,
+            iat,
+            exp,
+            len(receipt.held),
+            len(receipt.refused),
+        )
+        self._send_receipt(receipt)
+
+    def _send_receipt(self, receipt: Receipt) -> None:
+        self._client.publish(receipts_topic(receipt.hub_id), receipt.message, qos=1)
         self.stats.receipts_sent += 1
-        self.stats.held_items += len(held)
-        self.stats.refused_items += len(refused)
+        self.stats.held_items += len(receipt.held)
+        self.stats.refused_items += len(receipt.refused)
         self.receipts.append(receipt)
-        _log.info("receiver_receipt_sent", hub=hub_id, held=len(held), refused=len(refused))
+        _log.info(
+            "receiver_receipt_sent",
+            hub=receipt.hub_id,
+            held=len(receipt.held),
+            refused=len(receipt.refused),
+        )
         if self._on_receipt is not None:
             self._on_receipt(receipt)
-        store = self.store
-        if store is not None:
-            task = asyncio.ensure_future(
-                asyncio.to_thread(
-                    store.record_receipt, rid, hub_id, iat, exp, len(held), len(refused)
-                )
-            )
-            self._receipt_tasks.add(task)
-            task.add_done_callback(self._receipt_tasks.discard)
         self._changed()
 
 
