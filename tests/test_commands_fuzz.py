@@ -17,7 +17,7 @@ from agent.errors import CommandRejectedError, CommandRejection
 from tests.test_commands import HUB, IMPOSTOR, NOW, PLATFORM, PLATFORM_KEY, command
 
 FUZZ: Final = settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 
 UNSIGNED: Final = frozenset({CommandRejection.MALFORMED, CommandRejection.FORGED})

@@ -447,7 +447,7 @@ def test_receipt_window_grows_with_receipts_and_halves_on_timeouts() -> None:
 # Fuzz: whatever arrives on the receipts topic, a clean rejection or a receipt, never a crash
 # ---------------------------------------------------------------------------
 
-_FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @_FUZZ
