@@ -39,7 +39,6 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import functools
-import io
 import time
 import tomllib
 from collections.abc import Callable, Mapping
@@ -106,12 +105,9 @@ _PAYLOAD_MAX_DEPTH: Final = 4
 """map -> args map -> dictionaries array -> (ids). Nothing deeper is a command."""
 _ENVELOPE_MAX_DEPTH: Final = 3
 
-_KNOWN_SEMANTIC_TAGS: Final = (
-    0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261, 1004,
-    43000, 55799,
-)  # fmt: skip
-"""The tags cbor2 6.3 turns into objects by itself, as in :mod:`agent.cose` (a test checks
-they are the same); each is refused, and every other tag is refused by the tag hook."""
+_KNOWN_SEMANTIC_TAGS: Final = cose._KNOWN_SEMANTIC_TAGS
+"""The tags cbor2 6.3 turns into objects by itself: :mod:`agent.cose`'s one list, which
+:func:`agent.cose.strict_loads` refuses."""
 
 
 # ---------------------------------------------------------------------------
@@ -376,42 +372,13 @@ class _MalformedError(Exception):
     """CBOR the contract refuses; the text is fixed."""
 
 
-class _RefusedTagError(Exception):
-    pass
-
-
-def _refuse_semantic(_tag: int, _value: object, _immutable: bool) -> NoReturn:
-    raise _RefusedTagError
-
-
-def _refuse_tag(_tag: cbor2.CBORTag, _immutable: bool) -> NoReturn:
-    raise _RefusedTagError
-
-
-_REFUSALS: Final[Mapping[int, Any]] = {
-    t: functools.partial(_refuse_semantic, t) for t in _KNOWN_SEMANTIC_TAGS
-}
-
-
 def _strict_loads(data: bytes, max_depth: int) -> object:
-    """Exactly one CBOR item without tags, duplicate keys or indefinite lengths."""
-    decoder = cbor2.CBORDecoder(
-        io.BytesIO(data),
-        tag_hook=_refuse_tag,
-        semantic_decoders=_REFUSALS,
-        max_depth=max_depth,
-        allow_indefinite=False,
-        allow_duplicate_keys=False,
-    )
+    """Exactly one CBOR item without tags, duplicate keys or indefinite lengths
+    (:func:`agent.cose.strict_loads`)."""
     try:
-        value = decoder.decode()
-    except cbor2.CBORDecodeError as exc:
-        if isinstance(exc.__cause__, _RefusedTagError):
-            raise _MalformedError("a CBOR tag") from None
+        return cose.strict_loads(data, "command", max_depth)
+    except IntegrityError:
         raise _MalformedError("not valid CBOR of the contract") from None
-    if decoder.fp.tell() != len(data):
-        raise _MalformedError("trailing bytes")
-    return value
 
 
 # ---------------------------------------------------------------------------

@@ -405,6 +405,16 @@ def strict_cbor(
     return value
 
 
+def strict_loads(data: bytes, part: str, max_depth: int) -> object:
+    """Exactly one CBOR item without tags, duplicate keys or indefinite lengths, nesting
+    within ``max_depth``, *without* the deterministic-encoding rule of :func:`strict_cbor`:
+    for reading a message that did not verify far enough to say why (receipts, commands).
+
+    Raises :class:`IntegrityError` whose reason starts with ``part``.
+    """
+    return _strict_loads(data, part, max_depth)
+
+
 def _strict_loads(
     data: bytes, part: str, max_depth: int, *, decimal_fractions: bool = False
 ) -> object:

@@ -47,20 +47,18 @@ digests the hub sends again byte-identically, i.e. readings the platform did hol
 from __future__ import annotations
 
 import enum
-import functools
 import hashlib
 import heapq
-import io
 import re
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
 import cbor2
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agent.cose import key_id, verify1
+from agent.cose import key_id, strict_loads, verify1
 from agent.errors import IntegrityError, ReceiptRejectedError, ReceiptRejection
 
 # ---------------------------------------------------------------------------
@@ -119,13 +117,6 @@ most 10 receipts a second: an hour of them is 36,000. ≈ 100 bytes each."""
 
 _MAX_DEPTH: Final = 5
 """map -> held -> item -> seqs: four levels, one of slack."""
-
-_KNOWN_SEMANTIC_TAGS: Final = (
-    0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261, 1004,
-    43000, 55799,
-)  # fmt: skip
-"""Tags cbor2 6.x decodes into objects by itself (the list agent/cose.py refuses too): each
-is overridden with a refusal, every other tag reaches ``tag_hook``, which refuses too."""
 
 _KEYS: Final = frozenset({"v", "hub", "rid", "iat", "exp", "held", "refused"})
 _REQUIRED: Final = frozenset({"v", "hub", "rid", "iat", "exp", "held"})
@@ -272,46 +263,10 @@ def _malformed(detail: str) -> NoReturn:
     raise ReceiptRejectedError(ReceiptRejection.MALFORMED, detail)
 
 
-# -- strict CBOR (the rules of agent/cose.py: no tags, no duplicates, no indefinite lengths) --
-
-
-class _RefusedTagError(Exception):
-    pass
-
-
-def _refuse_semantic(_tag: int, _value: object, _immutable: bool) -> NoReturn:
-    raise _RefusedTagError
-
-
-def _refuse_tag(_tag: cbor2.CBORTag, _immutable: bool) -> NoReturn:
-    raise _RefusedTagError
-
-
-_REFUSALS: Final[Mapping[int, Any]] = {
-    t: functools.partial(_refuse_semantic, t) for t in _KNOWN_SEMANTIC_TAGS
-}
-
-
-def _decode(data: bytes, max_depth: int) -> object:
-    """Exactly one CBOR item without tags; raises ValueError (or a cbor2 error) otherwise."""
-    decoder = cbor2.CBORDecoder(
-        io.BytesIO(data),
-        tag_hook=_refuse_tag,
-        semantic_decoders=_REFUSALS,
-        max_depth=max_depth,
-        allow_indefinite=False,
-        allow_duplicate_keys=False,
-    )
-    value = decoder.decode()
-    if decoder.fp.tell() != len(data):
-        raise ValueError("trailing bytes")
-    return value
-
-
 def _strict_loads(payload: bytes) -> object:
     try:
-        return _decode(payload, _MAX_DEPTH)
-    except (cbor2.CBORDecodeError, ValueError, _RefusedTagError, RecursionError):
+        return strict_loads(payload, "receipt", _MAX_DEPTH)
+    except (IntegrityError, RecursionError):
         _malformed("payload is not one strict CBOR item")
 
 
@@ -321,11 +276,11 @@ def _protected_header(message: bytes) -> dict[Any, Any] | None:
     if message[:1] != b"\xd2":
         return None
     try:
-        body = _decode(message[1:], 3)
+        body = strict_loads(message[1:], "COSE_Sign1", 3)
         if not isinstance(body, list) or len(body) != 4 or not isinstance(body[0], bytes):
             return None
-        header = _decode(body[0], 2)
-    except (cbor2.CBORDecodeError, ValueError, _RefusedTagError, RecursionError):
+        header = strict_loads(body[0], "protected header", 2)
+    except (IntegrityError, RecursionError):
         return None
     return header if isinstance(header, dict) else None
 
