@@ -96,6 +96,28 @@ class DeviceFloodError(DeviceProtocolError):
         super().__init__(device, procedure, f"{buffer} buffer bound of {limit} reached")
 
 
+class ModemProtocolError(DeviceError, ValueError):
+    """A modem's AT response line does not parse (3GPP TS 27.007, the vendor's AT manual).
+
+    The message names the command, the field and its position, never the line: a line can
+    hold identifiers (IMSI, ICCID, IMEI), and errors are logged.
+
+    Attributes:
+        command: the response prefix or command parsed, e.g. ``"+CSQ"``, ``"+QENG"``.
+        field: the parameter at fault, by its spec name, e.g. ``"rssi"``, ``"stat"``.
+        reason: what is wrong, without the value when the field is an identifier.
+        position: 0-based index of the parameter after the prefix, when known.
+    """
+
+    def __init__(self, command: str, field: str, reason: str, position: int | None = None) -> None:
+        self.command = command
+        self.field = field
+        self.reason = reason
+        self.position = position
+        where = f" (parameter {position})" if position is not None else ""
+        super().__init__(f"{command}: {field}: {reason}{where}")
+
+
 # ---------------------------------------------------------------------------
 # Our (or our operator's) fault
 # ---------------------------------------------------------------------------
@@ -117,3 +139,34 @@ class UsageError(LocalError, ValueError):
         self.argument = argument
         self.reason = reason
         super().__init__(f"{argument}: {reason}")
+
+
+class AtCommandError(LocalError, ValueError):
+    """An AT command we were about to send is malformed (V.250 §5.2.1; our fault).
+
+    The message never quotes the command: it can carry a PIN or an APN's credentials.
+
+    Attributes:
+        reason: what is wrong, e.g. ``"control character"``, ``"longer than 512 bytes"``.
+        position: 0-based character offset of the problem, when there is one.
+    """
+
+    def __init__(self, reason: str, position: int | None = None) -> None:
+        self.reason = reason
+        self.position = position
+        where = f" at character {position}" if position is not None else ""
+        super().__init__(f"AT command: {reason}{where}")
+
+
+class AtStateError(LocalError, RuntimeError):
+    """An AT codec was used out of turn, e.g. a command sent while another one is pending.
+
+    Attributes:
+        operation: what was attempted (``"send"``, ``"abort_pending"``).
+        reason: why it is not allowed now.
+    """
+
+    def __init__(self, operation: str, reason: str) -> None:
+        self.operation = operation
+        self.reason = reason
+        super().__init__(f"{operation}: {reason}")
