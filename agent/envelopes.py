@@ -12,6 +12,11 @@ what the publisher sends (docs/platform-protocol.md "Compression" and "Batches")
   caller's byte limit, content type ``application/vnd.homehub.readings+cbor``, payload
   ``{"v": 1, "hub": <hub id>, "readings": [bstr, ...]}``, compressed the same way.
 
+With a dictionary trained on version-2 readings (:attr:`~agent.dictionaries.Dictionary.
+reading_version`), each reading goes in its version-2 form, without the identifiers the
+receiver derives (agent/derived_ids.py); a reading that has no exact version-2 form goes as
+version 1. The stored envelope and every identity stay version 1.
+
 Both sign with the caller's ES256 operation (:class:`agent.ingest.Signer`, a key provider) and
 are deterministic when it is (RFC 6979): the same readings, dictionary and limit give the same
 bytes. Each result carries the seqs it holds and its digest (the first 16 bytes of SHA-256
@@ -34,14 +39,15 @@ import cbor2
 import zstandard
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agent import cose
+from agent import cose, derived_ids
 from agent.dictionaries import COMPRESSION_LEVEL, Dictionary
 from agent.errors import IntegrityError, RecordTooLargeError
 from agent.payload import CONTENT_TYPE as READING_CONTENT_TYPE
 
 BATCH_CONTENT_TYPE: Final = "application/vnd.homehub.readings+cbor"
 BATCH_VERSION: Final = 1
-READING_VERSION: Final = 1
+READING_VERSION: Final = derived_ids.READING_V1
+READING_VERSIONS: Final = (derived_ids.READING_V1, derived_ids.READING_V2)
 MAX_BATCH_READINGS: Final = 500
 MAX_DECOMPRESSED_BYTES: Final = 1024 * 1024
 """Largest payload, decompressed or plain, of any envelope: a verifier refuses a frame that
@@ -139,7 +145,7 @@ def build_single(
     dictionary is given) with ``dictionary`` if any. Uncompressed, it is the stored envelope
     again (byte for byte with a deterministic signer)."""
     use_zstd = _compressing(compress, dictionary)
-    payload = reading.payload
+    payload = _wire_payload(reading, dictionary if use_zstd else None)
     if len(payload) > MAX_DECOMPRESSED_BYTES:
         raise RecordTooLargeError("observation", len(payload), MAX_DECOMPRESSED_BYTES)
     sent = _compress(payload, dictionary, level) if use_zstd else payload
@@ -173,13 +179,14 @@ def build_batch(
     plain_limit = None if use_zstd else max_bytes
     count = _fit_uncompressed(readings, hub, signer.kid, plain_limit)
     if count == 0:
-        first = len(_batch_payload(hub, readings[:1]))
+        first = len(_batch_payload(hub, [r.payload for r in readings[:1]]))
         raise RecordTooLargeError("batch", first, min(MAX_DECOMPRESSED_BYTES, max_bytes))
+    wire = [_wire_payload(r, dictionary if use_zstd else None) for r in readings[:count]]
     best: tuple[int, bytes, int] | None = None  # (count, payload as sent, payload bytes)
     failed = count + 1  # the smallest count known not to fit
     guess = count
     while True:
-        payload = _batch_payload(hub, readings[:guess])
+        payload = _batch_payload(hub, wire[:guess])
         sent = _compress(payload, dictionary, level) if use_zstd else payload
         size = _envelope_bytes(signer.kid, BATCH_CONTENT_TYPE, dictionary, use_zstd, len(sent))
         if size <= max_bytes:
@@ -218,7 +225,7 @@ def _fit_uncompressed(
 ) -> int:
     """How many first readings fit the count and decompressed bounds and, for a plain batch
     (``plain_limit``), the envelope bound: sizes known exactly without building anything."""
-    fixed = len(_batch_payload(hub, ())) - 1  # less the head of the empty array
+    fixed = len(_batch_payload(hub, [])) - 1  # less the head of the empty array
     total, count = 0, 0
     for reading in readings[:MAX_BATCH_READINGS]:
         total += _head_bytes(len(reading.payload)) + len(reading.payload)
@@ -233,11 +240,19 @@ def _fit_uncompressed(
     return count
 
 
-def _batch_payload(hub: str, readings: Sequence[ReadingPayload]) -> bytes:
+def _batch_payload(hub: str, payloads: Sequence[bytes]) -> bytes:
     return cbor2.dumps(
-        {"v": BATCH_VERSION, "hub": hub, "readings": [r.payload for r in readings]},
+        {"v": BATCH_VERSION, "hub": hub, "readings": list(payloads)},
         canonical=True,
     )
+
+
+def _wire_payload(reading: ReadingPayload, dictionary: Dictionary | None) -> bytes:
+    """The reading as sent with ``dictionary``: version 2 when the dictionary was trained on
+    version 2 and the reading has an exact version-2 form, else its stored version 1."""
+    if dictionary is None or dictionary.reading_version != derived_ids.READING_V2:
+        return reading.payload
+    return derived_ids.compact(reading.payload) or reading.payload
 
 
 def _compress(payload: bytes, dictionary: Dictionary | None, level: int) -> bytes:
@@ -433,12 +448,22 @@ def _frame_length(frame: bytes) -> int:
 
 
 def _open_reading(payload: bytes) -> tuple[str, tuple[OpenedReading, ...]]:
-    content = cose.strict_cbor(
-        payload, "reading", max_depth=READING_MAX_DEPTH, decimal_fractions=True
-    )
-    hub, seq = _reading_fields(content, "reading")
+    hub, reading = _opened_reading(payload, "reading")
+    return hub, (reading,)
+
+
+def _opened_reading(data: bytes, part: str) -> tuple[str, OpenedReading]:
+    """One reading's payload decoded strictly; a version-2 reading expanded to the version-1
+    reading (bytes and content) it stands for (agent/derived_ids.py)."""
+    content = cose.strict_cbor(data, part, max_depth=READING_MAX_DEPTH, decimal_fractions=True)
+    hub, seq = _reading_fields(content, part)
     assert isinstance(content, dict)
-    return hub, (OpenedReading(seq, payload, content),)
+    if content["v"] == derived_ids.READING_V2:
+        try:
+            data, content = derived_ids.expand(content)
+        except IntegrityError as exc:
+            _refuse(f"{part}: {exc.reason}")
+    return hub, OpenedReading(seq, data, content)
 
 
 def _open_batch(payload: bytes) -> tuple[str, tuple[OpenedReading, ...]]:
@@ -458,25 +483,23 @@ def _open_batch(payload: bytes) -> tuple[str, tuple[OpenedReading, ...]]:
         part = f"reading {index}"
         if not isinstance(item, bytes):
             _refuse(f"{part} is not a byte string")
-        content = cose.strict_cbor(item, part, max_depth=READING_MAX_DEPTH, decimal_fractions=True)
-        reading_hub, seq = _reading_fields(content, part)
+        reading_hub, reading = _opened_reading(item, part)
         if reading_hub != hub:
             _refuse(f"{part} is of another hub than the batch")
-        if seq in seen:
-            _refuse(f"{part}: seq {seq} twice in the batch")
-        seen.add(seq)
-        assert isinstance(content, dict)
-        readings.append(OpenedReading(seq, item, content))
+        if reading.seq in seen:
+            _refuse(f"{part}: seq {reading.seq} twice in the batch")
+        seen.add(reading.seq)
+        readings.append(reading)
     return hub, tuple(readings)
 
 
 def _reading_fields(content: object, part: str) -> tuple[str, int]:
-    """A reading payload's hub and seq, after checking it is a version-1 reading map."""
+    """A reading payload's hub and seq, after checking it is a version-1 or -2 reading map."""
     if not isinstance(content, dict):
         _refuse(f"{part} is not a map")
     version, hub, seq = content.get("v"), content.get("hub"), content.get("seq")
-    if type(version) is not int or version != READING_VERSION:
-        _refuse(f"{part}: version is not {READING_VERSION}")
+    if type(version) is not int or version not in READING_VERSIONS:
+        _refuse(f"{part}: version is not 1 or 2")
     if not isinstance(hub, str):
         _refuse(f"{part}: hub is not a text string")
     if type(seq) is not int or seq < 0:

@@ -24,6 +24,9 @@ For each MQTT message on ``homehub/v1/<hub_id>/readings``:
 7. The payload is a deterministic CBOR map: one reading (at least ``v`` = 1, ``hub``, ``seq``,
    ``id``, ``kind``; ``hub`` equal to the topic's; decimal fractions, tag 4, the only tag), or a
    batch ``{"v": 1, "hub", "readings": [bstr .cbor reading, ...]}`` of 1 to 500 such readings.
+   A version-2 reading (docs/platform-protocol.md "Derived identifiers") is expanded to the
+   version-1 reading it stands for, whose deterministic CBOR is the reading's bytes from then
+   on (:func:`expand_v2`, written from the document, not from the hub's code).
 8. Under an expired certificate, every reading's ``hub_time`` must lie within its validity and
    not after now: validity at signing time (the reasoning is :class:`HubDirectory`'s).
 
@@ -41,6 +44,7 @@ import functools
 import hashlib
 import io
 import re
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +82,12 @@ BATCH_CONTENT_TYPE: Final = "application/vnd.homehub.readings+cbor"
 KID_BYTES: Final = 16
 SIGNATURE_BYTES: Final = 64
 PAYLOAD_VERSION: Final = 1
+PAYLOAD_VERSION_DERIVED_IDS: Final = 2
+FULL_URL_NAMESPACE: Final = uuid.UUID("6f1f4a52-3c1e-5b0a-9d43-2b6c1a0e8f11")
+"""docs/platform-protocol.md "Derived identifiers": an entry's fullUrl is urn:uuid: and the
+name-based UUID (version 5) of ``Type/id`` in this namespace."""
+HUB_IDENTIFIER_SYSTEM: Final = "urn:homehub:fhir:reading-id"
+MAX_BUNDLE_ENTRIES: Final = 64
 MAX_ENVELOPE_BYTES: Final = 256 * 1024
 """The largest profile limit (Azure IoT Hub's 256 KiB); a single reading's payload is at most
 32 KiB, a batch fills up to its profile's limit."""
@@ -628,7 +638,9 @@ def _reading(data: bytes, hub_id: str, kid: bytes, envelope: bytes, what: str) -
     for name, kind in (("v", int), ("hub", str), ("seq", int), ("id", str), ("kind", str)):
         if type(body.get(name)) is not kind:
             _reject(f"{what} field {name!r} missing or not {kind.__name__}")
-    if body["v"] != PAYLOAD_VERSION:
+    if body["v"] == PAYLOAD_VERSION_DERIVED_IDS:
+        data, body = expand_v2(body, what)
+    elif body["v"] != PAYLOAD_VERSION:
         _reject(f"{what} version {body['v']} not supported")
     if body["hub"] != hub_id:
         _reject(f"{what} hub differs from the topic's hub id", "hub_mismatch")
@@ -649,6 +661,63 @@ def _reading(data: bytes, hub_id: str, kid: bytes, envelope: bytes, what: str) -
         envelope=envelope,
         reading_bytes=data,
     )
+
+
+def expand_v2(body: dict[str, Any], what: str) -> tuple[bytes, dict[str, Any]]:
+    """A version-2 reading as the version-1 reading it stands for: its deterministic CBOR and
+    content. Each step of docs/platform-protocol.md "Derived identifiers", reversed:
+    Observation ids from their hub identifier, fullUrls from ``Type/id``, references to an
+    entry's ``Type/id`` made that entry's fullUrl, ``v`` 1."""
+    fhir = body.get("fhir")
+    entries = fhir.get("entry") if isinstance(fhir, dict) else None
+    if not isinstance(entries, list) or not 0 < len(entries) <= MAX_BUNDLE_ENTRIES:
+        _reject(f"{what}: version 2 without 1 to {MAX_BUNDLE_ENTRIES} Bundle entries")
+    resources = []
+    for n, entry in enumerate(entries):
+        if not isinstance(entry, dict) or set(entry) != {"resource"}:
+            _reject(f"{what}: entry {n} of a version-2 Bundle must hold only its resource")
+        resource = dict(entry["resource"]) if isinstance(entry["resource"], dict) else None
+        if resource is None or not isinstance(resource.get("resourceType"), str):
+            _reject(f"{what}: entry {n} has no resource with a resourceType")
+        if "id" not in resource:
+            hub_ids = [
+                i.get("value")
+                for i in resource.get("identifier", ())
+                if isinstance(i, dict) and i.get("system") == HUB_IDENTIFIER_SYSTEM
+            ]
+            if resource["resourceType"] != "Observation" or len(hub_ids) != 1:
+                _reject(f"{what}: entry {n} has no id and none can be derived")
+            if not isinstance(hub_ids[0], str):
+                _reject(f"{what}: entry {n}'s hub identifier is not text")
+            resource["id"] = "obs-" + hashlib.sha256(hub_ids[0].encode()).hexdigest()[:32]
+        if not isinstance(resource["id"], str):
+            _reject(f"{what}: entry {n}'s id is not text")
+        resources.append(resource)
+    urls: dict[str, str] = {}
+    for resource in resources:
+        name = f"{resource['resourceType']}/{resource['id']}"
+        if name in urls:
+            _reject(f"{what}: two entries are {resource['resourceType']}s of one id")
+        urls[name] = f"urn:uuid:{uuid.uuid5(FULL_URL_NAMESPACE, name)}"
+
+    def linked(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {
+                k: urls.get(v, v) if k == "reference" and isinstance(v, str) else linked(v)
+                for k, v in value.items()
+            }
+        if isinstance(value, list):
+            return [linked(v) for v in value]
+        return value
+
+    v1 = dict(body)
+    v1["v"] = PAYLOAD_VERSION
+    v1["fhir"] = dict(fhir)
+    v1["fhir"]["entry"] = [
+        {"fullUrl": url, "resource": linked(resource)}
+        for url, resource in zip(urls.values(), resources, strict=True)
+    ]
+    return cbor2.dumps(v1, canonical=True), v1
 
 
 def _readable_seqs(

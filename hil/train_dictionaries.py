@@ -38,7 +38,7 @@ import cbor2
 import zstandard
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agent import cose, dictionaries
+from agent import cose, derived_ids, dictionaries
 from agent.ble.uuids import (
     BLOOD_PRESSURE_MEASUREMENT,
     GLUCOSE_MEASUREMENT,
@@ -365,13 +365,21 @@ class DictionaryPlan:
     dictionary_id: int
     kinds: tuple[str, ...]
     size_bytes: int = DICTIONARY_BYTES
+    reading_version: int = derived_ids.READING_V1
+    """The reading payloads it is trained on and sent with: 2 is without derived identifiers
+    (agent/derived_ids.py)."""
 
 
-PLANS: Final = (DictionaryPlan(1, KINDS),)
-"""What ships: one dictionary for all kinds. Measured on held-out readings, one 64 KiB
-dictionary trained on every kind compresses each kind 3-6 % better than a 32 KiB dictionary
-per kind (the Bundles share most of their structure: Devices, categories, code systems), and
-a batch, which mixes kinds, can only name one."""
+PLANS: Final = (
+    DictionaryPlan(1, KINDS),
+    DictionaryPlan(2, KINDS, reading_version=derived_ids.READING_V2),
+)
+"""What ships: one dictionary for all kinds per reading version. Measured on held-out
+readings, one 64 KiB dictionary trained on every kind compresses each kind 3-6 % better than
+a 32 KiB dictionary per kind (the Bundles share most of their structure: Devices, categories,
+code systems), and a batch, which mixes kinds, can only name one. Dictionary 2, on version-2
+readings, is what a platform that announces it gets (the highest announced id is used);
+dictionary 1 stays for a platform that announces only it."""
 
 
 def train(plan: DictionaryPlan, samples: list[bytes]) -> bytes:
@@ -391,10 +399,19 @@ def train(plan: DictionaryPlan, samples: list[bytes]) -> bytes:
     return data
 
 
-def training_samples(kinds: tuple[str, ...], per_kind: int, seed: int) -> list[bytes]:
-    """The payloads of ``per_kind`` synthetic readings of each kind, interleaved."""
+def training_samples(
+    kinds: tuple[str, ...],
+    per_kind: int,
+    seed: int,
+    reading_version: int = derived_ids.READING_V1,
+) -> list[bytes]:
+    """The payloads of ``per_kind`` synthetic readings of each kind, interleaved, in the
+    reading version asked for (as a compressed envelope carries them)."""
     by_kind = [synthetic_readings(k, per_kind, seed) for k in kinds]
-    return [r.payload for group in zip(*by_kind, strict=True) for r in group]
+    payloads = [r.payload for group in zip(*by_kind, strict=True) for r in group]
+    if reading_version == derived_ids.READING_V1:
+        return payloads
+    return [derived_ids.compact(p) or p for p in payloads]
 
 
 def trained_dictionaries(
@@ -404,7 +421,11 @@ def trained_dictionaries(
 ) -> dict[int, tuple[DictionaryPlan, bytes]]:
     """Every planned dictionary, trained."""
     return {
-        p.dictionary_id: (p, train(p, training_samples(p.kinds, per_kind, seed))) for p in plans
+        p.dictionary_id: (
+            p,
+            train(p, training_samples(p.kinds, per_kind, seed, p.reading_version)),
+        )
+        for p in plans
     }
 
 
@@ -419,6 +440,7 @@ def manifest(trained: dict[int, tuple[DictionaryPlan, bytes]]) -> dict[str, obje
                 "sha256": hashlib.sha256(data).hexdigest(),
                 "bytes": len(data),
                 "kinds": list(plan.kinds),
+                "reading_version": plan.reading_version,
                 "trained_on": f"{TRAINING_READINGS_PER_KIND} synthetic readings per kind,"
                 f" seed {TRAINING_SEED} (hil/train_dictionaries.py)",
             }

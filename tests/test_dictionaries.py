@@ -21,14 +21,25 @@ def _copy(tmp_path: Path) -> Path:
     return target
 
 
-def test_shipped_dictionary_one() -> None:
+def test_shipped_dictionaries_one_and_two() -> None:
+    """1 for version-1 readings, 2 for version 2 (without derived identifiers)."""
     loaded = dictionaries.load()
-    assert [1] == sorted(loaded)
-    one = loaded[1]
-    assert ("blood_pressure", "glucose", "pulse_oximetry") == one.kinds
-    assert 1 == zstandard.ZstdCompressionDict(one.data).dict_id()
-    assert hashlib.sha256(one.data).hexdigest() == one.sha256_hex
-    assert 64 * 1024 == len(one.data)
+    assert [1, 2] == sorted(loaded)
+    for did, dictionary in loaded.items():
+        assert ("blood_pressure", "glucose", "pulse_oximetry") == dictionary.kinds
+        assert did == zstandard.ZstdCompressionDict(dictionary.data).dict_id()
+        assert hashlib.sha256(dictionary.data).hexdigest() == dictionary.sha256_hex
+        assert 64 * 1024 == len(dictionary.data)
+        assert did == dictionary.reading_version
+
+
+def test_reading_version_must_be_1_or_2(tmp_path: Path) -> None:
+    directory = _copy(tmp_path)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["dictionaries"][1]["reading_version"] = 3
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IntegrityError, match="entry 2: reading_version is not 1 or 2"):
+        dictionaries.load(directory)
 
 
 def test_altered_file_is_refused(tmp_path: Path) -> None:
@@ -50,10 +61,10 @@ def test_oversized_file_is_not_read_past_the_bound(tmp_path: Path) -> None:
 def test_zstd_id_must_be_our_id(tmp_path: Path) -> None:
     directory = _copy(tmp_path)
     data = (directory / "1.zdict").read_bytes()
-    (directory / "2.zdict").write_bytes(data)
+    (directory / "3.zdict").write_bytes(data)
     manifest = json.loads((directory / "manifest.json").read_text())
     manifest["dictionaries"].append(
-        {"id": 2, "file": "2.zdict", "sha256": hashlib.sha256(data).hexdigest(), "kinds": []}
+        {"id": 3, "file": "3.zdict", "sha256": hashlib.sha256(data).hexdigest(), "kinds": []}
     )
     (directory / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IntegrityError, match="its zstd dictionary id is 1"):

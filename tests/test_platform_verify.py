@@ -336,16 +336,17 @@ class TestCompression:
 
 
 class TestHubEnvelopes:
-    """The hub's own envelopes (agent/envelopes.py, dictionary 1 of agent/dictionaries/)
+    """The hub's own envelopes (agent/envelopes.py, dictionaries 1 and 2 of agent/dictionaries/)
     verify in the independent platform, single and batched, compressed or not."""
 
+    @pytest.mark.parametrize("dictionary_id", [1, 2])
     def test_single_and_batch_with_the_shipped_dictionary(
-        self, hub_key: ec.EllipticCurvePrivateKey, hubs: HubDirectory
+        self, hub_key: ec.EllipticCurvePrivateKey, hubs: HubDirectory, dictionary_id: int
     ) -> None:
         """Each way the hub can send readings 1-3 verifies, with the same reading bytes."""
         shipped = Path(hub_dictionaries.__file__).parent
         platform_dictionaries = Dictionaries.load(shipped)
-        dictionary = hub_dictionaries.load(shipped)[1]
+        dictionary = hub_dictionaries.load(shipped)[dictionary_id]
         kid = cose.key_id(hub_key.public_key())
 
         class Signer:
@@ -374,4 +375,4 @@ class TestHubEnvelopes:
             assert [p.payload for p in payloads[: len(envelope.seqs)]] == [
                 r.reading_bytes for r in verified.readings
             ]
-        assert [1] == platform_dictionaries.ids
+        assert [1, 2] == platform_dictionaries.ids

@@ -158,15 +158,23 @@ class TestValid:
         assert _same_digits([payload], doc["readings"])
         assert None is doc["compression"]
 
+    @pytest.mark.parametrize("dictionary_id", [1, 2])
     def test_compressed_batch_decimals_keep_their_digits(
-        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], dictionary_id: int
     ) -> None:
+        """Dictionary 2 sends version-2 readings; verify prints the version-1 readings they
+        stand for, exactly the stored ones."""
         readings, signer = _backlog_envelopes()
-        batch = build_batch(readings, signer, dictionaries.load()[1], 64 * 1024)
+        batch = build_batch(readings, signer, dictionaries.load()[dictionary_id], 64 * 1024)
         cert = _cert(signer.key, readings[0].hub)  # type: ignore[arg-type]
         assert 0 == main(_run(tmp_path, batch.data, cert, _pem(CA)))
         doc = json.loads(capsys.readouterr().out, parse_float=Decimal)
-        assert ("zstd", 1, 12) == (doc["compression"], doc["dictionary"], len(doc["readings"]))
+        assert ("zstd", dictionary_id, 12) == (
+            doc["compression"],
+            doc["dictionary"],
+            len(doc["readings"]),
+        )
+        assert {1} == {r["v"] for r in doc["readings"]}
         assert "application/vnd.homehub.readings+cbor" == doc["content_type"]
         assert batch.digest.hex() == doc["digest"]
         assert _same_digits([cbor2.loads(r.payload) for r in readings], doc["readings"])

@@ -24,6 +24,7 @@ from typing import Final
 
 import zstandard
 
+from agent.derived_ids import READING_V1, READING_V2
 from agent.errors import IntegrityError
 
 MANIFEST_NAME: Final = "manifest.json"
@@ -49,10 +50,19 @@ class Dictionary:
     kinds: tuple[str, ...]
     data: bytes = field(repr=False)
     zstd: zstandard.ZstdCompressionDict = field(repr=False, compare=False)
+    reading_version: int = READING_V1
+    """The reading payload version the dictionary was trained on and is sent with: 2 means
+    readings go without their derived identifiers (agent/derived_ids.py)."""
 
     @classmethod
     def from_bytes(
-        cls, dictionary_id: int, data: bytes, *, sha256_hex: str, kinds: tuple[str, ...] = ()
+        cls,
+        dictionary_id: int,
+        data: bytes,
+        *,
+        sha256_hex: str,
+        kinds: tuple[str, ...] = (),
+        reading_version: int = READING_V1,
     ) -> Dictionary:
         """Check ``data`` against its expected SHA-256 and zstd dictionary id.
 
@@ -71,7 +81,7 @@ class Dictionary:
             raise IntegrityError(what, "not a zstd dictionary") from None
         if zstd_id != dictionary_id:
             raise IntegrityError(what, f"its zstd dictionary id is {zstd_id}")
-        return cls(dictionary_id, sha256_hex.lower(), kinds, data, prepared)
+        return cls(dictionary_id, sha256_hex.lower(), kinds, data, prepared, reading_version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +92,7 @@ class ManifestEntry:
     file: str
     sha256_hex: str
     kinds: tuple[str, ...]
+    reading_version: int = READING_V1
 
 
 def parse_manifest(text: bytes) -> tuple[ManifestEntry, ...]:
@@ -115,14 +126,23 @@ def parse_manifest(text: bytes) -> tuple[ManifestEntry, ...]:
             raise IntegrityError(what, f"entry {did}: file must be named {did}.zdict")
         if any(e.id == did for e in out):
             raise IntegrityError(what, f"id {did} listed twice")
-        out.append(ManifestEntry(did, f"{did}.zdict", sha, tuple(kinds)))
+        version = item.get("reading_version", READING_V1)
+        if type(version) is not int or version not in (READING_V1, READING_V2):
+            raise IntegrityError(what, f"entry {did}: reading_version is not 1 or 2")
+        out.append(ManifestEntry(did, f"{did}.zdict", sha, tuple(kinds), version))
     return tuple(out)
 
 
 def parse(manifest: bytes, read: Callable[[str], bytes]) -> Mapping[int, Dictionary]:
     """Every dictionary the manifest lists, its bytes got by ``read(file name)``, checked."""
     return {
-        e.id: Dictionary.from_bytes(e.id, read(e.file), sha256_hex=e.sha256_hex, kinds=e.kinds)
+        e.id: Dictionary.from_bytes(
+            e.id,
+            read(e.file),
+            sha256_hex=e.sha256_hex,
+            kinds=e.kinds,
+            reading_version=e.reading_version,
+        )
         for e in parse_manifest(manifest)
     }
 

@@ -31,8 +31,9 @@
    wire (MQTT payloads).
 
    When the publisher's constructor takes ``dictionary`` (batching and compression), it is
-   given the shipped dictionary 1 as a platform that announced it would (a callable returning
-   it, as the constructor asks since f73c6e9), and ``signer``, the hub's key: a backlog then
+   given the newest shipped dictionary (:data:`DICTIONARY_ID`, 2: version-2 readings, without
+   derived identifiers) as a platform that announced it would (a callable returning it, as
+   the constructor asks since f73c6e9), and ``signer``, the hub's key: a backlog then
    goes in compressed batches (``batch_max_readings``, fresh window and budget at the
    product's defaults). The platform holds the shipped dictionaries in every case.
 
@@ -118,6 +119,9 @@ BATCH_SIZES: Final = (10, 50)
 
 SIZE_SEED: Final = 555_000_001
 """Readings for the sizes: neither hil.train_dictionaries.TRAINING_SEED nor its HELD_OUT_SEED."""
+DICTIONARY_ID: Final = max(dictionaries.load())
+"""The dictionary the hub compresses with: the newest shipped, as a platform holding all of
+them announces (the hub takes the highest announced id)."""
 SIZE_COUNT: Final = 60
 """Single envelopes measured per kind (median and maximum)."""
 SIZE_BATCHES: Final = 5
@@ -593,7 +597,7 @@ def measure_drain(
         progress(
             f"  filled the outbox with {readings} readings in {time.perf_counter() - started:.1f} s"
         )
-        options = _publisher_options(pki.hub_key, dictionaries.load()[1])
+        options = _publisher_options(pki.hub_key, dictionaries.load()[DICTIONARY_ID])
         run = _Run(pki, broker, platform, directory, snapshot, data_key, readings, options, stored)
         _drain_rounds(run, rounds, progress)
     return _drain_figures(run, stored, options)
@@ -741,7 +745,7 @@ def _hub_batch_readings(kind: str, count: int, seed: int) -> list[SyntheticReadi
 
 def measure_sizes(count: int, batches: int, seed: int = SIZE_SEED) -> list[KindSizes]:
     """Part 2 (see the module doc)."""
-    dictionary = dictionaries.load()[1]
+    dictionary = dictionaries.load()[DICTIONARY_ID]
     signer = synthetic_signer(seed)
     rows = []
     for kind in SIZE_KINDS:
