@@ -20,8 +20,12 @@ from drivers.modem.at_codec import (
     RejectReason,
     UnsolicitedResult,
 )
+from tests import phi_canaries
 
 CSQ = AtCommand.of("AT+CSQ")
+#: A test IMSI; identifiers must never reach a log, and the suite-wide scan looks for it.
+IMSI = "262019876543210"
+phi_canaries.plant("test IMSI", IMSI)
 
 
 def feed(codec: AtCodec, data: bytes) -> list[Event]:
@@ -321,11 +325,11 @@ def test_sensitive_information_lines_are_redacted_in_repr() -> None:
     codec = AtCodec(echo_enabled=False)
     cimi = AtCommand.of("AT+CIMI", sensitive=True)
     codec.send(cimi, now=0.0)
-    (line, final) = feed(codec, b"\r\n262019876543210\r\n\r\nOK\r\n")
+    (line, final) = feed(codec, f"\r\n{IMSI}\r\n\r\nOK\r\n".encode())
     assert isinstance(line, InformationLine)
-    assert "262019876543210" == line.text
-    assert "262019876543210" not in repr(line)
-    assert "262019876543210" not in repr(final)
+    assert IMSI == line.text
+    assert IMSI not in repr(line)
+    assert IMSI not in repr(final)
 
 
 # -- timeouts and aborts -----------------------------------------------------------------------

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import string
+from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers.errors import ModemProtocolError, UsageError
 from drivers.modem import quectel
@@ -25,8 +30,11 @@ from drivers.modem.quectel import (
     UsbNetMode,
     WcdmaCell,
 )
+from tests import phi_canaries
 
 ICCID = "89490200001234567895"
+# Identifiers must never reach a log: the suite-wide scan looks for it.
+phi_canaries.plant("test ICCID", ICCID)
 
 LTE_LINE = (
     '+QENG: "servingcell","NOCONN","LTE","FDD",311,480,334220,221,66536,66,5,5,D00,'
@@ -463,3 +471,76 @@ def test_codec_redacts_the_iccid() -> None:
     assert isinstance(line, InformationLine)
     assert ICCID == Iccid.from_line(line.text).digits
     assert ICCID not in repr(line)
+
+
+# -- any line at all ----------------------------------------------------------------------------
+
+tokens = st.one_of(
+    st.sampled_from(
+        [
+            '"servingcell"',
+            '"NOCONN"',
+            '"SEARCH"',
+            '"LTE"',
+            '"NR5G-SA"',
+            '"NR5G-NSA"',
+            '"WCDMA"',
+            '"FDD"',
+            "TDD",
+            "-",
+            "",
+            "-32768",
+            '"usbnet"',
+            '"2019/01/13,03:40:48+32,0"',
+            ICCID,
+        ]
+    ),
+    st.integers(min_value=-200, max_value=700000).map(str),
+    st.text(alphabet=string.hexdigits, max_size=9),
+    st.text(alphabet=string.printable.strip(), max_size=12),
+)
+lines = st.lists(tokens, max_size=22).map(lambda params: "+QENG: " + ",".join(params))
+
+LINE_PARSERS: list[tuple[str, Callable[[str], object]]] = [
+    ("+QCCID", Iccid.from_line),
+    ("+QNWINFO", NetworkInfo.from_line),
+    ("+QLTS", NetworkTime.from_line),
+    ("+QCFG", UsbNet.from_line),
+    ("+QNETDEVCTL", NetDevControl.from_line),
+]
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> list[str]:
+    """A real answer (LTE, SA or EN-DC) with some of its fields replaced by random tokens."""
+    answer = draw(st.sampled_from([[LTE_LINE], [SA_LINE], NSA_LINES]))
+    result = []
+    for line in answer:
+        fields = line[len("+QENG: ") :].split(",")
+        for _ in range(draw(st.integers(min_value=0, max_value=2))):
+            fields[draw(st.integers(0, len(fields) - 1))] = draw(tokens)
+        result.append("+QENG: " + ",".join(fields))
+    return result
+
+
+@settings(max_examples=100, deadline=None)
+@given(answer=st.one_of(st.lists(lines, max_size=3), mutated()))
+def test_servingcell_raises_only_modem_protocol_error(answer: list[str]) -> None:
+    """Any +QENG lines, random or real ones with fields replaced: a ServingCell or the error."""
+    with contextlib.suppress(ModemProtocolError):
+        ServingCell.from_lines(answer)
+
+
+@settings(max_examples=100, deadline=None)
+@given(parser=st.sampled_from(LINE_PARSERS), params=st.lists(tokens, max_size=6))
+def test_line_parsers_raise_only_modem_protocol_error(
+    parser: tuple[str, Callable[[str], object]], params: list[str]
+) -> None:
+    """Any line: a value or a ModemProtocolError that never carries the ICCID."""
+    prefix, parse = parser
+    message = ""
+    try:
+        parse(f"{prefix}: " + ",".join(params))
+    except ModemProtocolError as error:
+        message = str(error)
+    assert ICCID not in message

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import string
+from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers.errors import DeviceError, ModemProtocolError, UsageError
 from drivers.modem import ts27007
@@ -33,10 +37,14 @@ from drivers.modem.ts27007 import (
     SimState,
     Technology,
 )
+from tests import phi_canaries
 
-#: A test IMEI with a valid Luhn digit (the GSMA's documentation example) and a test IMSI.
+#: A test IMEI with a valid Luhn digit (a common documentation example) and a test IMSI.
 IMEI = "490154203237518"
 IMSI = "262019876543210"
+# Identifiers must never reach a log: the suite-wide scan looks for these.
+phi_canaries.plant("test IMEI", IMEI)
+phi_canaries.plant("test IMSI", IMSI)
 
 
 def tz(hours: float) -> dt.timezone:
@@ -574,3 +582,50 @@ def test_codec_to_parser() -> None:
     assert isinstance(final, FinalResult)
     assert final.ok
     assert codec.pending is None
+
+
+# -- any line at all ----------------------------------------------------------------------------
+
+PARSERS: list[tuple[str, Callable[[str], object]]] = [
+    ("+CSQ", SignalQuality.from_line),
+    ("+CESQ", ExtendedSignalQuality.from_line),
+    ("+CEREG", RegistrationStatus.from_line),
+    ("+C5GREG", lambda line: RegistrationStatus.from_line(line, unsolicited=True)),
+    ("+COPS", OperatorSelection.from_line),
+    ("+CPIN", PinStatus.from_line),
+    ("+CGDCONT", PdpContext.from_line),
+    ("+CGACT", PdpContextState.from_line),
+    ("+CGPADDR", PdpAddress.from_line),
+    ("+CFUN", FunctionalityStatus.from_line),
+    ("+CCLK", ClockTime.from_line),
+    ("+CGSN", Imei.from_line),
+    ("+CIMI", Imsi.from_line),
+]
+
+tokens = st.one_of(
+    st.integers(min_value=-40000, max_value=10**12).map(str),
+    st.sampled_from(["", "-", '""', '"1A2B"', '"01A2D001"', '"24/12/02,18:05:30+04"', "255"]),
+    st.text(alphabet=string.hexdigits, max_size=10).map(lambda text: f'"{text}"'),
+    st.text(alphabet=string.printable.strip(), max_size=20),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    parser=st.sampled_from(PARSERS),
+    params=st.lists(tokens, max_size=12),
+    bare=st.booleans(),
+)
+def test_parsers_raise_only_modem_protocol_error(
+    parser: tuple[str, Callable[[str], object]], params: list[str], bare: bool
+) -> None:
+    """Whatever the line, a parser returns or raises ModemProtocolError, never quoting the line."""
+    prefix, parse = parser
+    body = ",".join(params)
+    line = body if bare else f"{prefix}: {body}"
+    message = ""
+    try:
+        parse(line)
+    except ModemProtocolError as error:
+        message = str(error)
+    assert len(line) < 16 or line not in message

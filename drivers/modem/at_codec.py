@@ -460,7 +460,7 @@ def _final_result(text: str) -> tuple[FinalKind, int | None, str | None] | None:
         return None
     error = FinalKind.CME_ERROR if match.group(1) == "CME" else FinalKind.CMS_ERROR
     detail = match.group(2).strip()
-    if detail.isdigit() and len(detail) <= 5:
+    if detail.isascii() and detail.isdigit() and len(detail) <= 5:
         return error, int(detail), None
     return error, None, detail or None
 

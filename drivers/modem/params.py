@@ -26,11 +26,17 @@ _MAX_QUOTED_VALUE: Final = 12
 _MAX_INT_DIGITS: Final = 12
 _INTEGER: Final = re.compile(r"[+-]?\d+", re.ASCII)
 _HEX: Final = re.compile(r"[0-9A-Fa-f]+", re.ASCII)
+_DIGITS: Final = re.compile(r"[0-9]+", re.ASCII)
 
 #: The placeholder Quectel (and others) write for a value they do not have.
 UNKNOWN_TEXT: Final = "-"
 
 _E = TypeVar("_E", bound=enum.Enum)
+
+
+def is_digits(text: str) -> bool:
+    """Whether ``text`` is one or more ASCII digits (``str.isdigit`` also accepts "²", "٣")."""
+    return _DIGITS.fullmatch(text) is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from typing import ClassVar, Final, Self, TypeVar
 
 from drivers.errors import ModemProtocolError, UsageError
 from drivers.modem.at_codec import AtCommand
-from drivers.modem.params import Params
+from drivers.modem.params import Params, is_digits
 from drivers.modem.ts27007 import Technology, parse_clock
 
 __all__ = [
@@ -185,7 +185,7 @@ class Iccid:
         value = params.text(0, "ICCID")
         if value[-1:] in ("F", "f"):
             value = value[:-1]
-        if not 18 <= len(value) <= 20 or not value.isdigit():
+        if not 18 <= len(value) <= 20 or not is_digits(value):
             raise params.error(0, "ICCID", "not 18 to 20 digits")
         return cls(value)
 
@@ -238,7 +238,7 @@ def _plmn_part(params: Params, index: int, name: str, digits: tuple[int, int]) -
     text = params.optional_text(index, name)
     if text is None:
         return None
-    if not text.isdigit() or not digits[0] <= len(text) <= digits[1]:
+    if not is_digits(text) or not digits[0] <= len(text) <= digits[1]:
         raise params.error(index, name, f"not {digits[0]} to {digits[1]} digits")
     return text
 
@@ -539,7 +539,7 @@ class NetworkInfo:
         params.expect_count("parameters", 4, 4)
         technology = _QNWINFO_TECHNOLOGY.get(access.rsplit(" ", 1)[-1])
         plmn = params.quoted(1, "oper")
-        if not (plmn.isdigit() and 5 <= len(plmn) <= 6):
+        if not (is_digits(plmn) and 5 <= len(plmn) <= 6):
             raise params.error(1, "oper", "not 5 or 6 digits")
         return cls(
             access,

@@ -24,7 +24,7 @@ from typing import Final, Self
 
 from drivers.errors import ModemProtocolError, UsageError
 from drivers.modem.at_codec import AtCommand
-from drivers.modem.params import Params
+from drivers.modem.params import Params, is_digits
 
 # ---------------------------------------------------------------------------
 # Enumerations
@@ -368,7 +368,7 @@ class Imei:
     def from_line(cls, line: str) -> Self:
         """Parse a bare ``<sn>`` line (Quectel) or ``+CGSN: "<sn>"``; 15 digits, Luhn-checked."""
         value = _bare_or_prefixed(line, "+CGSN")
-        if len(value) != 15 or not value.isdigit():
+        if len(value) != 15 or not is_digits(value):
             raise ModemProtocolError("+CGSN", "sn", "not 15 digits", 0)
         if not _luhn_ok(value):
             raise ModemProtocolError("+CGSN", "sn", "check digit does not match", 0)
@@ -391,7 +391,7 @@ class Imsi:
     def from_line(cls, line: str) -> Self:
         """Parse the bare ``<IMSI>`` line: 6 to 15 digits (TS 23.003 §2.2)."""
         value = _bare_or_prefixed(line, "+CIMI")
-        if not 6 <= len(value) <= 15 or not value.isdigit():
+        if not 6 <= len(value) <= 15 or not is_digits(value):
             raise ModemProtocolError("+CIMI", "IMSI", "not 6 to 15 digits", 0)
         return cls(value)
 
@@ -644,7 +644,7 @@ def _address(params: Params, index: int, name: str) -> IpAddress | None:
     parts = text.split(".")
     try:
         if len(parts) == 16:  # TS 27.007 §10.1.1: IPv6 as "a1.a2.….a16" (without +CGPIAF)
-            octets = bytes(int(part) for part in parts if part.isdigit() and len(part) <= 3)
+            octets = bytes(int(part) for part in parts if is_digits(part) and len(part) <= 3)
             if len(octets) != 16:
                 raise ValueError(name)
             address: IpAddress = ipaddress.IPv6Address(octets)
