@@ -34,7 +34,7 @@ def feed(codec: AtCodec, data: bytes) -> list[Event]:
     return list(codec.events())
 
 
-# -- commands -----------------------------------------------------------------------------
+# -- commands ------------------------------------------------------------------------------
 
 
 def test_send_returns_the_command_line_with_cr() -> None:
@@ -117,7 +117,7 @@ def test_bounds_are_checked() -> None:
     assert "max_buffered_bytes" == caught.value.argument
 
 
-# -- responses ------------------------------------------------------------------------------
+# -- responses -----------------------------------------------------------------------------
 
 
 def test_a_response_with_echo() -> None:
@@ -282,7 +282,7 @@ def test_call_events_while_idle_are_unsolicited() -> None:
     assert {RejectReason.STRAY_FINAL: 2} == codec.rejected
 
 
-# -- echo --------------------------------------------------------------------------------------
+# -- echo ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -317,7 +317,7 @@ def test_echo_is_recognised_only_before_the_response() -> None:
     ] == feed(codec, b"ATI\r\r\nQuectel\r\nATI\r\n")
 
 
-# -- identifiers -----------------------------------------------------------------------------
+# -- identifiers ---------------------------------------------------------------------------
 
 
 def test_sensitive_information_lines_are_redacted_in_repr() -> None:
@@ -332,7 +332,7 @@ def test_sensitive_information_lines_are_redacted_in_repr() -> None:
     assert IMSI not in repr(final)
 
 
-# -- timeouts and aborts -----------------------------------------------------------------------
+# -- timeouts and aborts -------------------------------------------------------------------
 
 
 def test_pending_exposes_the_deadline() -> None:
@@ -375,7 +375,7 @@ def test_send_ends_draining() -> None:
     assert codec.draining is None
 
 
-# -- bounds -------------------------------------------------------------------------------------
+# -- bounds --------------------------------------------------------------------------------
 
 
 def test_an_over_long_line_is_discarded_and_reported_once() -> None:

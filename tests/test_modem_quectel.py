@@ -51,7 +51,7 @@ SA_LINE = (
 )
 
 
-# -- builders --------------------------------------------------------------------------------
+# -- builders ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -105,7 +105,7 @@ def test_the_command_table() -> None:
     )
 
 
-# -- +QCCID --------------------------------------------------------------------------------------
+# -- +QCCID --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -136,7 +136,7 @@ def test_bad_qccid_is_never_named(line: str) -> None:
     assert "89490200" not in str(caught.value)
 
 
-# -- +QENG="servingcell" ---------------------------------------------------------------------------
+# -- +QENG="servingcell" -------------------------------------------------------------------
 
 
 def test_servingcell_lte() -> None:
@@ -314,7 +314,7 @@ def test_bad_servingcell(lines: list[str], field: str, position: int | None) -> 
     assert (field, position) == (caught.value.field, caught.value.position)
 
 
-# -- +QNWINFO ---------------------------------------------------------------------------------
+# -- +QNWINFO ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -351,7 +351,7 @@ def test_bad_qnwinfo() -> None:
     assert ("oper", 1) == (caught.value.field, caught.value.position)
 
 
-# -- +QLTS ----------------------------------------------------------------------------------------
+# -- +QLTS ---------------------------------------------------------------------------------
 
 
 def test_qlts_local() -> None:
@@ -389,7 +389,7 @@ def test_bad_qlts(line: str, field: str) -> None:
     assert field == caught.value.field
 
 
-# -- +QCFG="usbnet", +QNETDEVCTL -------------------------------------------------------------------
+# -- +QCFG="usbnet", +QNETDEVCTL -----------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -438,7 +438,7 @@ def test_bad_qnetdevctl() -> None:
     assert ("op", 0) == (caught.value.field, caught.value.position)
 
 
-# -- with the codec ----------------------------------------------------------------------------
+# -- with the codec ------------------------------------------------------------------------
 
 
 def test_codec_to_servingcell() -> None:
@@ -473,7 +473,7 @@ def test_codec_redacts_the_iccid() -> None:
     assert ICCID not in repr(line)
 
 
-# -- any line at all ----------------------------------------------------------------------------
+# -- any line at all -----------------------------------------------------------------------
 
 tokens = st.one_of(
     st.sampled_from(

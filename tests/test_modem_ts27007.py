@@ -51,7 +51,7 @@ def tz(hours: float) -> dt.timezone:
     return dt.timezone(dt.timedelta(hours=hours))
 
 
-# -- the tokenizer ---------------------------------------------------------------------------
+# -- the tokenizer -------------------------------------------------------------------------
 
 
 def test_params_split_quoted_and_omitted() -> None:
@@ -84,7 +84,7 @@ def test_params_refuse_broken_strings(line: str, field: str, position: int | Non
     assert (field, position) == (caught.value.field, caught.value.position)
 
 
-# -- builders --------------------------------------------------------------------------------
+# -- builders ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -151,7 +151,7 @@ def test_builders_refuse_bad_arguments(build: object, argument: str) -> None:
     assert argument == caught.value.argument
 
 
-# -- identification --------------------------------------------------------------------------
+# -- identification ------------------------------------------------------------------------
 
 
 def test_ati() -> None:
@@ -226,7 +226,7 @@ def test_bad_imsi_never_named() -> None:
     assert "26201987" not in str(caught.value)
 
 
-# -- SIM, operator, registration ---------------------------------------------------------------
+# -- SIM, operator, registration -----------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -392,7 +392,7 @@ def test_act_technology() -> None:
     assert Technology.GSM == AccessTechnology.GSM_EGPRS.technology
 
 
-# -- signal ---------------------------------------------------------------------------------
+# -- signal --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -466,7 +466,7 @@ def test_bad_cesq(line: str, field: str, position: int) -> None:
     assert (field, position) == (caught.value.field, caught.value.position)
 
 
-# -- packet data -------------------------------------------------------------------------------
+# -- packet data ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -524,7 +524,7 @@ def test_bad_address() -> None:
     assert ("PDP_addr_1", 1) == (caught.value.field, caught.value.position)
 
 
-# -- functionality and clock ---------------------------------------------------------------------
+# -- functionality and clock ---------------------------------------------------------------
 
 
 def test_cfun() -> None:
@@ -565,7 +565,7 @@ def test_bad_cclk(line: str, reason: str) -> None:
     assert ("time", reason) == (caught.value.field, caught.value.reason)
 
 
-# -- with the codec ----------------------------------------------------------------------------
+# -- with the codec ------------------------------------------------------------------------
 
 
 def test_codec_to_parser() -> None:
@@ -584,7 +584,7 @@ def test_codec_to_parser() -> None:
     assert codec.pending is None
 
 
-# -- any line at all ----------------------------------------------------------------------------
+# -- any line at all -----------------------------------------------------------------------
 
 PARSERS: list[tuple[str, Callable[[str], object]]] = [
     ("+CSQ", SignalQuality.from_line),

@@ -97,8 +97,8 @@ MAX_LINE_BYTES: Final = 1024
 #: (h11's DEFAULT_MAX_INCOMPLETE_EVENT_SIZE is 16 KiB for the same reason).
 MAX_BUFFERED_BYTES: Final = 16 * MAX_LINE_BYTES
 #: Information lines one response may carry. The longest answers we ask for are
-#: AT+CGDCONT? (one line per context; the RM5xx has up to 42 cids in use rarely beyond 8)
-#: and AT+QENG="neighbourcell" (a few dozen cells).
+#: AT+CGDCONT? (one line per defined context, a handful in practice) and
+#: AT+QENG="neighbourcell" (a few dozen cells).
 MAX_INFORMATION_LINES: Final = 64
 #: Longest command line we send, terminator excluded. V.250 §5.2.1 requires a modem to
 #: accept at least 40 characters; the longest we build (+CGDCONT with a 100-octet APN,
@@ -108,8 +108,9 @@ MAX_COMMAND_BYTES: Final = 512
 #: gives 300 ms for most queries; slow ones (+COPS=? 180 s, +CFUN 15 s) say theirs.
 DEFAULT_TIMEOUT_S: Final = 5.0
 
-#: Prefixes of the URCs a Quectel RM5xx emits with our configuration (TS 27.007 §7.2, §7.3,
-#: §8.2, §10.1.19; Quectel RG50xQ/RM5xxQ AT manual: +QIND, +QIURC, +QUSIM, +QNETDEVSTATUS).
+#: Prefixes of the URCs a Quectel RM5xx can emit (TS 27.007: registration §7.2, §10.1.20-22,
+#: +CPIN §8.3, +CFUN §8.2, +CGEV §10.1.19, time zone §7.30; Quectel RG50xQ/RM5xxQ AT
+#: manual: +QIND, +QIURC, +QUSIM, +QSIMSTAT, +QNETDEVCTL, +QNETDEVSTATUS).
 URC_PREFIXES: Final = frozenset(
     {
         "+CREG",
@@ -527,7 +528,7 @@ class AtCodec:
         self._overflow_bytes = 0
         self._stats = _Stats()
 
-    # -- state the adapter reads ----------------------------------------------------------
+    # -- state the adapter reads ---------------------------------------------------------------
 
     @property
     def pending(self) -> Pending | None:
@@ -559,7 +560,7 @@ class AtCodec:
         """Lines rejected so far, by reason (a copy)."""
         return dict(self._stats.rejected)
 
-    # -- sending ---------------------------------------------------------------------------
+    # -- sending -------------------------------------------------------------------------------
 
     def send(self, command: AtCommand | str, *, now: float) -> bytes:
         """Make ``command`` the pending command and return the bytes to write.
@@ -594,7 +595,7 @@ class AtCodec:
         self._draining = pending.command
         return pending.command
 
-    # -- receiving ---------------------------------------------------------------------------
+    # -- receiving -----------------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes read from the port; never raises for anything the modem sends."""
@@ -660,7 +661,7 @@ class AtCodec:
         else:
             self._enqueue(event, len(line) + _EVENT_OVERHEAD_BYTES)
 
-    # -- the URC rule ----------------------------------------------------------------------------
+    # -- the URC rule --------------------------------------------------------------------------
 
     def _classify(self, text: str) -> Event:
         final = _final_result(text)
@@ -717,7 +718,7 @@ class AtCodec:
             return text in self._bare_urcs
         return prefix in self._urc_prefixes
 
-    # -- the bounded queue ------------------------------------------------------------------
+    # -- the bounded queue ---------------------------------------------------------------------
 
     def _has_room(self, length: int) -> bool:
         """Room for an event of a ``length``-byte line (and the pending overflow report)."""
