@@ -40,7 +40,7 @@ import zstandard
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent import cose, derived_ids
-from agent.dictionaries import COMPRESSION_LEVEL, Dictionary
+from agent.dictionaries import BATCH_COMPRESSION_LEVEL, COMPRESSION_LEVEL, Dictionary
 from agent.errors import IntegrityError, RecordTooLargeError
 from agent.payload import CONTENT_TYPE as READING_CONTENT_TYPE
 
@@ -160,7 +160,7 @@ def build_batch(
     max_bytes: int,
     *,
     compress: bool | None = None,
-    level: int = COMPRESSION_LEVEL,
+    level: int = BATCH_COMPRESSION_LEVEL,
 ) -> Envelope:
     """A batch of the first readings of ``readings`` that fit: at most
     :data:`MAX_BATCH_READINGS`, a payload of at most :data:`MAX_DECOMPRESSED_BYTES` before
@@ -260,7 +260,7 @@ def _compress(payload: bytes, dictionary: Dictionary | None, level: int) -> byte
     signature covers the bytes), no dictionary id (the protected header names it)."""
     compressor = zstandard.ZstdCompressor(
         level=level,
-        dict_data=dictionary.zstd if dictionary is not None else None,
+        dict_data=dictionary.prepared(level) if dictionary is not None else None,
         write_checksum=False,
         write_content_size=True,
         write_dict_id=False,

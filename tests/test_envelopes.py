@@ -155,8 +155,8 @@ class TestBatch:
             canonical=True,
         )
         frame = zstandard.ZstdCompressor(
-            level=dictionaries.COMPRESSION_LEVEL,
-            dict_data=DICTIONARY.zstd,
+            level=dictionaries.BATCH_COMPRESSION_LEVEL,
+            dict_data=DICTIONARY.zstd_batch,
             write_checksum=False,
             write_dict_id=False,
         ).compress(payload)
