@@ -802,7 +802,7 @@ def _size_figures(rows: list[KindSizes], count: int, batches: int) -> dict[str, 
         "seed": SIZE_SEED,
         "singles_per_kind": count,
         "batches_per_size": batches,
-        "dictionary_id": 1,
+        "dictionary_id": DICTIONARY_ID,
         "kinds": {row.kind: asdict(row) for row in rows},
         "goals": goals,
         "all_goals_met": all(g["met"] for g in goals.values()),
@@ -913,7 +913,8 @@ def report(f: dict[str, Any], out: Callable[[str], None] = print) -> None:
     s = f["sizes"]
     out(
         f"envelope bytes per reading (seed {s['seed']}; singles: median/max of"
-        f" {s['singles_per_kind']}; batches: median of {s['batches_per_size']}), dictionary 1:"
+        f" {s['singles_per_kind']}; batches: median of {s['batches_per_size']}),"
+        f" dictionary {s['dictionary_id']}:"
     )
     header = "".join(
         f"{'b' + str(n) + ' plain':>10}{'b' + str(n) + ' dict':>9}" for n in BATCH_SIZES
