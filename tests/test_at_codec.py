@@ -444,6 +444,60 @@ def test_a_full_queue_drops_and_counts() -> None:
     assert codec.buffered_bytes == 0
 
 
+def test_dropped_lines_are_reported_before_the_next_event() -> None:
+    """Once the adapter drains some events, the QUEUE_FULL report precedes newer lines."""
+    codec = AtCodec(max_line_bytes=64, max_buffered_bytes=160)
+    codec.receive_data(b"+CEREG: 1\r\n" * 20)
+    first = codec.next_event()
+    assert UnsolicitedResult("+CEREG: 1", "+CEREG", True) == first
+    codec.receive_data(b"+CEREG: 5\r\n")
+    events = list(codec.events())
+    (overflow,) = [event for event in events if isinstance(event, LineRejected)]
+    assert UnsolicitedResult("+CEREG: 5", "+CEREG", True) == events[-1]
+    assert events.index(overflow) == len(events) - 2
+    assert 21 == codec.lines_received == 1 + len(events) - 1 + overflow.lines
+
+
+def test_rejections_count_even_when_the_queue_is_full() -> None:
+    """A garbage line arriving while the queue is exactly full is counted as dropped."""
+    # 96 bytes of queue: eight 10-byte lines cost 12 each and fill it to the byte.
+    codec = AtCodec(max_line_bytes=64, max_buffered_bytes=160)
+    codec.receive_data(b"+CEREG: 10\r\n" * 20 + b"\x00\r\n")
+    events = list(codec.events())
+    assert [UnsolicitedResult("+CEREG: 10", "+CEREG", True)] * 8 == events[:8]
+    assert [LineRejected(RejectReason.QUEUE_FULL, 13, 121)] == events[8:]
+    assert {RejectReason.QUEUE_FULL: 13} == codec.rejected
+    assert 21 == codec.lines_received
+
+
+@pytest.mark.parametrize(
+    ("arguments", "argument"),
+    [
+        ({"max_line_bytes": 8}, "max_line_bytes"),
+        ({"max_information_lines": 0}, "max_information_lines"),
+    ],
+)
+def test_codec_arguments_are_checked(arguments: dict[str, int], argument: str) -> None:
+    """Bounds too small to work are refused."""
+    with pytest.raises(UsageError) as caught:
+        AtCodec(**arguments)
+    assert argument == caught.value.argument
+
+
+@pytest.mark.parametrize(
+    ("arguments", "argument"),
+    [
+        ({"response_prefixes": ("CSQ",)}, "response_prefixes"),
+        ({"timeout_s": 0.0}, "timeout_s"),
+    ],
+)
+def test_command_arguments_are_checked(arguments: dict[str, object], argument: str) -> None:
+    """A prefix without its +, or a timeout of zero, is refused."""
+    with pytest.raises(UsageError) as caught:
+        AtCommand("AT+CSQ", **arguments)  # type: ignore[arg-type]
+    assert argument == caught.value.argument
+
+
 def test_the_modem_is_never_blamed_by_raising() -> None:
     """receive_data reports, it does not raise: DeviceError is for parsers, not framing."""
     codec = AtCodec()

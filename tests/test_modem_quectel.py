@@ -282,6 +282,23 @@ def test_servingcell_wcdma() -> None:
     )
 
 
+def test_servingcell_limited_service_without_plmn() -> None:
+    """LIMSRV on an LTE cell whose PLMN the modem does not report: '-' is None."""
+    cell = ServingCell.from_lines(
+        [LTE_LINE.replace('"NOCONN"', '"LIMSRV"').replace("311,480", "-,-")]
+    )
+    assert cell.lte is not None
+    assert (CellState.LIMSRV, None, None) == (cell.state, cell.lte.mcc, cell.lte.mnc)
+    assert not cell.registered
+
+
+def test_servingcell_gsm_is_reported_not_read() -> None:
+    """The RM5xx has no GSM; a GSM layout is reported as such without details."""
+    assert ServingCell(CellState.NOCONN, Technology.GSM) == ServingCell.from_lines(
+        ['+QENG: "servingcell","NOCONN","GSM",262,01,1A2B,C3D4,20,50,-75']
+    )
+
+
 @pytest.mark.parametrize("state", ["SEARCH", "LIMSRV"])
 def test_servingcell_without_a_cell(state: str) -> None:
     """Searching (or limited service with no cell): technology none."""

@@ -91,6 +91,16 @@ def test_params_refuse_broken_strings(line: str, field: str, position: int | Non
     ("command", "wire", "prefixes", "sensitive"),
     [
         (ts27007.ati(), b"ATI\r", (), False),
+        (ts27007.cgmi(), b"AT+CGMI\r", ("+CGMI",), False),
+        (ts27007.cgmm(), b"AT+CGMM\r", ("+CGMM",), False),
+        (ts27007.cpin_query(), b"AT+CPIN?\r", ("+CPIN",), False),
+        (ts27007.creg_query(), b"AT+CREG?\r", ("+CREG",), False),
+        (ts27007.c5greg_query(), b"AT+C5GREG?\r", ("+C5GREG",), False),
+        (ts27007.csq(), b"AT+CSQ\r", ("+CSQ",), False),
+        (ts27007.cgdcont_query(), b"AT+CGDCONT?\r", ("+CGDCONT",), False),
+        (ts27007.cgact_query(), b"AT+CGACT?\r", ("+CGACT",), False),
+        (ts27007.cgpaddr(), b"AT+CGPADDR\r", ("+CGPADDR",), False),
+        (ts27007.cclk_query(), b"AT+CCLK?\r", ("+CCLK",), False),
         (ts27007.cgmr(), b"AT+CGMR\r", ("+CGMR",), False),
         (ts27007.cgsn(), b"AT+CGSN\r", ("+CGSN",), True),
         (ts27007.cimi(), b"AT+CIMI\r", ("+CIMI",), True),
@@ -139,6 +149,8 @@ def test_slow_commands_carry_their_timeouts() -> None:
         (lambda: ts27007.cpin_enter("123"), "pin"),
         (lambda: ts27007.cgpaddr(0), "cid"),
         (lambda: ts27007.registration_urcs("+COPS", 2), "command"),
+        (lambda: ts27007.registration_urcs("+CEREG", 4), "n"),
+        (lambda: ts27007.cclk_set(dt.datetime(2100, 1, 1, tzinfo=dt.UTC)), "when"),
         (lambda: ts27007.cclk_set(dt.datetime(2026, 1, 1)), "when"),  # noqa: DTZ001
         (lambda: ts27007.cclk_set(dt.datetime(2026, 1, 1, tzinfo=tz(5.75 + 0.1))), "when"),
     ],
@@ -158,6 +170,43 @@ def test_ati() -> None:
     """Quectel's ATI: manufacturer, model, revision."""
     assert ProductIdentification("Quectel", "RM500Q-GL", "RM500QGLABR11A06M4G") == (
         ProductIdentification.from_lines(["Quectel", "RM500Q-GL", "Revision: RM500QGLABR11A06M4G"])
+    )
+
+
+def test_ati_too_short() -> None:
+    """Fewer than three lines is not Quectel's ATI."""
+    with pytest.raises(ModemProtocolError) as caught:
+        ProductIdentification.from_lines(["Quectel", "RM500Q-GL"])
+    assert ("ATI", "lines") == (caught.value.command, caught.value.field)
+
+
+def test_empty_text_value() -> None:
+    """An empty +CGMR answer is refused."""
+    with pytest.raises(ModemProtocolError) as caught:
+        ts27007.text_value('+CGMR: ""', "+CGMR")
+    assert "value" == caught.value.field
+
+
+def test_sensitive_params_never_quote_values() -> None:
+    """A line marked sensitive never has a value quoted in its errors; others do when short."""
+    with pytest.raises(ModemProtocolError) as caught:
+        Params.parse("+X: 123456", "+X", sensitive=True).integer(0, "id", 0, 9)
+    assert "out of range 0..9" == caught.value.reason
+    with pytest.raises(ModemProtocolError) as caught:
+        Params.parse("+X: 12", "+X").integer(0, "n", 0, 9)
+    assert "out of range 0..9 '12'" == caught.value.reason
+
+
+def test_hexadecimal() -> None:
+    """A required hexadecimal parameter, quoted or not."""
+    params = Params.parse('+X: "1A2B",ff', "+X")
+    assert (0x1A2B, 0xFF) == (params.hexadecimal(0, "a", 4), params.hexadecimal(1, "b", 2))
+    with pytest.raises(ModemProtocolError) as caught:
+        params.hexadecimal(0, "a", 2)
+    assert ("a", 0, "more than 2 hexadecimal digits") == (
+        caught.value.field,
+        caught.value.position,
+        caught.value.reason,
     )
 
 
@@ -368,6 +417,7 @@ def test_registration_states(stat: int, registration: Registration, registered: 
         ("+CEREG: 2,x", "stat", 1),
         ("+COPS: 0,0,Telekom,7", "oper", 2),
         ("+COPS: 9", "mode", 0),
+        ("+COPS: 0,0", "oper", 2),
     ],
 )
 def test_bad_registration_lines_name_field_and_position(
@@ -517,10 +567,18 @@ def test_cgpaddr(line: str, addresses: tuple[object, ...]) -> None:
     assert addresses == PdpAddress.from_line(line).addresses
 
 
-def test_bad_address() -> None:
+@pytest.mark.parametrize(
+    "address",
+    [
+        "10.0.0.300",
+        "32.1.13.184.0.0.0.0.0.0.0.0.0.0.0.256",
+        ".".join(["1"] * 32),
+    ],
+)
+def test_bad_address(address: str) -> None:
     """An address that is not one is refused, naming the parameter."""
     with pytest.raises(ModemProtocolError) as caught:
-        PdpAddress.from_line('+CGPADDR: 1,"10.0.0.300"')
+        PdpAddress.from_line(f'+CGPADDR: 1,"{address}"')
     assert ("PDP_addr_1", 1) == (caught.value.field, caught.value.position)
 
 
