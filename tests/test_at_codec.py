@@ -498,6 +498,14 @@ def test_command_arguments_are_checked(arguments: dict[str, object], argument: s
     assert argument == caught.value.argument
 
 
+@pytest.mark.parametrize("line", [b"A\n", b"OK\r\n", b"\x00\n", b"+CEREG: 1\r\n"])
+def test_a_4_kib_read_never_fills_the_default_queue(line: bytes) -> None:
+    """Drained after every 4 KiB read, the default queue never drops a line."""
+    codec = AtCodec()
+    codec.receive_data(line * (4096 // len(line)))
+    assert RejectReason.QUEUE_FULL not in codec.rejected
+
+
 def test_the_modem_is_never_blamed_by_raising() -> None:
     """receive_data reports, it does not raise: DeviceError is for parsers, not framing."""
     codec = AtCodec()

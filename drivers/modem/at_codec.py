@@ -67,6 +67,10 @@ Bounds (nothing grows with what the modem sends):
 - the partial line plus queued events never exceed ``max_buffered_bytes``; lines arriving
   while the queue is full (an adapter that does not call :meth:`AtCodec.next_event`) are
   dropped and counted, then reported as one :attr:`RejectReason.QUEUE_FULL` rejection.
+  A dropped line does not advance the state: a dropped final result code leaves its
+  command pending until the adapter's timeout. An adapter that drains the events after
+  every read of at most 4 KiB never fills the default queue (15 KiB: a queued line costs
+  its length plus 2 bytes, at most 1.5 times what it took on the wire).
 
 ``receive_data`` never raises for anything the modem sends.
 
@@ -511,7 +515,6 @@ class AtCodec:
         if max_information_lines < 1:
             raise UsageError("max_information_lines", "must be at least 1")
         self._max_line = max_line_bytes
-        self._max_buffered = max_buffered_bytes
         # The queue may hold what the partial line cannot be using.
         self._max_queued = max_buffered_bytes - max_line_bytes
         self._max_information_lines = max_information_lines
