@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 
 from drivers.errors import DeviceError, ModemProtocolError, UsageError
 from drivers.modem import ts27007
-from drivers.modem.at_codec import AtCodec, AtCommand, FinalResult, InformationLine
+from drivers.modem.at_codec import (
+    AtCodec,
+    AtCommand,
+    FinalResult,
+    InformationLine,
+    UnsolicitedResult,
+)
 from drivers.modem.params import Param, Params
 from drivers.modem.ts27007 import (
     AccessTechnology,
@@ -640,6 +646,33 @@ def test_codec_to_parser() -> None:
     assert isinstance(final, FinalResult)
     assert final.ok
     assert codec.pending is None
+
+
+# -- URCs -----------------------------------------------------------------------------------
+
+
+def test_typed_urcs_from_the_codec() -> None:
+    """Boot and registration URCs, as the codec reports them, become typed values."""
+    codec = AtCodec()
+    codec.receive_data(
+        b'\r\nRDY\r\n\r\n+CFUN: 1\r\n\r\n+CPIN: READY\r\n\r\n+CEREG: 5,"1A2B","01A2D001",7\r\n'
+        b"\r\n+QIND: PB DONE\r\n"
+    )
+    urcs = [event for event in codec.events() if isinstance(event, UnsolicitedResult)]
+    assert [
+        None,
+        FunctionalityStatus(1),
+        PinStatus("READY"),
+        RegistrationStatus("+CEREG", 5, None, 0x1A2B, 0x01A2D001, AccessTechnology.E_UTRAN),
+        None,
+    ] == [ts27007.parse_unsolicited(urc) for urc in urcs]
+
+
+def test_malformed_urc() -> None:
+    """A registration URC with a bad <stat> is the modem's fault."""
+    with pytest.raises(ModemProtocolError) as caught:
+        ts27007.parse_unsolicited(UnsolicitedResult("+CEREG: x", "+CEREG", True))
+    assert ("stat", 0) == (caught.value.field, caught.value.position)
 
 
 # -- any line at all -----------------------------------------------------------------------

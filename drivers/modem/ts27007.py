@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Final, Self
 
 from drivers.errors import ModemProtocolError, UsageError
-from drivers.modem.at_codec import AtCommand
+from drivers.modem.at_codec import AtCommand, UnsolicitedResult
 from drivers.modem.params import Params, is_digits
 
 # ---------------------------------------------------------------------------
@@ -810,3 +810,27 @@ class ClockTime:
         params = Params.parse(line, "+CCLK")
         params.expect_count("parameters", 1, 1)
         return cls(parse_clock(params.quoted(0, "time"), "+CCLK", "time"))
+
+
+# ---------------------------------------------------------------------------
+# Unsolicited result codes
+# ---------------------------------------------------------------------------
+
+TypedUrc = RegistrationStatus | PinStatus | FunctionalityStatus
+
+
+def parse_unsolicited(event: UnsolicitedResult) -> TypedUrc | None:
+    """The typed value of a TS 27.007 URC: registration (+CREG, +CGREG, +CEREG, +C5GREG, in
+    their URC form, without ``<n>``), ``+CPIN: <code>`` and ``+CFUN: <fun>`` (both sent after
+    boot); None for any other URC.
+
+    Raises:
+        ModemProtocolError: the URC is one of these and malformed.
+    """
+    if event.prefix in _REGISTRATION_LAYOUT:
+        return RegistrationStatus.from_line(event.text, unsolicited=True)
+    if event.prefix == "+CPIN":
+        return PinStatus.from_line(event.text)
+    if event.prefix == "+CFUN":
+        return FunctionalityStatus.from_line(event.text)
+    return None
