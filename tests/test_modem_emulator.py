@@ -331,6 +331,18 @@ class TestDataCall:
         assert info(b"+CGACT: 1,0") == at(port, "AT+CGACT?")
         assert frozenset() == modem.state.active_contexts
 
+    def test_losing_the_network_drops_the_call(
+        self, modem: EmulatedModem, port: serial.Serial
+    ) -> None:
+        """Registration lost: the call ends with +CGEV; the radio turned off: silently."""
+        assert OK == at(port, "AT+CGACT=1,1")
+        modem.state.set_registration(Registration.SEARCHING)
+        assert b"+CGEV: NW PDN DEACT 1" == read_line(port)
+        modem.state.set_registration(Registration.HOME)
+        assert OK == at(port, "AT+CGACT=1,1")
+        assert OK == at(port, "AT+CFUN=0")
+        assert info(b"+CGACT: 1,0") == at(port, "AT+CGACT?")
+
     def test_wrong_apn_on_lte_denies_registration(self, port: serial.Serial) -> None:
         """LTE attaches with context 1's APN: a wrong one is refused at the next attach."""
         assert OK == at(port, 'AT+CGDCONT=1,"IP","wrong.apn"')

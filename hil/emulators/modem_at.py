@@ -66,7 +66,9 @@ Decisions where the documents leave room (each one place, here):
 - Text not starting with ``AT`` is ignored (no answer), as modules ignore line noise.
 - The data call drop URC is ``+CGEV: NW PDN DEACT <cid>`` (27.007 §10.1.19) while
   +CGEREP's mode is not 0 (starts at 1 here), and ``+QNETDEVSTATUS: 0`` when +QNETDEVCTL
-  asked for URCs.
+  asked for URCs; it comes when the network ends the call (:meth:`ModemState.drop_data_call`)
+  or the registration is lost, not when the host deactivates or turns the radio off (no
+  ``ME`` events are sent).
 
 Thread safety: every public method takes the state's lock (an ``RLock`` the pseudo-terminal
 runner shares), so a test thread may script the state while the emulator's thread answers.
@@ -79,6 +81,7 @@ from __future__ import annotations
 import enum
 import math
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -96,6 +99,9 @@ at least 80; a longer line is discarded as it arrives and answered ERROR when it
 MAX_PENDING_OUTPUT_BYTES: Final = 64 * 1024
 """Unsolicited output waiting for the runner; beyond it new output is dropped and counted (a
 module whose host does not read loses URCs the same way)."""
+MAX_LOGGED_COMMANDS: Final = 100_000
+"""The command record keeps the latest lines (a soak's record stays bounded); the counters
+count them all."""
 PIN_ATTEMPTS: Final = 3
 PUK_ATTEMPTS: Final = 10
 
@@ -520,7 +526,7 @@ class ModemState:
         self._pending = bytearray()
         self._interleave: list[str] = []
         self._swallow: list[tuple[str | None, int]] = []
-        self._log: list[str] = []
+        self._log: deque[str] = deque(maxlen=MAX_LOGGED_COMMANDS)
         self._counters = Counters()
         self._insert_sim(sim)
 
@@ -528,7 +534,8 @@ class ModemState:
 
     @property
     def commands(self) -> list[str]:
-        """Every command line received, in order, as sent (without its CR)."""
+        """The command lines received (the latest :data:`MAX_LOGGED_COMMANDS`), in order, as
+        sent (without their CR)."""
         with self.lock:
             return list(self._log)
 
@@ -915,9 +922,9 @@ class ModemState:
             yield
             if reattach and self._powered:
                 self._attach()
-            if not self._registered():
+            if not self._registered():  # lost by the network's doing, or the radio off
                 for cid in sorted(self._session.active):
-                    self._deactivate(cid, by_network=True)
+                    self._deactivate(cid, by_network=self._session.cfun == 1)
             elif self._session.nitz_at is None:
                 self._session.nitz_at = self._utc_now()
             after = self._registration_snapshot()
