@@ -1,6 +1,6 @@
 """What the publisher sends next: fresh before backfill, batches for a backlog (sans-I/O).
 
-The publisher (agent/publisher.py) reads the outbox in two *lanes* and asks this module what
+The publisher (agent/publisher.py) reads the outbox in three *lanes* and asks this module what
 to send next; nothing here touches the disk, the network or a clock.
 
 Lanes (:func:`lane_of`):
@@ -10,18 +10,19 @@ Lanes (:func:`lane_of`):
   connection the publisher reads where the fresh lane begins (:meth:`agent.outbox.Outbox.
   fresh_from`: the oldest seq of the newest run of pending records stored within the window,
   else the next seq to be stored), so every seq from there on is fresh;
-- **backfill**: everything older (what piled up while the link was down).
+- **backfill**: everything older (what piled up while the link was down);
+- **urgent**: backfill readings whose values crossed an alert limit when they were stored
+  (agent/urgency.py): sent before the rest of the backlog, right after the fresh lane, and
+  never held by the byte budget. Which seqs are urgent is kept in memory only (the publisher's
+  :meth:`~agent.publisher.Publisher.mark_urgent`, at most :data:`URGENT_MAX`), never on disk:
+  an "abnormal" mark beside a sealed record would be a health fact stored in the clear. After a
+  restart they are backfill again, sent in their turn.
 
-The fresh lane is always served first: the publisher looks at it again after every envelope
-it hands on when something was stored meanwhile, so a reading taken during a long drain waits
-for at most the envelopes already in flight. Backfill waits for the byte budget
-(agent/budget.py); the fresh lane never does.
-
-Readings flagged *abnormal* would belong in the fresh lane too (issue 9: "fresh readings and
-readings flagged abnormal go before backfill"); nothing a stored record carries says so today
-(the FHIR ``interpretation`` the normalizers write says a value is implausible or a
-measurement questionable, not that it is outside a patient's range), so :func:`lane_of` takes
-a ``flagged`` argument the publisher passes as False until ingest stores such a marker.
+The fresh lane is always served first, then the urgent one, then backfill: the publisher
+looks at the fresh lane again after every envelope it hands on when something was stored
+meanwhile, so a reading taken during a long drain waits for at most the envelopes already in
+flight. Backfill waits for the byte budget (agent/budget.py); the fresh and urgent lanes never
+do.
 
 Units (:func:`next_unit`): within a lane, in seq order, a lane that holds at least
 :data:`BATCH_MIN` batchable readings waiting is sent in batches of up to ``batch_max``
@@ -66,15 +67,22 @@ SOLO_MAX: Final = 10_000
 batch again: a batch that fails is split again, so forgetting costs bytes, never a reading)."""
 
 
+URGENT_MAX: Final = 1_000
+"""Urgent seqs remembered; past it the oldest are forgotten (sent in their turn)."""
+
+
 class Lane(enum.Enum):
+    URGENT = "urgent"
     FRESH = "fresh"
     BACKFILL = "backfill"
 
 
-def lane_of(seq: int, fresh_from: int, *, flagged: bool = False) -> Lane:
-    """The lane of record ``seq`` when the fresh lane begins at ``fresh_from``. ``flagged``:
-    the record says it is abnormal (the hook for ingest's marker; False today)."""
-    return Lane.FRESH if flagged or seq >= fresh_from else Lane.BACKFILL
+def lane_of(seq: int, fresh_from: int, *, urgent: bool = False) -> Lane:
+    """The lane of record ``seq`` when the fresh lane begins at ``fresh_from``. ``urgent``:
+    its values crossed an alert limit (agent/urgency.py); a fresh one stays fresh."""
+    if seq >= fresh_from:
+        return Lane.FRESH
+    return Lane.URGENT if urgent else Lane.BACKFILL
 
 
 def is_fresh_at(created_at: float, window_start: float) -> bool:
@@ -190,6 +198,7 @@ __all__ = [
     "FRESH_WINDOW_S",
     "READ_MORE",
     "SOLO_MAX",
+    "URGENT_MAX",
     "Candidate",
     "Lane",
     "SoloSet",

@@ -106,6 +106,7 @@ from agent.sealing import Sealer
 from agent.security import SecurityEvent, load_platform_key
 from agent.storage import StorageThread
 from agent.uplink import DISCONNECT_TIMEOUT_S, Uplink, UplinkSettings
+from agent.urgency import is_urgent
 
 log = structlog.get_logger(__name__)
 
@@ -329,6 +330,10 @@ class Hub:
         ``[platform] cert_file``."""
         self.uplink: Uplink | None = None
         self._uncommitted: dict[str, _Uncommitted] = {}
+        self._urgent_stored: list[int] = []
+        """Seqs of the last stored batch whose values crossed an alert limit
+        (agent/urgency.py): written by :meth:`_store_batch` on the storage thread, read by
+        :meth:`_report` on the loop once the call returned."""
         """Per device label: readings queued and not yet committed (see :meth:`_session`)."""
         """The MQTT uplink while the hub runs (its ``stats`` and ``wait_until``)."""
         self._storage: tuple[StorageThread, Outbox] | None = None
@@ -758,6 +763,7 @@ class Hub:
         cfg = self.cfg
         fates: list[Fate | None] = []
         items: list[Item] = []
+        urgent: list[bool] = []
         for arrival in arrivals:
             if self._shed_continuous(outbox, arrival):
                 fates.append(Shed(outbox.level))
@@ -785,8 +791,17 @@ class Hub:
                     functools.partial(_conflict_envelope, prepared, signer),
                 )
             )
+            urgent.append(is_urgent(prepared.bundle))
             fates.append(None)
-        outcomes = iter(commit_batch(outbox, items))
+        committed = commit_batch(outbox, items)
+        self._urgent_stored = [
+            outcome.seq
+            for outcome, flagged in zip(committed, urgent, strict=True)
+            if flagged
+            and outcome.seq is not None
+            and outcome.status in (Status.STORED, Status.CONFLICT)
+        ]
+        outcomes = iter(committed)
         return [fate if fate is not None else next(outcomes) for fate in fates]
 
     def _report(self, arrivals: Sequence[Arrival], fates: Sequence[Fate]) -> None:
@@ -838,8 +853,14 @@ class Hub:
                 uncommitted.done()
             if self._observer is not None:
                 self._observer.stored(arrival, fate)
-        if stored_any and self._publisher is not None:
-            self._publisher.wake()
+        urgent, self._urgent_stored = self._urgent_stored, []
+        if urgent:  # the seqs, never the values
+            log.info("measurements_urgent", count=len(urgent), first_seq=urgent[0])
+        if self._publisher is not None:
+            if urgent:
+                self._publisher.mark_urgent(urgent)
+            if stored_any:
+                self._publisher.wake()
         if self.platform is not None:  # a low battery, the outbox's quota level
             self.platform.after_commit(
                 [

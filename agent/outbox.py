@@ -904,23 +904,60 @@ class Outbox:
                 ).fetchall()
             except sqlite3.Error as exc:
                 raise _storage_error(self.path, "pending_after", exc) from exc
-            for seq, klass, sealed, created_at, attempts in rows:
-                try:
-                    kind, body = _open_record(self._sealer, self.hub_id, seq, klass, sealed)
-                except (IntegrityError, ValueError):
-                    bad.append(seq)
-                    continue
-                good.append(OutboxRecord(seq, kind, body, created_at, attempts))
+            self._open_rows(rows, good, bad)
             if len(rows) < want:
                 break
             cursor = rows[-1][0]
+        self._set_damaged(bad)
+        return good
+
+    def pending_in(self, seqs: Sequence[int]) -> list[OutboxRecord]:
+        """The pending records among ``seqs`` (at most :data:`MAX_BATCH`), oldest first,
+        opened; a record that does not open is set aside as :meth:`pending_after` does."""
+        wanted = sorted(set(seqs))
+        if len(wanted) > MAX_BATCH:
+            raise ValueError(f"at most {MAX_BATCH} seqs")
+        if not wanted:
+            return []
+        conn = self._connection("pending_in")
+        marks = ",".join("?" * len(wanted))
+        try:
+            rows = conn.execute(
+                "SELECT seq, class, sealed, created_at, attempts FROM records "  # noqa: S608 - only placeholders
+                f"WHERE state = 'pending' AND seq IN ({marks}) ORDER BY seq",
+                wanted,
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise _storage_error(self.path, "pending_in", exc) from exc
+        good: list[OutboxRecord] = []
+        bad: list[int] = []
+        self._open_rows(rows, good, bad)
+        self._set_damaged(bad)
+        return good
+
+    def _open_rows(
+        self,
+        rows: Sequence[tuple[int, str, bytes, float, int]],
+        good: list[OutboxRecord],
+        bad: list[int],
+    ) -> None:
+        """Open each row into ``good``; the seqs of those that do not open into ``bad``."""
+        for seq, klass, sealed, created_at, attempts in rows:
+            try:
+                kind, body = _open_record(self._sealer, self.hub_id, seq, klass, sealed)
+            except (IntegrityError, ValueError):
+                bad.append(seq)
+                continue
+            good.append(OutboxRecord(seq, kind, body, created_at, attempts))
+
+    def _set_damaged(self, bad: Sequence[int]) -> None:
+        """Set aside records that do not open (kept for forensics, never sent), logged."""
         if bad:
             with self._transaction("set_damaged") as conn:
                 conn.executemany(
                     "UPDATE records SET state = 'damaged' WHERE seq = ?", [(s,) for s in bad]
                 )
             log.error("outbox_record_damaged", path=str(self.path), seqs=bad[:10], count=len(bad))
-        return good
 
     def mark_refused(self, seq: int, rc: int | None) -> bool:
         """The platform refused record ``seq`` for good: keep it, never send it again on

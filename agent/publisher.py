@@ -75,7 +75,7 @@ import itertools
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -85,6 +85,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from agent.batching import (
     BATCH_MAX_READINGS,
     FRESH_WINDOW_S,
+    URGENT_MAX,
     Candidate,
     Lane,
     SoloSet,
@@ -295,6 +296,9 @@ class Publisher:
         """Monotonic time the budget's state was last written (None: not since start)."""
         self._solo = SoloSet()
         """Readings to send singly: of split batches, or not plain readings."""
+        self._urgent: dict[int, None] = {}
+        """Seqs whose values crossed an alert limit (agent/urgency.py), oldest first, at most
+        :data:`~agent.batching.URGENT_MAX`: in memory only (agent/batching.py)."""
         if refusal_retry_s <= 0 or max_transient_refusals < 1:
             raise ValueError("refusal_retry_s must be > 0 and max_transient_refusals >= 1")
         self._refusal_retry_s = refusal_retry_s
@@ -353,6 +357,19 @@ class Publisher:
     def wake(self) -> None:
         """New records were stored: look again."""
         self._wake.set()
+
+    def mark_urgent(self, seqs: Iterable[int]) -> None:
+        """Stored readings whose values crossed an alert limit: if they are backfill, they go
+        before the rest of it (agent/batching.py, lane *urgent*)."""
+        for seq in seqs:
+            self._urgent[seq] = None
+        while len(self._urgent) > URGENT_MAX:
+            del self._urgent[next(iter(self._urgent))]
+
+    @property
+    def urgent_pending(self) -> int:
+        """Urgent seqs remembered (sent ones are forgotten at the next connection)."""
+        return len(self._urgent)
 
     def stop(self) -> None:
         """Publish nothing new; :meth:`run` returns once in-flight work is settled."""
@@ -449,8 +466,11 @@ class Publisher:
         if fresh_from is None:
             return  # the disk failed (logged, waited): try again with the next pass
         fresh = _LaneState(Lane.FRESH, fresh_from - 1, None)
+        urgent = _LaneState(Lane.URGENT, 0, fresh_from)
+        # The oldest READ_BATCH of them: more go with the backfill, in their turn.
+        urgent.among = tuple(seq for seq in self._urgent if seq < fresh_from)[:READ_BATCH]
         backfill = _LaneState(Lane.BACKFILL, 0, fresh_from)
-        lanes = (fresh, backfill)
+        lanes = (fresh, urgent, backfill)
         try:
             while self.uplink.connected.is_set() and not self.stopping:
                 if self._rescan:
@@ -562,6 +582,15 @@ class Publisher:
 
     async def _fill(self, lane: _LaneState) -> bool:
         """Read the lane's next records; False on a storage error."""
+        if lane.among is not None:
+            records = await self._read_among(lane.among)
+            if records is None:
+                return False
+            lane.add_all(records)
+            # What is no longer pending was delivered: forgotten.
+            for seq in set(lane.among) - {r.seq for r in records}:
+                self._urgent.pop(seq, None)
+            return True
         if lane.prefetch is not None:
             records, lane.prefetch = await lane.prefetch, None
         else:
@@ -728,6 +757,14 @@ class Publisher:
         while not self.stopping:
             self._wake.clear()
             await self._wake.wait()
+
+    async def _read_among(self, seqs: Sequence[int]) -> list[OutboxRecord] | None:
+        try:
+            return await self.storage.call_low(self.outbox.pending_in, seqs)
+        except StorageError as exc:
+            self._storage_failed(exc)
+            await asyncio.sleep(STORAGE_RETRY_S)
+            return None
 
     async def _read(self, cursor: int) -> list[OutboxRecord] | None:
         try:
@@ -1062,6 +1099,8 @@ class _LaneState:
         self.waiting: deque[OutboxRecord] = deque()
         self.exhausted = False
         self.prefetch: asyncio.Future[list[OutboxRecord] | None] | None = None
+        self.among: tuple[int, ...] | None = None
+        """The urgent lane's seqs (read by seq, all at once); None: read by cursor."""
 
     def reset(self) -> None:
         """Read again from the start (a rescan), dropping what was read."""
@@ -1085,6 +1124,11 @@ class _LaneState:
                 self._cancel_prefetch()
                 break
             self.waiting.append(record)
+
+    def add_all(self, records: Sequence[OutboxRecord]) -> None:
+        """Everything the lane holds, read at once (the urgent lane)."""
+        self.waiting.extend(records)
+        self.exhausted = True
 
     def drop_unsendable(self, sendable: Callable[[int], bool]) -> None:
         if any(not sendable(r.seq) for r in self.waiting):

@@ -34,7 +34,8 @@ def test_fresh_boundary() -> None:
     assert Lane.FRESH == lane_of(103, 103)
     assert Lane.BACKFILL == lane_of(102, 103)
     # The hook for readings flagged abnormal (nothing flags them yet).
-    assert Lane.FRESH == lane_of(5, 103, flagged=True)
+    assert Lane.URGENT == lane_of(5, 103, urgent=True)
+    assert Lane.FRESH == lane_of(105, 103, urgent=True)
 
 
 def test_few_go_singly_more_in_batches() -> None:

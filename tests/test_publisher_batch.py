@@ -126,7 +126,13 @@ async def _receiver(
 
 @contextlib.asynccontextmanager
 async def _publishing(
-    rig: Rig, pki: DevPki, broker: Broker, *, ack: AckMode = AckMode.RECEIPT, **args: Any
+    rig: Rig,
+    pki: DevPki,
+    broker: Broker,
+    *,
+    ack: AckMode = AckMode.RECEIPT,
+    urgent: Sequence[int] = (),
+    **args: Any,
 ) -> AsyncIterator[tuple[Publisher, _Uplink]]:
     uplink = _Uplink(uplink_settings(pki, broker.port, backoff_max_s=0.2))
     uplink.sizes = []
@@ -141,6 +147,7 @@ async def _publishing(
         signer=rig.signer,
         **args,
     )
+    publisher.mark_urgent(urgent)  # as the daemon does when it stores them
     async with asyncio.TaskGroup() as tg:
         tg.create_task(uplink.run(), name="test.uplink")
         running = tg.create_task(publisher.run(), name="test.publisher")
@@ -296,6 +303,32 @@ async def test_fresh_reading_goes_before_the_remaining_backfill(
     assert position <= 100, position
     assert len(arrivals) - position - 1 >= 200
     assert publisher.stats.envelopes <= 300 // 50 + 2
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "dictionary_1"])
+async def test_urgent_backfill_goes_before_the_rest_of_the_backlog(
+    rig: Rig, dev_pki: DevPki, broker: Broker, compressed: bool
+) -> None:
+    """Readings past an alert limit (agent/urgency.py), stored while the link was down, go
+    first; the backlog follows, each reading once; the urgent ones are then forgotten."""
+    backlog = await rig.store(200, 0)
+    urgent = [backlog[150], backlog[199], backlog[7]]
+    arrivals: list[int] = []
+
+    async def consumer(reading: VerifiedReading) -> None:
+        arrivals.append(reading.seq)
+
+    dictionary = (lambda: DICTIONARY) if compressed else None
+    async with _receiver(dev_pki, broker.port, consumer=consumer) as receiver:
+        async with _publishing(
+            rig, dev_pki, broker, window=1, urgent=urgent, dictionary=dictionary
+        ) as (publisher, _uplink):
+            assert 3 == publisher.urgent_pending
+            async with asyncio.timeout(TIMEOUT_S):
+                await rig.until_delivered(backlog)
+        _drain(receiver)
+    assert sorted(urgent) == arrivals[:3]  # singly (fewer than a batch), oldest first
+    assert sorted(backlog) == sorted(arrivals)
 
 
 # ---------------------------------------------------------------------------
