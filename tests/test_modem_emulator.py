@@ -56,7 +56,7 @@ REPO: Final = Path(__file__).resolve().parents[1]
 
 LTE_NOCONN: Final = (
     b'+QENG: "servingcell","NOCONN","LTE","FDD",001,01,1A2B3C4,101,1850,3,5,5,1A2B,'
-    b"-90,-10,-60,18,0,-32768,37"
+    b"-90,-10,-60,15,0,-32768,37"
 )
 
 
@@ -185,7 +185,7 @@ class TestIdentityAndBasics:
 
 class TestRadio:
     def test_lte(self, port: serial.Serial) -> None:
-        """LTE: one servingcell line, SINR as (dB + 20) / 2, CSQ and CESQ indexes."""
+        """LTE: one servingcell line, SINR in dB, CSQ and CESQ indexes."""
         assert info(LTE_NOCONN) == at(port, 'AT+QENG="servingcell"')
         assert info(b"+CSQ: 26,99") == at(port, "AT+CSQ")
         assert info(b"+CESQ: 99,99,255,255,20,51,255,255,255") == at(port, "AT+CESQ")
@@ -202,7 +202,7 @@ class TestRadio:
         )
         assert info(
             b'+QENG: "servingcell","NOCONN"',
-            b'+QENG: "LTE","FDD",001,01,1A2B3C4,101,1850,3,5,5,1A2B,-90,-10,-60,18,0,-32768,37',
+            b'+QENG: "LTE","FDD",001,01,1A2B3C4,101,1850,3,5,5,1A2B,-90,-10,-60,15,0,-32768,37',
             b'+QENG: "NR5G-NSA",001,01,202,-85,20,-11,633984,78,12,1',
         ) == at(port, 'AT+QENG="servingcell"')
         assert info(b'+COPS: 0,0,"HomeHub Test",13') == at(port, "AT+COPS?")
@@ -232,7 +232,7 @@ class TestRadio:
         assert info(b"+CSQ: 11,99") == at(port, "AT+CSQ")
         assert info(
             b'+QENG: "servingcell","NOCONN","LTE","FDD",001,01,1A2B3C4,101,1850,3,5,5,1A2B,'
-            b"-115,-16,-91,9,0,-32768,12"
+            b"-115,-16,-91,-2,0,-32768,12"
         ) == at(port, 'AT+QENG="servingcell"')
 
     @pytest.mark.parametrize(
@@ -244,7 +244,7 @@ class TestRadio:
             (cesq_ss_rsrp, [(-157, 0), (-156, 1), (-31, 126)]),
             (cesq_ss_rsrq, [(-44, 0), (-43, 1), (20, 127)]),
             (cesq_ss_sinr, [(-24, 0), (-23, 1), (40, 127)]),
-            (qeng_lte_sinr, [(-25, 0), (-20, 0), (0, 10), (15, 18), (30, 25), (35, 25)]),
+            (qeng_lte_sinr, [(-25, -20), (-20, -20), (0, 0), (15, 15), (30, 30), (35, 30)]),
         ],
     )  # fmt: skip
     def test_index_mappings(self, function: object, expected: list[tuple[float, int]]) -> None:

@@ -12,9 +12,14 @@ Conventions of these answers:
 - ``-`` stands for a value the modem does not have in its current state, and so does
   -32768 in numeric fields (the NR5G-NSA line before the NR leg is up): both become None.
 - RSRP and RSSI are in dBm, RSRQ and SINR in dB, as integers, for LTE and NR alike.
-  SINR is taken as dB as printed (field captures show e.g. SINR 25 beside RSRQ -7 dB), not
-  in the EC2x family's 1/5-dB scale (0..250 → -20..30 dB); to be confirmed against the
-  manual revision of the firmware in use. ``tx_power`` is in 0.1 dBm (captures: 100, -190).
+  SINR is dB as printed, LTE included: not Qualcomm QMI's 1/5-dB index (0..250 → -20..30
+  dB), nor the ``dB = (1/5)·X·10 − 20`` index an earlier reading of the Network Application
+  Note §3.2.2 took from it. Published RM5xxQ transcripts settle it: the LTE <SINR> of
+  +QENG equals the RSSNR (dB) +QCAINFO prints for the same PCC in the same second (a
+  RouterOS log: ``…,D17,-104,-9,-77,18,…`` beside ``+QCAINFO: "pcc",476,50,"LTE BAND
+  1",1,189,-104,-9,-77,18``), weak cells print negative values (``…,-124,-16,-91,-5,3``),
+  and Quectel documents the same measurement as dB in ``+QIND: "SQI"`` (range -20..30 dB).
+  The emulator (hil/emulators/modem_at.py) sends it the same way. ``tx_power`` is in 0.1 dBm (captures: 100, -190).
 - Bandwidths are indices: LTE 0..5 → 1.4, 3, 5, 10, 15, 20 MHz; NR 0..14 → 5, 10, 15, 20,
   25, 30, 40, 50, 60, 70, 80, 90, 100, 200, 400 MHz. NR ``<scs>`` 0..4 → 15·2ⁿ kHz.
 - Cell identities and TACs are hexadecimal, MCC and MNC decimal strings (an MNC keeps its

@@ -37,9 +37,15 @@ Sources (cited per command below):
     NR5G-SA:  +QENG: "servingcell",<state>,"NR5G-SA",<duplex_mode>,<MCC>,<MNC>,<cellID>,<PCID>,
                      <TAC>,<ARFCN>,<band>,<NR_DL_bandwidth>,<RSRP>,<RSRQ>,<SINR>,<scs>,<srxlev>
 
-Units: RSRP dBm, RSRQ dB, RSSI dBm; the LTE <SINR> is *not* dB but X with
-``SINR_dB = (1/5) × X × 10 − 20`` (so X = (dB + 20) / 2, 0-25 for -20..30 dB), the NR <SINR>
-is dB (-23..40); cell IDs and TACs in upper-case hexadecimal; <state> "SEARCH" (no cell: the
+Units: RSRP dBm, RSRQ dB, RSSI dBm, SINR dB, LTE and NR alike (LTE clamped to the -20..30 dB
+Quectel documents for the same measurement in ``+QIND: "SQI",<RSRP>,<RSRQ>,<SINR>``; NR
+-23..40). An earlier reading of §3.2.2 took the LTE <SINR> for an index X with
+``dB = (1/5)·X·10 − 20`` (the Qualcomm QMI scale, 0..250 in 1/5 dB, misapplied); published
+RG50xQ/RM5xxQ transcripts refute it: the LTE <SINR> of +QENG equals the RSSNR (dB) that
++QCAINFO prints for the same PCC in the same second (a RouterOS log of an RM5xxQ:
+``...,D17,-104,-9,-77,18,...`` beside ``+QCAINFO: "pcc",476,50,"LTE BAND 1",1,189,-104,-9,-77,18``),
+and weak cells print negative values (``...,-124,-16,-91,-5,3``), which no 0-based index can.
+Cell IDs and TACs in upper-case hexadecimal; <state> "SEARCH" (no cell: the
 line stops there), "LIMSRV" (camped, not registered), "NOCONN" (registered, idle), "CONNECT"
 (registered, a data call up). Bandwidths and <scs> are the manual's enumerations (LTE 5 =
 20 MHz, NR 12 = 100 MHz, scs 1 = 30 kHz). Idle LTE lines carry CQI 0 and tx_power -32768 and a
@@ -105,9 +111,9 @@ count them all."""
 PIN_ATTEMPTS: Final = 3
 PUK_ATTEMPTS: Final = 10
 
-LTE_SINR_MIN_DB: Final = -20.0
-LTE_SINR_MAX_DB: Final = 30.0
-"""The LTE <SINR> of +QENG covers -20..30 dB in steps of 2 dB (X = 0..25)."""
+LTE_SINR_MIN_DB: Final = -20
+LTE_SINR_MAX_DB: Final = 30
+"""The LTE <SINR> of +QENG is whole dB within -20..30 (module docstring, "Units")."""
 IDLE_CQI: Final = "0"
 IDLE_TX_POWER: Final = "-32768"
 CONNECTED_CQI: Final = "9"
@@ -344,8 +350,8 @@ def cesq_ss_sinr(sinr_db: float) -> int:
 
 
 def qeng_lte_sinr(sinr_db: float) -> int:
-    """The LTE <SINR> of +QENG: X with dB = (1/5)·X·10 − 20 (Network Application Note §3.2.2)."""
-    return _clamp(_half_up((sinr_db - LTE_SINR_MIN_DB) / 2), 0, 25)
+    """The LTE <SINR> of +QENG: whole dB, -20..30 (module docstring, "Units")."""
+    return _clamp(_half_up(sinr_db), LTE_SINR_MIN_DB, LTE_SINR_MAX_DB)
 
 
 def _hex(value: int, width: int = 0) -> str:
