@@ -19,7 +19,8 @@ Conventions of these answers:
   RouterOS log: ``…,D17,-104,-9,-77,18,…`` beside ``+QCAINFO: "pcc",476,50,"LTE BAND
   1",1,189,-104,-9,-77,18``), weak cells print negative values (``…,-124,-16,-91,-5,3``),
   and Quectel documents the same measurement as dB in ``+QIND: "SQI"`` (range -20..30 dB).
-  The emulator (hil/emulators/modem_at.py) sends it the same way. ``tx_power`` is in 0.1 dBm (captures: 100, -190).
+  The emulator (hil/emulators/modem_at.py) sends it the same way.
+- ``tx_power`` is in 0.1 dBm (captures: 100, -190).
 - Bandwidths are indices: LTE 0..5 → 1.4, 3, 5, 10, 15, 20 MHz; NR 0..14 → 5, 10, 15, 20,
   25, 30, 40, 50, 60, 70, 80, 90, 100, 200, 400 MHz. NR ``<scs>`` 0..4 → 15·2ⁿ kHz.
 - Cell identities and TACs are hexadecimal, MCC and MNC decimal strings (an MNC keeps its
