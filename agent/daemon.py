@@ -84,7 +84,7 @@ from agent.errors import (
     LocalError,
     StorageError,
 )
-from agent.ingest import Prepared, Signer, prepare
+from agent.ingest import HubSigner, Prepared, Signer, SwitchableSigner, prepare
 from agent.ingest_batcher import Item, Outcome, Status, collect_batch, commit_batch
 from agent.logs import device_label
 from agent.measurement import RawMeasurement
@@ -400,7 +400,8 @@ class Hub:
             outbox, signer = opened
             storage.when_idle(outbox.checkpoint_if_due)  # WAL checkpoints between readings
             try:
-                await self._run(stop, storage, outbox, signer)
+                # Switchable: a confirmed certificate rotation may bring the new signing key.
+                await self._run(stop, storage, outbox, SwitchableSigner(signer))
             finally:
                 await storage.call(outbox.close)
                 log.info(
@@ -431,7 +432,7 @@ class Hub:
         return await storage.call(outbox.counts)
 
     async def _run(
-        self, stop: asyncio.Event, storage: StorageThread, outbox: Outbox, signer: Signer
+        self, stop: asyncio.Event, storage: StorageThread, outbox: Outbox, signer: SwitchableSigner
     ) -> None:
         cfg = self.cfg
         self._storage = (storage, outbox)
@@ -741,7 +742,7 @@ class Hub:
 
     # -- storing ------------------------------------------------------------------------
 
-    async def _ingest(self, storage: StorageThread, outbox: Outbox, signer: Signer) -> None:
+    async def _ingest(self, storage: StorageThread, outbox: Outbox, signer: HubSigner) -> None:
         """Store what is queued, batch after batch, until the stop marker (``None``)."""
         while True:
             # What is queued, at once (no window): what arrives meanwhile is the next batch.
@@ -755,7 +756,7 @@ class Hub:
                 return
 
     def _store_batch(
-        self, outbox: Outbox, signer: Signer, arrivals: Sequence[Arrival]
+        self, outbox: Outbox, signer: HubSigner, arrivals: Sequence[Arrival]
     ) -> list[Fate]:
         """On the storage thread: decode, normalize and store ``arrivals`` in one outbox
         transaction. Never raises for bad bytes or a storage fault: each arrival's fate says
@@ -886,7 +887,7 @@ class Hub:
         return False
 
 
-def _conflict_envelope(prepared: Prepared, signer: Signer, seq: int, first: int) -> bytes:
+def _conflict_envelope(prepared: Prepared, signer: HubSigner, seq: int, first: int) -> bytes:
     """The envelope of a conflicting reading: it names the first record of its identity."""
     return prepared.envelope(seq, signer, conflict_of=first)
 

@@ -87,6 +87,62 @@ class Signer:
         return cls(provider.sign, cose.key_id(public), public)
 
 
+class HubSigner(Protocol):
+    """What signing a payload needs: :class:`Signer`, or a :class:`SwitchableSigner`."""
+
+    @property
+    def sign(self) -> cose.Es256Sign:
+        """ES256 over a message: the 64-byte ``r || s``."""
+        ...
+
+    @property
+    def kid(self) -> bytes:
+        """The signing key's COSE key id."""
+        ...
+
+    @property
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        """The signing key's public half."""
+        ...
+
+
+class SwitchableSigner:
+    """The running hub's signer, whose key a certificate rotation can replace.
+
+    When the hub's TLS client key is also its signing key (one key file for both), a rotation
+    confirmed by a connection with the new certificate (agent/platform_link.py) gives the new
+    key to :meth:`replace`, so what is signed from then on is signed with it, without a
+    restart. Every signing runs on the storage thread, and :meth:`replace` must be called
+    there too: a signature and its kid then always come from the same key (a ``sign`` read
+    before and a ``kid`` read after a switch would make an envelope no certificate verifies).
+    """
+
+    __slots__ = ("_current",)
+
+    def __init__(self, signer: Signer) -> None:
+        self._current = signer
+
+    @property
+    def current(self) -> Signer:
+        return self._current
+
+    @property
+    def sign(self) -> cose.Es256Sign:
+        return self._current.sign
+
+    @property
+    def kid(self) -> bytes:
+        return self._current.kid
+
+    @property
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self._current.public_key
+
+    def replace(self, signer: Signer) -> None:
+        """Sign with ``signer`` from now on (call on the storage thread)."""
+        self._current = signer
+
+
 class SigningProvider(Protocol):
     """The part of :class:`agent.keys.KeyProvider` a :class:`Signer` needs."""
 
@@ -141,7 +197,7 @@ class Prepared:
         """The outbox's dedup key: ``identity``, or the identifier when none was given."""
         return self.identity or self.identifier
 
-    def envelope(self, seq: int, signer: Signer, conflict_of: int | None = None) -> bytes:
+    def envelope(self, seq: int, signer: HubSigner, conflict_of: int | None = None) -> bytes:
         """The signed COSE_Sign1 message for sequence number ``seq`` (``conflict_of``: the seq
         of the first record with the same identity, when this one conflicts with it)."""
         payload = Payload(

@@ -62,7 +62,7 @@ from typing import Final, Protocol
 
 import structlog
 
-from agent import cert_rotation, dictionaries
+from agent import cert_rotation, cose, dictionaries
 from agent.ble.current_time import hub_clock_plausible
 from agent.ble.gatt_session import BATTERY_SYNC_KEY
 from agent.cert_rotation import CertificateSlots
@@ -83,7 +83,7 @@ from agent.errors import (
     KeyMaterialError,
     StorageError,
 )
-from agent.ingest import Signer
+from agent.ingest import HubSigner, Signer, SwitchableSigner
 from agent.outbox import Outbox, OutboxCounts, StorageLevel
 from agent.private_files import read_private_file_up_to
 from agent.profiles import MessageKind
@@ -225,7 +225,7 @@ class PlatformLink:
         *,
         storage: StorageThread,
         outbox: Outbox,
-        signer: Signer,
+        signer: SwitchableSigner,
         uplink: PlatformUplink,
         started: _Started,
         wake_publisher: Callable[[], None],
@@ -293,7 +293,7 @@ class PlatformLink:
         *,
         storage: StorageThread,
         outbox: Outbox,
-        signer: Signer,
+        signer: SwitchableSigner,
         uplink: PlatformUplink,
         wake_publisher: Callable[[], None],
         awaiting_receipt: Callable[[], int],
@@ -490,6 +490,9 @@ class PlatformLink:
             if not await self._storage.call(cert_rotation.on_trial, self._slots):
                 return
             if connected:
+                # The new key signs before the rotation is off trial: whoever sees it
+                # confirmed sees readings signed with it.
+                await self._storage.call(self._follow_certificate_key)
                 await self._storage.call(cert_rotation.confirm, self._slots)
                 log.info("certificate_confirmed")
                 return
@@ -500,6 +503,28 @@ class PlatformLink:
         self.certificate_reverts += 1
         log.warning("certificate_reverted")
         await self._uplink.reconnect()
+
+    def _follow_certificate_key(self) -> None:
+        """On the storage thread, after a confirmed rotation: when the TLS key file is also
+        the signing key file, sign with the new key from now on (no restart needed).
+
+        Not with a PKCS#11 provider (its signing key lives in the token; a rotation of the
+        TLS files does not touch it). A key that does not load keeps the old one (logged):
+        the old certificate is still valid, and the next start loads the file again.
+        """
+        cfg = self.cfg
+        if cfg.keys.provider == "pkcs11" or not _same_file(cfg.signing.key_file, cfg.mqtt.key_file):
+            return
+        try:
+            key = cose.load_signing_key(cfg.signing.key_file)
+        except KeyMaterialError as exc:
+            log.error("signing_key_not_switched", error=type(exc).__name__, reason=exc.reason)
+            return
+        new = Signer.from_key(key)
+        if new.kid == self._signer.kid:
+            return
+        self._signer.replace(new)
+        log.info("signing_key_switched", kid=new.kid.hex()[:8])
 
     # -- the task ---------------------------------------------------------------------------
 
@@ -601,7 +626,15 @@ class PlatformLink:
         return True
 
 
-def _open(cfg: Config, signer: Signer, clock: Callable[[], float]) -> _Started:
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two configured paths name one file (resolved; a missing one is not)."""
+    try:
+        return a.resolve(strict=True) == b.resolve(strict=True)
+    except OSError:
+        return False
+
+
+def _open(cfg: Config, signer: HubSigner, clock: Callable[[], float]) -> _Started:
     """On the storage thread: what :meth:`PlatformLink.start` reads and repairs."""
     desk = CommandDesk.from_config(cfg, signer, clock=clock)
     if desk is None:  # pragma: no cover - checked by the caller

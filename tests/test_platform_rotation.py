@@ -2,8 +2,9 @@
 
 In the virtual home (and possibly in deployments) ``[signing] key_file`` is ``[mqtt]
 key_file``: a rotation (``rotate_certificate`` -> CSR -> ``install_certificate``) replaces the
-signing key too. The hub signs with the key it started with; after the next start with the new
-one, while the envelopes already in its outbox stay signed with the old one. The reference
+signing key too. Once a connection with the new certificate confirms the rotation the running
+hub signs with the new key (no restart), while the envelopes already in its outbox stay signed
+with the old one. The reference
 platform keeps every certificate a hub has had (hil/platform_verify.py, HubDirectory), learns
 the new one when it issues it (PlatformConsole.install_certificate -> the receiver's
 add_hub_certificate, remembered in its state directory), and checks a certificate's validity at
@@ -126,8 +127,9 @@ async def _store(hub: Any, observer: Observer, first: int, count: int) -> None:
 async def test_backlog_and_new_readings_verify_across_a_rotation(
     tmp_path: Path, dev_pki: DevPki, broker: Broker
 ) -> None:
-    """Readings stored offline (signed with the old key), a rotation, a restart of the daemon,
-    new readings (signed with the new key): every reading, old and new, verifies on the
+    """Readings stored offline (signed with the old key), a rotation, one reading stored by
+    the same daemon once the rotation is confirmed and more after a restart (signed with the
+    new key): every reading, old and new, verifies on the
     platform, is receipted and deleted from the outbox; nothing is refused or parked; a
     restarted receiver still knows both certificates."""
     hub_id = dev_pki.hub_id
@@ -174,6 +176,8 @@ async def test_backlog_and_new_readings_verify_across_a_rotation(
                     await console.wait_for(_online, after=seen)  # on the new connection
                     while on_trial(slots):
                         await console.wait_for(lambda m: True, after=len(console.messages))
+                    # Confirmed: the running hub signs with the new key from now on.
+                    await _store(hub, observer, BACKLOG + 1, 1)
                 assert installed.body["ok"] is True
                 assert list(platform.kids.values()) == [old_kid]
             new_cert = x509.load_der_x509_certificate(new_der)
@@ -185,13 +189,13 @@ async def test_backlog_and_new_readings_verify_across_a_rotation(
             assert store is not None
             assert 1 == store.count("hub_certificates")
 
-            # 3. The daemon restarts (now signing with the new key) and stores new readings;
-            # the platform opens its gate: the backlog's old-key envelopes and the new ones.
+            # 3. The daemon restarts (signing with the new key) and stores new readings; the
+            # platform opens its gate: the backlog's old-key envelopes and the new ones.
             async with running_hub(config_path, observer=observer) as hub:
                 async with asyncio.timeout(T):
                     seen = len(console.messages)
                     status = await console.wait_for(_online, after=seen)
-                    await _store(hub, observer, BACKLOG + 1, NEW)
+                    await _store(hub, observer, BACKLOG + 2, NEW - 1)
                     platform.gate.set()
                     await observer.until_deleted(BACKLOG + NEW)
                     counts = await hub.counts()
