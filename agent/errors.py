@@ -537,3 +537,45 @@ class ReceiptRejectedError(PlatformError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"receipt rejected ({reason.value}): {detail}")
+
+
+# ---------------------------------------------------------------------------
+# The modem's link (agent/modem/)
+# ---------------------------------------------------------------------------
+
+
+class ModemTransportError(TransportError):
+    """The modem's AT port failed: it cannot be opened (absent, locked by another program such
+    as ModemManager), or reading or writing it failed. Retried by reopening the port.
+
+    Attributes:
+        port: the port's path.
+    """
+
+    def __init__(self, port: str, reason: str) -> None:
+        self.port = port
+        super().__init__("modem", f"{port}: {reason}")
+
+
+class ModemPortLostError(ModemTransportError):
+    """The port went away while open: the module reset or re-enumerated on USB (the ttyUSB
+    node vanished). Reopen it once the path is back."""
+
+
+class ModemTimeoutError(ModemTransportError):
+    """A command got no final result code within its timeout; the port is resynchronised
+    (a plain ``AT``) before the next command.
+
+    Attributes:
+        command: the command's name (``"+CSQ"``, ``"ATI"``), never its text (it can carry a
+            PIN or an APN).
+        timeout_s: the timeout that passed.
+    """
+
+    def __init__(self, port: str, command: str, timeout_s: float) -> None:
+        self.command = command
+        self.timeout_s = timeout_s
+        super().__init__(port, f"{command}: no final result code within {timeout_s:g} s")
+
+
+__all__ += ["ModemPortLostError", "ModemTimeoutError", "ModemTransportError"]
