@@ -15,6 +15,12 @@
                                        the allow-list with bond, last sync and battery;
                                        rename keeps the device's sync state, remove deletes
                                        it and the bond (both: stop the daemon first)
+    homehub modem status --port PATH [--baud N] [--json]
+                                       the 5G module's figures (identity, SIM, registration,
+                                       cell, signal, APN, address, network time)
+    homehub modem at 'AT+...' --port PATH [--baud N]
+                                       send one raw AT command (after a warning), print the
+                                       answer
 
 Exit codes: 0 success, 2 bad input (arguments, configuration, an undecodable value), 1 a
 failure at run time (storage, keys). Errors go to stderr as one line that says what was wrong
@@ -129,7 +135,47 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--dictionaries", type=Path, help="directory of zstd dictionaries (default: the hub's)"
     )
+    _add_modem_parser(sub)
     return parser
+
+
+def _baud(text: str) -> int:
+    """``--baud``: one of the rates a module's UART takes."""
+    from agent.modem.serial_port import STANDARD_BAUDRATES
+
+    if not text.isdigit() or int(text) not in STANDARD_BAUDRATES:
+        rates = ", ".join(str(rate) for rate in STANDARD_BAUDRATES)
+        raise argparse.ArgumentTypeError(f"{text!r} is not a serial rate ({rates})")
+    return int(text)
+
+
+def _modem_timeout(text: str) -> float:
+    """``--timeout-s``: seconds, 0 < S <= 600."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not in (0, 600] seconds")
+    return value
+
+
+def _add_modem_parser(sub: Any) -> None:
+    modem = sub.add_parser("modem", help="the 5G module: its figures, or one raw AT command")
+    modem_sub = modem.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    status = modem_sub.add_parser("status", help="identity, SIM, registration, cell and signal")
+    at = modem_sub.add_parser("at", help="send one raw AT command and print the answer")
+    at.add_argument("at_command", metavar="COMMAND", help="the command line, e.g. 'AT+CSQ'")
+    for each in (status, at):
+        each.add_argument("--port", required=True, help="the AT port, e.g. /dev/ttyUSB2")
+        each.add_argument("--baud", type=_baud, default=115200, help="for a UART (default 115200)")
+        each.add_argument(
+            "--timeout-s",
+            type=_modem_timeout,
+            default=None,
+            help="bound on each command's wait (default: the AT manual's figure)",
+        )
+    status.add_argument("--json", action="store_true", help="the figures as one JSON object")
 
 
 def _read_input(path: Path, limit: int, what: str) -> bytes:
@@ -300,6 +346,57 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _modem_port(path: str) -> str:
+    """``--port``: an existing character device (a tty), else a usage error naming it."""
+    import os
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        raise UsageError("--port", f"{path}: no such port (is the module plugged in?)") from None
+    if not stat.S_ISCHR(mode):
+        raise UsageError("--port", f"{path}: not a serial port (not a character device)")
+    return path
+
+
+def _cmd_modem(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from agent import logs
+
+    port = _modem_port(args.port)
+    logs.configure("warning")  # stdout is for the figures; nothing identifying is logged
+    if args.action == "status":
+        from agent.modem.manager import read_status
+
+        figures = asyncio.run(read_status(port, baudrate=args.baud, timeout_cap_s=args.timeout_s))
+        # IMEI and ICCID go to the technician's terminal, who asked for them; never to a log.
+        sys.stdout.write((figures.to_json() if args.json else figures.text_table()) + "\n")
+        return EXIT_OK
+    from drivers.modem.at_codec import DEFAULT_TIMEOUT_S, AtCommand
+
+    command = AtCommand.of(args.at_command, timeout_s=args.timeout_s or DEFAULT_TIMEOUT_S)
+    sys.stderr.write(
+        "homehub: warning: the command goes to the modem as typed; it can change the module's"
+        " settings and drop the hub's link (stop the daemon first: it holds the port)\n"
+    )
+    response = asyncio.run(_send_raw(port, args.baud, command))
+    for line in response.lines:
+        sys.stdout.write(line + "\n")
+    final = response.final
+    code = final.code if final.code is not None else final.text
+    sys.stdout.write(final.kind.value + (f": {code}" if code is not None else "") + "\n")
+    return EXIT_OK if response.ok else EXIT_FAILURE
+
+
+async def _send_raw(port: str, baudrate: int, command: Any) -> Any:
+    from agent.modem.serial_port import AtPort
+
+    async with AtPort(port, baudrate=baudrate) as at_port:
+        return await at_port.command(command)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from agent import config, logs
 
@@ -320,6 +417,7 @@ _COMMANDS = {
     "pair": _cmd_pair,
     "devices": _cmd_devices,
     "verify": _cmd_verify,
+    "modem": _cmd_modem,
 }
 
 
