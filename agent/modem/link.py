@@ -257,7 +257,7 @@ class LinkPolicy:
         reenumeration_grace_s: a port absent this long (not after our reset) is a fault.
         reset_wait_s: how long a reset or power cycle may keep the port away or silent.
         data_failures_before_fault: failed connects in a row before the ladder starts.
-        connect_cooldown_s: least time between two connect attempts.
+        connect_cooldown_s: least time after a failed connect attempt before the next.
         stopped_poll_s: how often a stopped link re-queries.
         poll_interval_s: how often a healthy link is polled (the driver's cadence).
         stable_s: online this long resets the ladder's backoff.
@@ -528,7 +528,8 @@ class LinkMachine:
 
     def connect_result(self, outcome: ConnectOutcome, now: float) -> None:
         """How the data-session attempt ended."""
-        self._next_connect_at = now + self.policy.connect_cooldown_s
+        if outcome is not ConnectOutcome.OK:  # a call that came up may be redialled at once
+            self._next_connect_at = now + self.policy.connect_cooldown_s
         if outcome is ConnectOutcome.WRONG_APN:
             self._apn_rejected = True
         elif outcome is ConnectOutcome.FAILED:
@@ -642,9 +643,9 @@ class LinkMachine:
         if fault is not self._fault:
             old = self._fault
             if old is not None:
-                self._emit(EventKind.FAULT_CLEARED, now, fault=old)
+                self._emit(EventKind.FAULT_CLEARED, now, fault=old, phase=phase)
                 if old.configuration and (fault is None or not fault.configuration):
-                    self._emit(EventKind.LINK_RESUMED, now, fault=old)
+                    self._emit(EventKind.LINK_RESUMED, now, fault=old, phase=phase)
             self._fault = fault
             self._level = 0
             self._capped_reported = False

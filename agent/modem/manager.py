@@ -494,12 +494,15 @@ class ModemLink:
                     self.machine.port_absent(now)
                     return await self._act(now)
                 self._probed = False
+            self._take_urcs(now)
             if not self._probed:
                 if not await self._reader.alive():
                     self.machine.no_answer(now)
                     return await self._act(now)
                 await self._probe()
-            self._take_urcs(now)
+                # A module answers AT only once booted: an RDY read by now came before the
+                # probe, which already set the session up again.
+                self._take_urcs(now, probed=True)
             observation = await self._reader.poll()
             if observation is None:
                 self.machine.no_answer(now)
@@ -550,13 +553,13 @@ class ModemLink:
         self._reader.figures = ModemStatus()
         self._probed = False
 
-    def _take_urcs(self, now: float) -> None:
+    def _take_urcs(self, now: float, *, probed: bool = False) -> None:
         urcs: Sequence[UnsolicitedResult] = self.port.take_urcs()
         self.urcs_seen += len(urcs)
         if any(urc.prefix is None and urc.text == "RDY" for urc in urcs):
             log.info("modem_restarted")
             self.machine.module_restarted(now)
-            self._probed = False
+            self._probed = probed
 
     async def _act(self, now: float) -> Action:
         self._drain_events()

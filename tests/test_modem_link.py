@@ -1,0 +1,605 @@
+"""The link manager (agent/modem) driven through the emulated modem's states over a real pty.
+
+Every test runs :class:`agent.modem.manager.ModemLink` against
+:class:`hil.emulators.modem.EmulatedModem` through pyserial, with one fake monotonic clock
+shared by both (the mock edge): the test moves it, calls ``modem.tick()`` and runs rounds
+(:func:`settle`); nothing sleeps. The only real waits are the commands the emulator is told
+to swallow, bounded by the link's ``timeout_cap_s`` (0.3 s).
+
+Expectations are exact: the phase, the fault, the events, the figures (worked out from the
+emulator's defaults: PLMN 001/01 "HomeHub Test", LTE band 3 cell 0x1A2B3C4 TAC 0x1A2B, NR
+band 78 cell 0x1A2B3C4D5, -90 dBm / -10 dB / 15 dB / -60 dBm), the recovery rungs taken
+and those not taken, counted in the commands the emulator received.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+import structlog.testing
+
+from agent.modem.link import (
+    Action,
+    ActionKind,
+    EventKind,
+    Fault,
+    LinkPolicy,
+    Phase,
+    RungPolicy,
+    Step,
+)
+from agent.modem.manager import ModemLink
+from drivers.modem.at_codec import RejectReason
+from hil.emulators.modem import (
+    EmulatedModem,
+    ModemState,
+    PdpContext,
+    Registration,
+    Signal,
+    SimCard,
+    Technology,
+)
+from tests import phi_canaries
+
+NOW: Final = datetime(2026, 12, 2, 18, 30, 5, tzinfo=UTC)
+PIN: Final = "739153"
+IMEI: Final = "860000000000017"
+ICCID: Final = "8988000000000000016"
+IMSI: Final = "001010000000001"
+for _name, _value in {"modem PIN": PIN, "modem IMEI": IMEI, "modem ICCID": ICCID}.items():
+    phi_canaries.plant(_name, _value)
+phi_canaries.plant("modem IMSI", IMSI)
+
+#: Short, round guards so the ladder's schedule can be worked out by hand.
+RUNGS: Final = {
+    Step.REQUERY: RungPolicy(cooldown_s=30, max_per_hour=10, settle_s=10),
+    Step.REREGISTER: RungPolicy(cooldown_s=60, max_per_hour=3, settle_s=30),
+    Step.RADIO_CYCLE: RungPolicy(cooldown_s=120, max_per_hour=2, settle_s=30),
+    Step.MODEM_RESET: RungPolicy(cooldown_s=600, max_per_hour=1, settle_s=60),
+    Step.POWER_CYCLE: RungPolicy(cooldown_s=1200, max_per_hour=1, settle_s=60),
+}
+POLICY: Final = LinkPolicy(
+    rungs=RUNGS,
+    registration_grace_s=120,
+    no_answer_grace_s=30,
+    reenumeration_grace_s=60,
+    reset_wait_s=60,
+    stopped_poll_s=300,
+    poll_interval_s=30,
+    stable_s=300,
+)
+ONLINE_FIGURES: Final[dict[str, Any]] = {
+    "manufacturer": "Quectel",
+    "model": "RM500Q-GL",
+    "revision": "RM500QGLABR11A06M4G",
+    "imei": IMEI,
+    "sim": "ready",
+    "iccid": ICCID,
+    "registration": "home",
+    "technology": "LTE",
+    "operator": "HomeHub Test",
+    "mcc": "001",
+    "mnc": "01",
+    "cell_id": 0x1A2B3C4,
+    "tac": 0x1A2B,
+    "band": 3,
+    "rsrp_dbm": -90,
+    "rsrq_db": -10,
+    "sinr_db": 15,
+    "rssi_dbm": -60,
+    "apn": "hub.test",
+    "ip_address": "10.45.0.2",
+    "network_time": "2026-12-02T18:30:05+00:00",
+    "last_recovery": None,
+}
+CONNECT: Final = "AT+QNETDEVCTL=1,1,1"
+RESET: Final = "AT+CFUN=1,1"
+
+
+def modem_state(**options: Any) -> ModemState:
+    """An emulated modem's state, its wall clock (+CCLK, +QLTS) fixed at :data:`NOW`."""
+    return ModemState(utc_now=lambda: NOW, **options)
+
+
+class FakeClock:
+    """Monotonic seconds, moved by the test; the emulator and the link share it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Rig:
+    """An emulated modem and a link on it, on one fake clock."""
+
+    def __init__(self, modem: EmulatedModem, clock: FakeClock) -> None:
+        self.modem = modem
+        self.state = modem.state
+        self.clock = clock
+        self.power_cycles = 0
+        self.link: ModemLink = self.make_link()
+
+    def make_link(self, **overrides: Any) -> ModemLink:
+        options: dict[str, Any] = {
+            "apn": "hub.test",
+            "policy": POLICY,
+            "clock": self.clock,
+            "utc_now": lambda: NOW,
+            "timeout_cap_s": 0.3,
+        }
+        options.update(overrides)
+        self.link = ModemLink(str(self.modem.path), **options)
+        return self.link
+
+    async def power_cycle(self) -> None:
+        """The hook: power off (the port goes), power on (a new port, booting)."""
+        self.power_cycles += 1
+        self.modem.unplug()
+        self.modem.plug()
+
+    async def settle(self, rounds: int = 10) -> list[Action]:
+        """Rounds until the machine waits; the actions taken."""
+        actions = []
+        for _ in range(rounds):
+            action = await self.link.step()
+            actions.append(action)
+            if action.kind is ActionKind.WAIT:
+                return actions
+        raise AssertionError(f"no wait after {rounds} rounds: {actions}")
+
+    async def run_for(self, seconds: float, every: float = 10.0) -> None:
+        """Move the clock in steps of ``every``, ticking the modem and settling the link."""
+        end = self.clock.now + seconds
+        while self.clock.now < end:
+            self.clock.advance(every)
+            self.modem.tick()
+            await self.settle()
+
+    def figures(self) -> dict[str, Any]:
+        figures: dict[str, Any] = json.loads(self.link.status.to_json())
+        return figures
+
+    def kinds(self) -> list[tuple[EventKind, Phase, Fault | None, Step | None]]:
+        return [(e.kind, e.phase, e.fault, e.step) for e in self.link.history]
+
+    def steps(self) -> list[tuple[Step, float]]:
+        """The rungs taken and when, as seconds since the rig started."""
+        return [
+            (e.step, e.at - 1000.0)
+            for e in self.link.history
+            if e.kind is EventKind.RECOVERY_STEP and e.step is not None
+        ]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def start(tmp_path: Path, clock: FakeClock) -> Iterator[Callable[..., Rig]]:
+    """Start an emulated modem in the given state (default: LTE, at home) and a link."""
+    modems: list[EmulatedModem] = []
+    rigs: list[Rig] = []
+
+    def _start(state: ModemState | None = None, **link: Any) -> Rig:
+        state = state or modem_state()
+        modem = EmulatedModem(tmp_path, state, clock=clock).start()
+        modems.append(modem)
+        rig = Rig(modem, clock)
+        if link:
+            rig.make_link(**link)
+        rigs.append(rig)
+        return rig
+
+    yield _start
+    for rig in rigs:
+        rig.link.close()
+    for modem in modems:
+        modem.stop()
+
+
+@pytest.fixture
+async def online(start: Callable[..., Rig]) -> Rig:
+    """LTE at home, brought online."""
+    rig = start()
+    await rig.settle()
+    assert Phase.ONLINE == rig.link.machine.phase
+    return rig
+
+
+# ---------------------------------------------------------------------------
+# Bring-up
+# ---------------------------------------------------------------------------
+
+
+class TestBringUp:
+    async def test_lte_home(self, start: Callable[..., Rig]) -> None:
+        """LTE at home: APN set once, the data call made once, online; exact figures."""
+        rig = start()
+        actions = await rig.settle()
+        assert [ActionKind.SET_APN, ActionKind.CONNECT_DATA, ActionKind.WAIT] == [
+            a.kind for a in actions
+        ]
+        assert Phase.ONLINE == rig.link.machine.phase
+        assert rig.link.machine.fault is None
+        assert [
+            (EventKind.PHASE_CHANGED, Phase.CONNECTING, None, None),
+            (EventKind.PHASE_CHANGED, Phase.ONLINE, None, None),
+        ] == rig.kinds()
+        assert 1 == rig.state.count('AT+CGDCONT=1,"IPV4V6","hub.test"')
+        assert 1 == rig.state.count(CONNECT)
+        assert ONLINE_FIGURES == rig.figures()
+        assert not [c for c in rig.state.commands if c.startswith(("AT+CFUN=", "AT+COPS="))]
+
+    async def test_roaming(self, start: Callable[..., Rig]) -> None:
+        """Roaming is registered: online, registration 'roaming'."""
+        rig = start(modem_state(registration=Registration.ROAMING))
+        await rig.settle()
+        assert Phase.ONLINE == rig.link.machine.phase
+        assert {**ONLINE_FIGURES, "registration": "roaming"} == rig.figures()
+
+    @pytest.mark.parametrize(
+        ("technology", "signal", "nr_signal", "expected"),
+        [
+            (
+                Technology.NR5G_NSA,
+                Signal(rsrp_dbm=-95, rsrq_db=-11, sinr_db=12, rssi_dbm=-66),
+                Signal(rsrp_dbm=-88, rsrq_db=-9, sinr_db=21),
+                {"technology": "NR5G-NSA", "band": 78, "rsrp_dbm": -88, "rsrq_db": -9,
+                 "sinr_db": 21, "rssi_dbm": -66},
+            ),
+            (
+                Technology.NR5G_SA,
+                Signal(rsrp_dbm=-101, rsrq_db=-12, sinr_db=7, rssi_dbm=-70),
+                None,
+                {"technology": "NR5G-SA", "band": 78, "rsrp_dbm": -101, "rsrq_db": -12,
+                 "sinr_db": 7, "rssi_dbm": None, "cell_id": 0x1A2B3C4D5},
+            ),
+        ],
+    )  # fmt: skip
+    async def test_5g_figures(
+        self,
+        start: Callable[..., Rig],
+        technology: Technology,
+        signal: Signal,
+        nr_signal: Signal | None,
+        expected: dict[str, Any],
+    ) -> None:
+        """NR5G-NSA (the NR leg's signal, the anchor's cell) and NR5G-SA come online."""
+        rig = start(modem_state(technology=technology, signal=signal, nr_signal=nr_signal))
+        await rig.settle()
+        assert Phase.ONLINE == rig.link.machine.phase
+        assert {**ONLINE_FIGURES, **expected} == rig.figures()
+
+
+# ---------------------------------------------------------------------------
+# The SIM
+# ---------------------------------------------------------------------------
+
+
+class TestSim:
+    async def test_no_sim_stops_and_resumes(self, start: Callable[..., Rig]) -> None:
+        """No SIM: stopped with sim_absent, no rung in two hours; a SIM inserted resumes."""
+        rig = start(modem_state(sim=None))
+        await rig.settle()
+        assert (Phase.STOPPED, Fault.SIM_ABSENT) == (rig.link.machine.phase, rig.link.machine.fault)
+        assert (EventKind.LINK_STOPPED, Phase.STOPPED, Fault.SIM_ABSENT, None) in rig.kinds()
+        assert {"sim": "absent", "iccid": None} == {k: rig.figures()[k] for k in ("sim", "iccid")}
+        await rig.run_for(2 * 3600, every=300)
+        assert [] == rig.steps()
+        assert 0 == rig.state.count(RESET)
+        rig.state.set_sim(SimCard())
+        await rig.settle()
+        assert Phase.ONLINE == rig.link.machine.phase
+        assert (EventKind.LINK_RESUMED, Phase.CONNECTING, Fault.SIM_ABSENT, None) in rig.kinds()
+
+    async def test_pin_entered_once(self, start: Callable[..., Rig]) -> None:
+        """A PIN-locked SIM with the right PIN configured: entered once, then online; the PIN
+        is in no log line."""
+        rig = start(modem_state(sim=SimCard(pin=PIN)), pin=lambda: PIN)
+        with structlog.testing.capture_logs() as logs:
+            actions = await rig.settle()
+        assert ActionKind.ENTER_PIN == actions[0].kind
+        assert Phase.ONLINE == rig.link.machine.phase
+        assert 1 == rig.state.count(f'AT+CPIN="{PIN}"')
+        assert PIN not in repr(logs)
+        assert IMEI not in repr(logs)
+        assert ICCID not in repr(logs)
+        assert {"event": "modem_pin_accepted", "log_level": "info"} in logs
+
+    async def test_pin_without_credential(self, start: Callable[..., Rig]) -> None:
+        """A PIN-locked SIM and no PIN configured: stopped, nothing entered."""
+        rig = start(modem_state(sim=SimCard(pin=PIN)))
+        await rig.settle()
+        assert (Phase.STOPPED, Fault.SIM_PIN_REQUIRED) == (
+            rig.link.machine.phase,
+            rig.link.machine.fault,
+        )
+        assert "pin_required" == rig.figures()["sim"]
+        assert not [c for c in rig.state.commands if c.startswith("AT+CPIN=")]
+
+    async def test_wrong_pin_tried_once(self, start: Callable[..., Rig]) -> None:
+        """A wrong PIN: one attempt (two left on the SIM), stopped with sim_pin_wrong, never
+        tried again in two hours, no rung."""
+        rig = start(modem_state(sim=SimCard(pin=PIN)), pin=lambda: "000000")
+        await rig.settle()
+        assert (Phase.STOPPED, Fault.SIM_PIN_WRONG) == (
+            rig.link.machine.phase,
+            rig.link.machine.fault,
+        )
+        await rig.run_for(2 * 3600, every=300)
+        assert 1 == rig.state.count('AT+CPIN="000000"')
+        assert 2 == rig.state.pin_attempts_left
+        assert [] == rig.steps()
+        stops = [k for k in rig.kinds() if k[0] is EventKind.LINK_STOPPED]
+        assert [(EventKind.LINK_STOPPED, Phase.STOPPED, Fault.SIM_PIN_WRONG, None)] == stops
+
+    async def test_puk_never_guessed(self, start: Callable[..., Rig]) -> None:
+        """A SIM wanting its PUK: stopped, nothing sent to the SIM, even with a PIN."""
+        state = modem_state(sim=SimCard(pin=PIN))
+        state.require_puk()
+        rig = start(state, pin=lambda: PIN)
+        await rig.settle()
+        await rig.run_for(3600, every=300)
+        assert (Phase.STOPPED, Fault.SIM_PUK_REQUIRED) == (
+            rig.link.machine.phase,
+            rig.link.machine.fault,
+        )
+        assert "puk_required" == rig.figures()["sim"]
+        assert not [c for c in rig.state.commands if c.startswith("AT+CPIN=")]
+        assert [] == rig.steps()
+
+
+# ---------------------------------------------------------------------------
+# Registration and the ladder
+# ---------------------------------------------------------------------------
+
+
+class TestRegistration:
+    async def test_denied_stops(self, start: Callable[..., Rig]) -> None:
+        """Registration denied: stopped at once, no rung, no reset in two hours."""
+        rig = start(modem_state(registration=Registration.DENIED))
+        await rig.settle()
+        assert (Phase.STOPPED, Fault.REGISTRATION_DENIED) == (
+            rig.link.machine.phase,
+            rig.link.machine.fault,
+        )
+        await rig.run_for(2 * 3600, every=300)
+        assert [] == rig.steps()
+        assert 0 == rig.state.count(RESET)
+        assert "denied" == rig.figures()["registration"]
+
+    async def test_searching_within_grace(self, start: Callable[..., Rig]) -> None:
+        """Searching for less than the grace: registering, no fault, no rung."""
+        rig = start(modem_state(registration=Registration.SEARCHING))
+        await rig.settle()
+        await rig.run_for(110)
+        assert (Phase.REGISTERING, None) == (rig.link.machine.phase, rig.link.machine.fault)
+        assert [] == rig.steps()
+        assert {"registration": "searching", "technology": "none", "rsrp_dbm": None} == {
+            k: rig.figures()[k] for k in ("registration", "technology", "rsrp_dbm")
+        }
+
+    async def test_ladder_climbs_within_its_caps(self, start: Callable[..., Rig]) -> None:
+        """Searching for good: the ladder climbs rung by rung, each rung's cool-down and
+        hourly cap hold (one modem reset, one power cycle an hour), and it says so when
+        every rung is capped."""
+        rig = start(modem_state(registration=Registration.SEARCHING))
+        rig.make_link(power_cycle=rig.power_cycle)
+        await rig.settle()
+        await rig.run_for(3600)
+        # grace 120 s, then one rung a round once the last one settled: requery (settle
+        # 10 s), reregister (30 s), radio cycle (30 s), reset (the port back at 210 s, RDY
+        # at 220 s, settle 60 s), power cycle; then every rung left is capped for the hour.
+        assert [
+            (Step.REQUERY, 120.0),
+            (Step.REREGISTER, 130.0),
+            (Step.RADIO_CYCLE, 160.0),
+            (Step.MODEM_RESET, 190.0),
+            (Step.POWER_CYCLE, 250.0),
+        ] == rig.steps()
+        assert (1, 1) == (rig.state.count(RESET), rig.power_cycles)
+        assert ["AT+COPS=2", "AT+COPS=0", "AT+CFUN=0", "AT+CFUN=1", RESET] == [
+            c for c in rig.state.commands if c.startswith(("AT+COPS=", "AT+CFUN="))
+        ]
+        capped = [k for k in rig.kinds() if k[0] is EventKind.RECOVERY_CAPPED]
+        assert [
+            (EventKind.RECOVERY_CAPPED, Phase.REGISTERING, Fault.NOT_REGISTERED, None)
+        ] == capped
+        assert {"step": "power_cycle", "time": NOW.isoformat()} == rig.figures()["last_recovery"]
+        await rig.run_for(3600)
+        # The top rung again once its use left the hour (250 + 3600 s); no second reset.
+        assert [(Step.POWER_CYCLE, 3850.0)] == rig.steps()[5:]
+        assert (1, 2) == (rig.state.count(RESET), rig.power_cycles)
+
+    async def test_registration_back_ends_the_episode(self, start: Callable[..., Rig]) -> None:
+        """The network found again mid-ladder: fault cleared, online, no further rung."""
+        rig = start(modem_state(registration=Registration.SEARCHING))
+        await rig.settle()
+        await rig.run_for(150)
+        assert [Step.REQUERY, Step.REREGISTER] == [step for step, _ in rig.steps()]
+        rig.state.set_registration(Registration.HOME)
+        await rig.run_for(600)
+        assert (Phase.ONLINE, None) == (rig.link.machine.phase, rig.link.machine.fault)
+        assert [Step.REQUERY, Step.REREGISTER] == [step for step, _ in rig.steps()]
+        assert (
+            EventKind.FAULT_CLEARED,
+            Phase.CONNECTING,
+            Fault.NOT_REGISTERED,
+            None,
+        ) in rig.kinds()
+
+
+# ---------------------------------------------------------------------------
+# The data session and the APN
+# ---------------------------------------------------------------------------
+
+
+class TestData:
+    async def test_data_call_drops(self, online: Rig) -> None:
+        """The network ends the data call: lost, made again at once, online; no rung."""
+        online.state.drop_data_call()
+        await online.settle()
+        assert Phase.ONLINE == online.link.machine.phase
+        assert (EventKind.DATA_SESSION_LOST, Phase.ONLINE, None, None) in online.kinds()
+        assert 2 == online.state.count(CONNECT)
+        assert [] == online.steps()
+        assert ONLINE_FIGURES == online.figures()
+
+    @pytest.mark.parametrize("technology", [Technology.LTE, Technology.NR5G_SA])
+    async def test_wrong_apn_never_resets(
+        self, start: Callable[..., Rig], technology: Technology
+    ) -> None:
+        """A wrong APN configured: the data call is refused (+CME ERROR 127), stopped with
+        wrong_apn; in two hours no rung at all, no modem reset (cap 1 an hour)."""
+        rig = start(modem_state(technology=technology))
+        rig.make_link(apn="wrong.apn", power_cycle=rig.power_cycle)
+        await rig.settle()
+        assert (Phase.STOPPED, Fault.WRONG_APN) == (
+            rig.link.machine.phase,
+            rig.link.machine.fault,
+        )
+        await rig.run_for(2 * 3600, every=60)
+        assert 0 == rig.state.count(RESET) <= RUNGS[Step.MODEM_RESET].max_per_hour
+        assert 0 == rig.power_cycles
+        assert [] == rig.steps()
+        assert 1 == rig.state.count(CONNECT)
+
+    async def test_wrong_apn_denied_at_attach(self, start: Callable[..., Rig]) -> None:
+        """The module already holds a wrong APN: the LTE attach is refused (denied), the
+        link stops; the hub's APN is not written while stopped, nothing reset."""
+        rig = start(modem_state(contexts={1: PdpContext("IP", "wrong.apn")}))
+        await rig.settle()
+        await rig.run_for(3600, every=60)
+        assert (Phase.STOPPED, Fault.REGISTRATION_DENIED) == (
+            rig.link.machine.phase,
+            rig.link.machine.fault,
+        )
+        assert 0 == rig.state.count(RESET)
+        assert [] == rig.steps()
+
+
+# ---------------------------------------------------------------------------
+# What the modem sends besides answers, and what it fails to send
+# ---------------------------------------------------------------------------
+
+
+class TestLine:
+    async def test_fading(self, online: Rig) -> None:
+        """The signal fades: the next round's figures follow; still online, no rung."""
+        online.state.set_signal(rsrp_dbm=-118, rsrq_db=-17, sinr_db=-3, rssi_dbm=-95)
+        await online.settle()
+        expected = {"rsrp_dbm": -118, "rsrq_db": -17, "sinr_db": -3, "rssi_dbm": -95}
+        assert {**ONLINE_FIGURES, **expected} == online.figures()
+        assert (Phase.ONLINE, []) == (online.link.machine.phase, online.steps())
+
+    async def test_interleaved_urcs_and_garbage(self, online: Rig) -> None:
+        """URCs inside answers, line noise and a runaway line: rejected and counted, the
+        figures exact, still online."""
+        online.state.inject_urc('+QIND: "csq",20,99', interleave=True)
+        online.state.inject_urc("+CEREG: 1", interleave=True)
+        online.state.inject_bytes(b"\r\n\xff\xfe\x00noise\r\n")
+        online.state.inject_overlong_line()
+        await online.settle()
+        await online.settle()
+        assert ONLINE_FIGURES == online.figures()
+        assert Phase.ONLINE == online.link.machine.phase
+        assert 2 <= online.link.urcs_seen
+        rejected = online.link.port.rejected
+        assert (1, 1) == (
+            rejected[RejectReason.NON_PRINTABLE],
+            rejected[RejectReason.LINE_TOO_LONG],
+        )
+
+    async def test_swallowed_command_times_out(self, online: Rig) -> None:
+        """A query that never answers: its figures unknown this round, the port resyncs with
+        'AT', the link stays online; the next round has them again."""
+        online.state.swallow('AT+QENG="servingcell"')
+        await online.settle()
+        assert Phase.ONLINE == online.link.machine.phase
+        assert 1 == online.link.port.timeouts
+        commands = online.state.commands
+        after = commands[len(commands) - commands[::-1].index('AT+QENG="servingcell"') :]
+        assert "AT" == after[0]
+        cell = ("cell_id", "tac", "band", "rsrp_dbm", "rsrq_db", "sinr_db", "rssi_dbm", "mcc")
+        assert dict.fromkeys(cell) == {k: online.figures()[k] for k in cell}
+        await online.settle()
+        assert ONLINE_FIGURES == online.figures()
+        assert [] == online.steps()
+
+
+# ---------------------------------------------------------------------------
+# The port going away
+# ---------------------------------------------------------------------------
+
+
+class TestPort:
+    async def test_usb_reenumeration(self, online: Rig) -> None:
+        """The module drops off USB and comes back: the port is lost (figures cleared, no
+        fault within the grace), reopened, probed again, the data call made again."""
+        online.modem.unplug()
+        await online.settle()
+        assert (Phase.PORT_ABSENT, None) == (online.link.machine.phase, online.link.machine.fault)
+        assert {"sim": None, "imei": None, "registration": None} == {
+            k: online.figures()[k] for k in ("sim", "imei", "registration")
+        }
+        online.modem.plug()
+        online.clock.advance(10)
+        await online.settle()
+        assert Phase.ONLINE == online.link.machine.phase
+        assert 2 == online.state.count("ATE0")
+        assert 2 == online.state.count(CONNECT)
+        assert [] == online.steps()
+        assert ONLINE_FIGURES == online.figures()
+
+    async def test_port_gone_for_good(self, online: Rig) -> None:
+        """A port absent beyond the grace is a fault; without a power-cycle hook nothing
+        can be done (no rung); with one, the power cycle brings it back."""
+        online.modem.unplug()
+        await online.settle()
+        await online.run_for(120)
+        assert (Phase.PORT_ABSENT, Fault.PORT_ABSENT) == (
+            online.link.machine.phase,
+            online.link.machine.fault,
+        )
+        assert [] == online.steps()
+        online.make_link(power_cycle=online.power_cycle)
+        await online.run_for(120)
+        assert [Step.POWER_CYCLE] == [step for step, _ in online.steps()]
+        assert (1, Phase.ONLINE) == (online.power_cycles, online.link.machine.phase)
+
+    async def test_modem_reset_reenumerates(self, start: Callable[..., Rig]) -> None:
+        """A modem reset (+CFUN=1,1): the port goes, the link waits (resetting, no fault)
+        while the fake clock runs the emulator's 20 s reset and 2 s boot, then reopens,
+        probes again and is online."""
+        rig = start(modem_state(registration=Registration.SEARCHING))
+        await rig.settle()
+        await rig.run_for(190)
+        assert [Step.REQUERY, Step.REREGISTER, Step.RADIO_CYCLE, Step.MODEM_RESET] == [
+            step for step, _ in rig.steps()
+        ]
+        assert (1, 1, False) == (
+            rig.state.count(RESET),
+            rig.modem.reenumerations,
+            rig.link.port.is_open,
+        )
+        assert Phase.RESETTING == rig.link.machine.phase
+        rig.state.set_registration(Registration.HOME)  # the network is back after the reset
+        await rig.run_for(20)  # 210 s: the port is back, the module still booting (silent)
+        assert (Phase.RESETTING, 2) == (rig.link.machine.phase, rig.modem.generation)
+        await rig.run_for(10)  # 220 s: RDY
+        assert (Phase.ONLINE, None) == (rig.link.machine.phase, rig.link.machine.fault)
+        assert 2 == rig.state.count("ATE0")
+        assert {"step": "modem_reset", "time": NOW.isoformat()} == rig.figures()["last_recovery"]
+        assert {**ONLINE_FIGURES, "last_recovery": rig.figures()["last_recovery"]} == rig.figures()
