@@ -70,7 +70,7 @@ from agent.errors import (
     KeyMaterialError,
     StorageError,
 )
-from agent.security import SecurityEvent, load_platform_key
+from agent.security import SecurityEvent, load_ca_certificate, load_platform_key
 
 log = structlog.get_logger(__name__)
 
@@ -553,13 +553,18 @@ class CommandDesk:
         """The desk of the configured hub, or ``None`` when no ``[platform] cert_file`` is
         set (no command can verify then). Reads the platform certificate and the nonce file
         (``<hub.state_dir>/command_nonces``, which must be writable for a command to run);
-        ``set_config`` edits ``cfg.source``; rotation uses ``mqtt.cert_file``/``key_file``.
+        ``set_config`` edits ``cfg.source``; rotation uses ``mqtt.cert_file``/``key_file``
+        and, to check an installed certificate's issuer, ``platform.client_ca_file`` (unless
+        ``client_ca`` is given).
 
         Raises:
-            KeyMaterialError: the platform certificate is unreadable or not a P-256 key's.
+            KeyMaterialError: the platform certificate is unreadable or not a P-256 key's, or
+                the client CA file is unreadable or not a CA's certificate.
         """
         if cfg.platform.cert_file is None:
             return None
+        if client_ca is None and cfg.platform.client_ca_file is not None:
+            client_ca = load_ca_certificate(cfg.platform.client_ca_file)
         return cls(
             hub_id=cfg.hub.id,
             platform_key=load_platform_key(cfg.platform.cert_file),

@@ -174,6 +174,9 @@ class PlatformConfig:
     cert_file: Path | None = None
     """PEM certificate of the platform signing key: receipts and commands must verify with
     it (docs/platform-protocol.md)."""
+    client_ca_file: Path | None = None
+    """PEM certificate of the CA that issues the hubs' client certificates: when set, a
+    certificate sent by ``install_certificate`` must be issued by it and valid now."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -576,6 +579,13 @@ SCHEMA: Final[dict[str, dict[str, Field]]] = {
             None,
             False,
             doc="PEM certificate of the platform signing key (receipts, commands)",
+        ),
+        "client_ca_file": Field(
+            Path,
+            None,
+            False,
+            doc="PEM certificate of the CA issuing hub client certificates: an installed"
+            " certificate must be issued by it and valid now",
         ),
     },
 }

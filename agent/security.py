@@ -60,6 +60,31 @@ def report_security(event: SecurityEvent, sink: SecuritySink | None) -> None:
         sink(event)
 
 
+def load_ca_certificate(path: Path, what: str = "client CA certificate") -> x509.Certificate:
+    """A PEM CA certificate (``[platform] client_ca_file``), read bounded.
+
+    Raises :class:`KeyMaterialError` for a missing, unreadable or oversized file, or one that
+    is not a PEM certificate of a CA (basicConstraints ca=true).
+    """
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_CERT_FILE_BYTES + 1)
+    except OSError as exc:
+        raise KeyMaterialError(what, f"{path}: cannot be read ({exc.strerror})") from None
+    if len(data) > MAX_CERT_FILE_BYTES:
+        raise KeyMaterialError(what, f"{path}: larger than {MAX_CERT_FILE_BYTES} bytes")
+    try:
+        cert = x509.load_pem_x509_certificate(data)
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except ValueError:
+        raise KeyMaterialError(what, f"{path}: not a PEM certificate") from None
+    except x509.ExtensionNotFound:
+        raise KeyMaterialError(what, f"{path}: not a CA (no basicConstraints)") from None
+    if not constraints.ca:
+        raise KeyMaterialError(what, f"{path}: not a CA (basicConstraints ca=false)")
+    return cert
+
+
 def load_platform_key(path: Path) -> ec.EllipticCurvePublicKey:
     """The platform signing key from its PEM certificate (``[platform] cert_file``).
 

@@ -35,7 +35,7 @@ from agent.commands import (
     SetConfig,
     SyncNow,
 )
-from agent.errors import CommandRejectedError, CommandRejection
+from agent.errors import CommandRejectedError, CommandRejection, KeyMaterialError
 from agent.ingest import Signer
 from agent.security import SecurityEvent
 from hil.pki import DevPki
@@ -719,6 +719,37 @@ class TestFromConfig:
         assert (handled.ok, config.load(config_file).mqtt.keepalive_s) == (True, 900)
         assert (tmp_path / command_nonces.FILE_NAME).exists()
         assert desk.handle(command()).rejection is CommandRejection.FORGED  # the test key
+
+    def test_client_ca_file_checks_installed_certificates(
+        self, tmp_path: Path, config_file: Path, dev_pki: DevPki, foreign_pki: DevPki
+    ) -> None:
+        """[platform] client_ca_file: an installed certificate must be issued by that CA;
+        a file that is not a CA's certificate is refused at start, naming it."""
+        text = config_file.read_text()
+        text = text.replace('state_dir = "/var/lib/homehub"', f'state_dir = "{tmp_path}"')
+        text = text.replace(
+            '# cert_file = "/etc/homehub/tls/platform.pem"',
+            f'cert_file = "{dev_pki.platform_cert}"',
+        )
+        text = text.replace(
+            '# client_ca_file = "/etc/homehub/tls/client-ca.pem"',
+            f'client_ca_file = "{dev_pki.ca_cert}"',
+        )
+        config_file.write_text(text)
+        cfg = config.load(config_file)
+        assert cfg.platform.client_ca_file == dev_pki.ca_cert
+        desk = CommandDesk.from_config(cfg, Signer.from_key(HUB_KEY))
+        assert desk is not None
+        assert desk._client_ca is not None
+        assert (
+            desk._client_ca.subject
+            == x509.load_pem_x509_certificate(dev_pki.ca_cert.read_bytes()).subject
+        )
+        config_file.write_text(text.replace(str(dev_pki.ca_cert), str(foreign_pki.hub_cert)))
+        with pytest.raises(KeyMaterialError) as refused:
+            CommandDesk.from_config(config.load(config_file), Signer.from_key(HUB_KEY))
+        assert refused.value.what == "client CA certificate"
+        assert refused.value.reason.endswith("not a CA (basicConstraints ca=false)")
 
     def test_no_platform_certificate_no_commands(self, config_file: Path) -> None:
         cfg = config.load(config_file)
