@@ -14,6 +14,7 @@ and those not taken, counted in the commands the emulator received.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from agent.modem.link import (
     ActionKind,
     EventKind,
     Fault,
+    LinkEvent,
     LinkPolicy,
     Phase,
     RungPolicy,
@@ -603,3 +605,45 @@ class TestPort:
         assert 2 == rig.state.count("ATE0")
         assert {"step": "modem_reset", "time": NOW.isoformat()} == rig.figures()["last_recovery"]
         assert {**ONLINE_FIGURES, "last_recovery": rig.figures()["last_recovery"]} == rig.figures()
+
+    async def test_silent_module(self, start: Callable[..., Rig]) -> None:
+        """A module that enumerates but never answers: no answer (a fault after 30 s), then
+        only the rungs that can help a hung module: requery, a reset (unanswered), the power
+        cycle, which brings it back."""
+        rig = start()
+        rig.make_link(power_cycle=rig.power_cycle, timeout_cap_s=0.2)
+        await rig.settle()
+        rig.modem.unplug()
+        await rig.settle()  # the port is lost
+        assert Phase.PORT_ABSENT == rig.link.machine.phase
+        rig.modem.plug(ready=False)  # back on USB, the firmware never comes up
+        await rig.run_for(30)
+        assert (Phase.NO_ANSWER, None) == (rig.link.machine.phase, rig.link.machine.fault)
+        await rig.run_for(90)
+        assert [(Step.REQUERY, 40.0), (Step.MODEM_RESET, 50.0), (Step.POWER_CYCLE, 110.0)] == (
+            rig.steps()
+        )
+        await rig.run_for(10)
+        assert (Phase.ONLINE, None, 1) == (
+            rig.link.machine.phase,
+            rig.link.machine.fault,
+            rig.power_cycles,
+        )
+
+
+class TestRun:
+    async def test_run_until_stopped(self, start: Callable[..., Rig]) -> None:
+        """``run`` goes round until online here (an event callback sets the stop), then
+        returns promptly."""
+        rig = start()
+        stop = asyncio.Event()
+
+        def on_event(event: LinkEvent) -> None:
+            if event.kind is EventKind.PHASE_CHANGED and event.phase is Phase.ONLINE:
+                stop.set()
+
+        rig.make_link(on_event=on_event)
+        async with asyncio.timeout(10):
+            await rig.link.run(stop)
+        assert Phase.ONLINE == rig.link.machine.phase
+        assert 1 == rig.state.count(CONNECT)

@@ -10,6 +10,7 @@ tests consume that output so that it never reaches a captured log.
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
+import serial
+import structlog
 
 from agent.cli import main
 from agent.modem.status import KEYS
@@ -60,6 +63,21 @@ LTE_FIGURES: Final[dict[str, Any]] = {
     "network_time": "2026-12-02T18:30:05+00:00",
     "last_recovery": None,
 }
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """``cli.main`` configures logging on the stderr of the moment (a capture closed after
+    the test); the suite's logging is set back as it was."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 @pytest.fixture
@@ -248,3 +266,24 @@ class TestBadArguments:
         assert 2 == main(["modem", "at", "reboot", "--port", str(modem.path)])
         assert 'does not start with "AT"' in capsys.readouterr().err
         assert sent == modem.state.counters.commands
+
+
+class TestPortTrouble:
+    def test_port_held_by_another_program(
+        self, modem: EmulatedModem, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Another program holds the port (ModemManager, the daemon): exit 1, saying so."""
+        holder = serial.Serial(str(modem.path), exclusive=True)
+        try:
+            assert 1 == main(["modem", "status", "--port", str(modem.path)])
+        finally:
+            holder.close()
+        err = capsys.readouterr().err
+        assert err.startswith("homehub: ModemTransportError: modem: ")
+        assert "locked by another program (ModemManager?" in err
+
+    def test_module_silent(self, modem: EmulatedModem, capsys: pytest.CaptureFixture[str]) -> None:
+        """A module that does not answer: exit 1 after the timeout, naming the command."""
+        modem.state.swallow("AT")
+        assert 1 == main(["modem", "status", "--port", str(modem.path), "--timeout-s", "0.3"])
+        assert "AT: no final result code within 0.3 s" in capsys.readouterr().err

@@ -38,8 +38,6 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Final, TypeVar
 
-import structlog
-
 from agent.errors import (
     ModemPortLostError,
     ModemTimeoutError,
@@ -58,7 +56,7 @@ from agent.modem.link import (
     SimStatus,
     Step,
 )
-from agent.modem.serial_port import DEFAULT_BAUDRATE, AtPort, AtResponse
+from agent.modem.serial_port import DEFAULT_BAUDRATE, AtPort, AtResponse, FreshLogger
 from agent.modem.status import LastRecovery, ModemStatus
 from drivers.errors import ModemProtocolError
 from drivers.modem import quectel, ts27007
@@ -73,6 +71,7 @@ from drivers.modem.ts27007 import (
 
 __all__ = [
     "MAX_HISTORY",
+    "MIN_ROUND_INTERVAL_S",
     "ROUND_TIMEOUT_S",
     "Clock",
     "ModemLink",
@@ -82,7 +81,7 @@ __all__ = [
     "validate_apn",
 ]
 
-log = structlog.get_logger("agent.modem")
+log = FreshLogger("agent.modem")
 
 Clock = Callable[[], float]
 UtcClock = Callable[[], dt.datetime]
@@ -91,6 +90,8 @@ PinSource = Callable[[], str | None]
 PowerCycleHook = Callable[[], Awaitable[None]]
 """Cuts and restores the module's power (a GPIO line, a USB port's power switch)."""
 
+MIN_ROUND_INTERVAL_S: Final = 1.0
+"""Least time between the starts of two rounds of :meth:`ModemLink.run` (host seconds)."""
 MAX_HISTORY: Final = 512
 """Link events kept in :attr:`ModemLink.history`."""
 ROUND_TIMEOUT_S: Final = 15 * 60.0
@@ -249,8 +250,13 @@ class _Reader:
         return parsed.time.isoformat() if parsed else None
 
 
-async def _wait(awaitable: Awaitable[object]) -> object:
-    return await awaitable
+async def _wait_set(event: asyncio.Event) -> object:
+    return await event.wait()
+
+
+async def _wait_urc(port: AtPort) -> object:
+    await port.wait_urc()
+    return None
 
 
 def _parse(parser: Callable[[_A], _R], value: _A) -> _R | None:
@@ -426,6 +432,7 @@ class ModemLink:
         timeout_cap_s: bound on every command's timeout (tests shorten them).
         cid: the hub's PDP context.
         pdp_type: the context's type when the APN is set.
+        on_event: called with each link event as it happens (after it is logged).
     """
 
     def __init__(
@@ -442,6 +449,7 @@ class ModemLink:
         timeout_cap_s: float | None = None,
         cid: int = DEFAULT_CID,
         pdp_type: str = "IPV4V6",
+        on_event: Callable[[LinkEvent], None] | None = None,
     ) -> None:
         if not 1 <= cid <= 16:
             raise UsageError("cid", "1..16")
@@ -454,6 +462,7 @@ class ModemLink:
         self._power_cycle = power_cycle
         self._cid = cid
         self._pdp_type = pdp_type
+        self._on_event = on_event
         self.port = AtPort(path, baudrate=baudrate, timeout_cap_s=timeout_cap_s)
         self.machine = LinkMachine(
             policy,
@@ -519,27 +528,37 @@ class ModemLink:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Rounds until ``stop`` is set: each bounded by :data:`ROUND_TIMEOUT_S`, then a wait
-        for the machine's next time, cut short by a URC or ``stop``."""
+        for the machine's next time (at most ``poll_interval_s``), cut short by a URC or
+        ``stop``; never two rounds closer than :data:`MIN_ROUND_INTERVAL_S` (a modem that
+        floods URCs does not turn into a polling storm)."""
+        name = self.port.path.rsplit("/", 1)[-1]
         while not stop.is_set():
+            started = time.monotonic()
             try:
                 async with asyncio.timeout(ROUND_TIMEOUT_S):
                     action = await self.step()
             except TimeoutError:
                 log.error("modem_round_timeout", timeout_s=ROUND_TIMEOUT_S)
                 self.port.close()
-                continue
+                action = Action(ActionKind.WAIT, until=self._clock())
             if action.kind is not ActionKind.WAIT:
                 continue
             delay = max(0.0, (action.until or 0.0) - self._clock())
             delay = min(delay, self.machine.policy.poll_interval_s)
-            waits: list[asyncio.Future[object]] = [asyncio.ensure_future(_wait(stop.wait()))]
+            waits: list[asyncio.Task[object]] = [
+                asyncio.create_task(_wait_set(stop), name=f"modem[{name}].stop")
+            ]
             if self.port.is_open:
-                waits.append(asyncio.ensure_future(_wait(self.port.wait_urc())))
+                urc = asyncio.create_task(_wait_urc(self.port), name=f"modem[{name}].urc")
+                waits.append(urc)
             try:
                 await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for waiter in waits:
                     waiter.cancel()
+            floor = MIN_ROUND_INTERVAL_S - (time.monotonic() - started)
+            if floor > 0 and not stop.is_set():
+                await asyncio.sleep(floor)
 
     # -- inside ----------------------------------------------------------------------------
 
@@ -669,3 +688,5 @@ class ModemLink:
                 log.warning(event.kind.value, **fields)
             else:
                 log.info(event.kind.value, **fields)
+            if self._on_event is not None:
+                self._on_event(event)

@@ -51,7 +51,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, Protocol, Self, cast
+from typing import Any, Final, Protocol, Self, cast
 
 import structlog
 from serial.serialposix import Serial
@@ -82,10 +82,30 @@ __all__ = [
     "STANDARD_BAUDRATES",
     "AtPort",
     "AtResponse",
+    "FreshLogger",
+    "SerialFactory",
+    "SerialPort",
     "command_name",
 ]
 
-log = structlog.get_logger("agent.modem.port")
+
+class FreshLogger:
+    """A structlog logger looked up again at every call.
+
+    ``homehub`` commands configure logging with ``cache_logger_on_first_use`` on the stderr
+    of the moment; a module-level proxy first used during one in-process run (the CLI tests)
+    would keep writing to that run's stream after it closed. The modem logs rarely, so the
+    lookup costs nothing that matters.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, method: str) -> Any:
+        return getattr(structlog.get_logger(self._name), method)
+
+
+log = FreshLogger("agent.modem.port")
 
 # ---------------------------------------------------------------------------
 # Constants
@@ -232,8 +252,7 @@ class AtPort:
 
         Raises:
             ModemTransportError: the port is absent, not a serial port, or locked by another
-                program (ModemManager holds the AT port unless told not to: see
-                docs/architecture.md).
+                program (ModemManager holds the AT port unless told to leave it alone).
         """
         if self._serial is not None:
             return
