@@ -27,15 +27,20 @@ import structlog.testing
 from agent.modem.link import (
     Action,
     ActionKind,
+    ConnectOutcome,
     EventKind,
     Fault,
     LinkEvent,
+    LinkMachine,
     LinkPolicy,
+    Observation,
     Phase,
     RungPolicy,
+    SimStatus,
     Step,
 )
 from agent.modem.manager import ModemLink
+from drivers.modem import ts27007
 from drivers.modem.at_codec import RejectReason
 from hil.emulators.modem import (
     EmulatedModem,
@@ -404,26 +409,39 @@ class TestRegistration:
         # grace 120 s, then one rung a round once the last one settled: requery (settle
         # 10 s), reregister (30 s), radio cycle (30 s), reset (the port back at 210 s, RDY
         # at 220 s, settle 60 s), power cycle; then every rung left is capped for the hour.
+        # grace 120 s, then one rung a round once the last one settled: requery (settle
+        # 10 s), reregister (30 s), radio cycle (30 s), reset (the port back at 210 s, RDY
+        # at 220 s, settle 60 s), power cycle; then, the top two capped for the hour, the
+        # rungs below again within their cool-downs (base · 2^(uses − 1)) and caps.
         assert [
             (Step.REQUERY, 120.0),
             (Step.REREGISTER, 130.0),
             (Step.RADIO_CYCLE, 160.0),
             (Step.MODEM_RESET, 190.0),
             (Step.POWER_CYCLE, 250.0),
+            (Step.RADIO_CYCLE, 310.0),  # 160 + 120: its second and last use this hour
+            (Step.REREGISTER, 340.0),
+            (Step.REQUERY, 370.0),
+            (Step.REQUERY, 430.0),  # 370 + 60
+            (Step.REREGISTER, 460.0),  # 340 + 120: its third and last use this hour
+            (Step.REQUERY, 550.0),  # 430 + 120
+            (Step.REQUERY, 790.0),
+            (Step.REQUERY, 1270.0),
+            (Step.REQUERY, 2230.0),  # the next would be 4150 s
         ] == rig.steps()
         assert (1, 1) == (rig.state.count(RESET), rig.power_cycles)
         assert ["AT+COPS=2", "AT+COPS=0", "AT+CFUN=0", "AT+CFUN=1", RESET] == [
             c for c in rig.state.commands if c.startswith(("AT+COPS=", "AT+CFUN="))
-        ]
-        capped = [k for k in rig.kinds() if k[0] is EventKind.RECOVERY_CAPPED]
-        assert [
-            (EventKind.RECOVERY_CAPPED, Phase.REGISTERING, Fault.NOT_REGISTERED, None)
-        ] == capped
-        assert {"step": "power_cycle", "time": NOW.isoformat()} == rig.figures()["last_recovery"]
+        ][:5]
+        assert {"step": "requery", "time": NOW.isoformat()} == rig.figures()["last_recovery"]
         await rig.run_for(3600)
-        # The top rung again once its use left the hour (250 + 3600 s); no second reset.
-        assert [(Step.POWER_CYCLE, 3850.0)] == rig.steps()[5:]
-        assert (1, 2) == (rig.state.count(RESET), rig.power_cycles)
+        # A second hour: a second reset and power cycle once the first left the hour, and
+        # in any rolling hour no rung more often than its cap.
+        assert (2, 2) == (rig.state.count(RESET), rig.power_cycles)
+        steps = rig.steps()
+        for step, at in steps:
+            in_hour = [t for s, t in steps if s is step and at - 3600 < t <= at]
+            assert len(in_hour) <= RUNGS[step].max_per_hour, (step, at)
 
     async def test_registration_back_ends_the_episode(self, start: Callable[..., Rig]) -> None:
         """The network found again mid-ladder: fault cleared, online, no further rung."""
@@ -647,3 +665,85 @@ class TestRun:
             await rig.link.run(stop)
         assert Phase.ONLINE == rig.link.machine.phase
         assert 1 == rig.state.count(CONNECT)
+
+
+# ---------------------------------------------------------------------------
+# The ladder's rules, on the machine alone (sans-I/O: no port, the clock passed in)
+# ---------------------------------------------------------------------------
+
+SEARCHING: Final = Observation(SimStatus.READY, ts27007.Registration.SEARCHING)
+HOME_ONLINE: Final = Observation(
+    SimStatus.READY,
+    ts27007.Registration.HOME,
+    ts27007.Technology.LTE,
+    data_up=True,
+    has_address=True,
+)
+
+
+def rounds(machine: LinkMachine, observation: Observation, times: range) -> list[float]:
+    """Observe at each time; take every rung offered; the times rungs were taken."""
+    taken = []
+    for now in times:
+        machine.observe(observation, float(now))
+        action = machine.next_action(float(now))
+        if action.kind is ActionKind.RECOVER and action.step is not None:
+            machine.recovery_done(action.step, float(now))
+            taken.append(float(now))
+    return taken
+
+
+class TestLadderRules:
+    def only_requery(self, **policy: Any) -> LinkMachine:
+        rungs = {step: RungPolicy(cooldown_s=30, max_per_hour=0, settle_s=0) for step in Step}
+        rungs[Step.REQUERY] = RungPolicy(cooldown_s=30, max_per_hour=10, settle_s=10)
+        return LinkMachine(LinkPolicy(rungs=rungs, registration_grace_s=120, **policy))
+
+    def test_cooldown_backs_off_and_is_bounded(self) -> None:
+        """A rung's cool-down doubles with each consecutive use, up to max_cooldown_s."""
+        machine = self.only_requery(max_cooldown_s=200)
+        taken = rounds(machine, SEARCHING, range(0, 1200, 10))
+        assert [120, 150, 210, 330, 530, 730, 930, 1130] == taken
+
+    def test_hourly_cap(self) -> None:
+        """At most max_per_hour uses in any rolling hour; then capped, said once."""
+        machine = self.only_requery(backoff_factor=1.0)
+        taken = rounds(machine, SEARCHING, range(0, 3720, 10))
+        assert [120 + 30 * n for n in range(10)] == taken[:10]
+        assert 10 == len(taken)
+        capped = [e for e in machine.events() if e.kind is EventKind.RECOVERY_CAPPED]
+        assert 1 == len(capped)
+        # The first use leaves the hour at 120 + 3600 s: the rung is taken again then.
+        assert [3720.0] == rounds(machine, SEARCHING, range(3720, 3730, 10))
+
+    def test_stable_online_resets_the_backoff(self) -> None:
+        """Online for stable_s: the next episode's cool-downs start from the base again."""
+        machine = self.only_requery(stable_s=300)
+        assert [120, 150, 210] == rounds(machine, SEARCHING, range(0, 300, 10))
+        rounds(machine, HOME_ONLINE, range(300, 610, 10))
+        assert [730, 760] == rounds(machine, SEARCHING, range(610, 770, 10))
+
+    def test_data_session_failures(self) -> None:
+        """Connects failing in a row raise data_session after data_failures_before_fault;
+        the ladder then alternates with new connects."""
+        machine = LinkMachine(LinkPolicy(data_failures_before_fault=2, connect_cooldown_s=20))
+        registered = Observation(SimStatus.READY, ts27007.Registration.HOME, ts27007.Technology.LTE)
+        machine.observe(registered, 0.0)
+        assert ActionKind.CONNECT_DATA == machine.next_action(0.0).kind
+        machine.connect_result(ConnectOutcome.FAILED, 0.0)
+        assert (ActionKind.WAIT, None) == (machine.next_action(10.0).kind, machine.fault)
+        assert ActionKind.CONNECT_DATA == machine.next_action(20.0).kind
+        machine.connect_result(ConnectOutcome.FAILED, 20.0)
+        assert Fault.DATA_SESSION == machine.fault
+        assert Action(ActionKind.RECOVER, step=Step.REQUERY) == machine.next_action(20.0)
+        machine.recovery_done(Step.REQUERY, 20.0)
+        assert ActionKind.WAIT == machine.next_action(25.0).kind  # the rung settles (10 s)
+        assert ActionKind.CONNECT_DATA == machine.next_action(30.0).kind
+        machine.connect_result(ConnectOutcome.FAILED, 30.0)
+        assert Action(ActionKind.RECOVER, step=Step.REREGISTER) == machine.next_action(30.0)
+        machine.recovery_done(Step.REREGISTER, 30.0)
+        assert ActionKind.WAIT == machine.next_action(60.0).kind  # reregister settles 60 s
+        assert ActionKind.CONNECT_DATA == machine.next_action(90.0).kind
+        machine.connect_result(ConnectOutcome.OK, 90.0)
+        machine.observe(HOME_ONLINE, 100.0)
+        assert (Phase.ONLINE, None) == (machine.phase, machine.fault)

@@ -24,7 +24,8 @@ alone :meth:`LinkMachine._assess` derives the **phase** and the **fault**, in th
                     (fault not_registered after registration_grace_s)
     data        ──▶ the APN refused (+CME ERROR 127/133): STOPPED (wrong_apn);
                     down: CONNECTING (action: connect; fault data_session after
-                    data_failures_before_fault failed connects)
+                    data_failures_before_fault failed connects; then, once each rung
+                    has settled, one connect before the next rung)
     otherwise   ──▶ ONLINE
 
 Configuration faults (:attr:`Fault.configuration`: SIM absent, PIN required without a
@@ -49,9 +50,11 @@ Recovery ladder (other faults), one rung per round at most::
   again.
 - Each rung has a cool-down that grows with its consecutive uses (``cooldown_s ·
   backoff_factor^(uses − 1)``, at most ``max_cooldown_s``) and a cap of uses per rolling
-  hour (``max_per_hour``). A rung in its cool-down is waited for; a rung at its cap is
-  skipped for the next one; when every rung left is capped the machine says so once
-  (``modem_recovery_capped``) and waits for the oldest use to leave the hour.
+  hour (``max_per_hour``). The next rung up in its cool-down is waited for; a rung at its
+  cap is skipped for the next one up; when every rung from the episode's up is capped, the
+  rungs below are used again (the highest ready one first, each within its own cool-down
+  and cap); when every rung is capped the machine says so once (``modem_recovery_capped``)
+  and waits for the oldest use to leave the hour.
 - The consecutive counts (the backoff) reset once the link has been ONLINE for
   ``stable_s``; the episode ends when the fault clears.
 
@@ -416,6 +419,7 @@ class LinkMachine:
         self._apn_set_tried = False
         self._data_failures = 0
         self._next_connect_at = 0.0
+        self._last_connect_at = float("-inf")
         self._online_since: float | None = None
         self._level = 0
         self._settle_until = 0.0
@@ -528,6 +532,7 @@ class LinkMachine:
 
     def connect_result(self, outcome: ConnectOutcome, now: float) -> None:
         """How the data-session attempt ended."""
+        self._last_connect_at = now
         if outcome is not ConnectOutcome.OK:  # a call that came up may be redialled at once
             self._next_connect_at = now + self.policy.connect_cooldown_s
         if outcome is ConnectOutcome.WRONG_APN:
@@ -577,14 +582,14 @@ class LinkMachine:
             ):
                 return Action(ActionKind.CONNECT_DATA)
         if self._fault is not None:
-            action = self._ladder(now)
             if (
-                action.kind is ActionKind.WAIT
-                and self._fault is Fault.DATA_SESSION
-                and now >= max(self._next_connect_at, self._settle_until)
+                self._fault is Fault.DATA_SESSION
+                and now >= self._settle_until
+                and self._last_recovery is not None
+                and self._last_recovery[1] >= self._last_connect_at
             ):
-                return Action(ActionKind.CONNECT_DATA)  # between rungs, the connect again
-            return action
+                return Action(ActionKind.CONNECT_DATA)  # each rung settled: dial again first
+            return self._ladder(now)
         return wait
 
     def _may_enter_pin(self) -> bool:
@@ -611,26 +616,36 @@ class LinkMachine:
             return Action(ActionKind.WAIT, until=now + self.policy.poll_interval_s)
         if now < self._settle_until:
             return Action(ActionKind.WAIT, until=self._settle_until)
-        for index in range(min(self._level, len(ladder) - 1), len(ladder)):
+        level = min(self._level, len(ladder) - 1)
+        # Up from the episode's rung; only when every rung up is capped, down again.
+        order = [*range(level, len(ladder)), *range(level - 1, -1, -1)]
+        cooling: list[float] = []
+        for index in order:
             step = ladder[index]
             rung, guard = self._rungs[step], self.policy.rungs[step]
             while rung.uses and rung.uses[0] <= now - HOUR_S:
                 rung.uses.popleft()
             if len(rung.uses) >= guard.max_per_hour:
-                continue  # capped this hour: the next rung up
-            ready_at = self._ready_at(step, rung, guard)
+                continue  # capped this hour
+            ready_at = self._ready_at(rung, guard)
             if now < ready_at:
-                return Action(ActionKind.WAIT, until=ready_at)
-            self._level = min(index + 1, len(ladder) - 1)
+                if index >= level:
+                    return Action(ActionKind.WAIT, until=ready_at)  # the way up cools down
+                cooling.append(ready_at)
+                continue
+            if index >= level:
+                self._level = min(index + 1, len(ladder) - 1)
             self._capped_reported = False
             return Action(ActionKind.RECOVER, step=step)
+        if cooling:
+            return Action(ActionKind.WAIT, until=min(cooling))
         if not self._capped_reported:
             self._capped_reported = True
             self._emit(EventKind.RECOVERY_CAPPED, now, fault=fault)
         releases = [self._rungs[step].uses[0] + HOUR_S for step in ladder if self._rungs[step].uses]
         return Action(ActionKind.WAIT, until=min(releases, default=now + HOUR_S))
 
-    def _ready_at(self, step: Step, rung: _Rung, guard: RungPolicy) -> float:
+    def _ready_at(self, rung: _Rung, guard: RungPolicy) -> float:
         if rung.last is None or rung.consecutive == 0:
             return float("-inf")
         grown = guard.cooldown_s * self.policy.backoff_factor ** (rung.consecutive - 1)
