@@ -179,6 +179,25 @@ class PlatformConfig:
     certificate sent by ``install_certificate`` must be issued by it and valid now."""
 
 
+MODEM_BACKENDS: Final = ("none", "at")
+"""``[modem] backend``: ``none`` (Ethernet or Wi-Fi: no modem), ``at`` (the module's AT port
+over pyserial, agent/modem/)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModemConfig:
+    """``[modem]``: the cellular module the hub reaches the platform through (issue 10)."""
+
+    backend: str = "none"
+    port: str | None = None
+    """The module's AT port (``/dev/ttyUSB2``, or a udev symlink)."""
+    baudrate: int = 115200
+    apn: str | None = None
+    """The APN of the hub's data context; unset: the module's own."""
+    pin_file: Path | None = None
+    """The SIM PIN (a credential file, mode 0600); unset: no PIN is entered."""
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole, validated configuration."""
@@ -193,6 +212,7 @@ class Config:
     mqtt: MqttConfig
     keys: KeysConfig = KeysConfig()
     platform: PlatformConfig = PlatformConfig()
+    modem: ModemConfig = ModemConfig()
 
 
 # ---------------------------------------------------------------------------
@@ -304,6 +324,36 @@ def _daily_budget(value: Any) -> str | None:
     if value == 0 or value >= DAILY_BUDGET_MIN_BYTES:
         return None
     return f"must be 0 (no budget) or at least {DAILY_BUDGET_MIN_BYTES} bytes (64 KiB)"
+
+
+def _modem_backend(value: Any) -> str | None:
+    return (
+        None
+        if value in MODEM_BACKENDS
+        else f"must be one of {', '.join(map(repr, MODEM_BACKENDS))}"
+    )
+
+
+def _apn(value: Any) -> str | None:
+    # Imported here: the modem package (pyserial) only when an APN is configured.
+    from agent.modem.manager import validate_apn
+
+    try:
+        validate_apn(value)
+    except UsageError as exc:
+        return f"must be an APN ({exc.reason})"
+    return None
+
+
+def _modem_config(where: str, values: dict[str, Any]) -> ModemConfig:
+    modem = ModemConfig(**values)
+    if modem.backend == "at" and modem.port is None:
+        raise ConfigError(where, "modem.port", "missing (backend 'at' needs the AT port)")
+    if modem.backend == "none":
+        for name in ("port", "apn", "pin_file"):
+            if values[name] is not None:
+                raise ConfigError(where, f"modem.{name}", "only with a modem (backend 'at')")
+    return modem
 
 
 def _profile(value: Any) -> str | None:
@@ -573,6 +623,28 @@ SCHEMA: Final[dict[str, dict[str, Field]]] = {
             " alone); a batch is also kept under the profile's message size limit",
         ),
     },
+    "modem": {
+        "backend": Field(
+            str,
+            "none",
+            False,
+            _modem_backend,
+            doc="'none' (Ethernet or Wi-Fi) or 'at' (a cellular module's AT port)",
+        ),
+        "port": Field(str, None, False, doc="the module's AT port, e.g. /dev/ttyUSB2"),
+        "baudrate": Field(
+            int,
+            115200,
+            False,
+            low=1200,
+            high=4_000_000,
+            doc="for a UART (a USB port ignores it); 1200-4000000: what serial ports support",
+        ),
+        "apn": Field(str, None, False, _apn, doc="the data context's APN; unset: the module's"),
+        "pin_file": Field(
+            Path, None, False, doc="the SIM PIN, a credential file (mode 0600); never logged"
+        ),
+    },
     "platform": {
         "cert_file": Field(
             Path,
@@ -712,6 +784,7 @@ def from_mapping(data: Mapping[str, Any], source: Path) -> Config:
         mqtt=_mqtt_config(where, sections["mqtt"], data.get("mqtt", {}), platform),
         keys=_keys_config(where, sections["keys"]),
         platform=platform,
+        modem=_modem_config(where, sections["modem"]),
     )
 
 

@@ -221,6 +221,7 @@ class TestRanges:
         """The ranges the docs give reasons for (MQTT 5 §3.1.2.10 for Keep Alive)."""
         ranges = {f"{s}.{k}": (f.low, f.high) for s, k, f in NUMERIC}
         assert ranges == {
+            "modem.baudrate": (1200, 4_000_000),
             "ble.scan_timeout_s": (1.0, 300.0),
             "ble.connect_timeout_s": (1.0, 120.0),
             "ble.quiet_period_s": (0.5, 600.0),
@@ -464,3 +465,51 @@ class TestDevicePairing:
             self._load(tmp_path, [self._device(**extra)])
         assert caught.value.key == key
         assert reason in caught.value.reason
+
+
+class TestModem:
+    """``[modem]``: no modem by default; an AT port with its APN and PIN file."""
+
+    def test_no_modem_by_default(self) -> None:
+        cfg = config.load(EXAMPLE)
+        assert ("none", None, None) == (cfg.modem.backend, cfg.modem.port, cfg.modem.apn)
+
+    def test_an_at_modem(self, tmp_path: Path) -> None:
+        path = _example_with(
+            tmp_path,
+            'backend = "none"',
+            'backend = "at"\nport = "/dev/ttyUSB2"\napn = "hospital.m2m"\n'
+            f'pin_file = "{tmp_path / "pin"}"',
+        )
+        modem = config.load(path).modem
+        assert ("at", "/dev/ttyUSB2", "hospital.m2m", tmp_path / "pin", 115200) == (
+            modem.backend,
+            modem.port,
+            modem.apn,
+            modem.pin_file,
+            modem.baudrate,
+        )
+
+    @pytest.mark.parametrize(
+        ("new", "key", "reason"),
+        [
+            ('backend = "at"', "modem.port", "missing (backend 'at' needs the AT port)"),
+            ('backend = "qmi"', "modem.backend", "must be one of 'none', 'at'"),
+            (
+                'backend = "none"\nport = "/dev/ttyUSB2"',
+                "modem.port",
+                "only with a modem (backend 'at')",
+            ),
+            (
+                'backend = "at"\nport = "/dev/ttyUSB2"\napn = "bad apn;AT+CFUN=0"',
+                "modem.apn",
+                "must be an APN (not an APN: labels of letters, digits and '-', dot-separated)",
+            ),
+        ],
+    )
+    def test_errors_name_the_key(self, tmp_path: Path, new: str, key: str, reason: str) -> None:
+        path = _example_with(tmp_path, 'backend = "none"', new)
+        with pytest.raises(ConfigError) as info:
+            config.load(path)
+        assert (key, reason) == (info.value.key, info.value.reason)
+        assert info.value.line is not None
