@@ -375,7 +375,9 @@ class TestSim:
 
 class TestRegistration:
     async def test_denied_stops(self, start: Callable[..., Rig]) -> None:
-        """Registration denied: stopped at once, no rung, no reset in two hours."""
+        """Registration denied: the hub's APN written once and the radio cycled once (the
+        module held another APN), denied again: stopped; no other rung, no reset in two
+        hours."""
         rig = start(modem_state(registration=Registration.DENIED))
         await rig.settle()
         assert (Phase.STOPPED, Fault.REGISTRATION_DENIED) == (
@@ -383,9 +385,12 @@ class TestRegistration:
             rig.link.machine.fault,
         )
         await rig.run_for(2 * 3600, every=300)
-        assert [] == rig.steps()
+        assert [(Step.RADIO_CYCLE, 0.0)] == rig.steps()
+        assert 1 == rig.state.count('AT+CGDCONT=1,"IPV4V6","hub.test"')
         assert 0 == rig.state.count(RESET)
         assert "denied" == rig.figures()["registration"]
+        stops = [k for k in rig.kinds() if k[0] is EventKind.LINK_STOPPED]
+        assert [(EventKind.LINK_STOPPED, Phase.STOPPED, Fault.REGISTRATION_DENIED, None)] == stops
 
     async def test_searching_within_grace(self, start: Callable[..., Rig]) -> None:
         """Searching for less than the grace: registering, no fault, no rung."""
@@ -496,18 +501,33 @@ class TestData:
         assert [] == rig.steps()
         assert 1 == rig.state.count(CONNECT)
 
-    async def test_wrong_apn_denied_at_attach(self, start: Callable[..., Rig]) -> None:
-        """The module already holds a wrong APN: the LTE attach is refused (denied), the
-        link stops; the hub's APN is not written while stopped, nothing reset."""
+    async def test_module_holds_a_wrong_apn(self, start: Callable[..., Rig]) -> None:
+        """The module holds a wrong APN, so the LTE attach is denied: the hub writes its own
+        once, cycles the radio once, and the attach succeeds: online, no reset."""
         rig = start(modem_state(contexts={1: PdpContext("IP", "wrong.apn")}))
+        await rig.settle()
+        assert (Phase.ONLINE, None) == (rig.link.machine.phase, rig.link.machine.fault)
+        assert [(Step.RADIO_CYCLE, 0.0)] == rig.steps()
+        assert ["AT+CFUN=0", "AT+CFUN=1"] == [
+            c for c in rig.state.commands if c.startswith("AT+CFUN=")
+        ]
+        resumed = (EventKind.LINK_RESUMED, Phase.CONNECTING, Fault.REGISTRATION_DENIED, None)
+        assert resumed in rig.kinds()
+        assert ONLINE_FIGURES == {**rig.figures(), "last_recovery": None}
+
+    async def test_configured_wrong_apn_denied_at_attach(self, start: Callable[..., Rig]) -> None:
+        """The hub's own APN is the wrong one and the module holds it: denied, stopped at
+        once, nothing written, nothing reset in an hour."""
+        rig = start(modem_state(contexts={1: PdpContext("IP", "wrong.apn")}))
+        rig.make_link(apn="wrong.apn", power_cycle=rig.power_cycle)
         await rig.settle()
         await rig.run_for(3600, every=60)
         assert (Phase.STOPPED, Fault.REGISTRATION_DENIED) == (
             rig.link.machine.phase,
             rig.link.machine.fault,
         )
-        assert 0 == rig.state.count(RESET)
-        assert [] == rig.steps()
+        assert (0, 0, []) == (rig.state.count(RESET), rig.power_cycles, rig.steps())
+        assert not [c for c in rig.state.commands if c.startswith("AT+CGDCONT=")]
 
 
 # ---------------------------------------------------------------------------

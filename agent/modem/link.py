@@ -19,7 +19,9 @@ alone :meth:`LinkMachine._assess` derives the **phase** and the **fault**, in th
     no answer   ──▶ NO_ANSWER (fault no_answer after no_answer_grace_s)
     SIM         ──▶ absent / PUK / error / PIN rejected / PIN wanted but none given:
                     STOPPED (a configuration fault); PIN wanted: SIM (action: enter it)
-    registration ─▶ denied: STOPPED (registration_denied);
+    registration ─▶ denied: STOPPED (registration_denied; when the module holds another
+                    APN than the hub's, which the LTE attach uses, the hub's is written
+                    once and the radio cycled once first);
                     searching, not registered, unknown: REGISTERING
                     (fault not_registered after registration_grace_s)
     data        ──▶ the APN refused (+CME ERROR 127/133): STOPPED (wrong_apn);
@@ -417,6 +419,7 @@ class LinkMachine:
         self._pin_tried = False
         self._apn_rejected = False
         self._apn_set_tried = False
+        self._reattach_pending = False
         self._data_failures = 0
         self._next_connect_at = 0.0
         self._last_connect_at = float("-inf")
@@ -528,6 +531,8 @@ class LinkMachine:
         self._apn_set_tried = True
         if not accepted:
             self._data_failures += 1
+        elif self._fault is Fault.REGISTRATION_DENIED:
+            self._reattach_pending = True
         self._assess(now)
 
     def connect_result(self, outcome: ConnectOutcome, now: float) -> None:
@@ -543,6 +548,8 @@ class LinkMachine:
 
     def recovery_done(self, step: Step, now: float) -> None:
         """``step`` was taken (whatever its commands answered: the next poll tells)."""
+        if step is Step.RADIO_CYCLE:
+            self._reattach_pending = False
         rung = self._rungs[step]
         rung.uses.append(now)
         while len(rung.uses) > 3600:  # bounded: max_per_hour is at most 3600
@@ -566,6 +573,14 @@ class LinkMachine:
         self._assess(now)
         wait = Action(ActionKind.WAIT, until=now + self.policy.poll_interval_s)
         if self._phase is Phase.STOPPED:
+            obs = self._observation
+            if self._fault is Fault.REGISTRATION_DENIED and obs is not None:
+                # Denied while the module holds another APN than the hub's (the LTE attach
+                # uses it): write the hub's once and re-attach once; denied again, stopped.
+                if self._wants_apn(obs):
+                    return Action(ActionKind.SET_APN)
+                if self._reattach_pending and self._rung_available(Step.RADIO_CYCLE, now):
+                    return Action(ActionKind.RECOVER, step=Step.RADIO_CYCLE)
             return Action(ActionKind.WAIT, until=max(now, self._stopped_poll_at))
         if self._phase is Phase.RESETTING:
             return Action(ActionKind.WAIT, until=self._resetting_until)
@@ -591,6 +606,11 @@ class LinkMachine:
                 return Action(ActionKind.CONNECT_DATA)  # each rung settled: dial again first
             return self._ladder(now)
         return wait
+
+    def _rung_available(self, step: Step, now: float) -> bool:
+        rung, guard = self._rungs[step], self.policy.rungs[step]
+        in_hour = sum(1 for at in rung.uses if at > now - HOUR_S)
+        return in_hour < guard.max_per_hour and now >= self._ready_at(rung, guard)
 
     def _may_enter_pin(self) -> bool:
         return self._pin_available and not self._pin_rejected and not self._pin_tried
