@@ -40,6 +40,7 @@ from agent.modem.link import (
     Step,
 )
 from agent.modem.manager import ModemLink
+from agent.modem.serial_port import AtPort
 from drivers.modem import ts27007
 from drivers.modem.at_codec import RejectReason
 from hil.emulators.modem import (
@@ -577,6 +578,19 @@ class TestLine:
         await online.settle()
         assert ONLINE_FIGURES == online.figures()
         assert [] == online.steps()
+
+    async def test_callers_timeout_nests_outside(self, start: Callable[..., Rig]) -> None:
+        """A caller's timeout shorter than the command's own ends the wait; the command is
+        abandoned (its late answer drained) and the next one resyncs first."""
+        rig = start()
+        rig.state.swallow("AT+CSQ")
+        async with AtPort(str(rig.modem.path), timeout_cap_s=5.0) as port:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await port.command("AT+CSQ")
+            response = await port.command("AT+CSQ")
+        assert (("+CSQ: 26,99",), True) == (response.lines, response.ok)
+        assert ["AT+CSQ", "AT", "AT+CSQ"] == rig.state.commands[-3:]
 
 
 # ---------------------------------------------------------------------------
