@@ -88,6 +88,9 @@ from agent.ingest import HubSigner, Prepared, Signer, SwitchableSigner, prepare
 from agent.ingest_batcher import Item, Outcome, Status, collect_batch, commit_batch
 from agent.logs import device_label
 from agent.measurement import RawMeasurement
+from agent.modem.link import LinkEvent
+from agent.modem.manager import ModemLink
+from agent.modem.status import ModemStatus
 from agent.normalize.device import DeviceFacts
 from agent.normalize.phd import Context
 from agent.outbox import (
@@ -100,6 +103,7 @@ from agent.outbox import (
     storage_level,
 )
 from agent.platform_link import PlatformLink
+from agent.private_files import read_private_file_up_to
 from agent.publisher import Publisher
 from agent.retry import FullJitter, KeyedBackoff
 from agent.sealing import Sealer
@@ -329,13 +333,17 @@ class Hub:
         """Commands, status and events (:mod:`agent.platform_link`) while the hub runs with
         ``[platform] cert_file``."""
         self.uplink: Uplink | None = None
+        """The MQTT uplink while the hub runs (its ``stats`` and ``wait_until``)."""
+        self.modem: ModemLink | None = None
+        """The cellular link (``[modem] backend = "at"``) while the hub runs."""
+        self.modem_changed = asyncio.Event()
+        """Set at each event of the cellular link (a phase entered, a fault, a rung)."""
         self._uncommitted: dict[str, _Uncommitted] = {}
+        """Per device label: readings queued and not yet committed (see :meth:`_session`)."""
         self._urgent_stored: list[int] = []
         """Seqs of the last stored batch whose values crossed an alert limit
         (agent/urgency.py): written by :meth:`_store_batch` on the storage thread, read by
         :meth:`_report` on the loop once the call returned."""
-        """Per device label: readings queued and not yet committed (see :meth:`_session`)."""
-        """The MQTT uplink while the hub runs (its ``stats`` and ``wait_until``)."""
         self._storage: tuple[StorageThread, Outbox] | None = None
         self.ready = asyncio.Event()
         """Set once the outbox is open and the tasks run."""
@@ -414,6 +422,10 @@ class Hub:
                     refused=self.refused,
                 )
 
+    def _modem_figures(self) -> ModemStatus:
+        """The cellular link's figures now (all unknown before its first round)."""
+        return self.modem.status if self.modem is not None else ModemStatus()
+
     def _budget_report(self) -> str | None:
         """The byte budget's state for the status message: ``None`` without a budget,
         ``"paused"`` while backfill waits for the next UTC day, else ``"open"``."""
@@ -458,6 +470,7 @@ class Hub:
             awaiting_receipt=lambda: self.awaiting_receipt,
             security_sink=self.platform_security,
             budget=self._budget_report,
+            modem=self._modem_figures if cfg.modem.backend != "none" else None,
         )
         self.platform = platform
         publisher = Publisher(
@@ -477,9 +490,16 @@ class Hub:
             daily_budget_bytes=cfg.mqtt.daily_budget_bytes,
         )
         self._publisher = publisher
+        self.modem = _modem_link(cfg, on_event=lambda _event: self.modem_changed.set())
+        modem_stop = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(uplink.run(), name="hub.uplink")
+                modem_task = (
+                    tg.create_task(_keep_modem(self.modem, modem_stop), name="hub.modem")
+                    if self.modem is not None
+                    else None
+                )
                 publishing = tg.create_task(publisher.run(), name="hub.publisher")
                 ingest = tg.create_task(self._ingest(storage, outbox, signer), name="hub.ingest")
                 collector = tg.create_task(self._collector(), name="hub.collector")
@@ -491,6 +511,10 @@ class Hub:
                 log.info("hub_stopping")
                 started = asyncio.get_running_loop().time()
                 await self._stop_collecting(collector)
+                if modem_task is not None:
+                    # Nothing of the link needs settling: a round mid-command is cancelled.
+                    modem_stop.set()
+                    modem_task.cancel()
                 await self._queue.put(None)  # ingest stores what is queued, then ends
                 await ingest
                 publisher.stop()  # bounded by its own STOP_DRAIN_S
@@ -506,6 +530,8 @@ class Hub:
                     log.warning("hub_stop_overdue", took_s=round(took_s, 3), limit_s=STOP_BUDGET_S)
         finally:
             await uplink.close()  # idempotent; ends uplink.run() on every path
+            if self.modem is not None:
+                self.modem.close()
 
     async def _stop_collecting(self, collector: asyncio.Task[None]) -> None:
         """End the BLE side: the sessions end normally (and hand on what they received);
@@ -885,6 +911,63 @@ class Hub:
             return True
         self._last_continuous[arrival.device_key] = now
         return False
+
+
+MODEM_RESTART_S: Final = 30.0
+"""Base of the backoff before a modem link that failed (a bug, not a modem fault: those the
+link's own ladder handles) is started again: full jitter, growing to :data:`MODEM_RESTART_MAX_S`."""
+
+MODEM_RESTART_MAX_S: Final = 600.0
+
+SIM_PIN_MAX_BYTES: Final = 64
+"""A PIN is 4-8 digits; the file may end with a newline. Larger is not a PIN file."""
+
+
+def _modem_link(cfg: Config, on_event: Callable[[LinkEvent], None]) -> ModemLink | None:
+    """The link manager ``[modem]`` asks for, or None (no modem: Ethernet or Wi-Fi)."""
+    modem = cfg.modem
+    if modem.backend != "at":
+        return None
+    assert modem.port is not None  # enforced by agent.config
+    pin_file = modem.pin_file
+
+    def pin() -> str | None:
+        """The SIM PIN from its credential file, read when needed (never logged)."""
+        if pin_file is None:
+            return None
+        try:
+            data = read_private_file_up_to(pin_file, "SIM PIN file", SIM_PIN_MAX_BYTES)
+        except KeyMaterialError as exc:
+            log.error("modem_pin_unreadable", reason=exc.reason)
+            return None
+        if data is None:
+            log.error("modem_pin_unreadable", reason="missing")
+            return None
+        return data.decode("ascii", errors="replace").strip()
+
+    return ModemLink(modem.port, apn=modem.apn, pin=pin, baudrate=modem.baudrate, on_event=on_event)
+
+
+async def _keep_modem(link: ModemLink, stop: asyncio.Event) -> None:
+    """Run the modem link until ``stop``; a link that fails (a bug: the modem's own faults
+    are its ladder's) is logged and started again after a backoff, never taking the readings'
+    pipeline down with it."""
+    backoff = FullJitter(MODEM_RESTART_S, MODEM_RESTART_MAX_S)
+    failures = 0
+    rng = random.Random()  # noqa: S311 - jitter, not cryptography
+    while not stop.is_set():
+        try:
+            await link.run(stop)
+        except Exception as exc:  # noqa: BLE001 - a failing part is restarted, not fatal
+            failures += 1
+            link.close()
+            delay = backoff.delay(failures, rng)
+            log.error(
+                "modem_link_failed", error=type(exc).__name__, failures=failures, retry_s=delay
+            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await stop.wait()
 
 
 def _conflict_envelope(prepared: Prepared, signer: HubSigner, seq: int, first: int) -> bytes:

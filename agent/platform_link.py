@@ -84,6 +84,7 @@ from agent.errors import (
     StorageError,
 )
 from agent.ingest import HubSigner, Signer, SwitchableSigner
+from agent.modem.status import ModemStatus
 from agent.outbox import Outbox, OutboxCounts, StorageLevel
 from agent.private_files import read_private_file_up_to
 from agent.profiles import MessageKind
@@ -95,6 +96,7 @@ from agent.status_messages import (
     HubStatus,
     build_event,
     build_status,
+    modem_figures,
 )
 from agent.storage import StorageThread
 from agent.uplink import InboundMessage, Refusal
@@ -232,6 +234,7 @@ class PlatformLink:
         awaiting_receipt: Callable[[], int],
         security_sink: SecuritySink,
         budget: Callable[[], str | None] | None,
+        modem: Callable[[], ModemStatus] | None,
         clock: Callable[[], float],
         hub_clock_trusted: Callable[[], bool],
         status_interval_s: float,
@@ -250,6 +253,7 @@ class PlatformLink:
         self._awaiting_receipt = awaiting_receipt
         self._security_sink = security_sink
         self._budget = budget
+        self._modem = modem
         self._clock = clock
         self._hub_clock_trusted = hub_clock_trusted
         self._status_interval_s = status_interval_s
@@ -299,6 +303,7 @@ class PlatformLink:
         awaiting_receipt: Callable[[], int],
         security_sink: SecuritySink,
         budget: Callable[[], str | None] | None = None,
+        modem: Callable[[], ModemStatus] | None = None,
         clock: Callable[[], float] = time.time,
         hub_clock_trusted: Callable[[], bool] = hub_clock_plausible,
         status_interval_s: float = STATUS_INTERVAL_S,
@@ -329,6 +334,7 @@ class PlatformLink:
             awaiting_receipt=awaiting_receipt,
             security_sink=security_sink,
             budget=budget,
+            modem=modem,
             clock=clock,
             hub_clock_trusted=hub_clock_trusted,
             status_interval_s=status_interval_s,
@@ -600,6 +606,7 @@ class PlatformLink:
             awaiting_receipt=self._awaiting_receipt(),
             budget=self._budget() if self._budget is not None else None,
             dictionaries=() if dictionary_id is None else (dictionary_id,),
+            modem=None if self._modem is None else modem_figures(self._modem().to_dict()),
         )
         online = await self._storage.call(self._sign_status, status)
         if await self._publish(MessageKind.STATUS, online, retain=True):

@@ -94,6 +94,35 @@ class HubStatus:
     awaiting_receipt: int
     budget: str | None = None
     dictionaries: tuple[int, ...] = ()
+    modem: Mapping[str, str | int | float | None] | None = None
+    """The cellular link's figures (:data:`MODEM_STATUS_KEYS`), None without a modem."""
+
+
+MODEM_STATUS_KEYS: Final = (
+    "registration",
+    "technology",
+    "band",
+    "rsrp_dbm",
+    "rsrq_db",
+    "sinr_db",
+    "rssi_dbm",
+    "last_recovery",
+)
+"""What of ``homehub modem status`` the status message carries: the link's health only. Not
+the IMEI or ICCID (identifiers), nor the cell id and tracking area (they locate the patient's
+home), nor the IP address."""
+
+
+def modem_figures(figures: Mapping[str, object]) -> dict[str, str | int | float | None]:
+    """:data:`MODEM_STATUS_KEYS` of a :meth:`agent.modem.status.ModemStatus.to_dict`, with
+    ``last_recovery`` reduced to its step."""
+    out: dict[str, str | int | float | None] = {}
+    for name in MODEM_STATUS_KEYS:
+        value = figures.get(name)
+        if name == "last_recovery":
+            value = value.get("step") if isinstance(value, Mapping) else None
+        out[name] = value if isinstance(value, str | int | float) else None
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +170,8 @@ def status_body(hub_id: str, iat: int, status: HubStatus | None) -> dict[str, ob
     if status.budget is not None:
         body["budget"] = status.budget
     body["dictionaries"] = sorted(set(status.dictionaries))
+    if status.modem is not None:
+        body["modem"] = dict(status.modem)
     return body
 
 
