@@ -53,6 +53,7 @@ from agent.modem.link import (
     LinkMachine,
     LinkPolicy,
     Observation,
+    Phase,
     SimStatus,
     Step,
 )
@@ -528,9 +529,10 @@ class ModemLink:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Rounds until ``stop`` is set: each bounded by :data:`ROUND_TIMEOUT_S`, then a wait
-        for the machine's next time (at most ``poll_interval_s``), cut short by a URC or
-        ``stop``; never two rounds closer than :data:`MIN_ROUND_INTERVAL_S` (a modem that
-        floods URCs does not turn into a polling storm)."""
+        for the machine's next time (at most ``poll_interval_s``, but ``stopped_poll_s`` for
+        a stopped link), cut short by a URC or ``stop``; never two rounds closer than
+        :data:`MIN_ROUND_INTERVAL_S` (a modem that floods URCs does not turn into a polling
+        storm)."""
         name = self.port.path.rsplit("/", 1)[-1]
         while not stop.is_set():
             started = time.monotonic()
@@ -544,7 +546,8 @@ class ModemLink:
             if action.kind is not ActionKind.WAIT:
                 continue
             delay = max(0.0, (action.until or 0.0) - self._clock())
-            delay = min(delay, self.machine.policy.poll_interval_s)
+            if self.machine.phase is not Phase.STOPPED:  # stopped: every stopped_poll_s
+                delay = min(delay, self.machine.policy.poll_interval_s)
             waits: list[asyncio.Task[object]] = [
                 asyncio.create_task(_wait_set(stop), name=f"modem[{name}].stop")
             ]
