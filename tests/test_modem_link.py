@@ -781,3 +781,21 @@ class TestLadderRules:
         machine.connect_result(ConnectOutcome.OK, 90.0)
         machine.observe(HOME_ONLINE, 100.0)
         assert (Phase.ONLINE, None) == (machine.phase, machine.fault)
+
+    def test_wrong_pin_not_retried_until_another_sim(self) -> None:
+        """A refused PIN is not offered again for that SIM; a SIM inserted after none was
+        reported may be given the configured PIN once."""
+        machine = LinkMachine(pin_available=True)
+        locked = Observation(SimStatus.PIN_REQUIRED)
+        machine.observe(locked, 0.0)
+        assert ActionKind.ENTER_PIN == machine.next_action(0.0).kind
+        machine.pin_result(False, 0.0)
+        for now in (10.0, 1000.0, 100_000.0):
+            machine.observe(locked, now)
+            assert (ActionKind.WAIT, Fault.SIM_PIN_WRONG) == (
+                machine.next_action(now).kind,
+                machine.fault,
+            )
+        machine.observe(Observation(SimStatus.ABSENT), 100_010.0)
+        machine.observe(locked, 100_020.0)
+        assert ActionKind.ENTER_PIN == machine.next_action(100_020.0).kind

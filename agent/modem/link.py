@@ -37,7 +37,8 @@ good, a network that bars the module). The machine raises ``modem_link_stopped``
 the fault, and from then on only re-queries (every ``stopped_poll_s``): when the fault
 clears (a SIM inserted, the network accepting the module again) the link resumes
 (``modem_link_resumed``). A PIN the SIM refused is never sent again (the next refusal would
-bring the PUK closer); the PUK is never guessed: a person must enter it.
+bring the PUK closer) until a new credential is given or a SIM is inserted after the module
+reported none; the PUK is never guessed: a person must enter it.
 
 Recovery ladder (other faults), one rung per round at most::
 
@@ -489,6 +490,8 @@ class LinkMachine:
         self._resetting_until = None
         if observation.sim is not SimStatus.PIN_REQUIRED:
             self._pin_tried = False
+        if previous is not None and previous.sim is SimStatus.ABSENT and observation.sim:
+            self._pin_rejected = False  # another SIM: the configured PIN may be its own
         if observation.registered:
             self._unregistered_since = None
         elif self._unregistered_since is None:
