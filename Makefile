@@ -8,6 +8,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DBUSMOCK_VERSION := 0.34.3
+DBUSMOCK_DIR := .cache/dbusmock-$(DBUSMOCK_VERSION)
 
 .PHONY: all test lint typecheck pytest demo soak hil bench deps system-deps clean
 
@@ -40,6 +42,17 @@ system-deps:
 	@if ! command -v dbus-daemon >/dev/null || ! /usr/bin/python3 -c 'import dbusmock' 2>/dev/null; then \
 	  echo "installing dbus-daemon and python3-dbusmock (apt-get)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends dbus-daemon python3-dbusmock >/dev/null; \
+	fi
+	@# PyPI's python-dbusmock, pinned, for its modemmanager template (Debian's 0.28 has none):
+	@# pure Python, installed with the venv's pip into .cache/ and run by /usr/bin/python3 with
+	@# PYTHONPATH (tests/dbus_modemmanager.py); installed beside, then moved, so a half install
+	@# never counts as done.
+	@if [ ! -f $(DBUSMOCK_DIR)/dbusmock/templates/modemmanager.py ]; then \
+	  echo "installing python-dbusmock $(DBUSMOCK_VERSION) into $(DBUSMOCK_DIR) (pip)"; \
+	  [ -x $(PY) ] || $(PYTHON) -m venv $(VENV); \
+	  rm -rf $(DBUSMOCK_DIR).partial; \
+	  $(PY) -m pip install --quiet --disable-pip-version-check --no-deps --target $(DBUSMOCK_DIR).partial python-dbusmock==$(DBUSMOCK_VERSION); \
+	  rm -rf $(DBUSMOCK_DIR) && mv $(DBUSMOCK_DIR).partial $(DBUSMOCK_DIR); \
 	fi
 
 lint: $(STAMP)

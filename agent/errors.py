@@ -579,3 +579,93 @@ class ModemTimeoutError(ModemTransportError):
 
 
 __all__ += ["ModemPortLostError", "ModemTimeoutError", "ModemTransportError"]
+
+
+# ---------------------------------------------------------------------------
+# The modem through ModemManager (agent/modem/modemmanager.py)
+# ---------------------------------------------------------------------------
+
+
+class ModemManagerError(TransportError):
+    """ModemManager could not be used for an operation over D-Bus. Retried with backoff.
+
+    Never carries ModemManager's error text (it can name the modem's identifiers), only the
+    D-Bus error's name.
+
+    Attributes:
+        operation: what was asked (``"connect"``, ``"snapshot"``, ``"Modem.Reset"``…).
+        dbus_error: the D-Bus error name ModemManager or the bus answered, or ``None``.
+    """
+
+    def __init__(self, operation: str, reason: str, dbus_error: str | None = None) -> None:
+        self.operation = operation
+        self.dbus_error = dbus_error
+        super().__init__("modem", f"ModemManager {operation}: {reason}")
+
+
+class ModemManagerUnavailableError(ModemManagerError):
+    """No system D-Bus, or no ModemManager on it (not running, not installed, disabled): the
+    hub cannot reach the modem this way until ModemManager is back."""
+
+
+class ModemManagerTimeoutError(ModemManagerError, TimeoutError):
+    """ModemManager (or the bus) did not answer within the operation's timeout.
+
+    Attributes:
+        timeout_s: the timeout that passed.
+    """
+
+    def __init__(self, operation: str, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        super().__init__(operation, f"no answer within {timeout_s:g} s")
+
+
+class ModemManagerCallError(ModemManagerError):
+    """ModemManager answered an action (connect, disconnect, reset) with an error, e.g.
+    ``org.freedesktop.ModemManager1.Error.Core.WrongState``; ``dbus_error`` is set."""
+
+
+class ModemAbsentError(LocalError):
+    """ModemManager runs but manages no modem the hub can use: none plugged in, or it vanished
+    (a reset re-enumerates it). Not retried by itself: a person plugs the module in, or
+    configures the AT backend instead.
+
+    Attributes:
+        modems: how many modems ModemManager manages, or ``None`` when not counted (an
+            object that vanished under a call).
+        reason: what is missing.
+    """
+
+    def __init__(self, modems: int | None, reason: str) -> None:
+        self.modems = modems
+        self.reason = reason
+        super().__init__(f"ModemManager: {reason}")
+
+
+class ModemPortHeldError(LocalError):
+    """The AT port the hub is configured to use is held by ModemManager: the two would fight
+    over it (ModemManager probes and polls it, and re-probes after every reset). The
+    operator's choice to make; the message says how.
+
+    Attributes:
+        port: the port's device path (``/dev/ttyUSB2``, never a by-id path, which can carry
+            the module's serial number).
+        holder: who holds it (``"ModemManager"``).
+        fix: what to do, in words a technician can follow.
+    """
+
+    def __init__(self, port: str, holder: str, fix: str) -> None:
+        self.port = port
+        self.holder = holder
+        self.fix = fix
+        super().__init__(f"{holder} holds {port}: {fix}")
+
+
+__all__ += [
+    "ModemAbsentError",
+    "ModemManagerCallError",
+    "ModemManagerError",
+    "ModemManagerTimeoutError",
+    "ModemManagerUnavailableError",
+    "ModemPortHeldError",
+]
