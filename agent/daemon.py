@@ -56,6 +56,7 @@ import random
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 import structlog
@@ -64,7 +65,7 @@ from bleak.backends.device import BLEDevice
 from agent import keys
 from agent.ble import identity
 from agent.ble.collector import Collector
-from agent.ble.current_time import ClockPolicy
+from agent.ble.current_time import ClockPolicy, hub_clock_plausible
 from agent.ble.sessions import SESSIONS, Session, SyncStateReader
 from agent.ble.stack import BONDS_FILE, BleStack, first_contact_pairing
 from agent.ble.uuids import PLX_CONTINUOUS_MEASUREMENT
@@ -91,6 +92,7 @@ from agent.measurement import RawMeasurement
 from agent.modem.link import LinkEvent
 from agent.modem.manager import ModemLink
 from agent.modem.status import ModemStatus
+from agent.network_time import clock_disagrees
 from agent.normalize.device import DeviceFacts
 from agent.normalize.phd import Context
 from agent.outbox import (
@@ -358,6 +360,7 @@ class Hub:
             set_clock=cfg.ble.set_device_clock,
             threshold_s=cfg.ble.clock_set_threshold_s,
             timezone=cfg.hub.timezone,
+            hub_clock_trusted=lambda: self.hub_clock_problem() is None,
         )
         self.sessions_done = 0
         self.session_done = asyncio.Event()
@@ -422,6 +425,25 @@ class Hub:
                     refused=self.refused,
                 )
 
+    def _on_modem_event(self, _event: LinkEvent) -> None:
+        """A link event (logged by the link): its figures, the network's time among them,
+        are new."""
+        self.modem_changed.set()
+        if self.platform is not None:
+            self.platform.check_clock()
+
+    def hub_clock_problem(self) -> str | None:
+        """Why the hub's own clock is not to be trusted now, or None: ``"implausible"``
+        (before its floor, agent/ble/current_time.py) or ``"network_time"`` (more than 15
+        minutes from the cellular network's time, agent/network_time.py)."""
+        if not hub_clock_plausible():
+            return "implausible"
+        if self.modem is not None and clock_disagrees(
+            datetime.now(UTC), self.modem.status.network_time
+        ):
+            return "network_time"
+        return None
+
     def _modem_figures(self) -> ModemStatus:
         """The cellular link's figures now (all unknown before its first round)."""
         return self.modem.status if self.modem is not None else ModemStatus()
@@ -471,6 +493,7 @@ class Hub:
             security_sink=self.platform_security,
             budget=self._budget_report,
             modem=self._modem_figures if cfg.modem.backend != "none" else None,
+            hub_clock_problem=self.hub_clock_problem,
         )
         self.platform = platform
         publisher = Publisher(
@@ -490,7 +513,7 @@ class Hub:
             daily_budget_bytes=cfg.mqtt.daily_budget_bytes,
         )
         self._publisher = publisher
-        self.modem = _modem_link(cfg, on_event=lambda _event: self.modem_changed.set())
+        self.modem = _modem_link(cfg, on_event=self._on_modem_event)
         modem_stop = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tg:

@@ -236,7 +236,7 @@ class PlatformLink:
         budget: Callable[[], str | None] | None,
         modem: Callable[[], ModemStatus] | None,
         clock: Callable[[], float],
-        hub_clock_trusted: Callable[[], bool],
+        hub_clock_problem: Callable[[], str | None],
         status_interval_s: float,
     ) -> None:
         self.cfg = cfg
@@ -255,7 +255,7 @@ class PlatformLink:
         self._budget = budget
         self._modem = modem
         self._clock = clock
-        self._hub_clock_trusted = hub_clock_trusted
+        self._hub_clock_problem = hub_clock_problem
         self._status_interval_s = status_interval_s
         self._kinds = {d.label: d.kind for d in cfg.devices}
         self.gate = EventGate()
@@ -305,7 +305,7 @@ class PlatformLink:
         budget: Callable[[], str | None] | None = None,
         modem: Callable[[], ModemStatus] | None = None,
         clock: Callable[[], float] = time.time,
-        hub_clock_trusted: Callable[[], bool] = hub_clock_plausible,
+        hub_clock_problem: Callable[[], str | None] | None = None,
         status_interval_s: float = STATUS_INTERVAL_S,
     ) -> PlatformLink | None:
         """The link of the configured hub (``None`` without ``[platform] cert_file``), its
@@ -336,7 +336,7 @@ class PlatformLink:
             budget=budget,
             modem=modem,
             clock=clock,
-            hub_clock_trusted=hub_clock_trusted,
+            hub_clock_problem=hub_clock_problem or _hub_clock_implausible,
             status_interval_s=status_interval_s,
         )
         uplink.on_message(MessageKind.COMMANDS, link._on_command)
@@ -417,9 +417,13 @@ class PlatformLink:
         if level is not StorageLevel.OK:
             self.raise_event(Event(EventKind.STORAGE_CRITICAL, "outbox", {"level": level.value}))
 
-    def _check_clock(self) -> None:
-        if not self._hub_clock_trusted():
-            self.raise_event(Event(EventKind.CLOCK_UNSYNCED, "hub", {"check": "implausible"}))
+    def check_clock(self) -> None:
+        """Raise ``clock_unsynced`` when the hub's clock is not to be trusted (rate-limited
+        by the event gate); also called when the cellular link has news of the network's
+        time."""
+        problem = self._hub_clock_problem()
+        if problem is not None:
+            self.raise_event(Event(EventKind.CLOCK_UNSYNCED, "hub", {"check": problem}))
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -537,7 +541,7 @@ class PlatformLink:
     async def run(self) -> None:
         """Send the status and events while connected, until :meth:`stop`; then the
         ``offline`` status when still connected."""
-        self._check_clock()
+        self.check_clock()
         loop = asyncio.get_running_loop()
         next_status = loop.time() + self._status_interval_s
         while not self._stopping.is_set():
@@ -550,7 +554,7 @@ class PlatformLink:
             await self._judge_certificate()
             if loop.time() >= next_status:
                 next_status = loop.time() + self._status_interval_s
-                self._check_clock()
+                self.check_clock()
                 self._status_due = True
             if not self._uplink.connected.is_set():
                 continue  # the connected observer wakes us
@@ -631,6 +635,11 @@ class PlatformLink:
             log.warning("platform_message_not_sent", kind=kind.value, error=type(exc).__name__)
             return False
         return True
+
+
+def _hub_clock_implausible() -> str | None:
+    """The default clock check: ``"implausible"`` when the hub's clock is before its floor."""
+    return None if hub_clock_plausible() else "implausible"
 
 
 def _same_file(a: Path, b: Path) -> bool:

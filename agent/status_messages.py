@@ -26,7 +26,8 @@ event                    fields
 ``storage_critical``     ``level``: ``"critical"`` (90 % of the quota) or ``"full"``
 ``battery_low``          ``device``: the log label (last two address octets), ``kind``,
                          ``battery_pct``
-``clock_unsynced``       ``check``: ``"implausible"`` (the hub's clock is before its floor)
+``clock_unsynced``       ``check``: ``"implausible"`` (the hub's clock is before its floor) or
+                         ``"network_time"`` (more than 15 min from the cellular network's)
 ``security``             ``source`` (``device``, ``receipt``, ``command``), ``check``
 ``outbox_quarantined``   ``what``: ``"file"`` (a corrupt outbox moved aside) or ``"records"``
                          (records set aside as damaged), ``count``

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
@@ -29,12 +29,12 @@ from tests.platform_hub import running_hub, write_hub_config
 pytestmark = pytest.mark.timeout(120)
 
 T: Final = 30.0
-NOW: Final = datetime(2026, 12, 2, 18, 30, 5, tzinfo=UTC)
 
 
 @pytest.fixture
 def modem(tmp_path: Path) -> Iterator[EmulatedModem]:
-    with EmulatedModem(tmp_path, ModemState(utc_now=lambda: NOW)) as emulated:
+    """At the real time: the hub's clock and the network's agree."""
+    with EmulatedModem(tmp_path, ModemState(utc_now=lambda: datetime.now(UTC))) as emulated:
         yield emulated
 
 
@@ -69,6 +69,7 @@ async def test_the_status_carries_the_links_health(
             status = await console.wait_for(_online, after=seen)
         assert reply.body["ok"] is True
         assert hub.modem is not None
+        assert hub.hub_clock_problem() is None
     assert {
         "registration": "home",
         "technology": "LTE",
@@ -94,3 +95,19 @@ async def test_without_a_modem_the_status_has_none(
             status = await console.wait_for(_online)
         assert hub.modem is None
     assert "modem" not in status.body
+
+
+async def test_a_hub_clock_far_from_the_networks_raises_clock_unsynced(
+    tmp_path: Path, dev_pki: DevPki, broker: Broker, console: PlatformConsole
+) -> None:
+    """The network's time (NITZ, +QLTS) two days from the hub's clock: a clock_unsynced event
+    naming the check, and the hub's clock is not trusted (no device clock is set from it)."""
+    two_days_on = datetime.now(UTC) + timedelta(days=2)
+    with EmulatedModem(tmp_path, ModemState(utc_now=lambda: two_days_on)) as emulated:
+        path = write_hub_config(tmp_path, dev_pki, broker.port)
+        path.write_text(path.read_text() + f'\n[modem]\nbackend = "at"\nport = "{emulated.path}"\n')
+        async with running_hub(path) as hub:
+            async with asyncio.timeout(T):
+                event = await console.wait_for(lambda m: m.kind == "events")
+            assert "network_time" == hub.hub_clock_problem()
+    assert ("clock_unsynced", "network_time") == (event.body["event"], event.body["check"])
