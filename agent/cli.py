@@ -15,10 +15,10 @@
                                        the allow-list with bond, last sync and battery;
                                        rename keeps the device's sync state, remove deletes
                                        it and the bond (both: stop the daemon first)
-    homehub modem status --port PATH [--baud N] [--json]
+    homehub modem status (--port PATH [--baud N] | --config FILE) [--json]
                                        the 5G module's figures (identity, SIM, registration,
                                        cell, signal, APN, address, network time)
-    homehub modem at 'AT+...' --port PATH [--baud N]
+    homehub modem at 'AT+...' (--port PATH [--baud N] | --config FILE)
                                        send one raw AT command (after a warning), print the
                                        answer
 
@@ -35,7 +35,7 @@ import sys
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 from agent.errors import ConfigError, DecodeError, HubError, LocalError, UsageError
 
@@ -149,6 +149,9 @@ def _baud(text: str) -> int:
     return int(text)
 
 
+DEFAULT_MODEM_BAUD: Final = 115200
+
+
 def _modem_timeout(text: str) -> float:
     """``--timeout-s``: seconds, 0 < S <= 600."""
     try:
@@ -167,8 +170,14 @@ def _add_modem_parser(sub: Any) -> None:
     at = modem_sub.add_parser("at", help="send one raw AT command and print the answer")
     at.add_argument("at_command", metavar="COMMAND", help="the command line, e.g. 'AT+CSQ'")
     for each in (status, at):
-        each.add_argument("--port", required=True, help="the AT port, e.g. /dev/ttyUSB2")
-        each.add_argument("--baud", type=_baud, default=115200, help="for a UART (default 115200)")
+        where = each.add_mutually_exclusive_group(required=True)
+        where.add_argument("--port", help="the AT port, e.g. /dev/ttyUSB2")
+        where.add_argument(
+            "--config", type=Path, help="the daemon's configuration: its [modem] port and baud"
+        )
+        each.add_argument(
+            "--baud", type=_baud, default=None, help="for a UART (default 115200, or [modem]'s)"
+        )
         each.add_argument(
             "--timeout-s",
             type=_modem_timeout,
@@ -360,17 +369,34 @@ def _modem_port(path: str) -> str:
     return path
 
 
+def _modem_port_of(args: argparse.Namespace) -> tuple[str, int]:
+    """The port and baud rate: ``--port`` (and ``--baud``), or the ``[modem]`` section of
+    ``--config``; a hub configured without a modem is told so."""
+    if args.port is not None:
+        return _modem_port(args.port), args.baud or DEFAULT_MODEM_BAUD
+    from agent import config
+
+    modem = config.load(args.config).modem
+    if modem.backend == "none" or modem.port is None:
+        raise UsageError(
+            "--config",
+            f'{args.config}: no modem configured ([modem] backend = "none": the hub uses'
+            " Ethernet or Wi-Fi); give --port to ask a module anyway",
+        )
+    return _modem_port(modem.port), args.baud or modem.baudrate
+
+
 def _cmd_modem(args: argparse.Namespace) -> int:
     import asyncio
 
     from agent import logs
 
-    port = _modem_port(args.port)
+    port, baudrate = _modem_port_of(args)
     logs.configure("warning")  # stdout is for the figures; nothing identifying is logged
     if args.action == "status":
         from agent.modem.manager import read_status
 
-        figures = asyncio.run(read_status(port, baudrate=args.baud, timeout_cap_s=args.timeout_s))
+        figures = asyncio.run(read_status(port, baudrate=baudrate, timeout_cap_s=args.timeout_s))
         # IMEI and ICCID go to the technician's terminal, who asked for them; never to a log.
         sys.stdout.write((figures.to_json() if args.json else figures.text_table()) + "\n")
         return EXIT_OK
@@ -381,7 +407,7 @@ def _cmd_modem(args: argparse.Namespace) -> int:
         "homehub: warning: the command goes to the modem as typed; it can change the module's"
         " settings and drop the hub's link (stop the daemon first: it holds the port)\n"
     )
-    response = asyncio.run(_send_raw(port, args.baud, command))
+    response = asyncio.run(_send_raw(port, baudrate, command))
     for line in response.lines:
         sys.stdout.write(line + "\n")
     final = response.final

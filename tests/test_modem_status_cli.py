@@ -184,6 +184,27 @@ class TestStatus:
         assert "apn            -" == lines[18]
         assert "last_recovery  -" == lines[21]
 
+    def test_the_daemons_configuration(
+        self, modem: EmulatedModem, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--config: the [modem] port of the daemon's configuration; a hub configured
+        without a modem is told so (exit 2), naming the file."""
+        example = Path(__file__).resolve().parents[1] / "config" / "homehub.example.toml"
+        text = example.read_text()
+        with_modem = tmp_path / "with-modem.toml"
+        with_modem.write_text(
+            text.replace('backend = "none"', f'backend = "at"\nport = "{modem.path}"', 1)
+        )
+        assert 0 == main(["modem", "status", "--config", str(with_modem), "--json"])
+        assert LTE_FIGURES == json.loads(capsys.readouterr().out)
+        without = tmp_path / "no-modem.toml"
+        without.write_text(text)
+        assert 2 == main(["modem", "status", "--config", str(without)])
+        assert (
+            f'homehub: --config: {without}: no modem configured ([modem] backend = "none":'
+            " the hub uses Ethernet or Wi-Fi); give --port to ask a module anyway\n"
+        ) == capsys.readouterr().err
+
     def test_installed_entry_point(self, modem: EmulatedModem) -> None:
         """The installed ``homehub`` console script prints the same figures."""
         result = subprocess.run(
@@ -220,7 +241,11 @@ class TestBadArguments:
     @pytest.mark.parametrize(
         ("argv", "message"),
         [
-            (["modem", "status"], "the following arguments are required: --port"),
+            (["modem", "status"], "one of the arguments --port --config is required"),
+            (
+                ["modem", "status", "--port", "/dev/null", "--config", "x.toml"],
+                "argument --config: not allowed with argument --port",
+            ),
             (
                 ["modem", "status", "--port", "/dev/null", "--baud", "1234"],
                 "argument --baud: '1234' is not a serial rate",
