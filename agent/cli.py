@@ -393,6 +393,10 @@ def _cmd_modem(args: argparse.Namespace) -> int:
 
     port, baudrate = _modem_port_of(args)
     logs.configure("warning")  # stdout is for the figures; nothing identifying is logged
+    from agent.modem.modemmanager import check_at_port
+
+    # ModemManager probing the same port would garble both: say so, with the fix (exit 2).
+    asyncio.run(check_at_port(port))
     if args.action == "status":
         from agent.modem.manager import read_status
 

@@ -83,6 +83,8 @@ from agent.errors import (
     KeyMaterialError,
     LinkSecurityError,
     LocalError,
+    ModemManagerTimeoutError,
+    ModemPortHeldError,
     StorageError,
 )
 from agent.ingest import HubSigner, Prepared, Signer, SwitchableSigner, prepare
@@ -91,6 +93,7 @@ from agent.logs import device_label
 from agent.measurement import RawMeasurement
 from agent.modem.link import LinkEvent
 from agent.modem.manager import ModemLink
+from agent.modem.modemmanager import check_at_port
 from agent.modem.status import ModemStatus
 from agent.network_time import clock_disagrees
 from agent.normalize.device import DeviceFacts
@@ -980,6 +983,12 @@ async def _keep_modem(link: ModemLink, stop: asyncio.Event) -> None:
     rng = random.Random()  # noqa: S311 - jitter, not cryptography
     while not stop.is_set():
         try:
+            if not await _port_free(link.port.path):
+                # The operator's choice (use ModemManager, or stop it): asked again hourly.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(MODEM_PORT_HELD_RECHECK_S):
+                        await stop.wait()
+                continue
             await link.run(stop)
         except Exception as exc:  # noqa: BLE001 - a failing part is restarted, not fatal
             failures += 1
@@ -991,6 +1000,24 @@ async def _keep_modem(link: ModemLink, stop: asyncio.Event) -> None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await stop.wait()
+
+
+MODEM_PORT_HELD_RECHECK_S: Final = 3600.0
+"""How often a port ModemManager holds is checked again (the operator may stop it)."""
+
+
+async def _port_free(port: str) -> bool:
+    """Whether the AT link may use ``port``: False (logged, with the fix) while ModemManager
+    holds it, so the two never fight over the module; True when ModemManager does not run or
+    does not answer (the link's own exclusive open then decides)."""
+    try:
+        await check_at_port(port)
+    except ModemPortHeldError as exc:
+        log.error("modem_port_not_used", holder=exc.holder, fix=exc.fix)
+        return False
+    except ModemManagerTimeoutError:
+        log.warning("modem_port_check_unanswered")
+    return True
 
 
 def _conflict_envelope(prepared: Prepared, signer: HubSigner, seq: int, first: int) -> bytes:

@@ -8,12 +8,14 @@ ends up in any log fails the suite.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
 import pytest
+import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -150,3 +152,19 @@ def uplink_settings(pki: DevPki, port: int, **override: Any) -> UplinkSettings:
     }
     values.update(override)
     return UplinkSettings(**values)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """For tests that run ``agent.cli.main`` in-process: it configures logging on the stderr
+    of the moment (a capture closed after the test); the suite's logging is set back as it
+    was."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+        root.handlers[:] = handlers
+        root.setLevel(level)

@@ -4,6 +4,7 @@ template on a private D-Bus system bus (tests/dbus_modemmanager.py)."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -625,6 +626,43 @@ class TestPortHeld:
             "/dev/ttyUSB2", bus_address="unix:path=/nonexistent"
         )
         await check_at_port("/dev/ttyUSB2", bus_address=system_bus.address)
+
+
+class TestTheHubDoesNotFight:
+    """The hub's own users of the check: ``homehub modem status`` and the daemon's link."""
+
+    @pytest.mark.usefixtures("restore_logging")
+    async def test_cli_and_daemon_leave_a_held_port_alone(
+        self,
+        mm: ModemManagerMock,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """ModemManager holds the module's AT port (the emulator's pty): the technician's
+        command exits 2 with the fix, the daemon's link logs it and sends nothing; neither
+        writes one byte to the port."""
+        import asyncio
+
+        from agent.cli import main
+        from agent.daemon import _port_free
+        from hil.emulators.modem import EmulatedModem
+
+        with EmulatedModem(tmp_path) as emulated:
+            resolved = await asyncio.to_thread(os.path.realpath, emulated.path)
+            tty = resolved.rsplit("/", 1)[-1]  # /dev/pts/N: "N", as ModemManager would list it
+            await mm.add_modem(spec(ports=[(tty, PortType.AT)], device=str(tmp_path / "none")))
+            monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", mm.bus_address)
+            code = await asyncio.to_thread(main, ["modem", "status", "--port", str(emulated.path)])
+            assert 2 == code
+            assert capsys.readouterr().err.endswith(
+                'set [modem] backend = "modemmanager", or stop ModemManager'
+                " (systemctl disable --now ModemManager) to use the AT port\n"
+            )
+            with capture_logs() as logs:
+                assert not await _port_free(str(emulated.path))
+            assert ["modem_port_held", "modem_port_not_used"] == [e["event"] for e in logs]
+            assert [] == list(emulated.state.commands)
 
 
 def test_interfaces_named_as_modemmanager() -> None:

@@ -10,7 +10,6 @@ tests consume that output so that it never reaches a captured log.
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +19,6 @@ from typing import Any, Final
 
 import pytest
 import serial
-import structlog
 
 from agent.cli import main
 from agent.modem.status import KEYS
@@ -65,19 +63,7 @@ LTE_FIGURES: Final[dict[str, Any]] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """``cli.main`` configures logging on the stderr of the moment (a capture closed after
-    the test); the suite's logging is set back as it was."""
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        yield
-    finally:
-        structlog.configure(**saved)
-        root.handlers[:] = handlers
-        root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 @pytest.fixture
