@@ -179,9 +179,10 @@ class PlatformConfig:
     certificate sent by ``install_certificate`` must be issued by it and valid now."""
 
 
-MODEM_BACKENDS: Final = ("none", "at")
+MODEM_BACKENDS: Final = ("none", "at", "modemmanager")
 """``[modem] backend``: ``none`` (Ethernet or Wi-Fi: no modem), ``at`` (the module's AT port
-over pyserial, agent/modem/)."""
+over pyserial, agent/modem/manager.py), ``modemmanager`` (the OS's ModemManager over D-Bus,
+agent/modem/modemmanager.py: it holds the module; the hub reads its figures)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +354,12 @@ def _modem_config(where: str, values: dict[str, Any]) -> ModemConfig:
         for name in ("port", "apn", "pin_file"):
             if values[name] is not None:
                 raise ConfigError(where, f"modem.{name}", "only with a modem (backend 'at')")
+    if modem.backend == "modemmanager":
+        for name in ("port", "pin_file"):
+            if values[name] is not None:
+                raise ConfigError(
+                    where, f"modem.{name}", "only with backend 'at' (ModemManager has its own)"
+                )
     return modem
 
 
@@ -629,7 +636,8 @@ SCHEMA: Final[dict[str, dict[str, Field]]] = {
             "none",
             False,
             _modem_backend,
-            doc="'none' (Ethernet or Wi-Fi) or 'at' (a cellular module's AT port)",
+            doc="'none' (Ethernet or Wi-Fi), 'at' (a cellular module's AT port) or"
+            " 'modemmanager' (the OS's ModemManager holds the module)",
         ),
         "port": Field(str, None, False, doc="the module's AT port, e.g. /dev/ttyUSB2"),
         "baudrate": Field(

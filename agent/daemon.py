@@ -83,6 +83,8 @@ from agent.errors import (
     KeyMaterialError,
     LinkSecurityError,
     LocalError,
+    ModemAbsentError,
+    ModemManagerError,
     ModemManagerTimeoutError,
     ModemPortHeldError,
     StorageError,
@@ -93,7 +95,7 @@ from agent.logs import device_label
 from agent.measurement import RawMeasurement
 from agent.modem.link import LinkEvent
 from agent.modem.manager import ModemLink
-from agent.modem.modemmanager import check_at_port
+from agent.modem.modemmanager import check_at_port, open_modemmanager
 from agent.modem.status import ModemStatus
 from agent.network_time import clock_disagrees
 from agent.normalize.device import DeviceFacts
@@ -342,7 +344,9 @@ class Hub:
         self.modem: ModemLink | None = None
         """The cellular link (``[modem] backend = "at"``) while the hub runs."""
         self.modem_changed = asyncio.Event()
-        """Set at each event of the cellular link (a phase entered, a fault, a rung)."""
+        """Set at each event of the cellular link (a phase entered, a fault, a rung), or each
+        reading of ModemManager's figures."""
+        self._modemmanager_figures = ModemStatus()
         self._uncommitted: dict[str, _Uncommitted] = {}
         """Per device label: readings queued and not yet committed (see :meth:`_session`)."""
         self._urgent_stored: list[int] = []
@@ -428,7 +432,7 @@ class Hub:
                     refused=self.refused,
                 )
 
-    def _on_modem_event(self, _event: LinkEvent) -> None:
+    def _on_modem_event(self, _event: LinkEvent | None) -> None:
         """A link event (logged by the link): its figures, the network's time among them,
         are new."""
         self.modem_changed.set()
@@ -449,7 +453,38 @@ class Hub:
 
     def _modem_figures(self) -> ModemStatus:
         """The cellular link's figures now (all unknown before its first round)."""
-        return self.modem.status if self.modem is not None else ModemStatus()
+        return self.modem.status if self.modem is not None else self._modemmanager_figures
+
+    async def _watch_modemmanager(self, stop: asyncio.Event) -> None:
+        """``[modem] backend = "modemmanager"``: the OS's ModemManager holds the module and
+        keeps its link up; the hub reads its figures every :data:`MODEMMANAGER_POLL_S` (and
+        asks it to poll the extended signal). ModemManager absent, or no modem: logged, asked
+        again after a backoff; never fatal."""
+        backoff = FullJitter(MODEM_RESTART_S, MODEM_RESTART_MAX_S)
+        failures = 0
+        rng = random.Random()  # noqa: S311 - jitter, not cryptography
+        while not stop.is_set():
+            try:
+                async with open_modemmanager() as client:
+                    await client.enable_signal()
+                    while not stop.is_set():
+                        snapshot = await client.snapshot()
+                        self._modemmanager_figures = ModemStatus(**snapshot.figures())
+                        failures = 0
+                        self._on_modem_event(None)
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(MODEMMANAGER_POLL_S):
+                                await stop.wait()
+            except (ModemManagerError, ModemAbsentError) as exc:
+                failures += 1
+                self._modemmanager_figures = ModemStatus()
+                delay = backoff.delay(failures, rng)
+                log.warning(
+                    "modemmanager_unavailable", error=type(exc).__name__, retry_s=round(delay)
+                )
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await stop.wait()
 
     def _budget_report(self) -> str | None:
         """The byte budget's state for the status message: ``None`` without a budget,
@@ -518,12 +553,15 @@ class Hub:
         self._publisher = publisher
         self.modem = _modem_link(cfg, on_event=self._on_modem_event)
         modem_stop = asyncio.Event()
+        watch_modemmanager = cfg.modem.backend == "modemmanager"
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(uplink.run(), name="hub.uplink")
                 modem_task = (
                     tg.create_task(_keep_modem(self.modem, modem_stop), name="hub.modem")
                     if self.modem is not None
+                    else tg.create_task(self._watch_modemmanager(modem_stop), name="hub.modem")
+                    if watch_modemmanager
                     else None
                 )
                 publishing = tg.create_task(publisher.run(), name="hub.publisher")
@@ -1001,6 +1039,9 @@ async def _keep_modem(link: ModemLink, stop: asyncio.Event) -> None:
                 async with asyncio.timeout(delay):
                     await stop.wait()
 
+
+MODEMMANAGER_POLL_S: Final = 60.0
+"""How often ModemManager's figures are read (its own signal polling runs every 30 s)."""
 
 MODEM_PORT_HELD_RECHECK_S: Final = 3600.0
 """How often a port ModemManager holds is checked again (the operator may stop it)."""

@@ -494,7 +494,12 @@ class TestModem:
         ("new", "key", "reason"),
         [
             ('backend = "at"', "modem.port", "missing (backend 'at' needs the AT port)"),
-            ('backend = "qmi"', "modem.backend", "must be one of 'none', 'at'"),
+            ('backend = "qmi"', "modem.backend", "must be one of 'none', 'at', 'modemmanager'"),
+            (
+                'backend = "modemmanager"\nport = "/dev/ttyUSB2"',
+                "modem.port",
+                "only with backend 'at' (ModemManager has its own)",
+            ),
             (
                 'backend = "none"\nport = "/dev/ttyUSB2"',
                 "modem.port",

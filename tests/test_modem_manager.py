@@ -682,3 +682,47 @@ def test_interfaces_named_as_modemmanager() -> None:
         SIM_INTERFACE,
         BEARER_INTERFACE,
     ]
+
+
+@pytest.mark.timeout(120)
+async def test_the_daemon_reports_modemmanagers_figures(
+    mm: ModemManagerMock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    dev_pki: Any,
+    broker: Any,
+) -> None:
+    """``[modem] backend = "modemmanager"``: the daemon reads ModemManager's figures (and asks
+    it to poll the signal), and its signed status carries the link's health."""
+    import asyncio
+
+    from hil.platform_console import PlatformConsole
+    from tests.platform_hub import running_hub, write_hub_config
+
+    await mm.add_modem(spec())
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", mm.bus_address)
+    path = write_hub_config(tmp_path, dev_pki, broker.port)
+    path.write_text(path.read_text() + '\n[modem]\nbackend = "modemmanager"\n')
+    async with PlatformConsole.for_dev_pki(dev_pki, broker.port) as console:
+        async with asyncio.timeout(30):
+            await console.subscribed.wait()
+        async with running_hub(path) as hub:
+            async with asyncio.timeout(30):
+                await console.wait_for(lambda m: m.kind == "status")  # connected, subscribed
+                await hub.modem_changed.wait()  # ModemManager's figures were read
+                seen = len(console.messages)
+                await console.ask(dev_pki.hub_id, "report_status")
+                status = await console.wait_for(
+                    lambda m: m.kind == "status" and m.body["state"] == "online", after=seen
+                )
+    assert {
+        "registration": "home",
+        "technology": "LTE",
+        "band": None,
+        "rsrp_dbm": -97,
+        "rsrq_db": -11.5,
+        "sinr_db": 13.2,
+        "rssi_dbm": -68,
+        "last_recovery": None,
+    } == status.body["modem"]
+    assert 1 <= len(await mm.method_calls(mm.modem_path, "Setup"))
