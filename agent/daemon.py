@@ -551,7 +551,9 @@ class Hub:
             daily_budget_bytes=cfg.mqtt.daily_budget_bytes,
         )
         self._publisher = publisher
-        self.modem = _modem_link(cfg, on_event=self._on_modem_event)
+        self.modem = _modem_link(
+            cfg, on_event=self._on_modem_event, reachable=uplink.connected.is_set
+        )
         modem_stop = asyncio.Event()
         watch_modemmanager = cfg.modem.backend == "modemmanager"
         try:
@@ -987,7 +989,9 @@ SIM_PIN_MAX_BYTES: Final = 64
 """A PIN is 4-8 digits; the file may end with a newline. Larger is not a PIN file."""
 
 
-def _modem_link(cfg: Config, on_event: Callable[[LinkEvent], None]) -> ModemLink | None:
+def _modem_link(
+    cfg: Config, on_event: Callable[[LinkEvent | None], None], reachable: Callable[[], bool]
+) -> ModemLink | None:
     """The link manager ``[modem]`` asks for, or None (no modem: Ethernet or Wi-Fi)."""
     modem = cfg.modem
     if modem.backend != "at":
@@ -1009,7 +1013,14 @@ def _modem_link(cfg: Config, on_event: Callable[[LinkEvent], None]) -> ModemLink
             return None
         return data.decode("ascii", errors="replace").strip()
 
-    return ModemLink(modem.port, apn=modem.apn, pin=pin, baudrate=modem.baudrate, on_event=on_event)
+    return ModemLink(
+        modem.port,
+        apn=modem.apn,
+        pin=pin,
+        baudrate=modem.baudrate,
+        on_event=on_event,
+        reachable=reachable,
+    )
 
 
 async def _keep_modem(link: ModemLink, stop: asyncio.Event) -> None:

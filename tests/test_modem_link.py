@@ -782,6 +782,37 @@ class TestLadderRules:
         machine.observe(HOME_ONLINE, 100.0)
         assert (Phase.ONLINE, None) == (machine.phase, machine.fault)
 
+    def test_online_but_no_traffic_climbs_from_the_radio(self) -> None:
+        """Registered with a data session, the platform unreachable for unreachable_grace_s:
+        no_traffic, a radio cycle first (re-asking the module is pointless), then up the
+        ladder, each rung followed by the uplink's full grace to reconnect; reachable again,
+        the fault clears; unreachable for less than the grace, nothing is done."""
+        machine = LinkMachine(LinkPolicy(unreachable_grace_s=600))
+        machine.observe(HOME_ONLINE, 0.0)
+        machine.uplink_reachable(False, 0.0)
+        for now in (100.0, 599.0):
+            machine.observe(HOME_ONLINE, now)
+            machine.uplink_reachable(False, now)
+            assert (ActionKind.WAIT, None) == (machine.next_action(now).kind, machine.fault)
+        machine.uplink_reachable(False, 600.0)
+        assert (Phase.ONLINE, Fault.NO_TRAFFIC) == (machine.phase, machine.fault)
+        assert Action(ActionKind.RECOVER, step=Step.RADIO_CYCLE) == machine.next_action(600.0)
+        machine.recovery_done(Step.RADIO_CYCLE, 600.0)
+        machine.observe(HOME_ONLINE, 700.0)
+        machine.uplink_reachable(False, 700.0)
+        assert Action(ActionKind.WAIT, until=1200.0) == machine.next_action(700.0)
+        machine.observe(HOME_ONLINE, 1200.0)
+        machine.uplink_reachable(False, 1200.0)
+        assert Fault.NO_TRAFFIC == machine.fault
+        assert Action(ActionKind.RECOVER, step=Step.MODEM_RESET) == machine.next_action(1200.0)
+        machine.recovery_done(Step.MODEM_RESET, 1200.0)
+        machine.observe(HOME_ONLINE, 1400.0)
+        machine.uplink_reachable(True, 1400.0)
+        assert (Phase.ONLINE, None) == (machine.phase, machine.fault)
+        kinds = [e.kind for e in machine.events()]
+        assert 1 == kinds.count(EventKind.FAULT_RAISED)  # one episode, two rungs
+        assert EventKind.FAULT_CLEARED == kinds[-1]
+
     def test_wrong_pin_not_retried_until_another_sim(self) -> None:
         """A refused PIN is not offered again for that SIM; a SIM inserted after none was
         reported may be given the configured PIN once."""

@@ -28,7 +28,10 @@ alone :meth:`LinkMachine._assess` derives the **phase** and the **fault**, in th
                     down: CONNECTING (action: connect; fault data_session after
                     data_failures_before_fault failed connects; then, once each rung
                     has settled, one connect before the next rung)
-    otherwise   ──▶ ONLINE
+    otherwise   ──▶ ONLINE (fault no_traffic when the driver reports the platform
+                    unreachable for unreachable_grace_s: the issue's "registered but no
+                    traffic"; its ladder starts at radio_cycle, and after each rung the
+                    uplink gets the full grace again before the next)
 
 Configuration faults (:attr:`Fault.configuration`: SIM absent, PIN required without a
 credential, PIN wrong, PUK required, SIM error, registration denied, wrong APN) **stop the
@@ -137,6 +140,9 @@ class Fault(enum.StrEnum):
     NO_ANSWER = "no_answer"
     NOT_REGISTERED = "not_registered"
     DATA_SESSION = "data_session"
+    #: Registered, the data session up, and yet the platform unreachable this long
+    #: (:meth:`LinkMachine.uplink_reachable`): a session that carries nothing.
+    NO_TRAFFIC = "no_traffic"
     SIM_ABSENT = "sim_absent"
     SIM_PIN_REQUIRED = "sim_pin_required"
     SIM_PIN_WRONG = "sim_pin_wrong"
@@ -195,6 +201,8 @@ LADDERS: Final[Mapping[Fault, tuple[Step, ...]]] = MappingProxyType(
     {
         Fault.NOT_REGISTERED: tuple(Step),
         Fault.DATA_SESSION: tuple(Step),
+        # The module says all is well: re-asking it is pointless; the radio and up.
+        Fault.NO_TRAFFIC: (Step.RADIO_CYCLE, Step.MODEM_RESET, Step.POWER_CYCLE),
         # A module that does not answer ignores AT rungs, except perhaps a reset.
         Fault.NO_ANSWER: (Step.REQUERY, Step.MODEM_RESET, Step.POWER_CYCLE),
         Fault.PORT_ABSENT: (Step.POWER_CYCLE,),
@@ -267,6 +275,10 @@ class LinkPolicy:
         stopped_poll_s: how often a stopped link re-queries.
         poll_interval_s: how often a healthy link is polled (the driver's cadence).
         stable_s: online this long resets the ladder's backoff.
+        unreachable_grace_s: online but the platform unreachable this long is a fault
+            (:attr:`Fault.NO_TRAFFIC`): longer than a platform's brief outage or a
+            reconnect's backoff, so only a link that carries nothing climbs the ladder,
+            whose caps bound what a long platform outage can cost.
     """
 
     rungs: Mapping[Step, RungPolicy] = field(default_factory=lambda: DEFAULT_RUNGS)
@@ -281,6 +293,7 @@ class LinkPolicy:
     stopped_poll_s: float = 300.0
     poll_interval_s: float = 30.0
     stable_s: float = 600.0
+    unreachable_grace_s: float = 900.0
 
     def __post_init__(self) -> None:
         missing = [step.value for step in Step if step not in self.rungs]
@@ -425,6 +438,7 @@ class LinkMachine:
         self._next_connect_at = 0.0
         self._last_connect_at = float("-inf")
         self._online_since: float | None = None
+        self._unreachable_since: float | None = None
         self._level = 0
         self._settle_until = 0.0
         self._capped_reported = False
@@ -504,6 +518,15 @@ class LinkMachine:
         self._observation = observation
         self._assess(now)
 
+    def uplink_reachable(self, reachable: bool, now: float) -> None:
+        """Whether the platform is reachable over the link now (the uplink connected): the
+        issue's "registered but no traffic for N minutes is a fault too"."""
+        if reachable:
+            self._unreachable_since = None
+        elif self._unreachable_since is None:
+            self._unreachable_since = now
+        self._assess(now)
+
     def module_restarted(self, now: float) -> None:
         """The module booted (``RDY``): per-boot attempts start over (never a rejected PIN)."""
         self._pin_tried = False
@@ -561,6 +584,9 @@ class LinkMachine:
         rung.last = now
         self._settle_until = now + self.policy.rungs[step].settle_s
         self._last_recovery = (step, now)
+        if self._fault is Fault.NO_TRAFFIC:
+            # The uplink gets its full grace to reconnect before the next rung up.
+            self._settle_until = max(self._settle_until, now + self.policy.unreachable_grace_s)
         if step in _RESETTING_STEPS:
             self._resetting_until = now + self.policy.reset_wait_s
             self._observation = None
@@ -697,7 +723,7 @@ class LinkMachine:
         if phase is not self._phase:
             self._phase = phase
             self._emit(EventKind.PHASE_CHANGED, now, phase=phase)
-        if phase is Phase.ONLINE:
+        if phase is Phase.ONLINE and fault is None:  # online carrying nothing is not stable
             if self._online_since is None:
                 self._online_since = now
             elif now - self._online_since >= self.policy.stable_s:
@@ -742,6 +768,9 @@ class LinkMachine:
         if not (obs.data_up and obs.has_address):
             failing = self._data_failures >= policy.data_failures_before_fault
             return Phase.CONNECTING, Fault.DATA_SESSION if failing else None
+        unreachable = self._unreachable_since
+        if unreachable is not None and now - unreachable >= policy.unreachable_grace_s:
+            return Phase.ONLINE, Fault.NO_TRAFFIC
         return Phase.ONLINE, None
 
     def _sim_fault(self, obs: Observation) -> Fault | None:

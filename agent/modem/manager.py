@@ -434,6 +434,9 @@ class ModemLink:
         cid: the hub's PDP context.
         pdp_type: the context's type when the APN is set.
         on_event: called with each link event as it happens (after it is logged).
+        reachable: whether the platform is reachable over the link now (the uplink is
+            connected), asked each round: online but unreachable for
+            ``policy.unreachable_grace_s`` climbs the ladder (:attr:`Fault.NO_TRAFFIC`).
     """
 
     def __init__(
@@ -451,6 +454,7 @@ class ModemLink:
         cid: int = DEFAULT_CID,
         pdp_type: str = "IPV4V6",
         on_event: Callable[[LinkEvent], None] | None = None,
+        reachable: Callable[[], bool] | None = None,
     ) -> None:
         if not 1 <= cid <= 16:
             raise UsageError("cid", "1..16")
@@ -464,6 +468,7 @@ class ModemLink:
         self._cid = cid
         self._pdp_type = pdp_type
         self._on_event = on_event
+        self._reachable = reachable
         self.port = AtPort(path, baudrate=baudrate, timeout_cap_s=timeout_cap_s)
         self.machine = LinkMachine(
             policy,
@@ -518,6 +523,8 @@ class ModemLink:
                 self.machine.no_answer(now)
             else:
                 self.machine.observe(observation, now)
+                if self._reachable is not None:
+                    self.machine.uplink_reachable(self._reachable(), now)
             return await self._act(now)
         except ModemPortLostError:
             self.port.close()
