@@ -92,6 +92,17 @@ EXPECTED_RETRYABLE = {
     "CommandRejectedError": False,
     "CertificateRefusedError": False,
     "ReceiptRejectedError": False,
+    # The modem (agent/modem/): a port or module that went away, or ModemManager not
+    # answering, may come back; no modem, or a port ModemManager holds, is the operator's.
+    "ModemTransportError": True,
+    "ModemPortLostError": True,
+    "ModemTimeoutError": True,
+    "ModemManagerError": True,
+    "ModemManagerUnavailableError": True,
+    "ModemManagerTimeoutError": True,
+    "ModemManagerCallError": True,
+    "ModemAbsentError": False,
+    "ModemPortHeldError": False,
 }
 
 
