@@ -197,6 +197,9 @@ class ModemConfig:
     """The APN of the hub's data context; unset: the module's own."""
     pin_file: Path | None = None
     """The SIM PIN (a credential file, mode 0600); unset: no PIN is entered."""
+    power_cycle_command: Path | None = None
+    """An executable that cuts and restores the module's power (a GPIO line, a USB hub
+    port): the ladder's last rung; unset: that rung does not apply."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,11 +354,11 @@ def _modem_config(where: str, values: dict[str, Any]) -> ModemConfig:
     if modem.backend == "at" and modem.port is None:
         raise ConfigError(where, "modem.port", "missing (backend 'at' needs the AT port)")
     if modem.backend == "none":
-        for name in ("port", "apn", "pin_file"):
+        for name in ("port", "apn", "pin_file", "power_cycle_command"):
             if values[name] is not None:
                 raise ConfigError(where, f"modem.{name}", "only with a modem (backend 'at')")
     if modem.backend == "modemmanager":
-        for name in ("port", "pin_file"):
+        for name in ("port", "pin_file", "power_cycle_command"):
             if values[name] is not None:
                 raise ConfigError(
                     where, f"modem.{name}", "only with backend 'at' (ModemManager has its own)"
@@ -651,6 +654,13 @@ SCHEMA: Final[dict[str, dict[str, Field]]] = {
         "apn": Field(str, None, False, _apn, doc="the data context's APN; unset: the module's"),
         "pin_file": Field(
             Path, None, False, doc="the SIM PIN, a credential file (mode 0600); never logged"
+        ),
+        "power_cycle_command": Field(
+            Path,
+            None,
+            False,
+            doc="an executable that cuts and restores the module's power (GPIO, USB port),"
+            " run without arguments as the ladder's last rung",
         ),
     },
     "platform": {

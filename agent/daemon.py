@@ -57,6 +57,7 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final, Protocol
 
 import structlog
@@ -1013,6 +1014,7 @@ def _modem_link(
             return None
         return data.decode("ascii", errors="replace").strip()
 
+    command = modem.power_cycle_command
     return ModemLink(
         modem.port,
         apn=modem.apn,
@@ -1020,7 +1022,40 @@ def _modem_link(
         baudrate=modem.baudrate,
         on_event=on_event,
         reachable=reachable,
+        power_cycle=None if command is None else functools.partial(_power_cycle, command),
     )
+
+
+POWER_CYCLE_TIMEOUT_S: Final = 60.0
+"""Longest a power-cycle command may take (cutting, waiting, restoring: seconds); past it, it
+is killed and the ladder goes on (the link sees whether the module came back)."""
+
+
+async def _power_cycle(command: Path) -> None:
+    """Run the configured power-cycle command (no arguments, no shell), bounded; its
+    outcome is logged by exit status only (never its output)."""
+    try:
+        process = await asyncio.create_subprocess_exec(
+            str(command),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+    except OSError as exc:
+        log.error("modem_power_cycle_failed", reason=exc.strerror)
+        return
+    try:
+        async with asyncio.timeout(POWER_CYCLE_TIMEOUT_S):
+            code = await process.wait()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        log.error("modem_power_cycle_failed", reason="timeout", timeout_s=POWER_CYCLE_TIMEOUT_S)
+        return
+    if code != 0:
+        log.error("modem_power_cycle_failed", reason="exit status", status=code)
+    else:
+        log.info("modem_power_cycled")
 
 
 async def _keep_modem(link: ModemLink, stop: asyncio.Event) -> None:

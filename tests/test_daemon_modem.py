@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Final
 
 import pytest
+from structlog.testing import capture_logs
 
-from agent import config
+from agent import config, daemon
+from agent.daemon import _power_cycle
 from agent.status_messages import MODEM_STATUS_KEYS
 from hil.broker import Broker
 from hil.emulators.modem import EmulatedModem
@@ -111,3 +113,60 @@ async def test_a_hub_clock_far_from_the_networks_raises_clock_unsynced(
                 event = await console.wait_for(lambda m: m.kind == "events")
             assert "network_time" == hub.hub_clock_problem()
     assert ("clock_unsynced", "network_time") == (event.body["event"], event.body["check"])
+
+
+class TestPowerCycleCommand:
+    """``[modem] power_cycle_command``: the ladder's last rung runs it, bounded, logged by
+    exit status only (agent/daemon.py ``_power_cycle``)."""
+
+    @staticmethod
+    def script(tmp_path: Path, body: str) -> Path:
+        path = tmp_path / "power-cycle"
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(0o700)
+        return path
+
+    async def test_it_runs(self, tmp_path: Path) -> None:
+        marker = tmp_path / "cycled"
+        with capture_logs() as logs:
+            await _power_cycle(self.script(tmp_path, f'echo secret > "{marker}"'))
+        assert "secret\n" == marker.read_text()
+        assert ["modem_power_cycled"] == [e["event"] for e in logs]
+
+    async def test_a_failing_command_is_logged_by_status(self, tmp_path: Path) -> None:
+        with capture_logs() as logs:
+            await _power_cycle(self.script(tmp_path, "echo noisy >&2; exit 3"))
+        assert [("modem_power_cycle_failed", "exit status", 3)] == [
+            (e["event"], e["reason"], e["status"]) for e in logs
+        ]
+
+    async def test_a_hanging_command_is_killed(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The clock edge: the 60 s bound shortened to 0.2 s (named mock)."""
+        monkeypatch.setattr(daemon, "POWER_CYCLE_TIMEOUT_S", 0.2)
+        with capture_logs() as logs:
+            await _power_cycle(self.script(tmp_path, "exec sleep 600"))
+        assert [("modem_power_cycle_failed", "timeout")] == [
+            (e["event"], e["reason"]) for e in logs
+        ]
+
+    async def test_a_missing_command(self, tmp_path: Path) -> None:
+        with capture_logs() as logs:
+            await _power_cycle(tmp_path / "absent")
+        assert ["modem_power_cycle_failed"] == [e["event"] for e in logs]
+
+    def test_configured_only_with_an_at_modem(self, tmp_path: Path) -> None:
+        example = Path(__file__).resolve().parents[1] / "config" / "homehub.example.toml"
+        path = tmp_path / "h.toml"
+        path.write_text(
+            example.read_text().replace(
+                'backend = "none"', 'backend = "none"\npower_cycle_command = "/bin/true"', 1
+            )
+        )
+        with pytest.raises(config.ConfigError) as refused:
+            config.load(path)
+        assert ("modem.power_cycle_command", "only with a modem (backend 'at')") == (
+            refused.value.key,
+            refused.value.reason,
+        )
