@@ -54,6 +54,7 @@ import dataclasses
 import functools
 import random
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -89,14 +90,21 @@ from agent.errors import (
     ModemManagerTimeoutError,
     ModemPortHeldError,
     StorageError,
+    UsageError,
 )
 from agent.ingest import HubSigner, Prepared, Signer, SwitchableSigner, prepare
 from agent.ingest_batcher import Item, Outcome, Status, collect_batch, commit_batch
 from agent.logs import device_label
 from agent.measurement import RawMeasurement
-from agent.modem.link import LinkEvent
+from agent.modem.link import ActionKind, EventKind, LinkEvent, LinkMachine, Step
 from agent.modem.manager import ModemLink
-from agent.modem.modemmanager import check_at_port, open_modemmanager
+from agent.modem.modemmanager import (
+    ModemManagerClient,
+    ModemManagerSnapshot,
+    check_at_port,
+    observation_of,
+    open_modemmanager,
+)
 from agent.modem.status import ModemStatus
 from agent.network_time import clock_disagrees
 from agent.normalize.device import DeviceFacts
@@ -440,6 +448,38 @@ class Hub:
         if self.platform is not None:
             self.platform.check_clock()
 
+    async def _modemmanager_round(
+        self, client: ModemManagerClient, machine: LinkMachine, snapshot: ModemManagerSnapshot
+    ) -> None:
+        """Judge ModemManager's figures (and the uplink's reach); take the rung the machine
+        chooses as ModemManager's own actions: re-register and radio cycle as a reconnect,
+        a reset as its Reset. PIN, APN and the data call are ModemManager's (and
+        NetworkManager's) business: never done from here."""
+        now = time.monotonic()
+        machine.observe(observation_of(snapshot), now)
+        uplink = self.uplink
+        machine.uplink_reachable(uplink is not None and uplink.connected.is_set(), now)
+        action = machine.next_action(now)
+        if action.kind is ActionKind.RECOVER and action.step is not None:
+            step = action.step
+            try:
+                if step in (Step.REREGISTER, Step.RADIO_CYCLE):
+                    await client.reconnect(apn=self.cfg.modem.apn)
+                elif step is Step.MODEM_RESET:
+                    await client.reset()
+            except (ModemManagerError, UsageError) as exc:
+                log.warning(
+                    "modemmanager_recovery_failed", step=step.value, error=type(exc).__name__
+                )
+            machine.recovery_done(step, now)
+            log.info("modem_recovery_step", step=step.value, via="modemmanager")
+        for event in machine.events():
+            if event.kind is not EventKind.RECOVERY_STEP:
+                fields = {"phase": event.phase.value}
+                if event.fault is not None:
+                    fields["fault"] = event.fault.value
+                log.info(event.kind.value, via="modemmanager", **fields)
+
     def hub_clock_problem(self) -> str | None:
         """Why the hub's own clock is not to be trusted now, or None: ``"implausible"``
         (before its floor, agent/ble/current_time.py) or ``"network_time"`` (more than 15
@@ -464,6 +504,9 @@ class Hub:
         backoff = FullJitter(MODEM_RESTART_S, MODEM_RESTART_MAX_S)
         failures = 0
         rng = random.Random()  # noqa: S311 - jitter, not cryptography
+        # The AT path's machine judges ModemManager's figures too: the same faults, ladder
+        # and caps decide when to ask it to reconnect or reset (never to fight it).
+        machine = LinkMachine(apn=self.cfg.modem.apn)
         while not stop.is_set():
             try:
                 async with open_modemmanager() as client:
@@ -472,6 +515,7 @@ class Hub:
                         snapshot = await client.snapshot()
                         self._modemmanager_figures = ModemStatus(**snapshot.figures())
                         failures = 0
+                        await self._modemmanager_round(client, machine, snapshot)
                         self._on_modem_event(None)
                         with contextlib.suppress(TimeoutError):
                             async with asyncio.timeout(MODEMMANAGER_POLL_S):

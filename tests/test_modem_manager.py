@@ -726,3 +726,30 @@ async def test_the_daemon_reports_modemmanagers_figures(
         "last_recovery": None,
     } == status.body["modem"]
     assert 1 <= len(await mm.method_calls(mm.modem_path, "Setup"))
+
+
+async def test_the_daemon_asks_modemmanager_to_recover_a_link_that_carries_nothing(
+    mm: ModemManagerMock, tmp_path: Path
+) -> None:
+    """ModemManager says all is well but the platform is unreachable: the AT path's machine
+    (no_traffic, grace and cool-downs shortened: the clock edge) picks the rungs, taken as
+    ModemManager's own actions: a reconnect through the bearer, then a Reset."""
+    import dataclasses
+
+    from agent.config import ModemConfig
+    from agent.daemon import Hub
+    from agent.modem.link import LinkMachine, LinkPolicy, RungPolicy, Step
+    from agent.modem.modemmanager import open_modemmanager
+    from tests.example_config import example_config
+
+    await mm.add_modem(spec())
+    cfg = example_config(tmp_path)
+    hub = Hub(dataclasses.replace(cfg, modem=ModemConfig(backend="modemmanager")))
+    quick = {step: RungPolicy(cooldown_s=0, max_per_hour=10, settle_s=0) for step in Step}
+    machine = LinkMachine(LinkPolicy(rungs=quick, unreachable_grace_s=0))
+    async with open_modemmanager(mm.bus_address) as client:
+        for _ in range(2):
+            await hub._modemmanager_round(client, machine, await client.snapshot())
+    assert [[]] == await mm.method_calls(BEARER_PATH, "Disconnect")
+    assert [[]] == await mm.method_calls(BEARER_PATH, "Connect")
+    assert [[]] == await mm.method_calls(mm.modem_path, "Reset")

@@ -68,7 +68,7 @@ from agent.errors import (
     ModemPortHeldError,
     UsageError,
 )
-from agent.modem.link import SimStatus
+from agent.modem.link import Observation, SimStatus
 from drivers.modem.ts27007 import Registration, Technology
 
 __all__ = [
@@ -574,6 +574,23 @@ def _choose_bearer(bearers: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | 
         if bearer.get("Connected") is True:
             return bearer
     return bearers[0] if bearers else None
+
+
+def observation_of(snapshot: ModemManagerSnapshot) -> Observation:
+    """What :class:`~agent.modem.link.LinkMachine` judges, from ModemManager's figures: the
+    same machine (faults, ladder, caps) then decides when to ask ModemManager to reconnect
+    or reset (agent/daemon.py), as it decides the AT path's rungs."""
+    sim = None if snapshot.sim is None else SimStatus(snapshot.sim)
+    registration = Registration(snapshot.registration or Registration.UNKNOWN)
+    technology = Technology(snapshot.technology or Technology.NONE)
+    return Observation(
+        sim,
+        registration,
+        technology,
+        data_up=bool(snapshot.bearer_connected),
+        has_address=snapshot.ip_address is not None,
+        apn=snapshot.apn,
+    )
 
 
 def snapshot_from_properties(
