@@ -653,15 +653,17 @@ class TestTheHubDoesNotFight:
             tty = resolved.rsplit("/", 1)[-1]  # /dev/pts/N: "N", as ModemManager would list it
             await mm.add_modem(spec(ports=[(tty, PortType.AT)], device=str(tmp_path / "none")))
             monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", mm.bus_address)
+            # The daemon's check first: the CLI below configures logging for its process
+            # (caching loggers), which a daemon logger first used after it would keep.
+            with capture_logs() as logs:
+                assert not await _port_free(str(emulated.path))
+            assert ["modem_port_held", "modem_port_not_used"] == [e["event"] for e in logs]
             code = await asyncio.to_thread(main, ["modem", "status", "--port", str(emulated.path)])
             assert 2 == code
             assert capsys.readouterr().err.endswith(
                 'set [modem] backend = "modemmanager", or stop ModemManager'
                 " (systemctl disable --now ModemManager) to use the AT port\n"
             )
-            with capture_logs() as logs:
-                assert not await _port_free(str(emulated.path))
-            assert ["modem_port_held", "modem_port_not_used"] == [e["event"] for e in logs]
             assert [] == list(emulated.state.commands)
 
 
