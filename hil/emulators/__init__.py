@@ -1,4 +1,5 @@
-"""Emulated BLE medical devices: Bumble peripherals that behave as the SIG specifications say.
+"""Emulated devices: BLE medical devices (Bumble peripherals that behave as the SIG
+specifications say) and a cellular modem.
 
 - :mod:`hil.emulators.encoding`: the emulators' own encoders for wire types (IEEE 11073 SFLOAT,
   Date Time), written from the specifications and independent of ``drivers/`` (the hub's
@@ -11,6 +12,14 @@
 - :mod:`hil.emulators.glucometer`: a glucometer (Glucose Service 0x1808, with RACP).
 - :mod:`hil.emulators.oximeter`: a pulse oximeter (Pulse Oximeter Service 0x1822, with RACP
   for stored spot-checks).
+
+And the hub's other radio:
+
+- :mod:`hil.emulators.modem_at` and :mod:`hil.emulators.modem`: a 5G module (Quectel RM5xxQ
+  class) speaking AT on a pseudo-terminal, scriptable into every state the link manager
+  handles (SIM, registration, technologies and signal, data call, resets, re-enumeration,
+  interleaved URCs, garbage), written from 3GPP TS 27.007 and Quectel's manuals,
+  independent of ``drivers/modem``.
 """
 
 from __future__ import annotations
