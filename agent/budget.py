@@ -26,6 +26,12 @@ receipts (one ~300 B message per up to 1,000 envelopes, gathered by the platform
 envelope sent again (after a lost connection or a receipt timeout) is charged again: it is
 sent again.
 
+With a cellular module whose data counters the link manager reads (Quectel +QGDCNT and
++QGDNRCNT: every byte the module carried, the hub's and the operating system's alike), the
+day's count is the larger of what was charged and what the module counted
+(:meth:`ByteBudget.note_link_bytes`): the budget then also sees what the estimate leaves out
+(keepalives, handshakes, retransmissions, a system update), as the SIM's bill does.
+
 The state (UTC day, bytes used) is small and the publisher persists it in the outbox's sync
 state at most every :data:`PERSIST_EVERY_S` and when backfill pauses (:meth:`to_bytes`,
 :meth:`from_bytes`): a restart loses at most that long's count, never a day's.
@@ -88,7 +94,7 @@ class BudgetState:
     limit_bytes: int
     """The daily budget; 0: none."""
     used_bytes: int
-    """Charged so far this UTC day."""
+    """Counted so far this UTC day (charged, or the module's count when larger)."""
     day: int
     """The UTC day the count is for (days since 1970-01-01)."""
     paused: bool
@@ -108,6 +114,8 @@ class ByteBudget:
             raise ValueError("limit_bytes and used_bytes must be >= 0")
         self.limit_bytes = limit_bytes
         self._used = used_bytes
+        self._measured = 0
+        """Bytes the cellular module counted today (:meth:`note_link_bytes`)."""
         self._day = day
         self._paused = False
 
@@ -122,8 +130,21 @@ class ByteBudget:
             return False
         # Any other day resets, a clock set back included: a budget never blocks for longer
         # than the day the clock says it is.
-        self._day, self._used, self._paused = day, 0, False
+        self._day, self._used, self._measured, self._paused = day, 0, 0, False
         return True
+
+    @property
+    def _counted(self) -> int:
+        """Today's count: the larger of the charged estimate and the module's own count."""
+        return max(self._used, self._measured)
+
+    def note_link_bytes(self, delta_bytes: int, wall: float) -> None:
+        """``delta_bytes`` more carried by the cellular module (sent and received) by
+        ``wall``, from its data counters (the module docstring)."""
+        if delta_bytes < 0:
+            raise ValueError("delta_bytes must be >= 0")
+        self._roll(wall)
+        self._measured += delta_bytes
 
     def charge(self, payload_bytes: int, wall: float) -> int:
         """Count one publish of ``payload_bytes`` at ``wall``; returns what it was charged."""
@@ -143,9 +164,9 @@ class ByteBudget:
         elif self._paused:
             ok = False
         elif payload_bytes is None:
-            ok = self._used < self.limit_bytes
+            ok = self._counted < self.limit_bytes
         else:
-            ok = self._used + cost_bytes(payload_bytes) <= self.limit_bytes
+            ok = self._counted + cost_bytes(payload_bytes) <= self.limit_bytes
         self._paused = not ok
         return ok
 
@@ -162,11 +183,11 @@ class ByteBudget:
         """The budget as the status message reports it at ``wall``."""
         if utc_day(wall) != self._day:
             return BudgetState(self.limit_bytes, 0, utc_day(wall), paused=False)
-        return BudgetState(self.limit_bytes, self._used, self._day, self._paused)
+        return BudgetState(self.limit_bytes, self._counted, self._day, self._paused)
 
     def to_bytes(self) -> bytes:
-        """The state to persist (12 bytes)."""
-        return _STATE.pack(self._day, self._used)
+        """The state to persist (12 bytes): the day's count as it stands."""
+        return _STATE.pack(self._day, self._counted)
 
     @classmethod
     def from_bytes(cls, limit_bytes: int, data: bytes | None) -> ByteBudget:

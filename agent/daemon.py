@@ -597,7 +597,10 @@ class Hub:
         )
         self._publisher = publisher
         self.modem = _modem_link(
-            cfg, on_event=self._on_modem_event, reachable=uplink.connected.is_set
+            cfg,
+            on_event=self._on_modem_event,
+            reachable=uplink.connected.is_set,
+            on_data_bytes=publisher.note_link_bytes,
         )
         modem_stop = asyncio.Event()
         watch_modemmanager = cfg.modem.backend == "modemmanager"
@@ -1035,7 +1038,10 @@ SIM_PIN_MAX_BYTES: Final = 64
 
 
 def _modem_link(
-    cfg: Config, on_event: Callable[[LinkEvent | None], None], reachable: Callable[[], bool]
+    cfg: Config,
+    on_event: Callable[[LinkEvent | None], None],
+    reachable: Callable[[], bool],
+    on_data_bytes: Callable[[int], None],
 ) -> ModemLink | None:
     """The link manager ``[modem]`` asks for, or None (no modem: Ethernet or Wi-Fi)."""
     modem = cfg.modem
@@ -1066,6 +1072,7 @@ def _modem_link(
         baudrate=modem.baudrate,
         on_event=on_event,
         reachable=reachable,
+        on_data_bytes=on_data_bytes,
         power_cycle=None if command is None else functools.partial(_power_cycle, command),
     )
 

@@ -655,6 +655,11 @@ class Publisher:
 
     # -- the byte budget --------------------------------------------------------------------
 
+    def note_link_bytes(self, delta_bytes: int) -> None:
+        """The cellular module carried ``delta_bytes`` more (its data counters): the day's
+        budget counts the larger of its estimate and the module's count (agent/budget.py)."""
+        self._budget.note_link_bytes(delta_bytes, self._wall_clock())
+
     def budget_state(self) -> BudgetState:
         """The daily byte budget now, for the status message (agent/budget.py)."""
         return self._budget.state(self._wall_clock())

@@ -104,3 +104,25 @@ def test_state_round_trip() -> None:
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match=">= 0"):
         ByteBudget(-1)
+
+
+def test_the_modems_count_when_larger() -> None:
+    """The module's data counters saw more than the estimate (keepalives, handshakes, a
+    system update): the day's count is theirs; backfill pauses on it; persisted as counted;
+    the next UTC day starts both at 0."""
+    day0 = 20_000 * DAY_S
+    budget = ByteBudget(100_000)
+    budget.charge(10_000, day0 + 10)
+    charged = budget.state(day0 + 10).used_bytes
+    budget.note_link_bytes(5_000, day0 + 20)
+    assert charged == budget.state(day0 + 20).used_bytes  # the estimate is larger yet
+    budget.note_link_bytes(95_000, day0 + 30)
+    assert 100_000 == budget.state(day0 + 30).used_bytes
+    assert not budget.allows(None, day0 + 40)
+    assert budget.paused
+    restored = ByteBudget.from_bytes(100_000, budget.to_bytes())
+    assert 100_000 == restored.state(day0 + 50).used_bytes
+    assert budget.allows(None, day0 + DAY_S)
+    assert 0 == budget.state(day0 + DAY_S).used_bytes
+    with pytest.raises(ValueError, match="delta_bytes"):
+        budget.note_link_bytes(-1, day0 + DAY_S)

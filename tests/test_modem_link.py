@@ -701,6 +701,30 @@ class TestRun:
         assert 1 == rig.state.count(CONNECT)
 
 
+class TestDataCounters:
+    async def test_growth_of_the_counters_is_reported(self, start: Callable[..., Rig]) -> None:
+        """+QGDCNT and +QGDNRCNT, both counted: the first round is the baseline, each later
+        round reports what they grew by; after the module's reboot (counters back at 0)
+        all of the new count is new."""
+        grown: list[int] = []
+        rig = start(on_data_bytes=grown.append)
+        rig.state.add_traffic(5_000, 7_000)  # before the hub: not today's to know
+        await rig.settle()
+        assert [] == grown
+        rig.state.add_traffic(1_000, 2_000)
+        rig.state.add_traffic(300, 400, nr=True)
+        await rig.link.step()
+        assert [3_700] == grown
+        await rig.link.step()  # nothing carried: nothing reported
+        assert [3_700] == grown
+        rig.modem.unplug()
+        rig.modem.plug()  # the module reboots: its counters restart at 0
+        await rig.settle()
+        rig.state.add_traffic(10, 20)
+        await rig.settle()
+        assert 30 == sum(grown[1:])
+
+
 # ---------------------------------------------------------------------------
 # The ladder's rules, on the machine alone (sans-I/O: no port, the clock passed in)
 # ---------------------------------------------------------------------------

@@ -100,9 +100,16 @@ def test_qnetdevctl_cid_is_checked() -> None:
 def test_the_command_table() -> None:
     """The vendor's query table names each query once."""
     assert b"AT+QCCID\r" == bytes(quectel.COMMANDS["iccid"])
-    assert {"iccid", "serving_cell", "network_info", "network_time", "usbnet", "netdev"} == set(
-        quectel.COMMANDS
-    )
+    assert {
+        "iccid",
+        "serving_cell",
+        "network_info",
+        "network_time",
+        "usbnet",
+        "netdev",
+        "data_counter",
+        "nr_data_counter",
+    } == set(quectel.COMMANDS)
 
 
 # -- +QCCID --------------------------------------------------------------------------------
@@ -561,3 +568,33 @@ def test_line_parsers_raise_only_modem_protocol_error(
     except ModemProtocolError as error:
         message = str(error)
     assert ICCID not in message
+
+
+class TestDataCounter:
+    """+QGDCNT / +QGDNRCNT: bytes sent and received since the module booted."""
+
+    def test_lte_and_nr(self) -> None:
+        lte = quectel.DataCounter.from_line("+QGDCNT: 237505722,614994307")
+        nr = quectel.DataCounter.from_line("+QGDNRCNT: 1045858,280306954", "+QGDNRCNT")
+        assert (237505722, 614994307, 852500029) == (
+            lte.first_bytes,
+            lte.second_bytes,
+            lte.total_bytes,
+        )
+        assert 281352812 == nr.total_bytes
+        assert "AT+QGDCNT?" == quectel.qgdcnt().text
+        assert "AT+QGDNRCNT?" == quectel.qgdnrcnt().text
+
+    @pytest.mark.parametrize(
+        ("line", "reason"),
+        [
+            ("+QGDCNT: 1", "parameters"),
+            ("+QGDCNT: -1,3", "first count: out of range"),
+            ("+QGDCNT: 1,x", "second count: not an integer"),
+            ("+QGDCNT: 1,2,3", "parameters"),
+        ],
+    )
+    def test_malformed(self, line: str, reason: str) -> None:
+        with pytest.raises(ModemProtocolError) as refused:
+            quectel.DataCounter.from_line(line)
+        assert reason in str(refused.value)

@@ -434,6 +434,8 @@ class ModemLink:
         cid: the hub's PDP context.
         pdp_type: the context's type when the APN is set.
         on_event: called with each link event as it happens (after it is logged).
+        on_data_bytes: called with the bytes the module's data counters grew by since the
+            last round (the metered budget, agent/budget.py).
         reachable: whether the platform is reachable over the link now (the uplink is
             connected), asked each round: online but unreachable for
             ``policy.unreachable_grace_s`` climbs the ladder (:attr:`Fault.NO_TRAFFIC`).
@@ -455,6 +457,7 @@ class ModemLink:
         pdp_type: str = "IPV4V6",
         on_event: Callable[[LinkEvent], None] | None = None,
         reachable: Callable[[], bool] | None = None,
+        on_data_bytes: Callable[[int], None] | None = None,
     ) -> None:
         if not 1 <= cid <= 16:
             raise UsageError("cid", "1..16")
@@ -469,6 +472,8 @@ class ModemLink:
         self._pdp_type = pdp_type
         self._on_event = on_event
         self._reachable = reachable
+        self._on_data_bytes = on_data_bytes
+        self._data_counts: dict[str, int] = {}
         self.port = AtPort(path, baudrate=baudrate, timeout_cap_s=timeout_cap_s)
         self.machine = LinkMachine(
             policy,
@@ -525,6 +530,7 @@ class ModemLink:
                 self.machine.observe(observation, now)
                 if self._reachable is not None:
                     self.machine.uplink_reachable(self._reachable(), now)
+                await self._count_data()
             return await self._act(now)
         except ModemPortLostError:
             self.port.close()
@@ -650,6 +656,36 @@ class ModemLink:
             cme_error=response.final.code if response is not None else None,
         )
         self.machine.connect_result(outcome, now)
+
+    async def _count_data(self) -> None:
+        """Read the module's data counters (+QGDCNT, and +QGDNRCNT where the module has
+        one) and report what they grew by since the last round to ``on_data_bytes``. A
+        counter that went down was reset by a boot: all of it is new. The first reading is
+        the baseline (what came before the hub started is not today's to know)."""
+        if self._on_data_bytes is None:
+            return
+        grown = 0
+        for key, command, prefix in (
+            ("lte", quectel.qgdcnt(), "+QGDCNT"),
+            ("nr", quectel.qgdnrcnt(), "+QGDNRCNT"),
+        ):
+            response = await self._reader.ask(command)
+            if response is None or not response.ok:
+                continue  # no such counter on this module, or no answer this round
+            line = next((x for x in response.lines if x.startswith(prefix)), None)
+            if line is None:
+                continue
+            try:
+                count = quectel.DataCounter.from_line(line, prefix).total_bytes
+            except ModemProtocolError as exc:
+                log.warning("modem_response_unparsed", command=prefix, field=exc.field)
+                continue
+            last = self._data_counts.get(key)
+            self._data_counts[key] = count
+            if last is not None:
+                grown += count - last if count >= last else count
+        if grown:
+            self._on_data_bytes(grown)
 
     async def _recover(self, step: Step, now: float) -> None:
         commands: tuple[AtCommand, ...] = ()

@@ -45,6 +45,7 @@ from drivers.modem.ts27007 import Technology, parse_clock
 __all__ = [
     "COMMANDS",
     "CellState",
+    "DataCounter",
     "Iccid",
     "LteCell",
     "NetDevControl",
@@ -62,6 +63,8 @@ __all__ = [
     "qcfg_usbnet_query",
     "qcfg_usbnet_set",
     "qeng_servingcell",
+    "qgdcnt",
+    "qgdnrcnt",
     "qlts",
     "qnetdevctl_query",
     "qnetdevctl_set",
@@ -162,6 +165,18 @@ def qnetdevctl_set(operation: NetDevOperation, cid: int, *, urc: bool = True) ->
 
 
 #: The queries the hub sends to this family, by name (the adapter's and the CLI's table).
+def qgdcnt() -> AtCommand:
+    """``AT+QGDCNT?``: bytes the module sent and received on its LTE data contexts since it
+    booted (``+QGDCNT: <sent>,<received>``; the RM5xxQ keeps NR's apart, :func:`qgdnrcnt`)."""
+    return AtCommand.of("AT+QGDCNT?")
+
+
+def qgdnrcnt() -> AtCommand:
+    """``AT+QGDNRCNT?``: the same for NR (5G) on RM5xxQ modules; older modules answer
+    ERROR (then only +QGDCNT counts)."""
+    return AtCommand.of("AT+QGDNRCNT?")
+
+
 COMMANDS: Final = {
     "iccid": qccid(),
     "serving_cell": qeng_servingcell(),
@@ -169,7 +184,40 @@ COMMANDS: Final = {
     "network_time": qlts(),
     "usbnet": qcfg_usbnet_query(),
     "netdev": qnetdevctl_query(),
+    "data_counter": qgdcnt(),
+    "nr_data_counter": qgdnrcnt(),
 }
+
+
+# ---------------------------------------------------------------------------
+# +QGDCNT, +QGDNRCNT
+# ---------------------------------------------------------------------------
+
+MAX_DATA_COUNTER: Final = 2**63 - 1
+"""A counter past this is not a byte count (the firmware prints 32- or 64-bit values)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DataCounter:
+    """The module's data counter (``+QGDCNT`` for LTE, ``+QGDNRCNT`` for NR): bytes sent
+    and received since the module booted (not reset by a dropped data call). Which of the
+    two comes first differs between sources; :attr:`total_bytes` does not care."""
+
+    first_bytes: int
+    second_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.first_bytes + self.second_bytes
+
+    @classmethod
+    def from_line(cls, line: str, prefix: str = "+QGDCNT") -> Self:
+        """Parse ``<prefix>: <bytes>,<bytes>``."""
+        params = Params.parse(line, prefix)
+        params.expect_count("parameters", 2, 2)
+        first = params.integer(0, "first count", 0, MAX_DATA_COUNTER)
+        second = params.integer(1, "second count", 0, MAX_DATA_COUNTER)
+        return cls(first, second)
 
 
 # ---------------------------------------------------------------------------

@@ -469,6 +469,8 @@ class _Session:
     qnetdevctl: tuple[int, int, int] = (0, 0, 0)  #: op, cid, urc_en
     attach_denied: bool = False
     nitz_at: datetime | None = None
+    lte_bytes: tuple[int, int] = (0, 0)  #: +QGDCNT: sent, received since the boot
+    nr_bytes: tuple[int, int] = (0, 0)  #: +QGDNRCNT: the same on NR
 
 
 class ModemState:
@@ -641,6 +643,18 @@ class ModemState:
         """Another serving cell (a handover: +CEREG/+C5GREG with n=2 report it)."""
         with self._change():
             self._cell = cell
+
+    def add_traffic(self, sent: int, received: int, *, nr: bool = False) -> None:
+        """The data session carried ``sent`` and ``received`` more bytes: the LTE counter
+        (+QGDCNT) or, with ``nr``, the NR one (+QGDNRCNT). Both start at 0 at every boot."""
+        with self._change():
+            session = self._session
+            old = session.nr_bytes if nr else session.lte_bytes
+            new = (old[0] + sent, old[1] + received)
+            if nr:
+                session.nr_bytes = new
+            else:
+                session.lte_bytes = new
 
     def drop_data_call(self, cid: int | None = None) -> None:
         """The network ends the data session of ``cid`` (None: all): the contexts go
@@ -1420,6 +1434,17 @@ def _qnwinfo(state: ModemState, command: _Command) -> list[str]:
     ]
 
 
+def _data_counter(prefix: str, nr: bool) -> Handler:
+    """Quectel +QGDCNT / +QGDNRCNT read: ``<prefix>: <sent>,<received>`` since the boot."""
+
+    def handler(state: ModemState, command: _Command) -> list[str]:
+        _only(command, "read")
+        sent, received = state._session.nr_bytes if nr else state._session.lte_bytes
+        return [f"{prefix}: {sent},{received}"]
+
+    return handler
+
+
 def _qcfg(state: ModemState, command: _Command) -> list[str]:
     """Quectel +QCFG, "usbnet" only: read, or store a mode for the next boot."""
     _only(command, "set")
@@ -1482,6 +1507,8 @@ _HANDLERS: Final[Mapping[str, Handler]] = {
     "+QNWINFO": _qnwinfo,
     "+QCFG": _qcfg,
     "+QNETDEVCTL": _qnetdevctl,
+    "+QGDCNT": _data_counter("+QGDCNT", nr=False),
+    "+QGDNRCNT": _data_counter("+QGDNRCNT", nr=True),
 }
 
 __all__ = [
