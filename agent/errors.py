@@ -57,6 +57,7 @@ __all__ = [
     "PairingError",
     "PairingFailure",
     "PlatformError",
+    "PublishNotQueuedError",
     "PublishRefusedError",
     "PublishRejectedError",
     "ReceiptRejectedError",
@@ -227,6 +228,12 @@ class UplinkError(TransportError):
     def __init__(self, reason: str, rc: int | None = None) -> None:
         self.rc = rc
         super().__init__("mqtt", reason)
+
+
+class PublishNotQueuedError(UplinkError):
+    """The MQTT client refused to queue a publish on a live connection (its queue full):
+    nothing was sent, the connection goes on, and the message may be handed again at once
+    (the publisher re-reads it; it is not evidence against the connection or the record)."""
 
 
 class UplinkRefusedError(UplinkError):

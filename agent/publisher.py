@@ -106,6 +106,7 @@ from agent.envelopes import (
 )
 from agent.errors import (
     IntegrityError,
+    PublishNotQueuedError,
     PublishRefusedError,
     PublishRejectedError,
     ReceiptRejectedError,
@@ -207,6 +208,9 @@ class PublisherStats:
     refused: int = 0
     transient_refusals: int = 0
     interrupted: int = 0
+    not_queued: int = 0
+    """Readings the MQTT client would not queue (its queue full) on a live connection:
+    read again at once."""
     receipts_accepted: int = 0
     receipts_rejected: int = 0
     """Receipts refused, each a ``security`` event."""
@@ -839,6 +843,12 @@ class Publisher:
                     )
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
+            elif isinstance(exc, PublishNotQueuedError):
+                # The client's queue was full on a live connection: nothing was sent and
+                # nobody is to blame; the records are read again at once (a slot is free).
+                self.stats.not_queued += len(seqs)
+                self._rescan = True
+                self._wake.set()
             else:
                 # The connection ended first (an UplinkError), or a bug in the bridge ended it
                 # (the uplink logged its traceback): still pending, sent again later.

@@ -145,6 +145,7 @@ from agent.cose import MAX_BATCH_MESSAGE_BYTES, MAX_MESSAGE_BYTES, check_key_fil
 from agent.errors import (
     HubError,
     KeyMaterialError,
+    PublishNotQueuedError,
     PublishRefusedError,
     PublishRejectedError,
     UplinkError,
@@ -242,6 +243,12 @@ window wait in paho's queue and go out from within the PUBACK's own processing, 
 threaded loop, instead of a loop iteration later. Bounded, and only a transport's copy: the
 outbox stays the source of truth (what has no PUBACK is sent again after a reconnect)."""
 
+MESSAGE_HEADROOM: Final = 16
+"""Room in paho's queue beyond the publisher's window (:data:`HANDOFF_FACTOR` ×
+``inflight_max``) for the platform link's own messages (status, events, replies): without it
+a status sent while the publisher's window was full was refused by paho (``rc`` 15, queue
+full), and so was the reading that came after it."""
+
 _READS_PER_WAKEUP: Final = 16
 """``loop_read`` rounds per reader wake-up while the SSL buffer still holds bytes. Each round
 parses up to :func:`inbound_overflow_max` packets (paho's ``loop_read`` reads as many packets as
@@ -283,10 +290,11 @@ def inbound_overflow_max(inflight_max: int) -> int:
     publishing with ``inflight_max``: once one overflows, reading pauses after the current
     ``loop_read`` call, and one call of paho 2.2's parses at most ``max(1, len(_out_messages)
     + len(_in_messages))`` packets. ``_out_messages`` is bounded by ``max_queued_messages`` =
-    ``inflight_max`` × HANDOFF_FACTOR; ``_in_messages`` holds only QoS 2 messages, which a QoS 1
-    subscription never gets. Counted in messages of at most MAX_INBOUND_BYTES each: with the
-    default INFLIGHT_MAX, 40 (≈ 1.4 MB at the worst, 16 × 2 kinds queued besides)."""
-    return max(1, inflight_max * HANDOFF_FACTOR)
+    ``inflight_max`` × HANDOFF_FACTOR + MESSAGE_HEADROOM; ``_in_messages`` holds only QoS 2
+    messages, which a QoS 1 subscription never gets. Counted in messages of at most
+    MAX_INBOUND_BYTES each: with the default INFLIGHT_MAX, 56 (≈ 2 MB at the worst, 16 × 2
+    kinds queued besides)."""
+    return max(1, inflight_max * HANDOFF_FACTOR + MESSAGE_HEADROOM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1194,7 +1202,13 @@ class Uplink:
         info = conn.client.publish(pub.topic, payload, qos=pub.qos, retain=pub.retain)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._log.warning("mqtt_publish_refused", rc=int(info.rc))
-            done(UplinkError(f"paho refused the publish: {mqtt.error_string(info.rc)}"))
+            reason = f"paho refused the publish: {mqtt.error_string(info.rc)}"
+            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+                # Nothing was sent and the connection goes on: the caller may hand it again
+                # now (not after a reconnect, which may never come).
+                done(PublishNotQueuedError(reason, rc=int(info.rc)))
+            else:
+                done(UplinkError(reason))
             return
         conn.pending[info.mid] = (done, conn.read_clock())
         self.stats.in_flight += 1
@@ -1427,7 +1441,7 @@ class Uplink:
         client.tls_set_context(ctx)
         client.connect_timeout = TLS_CONNECT_TIMEOUT_S
         client.max_inflight_messages_set(s.inflight_max)
-        client.max_queued_messages_set(s.inflight_max * HANDOFF_FACTOR)
+        client.max_queued_messages_set(s.inflight_max * HANDOFF_FACTOR + MESSAGE_HEADROOM)
         conn = _Connection(self, client, ctx.sockets)
         self._conn = conn
         self._set_will(client)

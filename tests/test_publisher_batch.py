@@ -132,9 +132,13 @@ async def _publishing(
     *,
     ack: AckMode = AckMode.RECEIPT,
     urgent: Sequence[int] = (),
+    inflight_max: int | None = None,
     **args: Any,
 ) -> AsyncIterator[tuple[Publisher, _Uplink]]:
-    uplink = _Uplink(uplink_settings(pki, broker.port, backoff_max_s=0.2))
+    settings: dict[str, Any] = {"backoff_max_s": 0.2}
+    if inflight_max is not None:
+        settings["inflight_max"] = inflight_max
+    uplink = _Uplink(uplink_settings(pki, broker.port, **settings))
     uplink.sizes = []
     receipts = ack is AckMode.RECEIPT
     publisher = Publisher(
@@ -329,6 +333,26 @@ async def test_urgent_backfill_goes_before_the_rest_of_the_backlog(
         _drain(receiver)
     assert sorted(urgent) == arrivals[:3]  # singly (fewer than a batch), oldest first
     assert sorted(backlog) == sorted(arrivals)
+
+
+async def test_a_full_client_queue_delays_nothing_until_a_reconnect(
+    rig: Rig, dev_pki: DevPki, broker: Broker
+) -> None:
+    """The publisher's window larger than the MQTT client's queue (inflight 1: room for 18):
+    paho refuses the rest on a live connection; they are read again at once, not held for a
+    reconnect that never comes. Every reading delivered on the one connection."""
+    backlog = await rig.store(120, 0)
+    async with _receiver(dev_pki, broker.port) as receiver:
+        async with _publishing(rig, dev_pki, broker, inflight_max=1, window=40) as (
+            publisher,
+            uplink,
+        ):
+            async with asyncio.timeout(TIMEOUT_S):
+                await rig.until_delivered(backlog)
+            assert publisher.stats.not_queued > 0  # the queue did fill
+            assert 1 == uplink.stats.connects
+        _drain(receiver)
+    assert sorted(backlog) == sorted(rig.delivered)
 
 
 # ---------------------------------------------------------------------------

@@ -80,6 +80,7 @@ EXPECTED_RETRYABLE = {
     "UplinkError": True,
     "UplinkRefusedError": False,
     "PublishRefusedError": True,
+    "PublishNotQueuedError": True,
     "PublishRejectedError": False,
     "StorageError": True,
     "StorageFullError": True,
