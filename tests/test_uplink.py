@@ -198,6 +198,9 @@ class TestDelivery:
                 await uplink.wait_until(lambda s: s.disconnects >= 1)
                 await broker.astart()
             await receiver.wait_until(lambda s: s.verified >= 40)
+            # The broker may have taken all 20 before it stopped (it resumes, then exits):
+            # the receiver can then hold all 40 before the uplink is back; wait for it.
+            await uplink.wait_until(lambda s: s.connects >= 2)
 
         readings = _drain(receiver)
         assert sorted(r.seq for r in readings) == list(range(40))
