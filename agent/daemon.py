@@ -71,6 +71,7 @@ from agent.ble.current_time import ClockPolicy, hub_clock_plausible
 from agent.ble.sessions import SESSIONS, Session, SyncStateReader
 from agent.ble.stack import BONDS_FILE, BleStack, first_contact_pairing
 from agent.ble.uuids import PLX_CONTINUOUS_MEASUREMENT
+from agent.cancellation import first_of
 from agent.config import Config, DeviceConfig
 from agent.errors import (
     BleDeviceAbsentError,
@@ -96,6 +97,7 @@ from agent.ingest import HubSigner, Prepared, Signer, SwitchableSigner, prepare
 from agent.ingest_batcher import Item, Outcome, Status, collect_batch, commit_batch
 from agent.logs import device_label
 from agent.measurement import RawMeasurement
+from agent.modem import state_file as modem_state_file
 from agent.modem.link import ActionKind, EventKind, LinkEvent, LinkMachine, Step
 from agent.modem.manager import ModemLink
 from agent.modem.modemmanager import (
@@ -291,7 +293,9 @@ def open_outbox(cfg: Config) -> tuple[Outbox, Signer]:
 
 def status(cfg: Config) -> dict[str, Any]:
     """What ``homehub status`` prints: outbox depth and age, refused and damaged records,
-    bytes used against the quota."""
+    bytes used against the quota; and the cellular link: its backend, and the figures the
+    running daemon last saw (agent/modem/state_file.py) with their time, ``null`` before the
+    first (``{"backend": "none"}``: no modem, Ethernet or Wi-Fi)."""
     counts = peek_counts(cfg.outbox.path)
     refused = peek_refused(cfg.outbox.path) if counts.refused else []
     quota = cfg.outbox.quota_bytes
@@ -308,6 +312,18 @@ def status(cfg: Config) -> dict[str, Any]:
             "quota_bytes": quota,
             "storage": storage_level(counts.used_bytes, quota).value,
         },
+        "modem": _modem_status(cfg),
+    }
+
+
+def _modem_status(cfg: Config) -> dict[str, Any]:
+    if cfg.modem.backend == "none":
+        return {"backend": "none"}
+    seen = modem_state_file.read(cfg.hub.state_dir / modem_state_file.STATE_FILE)
+    return {
+        "backend": cfg.modem.backend,
+        "as_of": None if seen is None else seen["as_of"],
+        "figures": None if seen is None else seen["figures"],
     }
 
 
@@ -356,6 +372,10 @@ class Hub:
         """Set at each event of the cellular link (a phase entered, a fault, a rung), or each
         reading of ModemManager's figures."""
         self._modemmanager_figures = ModemStatus()
+        self._modem_state_due = asyncio.Event()
+        """Set at each link event: the figures homehub status reads may have changed."""
+        self.modem_state_written = asyncio.Event()
+        """Set each time the figures file for ``homehub status`` is written."""
         self._uncommitted: dict[str, _Uncommitted] = {}
         """Per device label: readings queued and not yet committed (see :meth:`_session`)."""
         self._urgent_stored: list[int] = []
@@ -445,6 +465,7 @@ class Hub:
         """A link event (logged by the link): its figures, the network's time among them,
         are new."""
         self.modem_changed.set()
+        self._modem_state_due.set()
         if self.platform is not None:
             self.platform.check_clock()
 
@@ -479,6 +500,35 @@ class Hub:
                 if event.fault is not None:
                     fields["fault"] = event.fault.value
                 log.info(event.kind.value, via="modemmanager", **fields)
+
+    async def _write_modem_state(self, storage: StorageThread, stop: asyncio.Event) -> None:
+        """Keep ``<state_dir>/modem_status.json`` (agent/modem/state_file.py) up to date for
+        ``homehub status``: after a link event (or every
+        :data:`~agent.modem.state_file.WRITE_EVERY_S`), written when the figures changed, at
+        most once per that interval, on the storage thread (fsync)."""
+        path = self.cfg.hub.state_dir / modem_state_file.STATE_FILE
+        written: dict[str, Any] | None = None
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(modem_state_file.WRITE_EVERY_S):
+                    await first_of(self._modem_state_due.wait(), stop.wait())
+            self._modem_state_due.clear()
+            if stop.is_set():
+                return
+            figures = self._modem_figures()
+            on_disk = modem_state_file.figures_on_disk(figures)
+            if on_disk == written:
+                continue
+            try:
+                await storage.call(modem_state_file.write, path, figures, datetime.now(UTC))
+            except StorageError as exc:
+                log.warning("modem_state_not_written", reason=exc.reason)
+                continue
+            written = on_disk
+            self.modem_state_written.set()
+            with contextlib.suppress(TimeoutError):  # at most one write per interval
+                async with asyncio.timeout(modem_state_file.WRITE_EVERY_S):
+                    await stop.wait()
 
     def hub_clock_problem(self) -> str | None:
         """Why the hub's own clock is not to be trusted now, or None: ``"implausible"``
@@ -607,6 +657,10 @@ class Hub:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(uplink.run(), name="hub.uplink")
+                if cfg.modem.backend != "none":
+                    tg.create_task(
+                        self._write_modem_state(storage, modem_stop), name="hub.modem_state"
+                    )
                 modem_task = (
                     tg.create_task(_keep_modem(self.modem, modem_stop), name="hub.modem")
                     if self.modem is not None
@@ -625,9 +679,9 @@ class Hub:
                 log.info("hub_stopping")
                 started = asyncio.get_running_loop().time()
                 await self._stop_collecting(collector)
+                modem_stop.set()  # the state writer ends at once
                 if modem_task is not None:
                     # Nothing of the link needs settling: a round mid-command is cancelled.
-                    modem_stop.set()
                     modem_task.cancel()
                 await self._queue.put(None)  # ingest stores what is queued, then ends
                 await ingest

@@ -75,9 +75,9 @@ import itertools
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -95,6 +95,7 @@ from agent.batching import (
     next_unit,
 )
 from agent.budget import PERSIST_EVERY_S, BudgetState, ByteBudget
+from agent.cancellation import first_of
 from agent.dictionaries import Dictionary
 from agent.envelopes import (
     MAX_BATCH_READINGS,
@@ -450,9 +451,9 @@ class Publisher:
                 return
             self._wake.clear()
             if connected:  # the previous connection's publishes are still settling
-                await _first_of(self._idle.wait(), self._wake.wait())
+                await first_of(self._idle.wait(), self._wake.wait())
             else:
-                await _first_of(self.uplink.connected.wait(), self._wake.wait())
+                await first_of(self.uplink.connected.wait(), self._wake.wait())
 
     async def _serve(self, tg: asyncio.TaskGroup) -> None:
         """Keep the window full while this connection lasts: the fresh lane first, then
@@ -538,7 +539,7 @@ class Publisher:
                 return True
             # One wake-up refills every slot freed meanwhile (PUBACKs come in bursts).
             self._slot_freed.clear()
-            await _first_of(self._slot_freed.wait(), self.uplink.disconnected_or_reconnected())
+            await first_of(self._slot_freed.wait(), self.uplink.disconnected_or_reconnected())
 
     def _sendable(self, seq: int) -> bool:
         book = self._book
@@ -652,7 +653,7 @@ class Publisher:
         if self._suspect is not None and self._suspect in out.seqs:
             # Alone in flight until it settles (module docstring, step 5).
             self._suspect_settled.clear()
-            await _first_of(self._suspect_settled.wait(), self.uplink.disconnected_or_reconnected())
+            await first_of(self._suspect_settled.wait(), self.uplink.disconnected_or_reconnected())
             if not self.uplink.connected.is_set():
                 return False
         return True
@@ -756,7 +757,7 @@ class Publisher:
 
     async def _until_released(self) -> None:
         """While every publish is refused: wait for the retry, a disconnect or a stop."""
-        await _first_of(
+        await first_of(
             self._hold.wait(),
             self.uplink.disconnected_or_reconnected(),
             self._wake_on_stop(),
@@ -792,7 +793,7 @@ class Publisher:
         if self._budget.paused:
             delay = min(self._budget.seconds_to_next_day(self._wall_clock()), BUDGET_RECHECK_MAX_S)
             waits.append(asyncio.sleep(max(delay, 0.0)))  # a deadline timer, not a sync
-        await _first_of(*waits)
+        await first_of(*waits)
 
     # -- one record -----------------------------------------------------------------------
 
@@ -1202,16 +1203,6 @@ def _build_envelope(
         compressed=envelope.compressed,
         not_readings=not_readings,
     )
-
-
-async def _first_of(*waits: Coroutine[Any, Any, Any]) -> None:
-    """Return when the first of ``waits`` completes; the others are cancelled."""
-    futures = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for f in futures:
-            f.cancel()
 
 
 __all__ = [

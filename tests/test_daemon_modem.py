@@ -72,6 +72,13 @@ async def test_the_status_carries_the_links_health(
         assert reply.body["ok"] is True
         assert hub.modem is not None
         assert hub.hub_clock_problem() is None
+        async with asyncio.timeout(T):
+            await hub.modem_state_written.wait()
+        # homehub status, while the daemon holds the port: the figures it last saw, without
+        # the identifiers, in a private file.
+        shown = daemon.status(config.load(path))["modem"]
+        written = path.parent / "state" / "modem_status.json"
+        assert 0o600 == written.stat().st_mode & 0o777
     assert {
         "registration": "home",
         "technology": "LTE",
@@ -83,6 +90,17 @@ async def test_the_status_carries_the_links_health(
         "last_recovery": None,
     } == status.body["modem"]
     assert set(MODEM_STATUS_KEYS) == set(status.body["modem"])
+    assert "at" == shown["backend"]
+    figures = shown["figures"]
+    assert ("home", "LTE", -90, 15, "RM500Q-GL") == (
+        figures["registration"],
+        figures["technology"],
+        figures["rsrp_dbm"],
+        figures["sinr_db"],
+        figures["model"],
+    )
+    assert (None, None) == (figures["imei"], figures["iccid"])
+    assert shown["as_of"] is not None
     # The module was asked, and nothing of it reached the status that identifies it.
     assert modem.state.count("AT+CGSN") >= 1
     assert "860000000000017" not in repr(status.body)
@@ -97,6 +115,7 @@ async def test_without_a_modem_the_status_has_none(
             status = await console.wait_for(_online)
         assert hub.modem is None
     assert "modem" not in status.body
+    assert {"backend": "none"} == daemon.status(config.load(path))["modem"]
 
 
 async def test_a_hub_clock_far_from_the_networks_raises_clock_unsynced(
