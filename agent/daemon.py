@@ -64,7 +64,7 @@ from typing import Any, Final, Protocol
 import structlog
 from bleak.backends.device import BLEDevice
 
-from agent import keys
+from agent import keys, wall_clock
 from agent.ble import identity
 from agent.ble.collector import Collector
 from agent.ble.current_time import ClockPolicy, hub_clock_plausible
@@ -466,8 +466,27 @@ class Hub:
         are new."""
         self.modem_changed.set()
         self._modem_state_due.set()
+        self._follow_network_time()
         if self.platform is not None:
             self.platform.check_clock()
+
+    def _follow_network_time(self) -> None:
+        """Correct the hub's wall clock by the network's time while the system clock is more
+        than 15 minutes from it; clear the correction once they agree (agent/wall_clock.py).
+        The network's time is the last poll's (at most one poll interval old)."""
+        if self.modem is None:
+            return
+        network_time = self.modem.status.network_time
+        system = datetime.now(UTC)
+        if network_time is None or not clock_disagrees(system, network_time):
+            if wall_clock.current_correction() is not None:
+                wall_clock.set_correction(None)
+                log.info("wall_clock_uncorrected")
+            return
+        correction = datetime.fromisoformat(network_time) - system
+        if wall_clock.current_correction() is None:
+            log.warning("wall_clock_corrected", by_s=round(correction.total_seconds()))
+        wall_clock.set_correction(correction)
 
     async def _modemmanager_round(
         self, client: ModemManagerClient, machine: LinkMachine, snapshot: ModemManagerSnapshot
@@ -515,6 +534,7 @@ class Hub:
             self._modem_state_due.clear()
             if stop.is_set():
                 return
+            self._follow_network_time()  # at least this often: NTP may have come meanwhile
             figures = self._modem_figures()
             on_disk = modem_state_file.figures_on_disk(figures)
             if on_disk == written:
@@ -700,6 +720,7 @@ class Hub:
             await uplink.close()  # idempotent; ends uplink.run() on every path
             if self.modem is not None:
                 self.modem.close()
+                wall_clock.set_correction(None)
 
     async def _stop_collecting(self, collector: asyncio.Task[None]) -> None:
         """End the BLE side: the sessions end normally (and hand on what they received);

@@ -8,16 +8,15 @@ that link is up. The module's network time (NITZ, polled by the link manager wit
 independent of both, so the hub's clock is judged against it:
 
 - a hub clock more than :data:`TOLERANCE_S` away from the network's time is *not trusted*:
-  the hub does not write it into a device's Current Time (agent/ble/current_time.py), and
-  the platform gets a ``clock_unsynced`` event with ``check: "network_time"``;
+  the hub does not write it into a device's Current Time (agent/ble/current_time.py), the
+  platform gets a ``clock_unsynced`` event with ``check: "network_time"``, and the hub's own
+  wall clock (agent/wall_clock.py: every reading's stamp, the device clocks' offsets) is the
+  network's time until the two agree again;
 - without a network time (no modem, not yet registered, an operator that sends no NITZ),
   nothing is concluded from it.
 
-The readings themselves keep the device's own time stamps (the clinical time, with the
-device clock's offset recorded, agent/normalize/clock.py), so a wrong hub clock shows in a
-reading's ``issued``/``hub_time`` only, and the event tells the platform so. Setting the
-system clock from the network's time is the operating system's (systemd-timesyncd, chrony
-with a NITZ source), not a service running without CAP_SYS_TIME.
+Setting the system clock itself is the operating system's (systemd-timesyncd, chrony with a
+NITZ source), not a service running without CAP_SYS_TIME.
 """
 
 from __future__ import annotations

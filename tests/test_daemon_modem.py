@@ -18,7 +18,7 @@ from typing import Final
 import pytest
 from structlog.testing import capture_logs
 
-from agent import config, daemon
+from agent import config, daemon, wall_clock
 from agent.daemon import _power_cycle
 from agent.status_messages import MODEM_STATUS_KEYS
 from hil.broker import Broker
@@ -131,6 +131,12 @@ async def test_a_hub_clock_far_from_the_networks_raises_clock_unsynced(
             async with asyncio.timeout(T):
                 event = await console.wait_for(lambda m: m.kind == "events")
             assert "network_time" == hub.hub_clock_problem()
+            # Readings are stamped with the network's time meanwhile (agent/wall_clock.py).
+            correction = wall_clock.current_correction()
+            assert correction is not None
+            assert abs(correction - timedelta(days=2)) < timedelta(minutes=2)
+            assert abs(wall_clock.now() - two_days_on) < timedelta(minutes=2)
+        assert wall_clock.current_correction() is None  # cleared when the daemon stops
     assert ("clock_unsynced", "network_time") == (event.body["event"], event.body["check"])
 
 

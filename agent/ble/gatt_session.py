@@ -40,7 +40,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, Protocol, TypeVar
 
 import structlog
@@ -50,6 +49,7 @@ from bleak.backends.service import BleakGATTService
 from bleak.exc import BleakError, BleakGATTProtocolError, BleakGATTProtocolErrorCode
 from bleak_retry_connector import BleakNotFoundError, establish_connection
 
+from agent import wall_clock
 from agent.ble.current_time import CURRENT_TIME_READ_TIMEOUT_S, ClockPolicy, set_device_clock
 from agent.ble.stack import BleStack
 from agent.ble.uuids import (
@@ -720,7 +720,7 @@ class BufferedSession(GattSession):
                 characteristic_uuid=uuid,
                 data=bytes(data),
                 received_monotonic=time.monotonic(),
-                received_wall=datetime.now(UTC),
+                received_wall=wall_clock.now(),
             )
         )
         self.peak_pending = max(self.peak_pending, len(self.pending))

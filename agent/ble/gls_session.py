@@ -50,7 +50,6 @@ import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Final, NoReturn
 
 import structlog
@@ -60,6 +59,7 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.service import BleakGATTService
 from bleak.exc import BleakError
 
+from agent import wall_clock
 from agent.ble.current_time import ClockPolicy, with_device_clock
 from agent.ble.gatt_session import (
     CONNECT_TIMEOUT_S,
@@ -265,7 +265,7 @@ class _GlsSession(GattSession):
         if self.failure is None:
             core = self.core
             try:
-                core.measurement(bytes(data), time.monotonic(), datetime.now(UTC))
+                core.measurement(bytes(data), time.monotonic(), wall_clock.now())
             except DeviceProtocolError as exc:
                 self.fail(exc)
             if core.refused:  # limit_reached, read as the attribute: once per record

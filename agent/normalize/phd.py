@@ -19,11 +19,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
+from agent import wall_clock
 from agent.normalize.bundle import logical_id
 from agent.normalize.codes import (
     DATA_ABSENT_SYSTEM,
@@ -99,8 +100,9 @@ def localize(device_local: datetime, timezone: str) -> datetime:
 
 
 def utc_now() -> datetime:
-    """The hub's wall clock, in UTC. (Tests that need a fixed clock pass times explicitly.)"""
-    return datetime.now(UTC)
+    """The hub's wall clock, in UTC (agent/wall_clock.py: corrected by the network's time
+    while the system clock is wrong). Tests that need a fixed clock pass times explicitly."""
+    return wall_clock.now()
 
 
 IDENTIFIER_EPOCH: Final = datetime(2000, 1, 1)  # noqa: DTZ001 - the device's wall clock
