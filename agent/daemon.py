@@ -52,6 +52,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import os
 import random
 import signal
 import time
@@ -124,6 +125,7 @@ from agent.platform_link import PlatformLink
 from agent.private_files import read_private_file_up_to
 from agent.publisher import Publisher
 from agent.retry import FullJitter, KeyedBackoff
+from agent.sd_notify import Notifier, watchdog_interval_s
 from agent.sealing import Sealer
 from agent.security import SecurityEvent, load_platform_key
 from agent.storage import StorageThread
@@ -337,12 +339,15 @@ class Hub:
         observer: HubObserver | None = None,
         collect: bool = True,
         source: Callable[[Hub], Awaitable[None]] | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
-        """``collect=False`` runs no BLE collector: readings come only through
+        """``notifier``: systemd's notify socket (agent/sd_notify.py), under ``Type=notify``.
+        ``collect=False`` runs no BLE collector: readings come only through
         :meth:`receive`. ``source``, when given, runs as the collector instead of the BLE
         one and is stopped like it (it should return once :attr:`collecting_stopped` is set):
         the crash test and benchmarks feed the daemon's own pipeline this way."""
         self.cfg = cfg
+        self._notifier = notifier
         self._observer = observer
         self._collect = collect
         self._source = source
@@ -550,6 +555,51 @@ class Hub:
                 async with asyncio.timeout(modem_state_file.WRITE_EVERY_S):
                     await stop.wait()
 
+    def status_line(self, pending: int) -> str:
+        """What ``systemctl status`` shows (STATUS=): devices, pending readings, the uplink
+        and, with a modem, how (``3 devices, 0 pending, online via 5G NR5G-SA``)."""
+        devices = len(self.cfg.devices)
+        uplink = self.uplink
+        online = uplink is not None and uplink.connected.is_set()
+        line = f"{devices} device{'s' if devices != 1 else ''}, {pending} pending, "
+        line += "online" if online else "offline"
+        if self.cfg.modem.backend != "none":
+            technology = self._modem_figures().technology
+            if technology is not None and technology != "none":
+                line += f" via {'5G ' if technology.startswith('NR5G') else ''}{technology}"
+        return line
+
+    async def _notify_systemd(
+        self, notifier: Notifier, outbox: Outbox, storage: StorageThread, stop: asyncio.Event
+    ) -> None:
+        """READY=1 with the first status, then WATCHDOG=1 every half ``WATCHDOG_USEC`` and a
+        fresh STATUS=, each only after a round trip through the storage thread (the outbox's
+        counts) came back within the interval: the watchdog is fed while the event loop and
+        the pipeline make progress, whatever the uplink does (an outage never restarts us)."""
+        interval = watchdog_interval_s(os.environ)
+        period = interval if interval is not None else NOTIFY_STATUS_S
+        counts = await storage.call(outbox.counts)
+        notifier.ready(self.status_line(counts.pending))
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(period):
+                    await stop.wait()
+            if stop.is_set():
+                break
+            try:
+                async with asyncio.timeout(period):
+                    counts = await storage.call(outbox.counts)
+            except TimeoutError:
+                log.warning("watchdog_withheld", reason="storage", waited_s=period)
+                continue
+            except StorageError as exc:
+                notifier.status(f"storage failing: {exc.reason}"[:80])
+                continue
+            if interval is not None:
+                notifier.watchdog()
+            notifier.status(self.status_line(counts.pending))
+        notifier.stopping("stopping")
+
     def hub_clock_problem(self) -> str | None:
         """Why the hub's own clock is not to be trusted now, or None: ``"implausible"``
         (before its floor, agent/ble/current_time.py) or ``"network_time"`` (more than 15
@@ -680,6 +730,11 @@ class Hub:
                 if cfg.modem.backend != "none":
                     tg.create_task(
                         self._write_modem_state(storage, modem_stop), name="hub.modem_state"
+                    )
+                if self._notifier is not None and self._notifier.enabled:
+                    tg.create_task(
+                        self._notify_systemd(self._notifier, outbox, storage, modem_stop),
+                        name="hub.notify",
                     )
                 modem_task = (
                     tg.create_task(_keep_modem(self.modem, modem_stop), name="hub.modem")
@@ -1212,6 +1267,9 @@ async def _keep_modem(link: ModemLink, stop: asyncio.Event) -> None:
                     await stop.wait()
 
 
+NOTIFY_STATUS_S: Final = 30.0
+"""How often STATUS= is refreshed when systemd set no watchdog."""
+
 MODEMMANAGER_POLL_S: Final = 60.0
 """How often ModemManager's figures are read (its own signal polling runs every 30 s)."""
 
@@ -1246,7 +1304,11 @@ def main(cfg: Config) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Hub(cfg).run(stop)
+        notifier = Notifier.from_env()
+        try:
+            await Hub(cfg, notifier=notifier).run(stop)
+        finally:
+            notifier.close()
 
     try:
         asyncio.run(_main())

@@ -229,7 +229,16 @@ class Collector:
             BleStackUnavailableError: the scan cannot start or a session found the stack
                 gone (the daemon reopens the stack after a backoff).
         """
-        scanner = self._scanner()
+        if not self.devices:
+            # Nothing allow-listed: no scan (BlueZ cannot even run a passive one without a
+            # pattern to watch for); a device added by `homehub pair` comes with a restart.
+            log.info("ble_no_devices")
+            await self.stop.wait()
+            return
+        try:
+            scanner = self._scanner()
+        except BleakError as exc:
+            raise BleStackUnavailableError(f"scanner refused ({type(exc).__name__})") from None
         try:
             async with asyncio.TaskGroup() as tg:
                 await self._start(scanner)
