@@ -811,6 +811,14 @@ class Hub:
                     reason=exc.reason,
                     retry_in_s=STORAGE_RETRY_S,
                 )
+                if self._notifier is not None:
+                    # Under systemd: say why, keep the start from timing out (a restart would
+                    # only meet the same disk), and feed the watchdog (the loop is alive).
+                    self._notifier.send(
+                        STATUS=f"waiting for storage: {exc.reason}",
+                        EXTEND_TIMEOUT_USEC=str(int(3 * STORAGE_RETRY_S * 1e6)),
+                        WATCHDOG="1",
+                    )
             try:
                 async with asyncio.timeout(STORAGE_RETRY_S):
                     await stop.wait()

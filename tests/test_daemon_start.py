@@ -26,3 +26,32 @@ async def test_unusable_state_directory_is_waited_for_not_fatal(tmp_path: Path) 
     assert failures[0]["error"] == "StorageError"
     assert "state directory" in failures[0]["reason"]
     assert not any(e["event"] == "hub_started" for e in logs)
+
+
+async def test_under_systemd_the_wait_says_why_and_keeps_the_start_alive(tmp_path: Path) -> None:
+    """Type=notify: while the state directory is unusable, STATUS says why, the start timeout
+    is extended (a restart would only meet the same disk) and the watchdog is fed."""
+    import socket
+
+    from agent.sd_notify import Notifier
+
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where the state directory should be")
+    cfg = example_config(tmp_path, outbox_path=blocker / "outbox.db")
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(address)
+        listener.setblocking(False)
+        stop = asyncio.Event()
+        stop.set()
+        notifier = Notifier(address)
+        try:
+            async with asyncio.timeout(10):
+                await Hub(cfg, notifier=notifier).run(stop)
+        finally:
+            notifier.close()
+        data = listener.recv(4096).decode()
+    fields = dict(line.split("=", 1) for line in data.splitlines())
+    assert fields["STATUS"].startswith("waiting for storage: ")
+    assert "state directory" in fields["STATUS"]
+    assert ("15000000", "1") == (fields["EXTEND_TIMEOUT_USEC"], fields["WATCHDOG"])
