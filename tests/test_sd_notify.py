@@ -99,3 +99,60 @@ async def test_homehub_run_is_ready_fed_and_stops(tmp_path: Path, dev_pki: DevPk
     statuses = [m["STATUS"] for m in messages if "STATUS" in m]
     assert ["0 devices, 0 pending, offline"] == sorted(set(statuses[:-1]))
     assert "stopping" == statuses[-1]
+
+
+async def test_watchdog_withheld_while_the_pipeline_is_stuck(
+    tmp_path: Path, dev_pki: DevPki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's own Hub with a notifier: WATCHDOG=1 every 0.1 s; the storage thread
+    blocked for 1 s (injected: a job that waits) withholds it, the event loop running all
+    along; then it comes again."""
+    import threading
+    import time
+
+    from structlog.testing import capture_logs
+
+    from agent import config as hub_config
+    from agent.daemon import Hub
+
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    cfg = hub_config.load(write_hub_config(tmp_path, dev_pki, _closed_port()))
+    address = str(tmp_path / "notify.sock")
+    stop = asyncio.Event()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(address)
+        listener.setblocking(False)
+        loop = asyncio.get_running_loop()
+        notifier = Notifier(address)
+        hub = Hub(cfg, notifier=notifier, collect=False)
+
+        async def watchdog_at() -> float:
+            while "WATCHDOG=1" not in (await loop.sock_recv(listener, 4096)).decode():
+                pass
+            return time.monotonic()
+
+        with capture_logs() as logs:
+            running = asyncio.create_task(hub.run(stop), name="test.hub")
+            try:
+                async with asyncio.timeout(T):
+                    await hub.ready.wait()
+                    await watchdog_at()
+                    await watchdog_at()  # fed: two in a row
+                    # Its STATUS follows each WATCHDOG: once read, the task sleeps a period,
+                    # and its next storage round trip meets the blocked thread.
+                    while "STATUS=" not in (await loop.sock_recv(listener, 4096)).decode():
+                        pass
+                    storage, _outbox = hub._storage or (None, None)
+                    assert storage is not None
+                    release = threading.Event()
+                    blocked_at = time.monotonic()
+                    stuck = asyncio.create_task(storage.call(release.wait, 1.0))
+                    first_after = await watchdog_at()
+                    await stuck
+            finally:
+                stop.set()
+                await running
+                notifier.close()
+    assert first_after - blocked_at >= 0.9  # none while the storage thread was stuck
+    assert any(e["event"] == "watchdog_withheld" for e in logs)
