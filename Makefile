@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DBUSMOCK_VERSION := 0.34.3
 DBUSMOCK_DIR := .cache/dbusmock-$(DBUSMOCK_VERSION)
 
-.PHONY: all test lint typecheck pytest demo soak hil bench deps system-deps clean
+.PHONY: all test lint typecheck unit-security pytest demo soak hil bench deps system-deps clean
 
 all: test
 
@@ -36,6 +36,10 @@ system-deps:
 	@if [ ! -e /usr/lib/softhsm/libsofthsm2.so ] || ! command -v softhsm2-util >/dev/null; then \
 	  echo "installing softhsm2 (apt-get)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends softhsm2 >/dev/null; \
+	fi
+	@if ! command -v systemd-analyze >/dev/null; then \
+	  echo "installing systemd (apt-get): systemd-analyze rates the unit's hardening"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends systemd >/dev/null; \
 	fi
 	@# dbus-daemon and Debian's python3-dbusmock (run as /usr/bin/python3 -m dbusmock): the private
 	@# system bus and the mocked BlueZ (bluez5 template) the pairing agent's tests run against.
@@ -62,10 +66,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy agent drivers
 
+# issue 11: the unit's exposure, as systemd itself rates it, at most 1.5 (the threshold is x10).
+unit-security: system-deps
+	systemd-analyze security --offline=true --threshold=15 systemd/homehub.service | tail -n 1
+
 pytest: deps
 	$(VENV)/bin/pytest
 
-test: deps lint typecheck pytest
+test: deps lint typecheck unit-security pytest
 
 demo: deps
 	$(PY) -m hil.demo
