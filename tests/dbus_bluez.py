@@ -225,6 +225,55 @@ class AgentReply:
     value: str = ""
 
 
+async def start_template(
+    bus_address: str,
+    logfile: Path,
+    *,
+    template: str,
+    service: str,
+    env: dict[str, str] | None = None,
+) -> tuple[MessageBus, subprocess.Popen[bytes]]:
+    """Run dbusmock's ``template`` on the private bus ``bus_address`` (its log to
+    ``logfile``, its stderr beside it) and return, with the test's own connection to the bus,
+    once it owns ``service`` (watched through ``NameOwnerChanged``, not by sleeping).
+    ``env``: more environment for the mock (e.g. a ``PYTHONPATH`` to a newer dbusmock)."""
+    control = await connect(bus_address)
+    owned: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def on_message(message: Message) -> None:
+        if (
+            message.member == "NameOwnerChanged"
+            and message.body[:1] == [service]
+            and message.body[2]
+            and not owned.done()
+        ):
+            owned.set_result(None)
+
+    control.add_message_handler(on_message)
+    await add_match(control, f"type='signal',member='NameOwnerChanged',arg0='{service}'")
+    full_env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": bus_address, **(env or {})}
+    argv = [DBUSMOCK_PYTHON, "-m", "dbusmock", "--system", "--template", template]
+    with logfile.with_suffix(".stderr").open("wb") as stderr:
+        # Popen returns at once; the wait for the mock is the await on D-Bus below.
+        process = subprocess.Popen(  # noqa: ASYNC220
+            [*argv, "--logfile", str(logfile)],
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        async with asyncio.timeout(MOCK_START_TIMEOUT_S):
+            await owned
+    except TimeoutError:
+        _stop(process)
+        control.disconnect()
+        raise RuntimeError(f"the {template} mock did not start (exit {process.poll()})") from None
+    finally:
+        control.remove_message_handler(on_message)
+    return control, process
+
+
 @dataclass
 class BluezMock:
     """The bluez5 template running on a private bus, and the test's connection to it.
@@ -246,40 +295,9 @@ class BluezMock:
     @classmethod
     async def start(cls, bus_address: str, logfile: Path) -> BluezMock:
         """Start the template on ``bus_address``; return once it owns ``org.bluez``."""
-        control = await connect(bus_address)
-        owned: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def on_message(message: Message) -> None:
-            if (
-                message.member == "NameOwnerChanged"
-                and message.body[:1] == ["org.bluez"]
-                and message.body[2]
-                and not owned.done()
-            ):
-                owned.set_result(None)
-
-        control.add_message_handler(on_message)
-        await add_match(control, "type='signal',member='NameOwnerChanged',arg0='org.bluez'")
-        env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": bus_address}
-        argv = [DBUSMOCK_PYTHON, "-m", "dbusmock", "--system", "--template", "bluez5"]
-        with logfile.with_suffix(".stderr").open("wb") as stderr:
-            # Popen returns at once; the wait for the mock is the await on D-Bus below.
-            process = subprocess.Popen(  # noqa: ASYNC220
-                [*argv, "--logfile", str(logfile)],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
-        try:
-            async with asyncio.timeout(MOCK_START_TIMEOUT_S):
-                await owned
-        except TimeoutError:
-            _stop(process)
-            control.disconnect()
-            raise RuntimeError(f"the bluez5 mock did not start (exit {process.poll()})") from None
-        finally:
-            control.remove_message_handler(on_message)
+        control, process = await start_template(
+            bus_address, logfile, template="bluez5", service="org.bluez"
+        )
         mock = cls(bus_address=bus_address, control=control, process=process)
         control.add_message_handler(mock._on_agent_replied)
         await add_match(control, "type='signal',interface='org.bluez.Mock',member='AgentReplied'")

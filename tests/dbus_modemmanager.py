@@ -30,16 +30,14 @@ test's temporary directory, outside the PHI scan, never to the captured output.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
 import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from dbus_fast import Message, Variant
+from dbus_fast import Variant
 from dbus_fast.aio import MessageBus
 
 from agent.ble.bluez_agent import bluez_call
@@ -60,13 +58,10 @@ from agent.modem.modemmanager import (
     StateFailedReason,
 )
 from tests.dbus_bluez import (
-    DBUSMOCK_PYTHON,
     MOCK_IFACE,
-    MOCK_START_TIMEOUT_S,
     _stop,
-    add_match,
-    connect,
     plain,
+    start_template,
 )
 
 ROOT: Final = Path(__file__).resolve().parents[1]
@@ -159,46 +154,13 @@ class ModemManagerMock:
         """Start the template on ``bus_address``; return once it owns its name."""
         if not (DBUSMOCK_DIR / "dbusmock" / "templates" / "modemmanager.py").exists():
             raise RuntimeError(f"python-dbusmock {DBUSMOCK_VERSION} missing: run make system-deps")
-        control = await connect(bus_address)
-        owned: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def on_message(message: Message) -> None:
-            if (
-                message.member == "NameOwnerChanged"
-                and message.body[:1] == [MM_SERVICE]
-                and message.body[2]
-                and not owned.done()
-            ):
-                owned.set_result(None)
-
-        control.add_message_handler(on_message)
-        await add_match(control, f"type='signal',member='NameOwnerChanged',arg0='{MM_SERVICE}'")
-        env = {
-            **os.environ,
-            "DBUS_SYSTEM_BUS_ADDRESS": bus_address,
-            "PYTHONPATH": str(DBUSMOCK_DIR),
-        }
-        argv = [DBUSMOCK_PYTHON, "-m", "dbusmock", "--system", "--template", "modemmanager"]
-        with logfile.with_suffix(".stderr").open("wb") as stderr:
-            # Popen returns at once; the wait for the mock is the await on D-Bus below.
-            process = subprocess.Popen(  # noqa: ASYNC220
-                [*argv, "--logfile", str(logfile)],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
-        try:
-            async with asyncio.timeout(MOCK_START_TIMEOUT_S):
-                await owned
-        except TimeoutError:
-            _stop(process)
-            control.disconnect()
-            raise RuntimeError(
-                f"the modemmanager mock did not start (exit {process.poll()})"
-            ) from None
-        finally:
-            control.remove_message_handler(on_message)
+        control, process = await start_template(
+            bus_address,
+            logfile,
+            template="modemmanager",
+            service=MM_SERVICE,
+            env={"PYTHONPATH": str(DBUSMOCK_DIR)},
+        )
         return cls(bus_address=bus_address, control=control, process=process)
 
     async def stop(self) -> None:
