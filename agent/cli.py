@@ -9,6 +9,8 @@
     homehub check-config FILE          validate a configuration file
     homehub config-schema              every configuration key, its type and default
     homehub factory-reset --config FILE --yes  crypto-erase: destroy data key, KEK, outbox
+    homehub provision ...              keys, CSR, certificate, platform, patient, then proof
+    homehub doctor --config FILE       a checklist with the fix for each failure
     homehub pair --config FILE [--scan-s S] [--address A] [--label L] [--json]
                                        bond a device in pairing mode, add it to the allow-list
     homehub devices list|rename OLD NEW|remove LABEL --config FILE [--json]
@@ -33,11 +35,14 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
 from agent.errors import ConfigError, DecodeError, HubError, LocalError, UsageError
+from agent.tech import doctor, provision
+from agent.tech import factory_reset as tech_factory_reset
+from agent.tech import status as tech_status
+from agent.tech.output import json_default
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -51,14 +56,6 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         sys.stderr.write(f"homehub: error: {message}\n")
         raise SystemExit(EXIT_BAD_INPUT)
-
-
-def _json_default(value: object) -> Any:
-    if isinstance(value, Decimal):
-        return float(value) if value != value.to_integral_value() else int(value)
-    if isinstance(value, bytes):
-        return value.hex()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,19 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--from-hub", action="store_true", help="the value is a request the hub writes (RACP)"
     )
 
-    status = sub.add_parser("status", help="outbox state as JSON")
-    status.add_argument("--config", type=Path, required=True)
+    tech_status.add_parser(sub)
 
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("config", type=Path)
 
     sub.add_parser("config-schema", help="print every configuration key")
 
-    reset = sub.add_parser(
-        "factory-reset", help="destroy the data key, the KEK and the outbox (stop the daemon first)"
-    )
-    reset.add_argument("--config", type=Path, required=True)
-    reset.add_argument("--yes", action="store_true", help="confirm: every stored reading is lost")
+    tech_factory_reset.add_parser(sub)
+    provision.add_parser(sub)
+    doctor.add_parser(sub)
 
     pair = sub.add_parser(
         "pair",
@@ -222,7 +216,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     characteristic = registry.parse_characteristic(args.characteristic)
     data = registry.parse_hex(args.hex)
     result = registry.decode(characteristic, data, from_hub=args.from_hub)
-    sys.stdout.write(json.dumps(result, default=_json_default) + "\n")
+    sys.stdout.write(json.dumps(result, default=json_default) + "\n")
     return EXIT_OK
 
 
@@ -238,27 +232,6 @@ def _cmd_config_schema(_args: argparse.Namespace) -> int:
     from agent import config
 
     sys.stdout.write("\n".join(config.schema_lines()) + "\n")
-    return EXIT_OK
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    from agent import config, daemon
-
-    cfg = config.load(args.config)
-    sys.stdout.write(json.dumps(daemon.status(cfg), default=_json_default) + "\n")
-    return EXIT_OK
-
-
-def _cmd_factory_reset(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    from agent import config
-    from agent.keys.reset import factory_reset
-
-    if not args.yes:
-        raise UsageError("--yes", "required: a factory reset makes every stored reading unreadable")
-    cfg = config.load(args.config)
-    sys.stdout.write(json.dumps(asdict(factory_reset(cfg))) + "\n")
     return EXIT_OK
 
 
@@ -440,10 +413,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 _COMMANDS = {
     "run": _cmd_run,
     "decode": _cmd_decode,
-    "status": _cmd_status,
+    "status": tech_status.run,
     "check-config": _cmd_check_config,
     "config-schema": _cmd_config_schema,
-    "factory-reset": _cmd_factory_reset,
+    "factory-reset": tech_factory_reset.run,
+    "provision": provision.run,
+    "doctor": doctor.run,
     "pair": _cmd_pair,
     "devices": _cmd_devices,
     "verify": _cmd_verify,
