@@ -65,7 +65,7 @@ from typing import Any, Final, Protocol
 import structlog
 from bleak.backends.device import BLEDevice
 
-from agent import keys, wall_clock
+from agent import instance_lock, keys, wall_clock
 from agent.ble import identity
 from agent.ble.collector import Collector
 from agent.ble.current_time import ClockPolicy, hub_clock_plausible
@@ -1319,7 +1319,9 @@ def main(cfg: Config) -> int:
             notifier.close()
 
     try:
-        asyncio.run(_main())
+        with contextlib.ExitStack() as held:
+            _hold_instance_lock(cfg, held)
+            asyncio.run(_main())
     except (HubError, BaseExceptionGroup) as exc:
         errors = _leaves(exc)
         hub_errors = [e for e in errors if isinstance(e, HubError)]
@@ -1330,6 +1332,18 @@ def main(cfg: Config) -> int:
         refused = all(isinstance(e, LocalError | KeyMaterialError) for e in hub_errors)
         return 2 if refused else 1
     return 0
+
+
+def _hold_instance_lock(cfg: Config, held: contextlib.ExitStack) -> None:
+    """Hold ``<state_dir>/homehub.lock`` for the daemon's life (agent/instance_lock.py): a
+    second daemon is refused, and so is ``factory-reset`` while this one runs. A state
+    directory that cannot hold it yet (missing, read-only) does not stop the start: the
+    storage wait reports and retries that disk; the lock is then not held."""
+    try:
+        cfg.hub.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        held.enter_context(instance_lock.hold(cfg.hub.state_dir))
+    except OSError as exc:
+        log.warning("instance_lock_unavailable", reason=exc.strerror or type(exc).__name__)
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -25,6 +25,7 @@ def example_config(
     outbox = outbox_path or tmp_path / "state" / "outbox.db"
     text = EXAMPLE.read_text()
     replacements = [
+        ('state_dir = "/var/lib/homehub"', f'state_dir = "{tmp_path / "state"}"'),
         ('path = "/var/lib/homehub/outbox.db"', f'path = "{outbox}"'),
         ('key_file = "/etc/homehub/keys/data.key"', f'key_file = "{tmp_path}/keys/data.key"'),
         ('kek_file = "/etc/homehub/keys/kek.bin"', f'kek_file = "{tmp_path}/kek/kek.bin"'),
