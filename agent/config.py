@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from agent.errors import ConfigError, UsageError
+from agent.indicator.rules import OFFLINE_ATTENTION_S
 from agent.profiles import (
     CELLULAR_KEEPALIVE_S,
     MQTT,
@@ -202,6 +203,36 @@ class ModemConfig:
     port): the ladder's last rung; unset: that rung does not apply."""
 
 
+INDICATOR_BACKENDS: Final = ("none", "log", "gpiod")
+"""``[indicator] backend``: ``none`` (no LED), ``log`` (a log line per state change: tests and
+a bench without an LED), ``gpiod`` (an RGB LED on GPIO lines through libgpiod v2; needs the
+optional ``gpiod`` bindings). agent/indicator/, docs/indicator.md."""
+
+INDICATOR_COLOURS: Final = ("red", "green", "blue")
+"""The colours ``[indicator] lines`` may wire, each to its own GPIO line."""
+
+INDICATOR_MAX_LINE: Final = 1023
+"""Largest line offset taken: past any SoC's (the Pi's header chip has 54-58 lines) or GPIO
+expander's, so a larger one is a typo."""
+
+
+@dataclass(frozen=True, slots=True)
+class IndicatorConfig:
+    """``[indicator]``: the patient status LED (issue 11)."""
+
+    backend: str = "none"
+    chip: Path = Path("/dev/gpiochip0")
+    """The GPIO chip the LED's lines are on (the Raspberry Pi's 40-pin header: gpiochip0;
+    on a Pi 5 with a kernel before 6.6.45, gpiochip4)."""
+    lines: tuple[tuple[str, int], ...] = (("red", 17), ("green", 27), ("blue", 22))
+    """(colour, line offset on ``chip``) of each wired colour; on the Pi's header chip the
+    offset is the BCM GPIO number (17, 27 and 22 are header pins 11, 13 and 15). A colour left
+    out is not wired (a single LED: one colour)."""
+    active_low: bool = False
+    """A common-anode LED: the line is driven low to light it (the kernel inverts)."""
+    offline_attention_s: float = OFFLINE_ATTENTION_S
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole, validated configuration."""
@@ -217,6 +248,7 @@ class Config:
     keys: KeysConfig = KeysConfig()
     platform: PlatformConfig = PlatformConfig()
     modem: ModemConfig = ModemConfig()
+    indicator: IndicatorConfig = IndicatorConfig()
 
 
 # ---------------------------------------------------------------------------
@@ -364,6 +396,40 @@ def _modem_config(where: str, values: dict[str, Any]) -> ModemConfig:
                     where, f"modem.{name}", "only with backend 'at' (ModemManager has its own)"
                 )
     return modem
+
+
+def _indicator_backend(value: Any) -> str | None:
+    return (
+        None
+        if value in INDICATOR_BACKENDS
+        else f"must be one of {', '.join(map(repr, INDICATOR_BACKENDS))}"
+    )
+
+
+def _indicator_lines(value: Any) -> str | None:
+    """``lines``: a table of colour = line offset, at least one, each on its own line."""
+    if not value:
+        return "must wire at least one colour, e.g. { green = 27 }"
+    seen: dict[int, str] = {}
+    for colour, offset in value.items():
+        if colour not in INDICATOR_COLOURS:
+            shown = _shown_key(str(colour))
+            return f"has no colour '{shown}' (colours: {', '.join(INDICATOR_COLOURS)})"
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            return f"{colour} must be a line offset (an integer), not {type(offset).__name__}"
+        if not 0 <= offset <= INDICATOR_MAX_LINE:
+            return f"{colour} must be in 0..{INDICATOR_MAX_LINE}, not {_shown(offset)}"
+        if offset in seen:
+            return f"{colour} is line {offset}, as {seen[offset]} (each colour needs its own line)"
+        seen[offset] = colour
+    return None
+
+
+def _indicator_config(values: dict[str, Any]) -> IndicatorConfig:
+    """``[indicator]`` with its ``lines`` table as (colour, offset) pairs, in colour order."""
+    lines = values["lines"]
+    wired = tuple((c, lines[c]) for c in INDICATOR_COLOURS if c in lines)
+    return IndicatorConfig(**{**values, "lines": wired})
 
 
 def _profile(value: Any) -> str | None:
@@ -678,6 +744,44 @@ SCHEMA: Final[dict[str, dict[str, Field]]] = {
             " certificate must be issued by it and valid now",
         ),
     },
+    "indicator": {
+        "backend": Field(
+            str,
+            "none",
+            False,
+            _indicator_backend,
+            doc="the patient status LED: 'none', 'log' (a log line per state change) or"
+            " 'gpiod' (an RGB LED on GPIO lines, libgpiod v2; docs/indicator.md)",
+        ),
+        "chip": Field(
+            Path,
+            Path("/dev/gpiochip0"),
+            False,
+            doc="gpiod: the GPIO chip of the LED's lines (the Pi's 40-pin header: gpiochip0)",
+        ),
+        "lines": Field(
+            dict,
+            dict(IndicatorConfig().lines),
+            False,
+            _indicator_lines,
+            doc="gpiod: the line offset on chip of each wired colour (red, green, blue; the"
+            " Pi's header: BCM GPIO numbers, 0-1023); a colour left out is not wired",
+        ),
+        "active_low": Field(
+            bool, False, False, doc="gpiod: lines driven low to light (a common-anode LED)"
+        ),
+        "offline_attention_s": Field(
+            float,
+            OFFLINE_ATTENTION_S,
+            False,
+            low=600.0,
+            high=7 * 86400.0,
+            unit="s",
+            doc="offline this long shows 'needs attention'; default 6 h, past a router's reboot"
+            " or a provider's night maintenance, within the same day; >= 10 min, several"
+            " reconnect attempts; <= 7 days",
+        ),
+    },
 }
 
 DEVICE_SCHEMA: Final[dict[str, Field]] = {
@@ -803,6 +907,7 @@ def from_mapping(data: Mapping[str, Any], source: Path) -> Config:
         keys=_keys_config(where, sections["keys"]),
         platform=platform,
         modem=_modem_config(where, sections["modem"]),
+        indicator=_indicator_config(sections["indicator"]),
     )
 
 
