@@ -16,6 +16,12 @@ to the rest of the platform first (``on_certificate``: the receiver's
 to the console's own keys, then sends ``install_certificate``. Every key a hub had stays
 known: its outbox and its messages may come signed with either until it has restarted.
 
+Provisioning checks (docs/platform-protocol.md, "Provisioning check"): with
+``confirm_checks=True`` the console answers each ``provisioning_check`` event that verified
+with a key of its hub by the signed command ``confirm_provisioning`` naming the event's
+``check``; it counts them in :attr:`PlatformConsole.confirmed_checks`. Such an event is
+never a reading: nothing of it reaches a patient's record.
+
 It does not import the hub's code (agent/).
 """
 
@@ -48,6 +54,9 @@ CONTENT_TYPES: Final = {
     "status": "application/vnd.homehub.status+cbor",
     "events": "application/vnd.homehub.event+cbor",
 }
+PROVISIONING_EVENT: Final = "provisioning_check"
+CONFIRM_OP: Final = "confirm_provisioning"
+CHECK_BYTES: Final = 16
 COMMAND_VALIDITY_S: Final = 300
 """``exp - iat`` of the console's commands."""
 MESSAGES_KEPT: Final = 1000
@@ -83,8 +92,12 @@ class PlatformConsole:
         host: str = "127.0.0.1",
         client_id: str = "platform-console",
         on_certificate: CertificateSink | None = None,
+        confirm_checks: bool = False,
     ) -> None:
         self.host = host
+        self.confirm_checks = confirm_checks
+        self.confirmed_checks = 0
+        """``confirm_provisioning`` commands sent (see the module doc)."""
         self.port = port
         self.signer = signer
         self.hub_keys: dict[str, list[ec.EllipticCurvePublicKey]] = {
@@ -270,8 +283,19 @@ class PlatformConsole:
             return
         if len(self.messages) < MESSAGES_KEPT:
             self.messages.append(HubMessage(kind, hub_id, body, retained, payload))
+        if kind == "events" and body.get("event") == PROVISIONING_EVENT:
+            self._confirm(hub_id, body)
         event, self._change = self._change, asyncio.Event()
         event.set()
+
+    def _confirm(self, hub_id: str, body: dict[str, Any]) -> None:
+        """Answer a verified ``provisioning_check`` with ``confirm_provisioning``."""
+        check = body.get("check")
+        if not self.confirm_checks or not isinstance(check, bytes) or len(check) != CHECK_BYTES:
+            return
+        message = self.command(hub_id, CONFIRM_OP, {"check": check})
+        self._client.publish(f"homehub/v1/{hub_id}/commands", message, qos=1)
+        self.confirmed_checks += 1
 
 
 def _spki(key: ec.EllipticCurvePublicKey) -> bytes:

@@ -51,6 +51,7 @@ COMMAND_OPS: Final = frozenset(
         "announce",
         "rotate_certificate",
         "install_certificate",
+        "confirm_provisioning",
     }
 )
 """The ops docs/platform-protocol.md names (the signer does not refuse others: a test sends an
