@@ -52,6 +52,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import math
 import os
 import random
 import signal
@@ -65,10 +66,11 @@ from typing import Any, Final, Protocol
 import structlog
 from bleak.backends.device import BLEDevice
 
-from agent import instance_lock, keys, wall_clock
+from agent import hub_state, instance_lock, keys, wall_clock
 from agent.ble import identity
 from agent.ble.collector import Collector
 from agent.ble.current_time import ClockPolicy, hub_clock_plausible
+from agent.ble.gatt_session import BATTERY_SYNC_KEY
 from agent.ble.sessions import SESSIONS, Session, SyncStateReader
 from agent.ble.stack import BONDS_FILE, BleStack, first_contact_pairing
 from agent.ble.uuids import PLX_CONTINUOUS_MEASUREMENT
@@ -112,15 +114,7 @@ from agent.modem.status import ModemStatus
 from agent.network_time import clock_disagrees
 from agent.normalize.device import DeviceFacts
 from agent.normalize.phd import Context
-from agent.outbox import (
-    Outbox,
-    OutboxCounts,
-    StorageLevel,
-    open_or_quarantine,
-    peek_counts,
-    peek_refused,
-    storage_level,
-)
+from agent.outbox import Outbox, OutboxCounts, StorageLevel, open_or_quarantine
 from agent.platform_link import PlatformLink
 from agent.private_files import read_private_file_up_to
 from agent.publisher import Publisher
@@ -128,9 +122,11 @@ from agent.retry import FullJitter, KeyedBackoff
 from agent.sd_notify import Notifier, watchdog_interval_s
 from agent.sealing import Sealer
 from agent.security import SecurityEvent, load_platform_key
+from agent.status_report import status
 from agent.storage import StorageThread
 from agent.uplink import DISCONNECT_TIMEOUT_S, Uplink, UplinkSettings
 from agent.urgency import is_urgent
+from drivers.battery import BatteryLevel
 
 log = structlog.get_logger(__name__)
 
@@ -293,42 +289,6 @@ def open_outbox(cfg: Config) -> tuple[Outbox, Signer]:
     return outbox, signer
 
 
-def status(cfg: Config) -> dict[str, Any]:
-    """What ``homehub status`` prints: outbox depth and age, refused and damaged records,
-    bytes used against the quota; and the cellular link: its backend, and the figures the
-    running daemon last saw (agent/modem/state_file.py) with their time, ``null`` before the
-    first (``{"backend": "none"}``: no modem, Ethernet or Wi-Fi)."""
-    counts = peek_counts(cfg.outbox.path)
-    refused = peek_refused(cfg.outbox.path) if counts.refused else []
-    quota = cfg.outbox.quota_bytes
-    return {
-        "hub": cfg.hub.id,
-        "outbox": {
-            "pending": counts.pending,
-            "refused": counts.refused,
-            # The oldest refused records with the broker's reason code: what to look into.
-            "refused_records": [{"seq": seq, "rc": rc} for seq, rc in refused],
-            "damaged": counts.damaged,
-            "oldest_age_s": counts.oldest_age_s,
-            "used_bytes": counts.used_bytes,
-            "quota_bytes": quota,
-            "storage": storage_level(counts.used_bytes, quota).value,
-        },
-        "modem": _modem_status(cfg),
-    }
-
-
-def _modem_status(cfg: Config) -> dict[str, Any]:
-    if cfg.modem.backend == "none":
-        return {"backend": "none"}
-    seen = modem_state_file.read(cfg.hub.state_dir / modem_state_file.STATE_FILE)
-    return {
-        "backend": cfg.modem.backend,
-        "as_of": None if seen is None else seen["as_of"],
-        "figures": None if seen is None else seen["figures"],
-    }
-
-
 class Hub:
     """The running agent. ``await Hub(cfg).run(stop)`` returns once ``stop`` is set."""
 
@@ -408,6 +368,18 @@ class Hub:
         """Set after each BLE session has ended and been logged (whoever waits clears it)."""
         self.security_noticed = asyncio.Event()
         """Set at the first ``security`` event (tests and the HIL rig wait on it)."""
+        self._started_at = time.time()
+        self._uplink_online = False
+        self._uplink_since = self._started_at
+        self._last_delivery_at: float | None = None
+        self._last_reading_at: dict[str, float] = {}
+        """Per device label: when a reading of it was last committed (Unix time)."""
+        self._last_session: dict[str, tuple[float, str]] = {}
+        """Per device label: when its last session ended, and how (hub_state.SESSION_RESULTS)."""
+        self._hub_state_due = asyncio.Event()
+        """Set when something ``homehub status`` shows changed (agent/hub_state.py)."""
+        self.hub_state_written = asyncio.Event()
+        """Set each time the state file for ``homehub status`` is written."""
 
     def platform_security(self, event: SecurityEvent) -> None:
         """A ``security`` event about the platform side (a rejected receipt or command),
@@ -555,6 +527,120 @@ class Hub:
                 async with asyncio.timeout(modem_state_file.WRITE_EVERY_S):
                     await stop.wait()
 
+    def state_snapshot(self, *, stopped_at: float | None = None) -> hub_state.HubState:
+        """What ``homehub status`` shows of this daemon (agent/hub_state.py): no PHI."""
+        correction = wall_clock.current_correction()
+        return hub_state.HubState(
+            pid=os.getpid(),
+            started_at=self._started_at,
+            uplink_online=self._uplink_online,
+            uplink_since=self._uplink_since,
+            last_delivery_at=self._last_delivery_at,
+            awaiting_receipt=self.awaiting_receipt,
+            clock_problem=self.hub_clock_problem(),
+            clock_correction_s=None if correction is None else round(correction.total_seconds(), 1),
+            stopped_at=stopped_at,
+            devices=tuple(self._device_state(d) for d in self.cfg.devices),
+        )
+
+    def _device_state(self, device: DeviceConfig) -> hub_state.DeviceState:
+        session = self._last_session.get(device.label)
+        battery = self._sync_cache.get((device.label, BATTERY_SYNC_KEY))
+        percent: int | None = None
+        if battery is not None:
+            with contextlib.suppress(DecodeError):
+                percent = BatteryLevel.from_bytes(battery).level_pct
+        return hub_state.DeviceState(
+            label=device.label,
+            kind=device.kind,
+            device=device_label(device.address),
+            last_reading_at=self._last_reading_at.get(device.label),
+            last_session_at=None if session is None else session[0],
+            last_session_result=None if session is None else session[1],
+            battery_percent=percent,
+        )
+
+    async def _load_hub_state(self, storage: StorageThread) -> None:
+        """Carry the devices' last reading and session, and the last delivery, over from the
+        previous run's state file: a restart must not make a device look never seen."""
+        path = self.cfg.hub.state_dir / hub_state.STATE_FILE
+        previous = await storage.call(hub_state.read, path)
+        if previous is None:
+            return
+        self._last_delivery_at = previous.last_delivery_at
+        labels = {d.label for d in self.cfg.devices}
+        for device in previous.devices:
+            if device.label not in labels:
+                continue
+            if device.last_reading_at is not None:
+                self._last_reading_at[device.label] = device.last_reading_at
+            if device.last_session_at is not None and device.last_session_result is not None:
+                self._last_session[device.label] = (
+                    device.last_session_at,
+                    device.last_session_result,
+                )
+
+    async def _write_hub_state(self, storage: StorageThread, state: hub_state.HubState) -> bool:
+        """Write ``state`` on the storage thread (fsync); False (logged) when it failed."""
+        path = self.cfg.hub.state_dir / hub_state.STATE_FILE
+        try:
+            await storage.call(hub_state.write, path, state)
+        except StorageError as exc:
+            log.warning("hub_state_not_written", reason=exc.reason)
+            return False
+        self.hub_state_written.set()
+        return True
+
+    async def _keep_hub_state(self, storage: StorageThread, stop: asyncio.Event) -> None:
+        """Keep ``<state_dir>/hub_state.json`` up to date for ``homehub status``: looked at
+        after each change the daemon notices (uplink, delivery, reading, session) and every
+        :data:`~agent.hub_state.WRITE_MIN_INTERVAL_S` (the receipts awaited, the clock),
+        written when it differs from the last write, at most once per that interval."""
+        written: hub_state.HubState | None = None
+        last_write = -math.inf
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            self._hub_state_due.clear()
+            state = self.state_snapshot()
+            if state != written:
+                wait_s = last_write + hub_state.WRITE_MIN_INTERVAL_S - loop.time()
+                if wait_s > 0:  # at most one write per interval: this one at its end
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait_s):
+                            await stop.wait()
+                    if stop.is_set():
+                        return  # the stop writes the last state
+                    self._hub_state_due.clear()
+                    state = self.state_snapshot()
+                if await self._write_hub_state(storage, state):
+                    written = state
+                last_write = loop.time()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(hub_state.WRITE_MIN_INTERVAL_S):
+                    await first_of(self._hub_state_due.wait(), stop.wait())
+
+    async def _watch_uplink(self, uplink: Uplink) -> None:
+        """Follow the uplink's connection (online since, offline since) for the state file;
+        runs until cancelled at stop."""
+        while True:
+            await uplink.connected.wait()
+            self._uplink_changed(online=True)
+            await uplink.wait_until(lambda _stats: not uplink.connected.is_set())
+            self._uplink_changed(online=False)
+
+    def _uplink_changed(self, *, online: bool) -> None:
+        if online != self._uplink_online:
+            self._uplink_online = online
+            self._uplink_since = time.time()
+            self._hub_state_due.set()
+
+    def _delivered(self, seqs: Sequence[int]) -> None:
+        """Records deleted after their acknowledgement (the publisher's ``on_delivered``)."""
+        self._last_delivery_at = time.time()
+        self._hub_state_due.set()
+        if self._observer is not None:
+            self._observer.delivered(seqs)
+
     def status_line(self, pending: int) -> str:
         """What ``systemctl status`` shows (STATUS=): devices, pending readings, the uplink
         and, with a modem, how (``3 devices, 0 pending, online via 5G NR5G-SA``)."""
@@ -674,6 +760,7 @@ class Hub:
         cfg = self.cfg
         self._storage = (storage, outbox)
         self._sync_cache = await storage.call(outbox.all_sync_state)
+        await self._load_hub_state(storage)
         counts = await storage.call(outbox.counts)
         log.info(
             "hub_started",
@@ -684,7 +771,6 @@ class Hub:
         )
         uplink = Uplink(UplinkSettings.from_config(cfg), security_sink=self.platform_security)
         self.uplink = uplink
-        observer = self._observer
         platform = await PlatformLink.start(
             cfg,
             storage=storage,
@@ -703,7 +789,7 @@ class Hub:
             storage,
             outbox,
             uplink,
-            on_delivered=observer.delivered if observer else None,
+            on_delivered=self._delivered,
             ack=cfg.mqtt.ack,
             platform_key=load_platform_key(cfg.platform.cert_file)
             if cfg.platform.cert_file is not None
@@ -727,6 +813,11 @@ class Hub:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(uplink.run(), name="hub.uplink")
+                watch_uplink = tg.create_task(self._watch_uplink(uplink), name="hub.uplink_watch")
+                state_stop = asyncio.Event()
+                keep_state = tg.create_task(
+                    self._keep_hub_state(storage, state_stop), name="hub.state"
+                )
                 if cfg.modem.backend != "none":
                     tg.create_task(
                         self._write_modem_state(storage, modem_stop), name="hub.modem_state"
@@ -768,6 +859,11 @@ class Hub:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(UPLINK_STOP_S):
                         await uplink.close()
+                watch_uplink.cancel()
+                state_stop.set()
+                await keep_state
+                self._uplink_changed(online=False)
+                await self._write_hub_state(storage, self.state_snapshot(stopped_at=time.time()))
                 took_s = asyncio.get_running_loop().time() - started
                 if took_s > STOP_BUDGET_S:
                     log.warning("hub_stop_overdue", took_s=round(took_s, 3), limit_s=STOP_BUDGET_S)
@@ -898,7 +994,11 @@ class Hub:
 
         session = SESSIONS[device.kind]
         try:
-            await self._run_session(session, ble, device, found, vetting, sync_state, bound)
+            result = await self._run_session(
+                session, ble, device, found, vetting, sync_state, bound
+            )
+            self._last_session[device.label] = (time.time(), result)
+            self._hub_state_due.set()
             # The device's next session starts only once this one's readings are committed:
             # it then resumes from the committed sync state (a glucometer's RACP mark) instead
             # of being asked again for what is still queued.
@@ -918,7 +1018,9 @@ class Hub:
         vetting: _Vetting,
         sync_state: SyncStateReader,
         bound: Any,
-    ) -> None:
+    ) -> str:
+        """Run one session and log how it ended; that end as one of
+        :data:`agent.hub_state.SESSION_RESULTS` (for ``homehub status``)."""
         on_measurement = functools.partial(self._on_measurement, device=device, vetting=vetting)
         try:
             # BlueZ: a required device is connected only with the bond homehub pair made
@@ -951,18 +1053,21 @@ class Hub:
                 "ble_session_done", measurements=outcome.measurements, ended_by=outcome.ended_by
             )
             self._backoff.succeeded(device.label)
+            return "completed"
         except BleStackUnavailableError:
             raise  # not this device's fault: the collector backs off at the stack level
         except BleDeviceAbsentError:
             # Switched off or asleep: a health device's normal state, not a failure to back
             # off from (its next advertisement must not be missed).
             bound.info("ble_device_absent")
+            return "absent"
         except BleLinkLostError as exc:
             # Many cuffs hang up themselves after their transfer; bleak gives no reason, so a
             # drop after measurements is most likely that. What was received is handed on.
             if exc.measurements > 0:
                 bound.info("ble_session_link_lost", phase=exc.phase, measurements=exc.measurements)
                 self._backoff.succeeded(device.label)
+                return "completed"
             else:
                 retry_in_s = self._backoff.failed(device.label, exc)
                 bound.warning(
@@ -971,9 +1076,11 @@ class Hub:
                     measurements=0,
                     retry_in_s=round(retry_in_s, 3),
                 )
+                return "link_lost"
         except BleLinkError as exc:
             retry_in_s = self._backoff.failed(device.label, exc)
             bound.info("ble_session_failed", reason=exc.reason, retry_in_s=round(retry_in_s, 3))
+            return "failed"
         except DeviceSecurityError as exc:
             # An impersonator, or a device that lost its bond: nothing of this session was
             # accepted. The breaker keeps it away for minutes; the event is for the platform's
@@ -990,6 +1097,7 @@ class Hub:
                 source=getattr(exc, "source", None),
                 retry_in_s=round(retry_in_s, 3),
             )
+            return "security"
         except DeviceError as exc:
             # Not retryable: the per-device breaker keeps a misbehaving device away for minutes.
             retry_in_s = self._backoff.failed(device.label, exc)
@@ -999,6 +1107,7 @@ class Hub:
                 reason=str(exc),
                 retry_in_s=round(retry_in_s, 3),
             )
+            return "misbehaved"
 
     async def _on_measurement(
         self, raw: RawMeasurement, facts: DeviceFacts, *, device: DeviceConfig, vetting: _Vetting
@@ -1114,6 +1223,8 @@ class Hub:
             else:
                 for key, value in arrival.raw.sync_state.items():
                     self._sync_cache[(arrival.device_key, key)] = value
+                self._last_reading_at[arrival.device_key] = time.time()
+                self._hub_state_due.set()
                 if fate.status is Status.DUPLICATE:
                     self.duplicates += 1
                     bound.info("measurement_duplicate", seq=fate.seq)
