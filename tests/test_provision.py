@@ -19,6 +19,7 @@ from typing import Final
 
 import pytest
 
+from agent import instance_lock
 from hil.broker import Broker
 from hil.pki import DevPki
 from hil.platform_console import PlatformConsole
@@ -155,6 +156,13 @@ async def test_provision_from_a_bundle_file_then_again_changes_nothing(
     assert "provisioned: nothing changed" in again.out
     assert "patient reference bound" in again.out
     assert file_state(hub.config, hub.key, hub.cert, hub.ca) == before
+    # The check alone: proves the hub as it is, changes nothing.
+    checked = await provision(["check", "--config", str(hub.config), "--json"])
+    assert checked.code == 0, checked.err
+    assert checked.json["complete"] is True
+    assert checked.json["changed"] is False
+    assert checked.results()["check"] == "checked"
+    assert console.confirmed_checks == 3
 
 
 async def test_a_bundle_without_certificate_stops_pending_after_the_csr(
@@ -337,3 +345,14 @@ async def test_rerunning_csr_keeps_the_key_and_rotate_key_replaces_it(tmp_path: 
     assert rotated.results()["key"] == "rotated"
     assert rotated.results()["csr"] == "written"
     assert hub.key.read_bytes() != key
+
+
+async def test_provisioning_is_refused_while_the_daemon_runs(tmp_path: Path) -> None:
+    hub = fresh_hub(tmp_path)
+    with instance_lock.hold(hub.root / "state"):  # what homehub run holds for its life
+        run = await provision(["csr", "--config", str(hub.config), "--json"])
+    assert run.code == 2
+    assert run.json["failed"]["step"] == 1
+    assert "daemon is running" in run.json["failed"]["reason"]
+    assert "systemctl stop homehub" in run.json["failed"]["fix"]
+    assert not hub.key.exists()

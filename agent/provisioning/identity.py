@@ -16,6 +16,7 @@ nothing when nothing changes, so a second run reports ``kept`` and ``unchanged``
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -168,6 +169,7 @@ def import_certificate(
     cert_path: Path,
     chain_path: Path,
     now: dt.datetime,
+    names: Mapping[str, str],
 ) -> Imported:
     """Check the issued certificate and install it with the CA chain.
 
@@ -182,7 +184,9 @@ def import_certificate(
     """
     chain: list[x509.Certificate] = []
     if chain_pem is not None:
-        chain = load_certificates(chain_pem, "the CA chain", Step.CERTIFICATE)
+        chain = load_certificates(
+            chain_pem, f"the CA chain ({names['ca_chain']})", Step.CERTIFICATE
+        )
         for ca in chain:
             _require_ca(ca)
     else:
@@ -191,7 +195,9 @@ def import_certificate(
             chain = load_certificates(installed, f"the CA chain {chain_path}", Step.CERTIFICATE)
     issuers = list(chain)
     if client_ca_pem is not None:
-        issuers += load_certificates(client_ca_pem, "the client CA", Step.CERTIFICATE)
+        issuers += load_certificates(
+            client_ca_pem, f"the client CA ({names['client_ca']})", Step.CERTIFICATE
+        )
     chain_outcome = Outcome.UNCHANGED
     if chain_pem is not None:
         chain_bytes = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
@@ -209,7 +215,9 @@ def import_certificate(
             return Imported(Outcome.PENDING, chain_outcome, leaf.not_valid_after_utc)
         return Imported(Outcome.KEPT, chain_outcome, leaf.not_valid_after_utc)
 
-    leaf = load_certificates(cert_pem, "the certificate", Step.CERTIFICATE)[0]
+    leaf = load_certificates(
+        cert_pem, f"the certificate ({names['certificate']})", Step.CERTIFICATE
+    )[0]
     issuer = _check(leaf, key, hub_id, issuers, now)
     intermediates = _intermediates(issuer, issuers)
     data = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in [leaf, *intermediates])

@@ -174,9 +174,7 @@ async def _handshake(
     )
     waited: set[asyncio.Future[object]] = {connected, refused, running}  # type: ignore[arg-type]
     try:
-        done, _ = await asyncio.wait(
-            waited, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
-        )
+        done, _ = await asyncio.wait(waited, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
     finally:
         connected.cancel()
     if refused in done:

@@ -10,11 +10,13 @@ check does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -36,6 +38,23 @@ Show = Callable[[StepResult], None]
 
 PROFILES = ("mqtt", "azure_iot_hub", "aws_iot_core")
 
+ARGUMENT_NAMES: Final = {
+    "certificate": "--cert",
+    "ca_chain": "--ca",
+    "platform_cert": "--platform-cert",
+    "client_ca": "--client-ca",
+    "hub_id": "--hub-id",
+    "patient": "--patient-file",
+}
+BUNDLE_NAMES: Final = {
+    "certificate": "bundle pem.certificate",
+    "ca_chain": "bundle pem.ca_chain",
+    "platform_cert": "bundle pem.platform_certificate",
+    "client_ca": "bundle pem.client_ca",
+    "hub_id": "bundle hub_id",
+    "patient": "bundle patient_id",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Inputs:
@@ -56,6 +75,8 @@ class Inputs:
     patient_id: str | None = field(default=None, repr=False)
     csr_path: Path | None = None
     rotate_key: bool = False
+    names: Mapping[str, str] = field(default_factory=lambda: dict(ARGUMENT_NAMES))
+    """How errors name each input: the argument, or the bundle's field."""
 
     def __repr__(self) -> str:
         return f"Inputs(hub_id={self.hub_id!r}, host={self.host!r}, profile={self.profile!r})"
@@ -89,15 +110,24 @@ def provision(config_path: Path, inputs: Inputs, options: Options, show: Show) -
     """Run the steps on the hub whose configuration is ``config_path``; returns every step's
     result (each also given to ``show`` as it ends). Raises the failing step's error."""
     cfg = config.load(config_path)
-    try:
-        with instance_lock.hold(cfg.hub.state_dir):
-            return _run(config_path, cfg, inputs, options, show)
-    except OSError as exc:  # the state directory cannot hold the lock file
-        raise ProvisionRefusedError(
-            Step.IDENTITY,
-            f"the state directory {cfg.hub.state_dir} cannot hold the hub's lock ({exc.strerror})",
-            "create it (the daemon's [hub] state_dir) or run as the user who owns it",
-        ) from None
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(instance_lock.hold(cfg.hub.state_dir))
+        except instance_lock.InstanceRunningError as exc:
+            who = f"pid {exc.pid}" if exc.pid is not None else "another process"
+            raise ProvisionRefusedError(
+                Step.IDENTITY,
+                f"the homehub daemon is running ({who} holds {exc.path})",
+                "stop it first (systemctl stop homehub), then run provisioning again",
+            ) from None
+        except OSError as exc:  # the state directory cannot hold the lock file
+            raise ProvisionRefusedError(
+                Step.IDENTITY,
+                f"the state directory {cfg.hub.state_dir} cannot hold the hub's lock"
+                f" ({exc.strerror})",
+                "create it (the daemon's [hub] state_dir) or run as the user who owns it",
+            ) from None
+        return _run(config_path, cfg, inputs, options, show)
 
 
 def _run(path: Path, cfg: Config, inputs: Inputs, options: Options, show: Show) -> list[StepResult]:
@@ -114,7 +144,9 @@ def _run(path: Path, cfg: Config, inputs: Inputs, options: Options, show: Show) 
     hub_id = inputs.hub_id or cfg.hub.id
     if not HUB_ID_RE.fullmatch(hub_id):
         raise ProvisionRefusedError(
-            Step.IDENTITY, "the hub id is not one ([a-z0-9][a-z0-9-], 1-63)", "give a valid hub id"
+            Step.IDENTITY,
+            f"the hub id ({inputs.names['hub_id']}) is not one ([a-z0-9][a-z0-9-], 1-63)",
+            "give the hub id the depot assigned",
         )
     if hub_id != cfg.hub.id:
         _refuse_identity_change(cfg, hub_id, inputs.rotate_key)
@@ -159,6 +191,7 @@ def _run(path: Path, cfg: Config, inputs: Inputs, options: Options, show: Show) 
         cert_path=cfg.mqtt.cert_file,
         chain_path=cfg.mqtt.ca_file,
         now=dt.datetime.now(dt.UTC),
+        names=inputs.names,
     )
     if imported.certificate is Outcome.PENDING:
         report(
@@ -192,7 +225,8 @@ def _run(path: Path, cfg: Config, inputs: Inputs, options: Options, show: Show) 
         if not PATIENT_ID_RE.fullmatch(inputs.patient_id):
             raise ProvisionRefusedError(
                 Step.PATIENT,
-                "the patient reference is not a FHIR logical id ([A-Za-z0-9-.], 1-64)",
+                f"the patient reference ({inputs.names['patient']}) is not a FHIR logical id"
+                " ([A-Za-z0-9-.], 1-64)",
                 "give the reference the service provider assigned, unchanged",
             )
         tag = patient_tag(inputs.patient_id)
@@ -321,7 +355,8 @@ def _platform(cfg: Config, inputs: Inputs, wanted: dict[str, settings.Value]) ->
             continue
         current = settings.current(cfg, key)
         target = current if isinstance(current, Path) else tls_dir / name
-        cert = identity.load_certificates(pem, f"the {what}", step)[0]
+        source = inputs.names["platform_cert" if key == "platform.cert_file" else "client_ca"]
+        cert = identity.load_certificates(pem, f"the {what} ({source})", step)[0]
         if what == "platform certificate":
             _require_p256(cert.public_key())
         data = identity.pem_of(cert)
@@ -342,4 +377,12 @@ def _require_p256(key: object) -> None:
         )
 
 
-__all__ = ["Inputs", "Options", "csr_path_of", "patient_tag", "provision"]
+__all__ = [
+    "ARGUMENT_NAMES",
+    "BUNDLE_NAMES",
+    "Inputs",
+    "Options",
+    "csr_path_of",
+    "patient_tag",
+    "provision",
+]

@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``homehub provision``."""
     from agent import logs
     from agent.provisioning.bundle import MAX_BUNDLE_BYTES, BundleError, parse_bundle
-    from agent.provisioning.runner import Inputs, Options, provision
+    from agent.provisioning.runner import BUNDLE_NAMES, Inputs, Options, provision
     from agent.provisioning.steps import (
         ProvisionFailedError,
         ProvisionRefusedError,
@@ -181,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
             patient_id=parsed.patient_id,
             csr_path=args.csr_out,
             rotate_key=args.rotate_key,
+            names=BUNDLE_NAMES,
         )
         options = replace(waits, check=not args.no_check)
     else:
