@@ -356,3 +356,34 @@ async def test_provisioning_is_refused_while_the_daemon_runs(tmp_path: Path) -> 
     assert "daemon is running" in run.json["failed"]["reason"]
     assert "systemctl stop homehub" in run.json["failed"]["fix"]
     assert not hub.key.exists()
+
+
+async def test_a_new_hub_id_at_the_csr_step_is_written_and_guarded_once_certified(
+    tmp_path: Path, dev_pki: DevPki
+) -> None:
+    hub = fresh_hub(tmp_path, hub_id="hub-9999")
+    run = await provision(["csr", "--config", str(hub.config), "--hub-id", "hub-0001", "--json"])
+    assert run.code == 0, run.err
+    assert run.results()["identity"] == "set"
+    assert run.results()["configuration"] == "written"
+    assert tomllib.loads(hub.config.read_text())["hub"]["id"] == "hub-0001"
+    cert = issue(dev_pki, hub.csr, hub.root / "issued.pem")
+    imported = await provision(
+        [
+            "apply",
+            "--config",
+            str(hub.config),
+            "--cert",
+            str(cert),
+            "--ca",
+            str(dev_pki.ca_cert),
+            "--no-check",
+            "--json",
+        ]
+    )
+    assert imported.results()["certificate"] == "imported"
+    # Once it holds a certificate, the hub is not renamed silently.
+    renamed = await provision(["csr", "--config", str(hub.config), "--hub-id", "hub-0002"])
+    assert renamed.code == 2
+    assert "step 1 (hub id): this hub is provisioned as hub-0001" in renamed.err
+    assert "--rotate-key" in renamed.err

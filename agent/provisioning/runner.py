@@ -25,6 +25,7 @@ from agent.config import PATIENT_ID_RE, Config
 from agent.errors import KeyMaterialError
 from agent.profiles import HUB_ID_RE
 from agent.provisioning import identity, settings
+from agent.provisioning.bundle import MAX_HOST_CHARS
 from agent.provisioning.proof import ANSWER_TIMEOUT_S, CONNECT_TIMEOUT_S, prove
 from agent.provisioning.steps import (
     Outcome,
@@ -179,6 +180,8 @@ def _run(path: Path, cfg: Config, inputs: Inputs, options: Options, show: Show) 
     outcome = identity.ensure_csr(key, hub_id, csr_path)
     report(Step.CSR, outcome, f"{csr_path} (CN={hub_id}): hand it to the depot's CA")
     if options.through is Step.CSR:
+        if settings.differing(cfg, wanted):  # a new hub id, or the signing key's path
+            _write_configuration(path, cfg, wanted, report)
         return results
 
     # 4. certificate and CA chain
@@ -243,12 +246,7 @@ def _run(path: Path, cfg: Config, inputs: Inputs, options: Options, show: Show) 
         )
 
     # 7. configuration
-    changes = settings.differing(cfg, wanted)
-    if changes:
-        cfg = settings.apply(path, changes)
-        report(Step.CONFIGURATION, Outcome.WRITTEN, f"{path}: {', '.join(sorted(changes))}")
-    else:
-        report(Step.CONFIGURATION, Outcome.UNCHANGED, f"{path}")
+    cfg = _write_configuration(path, cfg, wanted, report)
 
     # 8-9. proof
     if not options.check:
@@ -293,6 +291,23 @@ def _run(path: Path, cfg: Config, inputs: Inputs, options: Options, show: Show) 
         f" ({report_.round_trip_ms} ms)",
     )
     return results
+
+
+def _write_configuration(
+    path: Path,
+    cfg: Config,
+    wanted: Mapping[str, settings.Value],
+    report: Callable[[Step, Outcome, str], None],
+) -> Config:
+    """Step 7: every key the steps before want, in one validated write (none when nothing
+    differs); the configuration as the daemon will read it."""
+    changes = settings.differing(cfg, wanted)
+    if not changes:
+        report(Step.CONFIGURATION, Outcome.UNCHANGED, f"{path}")
+        return cfg
+    updated = settings.apply(path, changes)
+    report(Step.CONFIGURATION, Outcome.WRITTEN, f"{path}: {', '.join(sorted(changes))}")
+    return updated
 
 
 def _refuse_identity_change(cfg: Config, hub_id: str, rotate: bool) -> None:
@@ -340,6 +355,12 @@ def _platform(cfg: Config, inputs: Inputs, wanted: dict[str, settings.Value]) ->
             "give --profile as the platform names it",
         )
     if inputs.host is not None:
+        if not 1 <= len(inputs.host) <= MAX_HOST_CHARS or any(
+            c.isspace() or c == "/" for c in inputs.host
+        ):
+            raise ProvisionRefusedError(
+                step, "--host is not a host name or address", "give the broker's host name"
+            )
         wanted["mqtt.host"] = inputs.host
     if inputs.port is not None:
         wanted["mqtt.port"] = inputs.port
