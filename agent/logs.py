@@ -10,7 +10,26 @@ scans every log for them (tests/phi_canaries.py).
 
 Libraries that log through the standard library (bumble, paho) go through the same chain
 (:class:`structlog.stdlib.ProcessorFormatter`): the journal gets one JSON stream, each line
-with ``level``, ``timestamp``, ``logger`` and ``event``.
+with ``level``, ``timestamp``, ``logger`` and ``event``. A record's ``%``-arguments are
+scrubbed before the message is formatted (bytes become their length, containers lose their
+redacted keys), loggers created later or with ``propagate=False`` and no handler of their
+own come out the same way (:data:`logging.lastResort` is the hub's handler), and so do
+:mod:`warnings`. A record that cannot be formatted is one scrubbed line, never logging's raw
+"--- Logging error ---" dump of its arguments.
+
+Values the hub knows to be identifying but that have no telltale form (the patient's id) are
+registered with :func:`protect` and replaced in every line, whatever field or library
+message carries them.
+
+**Crash output** goes through the same chain: :func:`configure` installs ``sys.excepthook``,
+``threading.excepthook`` and ``sys.unraisablehook`` (where nobody else, such as a test
+runner, installed one), so an unhandled exception is one ``unhandled_exception`` line with
+the scrubbed traceback (tracebacks show code, never local values), not Python's raw dump.
+
+**journald**: when the stream is the journal's (``$JOURNAL_STREAM`` names its device and
+inode, systemd.exec(5)), each line starts with its syslog priority, ``<3>{...}`` for an
+error, which journald takes off and keeps as the entry's priority (``SyslogLevelPrefix=``,
+on by default): ``journalctl -p err`` then works; the rest of the line stays JSON.
 
 Floods are cut: per (logger, event, level) at most :data:`RATE_ALLOWANCES` lines pass in a
 :data:`RATE_WINDOW_S` window; the rest are counted and reported as one
@@ -31,14 +50,17 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import logging
+import os
 import re
 import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, Final, TextIO
 
 import structlog
@@ -100,9 +122,58 @@ def device_label(address: str) -> str:
     return "..:" + ":".join(parts[-2:]) if len(parts) == 6 else "..?"
 
 
+PROTECTED_MAX: Final = 64
+"""Values :func:`protect` keeps: a hub's patient id, its devices' serials and a few more; a
+bound so that a caller in a loop cannot grow the pattern every line is matched against."""
+
+PROTECTED_MIN_CHARS: Final = 4
+"""Shorter values are not taken: redacting "12" everywhere would wreck every line."""
+
+PROTECTED_MAX_CHARS: Final = 256
+
+_protected: re.Pattern[str] | None = None
+_protected_values: list[str] = []
+_protected_lock = threading.Lock()
+
+
+def protect(values: Iterable[str]) -> None:
+    """Redact each of ``values`` (case-insensitive) wherever it appears in any later line.
+
+    For identifying values with no telltale form, known at start: the patient's id from the
+    configuration, a device's serial number once read. Values shorter than
+    :data:`PROTECTED_MIN_CHARS` or longer than :data:`PROTECTED_MAX_CHARS` are ignored, and
+    past :data:`PROTECTED_MAX` values the oldest is forgotten.
+    """
+    global _protected
+    with _protected_lock:
+        for value in values:
+            if PROTECTED_MIN_CHARS <= len(value) <= PROTECTED_MAX_CHARS:
+                if value in _protected_values:
+                    continue
+                _protected_values.append(value)
+                del _protected_values[:-PROTECTED_MAX]
+        longest_first = sorted(_protected_values, key=len, reverse=True)
+        _protected = (
+            re.compile("|".join(map(re.escape, longest_first)), re.IGNORECASE)
+            if longest_first
+            else None
+        )
+
+
+def forget_protected() -> None:
+    """Forget every value given to :func:`protect` (a process starting over: tests)."""
+    global _protected
+    with _protected_lock:
+        _protected_values.clear()
+        _protected = None
+
+
 def scrub_text(text: str) -> str:
-    """Cut every full Bluetooth address in ``text`` down to its last two octets."""
-    return _MAC_TAIL_RE.sub(lambda m: "..:" + m.group(1).replace("-", ":").upper(), text)
+    """Cut every full Bluetooth address in ``text`` down to its last two octets, and replace
+    every value given to :func:`protect`."""
+    text = _MAC_TAIL_RE.sub(lambda m: "..:" + m.group(1).replace("-", ":").upper(), text)
+    protected = _protected
+    return protected.sub(REDACTED, text) if protected is not None else text
 
 
 def scrub_value(value: Any, depth: int = 0) -> Any:
@@ -334,24 +405,102 @@ class _LineLoggerFactory:
         return _LineLogger(self.sink, str(args[0]) if args else "homehub")
 
 
+SYSLOG_PRIORITIES: Final[Mapping[str, int]] = {
+    "debug": 7,
+    "info": 6,
+    "warning": 4,
+    "error": 3,
+    "critical": 2,
+}
+"""syslog(3) priorities by level name, the ``<N>`` prefix journald reads (sd-daemon(3))."""
+
+
+def writes_to_journal(stream: TextIO) -> bool:
+    """Whether ``stream`` is connected to the journal: ``$JOURNAL_STREAM`` (``<dev>:<inode>``,
+    set by systemd for a unit's stdout/stderr, systemd.exec(5)) names its file."""
+    expected = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        status = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # no file behind it (a StringIO, closed)
+        return False
+    return expected == f"{status.st_dev}:{status.st_ino}"
+
+
+@dataclass(frozen=True, slots=True)
+class _LineRenderer:
+    """Processor, the last: the event as one JSON line, with its syslog priority in front
+    (``<3>``) when the lines go to the journal."""
+
+    journal: bool
+    json: structlog.processors.JSONRenderer = dataclasses.field(
+        default_factory=lambda: structlog.processors.JSONRenderer(sort_keys=False)
+    )
+
+    def __call__(self, logger: WrappedLogger, method: str, event: EventDict) -> str:
+        line = self.json(logger, method, event)
+        text = line if isinstance(line, str) else line.decode()
+        if not self.journal:
+            return text
+        return f"<{SYSLOG_PRIORITIES.get(str(event.get('level')), 6)}>{text}"
+
+
+def _scrub_arg(value: Any) -> Any:
+    """A ``%``-argument made safe before it is formatted: bytes become their length and
+    containers lose their redacted keys (their text would no longer tell keys from values);
+    anything else is formatted as the library meant and scrubbed with the whole message."""
+    if isinstance(value, bytes | bytearray | memoryview | Mapping | list | tuple | set | frozenset):
+        return scrub_value(value)
+    return value
+
+
+def _scrubbed_record(record: logging.LogRecord) -> logging.LogRecord:
+    """A copy of ``record`` with its arguments scrubbed (the caller's record is left as is)."""
+    args = record.args
+    if not args:
+        return record
+    copy = logging.makeLogRecord(record.__dict__)
+    if isinstance(args, Mapping):
+        copy.args = {k: REDACTED if k in REDACTED_KEYS else _scrub_arg(v) for k, v in args.items()}
+    else:
+        copy.args = tuple(_scrub_arg(v) for v in args)
+    return copy
+
+
 class _JsonLineHandler(logging.Handler):
     """A stdlib handler writing what its :class:`ProcessorFormatter` renders to the sink; a
-    record the rate limiter drops is not written."""
+    record the rate limiter drops is not written; arguments are scrubbed before formatting."""
 
-    def __init__(self, sink: _LineSink, formatter: logging.Formatter) -> None:
+    def __init__(self, sink: _LineSink, formatter: logging.Formatter, render: Processor) -> None:
         super().__init__()
         self._sink = sink
+        self._render = render
         self.setFormatter(formatter)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record)
+            line = self.format(_scrubbed_record(record))
         except structlog.DropEvent:
             return
         except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
             self.handleError(record)
             return
         self._sink.write(line)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """One scrubbed line naming the logger and the template, in place of logging's own
+        report, which prints the record's arguments raw to stderr."""
+        error = sys.exc_info()[0]
+        event: EventDict = {
+            "event": "log_record_unformattable",
+            "level": "error",
+            "logger": __name__,
+            "of_logger": record.name,
+            "template": _safe_str(record.msg)[:_KEY_TEXT_MAX],
+            "error": error.__name__ if error is not None else None,
+        }
+        with contextlib.suppress(Exception):  # the stream itself failed: nothing left to tell
+            line = self._render(None, "error", _scrub(None, "error", event))
+            self._sink.write(line if isinstance(line, str) else str(line))
 
 
 _limiter: RateLimiter | None = None
@@ -371,13 +520,13 @@ def configure(
     """
     global _limiter
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-    sink = _LineSink(stream or sys.stderr)
-    renderer = structlog.processors.JSONRenderer(sort_keys=False)
+    out = stream or sys.stderr
+    sink = _LineSink(out)
+    renderer = _LineRenderer(journal=writes_to_journal(out))
     stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
 
     def emit_summary(event: EventDict) -> None:
-        line = renderer(None, "", _scrub(None, "", stamp(None, "", event)))
-        sink.write(line if isinstance(line, str) else line.decode())
+        sink.write(renderer(None, "", _scrub(None, "", stamp(None, "", event))))
 
     limiter = RateLimiter(clock=clock, emit=emit_summary)
     shared: list[Processor] = [
@@ -399,11 +548,90 @@ def configure(
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=tail)
+    handler = _JsonLineHandler(sink, formatter, renderer)
     root = logging.getLogger()
-    root.handlers[:] = [_JsonLineHandler(sink, formatter)]
+    root.handlers[:] = [handler]
     root.setLevel(max(STDLIB_LEVEL, numeric))
+    # A logger with propagate=False and no handler of its own ends at lastResort, which
+    # would write the bare message to stderr: it is the hub's handler too.
+    handler.setLevel(max(STDLIB_LEVEL, numeric))
+    logging.lastResort = handler
+    logging.captureWarnings(True)  # warnings.warn(): a "py.warnings" record, not raw text
+    _install_hooks()
     _limiter = limiter
     return limiter
+
+
+# ---------------------------------------------------------------------------
+# Crash output: unhandled exceptions through the same chain
+# ---------------------------------------------------------------------------
+
+_ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+def _exc_info(
+    exc_type: type[BaseException], value: BaseException | None, tb: TracebackType | None
+) -> _ExcInfo:
+    """An exception triple with a value (a hook may be handed none)."""
+    return (exc_type, value if value is not None else BaseException(exc_type.__name__), tb)
+
+
+def _log_unhandled(
+    event: str, exc_info: _ExcInfo, *, level: int = logging.CRITICAL, **fields: Any
+) -> None:
+    """One line with the scrubbed traceback; if even that fails, the type alone."""
+    try:
+        structlog.get_logger(__name__).log(
+            level, event, error=exc_info[0].__name__, exc_info=exc_info, **fields
+        )
+    except Exception:  # noqa: BLE001 - a hook must not raise; and never print the raw dump
+        with contextlib.suppress(Exception):
+            sys.__stderr__.write(f"{event}: {exc_info[0].__name__}\n")  # type: ignore[union-attr]
+
+
+def _excepthook(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    """``sys.excepthook``: an exception that ended the main thread."""
+    _log_unhandled("unhandled_exception", (exc_type, exc, tb))
+
+
+def _thread_excepthook(args: threading.ExceptHookArgs) -> None:
+    """``threading.excepthook``: an exception that ended a thread (SystemExit is not one)."""
+    if issubclass(args.exc_type, SystemExit):
+        return
+    thread = args.thread.name if args.thread is not None else None
+    _log_unhandled(
+        "thread_exception_unhandled",
+        _exc_info(args.exc_type, args.exc_value, args.exc_traceback),
+        thread=thread,
+    )
+
+
+def _unraisablehook(unraisable: Any) -> None:
+    """``sys.unraisablehook``: an exception in a finalizer (``__del__``) or a callback."""
+    message = unraisable.err_msg or "Exception ignored in"
+    _log_unhandled(
+        "exception_unraisable",
+        _exc_info(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback),
+        level=logging.ERROR,  # the program goes on; the finalizer's work may not have
+        during=_safe_str(message)[:_KEY_TEXT_MAX],
+    )
+
+
+_HOOKS: Final = (
+    (sys, "excepthook", sys.__excepthook__, _excepthook),
+    (threading, "excepthook", threading.__excepthook__, _thread_excepthook),
+    (sys, "unraisablehook", sys.__unraisablehook__, _unraisablehook),
+)
+
+
+def _install_hooks() -> None:
+    """Route unhandled exceptions through the chain, where Python's own hook is in place;
+    one someone else installed (a test runner's, a debugger's) is theirs and is kept."""
+    for module, name, default, ours in _HOOKS:
+        if getattr(module, name) is default:
+            setattr(module, name, ours)
 
 
 def flush_suppressed() -> None:

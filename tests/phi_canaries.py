@@ -8,6 +8,12 @@ deselects that test still fails on a leak).
 
 The canaries below are the suite's standard test identities; fixtures that generate secrets
 at run time (keys) add theirs with :func:`plant`.
+
+Output that pytest does not capture must be brought to the scan: a child process's stdout and
+stderr (the daemon under test, mosquitto, a CLI run with ``capture_output=True``) either go to
+a file under :func:`log_dir` (:func:`output_path` names one) or, once read, to
+:func:`record_output`; :func:`scan_text` checks a text at once, for a test that asserts on
+it.
 """
 
 from __future__ import annotations
@@ -57,6 +63,37 @@ def log_dir() -> Path:
     return _log_dir
 
 
+RECORDED_MAX_CHARS: Final = 4 * 1024 * 1024
+"""Characters of one recorded output kept for the scan (its end is dropped past it): bounds
+the plugin's memory when a test records a flood; a canary is logged early or repeatedly."""
+
+
+def scan_text(text: str) -> list[str]:
+    """The names of the planted canaries found in ``text``."""
+    return [name for name, pattern in _planted.items() if pattern.search(text)]
+
+
+def record_output(where: str, text: str | bytes) -> None:
+    """Keep ``text`` (a child process's captured stdout or stderr) for the session's scan;
+    ``where`` names it in a finding (the test and the stream)."""
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    if text:
+        _captured.append((where, text[:RECORDED_MAX_CHARS]))
+
+
+def output_path(name: str) -> Path:
+    """A file under :func:`log_dir` for a child process's output (``stdout=path.open("w")``),
+    scanned at the end; ``name`` is made a safe file name and the file is not yet created."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[-120:] or "output"
+    path = log_dir() / f"{safe}.log"
+    n = 1
+    while path.exists():
+        n += 1
+        path = log_dir() / f"{safe}.{n}.log"
+    return path
+
+
 def leaks() -> list[str]:
     """Every (canary, source) pair found so far, as text lines."""
     found: list[str] = []
@@ -65,9 +102,7 @@ def leaks() -> list[str]:
         if path.is_file():
             sources.append((str(path), path.read_text(errors="replace")))
     for where, text in sources:
-        for name, pattern in _planted.items():
-            if pattern.search(text):
-                found.append(f"{name} found in {where}")
+        found.extend(f"{name} found in {where}" for name in scan_text(text))
     return found
 
 

@@ -10,9 +10,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 import pytest
 import structlog
@@ -59,10 +64,12 @@ class Journal:
 
 @pytest.fixture
 def journal(request: pytest.FixtureRequest) -> Iterator[Journal]:
-    """A journal in memory; logging set back as it was afterwards, the text PHI-scanned."""
+    """A journal in memory; logging (and the hooks, lastResort and protected values that
+    configure() sets) set back as it was afterwards, the text PHI-scanned."""
     saved = structlog.get_config()
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    hooks = (sys.excepthook, threading.excepthook, sys.unraisablehook, logging.lastResort)
     journal = Journal()
     try:
         yield journal
@@ -70,6 +77,9 @@ def journal(request: pytest.FixtureRequest) -> Iterator[Journal]:
         structlog.configure(**saved)
         root.handlers[:] = handlers
         root.setLevel(level)
+        sys.excepthook, threading.excepthook, sys.unraisablehook, logging.lastResort = hooks
+        logging.captureWarnings(False)
+        logs.forget_protected()
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid)[-120:]
         (phi_canaries.log_dir() / f"{name}.journal.log").write_text(journal.text())
 
@@ -106,6 +116,175 @@ class TestLibraryRecords:
         assert {"event", "level", "logger", "timestamp"} <= set(own)
         assert ("agent.uplink", "warning", TAIL) == (own["logger"], own["level"], own["device"])
         assert set(library) <= set(own)
+
+
+class TestEveryStdlibLogger:
+    """Whatever logger a library uses, its record is one scrubbed JSON line (a)."""
+
+    def test_a_logger_created_after_configure(self, journal: Journal) -> None:
+        journal.configure()
+        late = logging.getLogger("late.library.created_after_configure")
+        late.warning("lost %s", ADDRESS)
+        [line] = journal.lines()
+        assert ("late.library.created_after_configure", f"lost {TAIL}") == (
+            line["logger"],
+            line["event"],
+        )
+
+    def test_percent_arguments_are_scrubbed_before_formatting(self, journal: Journal) -> None:
+        """Bytes (which would print their content), containers with redacted keys, addresses
+        in tuples and mappings: scrubbed as structlog's fields are."""
+        journal.configure()
+        lib = logging.getLogger("bumble.att")
+        serial = phi_canaries.DEVICE_SERIAL.encode()
+        lib.warning("bad PDU %s from %s", b"\x1b" + serial, ADDRESS)
+        lib.warning("context %s", {"patient": phi_canaries.PATIENT_ID, "peer": ADDRESS})
+        lib.warning("peers %r", [ADDRESS, (ADDRESS, 1)])
+        lib.warning("%(peer)s sent %(data)s", {"peer": ADDRESS, "data": serial})
+        events = [line["event"] for line in journal.lines()]
+        assert [
+            f"bad PDU <{len(serial) + 1} bytes> from {TAIL}",
+            f"context {{'patient': '<redacted>', 'peer': '{TAIL}'}}",
+            f"peers ['{TAIL}', ['{TAIL}', 1]]",
+            f"{TAIL} sent <redacted>",
+        ] == events
+        assert [] == phi_canaries.scan_text(journal.text())
+
+    def test_the_callers_record_is_left_as_it_was(self, journal: Journal) -> None:
+        """Scrubbing works on a copy: another handler (pytest's caplog) sees the record."""
+        journal.configure()
+        seen: list[logging.LogRecord] = []
+
+        class Keep(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                seen.append(record)
+
+        logger = logging.getLogger("paho.test_copy")
+        logger.addHandler(keep := Keep())
+        try:
+            logger.warning("raw %s", b"\x01\x02")
+        finally:
+            logger.removeHandler(keep)
+        assert (b"\x01\x02",) == seen[0].args
+        assert ["raw <2 bytes>"] == [line["event"] for line in journal.lines()]
+
+    def test_a_logger_that_does_not_propagate(self, journal: Journal) -> None:
+        """Decided: a library logger with propagate=False and no handler of its own would end
+        at logging.lastResort, the bare message on stderr; configure() makes lastResort the
+        hub's handler, so it is one scrubbed JSON line too, below WARNING nothing."""
+        journal.configure()
+        lonely = logging.getLogger("library.not_propagating")
+        lonely.propagate = False
+        try:
+            lonely.info("chatter from %s", ADDRESS)
+            lonely.warning("link to %s lost", ADDRESS)
+        finally:
+            lonely.propagate = True
+        [line] = journal.lines()
+        assert ("library.not_propagating", "warning", f"link to {TAIL} lost") == (
+            line["logger"],
+            line["level"],
+            line["event"],
+        )
+
+    def test_a_record_that_cannot_be_formatted(
+        self, journal: Journal, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """'%d' given a string: one scrubbed line naming the template, never logging's raw
+        '--- Logging error ---' dump of the arguments on stderr."""
+        journal.configure()
+        logging.getLogger("library.smp").warning("%d keys from %s", ADDRESS, ADDRESS)
+        [line] = journal.lines()
+        assert ("log_record_unformattable", "library.smp", "%d keys from %s", "TypeError") == (
+            line["event"],
+            line["of_logger"],
+            line["template"],
+            line["error"],
+        )
+        assert ("", "") == capsys.readouterr()
+        assert ADDRESS not in journal.text()
+
+    def test_protected_values_are_redacted_everywhere(self, journal: Journal) -> None:
+        """A value without a telltale form (the patient's id), once protected, is replaced in
+        structlog's fields and messages, library messages and tracebacks alike."""
+        journal.configure()
+        patient = phi_canaries.PATIENT_ID
+        logs.protect([patient, "ab"])  # too short to protect: ignored
+        structlog.get_logger("agent.test").warning("oops", note=f"for {patient.upper()}")
+        logging.getLogger("paho").warning("topic hub/%s/x", patient)
+        try:
+            _failing(f"no bundle for {patient}")
+        except RuntimeError:
+            structlog.get_logger("agent.test").exception("failed")
+        note, topic, failed = journal.lines()
+        assert "for <redacted>" == note["note"]
+        assert "topic hub/<redacted>/x" == topic["event"]
+        assert failed["exception"].endswith("RuntimeError: no bundle for <redacted>")
+        assert "ab" in logs.scrub_text("ab")
+        assert [] == phi_canaries.scan_text(journal.text())
+
+    def test_protected_values_are_bounded(self) -> None:
+        try:
+            logs.protect(f"value-{i:04d}" for i in range(logs.PROTECTED_MAX + 10))
+            assert "value-0000" == logs.scrub_text("value-0000")  # the oldest, forgotten
+            assert logs.REDACTED == logs.scrub_text(f"value-{logs.PROTECTED_MAX + 9:04d}")
+        finally:
+            logs.forget_protected()
+        assert "value-0010" == logs.scrub_text("value-0010")
+
+
+class TestJournald:
+    """Lines to the journal carry their syslog priority, ``<N>``, before the JSON (b)."""
+
+    def _pipe_lines(
+        self, journal: Journal, monkeypatch: pytest.MonkeyPatch, journal_stream: str | None
+    ) -> list[str]:
+        read_fd, write_fd = os.pipe()
+        status = os.fstat(write_fd)
+        if journal_stream == "this pipe":
+            journal_stream = f"{status.st_dev}:{status.st_ino}"
+        if journal_stream is None:
+            monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+        else:
+            monkeypatch.setenv("JOURNAL_STREAM", journal_stream)
+        with os.fdopen(read_fd) as reader:
+            with os.fdopen(write_fd, "w") as stream:
+                logs.configure("debug", stream, clock=journal.clock)
+                log = structlog.get_logger("agent.test")
+                log.debug("d")
+                log.info("i")
+                log.warning("w", device=ADDRESS)
+                log.error("e")
+                log.critical("c")
+                logging.getLogger("paho").error("library %s", ADDRESS)
+            text = reader.read()
+        journal.stream.write(text)  # PHI-scanned with the journal
+        return text.splitlines()
+
+    def test_the_priority_prefix_when_stderr_is_the_journal(
+        self, journal: Journal, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        lines = self._pipe_lines(journal, monkeypatch, "this pipe")
+        prefixes = [line[: line.index("{")] for line in lines]
+        assert ["<7>", "<6>", "<4>", "<3>", "<2>", "<3>"] == prefixes
+        events = [json.loads(line[len(p) :]) for line, p in zip(lines, prefixes, strict=True)]
+        assert ["d", "i", "w", "e", "c", f"library {TAIL}"] == [e["event"] for e in events]
+        assert TAIL == events[2]["device"]
+
+    @pytest.mark.parametrize("journal_stream", [None, "", "8:1234567", "garbage"])
+    def test_no_prefix_otherwise(
+        self, journal: Journal, monkeypatch: pytest.MonkeyPatch, journal_stream: str | None
+    ) -> None:
+        """Unset, or naming another file: plain JSON lines."""
+        lines = self._pipe_lines(journal, monkeypatch, journal_stream)
+        assert 6 == len(lines)
+        assert all(line.startswith("{") for line in lines)
+
+    def test_a_stream_without_a_file_is_not_the_journal(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("JOURNAL_STREAM", "0:0")
+        assert not logs.writes_to_journal(io.StringIO())
 
 
 class TestRedaction:
@@ -365,3 +544,119 @@ class TestRateLimiterBounds:
         assert 20 == len(emitted)
         assert 20 * 5 == passed + sum(e["suppressed"] for e in emitted)
         assert [f"e{k}" for k in range(20)] == [e["of_event"] for e in emitted]
+
+
+ROOT: Final = Path(__file__).resolve().parents[1]
+
+CRASHING: Final = '''
+"""A process that ends badly in every way Python reports on stderr, PHI in each report."""
+import sys
+import threading
+import warnings
+
+from agent import logs
+
+patient_id, address, serial = sys.argv[1:]
+logs.configure("info")
+logs.protect([patient_id])  # as the daemon does with the configured patient id
+
+
+class Finalized:
+    def __del__(self) -> None:
+        raise ValueError("finalizer for " + address)
+
+
+def in_thread() -> None:
+    raise OSError("thread lost " + address)
+
+
+def crash() -> None:
+    meter_serial = serial  # a local holding PHI: tracebacks show code, never values
+    patient = patient_id
+    raise RuntimeError(f"no bundle for {patient} from {address} ({len(meter_serial)})")
+
+
+warnings.warn("deprecated call for " + address, UserWarning, stacklevel=1)
+thread = threading.Thread(target=in_thread, name="hub.test_thread")
+thread.start()
+thread.join()
+Finalized()
+crash()
+'''
+
+
+class TestCrashOutput:
+    """Python's own reports of an unhandled exception come out through the chain (c)."""
+
+    @pytest.mark.parametrize("to_journal", [False, True], ids=["pipe", "journal"])
+    def test_every_crash_report_is_a_scrubbed_json_line(
+        self, tmp_path: Path, request: pytest.FixtureRequest, to_journal: bool
+    ) -> None:
+        """A real child process: a warning, a thread's exception, a finalizer's, and the
+        main thread's, each with an address and the (protected) patient id in its message and
+        the serial in a local: four JSON lines, scrubbed, on the journal with <N> first."""
+        script = tmp_path / "crashing.py"
+        script.write_text(CRASHING)
+        env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+        env["PYTHONPATH"] = str(ROOT)
+        read_fd, write_fd = os.pipe()
+        if to_journal:
+            status = os.fstat(write_fd)
+            env["JOURNAL_STREAM"] = f"{status.st_dev}:{status.st_ino}"
+        args = [phi_canaries.PATIENT_ID, ADDRESS, phi_canaries.DEVICE_SERIAL]
+        with subprocess.Popen(
+            [sys.executable, str(script), *args],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=write_fd,
+        ) as child:
+            os.close(write_fd)
+            with os.fdopen(read_fd) as reader:
+                stderr = reader.read()
+            assert 1 == child.wait(timeout=60)
+        phi_canaries.record_output(f"{request.node.nodeid} [child stderr]", stderr)
+        assert [] == phi_canaries.scan_text(stderr)
+        lines = stderr.splitlines()
+        prefixes = [line[: line.index("{")] for line in lines]
+        assert (["<4>", "<2>", "<3>", "<2>"] if to_journal else [""] * 4) == prefixes
+        warning, in_thread, finalizer, main = (
+            json.loads(line[len(p) :]) for line, p in zip(lines, prefixes, strict=True)
+        )
+        assert ("py.warnings", "warning") == (warning["logger"], warning["level"])
+        assert f"UserWarning: deprecated call for {TAIL}" in warning["event"]
+        assert ("thread_exception_unhandled", "critical", "hub.test_thread", "OSError") == (
+            in_thread["event"],
+            in_thread["level"],
+            in_thread["thread"],
+            in_thread["error"],
+        )
+        assert in_thread["exception"].endswith(f"OSError: thread lost {TAIL}")
+        assert ("exception_unraisable", "error", "ValueError") == (
+            finalizer["event"],
+            finalizer["level"],
+            finalizer["error"],
+        )
+        assert finalizer["exception"].endswith(f"ValueError: finalizer for {TAIL}")
+        assert ("unhandled_exception", "critical", "RuntimeError") == (
+            main["event"],
+            main["level"],
+            main["error"],
+        )
+        assert main["exception"].startswith("Traceback (most recent call last):")
+        assert "in crash" in main["exception"]
+        assert main["exception"].endswith(
+            f"RuntimeError: no bundle for <redacted> from {TAIL} ({len(args[2])})"
+        )
+
+    def test_hooks_someone_else_installed_are_kept(self, journal: Journal) -> None:
+        """pytest's own thread and unraisable hooks stay (it reports those exceptions); a
+        hook left at Python's default is replaced."""
+        sys.excepthook = sys.__excepthook__
+        theirs = threading.excepthook
+        assert theirs is not threading.__excepthook__  # pytest's, in this process
+        journal.configure()
+        assert theirs is threading.excepthook
+        assert sys.__excepthook__ is not sys.excepthook
+        assert "_excepthook" == getattr(sys.excepthook, "__name__", None)

@@ -21,3 +21,27 @@ def test_the_scan_finds_a_planted_canary(tmp_path: object) -> None:
         )
     finally:
         leak.unlink()
+
+
+def test_recorded_child_output_is_scanned() -> None:
+    """A child process's output handed to record_output is scanned like a test's own."""
+    text = f"child said {phi_canaries.PATIENT_ID}\n"
+    assert ["patient id"] == phi_canaries.scan_text(text)
+    before = len(phi_canaries._captured)
+    phi_canaries.record_output("selftest [child stderr]", text.encode())
+    try:
+        assert any("selftest [child stderr]" in line for line in phi_canaries.leaks())
+    finally:
+        del phi_canaries._captured[before:]
+    assert not any("selftest" in line for line in phi_canaries.leaks())
+
+
+def test_output_path_is_under_the_scanned_directory() -> None:
+    first = phi_canaries.output_path("tests/x.py::test a [mosquitto]")
+    assert phi_canaries.log_dir() == first.parent
+    assert "tests_x.py_test_a_mosquitto_.log" == first.name
+    first.write_text("")
+    try:
+        assert first != phi_canaries.output_path("tests/x.py::test a [mosquitto]")
+    finally:
+        first.unlink()
