@@ -387,3 +387,18 @@ async def test_a_new_hub_id_at_the_csr_step_is_written_and_guarded_once_certifie
     assert renamed.code == 2
     assert "step 1 (hub id): this hub is provisioned as hub-0001" in renamed.err
     assert "--rotate-key" in renamed.err
+
+
+async def test_another_patient_is_refused_while_the_outbox_of_the_last_one_exists(
+    tmp_path: Path,
+) -> None:
+    hub = fresh_hub(tmp_path)
+    (hub.root / "state" / "outbox.db").write_bytes(b"")  # the daemon ran: it served someone
+    before = file_state(hub.config)
+    run = await provision(
+        ["apply", "--config", str(hub.config), "--patient-file", str(hub.patient_file), "--json"]
+    )
+    assert run.code == 2
+    assert run.json["failed"]["step"] == 6
+    assert "homehub factory-reset" in run.json["failed"]["fix"]
+    assert file_state(hub.config) == before

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Final
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -290,15 +289,6 @@ def _require_ca(cert: x509.Certificate) -> None:
         )
 
 
-def verify_issued(leaf: x509.Certificate, ca: x509.Certificate) -> bool:
-    """Whether ``ca`` signed ``leaf``."""
-    try:
-        leaf.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
 def install_public(path: Path, data: bytes, step: Step, what: str) -> Outcome:
     """Write a public file (a certificate) when its bytes change: ``written`` or
     ``unchanged``."""
@@ -372,7 +362,6 @@ __all__ = [
     "install_public",
     "load_certificates",
     "same_key",
-    "verify_issued",
 ]
 
 

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+import structlog
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.commands import build_reply
@@ -43,6 +44,8 @@ from agent.provisioning.check import (
 )
 from agent.provisioning.steps import ProvisionFailedError, ProvisionRefusedError, Step
 from agent.uplink import InboundMessage, Refusal, RefusalCause, Uplink, UplinkSettings
+
+_log = structlog.get_logger(__name__)
 
 CONNECT_TIMEOUT_S: Final = 20.0
 """The handshake and CONNACK, retried within this bound: a cellular link's first connection
@@ -157,9 +160,12 @@ async def prove(
         return ProofReport(endpoint, settings.profile.name, check[:4].hex(), took)
     finally:
         await uplink.close()
-        with contextlib.suppress(HubError, asyncio.CancelledError):
+        try:
             async with asyncio.timeout(PUBACK_TIMEOUT_S):
                 await running
+        except (HubError, TimeoutError, ExceptionGroup) as exc:
+            # The step's own result (or error) stands; how the uplink ended is logged only.
+            _log.warning("provision_uplink_stop_failed", error=type(exc).__name__)
 
 
 async def _handshake(

@@ -234,6 +234,7 @@ def _run(path: Path, cfg: Config, inputs: Inputs, options: Options, show: Show) 
             )
         tag = patient_tag(inputs.patient_id)
         if inputs.patient_id != cfg.patient.id:
+            _refuse_patient_change(cfg)
             wanted["patient.id"] = inputs.patient_id
             report(Step.PATIENT, Outcome.BOUND, f"patient reference bound (tag {tag})")
         else:
@@ -320,6 +321,20 @@ def _refuse_identity_change(cfg: Config, hub_id: str, rotate: bool) -> None:
         f"this hub is provisioned as {cfg.hub.id} (it holds a certificate), not {hub_id}",
         "to make it another hub, run again with --rotate-key (a new key and certificate; the"
         " old identity is no longer used); factory-reset it first if it served a patient",
+    )
+
+
+def _refuse_patient_change(cfg: Config) -> None:
+    """A hub whose outbox exists has served the patient bound now: it is factory-reset
+    (crypto-erase) before it serves another, so one patient's readings never wait on a hub
+    bound to the next."""
+    if not cfg.outbox.path.exists():
+        return
+    raise ProvisionRefusedError(
+        Step.PATIENT,
+        f"the hub holds an outbox ({cfg.outbox.path}) of the patient bound now",
+        "factory-reset it first (homehub factory-reset --config FILE --yes: every stored"
+        " reading is lost), then provision it for the new patient",
     )
 
 
