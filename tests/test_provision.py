@@ -47,7 +47,9 @@ async def console(dev_pki: DevPki, broker: Broker) -> AsyncIterator[PlatformCons
         yield running
 
 
-async def _csr_and_certificate(hub: FreshHub, pki: DevPki, console: PlatformConsole) -> Path:
+async def _csr_and_certificate(
+    hub: FreshHub, pki: DevPki, console: PlatformConsole, *, learn: bool = True
+) -> Path:
     """Steps 1-3 on the fresh hub, then the depot's CA issues for the CSR and the platform
     learns the certificate (as it does when its CA issues one)."""
     run = await provision(["csr", "--config", str(hub.config), "--json"])
@@ -55,7 +57,8 @@ async def _csr_and_certificate(hub: FreshHub, pki: DevPki, console: PlatformCons
     assert run.results() == {"identity": "unchanged", "key": "created", "csr": "written"}
     assert stat.S_IMODE(hub.key.stat().st_mode) == 0o600
     issued = issue(pki, hub.csr, hub.root / "issued.pem")
-    console.learn_hub_key(pki.hub_id, hub_public_key(hub))
+    if learn:
+        console.learn_hub_key(pki.hub_id, hub_public_key(hub))
     return issued
 
 
@@ -183,15 +186,17 @@ async def test_a_bundle_without_certificate_stops_pending_after_the_csr(
     assert not hub.cert.exists()
 
 
+@pytest.mark.parametrize("why", ["silent", "unknown_certificate"])
 async def test_the_platform_not_answering_fails_step_9_with_exit_1(
     tmp_path: Path,
     dev_pki: DevPki,
     broker: Broker,
     console: PlatformConsole,
+    why: str,
 ) -> None:
     hub = fresh_hub(tmp_path)
-    cert = await _csr_and_certificate(hub, dev_pki, console)
-    console.confirm_checks = False
+    cert = await _csr_and_certificate(hub, dev_pki, console, learn=why != "unknown_certificate")
+    console.confirm_checks = why != "silent"
     args = _apply_args(hub, dev_pki, broker, cert)
     args[args.index("--timeout-s") + 1] = "1"
 
@@ -200,8 +205,37 @@ async def test_the_platform_not_answering_fails_step_9_with_exit_1(
     assert run.code == 1
     assert run.json["failed"]["step"] == 9
     assert "did not confirm the check within 1 s" in run.json["failed"]["reason"]
+    assert "register it with the platform" in run.json["failed"]["fix"]
     assert run.results()["handshake"] == "checked"
     assert "step 9 (signed check)" in run.err
+    assert console.confirmed_checks == 0
+    if why == "unknown_certificate":
+        assert console.unverified >= 1  # the check arrived; the platform could not verify it
+
+
+async def test_a_broker_certificate_outside_the_chain_fails_step_8_with_exit_1(
+    tmp_path: Path,
+    dev_pki: DevPki,
+    foreign_pki: DevPki,
+    broker: Broker,
+    console: PlatformConsole,
+) -> None:
+    hub = fresh_hub(tmp_path)
+    cert = await _csr_and_certificate(hub, dev_pki, console)
+    args = _apply_args(hub, dev_pki, broker, cert)
+    # The issuing CA is given as the client CA; the chain the hub trusts for the broker is
+    # another CA's: step 4 passes, the handshake refuses the broker.
+    args[args.index("--ca") + 1] = str(foreign_pki.ca_cert)
+    args += ["--client-ca", str(dev_pki.ca_cert)]
+
+    run = await provision(args)
+
+    assert run.code == 1
+    failed = run.json["failed"]
+    assert failed["step"] == 8
+    assert "the broker's certificate was not accepted" in failed["reason"]
+    assert "CA chain" in failed["fix"]
+    assert run.results()["certificate"] == "imported"
 
 
 async def test_a_wrong_platform_certificate_fails_step_9(
