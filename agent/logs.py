@@ -66,7 +66,11 @@ from typing import Any, Final, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-_MAC_TAIL_RE: Final = re.compile(r"\b(?:[0-9A-Fa-f]{2}[:-]){4}([0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2})\b")
+_MAC_TAIL_RE: Final = re.compile(
+    r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[:_-]){4}([0-9A-Fa-f]{2}[:_-][0-9A-Fa-f]{2})(?![0-9A-Fa-f])"
+)
+"""A full Bluetooth address, its octets joined by ``:``, ``-`` or ``_`` (BlueZ's object paths:
+``/org/bluez/hci0/dev_F0_CA_7A_00_12_34``, which a library may log)."""
 
 #: Keys whose values are never written, whatever a caller passes, at any depth.
 REDACTED_KEYS: Final = frozenset(
@@ -171,7 +175,7 @@ def forget_protected() -> None:
 def scrub_text(text: str) -> str:
     """Cut every full Bluetooth address in ``text`` down to its last two octets, and replace
     every value given to :func:`protect`."""
-    text = _MAC_TAIL_RE.sub(lambda m: "..:" + m.group(1).replace("-", ":").upper(), text)
+    text = _MAC_TAIL_RE.sub(lambda m: "..:" + re.sub("[_-]", ":", m.group(1)).upper(), text)
     protected = _protected
     return protected.sub(REDACTED, text) if protected is not None else text
 

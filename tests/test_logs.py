@@ -333,6 +333,12 @@ class TestRedaction:
         assert TAIL == logs.device_label(ADDRESS)
         assert f"at {TAIL} and ..:AB:CD" == logs.scrub_text(f"at {ADDRESS} and 00-11-22-33-ab-cd")
 
+    def test_a_bluez_object_path_is_cut_too(self) -> None:
+        """BlueZ names a device's object by its address with underscores (bleak may log it)."""
+        path = "/org/bluez/hci0/dev_" + ADDRESS.replace(":", "_")
+        assert f"/org/bluez/hci0/dev_{TAIL}" == logs.scrub_text(path)
+        assert "handle 0a:0b, uuid 2a35" == logs.scrub_text("handle 0a:0b, uuid 2a35")
+
 
 def _failing(reason: str) -> None:
     raise RuntimeError(reason)
