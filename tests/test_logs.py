@@ -666,3 +666,61 @@ class TestCrashOutput:
         assert theirs is threading.excepthook
         assert sys.__excepthook__ is not sys.excepthook
         assert "_excepthook" == getattr(sys.excepthook, "__name__", None)
+
+
+RUN_CRASHING: Final = '''
+"""homehub run on the shipped example, whose daemon fails with a bug (injected: daemon.main
+raises a RuntimeError with an address in its message and the patient id in a local)."""
+import sys
+
+from agent import cli, daemon
+
+patient_id, address, config = sys.argv[1:]
+
+
+def main(cfg: object) -> int:
+    patient = patient_id
+    raise RuntimeError(f"pipeline broke for {address} ({len(patient)})")
+
+
+daemon.main = main
+raise SystemExit(cli.main(["run", "--config", config, "--log-level", "info"]))
+'''
+
+EXAMPLE_CONFIG: Final = ROOT / "config" / "homehub.example.toml"
+
+
+def test_homehub_run_crashing_writes_one_scrubbed_line(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """homehub run's own path (configuration, logging, the daemon's start) in a real process,
+    the daemon failing with an unhandled error: its stderr is one JSON line with the
+    scrubbed traceback, exit 1."""
+    script = tmp_path / "run_crashing.py"
+    script.write_text(RUN_CRASHING)
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(
+        [sys.executable, str(script), phi_canaries.PATIENT_ID, ADDRESS, str(EXAMPLE_CONFIG)],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    phi_canaries.record_output(f"{request.node.nodeid} [child stdout]", done.stdout)
+    phi_canaries.record_output(f"{request.node.nodeid} [child stderr]", done.stderr)
+    assert (1, "") == (done.returncode, done.stdout)
+    assert [] == phi_canaries.scan_text(done.stderr)
+    [line] = [json.loads(text) for text in done.stderr.splitlines()]
+    assert ("unhandled_exception", "critical", "RuntimeError") == (
+        line["event"],
+        line["level"],
+        line["error"],
+    )
+    assert "in _cmd_run" in line["exception"]
+    assert line["exception"].endswith(
+        f"RuntimeError: pipeline broke for {TAIL} ({len(phi_canaries.PATIENT_ID)})"
+    )
