@@ -18,12 +18,16 @@ from pathlib import Path
 from typing import Final
 
 import pytest
+from cryptography import x509
 
-from agent import instance_lock
+from agent import cose, instance_lock
 from hil.broker import Broker
+from hil.crash_child import DEVICE, DEVICE_CONFIG, raw_measurement
 from hil.pki import DevPki
 from hil.platform_console import PlatformConsole
+from hil.receiver import Receiver
 from tests import phi_canaries
+from tests.platform_hub import running_hub
 from tests.provision_home import (
     FreshHub,
     file_state,
@@ -436,3 +440,33 @@ async def test_another_patient_is_refused_while_the_outbox_of_the_last_one_exist
     assert run.json["failed"]["step"] == 6
     assert "homehub factory-reset" in run.json["failed"]["fix"]
     assert file_state(hub.config) == before
+
+
+async def test_the_provisioned_hub_runs_and_its_readings_are_receipted(
+    tmp_path: Path,
+    dev_pki: DevPki,
+    broker: Broker,
+    receiver: Receiver,
+    console: PlatformConsole,
+) -> None:
+    """What provisioning wrote is what the daemon runs with: its first reading, signed with
+    the key made at step 2, is verified and receipted by the reference receiver (which the
+    platform told the issued certificate), and its status verifies with that key."""
+    hub = fresh_hub(tmp_path)
+    cert = await _csr_and_certificate(hub, dev_pki, console)
+    await receiver.add_hub_certificate(
+        dev_pki.hub_id, x509.load_pem_x509_certificate(cert.read_bytes())
+    )
+    bundle = write_bundle(tmp_path / "b.toml", dev_pki, port=broker.port, certificate=cert)
+    run = await provision(["bundle", str(bundle), "--config", str(hub.config), "--json"])
+    assert run.code == 0, run.err
+
+    async with running_hub(hub.config) as daemon:
+        async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S * 3):
+            await console.wait_for(lambda m: m.kind == "status" and m.body["state"] == "online")
+            await daemon.receive(raw_measurement(1), DEVICE, DEVICE_CONFIG)
+            await receiver.wait_until(lambda s: s.held_items >= 1)
+            reading = await receiver.readings.get()
+    assert reading.hub_id == dev_pki.hub_id
+    assert reading.kid == cose.key_id(hub_public_key(hub))
+    assert daemon.security_events == 0
