@@ -425,8 +425,13 @@ def _indicator_lines(value: Any) -> str | None:
     return None
 
 
-def _indicator_config(values: dict[str, Any]) -> IndicatorConfig:
-    """``[indicator]`` with its ``lines`` table as (colour, offset) pairs, in colour order."""
+def _indicator_config(where: str, values: dict[str, Any]) -> IndicatorConfig:
+    """``[indicator]`` with its ``lines`` table as (colour, offset) pairs, in colour order; the
+    chip a device under /dev (a relative path would be taken from the file's directory)."""
+    if values["chip"].parent != Path("/dev"):
+        raise ConfigError(
+            where, "indicator.chip", "must be a GPIO chip under /dev, e.g. '/dev/gpiochip0'"
+        )
     lines = values["lines"]
     wired = tuple((c, lines[c]) for c in INDICATOR_COLOURS if c in lines)
     return IndicatorConfig(**{**values, "lines": wired})
@@ -907,7 +912,7 @@ def from_mapping(data: Mapping[str, Any], source: Path) -> Config:
         keys=_keys_config(where, sections["keys"]),
         platform=platform,
         modem=_modem_config(where, sections["modem"]),
-        indicator=_indicator_config(sections["indicator"]),
+        indicator=_indicator_config(where, sections["indicator"]),
     )
 
 

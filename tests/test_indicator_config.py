@@ -82,6 +82,8 @@ def test_the_log_backend(tmp_path: Path) -> None:
         ('backend = "led"', "indicator.backend", "must be one of 'none', 'log', 'gpiod'"),
         ("backend = 1", "indicator.backend", "must be a str, not int"),
         ('chip = ""', "indicator.chip", "must be a non-empty path string"),
+        ('chip = "gpiochip0"', "indicator.chip", "must be a GPIO chip under /dev, e.g."),
+        ('chip = "/sys/class/gpio"', "indicator.chip", "must be a GPIO chip under /dev, e.g."),
         ("lines = 17", "indicator.lines", "must be a dict, not int"),
         ("lines = {}", "indicator.lines", "must wire at least one colour, e.g. { green = 27 }"),
         (

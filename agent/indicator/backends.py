@@ -12,6 +12,7 @@ never raises and never blocks.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import threading
 from collections.abc import Callable
@@ -72,7 +73,8 @@ class LogIndicator:
             if state == self._shown:
                 return
             self._shown = state
-        _log().info("indicator_state", state=state.value)
+        with contextlib.suppress(Exception):  # a closed log stream must not reach the daemon
+            _log().info("indicator_state", state=state.value)
 
     def close(self) -> None:
         """Nothing held."""
