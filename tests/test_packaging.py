@@ -435,3 +435,52 @@ def test_sbom_check_refuses_a_missing_component_and_an_invalid_document(
     assert "not valid CycloneDX 1.6" in refused.stderr
     name = re.sub(r"[-_.]+", "-", dropped["name"]).lower()
     assert f"{name} {dropped['version']} is installed but the SBOM lists None" in refused.stderr
+
+
+@pytest.mark.slow
+def test_deb_installs_upgrades_removes_and_purges_with_its_maintainer_scripts(
+    package: tuple[Path, Path, Path],
+) -> None:
+    """The real dpkg and maintainer scripts, in a mount namespace whose /etc, /usr, /opt and
+    /var are throwaway overlays (tests/deb_sandbox.sh): the machine itself is not changed."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare (util-linux)")
+    sandbox = REPO / "tests/deb_sandbox.sh"
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", str(sandbox), str(package[0])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode == 77:
+        pytest.skip(done.stderr.strip())
+    assert done.returncode == 0, done.stderr[-2000:]
+    facts = dict(line.split(": ", 1) for line in done.stdout.splitlines())
+    user = "homehub:/var/lib/homehub:/usr/sbin/nologin"
+    expected_installed = {
+        "/etc/homehub": "750 root homehub",
+        "/etc/homehub/keys": "700 homehub homehub",
+        "/etc/homehub/tls": "750 root homehub",
+        "/etc/homehub/homehub.toml": "640 root homehub",
+        "/opt/homehub/.venv/bin/homehub": "755 root root",
+        "user": user,
+        "enabled": "/lib/systemd/system/homehub.service",
+        "status": f"ii {VERSION}",
+        "version": VERSION,
+        "check-config": "/etc/homehub/homehub.toml: ok (1 device(s))",
+    }
+    assert {k: facts[f"installed {k}"] for k in expected_installed} == expected_installed
+    assert facts["upgraded config kept"] == "# provisioned"
+    # remove: the package's files go; configuration, keys, unsent readings and the user stay.
+    assert facts["removed /opt/homehub/.venv/bin/homehub"] == "absent"
+    assert facts["removed /etc/homehub/homehub.toml"] == "640 root homehub"
+    assert facts["removed /etc/homehub/keys"] == "700 homehub homehub"
+    assert facts["removed /var/lib/homehub/outbox.db"] != "absent"
+    assert facts["removed status"] == f"rc {VERSION}"
+    # purge: configuration and data go too; the user stays (no later user inherits its uid).
+    for path in ("/etc/homehub", "/var/lib/homehub/outbox.db"):
+        assert facts[f"purged {path}"] == "absent"
+    assert facts["purged user"] == user
+    assert facts["purged enabled"] == "no"
+    assert facts["purged status"] == "none"

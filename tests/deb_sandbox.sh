@@ -1,0 +1,68 @@
+#!/bin/bash
+# Install, upgrade, remove and purge a homehub .deb with the real dpkg and its real maintainer
+# scripts, on this machine's own Debian, without changing this machine (tests/test_packaging.py).
+#
+# Run as root under `unshare --mount --propagation private`: /etc, /usr, /opt, /var (and /lib
+# where it is not the merged /usr's symlink) become overlays whose writes land in a tmpfs that
+# vanishes with the namespace, and /run is an empty tmpfs, so the scripts see no running
+# systemd or system bus and reach none of the host's daemons. Every mount is checked before
+# dpkg runs; a failure there exits 77 (the test skips: no sandbox here), never reaching dpkg.
+#
+# Prints "key: value" lines, one per fact the test asserts.
+set -euo pipefail
+deb=$1
+
+sandbox() {
+    [ "$(id -u)" = 0 ] || return 1
+    local base dirs=(etc usr opt var)
+    [ -L /lib ] || dirs+=(lib)
+    base=$(mktemp -d /tmp/hh-deb-sandbox.XXXXXX) || return 1
+    mount -t tmpfs tmpfs "$base" || return 1
+    for d in "${dirs[@]}"; do
+        mkdir -p "$base/$d.up" "$base/$d.work"
+        mount -t overlay overlay \
+            -o "lowerdir=/$d,upperdir=$base/$d.up,workdir=$base/$d.work" "/$d" || return 1
+        mountpoint -q "/$d" || return 1
+    done
+    mount -t tmpfs tmpfs /run || return 1
+    mountpoint -q /run || return 1
+    [ ! -e /run/systemd/system ] || return 1
+}
+if ! sandbox 2>/dev/null; then
+    echo "no sandbox: needs root, mount namespaces and overlayfs" >&2
+    exit 77
+fi
+
+facts() {
+    local stage=$1
+    for path in /etc/homehub /etc/homehub/keys /etc/homehub/tls /etc/homehub/homehub.toml \
+        /var/lib/homehub/outbox.db /opt/homehub/.venv/bin/homehub; do
+        if [ -e "$path" ]; then
+            echo "$stage $path: $(stat -c '%a %U %G' "$path")"
+        else
+            echo "$stage $path: absent"
+        fi
+    done
+    echo "$stage user: $(getent passwd homehub | cut -d: -f1,6,7 || echo absent)"
+    echo "$stage enabled: $(readlink /etc/systemd/system/multi-user.target.wants/homehub.service || echo no)"
+    echo "$stage status: $(dpkg-query -W -f='${db:Status-Abbrev}${Version}' homehub 2>/dev/null || echo none)"
+}
+
+dpkg --force-depends -i "$deb" >/dev/null 2>&1
+facts installed
+echo "installed version: $(homehub --help >/dev/null && /opt/homehub/.venv/bin/python -c \
+    'import importlib.metadata as m; print(m.version("homehub"))')"
+echo "installed check-config: $(homehub check-config /etc/homehub/homehub.toml)"
+
+# The technician's edit, then the same package again: dpkg runs prerm upgrade and postinst
+# configure with the old version, the upgrade path.
+echo '# provisioned' >>/etc/homehub/homehub.toml
+dpkg --force-depends -i "$deb" >/dev/null 2>&1
+echo "upgraded config kept: $(tail -n 1 /etc/homehub/homehub.toml)"
+
+mkdir -p /var/lib/homehub
+echo 'unsent' >/var/lib/homehub/outbox.db
+dpkg -r homehub >/dev/null 2>&1
+facts removed
+dpkg -P homehub >/dev/null 2>&1
+facts purged
