@@ -85,8 +85,16 @@ first_connect_jitter_s = 0.0
 
 
 def hub_public_key(hub: FreshHub) -> ec.EllipticCurvePublicKey:
-    key = serialization.load_pem_private_key(hub.key.read_bytes(), password=None)
+    """The public half of the key provisioning made; its private half becomes a canary (its
+    scalar and each PEM line), so the suite's scan proves it was never printed or logged."""
+    pem = hub.key.read_bytes()
+    key = serialization.load_pem_private_key(pem, password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
+    name = f"provisioned key {hub.key}"
+    phi_canaries.plant(f"{name} scalar", f"{key.private_numbers().private_value:064x}")
+    for i, line in enumerate(pem.decode().splitlines()):
+        if len(line) >= 40 and not line.startswith("-----"):
+            phi_canaries.plant(f"{name} PEM line {i}", line)
     return key.public_key()
 
 
