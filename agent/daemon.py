@@ -96,6 +96,7 @@ from agent.errors import (
     StorageError,
     UsageError,
 )
+from agent.indicator import HubCondition, Indicator, IndicatorState, open_indicator, state_of
 from agent.ingest import HubSigner, Prepared, Signer, SwitchableSigner, prepare
 from agent.ingest_batcher import Item, Outcome, Status, collect_batch, commit_batch
 from agent.logs import device_label
@@ -114,7 +115,7 @@ from agent.modem.status import ModemStatus
 from agent.network_time import clock_disagrees
 from agent.normalize.device import DeviceFacts
 from agent.normalize.phd import Context
-from agent.outbox import Outbox, OutboxCounts, StorageLevel, open_or_quarantine
+from agent.outbox import Outbox, OutboxCounts, StorageLevel, open_or_quarantine, storage_level
 from agent.platform_link import PlatformLink
 from agent.private_files import read_private_file_up_to
 from agent.publisher import Publisher
@@ -164,6 +165,20 @@ STOP_BUDGET_S: Final = 5.0
 :data:`agent.publisher.STOP_DRAIN_S` (1 s) + :data:`UPLINK_STOP_S` (1.5 s) fit in it, and it is
 a quarter of the unit's ``TimeoutStopSec`` (20 s), so systemd never has to SIGKILL us. Storing
 what was received is never cut short: a reading confirmed to a device must be stored."""
+
+
+INDICATOR_REFRESH_S: Final = 30.0
+"""The patient's indicator is judged again at least this often (an outage growing long, a
+device growing overdue, the clock), and at once after any change the daemon notices."""
+
+INDICATOR_MIN_INTERVAL_S: Final = 1.0
+"""Least time between two judgements: each reads the outbox's counts on the storage thread,
+and a draining backlog changes them many times a second; an LED a second late is nothing."""
+
+DEVICE_OVERDUE_S: Final = 72 * 3600.0
+"""An allow-listed device with no reading for this long (or none since the daemon started
+this long ago) asks for attention: three days covers a weekend away or a device left
+uncharged, and still shows before a care team's weekly review would miss it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,6 +395,15 @@ class Hub:
         """Set when something ``homehub status`` shows changed (agent/hub_state.py)."""
         self.hub_state_written = asyncio.Event()
         """Set each time the state file for ``homehub status`` is written."""
+        self._indicator_due = asyncio.Event()
+        """Set when something the patient's indicator shows may have changed."""
+        self.indicator_state: IndicatorState | None = None
+        """What the patient's indicator (agent/indicator/) shows now."""
+        self.indicator_shown = asyncio.Event()
+        """Set each time the indicator is shown another state."""
+        self._sessions_active = 0
+        self._storage_failing = False
+        """The last store of a reading failed (cleared by the next that commits)."""
 
     def platform_security(self, event: SecurityEvent) -> None:
         """A ``security`` event about the platform side (a rejected receipt or command),
@@ -417,15 +441,23 @@ class Hub:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run every task until ``stop`` is set, then stop in order (module docstring)."""
+        indicator = open_indicator(self.cfg.indicator)
+        try:
+            self._show(indicator, IndicatorState.STARTING)
+            await self._run_with(indicator, stop)
+        finally:
+            indicator.close()
+
+    async def _run_with(self, indicator: Indicator, stop: asyncio.Event) -> None:
         async with StorageThread() as storage:
-            opened = await self._open_outbox_when_possible(stop, storage)
+            opened = await self._open_outbox_when_possible(stop, storage, indicator)
             if opened is None:
                 return
             outbox, signer = opened
             storage.when_idle(outbox.checkpoint_if_due)  # WAL checkpoints between readings
             try:
                 # Switchable: a confirmed certificate rotation may bring the new signing key.
-                await self._run(stop, storage, outbox, SwitchableSigner(signer))
+                await self._run(stop, storage, outbox, SwitchableSigner(signer), indicator)
             finally:
                 await storage.call(outbox.close)
                 log.info(
@@ -632,14 +664,89 @@ class Hub:
         if online != self._uplink_online:
             self._uplink_online = online
             self._uplink_since = time.time()
-            self._hub_state_due.set()
+            self._changed()
+
+    def _changed(self) -> None:
+        """Something ``homehub status`` or the patient's indicator shows may have changed."""
+        self._hub_state_due.set()
+        self._indicator_due.set()
 
     def _delivered(self, seqs: Sequence[int]) -> None:
         """Records deleted after their acknowledgement (the publisher's ``on_delivered``)."""
         self._last_delivery_at = time.time()
-        self._hub_state_due.set()
+        self._changed()
         if self._observer is not None:
             self._observer.delivered(seqs)
+
+    def _show(self, indicator: Indicator, state: IndicatorState) -> None:
+        """Show ``state`` on the patient's indicator when it is not what it shows already."""
+        if state is self.indicator_state:
+            return
+        self.indicator_state = state
+        indicator.show(state)
+        self.indicator_shown.set()
+
+    def condition(self, counts: OutboxCounts | None, now: float) -> HubCondition:
+        """What the indicator's rules (agent/indicator/rules.py) judge, from what the daemon
+        knows at ``now`` (Unix time); ``counts`` None: the outbox could not be read."""
+        online = self._uplink_online
+        return HubCondition(
+            started=self.ready.is_set(),
+            storage_usable=counts is not None and not self._storage_failing,
+            part_failing=self._ble_stack_failing(),
+            online=online,
+            offline_for_s=None if online else max(0.0, now - self._uplink_since),
+            pending=0 if counts is None else counts.pending,
+            session_active=self._sessions_active > 0,
+            storage_critical=counts is not None
+            and storage_level(counts.used_bytes, self.cfg.outbox.quota_bytes)
+            is not StorageLevel.OK,
+            clock_problem=self.hub_clock_problem() is not None,
+            device_overdue=any(
+                now - self._last_reading_at.get(d.label, self._started_at) > DEVICE_OVERDUE_S
+                for d in self.cfg.devices
+            ),
+        )
+
+    def _ble_stack_failing(self) -> bool:
+        """The Bluetooth stack is in its restart backoff (no adapter, no BlueZ): nothing can
+        be collected until it comes back."""
+        collecting = self._collect and self._source is None and bool(self.cfg.devices)
+        return collecting and self._stack_failures > 0 and self._ble is None
+
+    async def _drive_indicator(
+        self, indicator: Indicator, storage: StorageThread, outbox: Outbox, stop: asyncio.Event
+    ) -> None:
+        """Judge the hub's condition after each change (uplink, reading, delivery, session)
+        and every :data:`INDICATOR_REFRESH_S`, at most every :data:`INDICATOR_MIN_INTERVAL_S`,
+        and show the patient its state (only a change is shown). An outage is judged again
+        the moment it becomes long enough to ask for attention."""
+        attention_s = self.cfg.indicator.offline_attention_s
+        while not stop.is_set():
+            self._indicator_due.clear()
+            counts: OutboxCounts | None
+            try:
+                async with asyncio.timeout(INDICATOR_REFRESH_S):
+                    counts = await storage.call(outbox.counts)
+            except (StorageError, TimeoutError):
+                counts = None  # the outbox cannot be read (or is stuck): a fault
+            now = time.time()
+            self._show(
+                indicator,
+                state_of(self.condition(counts, now), offline_attention_s=attention_s),
+            )
+            wait_s = INDICATOR_REFRESH_S
+            if not self._uplink_online:
+                until_attention = self._uplink_since + attention_s - now
+                if until_attention > 0:
+                    wait_s = min(wait_s, until_attention)
+            pace_s = min(INDICATOR_MIN_INTERVAL_S, wait_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pace_s):
+                    await stop.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s - pace_s):
+                    await first_of(self._indicator_due.wait(), stop.wait())
 
     def status_line(self, pending: int) -> str:
         """What ``systemctl status`` shows (STATUS=): devices, pending readings, the uplink
@@ -755,7 +862,12 @@ class Hub:
         return await storage.call(outbox.counts)
 
     async def _run(
-        self, stop: asyncio.Event, storage: StorageThread, outbox: Outbox, signer: SwitchableSigner
+        self,
+        stop: asyncio.Event,
+        storage: StorageThread,
+        outbox: Outbox,
+        signer: SwitchableSigner,
+        indicator: Indicator,
     ) -> None:
         cfg = self.cfg
         self._storage = (storage, outbox)
@@ -815,6 +927,15 @@ class Hub:
                 tg.create_task(uplink.run(), name="hub.uplink")
                 watch_uplink = tg.create_task(self._watch_uplink(uplink), name="hub.uplink_watch")
                 state_stop = asyncio.Event()
+                # No LED, no judging: nothing would show it.
+                drive_indicator = (
+                    tg.create_task(
+                        self._drive_indicator(indicator, storage, outbox, state_stop),
+                        name="hub.indicator",
+                    )
+                    if cfg.indicator.backend != "none"
+                    else None
+                )
                 keep_state = tg.create_task(
                     self._keep_hub_state(storage, state_stop), name="hub.state"
                 )
@@ -841,6 +962,7 @@ class Hub:
                     tg.create_task(platform.run(), name="hub.platform") if platform else None
                 )
                 self.ready.set()
+                self._indicator_due.set()
                 await stop.wait()
                 log.info("hub_stopping")
                 started = asyncio.get_running_loop().time()
@@ -862,6 +984,8 @@ class Hub:
                 watch_uplink.cancel()
                 state_stop.set()
                 await keep_state
+                if drive_indicator is not None:
+                    await drive_indicator
                 self._uplink_changed(online=False)
                 await self._write_hub_state(storage, self.state_snapshot(stopped_at=time.time()))
                 took_s = asyncio.get_running_loop().time() - started
@@ -886,7 +1010,7 @@ class Hub:
             await asyncio.wait({collector})
 
     async def _open_outbox_when_possible(
-        self, stop: asyncio.Event, storage: StorageThread
+        self, stop: asyncio.Event, storage: StorageThread, indicator: Indicator
     ) -> tuple[Outbox, Signer] | None:
         """Open keys and outbox on the storage thread; while the disk fails transiently (full,
         I/O error), wait.
@@ -907,6 +1031,7 @@ class Hub:
                     reason=exc.reason,
                     retry_in_s=STORAGE_RETRY_S,
                 )
+                self._show(indicator, IndicatorState.FAULT)  # readings cannot be kept
                 if self._notifier is not None:
                     # Under systemd: say why, keep the start from timing out (a restart would
                     # only meet the same disk), and feed the watchdog (the loop is alive).
@@ -993,12 +1118,14 @@ class Hub:
             return self._sync_cache.get((device.label, key))
 
         session = SESSIONS[device.kind]
+        self._sessions_active += 1
+        self._indicator_due.set()
         try:
             result = await self._run_session(
                 session, ble, device, found, vetting, sync_state, bound
             )
             self._last_session[device.label] = (time.time(), result)
-            self._hub_state_due.set()
+            self._changed()
             # The device's next session starts only once this one's readings are committed:
             # it then resumes from the committed sync state (a glucometer's RACP mark) instead
             # of being asked again for what is still queued.
@@ -1006,6 +1133,8 @@ class Hub:
             if uncommitted is not None:
                 await uncommitted.settled()
         finally:
+            self._sessions_active -= 1
+            self._indicator_due.set()
             self.sessions_done += 1
             self.session_done.set()
 
@@ -1213,6 +1342,8 @@ class Hub:
                 # Not stored: the device's confirmation already went out (BlueZ confirms
                 # before we commit), so this is logged loudly; devices with memory resend.
                 self.not_stored += 1
+                self._storage_failing = True
+                self._indicator_due.set()
                 error = fate.error
                 bound.error(
                     "measurement_not_stored",
@@ -1224,7 +1355,8 @@ class Hub:
                 for key, value in arrival.raw.sync_state.items():
                     self._sync_cache[(arrival.device_key, key)] = value
                 self._last_reading_at[arrival.device_key] = time.time()
-                self._hub_state_due.set()
+                self._storage_failing = False
+                self._changed()
                 if fate.status is Status.DUPLICATE:
                     self.duplicates += 1
                     bound.info("measurement_duplicate", seq=fate.seq)

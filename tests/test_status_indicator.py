@@ -1,0 +1,103 @@
+"""The patient's status indicator driven by the daemon (agent/indicator/, ``backend = "log"``).
+
+The daemon (:class:`agent.daemon.Hub`, in this process) against a real TLS mosquitto: it shows
+*starting* before its pipeline is up, *all well* once it is, *syncing* while a reading waits
+for the platform online, and *needs attention* once an outage has lasted long enough. One
+named injection: the outage threshold is 2 s here (a hub's configuration keeps it at 10
+minutes or more; 6 hours by default). A hub whose disk is unusable at start shows *fault*.
+The tests wait for the daemon's "shown" signal, never for time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Final
+
+import pytest
+from structlog.testing import capture_logs
+
+from agent import config
+from agent.config import IndicatorConfig
+from agent.daemon import Hub
+from agent.indicator import IndicatorState
+from hil.broker import Broker
+from hil.crash_child import DEVICE, DEVICE_CONFIG, raw_measurement
+from hil.pki import DevPki
+from tests.example_config import example_config
+from tests.platform_hub import write_hub_config
+
+pytestmark = pytest.mark.timeout(60)
+
+T: Final = 20.0
+OFFLINE_ATTENTION_S: Final = 2.0
+
+
+async def _until_shown(hub: Hub, state: IndicatorState) -> None:
+    async with asyncio.timeout(T):
+        while hub.indicator_state is not state:
+            hub.indicator_shown.clear()
+            if hub.indicator_state is state:
+                return
+            await hub.indicator_shown.wait()
+
+
+def _shown(logs: list[dict[str, object]]) -> list[object]:
+    return [e["state"] for e in logs if e["event"] == "indicator_state"]
+
+
+async def test_starting_all_well_syncing_then_attention_after_a_long_outage(
+    tmp_path: Path, dev_pki: DevPki, broker: Broker
+) -> None:
+    path = write_hub_config(tmp_path, dev_pki, broker.port)
+    path.write_text(path.read_text() + '\n[indicator]\nbackend = "log"\n')
+    cfg = config.load(path)
+    assert "log" == cfg.indicator.backend
+    cfg = dataclasses.replace(  # the named injection: a 2 s outage is "long"
+        cfg, indicator=dataclasses.replace(cfg.indicator, offline_attention_s=OFFLINE_ATTENTION_S)
+    )
+    hub = Hub(cfg, collect=False)
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        running = asyncio.create_task(hub.run(stop), name="test.hub")
+        try:
+            async with asyncio.timeout(T):
+                await hub.ready.wait()
+                uplink = hub.uplink
+                assert uplink is not None
+                await uplink.connected.wait()
+            await _until_shown(hub, IndicatorState.ALL_WELL)
+            # Online with a reading the platform has not receipted (none listens): syncing.
+            await hub.receive(raw_measurement(0), DEVICE, DEVICE_CONFIG)
+            await _until_shown(hub, IndicatorState.SYNCING)
+            went_offline = asyncio.get_running_loop().time()
+            await broker.astop()
+            await _until_shown(hub, IndicatorState.NEEDS_ATTENTION)
+            took_s = asyncio.get_running_loop().time() - went_offline
+        finally:
+            stop.set()
+            async with asyncio.timeout(T):
+                await running
+    states = _shown(logs)
+    assert ["starting", "all_well", "syncing"] == states[:3]
+    # A short outage with the reading safe in the outbox is all well; a long one is not.
+    assert states[3:] in (["all_well", "needs_attention"], ["needs_attention"])
+    assert took_s >= OFFLINE_ATTENTION_S - 0.5  # not before the outage was long enough
+
+
+async def test_an_unusable_disk_at_start_is_a_fault(tmp_path: Path) -> None:
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where the state directory should be")
+    cfg = dataclasses.replace(
+        example_config(tmp_path, outbox_path=blocker / "outbox.db"),
+        indicator=IndicatorConfig(backend="log"),
+    )
+    stop = asyncio.Event()
+    stop.set()  # stop while waiting for the disk
+    hub = Hub(cfg)
+    with capture_logs() as logs:
+        async with asyncio.timeout(T):
+            await hub.run(stop)
+    assert ["starting", "fault"] == _shown(logs)
+    assert IndicatorState.FAULT is hub.indicator_state
