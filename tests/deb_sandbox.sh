@@ -1,6 +1,9 @@
 #!/bin/bash
-# Install, upgrade, remove and purge a homehub .deb with the real dpkg and its real maintainer
-# scripts, on this machine's own Debian, without changing this machine (tests/test_packaging.py).
+# Install, upgrade, remove and purge homehub on this machine's own Debian, for real, without
+# changing this machine (tests/test_packaging.py):
+#   deb_sandbox.sh deb FILE.deb   the real dpkg and the package's maintainer scripts;
+#   deb_sandbox.sh make REPO      `make install` / `make uninstall` into / as root (the path
+#                                 that runs systemd-sysusers and systemd-tmpfiles).
 #
 # Run as root under `unshare --mount --propagation private`: /etc, /usr, /opt, /var (and /lib
 # where it is not the merged /usr's symlink) become overlays whose writes land in a tmpfs that
@@ -10,7 +13,7 @@
 #
 # Prints "key: value" lines, one per fact the test asserts.
 set -euo pipefail
-deb=$1
+mode=$1 what=$2
 
 sandbox() {
     [ "$(id -u)" = 0 ] || return 1
@@ -48,7 +51,17 @@ facts() {
     echo "$stage status: $(dpkg-query -W -f='${db:Status-Abbrev}${Version}' homehub 2>/dev/null || echo none)"
 }
 
-dpkg --force-depends -i "$deb" >/dev/null 2>&1
+if [ "$mode" = deb ]; then
+    install=(dpkg --force-depends -i "$what")
+    remove=(dpkg -r homehub)
+    purge=(dpkg -P homehub)
+else
+    install=(make -C "$what" --no-print-directory install)
+    remove=(make -C "$what" --no-print-directory uninstall)
+    purge=(make -C "$what" --no-print-directory uninstall PURGE=yes)
+fi
+
+"${install[@]}" >/dev/null 2>&1
 facts installed
 echo "installed version: $(homehub --help >/dev/null && /opt/homehub/.venv/bin/python -c \
     'import importlib.metadata as m; print(m.version("homehub"))')"
@@ -57,12 +70,12 @@ echo "installed check-config: $(homehub check-config /etc/homehub/homehub.toml)"
 # The technician's edit, then the same package again: dpkg runs prerm upgrade and postinst
 # configure with the old version, the upgrade path.
 echo '# provisioned' >>/etc/homehub/homehub.toml
-dpkg --force-depends -i "$deb" >/dev/null 2>&1
+"${install[@]}" >/dev/null 2>&1
 echo "upgraded config kept: $(tail -n 1 /etc/homehub/homehub.toml)"
 
 mkdir -p /var/lib/homehub
 echo 'unsent' >/var/lib/homehub/outbox.db
-dpkg -r homehub >/dev/null 2>&1
+"${remove[@]}" >/dev/null 2>&1
 facts removed
-dpkg -P homehub >/dev/null 2>&1
+"${purge[@]}" >/dev/null 2>&1
 facts purged

@@ -437,50 +437,71 @@ def test_sbom_check_refuses_a_missing_component_and_an_invalid_document(
     assert f"{name} {dropped['version']} is installed but the SBOM lists None" in refused.stderr
 
 
+def sandboxed(mode: str, what: Path) -> dict[str, str]:
+    """tests/deb_sandbox.sh in a mount namespace of its own: the facts it printed."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare (util-linux)")
+    sandbox = REPO / "tests/deb_sandbox.sh"
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", str(sandbox), mode, str(what)],
+        capture_output=True,
+        text=True,
+        timeout=MAKE_TIMEOUT_S,
+        check=False,
+    )
+    if done.returncode == 77:
+        pytest.skip(done.stderr.strip())
+    assert done.returncode == 0, done.stderr[-2000:]
+    return dict(line.split(": ", 1) for line in done.stdout.splitlines())
+
+
+USER_LINE: Final = "homehub:/var/lib/homehub:/usr/sbin/nologin"
+INSTALLED_FACTS: Final = {
+    "/etc/homehub": "750 root homehub",
+    "/etc/homehub/keys": "700 homehub homehub",
+    "/etc/homehub/tls": "750 root homehub",
+    "/etc/homehub/homehub.toml": "640 root homehub",
+    "/opt/homehub/.venv/bin/homehub": "755 root root",
+    "user": USER_LINE,
+    "version": VERSION,
+    "check-config": "/etc/homehub/homehub.toml: ok (1 device(s))",
+}
+
+
+def assert_lifecycle(facts: dict[str, str]) -> None:
+    """Installed with the user and private directories; the technician's config kept by a
+    reinstall; remove keeps configuration, keys, unsent readings and the user; purge removes
+    configuration and data but keeps the user (no later user inherits its uid)."""
+    assert {k: facts[f"installed {k}"] for k in INSTALLED_FACTS} == INSTALLED_FACTS
+    assert facts["upgraded config kept"] == "# provisioned"
+    assert facts["removed /opt/homehub/.venv/bin/homehub"] == "absent"
+    assert facts["removed /etc/homehub/homehub.toml"] == "640 root homehub"
+    assert facts["removed /etc/homehub/keys"] == "700 homehub homehub"
+    assert facts["removed /var/lib/homehub/outbox.db"] != "absent"
+    for path in ("/etc/homehub", "/var/lib/homehub/outbox.db"):
+        assert facts[f"purged {path}"] == "absent"
+    assert facts["purged user"] == USER_LINE
+
+
 @pytest.mark.slow
 def test_deb_installs_upgrades_removes_and_purges_with_its_maintainer_scripts(
     package: tuple[Path, Path, Path],
 ) -> None:
     """The real dpkg and maintainer scripts, in a mount namespace whose /etc, /usr, /opt and
     /var are throwaway overlays (tests/deb_sandbox.sh): the machine itself is not changed."""
-    if shutil.which("unshare") is None or os.geteuid() != 0:
-        pytest.skip("needs root and unshare (util-linux)")
-    sandbox = REPO / "tests/deb_sandbox.sh"
-    done = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", str(sandbox), str(package[0])],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if done.returncode == 77:
-        pytest.skip(done.stderr.strip())
-    assert done.returncode == 0, done.stderr[-2000:]
-    facts = dict(line.split(": ", 1) for line in done.stdout.splitlines())
-    user = "homehub:/var/lib/homehub:/usr/sbin/nologin"
-    expected_installed = {
-        "/etc/homehub": "750 root homehub",
-        "/etc/homehub/keys": "700 homehub homehub",
-        "/etc/homehub/tls": "750 root homehub",
-        "/etc/homehub/homehub.toml": "640 root homehub",
-        "/opt/homehub/.venv/bin/homehub": "755 root root",
-        "user": user,
-        "enabled": "/lib/systemd/system/homehub.service",
-        "status": f"ii {VERSION}",
-        "version": VERSION,
-        "check-config": "/etc/homehub/homehub.toml: ok (1 device(s))",
-    }
-    assert {k: facts[f"installed {k}"] for k in expected_installed} == expected_installed
-    assert facts["upgraded config kept"] == "# provisioned"
-    # remove: the package's files go; configuration, keys, unsent readings and the user stay.
-    assert facts["removed /opt/homehub/.venv/bin/homehub"] == "absent"
-    assert facts["removed /etc/homehub/homehub.toml"] == "640 root homehub"
-    assert facts["removed /etc/homehub/keys"] == "700 homehub homehub"
-    assert facts["removed /var/lib/homehub/outbox.db"] != "absent"
+    facts = sandboxed("deb", package[0])
+    assert_lifecycle(facts)
+    assert facts["installed enabled"] == "/lib/systemd/system/homehub.service"
+    assert facts["installed status"] == f"ii {VERSION}"
     assert facts["removed status"] == f"rc {VERSION}"
-    # purge: configuration and data go too; the user stays (no later user inherits its uid).
-    for path in ("/etc/homehub", "/var/lib/homehub/outbox.db"):
-        assert facts[f"purged {path}"] == "absent"
-    assert facts["purged user"] == user
     assert facts["purged enabled"] == "no"
     assert facts["purged status"] == "none"
+
+
+@pytest.mark.slow
+def test_make_install_into_the_live_root_makes_user_and_directories() -> None:
+    """`make install` into / as root (sysusers, tmpfiles), in the same sandbox; it leaves the
+    unit disabled (the package enables it)."""
+    facts = sandboxed("make", REPO)
+    assert_lifecycle(facts)
+    assert facts["installed enabled"] == "no"
