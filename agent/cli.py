@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Final, NoReturn
 
 from agent.errors import ConfigError, DecodeError, HubError, LocalError, UsageError
+from agent.logs import scrub_text
 from agent.tech import doctor, provision
 from agent.tech import factory_reset as tech_factory_reset
 from agent.tech import status as tech_status
@@ -407,6 +408,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from agent import daemon  # after: a bad file is refused without loading the BLE stacks
 
     logs.configure(args.log_level)
+    logs.protect([cfg.patient.id])  # no telltale form: redacted wherever a line carries it
     return daemon.main(cfg)
 
 
@@ -436,10 +438,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f" (at byte {exc.offset})\n" if exc.offset is not None else "\n")
         return EXIT_BAD_INPUT
     except (ConfigError, UsageError, LocalError) as exc:
-        sys.stderr.write(f"homehub: {exc}\n")
+        sys.stderr.write(f"homehub: {scrub_text(str(exc))}\n")
         return EXIT_BAD_INPUT
     except HubError as exc:
-        sys.stderr.write(f"homehub: {type(exc).__name__}: {exc}\n")
+        sys.stderr.write(f"homehub: {type(exc).__name__}: {scrub_text(str(exc))}\n")
         return EXIT_FAILURE
 
 

@@ -222,6 +222,7 @@ class TestRanges:
         ranges = {f"{s}.{k}": (f.low, f.high) for s, k, f in NUMERIC}
         assert ranges == {
             "modem.baudrate": (1200, 4_000_000),
+            "indicator.offline_attention_s": (600.0, 604800.0),
             "ble.scan_timeout_s": (1.0, 300.0),
             "ble.connect_timeout_s": (1.0, 120.0),
             "ble.quiet_period_s": (0.5, 600.0),
