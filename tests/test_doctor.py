@@ -31,7 +31,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from dbus_fast import Variant
 from dbus_fast.aio import MessageBus
 
-from agent import cli
 from agent.ble.bluez_agent import bluez_call
 from agent.instance_lock import hold
 from agent.modem import state_file
@@ -44,7 +43,7 @@ from hil.pki import DevPki, _leaf
 from tests.dbus_bluez import BluezMock, PrivateBus, _stop, start_private_bus, start_template
 from tests.phi_canaries import DEVICE_ADDRESS, PATIENT_ID
 
-pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("restore_logging")]
+pytestmark = pytest.mark.timeout(60)
 
 HOMEHUB: Final = Path(sys.executable).with_name("homehub")
 REPO_UNIT: Final = Path(__file__).resolve().parents[1] / "systemd" / "homehub.service"
@@ -216,15 +215,29 @@ EXPECTED_PASS: Final = {
 }
 
 
-def _doctor(home: Home, config: Path) -> tuple[int, list[dict[str, Any]]]:
-    """``homehub doctor --json`` in its own process, as a technician runs it."""
-    done = subprocess.run(
-        [str(HOMEHUB), "doctor", "--config", str(config), "--json", "--unit", str(REPO_UNIT)],
+def _homehub(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``homehub ARGV`` in its own process, as a technician runs it (in-process, the command's
+    logging setup would outlive the test in the loggers it caches)."""
+    return subprocess.run(
+        [str(HOMEHUB), *argv],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": home.bus_address},
+        env={**os.environ, **(env or {})},
         check=False,
+    )
+
+
+def _doctor(home: Home, config: Path) -> tuple[int, list[dict[str, Any]]]:
+    """``homehub doctor --json`` on the virtual home's system bus."""
+    done = _homehub(
+        "doctor",
+        "--config",
+        str(config),
+        "--json",
+        "--unit",
+        str(REPO_UNIT),
+        env={"DBUS_SYSTEM_BUS_ADDRESS": home.bus_address},
     )
     assert done.stderr == ""
     return done.returncode, json.loads(done.stdout)
@@ -264,25 +277,16 @@ async def test_all_pass_then_one_failure_through_the_command(home: Home) -> None
     assert code == 1
 
 
-async def test_table_output(
-    home: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_table_output(home: Home) -> None:
     """Without --json: a table with a line per check and the summary."""
-    monkeypatch.setenv("COLUMNS", "300")  # one line a check: rich folds at 80 on a pipe
     config = home.config(key_file=str(home.root / "missing.key"))
-    code = await _in_thread(["doctor", "--config", str(config), "--unit", str(REPO_UNIT)])
-    out = capsys.readouterr().out
-    assert code == 2  # the key, and the TLS probe that cannot load it
-    assert "homehub doctor" in out
-    assert "2 failed, 2 skipped, 17 checks" in out
-    assert "homehub provision" in out
-
-
-async def _in_thread(argv: list[str]) -> int:
-    """``cli.main`` runs its own event loop: call it off this test's loop."""
-    import asyncio
-
-    return await asyncio.to_thread(cli.main, argv)
+    done = _homehub(
+        "doctor", "--config", str(config), "--unit", str(REPO_UNIT), env={"COLUMNS": "300"}
+    )
+    assert done.returncode == 2  # the key, and the TLS probe that cannot load it
+    assert "homehub doctor" in done.stdout
+    assert "2 failed, 2 skipped, 17 checks" in done.stdout
+    assert "homehub provision" in done.stdout  # COLUMNS: one line a check, nothing folded
 
 
 # ---------------------------------------------------------------------------
@@ -641,16 +645,14 @@ async def test_modem_while_the_daemon_runs(home: Home, modem: EmulatedModem) -> 
 # ---------------------------------------------------------------------------
 
 
-def test_bad_configuration_skips_what_needs_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_bad_configuration_skips_what_needs_it(tmp_path: Path) -> None:
     """One failure with the loader's message; the unit is still rated; without
     systemd-analyze that check is skipped with the reason."""
     bad = tmp_path / "homehub.toml"
     bad.write_text('[hub]\nid = "Hub_1"\n')
-    code = cli.main(["doctor", "--config", str(bad), "--json", "--unit", str(REPO_UNIT)])
-    rows = json.loads(capsys.readouterr().out)
-    assert code == 1
+    done = _homehub("doctor", "--config", str(bad), "--json", "--unit", str(REPO_UNIT))
+    rows = json.loads(done.stdout)
+    assert done.returncode == 1
     assert rows[0]["check"] == "configuration"
     assert rows[0]["result"] == "fail"
     assert rows[0]["finding"].startswith(f"{bad}:2: key 'hub.id': ")
@@ -669,10 +671,9 @@ def test_bad_configuration_skips_what_needs_it(
     }
     empty = tmp_path / "bin"
     empty.mkdir()
-    monkeypatch.setenv("PATH", str(empty))
-    assert cli.main(["doctor", "--config", str(bad), "--json"]) == 1
-    rows = json.loads(capsys.readouterr().out)
-    assert rows[-1] == {
+    done = _homehub("doctor", "--config", str(bad), "--json", env={"PATH": str(empty)})
+    assert done.returncode == 1
+    assert json.loads(done.stdout)[-1] == {
         "check": "unit hardening",
         "result": "skip",
         "finding": "systemd-analyze is not installed (package systemd)",

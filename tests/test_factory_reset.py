@@ -11,13 +11,15 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
-from agent import cli, cose, keys
+from agent import cose, keys
 from agent.daemon import open_outbox
 from agent.errors import IntegrityError, KeyMaterialError
 from agent.keys.pkcs11_provider import Pkcs11KeyProvider
@@ -31,11 +33,14 @@ PLAIN_PREFIX = bytes([len(KIND)]) + KIND
 """A record's plaintext is ``u8 len ‖ kind ‖ body``, sealed under ``record_aad(hub, seq,
 class)`` (agent/outbox.py)."""
 
-pytestmark = pytest.mark.skipif(
-    not keyhub.softhsm_available(), reason="softhsm2 missing: run `make system-deps`"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not keyhub.softhsm_available(), reason="softhsm2 missing: run `make system-deps`"
+    ),
+]
 
 READING = b"reading 128/82 canary-7f3c"
+HOMEHUB = Path(sys.executable).with_name("homehub")
 
 
 @pytest.fixture(params=keyhub.PROVIDERS)
@@ -59,6 +64,28 @@ def hub(request: pytest.FixtureRequest, tmp_path: Path) -> keyhub.Hub:
     finally:
         provider.close()
     return hub
+
+
+def reset(
+    config: Path, *args: str, yes: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``homehub factory-reset`` in its own process, as a technician runs it (in-process, the
+    command's logging setup would outlive the test in the loggers it caches)."""
+    return subprocess.run(
+        [
+            str(HOMEHUB),
+            "factory-reset",
+            "--config",
+            str(config),
+            *(["--yes"] if yes else []),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
 
 
 def _copy(hub: keyhub.Hub, dest: Path) -> tuple[Path, Path]:
@@ -116,20 +143,27 @@ def test_reset_makes_old_records_unreadable(
     hub: keyhub.Hub,
     tmp_path: Path,
     opened: list[KeyProvider],
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """After factory-reset the copied key file no longer unwraps and no key opens a record."""
     db, key = _copy(hub, tmp_path / "copy")
-    assert cli.main(["factory-reset", "--config", str(hub.config_file), "--yes"]) == 0
-    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    done = reset(hub.config_file, "--json")
+    assert done.returncode == 0
+    report = json.loads(done.stdout)
+    removed = report.pop("removed")
     assert report == {
         "provider": hub.cfg.keys.provider,
         "data_key_destroyed": True,
         "kek_destroyed": True,
         "kek_note": "destroyed",
         "outbox_files_removed": report["outbox_files_removed"],
+        "nothing_left": False,
     }
     assert report["outbox_files_removed"] >= 1
+    assert [(r["what"], r["result"]) for r in removed[:3]] == [
+        ("data key", "destroyed"),
+        ("outbox (readings, sync state)", f"removed ({report['outbox_files_removed']} files)"),
+        ("KEK", "destroyed"),
+    ]
     assert not hub.cfg.outbox.key_file.exists()
     assert not hub.cfg.outbox.path.exists()
     provider = _provider(hub, opened)
@@ -163,7 +197,7 @@ def test_reset_makes_old_records_unreadable(
 def test_hub_starts_fresh_after_reset(hub: keyhub.Hub) -> None:
     """After a reset the next start creates a new KEK, data key and an empty outbox."""
     old = hub.cfg.outbox.key_file.read_bytes()
-    assert cli.main(["factory-reset", "--config", str(hub.config_file), "--yes"]) == 0
+    assert reset(hub.config_file).returncode == 0
     outbox, _signer = open_outbox(hub.cfg)
     try:
         counts = outbox.counts()
@@ -174,28 +208,42 @@ def test_hub_starts_fresh_after_reset(hub: keyhub.Hub) -> None:
     assert hub.cfg.outbox.key_file.read_bytes()[10:] != old[10:]
 
 
-def test_reset_needs_yes(hub: keyhub.Hub, capsys: pytest.CaptureFixture[str]) -> None:
+def test_reset_needs_yes(hub: keyhub.Hub) -> None:
     """Without --yes nothing is destroyed and the exit code is 2 (bad input)."""
     before = hub.cfg.outbox.key_file.read_bytes()
-    assert cli.main(["factory-reset", "--config", str(hub.config_file)]) == 2
-    assert "--yes: required" in capsys.readouterr().err
+    done = reset(hub.config_file, yes=False)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "homehub: --yes: required: a factory reset makes every stored reading unreadable\n"
+    )
     assert hub.cfg.outbox.key_file.read_bytes() == before
     assert hub.cfg.outbox.path.exists()
 
 
-def test_reset_is_idempotent(hub: keyhub.Hub, capsys: pytest.CaptureFixture[str]) -> None:
+def test_reset_is_idempotent(hub: keyhub.Hub) -> None:
     """A second reset finds nothing left to destroy and still succeeds."""
-    assert cli.main(["factory-reset", "--config", str(hub.config_file), "--yes"]) == 0
-    capsys.readouterr()
-    assert cli.main(["factory-reset", "--config", str(hub.config_file), "--yes"]) == 0
-    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    first = reset(hub.config_file)
+    assert first.returncode == 0
+    assert "nothing left: the hub was already reset" not in first.stdout
+    again = reset(hub.config_file, "--json")
+    assert again.returncode == 0
+    report = json.loads(again.stdout)
+    removed = report.pop("removed")
     assert report == {
         "provider": hub.cfg.keys.provider,
         "data_key_destroyed": False,
         "kek_destroyed": False,
         "kek_note": "none found",
         "outbox_files_removed": 0,
+        "nothing_left": True,
     }
+    assert {r["result"] for r in removed} == {
+        "nothing left",
+        "kept: the hub's, not the patient's (--depot destroys it)",
+    }
+    third = reset(hub.config_file)
+    assert third.returncode == 0
+    assert "nothing left: the hub was already reset" in third.stdout
 
 
 def test_daemon_signs_through_the_provider(hub: keyhub.Hub, opened: list[KeyProvider]) -> None:
@@ -230,7 +278,7 @@ def test_destroy_overwrites_in_place_before_unlinking(tmp_path: Path) -> None:
 
 
 def test_reset_with_an_unreachable_token_still_erases_the_data_key(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
 ) -> None:
     """Token refused (wrong PIN): exit 1, yet the data key file and the outbox are gone."""
     hub = keyhub.make_hub(tmp_path / "hub", "pkcs11")
@@ -242,8 +290,9 @@ def test_reset_with_an_unreachable_token_still_erases_the_data_key(
         hub.cfg.outbox.path.write_bytes(b"")
         assert hub.token is not None
         hub.token.pin_file.write_text("wrong-pin\n")
-        assert cli.main(["factory-reset", "--config", str(hub.config_file), "--yes"]) == 1
-        assert "cannot log in: PKCS#11 PinIncorrect" in capsys.readouterr().err
+        done = reset(hub.config_file)
+        assert done.returncode == 1
+        assert "cannot log in: PKCS#11 PinIncorrect" in done.stderr
         assert not hub.cfg.outbox.key_file.exists()
         assert not hub.cfg.outbox.path.exists()
         assert provider.has_kek()  # left in the token: the report says the reset failed
