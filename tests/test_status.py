@@ -245,3 +245,87 @@ def test_no_outbox_yet_is_one_line(
     err = capsys.readouterr().err
     assert 1 == err.count("\n")
     assert "no outbox at this path" in err
+
+
+def _stopped_hub(tmp_path: Path, pki: DevPki) -> Path:
+    """A hub that ran once (its outbox exists) and is stopped."""
+    config_path = _hub_config(tmp_path, pki, 1)
+    from agent.daemon import open_outbox
+
+    outbox, _signer = open_outbox(config.load(config_path))
+    outbox.close()
+    return config_path
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_watch_shows_the_table_each_refresh_and_an_error_as_one_line(
+    tmp_path: Path, dev_pki: DevPki, terminal: bool
+) -> None:
+    """The live view (rich.live.Live on a terminal, one table after the other elsewhere)
+    re-reads each refresh; a report that cannot be read (here: the outbox gone) is shown as
+    its one line and the watch goes on."""
+    import io
+    import threading
+
+    from agent.tech.status import watch
+
+    cfg = config.load(_stopped_hub(tmp_path, dev_pki))
+    reads: list[dict[str, Any]] = []
+    calls = 0
+    away = cfg.outbox.path.with_suffix(".away")
+
+    def read() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            cfg.outbox.path.rename(away)
+        elif calls == 3:
+            away.rename(cfg.outbox.path)
+        report = status(cfg)  # raises on the second read: no outbox at its path
+        reads.append(report)
+        return report
+
+    out = io.StringIO()
+    shown = watch(
+        cfg,
+        read,
+        as_json=False,
+        interval_s=0.01,
+        frames=3,
+        stop=threading.Event(),
+        out=out,
+        terminal=terminal,
+    )
+    text = out.getvalue()
+    assert 3 == shown
+    assert 2 == len(reads)  # the first and the third: the second raised
+    assert "homehub status: StorageUnusableError" in text
+    assert "no outbox at this path" in text
+    assert text.count("daemon not running") >= 2  # the frames before and after the error
+    assert ("\x1b[" in text) is terminal  # redrawn in place only on a terminal
+    assert DEVICE_CONFIG.address not in text
+
+
+def test_ctrl_c_ends_a_watch_with_exit_status_0(tmp_path: Path, dev_pki: DevPki) -> None:
+    """The installed ``homehub`` command, as a technician runs it: ``--watch --json`` prints
+    a line per refresh until Ctrl-C (SIGINT), then exits 0."""
+    import signal
+    import subprocess
+    import sys
+
+    config_path = _stopped_hub(tmp_path, dev_pki)
+    homehub = Path(sys.executable).with_name("homehub")
+    with subprocess.Popen(
+        [str(homehub), "status", "--config", str(config_path), "--json", "--watch"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())  # a refresh was shown: it is watching
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=T)
+    assert (0, "") == (proc.returncode, err)
+    assert "not_running" == first["uplink"]["state"]
+    assert all(json.loads(line)["hub"] == first["hub"] for line in rest.splitlines())

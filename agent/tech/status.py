@@ -115,11 +115,13 @@ def watch(
     frames: int | None,
     stop: threading.Event,
     out: TextIO,
+    terminal: bool | None = None,
 ) -> int:
     """Show ``read()`` every ``interval_s`` until ``stop`` is set or ``frames`` refreshes were
     shown (Ctrl-C raises KeyboardInterrupt through it); returns how many were. A report that
     cannot be read (the outbox being replaced, a disk error) is shown as that error's one
-    line, and the watch goes on."""
+    line, and the watch goes on. On a terminal (``terminal`` None: whether ``out`` is one)
+    the table is redrawn in place; elsewhere (a pipe, a file) each refresh follows the last."""
     shown = 0
 
     def frame() -> Any:
@@ -137,7 +139,16 @@ def watch(
                 break
             stop.wait(interval_s)
         return shown
-    console = Console(file=out)
+    console = Console(file=out, force_terminal=terminal)
+    if not console.is_terminal:  # nothing to redraw in place: one table after the other
+        while not stop.is_set():
+            console.print(render(frame()))
+            out.flush()
+            shown += 1
+            if frames is not None and shown >= frames:
+                break
+            stop.wait(interval_s)
+        return shown
     with Live(console=console, auto_refresh=False, transient=False) as live:
         while not stop.is_set():
             live.update(render(frame()), refresh=True)
