@@ -36,6 +36,11 @@ Four named tasks (five with a platform) run in one :class:`asyncio.TaskGroup`; s
     events (storage critical, battery low, clock unsynced, security, outbox quarantined) and
     the dictionaries the platform announced.
 
+Beside them, small tasks report: ``hub.notify`` (systemd's READY, STATUS, WATCHDOG),
+``hub.state`` with ``hub.uplink_watch`` (``<state_dir>/hub_state.json`` for ``homehub status``,
+agent/hub_state.py), ``hub.indicator`` (the patient's status light, agent/indicator/) and,
+with a modem, ``hub.modem`` and ``hub.modem_state``.
+
 Stopping (SIGTERM, SIGINT) is ordered and bounded, well within the unit's stop timeout:
 collecting stops (sessions end, disconnect and hand on what they received), everything
 received is stored and committed, in-flight publishes get a moment for their PUBACK and the
