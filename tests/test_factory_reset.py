@@ -7,26 +7,40 @@ gone) and the copied records open under no key the hub can make.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import secrets
 import shutil
 import sqlite3
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Final
 
 import pytest
+from bumble.keys import PairingKeys
 from structlog.testing import capture_logs
 
-from agent import cose, keys
+from agent import config, cose, keys
+from agent.ble.bumble_host import DEFAULT_STATIC_ADDRESS, PrivateJsonKeyStore
+from agent.ble.stack import BONDS_FILE
 from agent.daemon import open_outbox
-from agent.errors import IntegrityError, KeyMaterialError
+from agent.errors import ConfigError, IntegrityError, KeyMaterialError
+from agent.instance_lock import LOCK_FILE
 from agent.keys.pkcs11_provider import Pkcs11KeyProvider
 from agent.keys.provider import KeyProvider
+from agent.modem import state_file
+from agent.modem.status import ModemStatus
 from agent.outbox import Outbox
 from agent.sealing import DataKey, Sealer, load_data_key, record_aad
-from tests import keyhub
+from tests import keyhub, phi_canaries
+from tests.dbus_bluez import BluezMock
+from tests.phi_canaries import DEVICE_ADDRESS, PATIENT_ID
+from tests.test_bluez_agent import bluez, system_bus  # noqa: F401 - fixtures
 
 KIND = b"observation"
 PLAIN_PREFIX = bytes([len(KIND)]) + KIND
@@ -298,3 +312,181 @@ def test_reset_with_an_unreachable_token_still_erases_the_data_key(
         assert provider.has_kek()  # left in the token: the report says the reset failed
     finally:
         provider.close()
+
+
+# ---------------------------------------------------------------------------
+# Everything of the patient's: bonds, state files, patient and allow-list
+# ---------------------------------------------------------------------------
+
+ADDRESS_FORMS: Final = (
+    DEVICE_ADDRESS,
+    DEVICE_ADDRESS.replace(":", ""),
+    DEVICE_ADDRESS.replace(":", "_"),
+    DEVICE_ADDRESS.replace(":", "-"),
+)
+SYNC_MARK: Final = b"racp-mark canary-91d2"
+
+
+def _serve_patient(hub: keyhub.Hub, stack: str) -> None:
+    """The hub as a patient's: a device allow-listed (and named in a comment), its sync
+    state stored, a bond in Bumble's key store, the modem's figures written."""
+    with hub.config_file.open("a") as f:
+        f.write(
+            f'\n# the cuff of {PATIENT_ID}, {DEVICE_ADDRESS}\n[ble]\nstack = "{stack}"\n\n'
+            f'[[devices]]\nkind = "blood_pressure"\naddress = "{DEVICE_ADDRESS}"\nlabel = "cuff"\n'
+        )
+    outbox, _signer = open_outbox(hub.cfg)
+    try:
+        outbox.set_sync_state("cuff", "racp", SYNC_MARK)
+    finally:
+        outbox.close()
+    store = PrivateJsonKeyStore(hub.cfg.hub.state_dir / BONDS_FILE, DEFAULT_STATIC_ADDRESS)
+    ltk = PairingKeys.Key(value=secrets.token_bytes(16))
+    asyncio.run(store.update(DEVICE_ADDRESS, PairingKeys(ltk=ltk)))
+    phi_canaries.plant(f"bond key of {hub.root}", ltk.value.hex())
+    state_file.write(
+        hub.cfg.hub.state_dir / state_file.STATE_FILE,
+        ModemStatus(sim="ready", registration="home"),
+        datetime.now(UTC),
+    )
+
+
+def _canaries_in(paths: list[Path]) -> list[str]:
+    """Every (file, canary) where a readable file holds a reading, the patient id, the
+    device's address (any spelling) or the sync mark."""
+    canaries = [READING, SYNC_MARK, PATIENT_ID.encode()] + [a.encode() for a in ADDRESS_FORMS]
+    found = []
+    for top in paths:
+        files = [top] if top.is_file() else [p for p in top.rglob("*") if p.is_file()]
+        for path in files:
+            data = path.read_bytes().lower()
+            found += [f"{path}: {c!r}" for c in canaries if c.lower() in data]
+    return found
+
+
+def test_reset_leaves_nothing_readable(hub: keyhub.Hub, tmp_path: Path) -> None:
+    """A hub that stored readings and bonded a device: after the reset no file of the state
+    directory, the key directories or the configuration holds any of the patient's data, the
+    outbox is gone, a copy of the data key no longer unwraps, and the daemon would refuse
+    the configuration until the hub is provisioned again."""
+    _serve_patient(hub, "bumble:tcp-client:127.0.0.1:9")
+    places = [hub.root / "state", hub.root / "keys", hub.root / "kek", hub.config_file]
+    assert len(_canaries_in(places)) >= 3  # control: they are there before
+    _db, key = _copy(hub, tmp_path / "copy")
+
+    done = reset(hub.config_file, "--json")
+    assert done.returncode == 0, done.stderr
+    for text in (done.stdout, done.stderr):
+        assert PATIENT_ID not in text
+        assert not any(form in text for form in ADDRESS_FORMS)
+    removed = {
+        (r["what"], Path(r["where"]).name): r["result"] for r in json.loads(done.stdout)["removed"]
+    }
+    assert removed[("bonds (Bumble key store)", BONDS_FILE)] == "removed"
+    assert removed[("state file", state_file.STATE_FILE)] == "removed"
+    assert removed[("configuration: patient and allow-list", "homehub.toml")] == "removed"
+
+    assert _canaries_in(places) == []
+    assert [p.name for p in (hub.root / "state").iterdir()] == [LOCK_FILE]
+    assert not hub.cfg.outbox.path.exists()
+    provider = keys.open_provider(hub.cfg)
+    try:
+        with pytest.raises(KeyMaterialError):
+            load_data_key(key, provider)
+    finally:
+        provider.close()
+    with pytest.raises(ConfigError) as refused:
+        config.load(hub.config_file)
+    assert refused.value.key == "patient.id"
+    kept = tomllib.loads(hub.config_file.read_text())
+    assert kept["mqtt"]["host"] == "127.0.0.1"
+    assert "devices" not in kept
+
+    again = reset(hub.config_file, "--json")
+    assert again.returncode == 0
+    assert json.loads(again.stdout)["nothing_left"] is True
+
+
+def _hold_lock(state_dir: Path) -> subprocess.Popen[str]:
+    """Another process holding the hub's lock as ``homehub run`` does; it says "held" once it
+    holds it and lets go when its stdin closes."""
+    code = (
+        "import sys; from pathlib import Path; from agent.instance_lock import hold\n"
+        "with hold(Path(sys.argv[1])):\n"
+        "    print('held', flush=True); sys.stdin.read()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(state_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline() == "held\n"
+    return holder
+
+
+def test_reset_refused_while_the_daemon_runs(tmp_path: Path) -> None:
+    """The lock held by another process: exit 2 naming it, nothing touched; once it is gone
+    the reset runs."""
+    hub = keyhub.make_hub(tmp_path / "hub", "file")
+    outbox, _signer = open_outbox(hub.cfg)
+    outbox.close()
+    before = hub.config_file.read_bytes()
+    holder = _hold_lock(hub.cfg.hub.state_dir)
+    try:
+        done = reset(hub.config_file)
+        assert done.returncode == 2
+        assert done.stderr == (
+            f"homehub: {hub.cfg.hub.state_dir / LOCK_FILE}: held by pid {holder.pid}: the homehub"
+            " daemon is running (stop it first: systemctl stop homehub)\n"
+        )
+        assert hub.cfg.outbox.key_file.exists()
+        assert hub.cfg.outbox.path.exists()
+        assert hub.config_file.read_bytes() == before
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=10)
+    assert reset(hub.config_file).returncode == 0
+    assert not hub.cfg.outbox.key_file.exists()
+
+
+def test_depot_reset_destroys_the_identity(tmp_path: Path) -> None:
+    """--depot: the signing key, the TLS key and certificate go too; without it they stay."""
+    hub = keyhub.make_hub(tmp_path / "hub", "file")
+    secrets_dir = hub.root / "secrets"
+    for name in ("hub.key", "hub.pem"):
+        (secrets_dir / name).write_text("placeholder\n")
+        (secrets_dir / name).chmod(0o600)
+    assert reset(hub.config_file).returncode == 0
+    assert (secrets_dir / "hub-signing.pem").exists()
+    done = reset(hub.config_file, "--depot", "--json")
+    assert done.returncode == 0
+    results = {r["what"]: r["result"] for r in json.loads(done.stdout)["removed"]}
+    assert results["signing key"] == "destroyed"
+    assert results["TLS client key"] == "destroyed"
+    assert results["TLS client certificate"] == "removed"
+    assert sorted(p.name for p in secrets_dir.iterdir()) == []
+
+
+async def test_reset_removes_the_bluez_bonds(bluez: BluezMock, tmp_path: Path) -> None:  # noqa: F811
+    """On BlueZ the allow-listed devices are removed from the adapter, bond and all."""
+    hub = keyhub.make_hub(tmp_path / "hub", "file")
+    with hub.config_file.open("a") as f:
+        f.write(
+            f'\n[ble]\nstack = "bluez"\n\n[[devices]]\nkind = "glucose"\n'
+            f'address = "{DEVICE_ADDRESS}"\nlabel = "meter"\n'
+        )
+    path = await bluez.add_device(DEVICE_ADDRESS, "Glucometer")
+    await bluez.call(path, "org.bluez.Device1", "Pair")
+    assert (await bluez.properties(path))["Paired"] is True
+    done = await asyncio.to_thread(
+        reset, hub.config_file, "--json", env={"DBUS_SYSTEM_BUS_ADDRESS": bluez.bus_address}
+    )
+    assert done.returncode == 0, done.stderr
+    results = {r["what"]: r["result"] for r in json.loads(done.stdout)["removed"]}
+    assert results["bonds (BlueZ)"] == "removed (1 devices)"
+    assert await bluez.method_calls("/org/bluez/hci0", "RemoveDevice") == [[path]]
+    (objects,) = await bluez.call("/", "org.freedesktop.DBus.ObjectManager", "GetManagedObjects")
+    assert path not in objects
