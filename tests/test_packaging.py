@@ -25,6 +25,8 @@ from typing import Final
 
 import pytest
 
+from tests import phi_canaries
+
 REPO: Final = Path(__file__).resolve().parents[1]
 VERSION: Final = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 VENV: Final = Path("opt/homehub/.venv")
@@ -71,6 +73,8 @@ def make(*args: str) -> str:
         timeout=MAKE_TIMEOUT_S,
         check=False,
     )
+    phi_canaries.record_output(f"make {args[0]} stdout", done.stdout)
+    phi_canaries.record_output(f"make {args[0]} stderr", done.stderr)
     if done.returncode != 0:
         pytest.fail(f"make {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
     return done.stdout
@@ -104,7 +108,7 @@ def run_installed(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     names /opt/homehub, which a throwaway root is not); run outside the repository, so
     nothing is imported from the working tree."""
     venv = root / VENV
-    return subprocess.run(
+    done = subprocess.run(
         [str(venv / "bin/python"), str(venv / "bin/homehub"), *args],
         cwd=root,
         capture_output=True,
@@ -112,6 +116,8 @@ def run_installed(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+    phi_canaries.record_output(f"installed homehub {args[0]}", done.stdout + done.stderr)
+    return done
 
 
 @pytest.mark.slow
@@ -449,6 +455,7 @@ def sandboxed(mode: str, what: Path) -> dict[str, str]:
         timeout=MAKE_TIMEOUT_S,
         check=False,
     )
+    phi_canaries.record_output(f"sandbox {mode}", done.stdout + done.stderr)
     if done.returncode == 77:
         pytest.skip(done.stderr.strip())
     assert done.returncode == 0, done.stderr[-2000:]
