@@ -662,7 +662,10 @@ class Hub:
         while True:
             await uplink.connected.wait()
             self._uplink_changed(online=True)
-            await uplink.wait_until(lambda _stats: not uplink.connected.is_set())
+            # The connection's end (no cost per message, unlike wait_until's wake-ups) ...
+            await uplink.disconnected_or_reconnected()
+            if uplink.connected.is_set():  # ... and, were it not yet marked, its marking
+                await uplink.wait_until(lambda _stats: not uplink.connected.is_set())
             self._uplink_changed(online=False)
 
     def _uplink_changed(self, *, online: bool) -> None:
