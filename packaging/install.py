@@ -159,20 +159,10 @@ def _drop_direct_url(venv: Path) -> None:
         direct_url.unlink()
 
 
-def _build_venv(
-    root: Path, python: Path, pip_python: Path, wheelhouse: Path, project_wheel: Path
+def _make_venv(
+    staging: Path, python: Path, pip_python: Path, wheelhouse: Path, project_wheel: Path
 ) -> None:
-    """Build the product venv for ``/opt/homehub/.venv`` inside ``root`` (skip if unchanged)."""
-    final = _under(root, FINAL_VENV)
-    wheels = _wheels(wheelhouse, project_wheel)
-    fingerprint = _fingerprint(wheels, python)
-    mark = final / FINGERPRINT_FILE
-    if mark.is_file() and mark.read_text().strip() == fingerprint:
-        _say(f"{FINAL_VENV} is up to date")
-        return
-    staging = final.with_name(".venv.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.parent.mkdir(parents=True, exist_ok=True)
+    """Create the venv at ``staging``, naming ``FINAL_VENV`` wherever it names itself."""
     # No pip inside: the hub never installs anything itself; upgrades come as a package.
     subprocess.run([str(python), "-m", "venv", "--without-pip", str(staging)], check=True)
     subprocess.run(
@@ -219,14 +209,57 @@ def _build_venv(
         check=True,
         stdout=subprocess.DEVNULL,
     )
-    (staging / FINGERPRINT_FILE).write_text(fingerprint + "\n")
+
+
+def _store(venv: Path, cache: Path, fingerprint: str) -> None:
+    """Keep a copy of the venv as the cache's only entry (one venv is ~100 MB)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = cache / f".{fingerprint}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(venv, partial, symlinks=True)
+    for entry in cache.iterdir():
+        if entry != partial:
+            shutil.rmtree(entry, ignore_errors=True)
+    partial.rename(cache / fingerprint)
+
+
+def _build_venv(
+    root: Path,
+    python: Path,
+    pip_python: Path,
+    wheelhouse: Path,
+    project_wheel: Path,
+    cache: Path | None,
+) -> None:
+    """Build the product venv for ``/opt/homehub/.venv`` inside ``root`` (skip if unchanged)."""
+    final = _under(root, FINAL_VENV)
+    wheels = _wheels(wheelhouse, project_wheel)
+    fingerprint = _fingerprint(wheels, python)
+    mark = final / FINGERPRINT_FILE
+    if mark.is_file() and mark.read_text().strip() == fingerprint:
+        _say(f"{FINAL_VENV} is up to date")
+        return
+    staging = final.with_name(".venv.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    cached = cache / fingerprint if cache is not None else None
+    if cached is not None and (cached / FINGERPRINT_FILE).is_file():
+        # Built for the final paths, a venv is the same wherever it is staged: a copy
+        # (mtimes kept, so the .pyc files stay valid) instead of a rebuild.
+        shutil.copytree(cached, staging, symlinks=True)
+        _say(f"{FINAL_VENV}: a copy of the one built last ({cache})")
+    else:
+        _make_venv(staging, python, pip_python, wheelhouse, project_wheel)
+        (staging / FINGERPRINT_FILE).write_text(fingerprint + "\n")
+        if cache is not None:
+            _store(staging, cache, fingerprint)
     old = final.with_name(".venv.old")
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         final.rename(old)
     staging.rename(final)
     shutil.rmtree(old, ignore_errors=True)
-    _say(f"built {FINAL_VENV}")
+    _say(f"{FINAL_VENV} in place")
 
 
 def _link_command(root: Path) -> None:
@@ -253,7 +286,7 @@ def _systemd_running() -> bool:
 def install(args: argparse.Namespace) -> None:
     root = Path(args.destdir or "/").absolute()  # pip records absolute paths
     os.umask(0o022)
-    _build_venv(root, args.python, args.pip_python, args.wheelhouse, args.wheel)
+    _build_venv(root, args.python, args.pip_python, args.wheelhouse, args.wheel, args.venv_cache)
     _link_command(root)
     for item in FILES:
         _copy_if_changed(item, root)
@@ -320,6 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     inst.add_argument("--wheelhouse", type=Path, required=True, help="the pinned dependencies")
     inst.add_argument("--wheel", type=Path, required=True, help="homehub's own wheel")
+    inst.add_argument(
+        "--venv-cache",
+        type=Path,
+        default=None,
+        help="a directory keeping the last venv built, copied when its inputs are unchanged",
+    )
     inst.add_argument(
         "--no-config",
         dest="config",
