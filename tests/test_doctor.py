@@ -17,7 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,16 +31,22 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from dbus_fast import Variant
 from dbus_fast.aio import MessageBus
 
+from agent import config, keys
 from agent.ble.bluez_agent import bluez_call
 from agent.instance_lock import hold
+from agent.keys.pkcs11_provider import Pkcs11KeyProvider
 from agent.modem import state_file
+from agent.modem.modemmanager import ModemLock, RegistrationState
+from agent.modem.modemmanager import ModemState as MmState
 from agent.modem.status import ModemStatus
 from agent.tech.doctor import run_checks
 from agent.tech.doctor_report import CheckResult, Outcome, exit_code
 from hil.broker import Broker
 from hil.emulators.modem import EmulatedModem, Registration
 from hil.pki import DevPki, _leaf
+from tests import keyhub
 from tests.dbus_bluez import BluezMock, PrivateBus, _stop, start_private_bus, start_template
+from tests.dbus_modemmanager import ModemManagerMock, ModemSpec
 from tests.phi_canaries import DEVICE_ADDRESS, PATIENT_ID
 
 pytestmark = pytest.mark.timeout(60)
@@ -82,6 +88,7 @@ class Home:
             "cert_file": str(self.pki.hub_cert),
             "key_file": str(self.root / "tls" / "hub.key"),
             "modem": 'backend = "none"',
+            "keys": f'provider = "file"\nkek_file = "{self.root / "kek" / "kek.bin"}"',
             **self.settings,
             **changes,
         }
@@ -110,8 +117,7 @@ quota_bytes = {s["quota"]}
 key_file = "{self.root / "keys" / "hub-signing.pem"}"
 
 [keys]
-provider = "file"
-kek_file = "{self.root / "kek" / "kek.bin"}"
+{s["keys"]}
 
 [mqtt]
 host = "{s["host"]}"
@@ -678,4 +684,136 @@ def test_bad_configuration_skips_what_needs_it(tmp_path: Path) -> None:
         "result": "skip",
         "finding": "systemd-analyze is not installed (package systemd)",
         "fix": None,
+    }
+
+
+# ---------------------------------------------------------------------------
+# A PKCS#11 token, ModemManager, small and read-only filesystems
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not keyhub.softhsm_available(), reason="softhsm2 missing")
+async def test_pkcs11_token(home: Home) -> None:
+    """The token opens but holds no signing key; then it does; then the PIN is wrong."""
+    token = keyhub.init_token(home.root / "keys")
+    settings = (
+        f'provider = "pkcs11"\npkcs11_module = "{keyhub.SOFTHSM_MODULE}"\n'
+        f'pkcs11_token = "{token.label}"\npkcs11_pin_file = "{token.pin_file}"'
+    )
+    results = await home.check(keys=settings)
+    assert failures(results) == {
+        "key provider (pkcs11)": (
+            "the token holds no signing key",
+            "homehub provision (it creates the hub's keys and certificate)",
+        )
+    }
+    assert results["key file: signing key"].outcome is Outcome.SKIP
+    assert results["key file: token PIN"].outcome is Outcome.PASS
+
+    provider = keys.open_provider(config.load(home.config(keys=settings)))
+    try:
+        assert isinstance(provider, Pkcs11KeyProvider)
+        provider.generate_signing_key()
+    finally:
+        provider.close()
+    results = await home.check(keys=settings)
+    assert failures(results) == {}
+    assert results["key provider (pkcs11)"].finding == (
+        f"token {token.label!r} opened, no KEK yet (made at the daemon's first start),"
+        " signing key present"
+    )
+
+    token.pin_file.write_text("wrong-pin\n")
+    results = await home.check(keys=settings)
+    finding, fix = failures(results)["key provider (pkcs11)"]
+    assert set(failures(results)) == {"key provider (pkcs11)"}
+    assert "cannot log in: PKCS#11 PinIncorrect" in finding
+    assert fix == (
+        "check [keys] pkcs11_module, pkcs11_token and the PIN file (softhsm2-util"
+        " --show-slots, or the TPM's tools)"
+    )
+
+
+async def test_modemmanager(home: Home, tmp_path: Path) -> None:
+    """Not running: says so; running with a PIN-locked SIM: the SIM check fails with where
+    the PIN goes."""
+    results = await home.check(modem='backend = "modemmanager"')
+    finding, fix = failures(results)["modem and SIM"]
+    assert set(failures(results)) == {"modem and SIM"}
+    assert finding == "modem: ModemManager find_modem: ModemManager is not running"
+    assert fix == "systemctl start ModemManager; mmcli -L lists the modems it sees"
+
+    mm = await ModemManagerMock.start(home.bus_address, tmp_path / "mm-mock.log")
+    try:
+        await mm.add_modem(
+            ModemSpec(
+                imei="860000000000025",
+                iccid="8988000000000000024",
+                state=MmState.LOCKED,
+                lock=ModemLock.SIM_PIN,
+                registration=RegistrationState.IDLE,
+            )
+        )
+        results = await home.check(modem='backend = "modemmanager"')
+    finally:
+        await mm.stop()
+    assert failures(results) == {
+        "modem and SIM": (
+            "the SIM asks for its PIN (from ModemManager)",
+            "set [modem] pin_file to a file (mode 0600) holding the SIM's PIN",
+        )
+    }
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """Mount a 1 MiB tmpfs (read-only when asked) on a new directory; skipped where this
+    user may not mount. Every mount is undone after the test."""
+    mounted: list[Path] = []
+
+    def mount(name: str, *, read_only: bool = False) -> Path:
+        where = tmp_path / name
+        where.mkdir()
+        options = "size=1m,mode=0700" + (",ro" if read_only else "")
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.skip("cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", str(where)], timeout=10, check=True)
+
+
+async def test_disk_too_small_for_the_quota(home: Home, tiny_fs: Callable[..., Path]) -> None:
+    """The outbox on a 1 MiB filesystem with a 64 MiB quota."""
+    small = tiny_fs("small")
+    results = await home.check(outbox=str(small / "outbox.db"))
+    assert failures(results) == {
+        "disk space": (
+            f"1 MiB free on the filesystem of {small}; the outbox may grow by 64 MiB to its"
+            " quota (64 MiB)",
+            f"free space on the filesystem of {small}, or lower [outbox] quota_bytes below"
+            f" {1024 * 1024}",
+        )
+    }
+
+
+async def test_read_only_state_directory(home: Home, tiny_fs: Callable[..., Path]) -> None:
+    """A state directory on a read-only filesystem (what a failing SD card becomes)."""
+    state = tiny_fs("ro-state", read_only=True)
+    results = await home.check(state_dir=str(state))
+    assert failures(results) == {
+        "state directory": (
+            f"{state} is not writable (Read-only file system; the daemon waits, retrying"
+            " every 5 s)",
+            f"chown homehub: {state}; chmod 700 {state}; if the filesystem is read-only"
+            f" (findmnt -T {state}), remount it read-write or replace the SD card",
+        )
     }

@@ -182,7 +182,7 @@ async def modem(ctx: Context) -> list[CheckResult]:
             return [
                 CheckResult.failed(
                     sim_check,
-                    f"ModemManager: {_why(exc)}",
+                    _why(exc),
                     "systemctl start ModemManager; mmcli -L lists the modems it sees",
                 ),
                 CheckResult.skipped(reg_check, "no modem (see the modem check)"),

@@ -158,8 +158,14 @@ def modem_results(
     identifiers (IMEI, ICCID) are never part of a finding."""
     sim_check, reg_check = "modem and SIM", "registration"
     model = figures.get("model") or "modem"
-    sim = figures.get("sim") or "absent"
-    if sim == "ready":
+    sim = figures.get("sim")
+    if sim is None:
+        sim_result = CheckResult.failed(
+            sim_check,
+            f"the module does not report its SIM yet ({source})",
+            "wait a minute after power-up, then run homehub doctor again",
+        )
+    elif sim == "ready":
         sim_result = CheckResult.passed(sim_check, f"{model}: SIM ready ({source})")
     elif sim == "pin_required":
         fix = (
