@@ -174,7 +174,7 @@ $(CYCLONEDX_VENV)/.installed: packaging/sbom-tool-constraints.txt
 # once: by sbom_check, not also by cyclonedx-py) and checked to list every pin of
 # constraints.txt the environment holds (packaging/sbom_check.py).
 sbom: $(CYCLONEDX_VENV)/.installed $(if $(filter $(STAGE)/%,$(SBOM_PYTHON)),stage)
-	mkdir -p dist
+	mkdir -p $(dir $(SBOM))
 	$(CYCLONEDX_VENV)/bin/cyclonedx-py environment --spec-version 1.6 --output-format JSON \
 	  --output-reproducible --pyproject pyproject.toml --mc-type application --no-validate \
 	  --output-file $(SBOM).partial $(SBOM_PYTHON)
