@@ -407,6 +407,8 @@ class Hub:
         self.indicator_shown = asyncio.Event()
         """Set each time the indicator is shown another state."""
         self._sessions_active = 0
+        self._parts_failing: set[str] = set()
+        """Supervised parts in their restart backoff now (the modem link, ModemManager)."""
         self._storage_failing = False
         """The last store of a reading failed (cleared by the next that commits)."""
 
@@ -701,7 +703,7 @@ class Hub:
         return HubCondition(
             started=self.ready.is_set(),
             storage_usable=counts is not None and not self._storage_failing,
-            part_failing=self._ble_stack_failing(),
+            part_failing=self._ble_stack_failing() or bool(self._parts_failing),
             online=online,
             offline_for_s=None if online else max(0.0, now - self._uplink_since),
             pending=0 if counts is None else counts.pending,
@@ -715,6 +717,14 @@ class Hub:
                 for d in self.cfg.devices
             ),
         )
+
+    def _part_failing(self, part: str, failing: bool) -> None:
+        """``part`` entered (True) or left (False) its restart backoff."""
+        if failing:
+            self._parts_failing.add(part)
+        else:
+            self._parts_failing.discard(part)
+        self._indicator_due.set()
 
     def _ble_stack_failing(self) -> bool:
         """The Bluetooth stack is in its restart backoff (no adapter, no BlueZ): nothing can
@@ -848,9 +858,11 @@ class Hub:
                 log.warning(
                     "modemmanager_unavailable", error=type(exc).__name__, retry_s=round(delay)
                 )
+                self._part_failing("modem", True)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await stop.wait()
+                self._part_failing("modem", False)
 
     def _budget_report(self) -> str | None:
         """The byte budget's state for the status message: ``None`` without a budget,
@@ -957,7 +969,12 @@ class Hub:
                         name="hub.notify",
                     )
                 modem_task = (
-                    tg.create_task(_keep_modem(self.modem, modem_stop), name="hub.modem")
+                    tg.create_task(
+                        _keep_modem(
+                            self.modem, modem_stop, functools.partial(self._part_failing, "modem")
+                        ),
+                        name="hub.modem",
+                    )
                     if self.modem is not None
                     else tg.create_task(self._watch_modemmanager(modem_stop), name="hub.modem")
                     if watch_modemmanager
@@ -1498,10 +1515,12 @@ async def _power_cycle(command: Path) -> None:
         log.info("modem_power_cycled")
 
 
-async def _keep_modem(link: ModemLink, stop: asyncio.Event) -> None:
+async def _keep_modem(
+    link: ModemLink, stop: asyncio.Event, failing: Callable[[bool], None]
+) -> None:
     """Run the modem link until ``stop``; a link that fails (a bug: the modem's own faults
     are its ladder's) is logged and started again after a backoff, never taking the readings'
-    pipeline down with it."""
+    pipeline down with it. ``failing(True)`` while in that backoff, ``failing(False)`` after."""
     backoff = FullJitter(MODEM_RESTART_S, MODEM_RESTART_MAX_S)
     failures = 0
     rng = random.Random()  # noqa: S311 - jitter, not cryptography
@@ -1521,9 +1540,11 @@ async def _keep_modem(link: ModemLink, stop: asyncio.Event) -> None:
             log.error(
                 "modem_link_failed", error=type(exc).__name__, failures=failures, retry_s=delay
             )
+            failing(True)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await stop.wait()
+            failing(False)
 
 
 NOTIFY_STATUS_S: Final = 30.0

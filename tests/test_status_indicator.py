@@ -101,3 +101,48 @@ async def test_an_unusable_disk_at_start_is_a_fault(tmp_path: Path) -> None:
             await hub.run(stop)
     assert ["starting", "fault"] == _shown(logs)
     assert IndicatorState.FAULT is hub.indicator_state
+
+
+async def test_a_supervised_part_in_its_restart_backoff_is_a_fault(
+    tmp_path: Path, dev_pki: DevPki, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``[modem] backend = "modemmanager"`` on a system without a D-Bus system bus (a real
+    absence: the bus address names a socket nobody listens on): ModemManager cannot be
+    reached, the daemon backs off and tries again, and while it does the indicator says
+    *fault*. Readings meanwhile are stored as ever."""
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path / 'no-bus'}")
+    path = write_hub_config(tmp_path, dev_pki, broker.port)
+    path.write_text(
+        path.read_text() + '\n[indicator]\nbackend = "log"\n\n[modem]\nbackend = "modemmanager"\n'
+    )
+    stored = Stored()
+    hub = Hub(config.load(path), collect=False, observer=stored)
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        running = asyncio.create_task(hub.run(stop), name="test.hub")
+        try:
+            await _until_shown(hub, IndicatorState.FAULT)
+            await hub.receive(raw_measurement(0), DEVICE, DEVICE_CONFIG)
+            async with asyncio.timeout(T):
+                await stored.one.wait()  # the pipeline runs on beside the failing part
+        finally:
+            stop.set()
+            async with asyncio.timeout(T):
+                await running
+    assert any(e["event"] == "modemmanager_unavailable" for e in logs)
+    assert ["starting", "fault"] == _shown(logs)[:2]
+    assert 1 == hub.stored
+
+
+class Stored:
+    """The hub's observer: set once a reading's transaction committed."""
+
+    def __init__(self) -> None:
+        self.one = asyncio.Event()
+
+    def stored(self, arrival: object, fate: object) -> None:
+        del arrival, fate
+        self.one.set()
+
+    def delivered(self, seqs: object) -> None:
+        del seqs
