@@ -711,7 +711,8 @@ class Hub:
             storage_critical=counts is not None
             and storage_level(counts.used_bytes, self.cfg.outbox.quota_bytes)
             is not StorageLevel.OK,
-            clock_problem=self.hub_clock_problem() is not None,
+            # Only a clock never set: one the network's time corrects stamps readings right.
+            clock_problem=self.hub_clock_problem() == "implausible",
             device_overdue=any(
                 now - self._last_reading_at.get(d.label, self._started_at) > DEVICE_OVERDUE_S
                 for d in self.cfg.devices
