@@ -25,7 +25,9 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 # installs and packages are offline and repeatable; the build backend (setuptools, pinned here
 # as the build needs >= 68) beside them, for building our own wheel without the index.
 SETUPTOOLS_VERSION := 80.9.0
-WHEELHOUSE := .cache/wheelhouse
+# Resolved by pip running as HUB_PYTHON (pip --python), so the wheels fit the interpreter the
+# venv is made from even where the build venv's python differs; one wheelhouse per interpreter.
+WHEELHOUSE := .cache/wheelhouse-$(notdir $(HUB_PYTHON))
 HOUSE_STAMP := $(WHEELHOUSE)/.complete
 WHEEL := build/wheel/homehub-$(VERSION)-py3-none-any.whl
 PROJECT_SOURCES := $(shell find agent drivers -type f -not -path '*/__pycache__/*' 2>/dev/null) \
@@ -125,8 +127,8 @@ $(PY):
 
 $(HOUSE_STAMP): pyproject.toml constraints.txt | $(PY)
 	rm -rf $(WHEELHOUSE).partial
-	$(PY) -m pip wheel --quiet --disable-pip-version-check -c constraints.txt \
-	  --wheel-dir $(WHEELHOUSE).partial .
+	$(PY) -m pip --python $(HUB_PYTHON) wheel --quiet --disable-pip-version-check \
+	  -c constraints.txt --wheel-dir $(WHEELHOUSE).partial .
 	rm -f $(WHEELHOUSE).partial/homehub-*.whl
 	$(PY) -m pip wheel --quiet --disable-pip-version-check --no-deps \
 	  --wheel-dir $(WHEELHOUSE).partial/build-backend setuptools==$(SETUPTOOLS_VERSION)
