@@ -29,15 +29,14 @@ from agent.ble.bluez_devices import (
     PROPERTIES_INTERFACE,
     open_adapter,
 )
-from agent.ble.current_time import HUB_CLOCK_FLOOR, hub_clock_plausible
+from agent.ble.current_time import hub_clock_plausible
 from agent.ble.stack import parse_stack
 from agent.config import MqttConfig
 from agent.errors import BleStackUnavailableError, HubError
 from agent.modem import state_file
-from agent.network_time import TOLERANCE_S, clock_disagrees
 from agent.tech.doctor_probes import Context
 from agent.tech.doctor_report import CheckResult
-from agent.tech.doctor_rules import modem_results
+from agent.tech.doctor_rules import clock_result, modem_results
 
 BUMBLE_OPEN_TIMEOUT_S: Final = 5.0
 MODEM_COMMAND_CAP_S: Final = 5.0
@@ -228,38 +227,17 @@ async def _timedate() -> dict[str, Any] | None:
 
 async def clock(ctx: Context) -> CheckResult:
     """NTP synchronized (timedated's ``NTPSynchronized``), the clock plausible, and within
-    tolerance of the network's time when the daemon recorded one."""
-    check = "clock synchronized"
-    ntp_fix = "timedatectl set-ntp true"
-    if not hub_clock_plausible():
-        return CheckResult.failed(
-            check,
-            f"the clock reads {ctx.now:%Y-%m-%d}, before {HUB_CLOCK_FLOOR:%Y-%m-%d}: never set",
-            f"{ntp_fix}; until NTP answers, the modem's network time is used",
-        )
+    tolerance of the network's time when the daemon recorded one (judged by
+    :func:`~agent.tech.doctor_rules.clock_result`)."""
     seen = state_file.read(ctx.cfg.hub.state_dir / state_file.STATE_FILE)
     network_time = seen["figures"].get("network_time") if seen else None
-    if isinstance(network_time, str) and clock_disagrees(ctx.now, network_time):
-        return CheckResult.failed(
-            check,
-            f"the clock is more than {TOLERANCE_S:.0f} s from the network's time"
-            " (the daemon stamps readings with the network's time meanwhile)",
-            f"{ntp_fix}; timedatectl timesync-status shows whether an NTP server answers",
-        )
-    props = await _timedate()
-    if props is None:
-        return CheckResult.skipped(
-            check, "timedated cannot be asked over D-Bus; the clock is plausible"
-        )
-    if props.get("NTPSynchronized") is True:
-        return CheckResult.passed(check, "synchronized (NTP)")
-    if props.get("NTP") is not True:
-        return CheckResult.failed(check, "not synchronized: NTP is off", ntp_fix)
-    return CheckResult.failed(
-        check,
-        "not synchronized: NTP is on, no server answered yet (the modem's network time is"
-        " used meanwhile)",
-        "check the network reaches an NTP server: timedatectl timesync-status",
+    plausible = hub_clock_plausible()
+    timedate = await _timedate() if plausible else None
+    return clock_result(
+        ctx.now,
+        plausible=plausible,
+        network_time=network_time if isinstance(network_time, str) else None,
+        timedate=timedate,
     )
 
 

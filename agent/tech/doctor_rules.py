@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from agent.ble.current_time import HUB_CLOCK_FLOOR
+from agent.network_time import TOLERANCE_S, clock_disagrees
 from agent.tech.doctor_report import CheckResult
 
 CERT_RENEW_DAYS: Final = 30
@@ -192,6 +194,54 @@ def modem_results(
         ("registration state unknown", "check the antenna; ask `homehub modem status`"),
     )
     return sim_result, CheckResult.failed(reg_check, f"{finding} ({source})", fix)
+
+
+# ---------------------------------------------------------------------------
+# Clock
+# ---------------------------------------------------------------------------
+
+NTP_FIX: Final = "timedatectl set-ntp true"
+
+
+def clock_result(
+    now: dt.datetime,
+    *,
+    plausible: bool,
+    network_time: str | None,
+    timedate: Mapping[str, Any] | None,
+) -> CheckResult:
+    """The clock: ``plausible`` (not before :data:`~agent.ble.current_time.HUB_CLOCK_FLOOR`),
+    within :data:`~agent.network_time.TOLERANCE_S` of the network's time the daemon recorded
+    (``None``: none), and synchronized by NTP as timedated reports (``None``: it could not be
+    asked; nothing more is concluded then)."""
+    check = "clock synchronized"
+    if not plausible:
+        return CheckResult.failed(
+            check,
+            f"the clock reads {now:%Y-%m-%d}, before {HUB_CLOCK_FLOOR:%Y-%m-%d}: never set",
+            f"{NTP_FIX}; until NTP answers, the modem's network time is used",
+        )
+    if network_time is not None and clock_disagrees(now, network_time):
+        return CheckResult.failed(
+            check,
+            f"the clock is more than {TOLERANCE_S:.0f} s from the network's time"
+            " (the daemon stamps readings with the network's time meanwhile)",
+            f"{NTP_FIX}; timedatectl timesync-status shows whether an NTP server answers",
+        )
+    if timedate is None:
+        return CheckResult.skipped(
+            check, "timedated cannot be asked over D-Bus; the clock is plausible"
+        )
+    if timedate.get("NTPSynchronized") is True:
+        return CheckResult.passed(check, "synchronized (NTP)")
+    if timedate.get("NTP") is not True:
+        return CheckResult.failed(check, "not synchronized: NTP is off", NTP_FIX)
+    return CheckResult.failed(
+        check,
+        "not synchronized: NTP is on, no server answered yet (the modem's network time is"
+        " used meanwhile)",
+        "check the network reaches an NTP server: timedatectl timesync-status",
+    )
 
 
 # ---------------------------------------------------------------------------
