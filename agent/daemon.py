@@ -389,11 +389,17 @@ class Hub:
         self.security_noticed = asyncio.Event()
         """Set at the first ``security`` event (tests and the HIL rig wait on it)."""
         self._started_at = time.time()
+        self._started_mono = time.monotonic()
         self._uplink_online = False
         self._uplink_since = self._started_at
+        self._uplink_since_mono = self._started_mono
+        """The same moment by the monotonic clock: how long an outage lasts must not jump
+        with the wall clock (a Pi has no RTC: NTP sets its clock after the boot)."""
         self._last_delivery_at: float | None = None
         self._last_reading_at: dict[str, float] = {}
         """Per device label: when a reading of it was last committed (Unix time)."""
+        self._last_reading_mono: dict[str, float] = {}
+        """The same, by the monotonic clock, for the readings of this run."""
         self._last_session: dict[str, tuple[float, str]] = {}
         """Per device label: when its last session ended, and how (hub_state.SESSION_RESULTS)."""
         self._hub_state_due = asyncio.Event()
@@ -674,6 +680,7 @@ class Hub:
         if online != self._uplink_online:
             self._uplink_online = online
             self._uplink_since = time.time()
+            self._uplink_since_mono = time.monotonic()
             self._changed()
 
     def _changed(self) -> None:
@@ -698,14 +705,15 @@ class Hub:
 
     def condition(self, counts: OutboxCounts | None, now: float) -> HubCondition:
         """What the indicator's rules (agent/indicator/rules.py) judge, from what the daemon
-        knows at ``now`` (Unix time); ``counts`` None: the outbox could not be read."""
+        knows at ``now`` (``time.monotonic()``); ``counts`` None: the outbox could not be
+        read."""
         online = self._uplink_online
         return HubCondition(
             started=self.ready.is_set(),
             storage_usable=counts is not None and not self._storage_failing,
             part_failing=self._ble_stack_failing() or bool(self._parts_failing),
             online=online,
-            offline_for_s=None if online else max(0.0, now - self._uplink_since),
+            offline_for_s=None if online else max(0.0, now - self._uplink_since_mono),
             pending=0 if counts is None else counts.pending,
             session_active=self._sessions_active > 0,
             storage_critical=counts is not None
@@ -713,11 +721,20 @@ class Hub:
             is not StorageLevel.OK,
             # Only a clock never set: one the network's time corrects stamps readings right.
             clock_problem=self.hub_clock_problem() == "implausible",
-            device_overdue=any(
-                now - self._last_reading_at.get(d.label, self._started_at) > DEVICE_OVERDUE_S
-                for d in self.cfg.devices
-            ),
+            device_overdue=any(self._overdue(d.label, now) for d in self.cfg.devices),
         )
+
+    def _overdue(self, label: str, now: float) -> bool:
+        """No reading of ``label`` for :data:`DEVICE_OVERDUE_S`: by the monotonic clock since
+        its last reading of this run, or since this run started; for a reading of an earlier
+        run (the state file's), by the wall clock."""
+        mono = self._last_reading_mono.get(label)
+        if mono is not None:
+            return now - mono > DEVICE_OVERDUE_S
+        if now - self._started_mono > DEVICE_OVERDUE_S:
+            return True
+        earlier = self._last_reading_at.get(label)
+        return earlier is not None and time.time() - earlier > DEVICE_OVERDUE_S
 
     def _part_failing(self, part: str, failing: bool) -> None:
         """``part`` entered (True) or left (False) its restart backoff."""
@@ -749,14 +766,14 @@ class Hub:
                     counts = await storage.call(outbox.counts)
             except (StorageError, TimeoutError):
                 counts = None  # the outbox cannot be read (or is stuck): a fault
-            now = time.time()
+            now = time.monotonic()
             self._show(
                 indicator,
                 state_of(self.condition(counts, now), offline_attention_s=attention_s),
             )
             wait_s = INDICATOR_REFRESH_S
             if not self._uplink_online:
-                until_attention = self._uplink_since + attention_s - now
+                until_attention = self._uplink_since_mono + attention_s - now
                 if until_attention > 0:
                     wait_s = min(wait_s, until_attention)
             pace_s = min(INDICATOR_MIN_INTERVAL_S, wait_s)
@@ -1381,6 +1398,7 @@ class Hub:
                 for key, value in arrival.raw.sync_state.items():
                     self._sync_cache[(arrival.device_key, key)] = value
                 self._last_reading_at[arrival.device_key] = time.time()
+                self._last_reading_mono[arrival.device_key] = time.monotonic()
                 self._storage_failing = False
                 self._changed()
                 if fate.status is Status.DUPLICATE:

@@ -26,7 +26,8 @@ from hil.broker import Broker
 from hil.crash_child import DEVICE, DEVICE_CONFIG, raw_measurement
 from hil.pki import DevPki
 from tests.example_config import example_config
-from tests.platform_hub import write_hub_config
+from tests.platform_hub import running_hub, write_hub_config
+from tests.test_end_to_end_receipts import _closed_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -146,3 +147,40 @@ class Stored:
 
     def delivered(self, seqs: object) -> None:
         del seqs
+
+
+async def test_a_device_is_overdue_after_three_days_without_a_reading(
+    tmp_path: Path, dev_pki: DevPki
+) -> None:
+    """Judged by the monotonic clock (a Pi without an RTC has its wall clock set by NTP after
+    the boot): the clock is the injection here, ``now`` handed to :meth:`Hub.condition`."""
+    import time
+
+    from agent.daemon import DEVICE_OVERDUE_S
+    from agent.outbox import OutboxCounts
+
+    path = write_hub_config(tmp_path, dev_pki, _closed_port())  # offline all along
+    path.write_text(
+        path.read_text()
+        + f'\n[[devices]]\nkind = "blood_pressure"\naddress = "{DEVICE_CONFIG.address}"\n'
+        + f'label = "{DEVICE_CONFIG.label}"\n'
+    )
+    stored = Stored()
+    counts = OutboxCounts(pending=0, oldest_age_s=None)
+    async with running_hub(path, observer=stored) as hub:
+        start = time.monotonic()
+        assert not hub.condition(counts, start + DEVICE_OVERDUE_S - 60).device_overdue
+        assert hub.condition(counts, start + DEVICE_OVERDUE_S + 60).device_overdue
+        # After a reading of the device: overdue 72 h after it.
+        await hub.receive(raw_measurement(0), DEVICE, DEVICE_CONFIG)
+        async with asyncio.timeout(T):
+            await stored.one.wait()
+        later = time.monotonic()
+        assert not hub.condition(counts, later + DEVICE_OVERDUE_S - 60).device_overdue
+        assert hub.condition(counts, later + DEVICE_OVERDUE_S + 60).device_overdue
+        condition = hub.condition(counts, later)
+        assert (True, True, False) == (
+            condition.started,
+            condition.storage_usable,
+            condition.online,
+        )
