@@ -585,6 +585,9 @@ class Hub:
             clock_problem=self.hub_clock_problem(),
             clock_correction_s=None if correction is None else round(correction.total_seconds(), 1),
             stopped_at=stopped_at,
+            indicator_state=None
+            if self.indicator_state is None or self.cfg.indicator.backend == "none"
+            else self.indicator_state.value,
             devices=tuple(self._device_state(d) for d in self.cfg.devices),
         )
 
@@ -702,6 +705,7 @@ class Hub:
         self.indicator_state = state
         indicator.show(state)
         self.indicator_shown.set()
+        self._hub_state_due.set()
 
     def condition(self, counts: OutboxCounts | None, now: float) -> HubCondition:
         """What the indicator's rules (agent/indicator/rules.py) judge, from what the daemon

@@ -4,7 +4,8 @@ file, ``<hub.state_dir>/hub_state.json``.
 The outbox's depth is read from the database itself (a WAL reader, no key), the modem's
 figures from ``modem_status.json`` (agent/modem/state_file.py); what lives only in the
 daemon's memory is written here: whether the uplink is connected and since when, the last
-delivery, how many envelopes await the platform's receipt, the hub clock's trouble, and per
+delivery, how many envelopes await the platform's receipt, the hub clock's trouble, what the
+patient's status light shows, and per
 configured device its last stored reading, its last session and its battery level. The
 technician's command then works without the daemon's help, and after it stopped (the last
 file stays, with its time).
@@ -82,6 +83,8 @@ class HubState:
     """The correction applied to the system clock (agent/wall_clock.py), if any."""
     stopped_at: float | None = None
     """Set in the last write of a daemon that stopped in order."""
+    indicator_state: str | None = None
+    """What the patient's status light shows (agent/indicator/ ``IndicatorState``)."""
     devices: tuple[DeviceState, ...] = field(default_factory=tuple)
 
     def to_json(self) -> dict[str, Any]:
@@ -162,6 +165,7 @@ def _parse(body: object) -> HubState:
         clock_problem=_text(body["clock_problem"], optional=True),
         clock_correction_s=_time(body["clock_correction_s"]),
         stopped_at=_time(body["stopped_at"]),
+        indicator_state=_text(body.get("indicator_state"), optional=True),
         devices=tuple(
             DeviceState(
                 label=_text(d["label"]),

@@ -36,6 +36,9 @@ tooling read it); times are ISO 8601 UTC, ages seconds, absent values ``null``:
     ``used_bytes``, ``quota_bytes``, ``level`` (the outbox against its quota, as in
     ``outbox``) and the state directory's file system: ``disk_free_bytes``,
     ``disk_total_bytes``.
+``indicator``
+    ``backend`` (none, log, gpiod) and ``state``: what the patient's status light shows
+    (starting, all_well, syncing, needs_attention, fault), null when not running or not known.
 ``devices``
     One object per configured device: ``label``, ``kind``, ``device`` (the address's last
     two octets), ``last_reading``, ``last_reading_age_s``, ``last_session``,
@@ -122,6 +125,10 @@ def status(cfg: Config, *, now: float | None = None) -> dict[str, Any]:
             "quota_bytes": quota,
             "level": level,
             **_disk(cfg.hub.state_dir),
+        },
+        "indicator": {
+            "backend": cfg.indicator.backend,
+            "state": current.indicator_state if current is not None else None,
         },
         "devices": _devices(cfg, state, at),
         "modem": modem_status(cfg),

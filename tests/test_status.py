@@ -117,6 +117,7 @@ async def test_status_follows_the_daemon_and_outlives_it(
                 k: held["daemon"][k] for k in ("running", "pid")
             }
             assert importlib.metadata.version("homehub") == held["version"]
+            assert {"backend": "none", "state": None} == held["indicator"]
             (row,) = held["devices"]
             assert {
                 "label": "crash-cuff",

@@ -18,10 +18,11 @@ from typing import Final
 import pytest
 from structlog.testing import capture_logs
 
-from agent import config
+from agent import config, hub_state, instance_lock
 from agent.config import IndicatorConfig
 from agent.daemon import Hub
 from agent.indicator import IndicatorState
+from agent.status_report import status
 from hil.broker import Broker
 from hil.crash_child import DEVICE, DEVICE_CONFIG, raw_measurement
 from hil.pki import DevPki
@@ -49,7 +50,7 @@ def _shown(logs: list[dict[str, object]]) -> list[object]:
 
 
 async def test_starting_all_well_syncing_then_attention_after_a_long_outage(
-    tmp_path: Path, dev_pki: DevPki, broker: Broker
+    tmp_path: Path, dev_pki: DevPki, broker: Broker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write_hub_config(tmp_path, dev_pki, broker.port)
     path.write_text(path.read_text() + '\n[indicator]\nbackend = "log"\n')
@@ -58,9 +59,10 @@ async def test_starting_all_well_syncing_then_attention_after_a_long_outage(
     cfg = dataclasses.replace(  # the named injection: a 2 s outage is "long"
         cfg, indicator=dataclasses.replace(cfg.indicator, offline_attention_s=OFFLINE_ATTENTION_S)
     )
+    monkeypatch.setattr(hub_state, "WRITE_MIN_INTERVAL_S", 0.05)  # homehub status at once
     hub = Hub(cfg, collect=False)
     stop = asyncio.Event()
-    with capture_logs() as logs:
+    with capture_logs() as logs, instance_lock.hold(cfg.hub.state_dir):
         running = asyncio.create_task(hub.run(stop), name="test.hub")
         try:
             async with asyncio.timeout(T):
@@ -76,6 +78,15 @@ async def test_starting_all_well_syncing_then_attention_after_a_long_outage(
             await broker.astop()
             await _until_shown(hub, IndicatorState.NEEDS_ATTENTION)
             took_s = asyncio.get_running_loop().time() - went_offline
+            # What the light shows, homehub status shows the technician.
+            async with asyncio.timeout(T):
+                while True:
+                    hub.hub_state_written.clear()
+                    shown = status(cfg)["indicator"]
+                    if shown["state"] == "needs_attention":
+                        break
+                    await hub.hub_state_written.wait()
+            assert {"backend": "log", "state": "needs_attention"} == shown
         finally:
             stop.set()
             async with asyncio.timeout(T):

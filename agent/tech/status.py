@@ -227,6 +227,9 @@ def render(report: dict[str, Any]) -> Any:
         clock_text += f"; corrected by {clock['correction_s']:+.0f} s (network time)"
     hub.add_row("clock", clock_text)
     hub.add_row("modem", _modem_text(report["modem"]))
+    indicator = report["indicator"]
+    if indicator["backend"] != "none":
+        hub.add_row("indicator", f"{_or_dash(indicator['state'])} ({indicator['backend']})")
     devices = Table(title="devices")
     for column in ("label", "kind", "device", "last reading", "last session", "battery"):
         devices.add_column(column)
