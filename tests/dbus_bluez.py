@@ -41,6 +41,7 @@ from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from agent.ble.bluez_agent import AGENT_INTERFACE, bluez_call
+from tests import phi_canaries
 
 DBUSMOCK_PYTHON: Final = "/usr/bin/python3"
 """The interpreter that has Debian's python3-dbusmock (and python3-dbus) installed."""
@@ -157,9 +158,10 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    for stream in (process.stdout, process.stderr):
+    for name, stream in (("stdout", process.stdout), ("stderr", process.stderr)):
         if stream is not None:
-            stream.close()
+            with stream:
+                phi_canaries.record_output(f"_stop {process.args[0]}: {name}", stream.read())
 
 
 def start_private_bus() -> PrivateBus:

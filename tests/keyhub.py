@@ -79,13 +79,16 @@ def init_token(pin_dir: Path) -> Token:
     pin = secrets.token_hex(8)
     so_pin = secrets.token_hex(8)
     phi_canaries.plant(f"token PIN {label}", pin)
-    subprocess.run(
+    done = subprocess.run(
         ["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", pin,
          "--so-pin", so_pin],
-        check=True,
+        check=False,
         capture_output=True,
         timeout=30,
     )  # fmt: skip
+    phi_canaries.record_output(f"init_token softhsm2-util {label}: stdout", done.stdout)
+    phi_canaries.record_output(f"init_token softhsm2-util {label}: stderr", done.stderr)
+    done.check_returncode()
     pin_file = pin_dir / "token.pin"
     pin_file.write_text(pin + "\n")
     pin_file.chmod(0o600)

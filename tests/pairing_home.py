@@ -20,6 +20,7 @@ from agent.ble.stack import BleStack
 from hil.emulators.glucometer import Glucometer, example_records
 from hil.emulators.pairing import EmulatedPairing, configure
 from hil.virtual_radio import VirtualRadio
+from tests import phi_canaries
 from tests.conftest import METER_INFO
 from tests.phi_canaries import DEVICE_ADDRESS
 
@@ -154,6 +155,7 @@ async def homehub(*args: str) -> AsyncIterator[Terminal]:
         with contextlib.suppress(ValueError, OSError):
             asyncio.get_running_loop().remove_reader(master)
         os.close(master)
+        phi_canaries.record_output(f"homehub {args[0]}: pty transcript", bytes(terminal.output))
 
 
 async def pair_by_terminal(

@@ -18,6 +18,7 @@ from typing import Any, Final
 import pytest
 
 from agent.profiles import PROFILES
+from tests import phi_canaries
 
 REPO: Final = Path(__file__).resolve().parents[1]
 READINGS: Final = 300
@@ -85,6 +86,8 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         timeout=RUN_TIMEOUT_S,
         check=False,
     )
+    phi_canaries.record_output("figures (hil.bench.uplink): stdout", run.stdout)
+    phi_canaries.record_output("figures (hil.bench.uplink): stderr", run.stderr)
     assert run.returncode == 0, run.stderr[-3000:]
     lines = run.stdout.strip().splitlines()
     assert len(lines) > 10, "the figures are printed for a person before the JSON"

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from agent.cli import main
+from tests import phi_canaries
 
 VECTORS_FILE = (
     Path(__file__).resolve().parents[2] / "shared" / "reference" / "ble-test-vectors.json"
@@ -114,6 +115,8 @@ class TestBadInput:
             timeout=60,
             check=False,
         )
+        phi_canaries.record_output("test_console_script_runs: stdout", result.stdout)
+        phi_canaries.record_output("test_console_script_runs: stderr", result.stderr)
         assert 0 == result.returncode, result.stderr
         decoded = json.loads(result.stdout)
         assert (125, 85, 98, 72) == (

@@ -48,6 +48,7 @@ from hil.emulators.modem_at import (
     csq_rssi,
     qeng_lte_sinr,
 )
+from tests import phi_canaries
 
 READ_TIMEOUT_S: Final = 3.0
 """Only reached when a test fails: every expected answer is written within milliseconds."""
@@ -511,3 +512,9 @@ class TestLifeCycle:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+            assert process.stdout is not None
+            assert process.stderr is not None
+            with process.stdout, process.stderr:
+                name = "test_cli_prints_the_port_and_stops_on_ctrl_c"
+                phi_canaries.record_output(f"{name}: stdout", process.stdout.read())
+                phi_canaries.record_output(f"{name}: stderr", process.stderr.read())

@@ -298,9 +298,12 @@ def system_bus() -> Iterator[PrivateBus]:
 
 
 @pytest.fixture
-async def mm(system_bus: PrivateBus, tmp_path: Path) -> AsyncIterator[ModemManagerMock]:
+async def mm(
+    system_bus: PrivateBus, request: pytest.FixtureRequest
+) -> AsyncIterator[ModemManagerMock]:
     """python-dbusmock's modemmanager template on the private bus, without a modem."""
-    mock = await ModemManagerMock.start(system_bus.address, tmp_path / "mm-mock.log")
+    logfile = phi_canaries.output_path(f"{request.node.nodeid} mm-mock")
+    mock = await ModemManagerMock.start(system_bus.address, logfile)
     try:
         yield mock
     finally:

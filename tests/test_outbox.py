@@ -33,6 +33,7 @@ from agent.outbox import (
     peek_counts,
 )
 from agent.sealing import DataKey, Sealer, create_data_key
+from tests import phi_canaries
 from tests.outbox_helpers import HUB, FakeClock, RecordMaker, raw_connection
 
 CANARY = "CANARY-7f3a9c"
@@ -543,7 +544,8 @@ class TestCrash:
         root = Path(__file__).resolve().parent.parent
         for _ in range(4):
             stop_after = rng.randint(1, 60)
-            with (tmp_path / "child.err").open("wb") as err:
+            err_path = phi_canaries.output_path("test_sigkill_loses_no_acknowledged_record stderr")
+            with err_path.open("wb") as err:
                 child = subprocess.Popen(
                     [sys.executable, "-c", _CHILD, str(db), str(key), str(start)],
                     stdout=subprocess.PIPE,
@@ -553,7 +555,7 @@ class TestCrash:
                 assert child.stdout is not None
                 for _line in range(stop_after):
                     line = child.stdout.readline().decode()
-                    assert line.startswith("seq "), (tmp_path / "child.err").read_text()
+                    assert line.startswith("seq "), err_path.read_text()
                     acknowledged.add(int(line.split()[1]))
                 child.send_signal(signal.SIGKILL)
                 assert child.wait(timeout=10) == -signal.SIGKILL

@@ -31,6 +31,7 @@ from agent.normalize.device import DeviceFacts
 from hil.emulators.glucometer import Glucometer, example_records
 from hil.emulators.pairing import EmulatedPairing
 from hil.virtual_radio import VirtualRadio
+from tests import phi_canaries
 from tests.pairing_home import PAIR_WAIT_S, SCAN_S, homehub, pair_by_terminal, start_meter
 from tests.phi_canaries import DEVICE_ADDRESS, DEVICE_SERIAL, SYSTEM_ID_HEX
 
@@ -105,6 +106,8 @@ async def run_cli(*args: str) -> tuple[int, str, str]:
     )
     async with asyncio.timeout(PAIR_WAIT_S):
         out, err = await process.communicate()
+    phi_canaries.record_output(f"run_cli {args[0]}: stdout", out)
+    phi_canaries.record_output(f"run_cli {args[0]}: stderr", err)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
 

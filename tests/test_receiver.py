@@ -22,6 +22,7 @@ from agent.uplink import Uplink, UplinkSettings
 from hil.broker import Broker
 from hil.pki import DevPki
 from hil.receiver import HubDirectory, RejectedError, verify_reading
+from tests import phi_canaries
 
 TOPIC: Final = "homehub/v1/hub-0001/readings"
 
@@ -296,9 +297,16 @@ class TestCommandLine:
                 key_file=dev_pki.hub_key,
             )
         )
+        read: list[bytes] = []
+
+        async def err_line() -> bytes:
+            assert proc.stderr is not None
+            read.append(await proc.stderr.readline())
+            return read[-1]
+
         try:
             async with asyncio.timeout(15), asyncio.TaskGroup() as tg:
-                while b"receiver_subscribed" not in await proc.stderr.readline():
+                while b"receiver_subscribed" not in await err_line():
                     pass
                 tg.create_task(uplink.run(), name="test.uplink")
                 await uplink.connected.wait()
@@ -306,22 +314,27 @@ class TestCommandLine:
                 await uplink.publish(envelope)
                 line = json.loads(await proc.stdout.readline())
                 receipts: list[bytes] = []
-                while b"receiver_receipt_sent" not in (text := await proc.stderr.readline()):
+                while b"receiver_receipt_sent" not in (text := await err_line()):
                     pass
                 receipts.append(text)
                 tampered = bytearray(envelope)
                 tampered[tampered.index(b"reading-7") + 8] ^= 0x01
                 await uplink.publish(bytes(tampered))
-                while not (rejection := await proc.stderr.readline()).startswith(b"rejected"):
+                while not (rejection := await err_line()).startswith(b"rejected"):
                     pass
-                while b"receiver_receipt_sent" not in (text := await proc.stderr.readline()):
+                while b"receiver_receipt_sent" not in (text := await err_line()):
                     pass
                 receipts.append(text)
                 await uplink.close()
         finally:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
-            returncode = await asyncio.wait_for(proc.wait(), 10)
+            try:
+                returncode = await asyncio.wait_for(proc.wait(), 10)
+                read.append(await asyncio.wait_for(proc.stderr.read(), 10))
+            finally:
+                name = "test_prints_verified_readings_and_rejections: stderr"
+                phi_canaries.record_output(name, b"".join(read))
         assert {
             "hub": "hub-0001",
             "seq": 7,

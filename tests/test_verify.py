@@ -32,6 +32,7 @@ from agent.ingest import Signer
 from agent.verify import decode_input, verify_envelope
 from hil.train_dictionaries import hub_backlog, synthetic_signer
 from hil.wire_example import EXAMPLE_KEY_SCALAR, example_envelope
+from tests import phi_canaries
 
 NOW: Final = dt.datetime.now(dt.UTC)
 EXAMPLE_KEY: Final = ec.derive_private_key(EXAMPLE_KEY_SCALAR, ec.SECP256R1())
@@ -199,12 +200,16 @@ class TestValid:
         ok = subprocess.run(
             [str(exe), *args], capture_output=True, text=True, timeout=60, check=False
         )
+        phi_canaries.record_output("test_console_script (valid): stdout", ok.stdout)
+        phi_canaries.record_output("test_console_script (valid): stderr", ok.stderr)
         assert 0 == ok.returncode, ok.stderr
         assert "hub-0001" == json.loads(ok.stdout)["hub"]
         (tmp_path / "envelope").write_bytes(b"garbage")
         bad = subprocess.run(
             [str(exe), *args], capture_output=True, text=True, timeout=60, check=False
         )
+        phi_canaries.record_output("test_console_script (garbage): stdout", bad.stdout)
+        phi_canaries.record_output("test_console_script (garbage): stderr", bad.stderr)
         assert (2, "") == (bad.returncode, bad.stdout)
         assert "homehub: verify: input: not a COSE_Sign1 as raw CBOR, hex or base64\n" == bad.stderr
 
