@@ -266,6 +266,24 @@ def test_installed_unit_rated_at_most_1_5(installed: Path) -> None:
     assert float(level.group(1)) <= 1.5
 
 
+def test_unit_has_no_directive_systemd_does_not_know(tmp_path: Path) -> None:
+    """`systemd-analyze verify` warns (and carries on) on a misspelt or unknown directive,
+    which the security rating silently ignores. The ExecStart= binary must exist for verify:
+    a copy points it at /bin/true, nothing else changed."""
+    unit = (REPO / "systemd/homehub.service").read_text()
+    copy = tmp_path / "homehub.service"
+    copy.write_text(re.sub(r"(?m)^ExecStart=.*$", "ExecStart=/bin/true", unit, count=1))
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, check=False
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    copy.write_text(copy.read_text().replace("NoNewPrivileges=", "NoNewPrivilege=", 1))
+    misspelt = subprocess.run(
+        ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, check=False
+    )
+    assert "Unknown key 'NoNewPrivilege'" in misspelt.stderr
+
+
 def test_unit_credential_is_optional_and_restart_policy_stated() -> None:
     """The KEK credential is named without a path: systemd skips it when absent, where an
     absolute path would fail every start of a hub that keeps its KEK elsewhere."""
