@@ -817,3 +817,19 @@ async def test_read_only_state_directory(home: Home, tiny_fs: Callable[..., Path
             f" (findmnt -T {state}), remount it read-write or replace the SD card",
         )
     }
+
+
+async def test_kek_credential_missing(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A KEK configured as a systemd credential that no credential store holds; from a shell
+    the provider itself cannot be opened (only the unit gets the credential): skipped."""
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    name = f"homehub-kek-doctor-{os.getpid()}"
+    results = await home.check(keys=f'provider = "file"\nkek_credential = "{name}"')
+    finding, fix = failures(results)["key file: KEK"]
+    assert set(failures(results)) == {"key file: KEK"}
+    assert finding.startswith(f"no encrypted credential {name!r} in /etc/credstore.encrypted, ")
+    assert fix == (
+        f"create it: head -c 32 /dev/urandom | systemd-creds encrypt --name={name}"
+        f" --with-key=auto - /etc/credstore.encrypted/{name} (docs/install.md)"
+    )
+    assert results["key provider (file)"].outcome is Outcome.SKIP

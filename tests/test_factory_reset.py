@@ -33,6 +33,7 @@ from agent.errors import ConfigError, IntegrityError, KeyMaterialError
 from agent.instance_lock import LOCK_FILE
 from agent.keys.pkcs11_provider import Pkcs11KeyProvider
 from agent.keys.provider import KeyProvider
+from agent.keys.reset import ResetReport, factory_reset
 from agent.modem import state_file
 from agent.modem.status import ModemStatus
 from agent.outbox import Outbox
@@ -490,3 +491,40 @@ async def test_reset_removes_the_bluez_bonds(bluez: BluezMock, tmp_path: Path) -
     assert await bluez.method_calls("/org/bluez/hci0", "RemoveDevice") == [[path]]
     (objects,) = await bluez.call("/", "org.freedesktop.DBus.ObjectManager", "GetManagedObjects")
     assert path not in objects
+
+
+def test_reset_from_a_shell_destroys_the_kek_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KEK kept as a systemd credential: the unit sees it decrypted, a technician's shell
+    does not; the reset destroys its encrypted file in the credential store."""
+    hub = keyhub.make_hub(tmp_path / "hub", "file")
+    text = hub.config_file.read_text().replace(
+        f'kek_file = "{hub.root / "kek" / "kek.bin"}"', 'kek_credential = "homehub-kek"'
+    )
+    hub.config_file.write_text(text)
+    cfg = config.load(hub.config_file)
+    unit_view = tmp_path / "credentials"  # what systemd hands the unit
+    unit_view.mkdir(mode=0o700)
+    (unit_view / "homehub-kek").write_bytes(secrets.token_bytes(32))
+    (unit_view / "homehub-kek").chmod(0o400)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(unit_view))
+    outbox, _signer = open_outbox(cfg)
+    outbox.close()
+    store = tmp_path / "credstore.encrypted"
+    store.mkdir()
+    (store / "homehub-kek").write_bytes(secrets.token_bytes(96))  # sealed to the host key
+
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    report = factory_reset(cfg, credstores=[tmp_path / "absent", store])
+    assert report == ResetReport(
+        "file",
+        True,
+        True,
+        "destroyed: the encrypted credential 'homehub-kek'",
+        report.outbox_files_removed,
+    )
+    assert not (store / "homehub-kek").exists()
+    assert not cfg.outbox.key_file.exists()
+    again = factory_reset(cfg, credstores=[store])
+    assert (again.kek_destroyed, again.kek_note) == (False, "none found")

@@ -3,7 +3,8 @@
 Order matters. First the wrapped data key file is overwritten and unlinked (so a reset that
 stops half-way has already made the records unreadable), then the database files are
 removed, then the KEK is destroyed (pkcs11: ``C_DestroyObject``; file: overwrite and
-unlink, unless it is a read-only systemd credential). Once the KEK is gone, even a copy
+unlink; a systemd credential: its encrypted file in the credential store, when reset from a
+shell, else kept and said so). Once the KEK is gone, even a copy
 of the data key file (a backup, blocks that wear levelling kept on the SD card) cannot be
 unwrapped, and every record sealed under the data key is unreadable, with or without the
 database file. The hub's signing key is kept: it is the hub's identity, not patient data.
@@ -14,6 +15,8 @@ memory until it exits.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +24,8 @@ import structlog
 
 from agent.config import Config
 from agent.errors import KeyMaterialError
-from agent.keys import open_provider
+from agent.keys import CREDENTIALS_ENV, open_provider
+from agent.keys.credstore import CREDSTORE_DIRS, encrypted_credentials
 from agent.sealing import destroy_key_file
 
 log = structlog.get_logger(__name__)
@@ -40,8 +44,11 @@ class ResetReport:
     outbox_files_removed: int
 
 
-def factory_reset(cfg: Config) -> ResetReport:
+def factory_reset(cfg: Config, *, credstores: Sequence[Path] = CREDSTORE_DIRS) -> ResetReport:
     """Destroy the data key, the KEK and the outbox files; see the module docstring.
+
+    A KEK that is a systemd credential, reset from a shell (no ``$CREDENTIALS_DIRECTORY``):
+    its encrypted files in ``credstores`` are destroyed (agent/keys/credstore.py).
 
     Raises :class:`KeyMaterialError` when the provider cannot be opened (token absent, PIN
     refused) *after* destroying the data key file and the outbox, so that a reset never
@@ -49,6 +56,17 @@ def factory_reset(cfg: Config) -> ResetReport:
     """
     data_key_destroyed = destroy_key_file(cfg.outbox.key_file)
     removed = _remove_outbox(cfg.outbox.path)
+    name = cfg.keys.kek_credential
+    if cfg.keys.provider == "file" and name is not None and not os.environ.get(CREDENTIALS_ENV):
+        files = encrypted_credentials(name, credstores)
+        for path in files:
+            destroy_key_file(path, "KEK credential")
+        note = f"destroyed: the encrypted credential {name!r}" if files else "none found"
+        report = ResetReport(cfg.keys.provider, data_key_destroyed, bool(files), note, removed)
+        log.warning(
+            "factory_reset_done", kek_credential_files=len(files), outbox_files_removed=removed
+        )
+        return report
     try:
         provider = open_provider(cfg)
     except KeyMaterialError as exc:

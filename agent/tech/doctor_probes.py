@@ -29,6 +29,7 @@ from agent.config import Config
 from agent.cose import load_signing_key
 from agent.errors import KeyMaterialError
 from agent.instance_lock import LOCK_FILE
+from agent.keys.credstore import CREDSTORE_DIRS, encrypted_credentials
 from agent.tech import doctor_rules as rules
 from agent.tech.doctor_report import CheckResult, Outcome
 
@@ -160,8 +161,19 @@ async def key_files(ctx: Context) -> list[CheckResult]:
 
 def _kek_file(cfg: Config) -> CheckResult:
     check = "key file: KEK"
-    if cfg.keys.kek_credential is not None:
-        return CheckResult.skipped(check, "a systemd credential: systemd loads and checks it")
+    name = cfg.keys.kek_credential
+    if name is not None:
+        found = encrypted_credentials(name, CREDSTORE_DIRS)
+        if found:
+            return CheckResult.passed(
+                check, f"systemd credential {name!r}: {found[0]} (only the unit can open it)"
+            )
+        return CheckResult.failed(
+            check,
+            f"no encrypted credential {name!r} in {', '.join(map(str, CREDSTORE_DIRS))}",
+            f"create it: head -c 32 /dev/urandom | systemd-creds encrypt --name={name}"
+            f" --with-key=auto - /etc/credstore.encrypted/{name} (docs/install.md)",
+        )
     if cfg.keys.kek_file is None:
         return CheckResult.skipped(check, "no KEK configured: the data key file is stored plain")
     try:
@@ -281,6 +293,10 @@ async def key_provider(ctx: Context) -> CheckResult:
         "check [keys] pkcs11_module, pkcs11_token and the PIN file (softhsm2-util"
         " --show-slots, or the TPM's tools)"
     )
+    if cfg.keys.kek_credential is not None and not os.environ.get(keys.CREDENTIALS_ENV):
+        return CheckResult.skipped(
+            check, "the KEK is a systemd credential: only the unit can open it (key file: KEK)"
+        )
     try:
         provider = keys.open_provider(cfg)
     except KeyMaterialError as exc:
