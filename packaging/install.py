@@ -47,12 +47,14 @@ class Item:
     mode: int
 
 
+SYSUSERS: Final = Path("/usr/lib/sysusers.d/homehub.conf")
+TMPFILES: Final = Path("/usr/lib/tmpfiles.d/homehub.conf")
 # Debian bookworm (and so Raspberry Pi OS) ships units in /lib/systemd/system: with the merged
 # /usr, dpkg must see a file under the same path other packages use (DEP 17).
 FILES: Final = (
     Item(REPO / "systemd/homehub.service", Path("/lib/systemd/system/homehub.service"), 0o644),
-    Item(REPO / "systemd/homehub.sysusers.conf", Path("/usr/lib/sysusers.d/homehub.conf"), 0o644),
-    Item(REPO / "systemd/homehub.tmpfiles.conf", Path("/usr/lib/tmpfiles.d/homehub.conf"), 0o644),
+    Item(REPO / "systemd/homehub.sysusers.conf", SYSUSERS, 0o644),
+    Item(REPO / "systemd/homehub.tmpfiles.conf", TMPFILES, 0o644),
     Item(
         REPO / "systemd/homehub.dbus.conf",
         Path("/usr/share/dbus-1/system.d/homehub.conf"),
@@ -298,8 +300,8 @@ def install(args: argparse.Namespace) -> None:
         config.parent.mkdir(parents=True, exist_ok=True)
         _copy_if_changed(CONFIG, root)
     if _live(root):
-        subprocess.run(["systemd-sysusers", str(FILES[1].target)], check=True)
-        subprocess.run(["systemd-tmpfiles", "--create", str(FILES[2].target)], check=True)
+        subprocess.run(["systemd-sysusers", str(SYSUSERS)], check=True)
+        subprocess.run(["systemd-tmpfiles", "--create", str(TMPFILES)], check=True)
         if _systemd_running():
             subprocess.run(["systemctl", "daemon-reload"], check=True)
             # A running agent is restarted on the new code; a stopped one stays stopped.
