@@ -151,10 +151,13 @@ def reset_hub(cfg: Config, *, depot: bool = False) -> HubResetReport:
             locked.enter_context(hold(cfg.hub.state_dir))
         try:
             crypto = factory_reset(cfg)
-        except KeyMaterialError as exc:
-            removals.append(Removal("data key and outbox", str(cfg.outbox.path), "destroyed"))
-            removals.append(Removal("KEK", cfg.keys.provider, f"failed: {exc}"))
-        if crypto is not None:
+        except (KeyMaterialError, OSError) as exc:
+            # What failed is named (the data key file, the outbox, or the KEK's provider);
+            # whatever came before it in agent/keys/reset.py's order is gone.
+            reason = str(exc) if isinstance(exc, KeyMaterialError) else exc.strerror
+            what = "crypto-erase (data key, outbox, KEK)"
+            removals.append(Removal(what, str(cfg.outbox.path), f"failed: {reason}"))
+        else:
             removals.extend(_crypto_removals(cfg, crypto))
         removals.extend(_remove_state_files(cfg.hub.state_dir))
         if parse_stack(cfg.ble.stack).kind == "bluez":
@@ -181,43 +184,42 @@ def reset_hub(cfg: Config, *, depot: bool = False) -> HubResetReport:
 
 
 def _crypto_removals(cfg: Config, crypto: ResetReport) -> list[Removal]:
-    def done(flag: bool, word: str = "destroyed") -> str:
-        return word if flag else "nothing left"
-
-    outbox = (
-        f"removed ({crypto.outbox_files_removed} files)"
-        if crypto.outbox_files_removed
-        else "nothing left"
-    )
-    kek = (
-        "destroyed"
-        if crypto.kek_destroyed
-        else (
-            "nothing left"
-            if crypto.kek_note in ("none found", "none: the data key file was plain")
-            else crypto.kek_note
-        )
-    )
+    """The crypto-erase's report as removals; a KEK that was not there is "nothing left",
+    one that is kept says why (agent/keys/reset.py's note)."""
+    files = crypto.outbox_files_removed
+    if crypto.kek_destroyed:
+        kek = "destroyed"
+    elif crypto.kek_note.startswith("kept"):
+        kek = crypto.kek_note
+    else:
+        kek = "nothing left"
+    where = cfg.keys.kek_credential or cfg.keys.kek_file or cfg.keys.pkcs11_token or "-"
     return [
-        Removal("data key", str(cfg.outbox.key_file), done(crypto.data_key_destroyed)),
-        Removal("outbox (readings, sync state)", str(cfg.outbox.path), outbox),
-        Removal("KEK", str(cfg.keys.kek_file or cfg.keys.provider), kek),
+        Removal(
+            "data key",
+            str(cfg.outbox.key_file),
+            "destroyed" if crypto.data_key_destroyed else "nothing left",
+        ),
+        Removal(
+            "outbox (readings, sync state)",
+            str(cfg.outbox.path),
+            f"removed ({files} files)" if files else "nothing left",
+        ),
+        Removal("KEK", str(where), kek),
     ]
 
 
 def _state_files(state_dir: Path) -> list[Path]:
+    """Every file under the state directory but the lock (``os.walk`` skips what it cannot
+    read; a missing directory has none)."""
     found: list[Path] = []
-    try:
-        for root, _dirs, files in os.walk(state_dir):
-            for name in files:
-                path = Path(root) / name
-                if path == state_dir / LOCK_FILE:
-                    continue
+    for root, _dirs, files in os.walk(state_dir):
+        for name in files:
+            path = Path(root) / name
+            if path != state_dir / LOCK_FILE:
                 found.append(path)
-                if len(found) >= MAX_STATE_FILES:
-                    return found
-    except OSError:
-        pass
+            if len(found) >= MAX_STATE_FILES:
+                return sorted(found)
     return sorted(found)
 
 
