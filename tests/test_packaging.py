@@ -291,7 +291,8 @@ def test_unit_credential_is_optional_and_restart_policy_stated() -> None:
     settings = [line for line in unit if line and not line.startswith("#")]
     assert "LoadCredentialEncrypted=homehub-kek" in settings
     assert "Restart=always" in settings
-    assert "RestartPreventExitStatus=2" in settings
+    # Exit status 2 (LocalError) includes passing conditions: never exempt from restarts.
+    assert not [s for s in settings if s.startswith("RestartPreventExitStatus=")]
     assert "ConfigurationDirectory=homehub" in settings
     assert "Type=notify" in settings
     assert any(s.startswith("WatchdogSec=") for s in settings)
