@@ -39,7 +39,7 @@ from agent.modem import state_file
 from agent.modem.modemmanager import ModemLock, RegistrationState
 from agent.modem.modemmanager import ModemState as MmState
 from agent.modem.status import ModemStatus
-from agent.tech.doctor import run_checks
+from agent.tech.doctor import CHECKS, run_checks
 from agent.tech.doctor_report import CheckResult, Outcome, exit_code
 from hil.broker import Broker
 from hil.emulators.modem import EmulatedModem, Registration
@@ -88,6 +88,7 @@ class Home:
             "cert_file": str(self.pki.hub_cert),
             "key_file": str(self.root / "tls" / "hub.key"),
             "modem": 'backend = "none"',
+            "platform": "",
             "keys": f'provider = "file"\nkek_file = "{self.root / "kek" / "kek.bin"}"',
             **self.settings,
             **changes,
@@ -128,6 +129,9 @@ key_file = "{s["key_file"]}"
 
 [modem]
 {s["modem"]}
+
+[platform]
+{s["platform"]}
 """
         path = self.root / "homehub.toml"
         path.write_text(text)
@@ -833,3 +837,25 @@ async def test_kek_credential_missing(home: Home, monkeypatch: pytest.MonkeyPatc
         f" --with-key=auto - /etc/credstore.encrypted/{name} (docs/install.md)"
     )
     assert results["key provider (file)"].outcome is Outcome.SKIP
+
+
+async def test_a_hung_check_is_one_failure(home: Home) -> None:
+    """A FIFO where the platform's certificate should be: reading it blocks (as a dead
+    filesystem or a hung token would). That check fails at its bound (shortened here to
+    1 s); every other check still runs and passes."""
+    fifo = home.root / "platform.pem"
+    os.mkfifo(fifo)
+    checks = [(n, p, 1.0 if n == "certificates" else t) for n, p, t in CHECKS]
+    config = home.config(platform=f'cert_file = "{fifo}"')
+    try:
+        results = {r.check: r for r in await run_checks(config, unit=REPO_UNIT, checks=checks)}
+    finally:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # lets the blocked reader go
+    assert failures(results) == {
+        "certificates": (
+            "no answer within 1 s",
+            "see docs/doctor.md for what this check asks, and ask it by hand",
+        )
+    }
+    assert results["platform reachable (TLS)"].outcome is Outcome.PASS
+    assert results["unit hardening"].outcome is Outcome.PASS

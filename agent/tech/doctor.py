@@ -25,20 +25,31 @@ from rich.console import Console
 
 from agent.errors import ConfigError, HubError
 from agent.tech import doctor_links, doctor_probes
-from agent.tech.doctor_probes import Context
+from agent.tech.doctor_probes import Context, off_loop
 from agent.tech.doctor_report import CheckResult, exit_code, print_table, to_json
 
 DEFAULT_CONFIG: Final = Path("/etc/homehub/homehub.toml")
 
-Probe = Callable[[Context], Awaitable[CheckResult | list[CheckResult]]]
+Found = CheckResult | list[CheckResult]
+Probe = Callable[[Context], Awaitable[Found]]
+
+
+def threaded(probe: Callable[[Context], Found]) -> Probe:
+    """A blocking probe, run off the event loop (:func:`~agent.tech.doctor_probes.off_loop`)."""
+
+    async def run(ctx: Context) -> Found:
+        return await off_loop(lambda: probe(ctx), f"doctor.{probe.__name__}")
+
+    return run
+
 
 CHECKS: Final[tuple[tuple[str, Probe, float], ...]] = (
-    ("daemon", doctor_probes.daemon, 5.0),
-    ("key files", doctor_probes.key_files, 10.0),
-    ("certificates", doctor_probes.certificates, 10.0),
-    ("key provider", doctor_probes.key_provider, 20.0),
-    ("directories", doctor_probes.directories, 10.0),
-    ("disk space", doctor_probes.disk_space, 10.0),
+    ("daemon", threaded(doctor_probes.daemon), 5.0),
+    ("key files", threaded(doctor_probes.key_files), 10.0),
+    ("certificates", threaded(doctor_probes.certificates), 10.0),
+    ("key provider", threaded(doctor_probes.key_provider), 20.0),
+    ("directories", threaded(doctor_probes.directories), 10.0),
+    ("disk space", threaded(doctor_probes.disk_space), 10.0),
     ("BLE adapter", doctor_links.ble_adapter, 15.0),
     ("modem and SIM", doctor_links.modem, 40.0),
     ("clock synchronized", doctor_links.clock, 15.0),
@@ -94,8 +105,9 @@ async def run_checks(
     *,
     unit: Path | None = None,
     on_check: Callable[[str], None] = lambda _name: None,
+    checks: Sequence[tuple[str, Probe, float]] = CHECKS,
 ) -> list[CheckResult]:
-    """Every check, in order (module docstring)."""
+    """Every check of ``checks``, in order (module docstring)."""
     from agent import config
     from agent.instance_lock import running_pid
 
@@ -111,7 +123,7 @@ async def run_checks(
                 " key), or re-provision the hub (homehub provision)",
             )
         ]
-        for name, probe, timeout_s in CHECKS:
+        for name, probe, timeout_s in checks:
             if name in NEEDS_NO_CONFIG:
                 on_check(name)
                 results.extend(await _run_one(name, probe, _NoConfig(unit), timeout_s))
@@ -122,7 +134,7 @@ async def run_checks(
         CheckResult.passed("configuration", f"{cfg.source}: valid, {len(cfg.devices)} device(s)")
     ]
     ctx = Context(cfg, running_pid(cfg.hub.state_dir), dt.datetime.now(dt.UTC), unit)
-    for name, probe, timeout_s in CHECKS:
+    for name, probe, timeout_s in checks:
         on_check(name)
         results.extend(await _run_one(name, probe, ctx, timeout_s))
     return results

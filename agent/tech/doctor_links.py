@@ -34,7 +34,7 @@ from agent.ble.stack import parse_stack
 from agent.config import MqttConfig
 from agent.errors import BleStackUnavailableError, HubError
 from agent.modem import state_file
-from agent.tech.doctor_probes import Context
+from agent.tech.doctor_probes import Context, off_loop
 from agent.tech.doctor_report import CheckResult
 from agent.tech.doctor_rules import clock_result, modem_results
 
@@ -264,8 +264,8 @@ async def platform(ctx: Context) -> CheckResult:
     check = "platform reachable (TLS)"
     mqtt = ctx.cfg.mqtt
     where = f"{mqtt.host}:{mqtt.port}"
-    try:
-        tls = _tls_context(mqtt)
+    try:  # off the loop: the files are read by OpenSSL, unbounded
+        tls = await off_loop(lambda: _tls_context(mqtt), "doctor.tls_context")
     except (OSError, ssl.SSLError) as exc:
         reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or "unusable"
         return CheckResult.failed(

@@ -1,9 +1,11 @@
 """``homehub doctor``'s checks of what lies on this hub: key files, certificates, the key
 provider, the state and outbox directories, disk space, the unit's hardening, the daemon.
 
-Each check is an ``async`` function of the :class:`Context` returning one result or a list
-(the key files give one line per file); the judgement is agent/tech/doctor_rules.py's. Files
-are read with a size bound; the one subprocess (``systemd-analyze``) is bounded by the
+Each check is a function of the :class:`Context` returning one result or a list (the key
+files give one line per file); the judgement is agent/tech/doctor_rules.py's. Files are read
+with a size bound. The plain functions do blocking work (file system, the PKCS#11 module):
+the runner calls them on a daemon thread, so a hung token or filesystem costs the check's
+timeout, not the run. The one subprocess (``systemd-analyze``) is ``async``, bounded by the
 runner's timeout and killed past it.
 """
 
@@ -17,9 +19,11 @@ import pwd
 import shutil
 import stat
 import tempfile
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -41,6 +45,8 @@ INSTALLED_UNITS: Final = (
     Path("/lib/systemd/system/homehub.service"),
     Path("/usr/lib/systemd/system/homehub.service"),
 )
+_T = TypeVar("_T")
+
 REPO_UNIT: Final = Path(__file__).resolve().parents[2] / "systemd" / "homehub.service"
 PROVISION_FIX: Final = "homehub provision (it creates the hub's keys and certificate)"
 ROTATE_FIX: Final = "rotate the hub's certificate (homehub provision, or the platform's rotation)"
@@ -64,6 +70,35 @@ class Context:
     daemon_pid: int | None
     now: dt.datetime
     unit: Path | None = None
+
+
+async def off_loop(work: Callable[[], _T], name: str) -> _T:
+    """``work()`` on a daemon thread: a caller's timeout ends the wait even when it hangs (a
+    PKCS#11 module, a dead filesystem, a FIFO where a file should be), and the process can
+    still exit (a daemon thread is not joined at exit, as an executor's threads are)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[_T] = loop.create_future()
+
+    def settle(outcome: tuple[_T, None] | tuple[None, BaseException]) -> None:
+        if done.done():
+            return  # the caller gave up on it
+        result, error = outcome
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(cast(_T, result))
+
+    def run() -> None:
+        outcome: tuple[_T, None] | tuple[None, BaseException]
+        try:
+            outcome = (work(), None)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller, which reports it
+            outcome = (None, exc)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, outcome)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await done
 
 
 def _facts(path: Path) -> rules.FileFacts | None:
@@ -97,7 +132,7 @@ def _key_file(
     return CheckResult.failed(check, missing or f"{path} is missing", missing_fix)
 
 
-async def key_files(ctx: Context) -> list[CheckResult]:
+def key_files(ctx: Context) -> list[CheckResult]:
     """The outbox's data key, the KEK file, the signing key, the TLS client key and the PIN
     files: present when needed, private."""
     cfg = ctx.cfg
@@ -230,7 +265,7 @@ def _certificate(
     return result, certs
 
 
-async def certificates(ctx: Context) -> list[CheckResult]:
+def certificates(ctx: Context) -> list[CheckResult]:
     """The hub's TLS certificate (valid, its CN the hub id, the key's), the broker's CA and
     the platform's certificates when configured."""
     cfg = ctx.cfg
@@ -284,7 +319,7 @@ def _client_identity(judged: CheckResult, cfg: Config, cert: x509.Certificate) -
 # ---------------------------------------------------------------------------
 
 
-async def key_provider(ctx: Context) -> CheckResult:
+def key_provider(ctx: Context) -> CheckResult:
     """The provider opens (pkcs11: the module loads, the token opens with the PIN), holds the
     KEK when a wrapped data key needs it, and (pkcs11) the signing key."""
     cfg = ctx.cfg
@@ -357,7 +392,7 @@ def directory_result(check: str, path: Path) -> CheckResult:
     return CheckResult.passed(check, f"{path}: a writable directory")
 
 
-async def directories(ctx: Context) -> list[CheckResult]:
+def directories(ctx: Context) -> list[CheckResult]:
     """The state directory and, when elsewhere, the outbox's directory."""
     state = ctx.cfg.hub.state_dir
     results = [directory_result("state directory", state)]
@@ -367,7 +402,7 @@ async def directories(ctx: Context) -> list[CheckResult]:
     return results
 
 
-async def disk_space(ctx: Context) -> CheckResult:
+def disk_space(ctx: Context) -> CheckResult:
     """Free space on the outbox's filesystem for the outbox to reach its quota."""
     outbox = ctx.cfg.outbox.path
     where = outbox.parent
@@ -436,7 +471,7 @@ async def unit_hardening(ctx: Context) -> CheckResult:
     return rules.unit_result(unit, which, rules.exposure_of(output.decode(errors="replace")))
 
 
-async def daemon(ctx: Context) -> CheckResult:
+def daemon(ctx: Context) -> CheckResult:
     """Informational: whether ``homehub run`` holds the hub's lock."""
     lock = ctx.cfg.hub.state_dir / LOCK_FILE
     if ctx.daemon_pid is None:
