@@ -1,9 +1,10 @@
 #!/bin/bash
 # Install, upgrade, remove and purge homehub on this machine's own Debian, for real, without
 # changing this machine (tests/test_packaging.py):
-#   deb_sandbox.sh deb FILE.deb   the real dpkg and the package's maintainer scripts;
-#   deb_sandbox.sh make REPO      `make install` / `make uninstall` into / as root (the path
-#                                 that runs systemd-sysusers and systemd-tmpfiles).
+#   deb_sandbox.sh deb FILE.deb SCRATCH   the real dpkg and the package's maintainer scripts;
+#   deb_sandbox.sh make REPO SCRATCH      `make install` / `make uninstall` into / as root (the
+#                                         path that runs systemd-sysusers and systemd-tmpfiles).
+# SCRATCH is an empty directory of the caller's (a test's tmp_path), the tmpfs's mount point.
 #
 # Run as root under `unshare --mount --propagation private`: /etc, /usr, /opt, /var (and /lib
 # where it is not the merged /usr's symlink) become overlays whose writes land in a tmpfs that
@@ -13,13 +14,13 @@
 #
 # Prints "key: value" lines, one per fact the test asserts.
 set -euo pipefail
-mode=$1 what=$2
+mode=$1 what=$2 base=$3
 
 sandbox() {
     [ "$(id -u)" = 0 ] || return 1
-    local base dirs=(etc usr opt var)
+    local dirs=(etc usr opt var)
     [ -L /lib ] || dirs+=(lib)
-    base=$(mktemp -d /tmp/hh-deb-sandbox.XXXXXX) || return 1
+    [ -d "$base" ] || return 1
     mount -t tmpfs tmpfs "$base" || return 1
     for d in "${dirs[@]}"; do
         mkdir -p "$base/$d.up" "$base/$d.work"

@@ -461,7 +461,7 @@ def test_sbom_check_refuses_a_missing_component_and_an_invalid_document(
     assert f"{name} {dropped['version']} is installed but the SBOM lists None" in refused.stderr
 
 
-def sandboxed(mode: str, what: Path) -> dict[str, str]:
+def sandboxed(mode: str, what: Path, scratch: Path) -> dict[str, str]:
     """tests/deb_sandbox.sh in a mount namespace of its own: the facts it printed."""
     if shutil.which("unshare") is None or os.geteuid() != 0:
         pytest.skip("needs root and unshare (util-linux)")
@@ -474,8 +474,9 @@ def sandboxed(mode: str, what: Path) -> dict[str, str]:
     if probe.returncode != 0:  # a container without CAP_SYS_ADMIN
         pytest.skip(f"no mount namespace here: {probe.stderr.strip()}")
     sandbox = REPO / "tests/deb_sandbox.sh"
+    namespace = ["unshare", "--mount", "--propagation", "private"]
     done = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", str(sandbox), mode, str(what)],
+        [*namespace, str(sandbox), mode, str(what), str(scratch)],
         capture_output=True,
         text=True,
         timeout=MAKE_TIMEOUT_S,
@@ -518,11 +519,11 @@ def assert_lifecycle(facts: dict[str, str]) -> None:
 
 @pytest.mark.slow
 def test_deb_installs_upgrades_removes_and_purges_with_its_maintainer_scripts(
-    package: tuple[Path, Path, Path],
+    package: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
     """The real dpkg and maintainer scripts, in a mount namespace whose /etc, /usr, /opt and
     /var are throwaway overlays (tests/deb_sandbox.sh): the machine itself is not changed."""
-    facts = sandboxed("deb", package[0])
+    facts = sandboxed("deb", package[0], tmp_path)
     assert_lifecycle(facts)
     assert facts["installed enabled"] == "/lib/systemd/system/homehub.service"
     assert facts["installed status"] == f"ii {VERSION}"
@@ -532,9 +533,9 @@ def test_deb_installs_upgrades_removes_and_purges_with_its_maintainer_scripts(
 
 
 @pytest.mark.slow
-def test_make_install_into_the_live_root_makes_user_and_directories() -> None:
+def test_make_install_into_the_live_root_makes_user_and_directories(tmp_path: Path) -> None:
     """`make install` into / as root (sysusers, tmpfiles), in the same sandbox; it leaves the
     unit disabled (the package enables it)."""
-    facts = sandboxed("make", REPO)
+    facts = sandboxed("make", REPO, tmp_path)
     assert_lifecycle(facts)
     assert facts["installed enabled"] == "no"
