@@ -213,7 +213,19 @@ def test_a_stale_or_foreign_state_file_is_not_believed(
         outbox.close()
         report = status(cfg)
     assert ("unknown", None) == (report["uplink"]["state"], report["outbox"]["awaiting_receipt"])
-    for garbage in (b"{", b'{"v": 2}', json.dumps({**earlier.to_json(), "pid": -1}).encode()):
+    if os.geteuid() == 0:  # root (a technician's sudo) reads the daemon user's file
+        os.chown(state_path, 4242, 4242)
+        assert earlier == hub_state.read(state_path)
+    link = state_path.with_name("link.json")
+    link.symlink_to(state_path)
+    assert hub_state.read(link) is None  # a symbolic link is not followed
+    too_large = b" " * hub_state.MAX_BYTES + json.dumps(earlier.to_json()).encode()
+    for garbage in (
+        b"{",
+        b'{"v": 2}',
+        json.dumps({**earlier.to_json(), "pid": -1}).encode(),
+        too_large,
+    ):
         state_path.write_bytes(garbage)
         assert hub_state.read(state_path) is None
     report = status(cfg)
