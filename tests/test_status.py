@@ -342,3 +342,36 @@ def test_ctrl_c_ends_a_watch_with_exit_status_0(tmp_path: Path, dev_pki: DevPki)
     assert (0, "") == (proc.returncode, err)
     assert "not_running" == first["uplink"]["state"]
     assert all(json.loads(line)["hub"] == first["hub"] for line in rest.splitlines())
+
+
+def test_the_table_shows_the_modem_registration_and_signal(
+    tmp_path: Path,
+    dev_pki: DevPki,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The figures the daemon last wrote (agent/modem/state_file.py), as the table shows
+    them: registration, technology, operator and signal, with their time."""
+    from datetime import UTC, datetime
+
+    from agent.modem import state_file
+    from agent.modem.status import ModemStatus
+
+    config_path = _stopped_hub(tmp_path, dev_pki)
+    config_path.write_text(
+        config_path.read_text() + '\n[modem]\nbackend = "at"\nport = "/dev/ttyUSB2"\n'
+    )
+    cfg = config.load(config_path)
+    figures = ModemStatus(
+        registration="home", technology="NR5G-SA", operator="HomeHub Test", rsrp_dbm=-95, sinr_db=12
+    )
+    state_file.write(
+        cfg.hub.state_dir / state_file.STATE_FILE,
+        figures,
+        datetime(2026, 12, 2, 18, 30, tzinfo=UTC),
+    )
+    capsys.readouterr()
+    assert 0 == main(["status", "--config", str(config_path)])
+    table = " ".join(capsys.readouterr().out.split())  # the cell may wrap
+    for shown in ("at: home on NR5G-SA", "operator HomeHub Test", "RSRP -95 dBm", "SINR 12 dB"):
+        assert shown in table.replace("│ │", "").replace(" │ ", " ")
