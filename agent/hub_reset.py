@@ -49,7 +49,7 @@ from agent import config
 from agent.ble.stack import parse_stack
 from agent.config import Config
 from agent.config_edit import write_atomically
-from agent.errors import ConfigError, HubError, KeyMaterialError
+from agent.errors import ConfigError, HubError, KeyMaterialError, StorageError
 from agent.instance_lock import LOCK_FILE, hold
 from agent.keys.reset import ResetReport, factory_reset
 from agent.sealing import destroy_key_file
@@ -142,13 +142,22 @@ def reset_hub(cfg: Config, *, depot: bool = False) -> HubResetReport:
 
     Raises:
         InstanceRunningError: the daemon runs (nothing was touched).
+        StorageError: the state directory cannot hold the lock (read-only, not ours):
+            nothing was touched.
     """
     removals: list[Removal] = []
     crypto: ResetReport | None = None
     with contextlib.ExitStack() as locked:
-        # No state directory: no daemon can run on it, so there is no lock to take.
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        try:
             locked.enter_context(hold(cfg.hub.state_dir))
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # no state directory: no daemon can run on it, no lock to take
+        except OSError as exc:  # read-only, or not ours: nothing there could be removed
+            raise StorageError(
+                str(cfg.hub.state_dir),
+                "factory_reset",
+                f"cannot take the hub's lock: {exc.strerror}",
+            ) from None
         try:
             crypto = factory_reset(cfg)
         except (KeyMaterialError, OSError) as exc:

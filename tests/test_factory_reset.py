@@ -528,3 +528,32 @@ def test_reset_from_a_shell_destroys_the_kek_credential(
     assert not cfg.outbox.key_file.exists()
     again = factory_reset(cfg, credstores=[store])
     assert (again.kek_destroyed, again.kek_note) == (False, "none found")
+
+
+def test_reset_on_a_read_only_state_directory_touches_nothing(tmp_path: Path) -> None:
+    """The lock cannot be taken (a read-only filesystem: what a failing SD card becomes):
+    exit 1 naming why, and nothing is destroyed (no reset half done on a hub that may still
+    be running). Skipped where this user may not mount."""
+    hub = keyhub.make_hub(tmp_path / "hub", "file")
+    outbox, _signer = open_outbox(hub.cfg)
+    outbox.close()
+    state = hub.cfg.hub.state_dir
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(state)],
+        capture_output=True,
+        timeout=10,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)")
+    try:
+        done = reset(hub.config_file)
+    finally:
+        subprocess.run(["umount", str(state)], timeout=10, check=True)
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"homehub: StorageError: {state}: factory_reset: cannot take the hub's lock:"
+        " Read-only file system\n"
+    )
+    assert hub.cfg.outbox.key_file.exists()
+    assert hub.cfg.outbox.path.exists()  # under the mount, untouched
