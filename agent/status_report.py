@@ -51,7 +51,6 @@ tooling read it); times are ISO 8601 UTC, ages seconds, absent values ``null``:
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import datetime as dt
 import importlib.metadata
 import shutil
@@ -198,12 +197,8 @@ def system_clock_synchronized() -> bool | None:
     """Whether the kernel's clock is synchronized (NTP: timesyncd, chrony), by adjtimex(2)
     with no change asked (modes 0): what ``timedatectl`` shows. None where it cannot be read
     (not Linux, no C library)."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
     try:
-        libc = ctypes.CDLL(name, use_errno=True)
-        adjtimex = libc.adjtimex
+        adjtimex = ctypes.CDLL(None, use_errno=True).adjtimex  # the C library already loaded
     except (OSError, AttributeError):
         return None
     buffer = ctypes.create_string_buffer(TIMEX_BYTES)  # modes = 0: read only
