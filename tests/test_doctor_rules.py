@@ -21,6 +21,7 @@ from agent.tech.doctor_rules import (
     exposure_of,
     key_file_result,
     modem_results,
+    systemd_unit_summary,
     unit_result,
 )
 
@@ -202,3 +203,15 @@ def test_exit_code_is_capped_and_json_is_a_list() -> None:
     assert exit_code(many) == 100
     assert exit_code([CheckResult.skipped("a", "b"), CheckResult.passed("c", "d")]) == 0
     assert to_json(many[:1]) == '[{"check": "c0", "result": "fail", "finding": "x", "fix": "y"}]'
+
+
+def test_systemd_unit_summary() -> None:
+    """A daemon waiting for its storage holds no lock; systemd's STATUS= says why."""
+    show = (
+        "ActiveState=activating\nSubState=start\nStatusText=waiting for storage: disk I/O error\n"
+    )
+    assert systemd_unit_summary(show) == 'activating/start: "waiting for storage: disk I/O error"'
+    assert systemd_unit_summary("ActiveState=inactive\nSubState=dead\nStatusText=\n") == (
+        "inactive/dead"
+    )
+    assert systemd_unit_summary("") is None

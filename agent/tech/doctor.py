@@ -44,7 +44,7 @@ def threaded(probe: Callable[[Context], Found]) -> Probe:
 
 
 CHECKS: Final[tuple[tuple[str, Probe, float], ...]] = (
-    ("daemon", threaded(doctor_probes.daemon), 5.0),
+    ("daemon", doctor_probes.daemon, 10.0),
     ("key files", threaded(doctor_probes.key_files), 10.0),
     ("certificates", threaded(doctor_probes.certificates), 10.0),
     ("key provider", threaded(doctor_probes.key_provider), 20.0),

@@ -5,8 +5,8 @@ Each check is a function of the :class:`Context` returning one result or a list 
 files give one line per file); the judgement is agent/tech/doctor_rules.py's. Files are read
 with a size bound. The plain functions do blocking work (file system, the PKCS#11 module):
 the runner calls them on a daemon thread, so a hung token or filesystem costs the check's
-timeout, not the run. The one subprocess (``systemd-analyze``) is ``async``, bounded by the
-runner's timeout and killed past it.
+timeout, not the run. The subprocesses (``systemd-analyze``, ``systemctl show``) are
+``async``, bounded and killed past their bound.
 """
 
 from __future__ import annotations
@@ -471,12 +471,51 @@ async def unit_hardening(ctx: Context) -> CheckResult:
     return rules.unit_result(unit, which, rules.exposure_of(output.decode(errors="replace")))
 
 
-def daemon(ctx: Context) -> CheckResult:
-    """Informational: whether ``homehub run`` holds the hub's lock."""
+async def daemon(ctx: Context) -> CheckResult:
+    """Informational: whether ``homehub run`` holds the hub's lock, and, under systemd,
+    what the unit says (its ``STATUS=``: a daemon waiting for its storage holds no lock and
+    says why there)."""
     lock = ctx.cfg.hub.state_dir / LOCK_FILE
+    unit = await _systemd_unit()
+    said = f"; systemd: {unit}" if unit else ""
     if ctx.daemon_pid is None:
-        return CheckResult.passed("daemon", f"not running (nobody holds {lock})")
+        return CheckResult.passed("daemon", f"not running (nobody holds {lock}){said}")
     pid = "pid unknown" if ctx.daemon_pid == 0 else f"pid {ctx.daemon_pid}"
     return CheckResult.passed(
-        "daemon", f"running ({pid}): the modem is read from the daemon's figures"
+        "daemon", f"running ({pid}): the modem is read from the daemon's figures{said}"
     )
+
+
+SYSTEMD_RUNTIME: Final = Path("/run/systemd/system")
+"""Exists when systemd is the running init (sd_booted)."""
+SYSTEMCTL_TIMEOUT_S: Final = 5.0
+MAX_SYSTEMCTL_OUTPUT: Final = 64 * 1024
+
+
+async def _systemd_unit() -> str | None:
+    """``homehub.service``'s state and status text as systemd holds them, or ``None`` where
+    systemd does not run the machine or cannot be asked in time."""
+    exe = shutil.which("systemctl")
+    if exe is None or not SYSTEMD_RUNTIME.is_dir():
+        return None
+    process = await asyncio.create_subprocess_exec(
+        exe,
+        "show",
+        "--property=ActiveState,SubState,StatusText",
+        "homehub.service",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with asyncio.timeout(SYSTEMCTL_TIMEOUT_S):
+            assert process.stdout is not None
+            output = await process.stdout.read(MAX_SYSTEMCTL_OUTPUT)
+            await process.wait()
+    except TimeoutError:
+        return None
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return rules.systemd_unit_summary(output.decode(errors="replace"))

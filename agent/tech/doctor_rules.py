@@ -300,3 +300,24 @@ def unit_result(unit: Path, which: str, exposure: float | None) -> CheckResult:
             " loosen it (systemctl cat homehub)",
         )
     return CheckResult.passed(check, f"{unit} ({which}) is rated {exposure}")
+
+
+# ---------------------------------------------------------------------------
+# The daemon under systemd
+# ---------------------------------------------------------------------------
+
+MAX_STATUS_TEXT: Final = 200
+
+
+def systemd_unit_summary(show: str) -> str | None:
+    """``systemctl show --property=ActiveState,SubState,StatusText`` output as one phrase
+    (``active/running: "3 devices, 0 pending, online"``), ``None`` when it holds no state
+    (the unit is not installed: ``ActiveState=inactive`` with no status is still said)."""
+    props = dict(line.split("=", 1) for line in show.splitlines() if "=" in line)
+    state = props.get("ActiveState")
+    if not state:
+        return None
+    sub = props.get("SubState")
+    phrase = f"{state}/{sub}" if sub else state
+    text = props.get("StatusText", "").strip()[:MAX_STATUS_TEXT]
+    return f'{phrase}: "{text}"' if text else phrase
