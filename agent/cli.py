@@ -2,15 +2,21 @@
 
     homehub run --config FILE          the daemon (systemd starts this)
     homehub decode CHAR HEX [--from-hub]  decode one characteristic value to JSON
-    homehub status --config FILE       outbox depth and age, as JSON
+    homehub status --config FILE [--json] [--watch]
+                                       devices, outbox, receipts, uplink, modem, clock,
+                                       storage, status light, version; live with --watch
     homehub verify ENVELOPE_FILE --cert HUB_CERT [--ca CA] [--dictionaries DIR]
                                        verify a captured envelope (hex, base64 or CBOR) and
                                        print its content as JSON
     homehub check-config FILE          validate a configuration file
     homehub config-schema              every configuration key, its type and default
-    homehub factory-reset --config FILE --yes  crypto-erase: destroy data key, KEK, outbox
-    homehub provision ...              keys, CSR, certificate, platform, patient, then proof
-    homehub doctor --config FILE       a checklist with the fix for each failure
+    homehub factory-reset --config FILE --yes [--depot]
+                                       crypto-erase: data key, KEK, outbox, bonds, allow-list,
+                                       patient (refused while the daemon runs)
+    homehub provision csr|apply|bundle|check --config FILE ...
+                                       keys, CSR, certificate, platform, patient, then proof
+    homehub doctor --config FILE [--json]
+                                       a checklist with the fix for each failure
     homehub pair --config FILE [--scan-s S] [--address A] [--label L] [--json]
                                        bond a device in pairing mode, add it to the allow-list
     homehub devices list|rename OLD NEW|remove LABEL --config FILE [--json]
