@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import stat
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Any, Final
 
 from agent.cert_rotation import write_private_file
 from agent.errors import KeyMaterialError, StorageError
+from agent.private_files import read_state_file_up_to
 
 STATE_FILE: Final = "hub_state.json"
 FORMAT_VERSION: Final = 1
@@ -114,7 +113,7 @@ def read(path: Path) -> HubState | None:
     Not a secret, so not read with the key files' owner check: ``homehub status`` run by
     root reads the file of the daemon's own user (a symbolic link is still not followed).
     """
-    data = _read_bounded(path)
+    data = read_state_file_up_to(path, MAX_BYTES)
     if data is None:
         return None
     try:
@@ -122,30 +121,6 @@ def read(path: Path) -> HubState | None:
         return _parse(body)
     except (ValueError, TypeError, KeyError, UnicodeDecodeError):
         return None
-
-
-def _read_bounded(path: Path) -> bytes | None:
-    """At most :data:`MAX_BYTES` of the regular file ``path``; None if it is not one, is
-    larger, or cannot be read."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := os.read(fd, MAX_BYTES + 1 - size):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > MAX_BYTES:
-                return None
-        return b"".join(chunks)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 def _time(value: object) -> float | None:

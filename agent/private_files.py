@@ -64,6 +64,34 @@ def read_private_file_up_to(path: Path, what: str, max_size: int) -> bytes | Non
     return b"".join(chunks)
 
 
+def read_state_file_up_to(path: Path, max_size: int) -> bytes | None:
+    """At most ``max_size`` bytes of the regular file ``path``, whoever owns it; None when it
+    does not exist, is not a regular file, is larger, or cannot be read.
+
+    For the daemon's small state files that ``homehub status`` shows (hub state, modem
+    figures): no secret and no PHI is in them, so the key files' owner check does not apply,
+    and a technician's ``sudo homehub status`` reads what the daemon's user wrote."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, max_size + 1 - size):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > max_size:
+                return None
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def _open_private(path: Path, what: str) -> int | None:
     """The opened descriptor of ``path`` once it passed the checks (module docstring);
     ``None`` when the file does not exist."""

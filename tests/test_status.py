@@ -377,3 +377,29 @@ def test_the_table_shows_the_modem_registration_and_signal(
     table = " ".join(capsys.readouterr().out.split())  # the cell may wrap
     for shown in ("at: home on NR5G-SA", "operator HomeHub Test", "RSRP -95 dBm", "SINR 12 dB"):
         assert shown in table.replace("│ │", "").replace(" │ ", " ")
+
+
+def test_root_reads_the_modem_figures_the_daemons_user_wrote(tmp_path: Path) -> None:
+    """``sudo homehub status``: the modem figures file belongs to the daemon's user; root reads
+    it (it holds no secret and no PHI, so the key files' owner check does not apply), while a
+    symbolic link, a non-file and an oversized file are still not believed."""
+    from datetime import UTC, datetime
+
+    from agent.modem import state_file
+    from agent.modem.status import ModemStatus
+
+    path = tmp_path / state_file.STATE_FILE
+    figures = ModemStatus(registration="home", technology="LTE", rsrp_dbm=-101)
+    state_file.write(path, figures, datetime(2026, 12, 2, 18, 30, tzinfo=UTC))
+    seen = state_file.read(path)
+    assert seen is not None
+    assert ("home", -101) == (seen["figures"]["registration"], seen["figures"]["rsrp_dbm"])
+    if os.geteuid() == 0:
+        os.chown(path, 4242, 4242)
+        assert seen == state_file.read(path)
+    link = tmp_path / "link.json"
+    link.symlink_to(path)
+    assert state_file.read(link) is None
+    assert state_file.read(tmp_path) is None
+    path.write_bytes(b" " * (state_file.MAX_BYTES + 1))
+    assert state_file.read(path) is None

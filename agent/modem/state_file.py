@@ -20,7 +20,7 @@ from typing import Any, Final
 from agent.cert_rotation import write_private_file
 from agent.errors import KeyMaterialError, StorageError
 from agent.modem.status import KEYS, ModemStatus
-from agent.private_files import read_private_file_up_to
+from agent.private_files import read_state_file_up_to
 
 STATE_FILE: Final = "modem_status.json"
 WRITE_EVERY_S: Final = 60.0
@@ -51,10 +51,7 @@ def write(path: Path, figures: ModemStatus, as_of: dt.datetime) -> None:
 def read(path: Path) -> dict[str, Any] | None:
     """``{"as_of": iso, "figures": {...}}`` as written, or None when there is no usable file
     (none yet, unreadable, or not what :func:`write` writes)."""
-    try:
-        data = read_private_file_up_to(path, "modem status file", MAX_BYTES)
-    except KeyMaterialError:
-        return None
+    data = read_state_file_up_to(path, MAX_BYTES)
     if data is None:
         return None
     try:
