@@ -126,6 +126,10 @@ class SigningConfig:
     """``[signing]``: the hub's ES256 signing key (PEM, mode 0600)."""
 
     key_file: Path
+    cert_file: Path | None = None
+    """PEM certificate of the signing key when it is not the TLS client key (a PKCS#11
+    token's key): ``homehub provision`` installs it; the platform verifies the hub's messages
+    with it. Unset: the client certificate is the signing key's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +345,18 @@ def _keys_config(where: str, values: dict[str, Any]) -> KeysConfig:
             if values[name] is None:
                 raise ConfigError(where, f"keys.{name}", "missing (provider 'pkcs11' needs it)")
     return keys
+
+
+def _signing_config(where: str, values: dict[str, Any], mqtt: dict[str, Any]) -> SigningConfig:
+    """Cross-key check of ``[signing]``: its certificate is not the client certificate's file
+    (installing one would replace the other)."""
+    signing = SigningConfig(**values)
+    cert_file = signing.cert_file
+    if cert_file is not None and cert_file.resolve() == Path(mqtt["cert_file"]).resolve():
+        raise ConfigError(
+            where, "signing.cert_file", "must not be [mqtt] cert_file (each key has its own)"
+        )
+    return signing
 
 
 def _ack(value: Any) -> str | None:
@@ -580,6 +596,13 @@ SCHEMA: Final[dict[str, dict[str, Field]]] = {
     },
     "signing": {
         "key_file": Field(Path, doc="the hub's P-256 signing key (PEM, mode 0600)"),
+        "cert_file": Field(
+            Path,
+            None,
+            False,
+            doc="the signing key's certificate (PEM) when it is not the client key (pkcs11);"
+            " set by homehub provision; not [mqtt] cert_file",
+        ),
     },
     "keys": {
         "provider": Field(
@@ -907,7 +930,7 @@ def from_mapping(data: Mapping[str, Any], source: Path) -> Config:
         ble=_ble_config(where, sections["ble"]),
         devices=devices,
         outbox=OutboxConfig(**sections["outbox"]),
-        signing=SigningConfig(**sections["signing"]),
+        signing=_signing_config(where, sections["signing"], sections["mqtt"]),
         mqtt=_mqtt_config(where, sections["mqtt"], data.get("mqtt", {}), platform),
         keys=_keys_config(where, sections["keys"]),
         platform=platform,

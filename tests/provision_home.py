@@ -1,7 +1,7 @@
 """Scaffolding of the ``homehub provision`` tests: a fresh hub (a configuration as a hub image
-ships it: placeholders, no key, no certificate), the depot's CA issuing for its CSR, bundle
-files, and the CLI run as its own process while the test's loop runs the reference
-platform's console."""
+ships it: placeholders, no key, no certificate; its signing key in a SoftHSM2 token when
+given one), the depot's CA issuing for its CSRs, bundle files, and the CLI run as its own
+process while the test's loop runs the reference platform's console."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from hil.pki import DevPki
 from tests import phi_canaries
+from tests.keyhub import SOFTHSM_MODULE, Token
 from tests.platform_hub import issue_for_csr
 
 CLI_TIMEOUT_S: Final = 60.0
@@ -43,10 +44,21 @@ class FreshHub:
     def csr(self) -> Path:
         return self.cert.with_name("hub-0001.csr")
 
+    @property
+    def signing_csr(self) -> Path:
+        """A PKCS#11 hub's second request: its token signing key's."""
+        return self.cert.with_name("hub-0001-signing.csr")
 
-def fresh_hub(tmp_path: Path, hub_id: str = "hub-0001") -> FreshHub:
+    @property
+    def signing_cert(self) -> Path:
+        """Where provisioning installs a PKCS#11 hub's signing certificate by default."""
+        return self.cert.with_name("signing.pem")
+
+
+def fresh_hub(tmp_path: Path, hub_id: str = "hub-0001", *, token: Token | None = None) -> FreshHub:
     """A configuration with placeholders (host, patient), no key and no certificate yet, and
-    the patient reference (the suite's canary) in a file for ``--patient-file``."""
+    the patient reference (the suite's canary) in a file for ``--patient-file``. With
+    ``token``: ``[keys] provider = "pkcs11"`` on that SoftHSM2 token (no key in it yet)."""
     root = tmp_path / "hub"
     state = root / "state"
     state.mkdir(parents=True, mode=0o700)
@@ -77,6 +89,14 @@ key_file = "{keys / "hub.key"}"
 backoff_max_s = 1.0
 first_connect_jitter_s = 0.0
 """
+    if token is not None:
+        text += f"""
+[keys]
+provider = "pkcs11"
+pkcs11_module = "{SOFTHSM_MODULE}"
+pkcs11_token = "{token.label}"
+pkcs11_pin_file = "{token.pin_file}"
+"""
     config = root / "homehub.toml"
     config.write_text(text)
     patient_file = root / "patient.txt"
@@ -103,6 +123,32 @@ def issue(pki: DevPki, csr_path: Path, target: Path, *, expired: bool = False) -
     csr_der = x509.load_pem_x509_csr(csr_path.read_bytes()).public_bytes(serialization.Encoding.DER)
     der = _expired_for_csr(pki, csr_der) if expired else issue_for_csr(pki, csr_der)
     target.write_bytes(x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM))
+    return target
+
+
+def issue_signing(pki: DevPki, csr_path: Path, target: Path) -> Path:
+    """The depot's CA issues a signing certificate for a token key's request: the CSR's
+    subject and requested keyUsage, no clientAuth (it never authenticates a TLS link)."""
+    csr = x509.load_pem_x509_csr(csr_path.read_bytes())
+    assert csr.is_signature_valid
+    usage = csr.extensions.get_extension_for_class(x509.KeyUsage)
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(csr.subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(csr.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(usage.value, critical=usage.critical)
+        .sign(ca_key, hashes.SHA256())
+    )
+    target.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return target
 
 
@@ -133,6 +179,7 @@ def write_bundle(
     *,
     port: int,
     certificate: Path | None,
+    signing_certificate: Path | None = None,
     patient: bool = True,
     extra: str = "",
     version: int = 1,
@@ -161,6 +208,8 @@ def write_bundle(
     ]
     if certificate is not None:
         lines.append(f"certificate = {pem(certificate)}")
+    if signing_certificate is not None:
+        lines.append(f"signing_certificate = {pem(signing_certificate)}")
     path.write_text("\n".join(lines) + "\n")
     return path
 

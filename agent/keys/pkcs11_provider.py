@@ -238,6 +238,42 @@ class Pkcs11KeyProvider:
 
     # -- signing -------------------------------------------------------------------------
 
+    def has_signing_key(self) -> bool:
+        """Provisioning: whether the token holds the signing key pair (private and public
+        objects with the label). Half a pair (one of the two) raises
+        :class:`KeyMaterialError`: it cannot sign, or cannot be checked, and is not replaced
+        silently."""
+        what = f"signing key {self._signing_label!r}"
+        try:
+            found = {
+                obj[Attribute.CLASS]
+                for obj in self.session.get_objects({Attribute.LABEL: self._signing_label})
+            }
+        except PKCS11Error as exc:
+            raise _fail(what, "lookup failed", exc) from None
+        pair = {ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY}
+        if not found & pair:
+            return False
+        if not pair <= found:
+            half = "public" if ObjectClass.PUBLIC_KEY in found else "private"
+            raise KeyMaterialError(what, f"only its {half} key object is in the token")
+        return True
+
+    def destroy_signing_key(self) -> int:
+        """Provisioning's ``--rotate-key``: destroy every object with the signing key's label
+        (the pair it replaces); how many were destroyed."""
+        what = f"signing key {self._signing_label!r}"
+        self._public = None
+        try:
+            objects = list(self.session.get_objects({Attribute.LABEL: self._signing_label}))
+            for obj in objects:
+                obj.destroy()
+        except PKCS11Error as exc:
+            raise _fail(what, "cannot destroy", exc) from None
+        if objects:
+            log.info("signing_key_destroyed", provider="pkcs11", token=self._token_label)
+        return len(objects)
+
     def generate_signing_key(self) -> ec.EllipticCurvePublicKey:
         """Provisioning: create the P-256 signing key pair inside the token; its public key.
 

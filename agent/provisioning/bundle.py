@@ -19,6 +19,7 @@ format (docs/provisioning.md, "The bundle file") is a TOML document of at most
     ca_chain = "..."                     # required: the broker's CA and the issuing CA(s)
     platform_certificate = "..."         # required: the platform signing certificate
     certificate = "..."                  # optional: the hub's certificate, once issued
+    signing_certificate = "..."          # optional: its signing key's (a PKCS#11 hub's)
     client_ca = "..."                    # optional: the CA that issues hub certificates
 
 Every key is checked: an unknown key, a missing one, a wrong type or a PEM block of the wrong
@@ -48,7 +49,13 @@ PROFILES: Final = ("mqtt", "azure_iot_hub", "aws_iot_core")
 
 _TOP: Final = {"format", "version", "hub_id", "patient_id", "endpoint", "pem"}
 _ENDPOINT: Final = {"host", "port", "profile"}
-_PEM: Final = {"ca_chain", "platform_certificate", "certificate", "client_ca"}
+_PEM: Final = {
+    "ca_chain",
+    "platform_certificate",
+    "certificate",
+    "signing_certificate",
+    "client_ca",
+}
 _PEM_BEGIN: Final = "-----BEGIN CERTIFICATE-----"
 
 
@@ -77,6 +84,9 @@ class Bundle:
     ca_chain_pem: bytes
     platform_cert_pem: bytes
     certificate_pem: bytes | None = None
+    signing_certificate_pem: bytes | None = None
+    """The certificate of a signing key kept in a PKCS#11 token (checked by step 4: needed
+    there with ``certificate``, refused on a hub whose TLS key signs)."""
     client_ca_pem: bytes | None = None
     patient_id: str | None = None
 
@@ -141,6 +151,7 @@ def parse_bundle(data: bytes) -> Bundle:
         ca_chain_pem=ca_chain,
         platform_cert_pem=platform_cert,
         certificate_pem=_pem(pem, "certificate", required=False),
+        signing_certificate_pem=_pem(pem, "signing_certificate", required=False),
         client_ca_pem=_pem(pem, "client_ca", required=False),
         patient_id=patient_id,
     )

@@ -4,7 +4,10 @@ chain it trusts.
 The key is an ECDSA P-256 key in PEM, mode 0600, written atomically
 (:func:`agent.cert_rotation.write_private_file`), and kept once it exists: a hub's key is its
 identity, replaced only when the technician asks (``--rotate-key``). The certificate request
-(CN = hub id) is public and goes to the depot's CA. The certificate is installed only when it
+(CN = hub id) is public and goes to the depot's CA. A hub whose signing key lives in a
+PKCS#11 token has a second request, signed in the token (:func:`ensure_signing_csr`), and a
+second certificate (:func:`signing_slot`): step 4 checks every certificate before it writes
+any. The certificate is installed only when it
 is for this key and this hub id, issued by a CA of the given chain and valid now; the reasons
 it is refused are :class:`CertificateRefusedError`'s checks, each with its fix
 (:data:`CERTIFICATE_FIXES`).
@@ -16,7 +19,7 @@ nothing when nothing changes, so a second run reports ``kept`` and ``unchanged``
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -28,6 +31,7 @@ from cryptography.x509.oid import NameOID
 
 from agent import cert_rotation, cose
 from agent.errors import CertificateRefusedError, KeyMaterialError
+from agent.provisioning.signing_csr import is_signing_request, signing_csr
 from agent.provisioning.steps import Outcome, ProvisionRefusedError, Step
 
 MAX_PEM_FILE_BYTES: Final = 64 * 1024
@@ -59,6 +63,34 @@ CERTIFICATE_FIXES: Final = {
         " for the CSR",
     ),
 }
+
+SIGNING_CERTIFICATE_FIXES: Final = {
+    **CERTIFICATE_FIXES,
+    "not_a_certificate": (
+        "the signing certificate is not a PEM X.509 certificate",
+        "give the signing certificate the depot's CA issued (PEM, -----BEGIN CERTIFICATE-----)",
+    ),
+    "public_key": (
+        "the signing certificate's key is not the token's signing key",
+        "have the CA issue the signing certificate for this hub's signing request {request}"
+        " (made in the token), not for its TLS request",
+    ),
+    "subject": (
+        "the signing certificate's subject CN is not the hub id",
+        "have the CA issue it for this hub's signing request {request}",
+    ),
+    "issuer": (
+        "the signing certificate was not issued by a CA of the given chain",
+        "give the CA chain of the CA that issued it (--ca, or pem.ca_chain in the bundle)",
+    ),
+    "validity": (
+        "the signing certificate is not valid now (expired, or not yet valid)",
+        "check the hub's clock (date -u); if it is right, have the CA issue a new signing"
+        " certificate for {request}",
+    ),
+}
+"""The same checks for the certificate of a signing key kept in a PKCS#11 token; ``{request}``
+is its request's file."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +166,37 @@ def ensure_csr(key: ec.EllipticCurvePrivateKey, hub_id: str, path: Path) -> Outc
     return Outcome.WRITTEN
 
 
+def ensure_signing_csr(
+    public_key: ec.EllipticCurvePublicKey,
+    hub_id: str,
+    path: Path,
+    sign: Callable[[bytes], bytes],
+) -> Outcome:
+    """The signing key's request (:mod:`agent.provisioning.signing_csr`, signed by ``sign``
+    inside the token) at ``path``: kept when the file already holds one for this key and hub
+    id, else written."""
+    what = "signing certificate request"
+    existing = _read_bounded(path, Step.CSR, what)
+    if existing is not None:
+        try:
+            if is_signing_request(x509.load_pem_x509_csr(existing), public_key, hub_id):
+                return Outcome.KEPT
+        except ValueError:
+            pass  # not a request: replaced below
+    try:
+        der = signing_csr(public_key, hub_id, sign)
+    except KeyMaterialError as exc:
+        raise ProvisionRefusedError(
+            Step.CSR,
+            f"the token cannot sign the signing key's request ({exc})",
+            "check the token (its signing key pair); if it is damaged, run again with"
+            " --rotate-key (both certificates are then issued again)",
+        ) from None
+    pem = x509.load_der_x509_csr(der).public_bytes(serialization.Encoding.PEM)
+    _write_public(path, pem, Step.CSR, what)
+    return Outcome.WRITTEN
+
+
 def load_certificates(data: bytes, what: str, step: Step) -> list[x509.Certificate]:
     """Every certificate of a PEM text (at least one), or a refusal naming ``what``."""
     try:
@@ -150,11 +213,49 @@ def load_certificates(data: bytes, what: str, step: Step) -> list[x509.Certifica
 
 
 @dataclass(frozen=True, slots=True)
-class Imported:
-    """What :func:`import_certificate` did: the certificate's outcome and the chain's."""
+class CertificateSlot:
+    """One certificate step 4 imports: for which key, from which input, to which file.
 
-    certificate: Outcome
+    ``input_name`` is the key of the run's names (``"certificate"``: ``--cert`` or ``bundle
+    pem.certificate``). The TLS client certificate goes out with the CAs between it and the
+    root (the TLS handshake sends them); a signing certificate alone.
+    """
+
+    what: str
+    public_key: ec.EllipticCurvePublicKey
+    pem: bytes | None
+    input_name: str
+    path: Path
+    with_intermediates: bool
+    fixes: Mapping[str, tuple[str, str]]
+    request: Path | None = None
+    """The request the certificate is issued for (named in a fix as ``{request}``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Imported:
+    """What :func:`import_certificates` did: each certificate's outcome (in the order of the
+    slots given), and the chain's."""
+
+    outcomes: tuple[Outcome, ...]
     chain: Outcome
+    expires: tuple[dt.datetime | None, ...]
+
+    @property
+    def certificate(self) -> Outcome:
+        """The step's result: ``pending`` when one certificate waits, ``imported`` when one
+        was installed, else ``unchanged`` or ``kept``."""
+        for outcome in (Outcome.PENDING, Outcome.IMPORTED, Outcome.UNCHANGED):
+            if outcome in self.outcomes:
+                return outcome
+        return Outcome.KEPT
+
+
+@dataclass(frozen=True, slots=True)
+class _Judged:
+    outcome: Outcome
+    """``kept``/``pending`` for a certificate not given; ``imported`` for one to install."""
+    data: bytes | None
     expires: dt.datetime | None
 
 
@@ -170,16 +271,65 @@ def import_certificate(
     now: dt.datetime,
     names: Mapping[str, str],
 ) -> Imported:
-    """Check the issued certificate and install it with the CA chain.
+    """:func:`import_certificates` for a hub whose one key is its TLS and signing key."""
+    slot = tls_slot(key.public_key(), cert_pem, cert_path)
+    return import_certificates(
+        hub_id,
+        [slot],
+        chain_pem=chain_pem,
+        client_ca_pem=client_ca_pem,
+        chain_path=chain_path,
+        now=now,
+        names=names,
+    )
 
-    With ``cert_pem``: its first certificate must be for ``key``, have CN ``hub_id``, be
-    issued by a CA of the chain (``chain_pem``, else the installed chain; or of
-    ``client_ca_pem``) and be valid at ``now``; then the certificate (followed by the
-    intermediate CAs of the chain, for the TLS handshake) goes to ``cert_path`` and the chain
-    to ``chain_path``, each only when its bytes change. Without it: the installed certificate
-    is kept when it passes the same checks, else the step is ``pending`` (the CSR is with the
-    CA). Refusals are :class:`ProvisionRefusedError` with the fix of
-    :data:`CERTIFICATE_FIXES`.
+
+def tls_slot(
+    public_key: ec.EllipticCurvePublicKey, cert_pem: bytes | None, cert_path: Path
+) -> CertificateSlot:
+    """The TLS client certificate's slot (``[mqtt] cert_file``)."""
+    return CertificateSlot(
+        "certificate", public_key, cert_pem, "certificate", cert_path, True, CERTIFICATE_FIXES
+    )
+
+
+def signing_slot(
+    public_key: ec.EllipticCurvePublicKey, cert_pem: bytes | None, cert_path: Path, request: Path
+) -> CertificateSlot:
+    """The token signing key's certificate slot (``[signing] cert_file``), issued for the
+    signing request at ``request``."""
+    return CertificateSlot(
+        "signing certificate",
+        public_key,
+        cert_pem,
+        "signing_certificate",
+        cert_path,
+        False,
+        SIGNING_CERTIFICATE_FIXES,
+        request,
+    )
+
+
+def import_certificates(
+    hub_id: str,
+    slots: Sequence[CertificateSlot],
+    *,
+    chain_pem: bytes | None,
+    client_ca_pem: bytes | None,
+    chain_path: Path,
+    now: dt.datetime,
+    names: Mapping[str, str],
+) -> Imported:
+    """Check the issued certificates and install them with the CA chain.
+
+    For each slot with a PEM given: its first certificate must be for the slot's key, have
+    CN ``hub_id``, be issued by a CA of the chain (``chain_pem``, else the installed chain;
+    or of ``client_ca_pem``) and be valid at ``now``. Without one: the installed certificate
+    is kept when it passes the same checks, else the slot is ``pending`` (its CSR is with the
+    CA). Every check runs before anything is written: a refusal
+    (:class:`ProvisionRefusedError`, with the slot's fix) leaves every file as it was. Then
+    the chain goes to ``chain_path`` and each certificate to its file, each only when its
+    bytes change.
     """
     chain: list[x509.Certificate] = []
     if chain_pem is not None:
@@ -197,40 +347,63 @@ def import_certificate(
         issuers += load_certificates(
             client_ca_pem, f"the client CA ({names['client_ca']})", Step.CERTIFICATE
         )
+    judged = [_judge(slot, hub_id, issuers, now, names) for slot in slots]
+    given = [slot.pem is not None for slot in slots]
+    for slot, verdict in zip(slots, judged, strict=True):
+        if any(given) and verdict.outcome is Outcome.PENDING:
+            others = [s for s, g in zip(slots, given, strict=True) if g]
+            raise ProvisionRefusedError(
+                Step.CERTIFICATE,
+                f"the {slot.what} ({names[slot.input_name]}) is missing, while the"
+                f" {others[0].what} is given: this hub needs both",
+                f"give the {slot.what} the CA issued for this hub too"
+                f' ({names[slot.input_name]}); docs/provisioning.md, "PKCS#11"',
+            )
+
     chain_outcome = Outcome.UNCHANGED
     if chain_pem is not None:
         chain_bytes = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
         chain_outcome = _install(chain_path, chain_bytes, Step.CERTIFICATE, "CA chain")
+    outcomes: list[Outcome] = []
+    for slot, verdict in zip(slots, judged, strict=True):
+        if verdict.data is None:
+            outcomes.append(verdict.outcome)
+            continue
+        written = _install(slot.path, verdict.data, Step.CERTIFICATE, slot.what)
+        outcomes.append(Outcome.IMPORTED if written is Outcome.WRITTEN else Outcome.UNCHANGED)
+    return Imported(tuple(outcomes), chain_outcome, tuple(v.expires for v in judged))
 
-    if cert_pem is None:
-        current = _read_bounded(cert_path, Step.CERTIFICATE, "certificate")
+
+def _judge(
+    slot: CertificateSlot,
+    hub_id: str,
+    issuers: list[x509.Certificate],
+    now: dt.datetime,
+    names: Mapping[str, str],
+) -> _Judged:
+    """One slot's certificate checked: what to install, or what the installed one is."""
+    if slot.pem is None:
+        current = _read_bounded(slot.path, Step.CERTIFICATE, slot.what)
         if current is None:
-            return Imported(Outcome.PENDING, chain_outcome, None)
-        what = f"the installed certificate {cert_path}"
+            return _Judged(Outcome.PENDING, None, None)
+        what = f"the installed {slot.what} {slot.path}"
         leaf = load_certificates(current, what, Step.CERTIFICATE)[0]
         try:
-            _check(leaf, key, hub_id, issuers, now)
+            _check(leaf, slot, hub_id, issuers, now)
         except ProvisionRefusedError:
-            return Imported(Outcome.PENDING, chain_outcome, leaf.not_valid_after_utc)
-        return Imported(Outcome.KEPT, chain_outcome, leaf.not_valid_after_utc)
-
-    leaf = load_certificates(
-        cert_pem, f"the certificate ({names['certificate']})", Step.CERTIFICATE
-    )[0]
-    issuer = _check(leaf, key, hub_id, issuers, now)
-    intermediates = _intermediates(issuer, issuers)
-    data = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in [leaf, *intermediates])
-    outcome = _install(cert_path, data, Step.CERTIFICATE, "certificate")
-    return Imported(
-        Outcome.IMPORTED if outcome is Outcome.WRITTEN else Outcome.UNCHANGED,
-        chain_outcome,
-        leaf.not_valid_after_utc,
-    )
+            return _Judged(Outcome.PENDING, None, leaf.not_valid_after_utc)
+        return _Judged(Outcome.KEPT, None, leaf.not_valid_after_utc)
+    what = f"the {slot.what} ({names[slot.input_name]})"
+    leaf = load_certificates(slot.pem, what, Step.CERTIFICATE)[0]
+    issuer = _check(leaf, slot, hub_id, issuers, now)
+    path = [leaf, *_intermediates(issuer, issuers)] if slot.with_intermediates else [leaf]
+    data = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in path)
+    return _Judged(Outcome.IMPORTED, data, leaf.not_valid_after_utc)
 
 
 def _check(
     leaf: x509.Certificate,
-    key: ec.EllipticCurvePrivateKey,
+    slot: CertificateSlot,
     hub_id: str,
     issuers: list[x509.Certificate],
     now: dt.datetime,
@@ -239,15 +412,16 @@ def _check(
     only key and subject could be checked)."""
     der = leaf.public_bytes(serialization.Encoding.DER)
     candidates = [ca for ca in issuers if ca.subject == leaf.issuer] or issuers[:1]
+    public_key = slot.public_key
     try:
         if not candidates:
-            cert_rotation.check_certificate(der, public_key=key.public_key(), hub_id=hub_id)
+            cert_rotation.check_certificate(der, public_key=public_key, hub_id=hub_id)
             raise CertificateRefusedError("issuer")
         last: CertificateRefusedError | None = None
         for ca in candidates:
             try:
                 cert_rotation.check_certificate(
-                    der, public_key=key.public_key(), hub_id=hub_id, ca=ca, now=now
+                    der, public_key=public_key, hub_id=hub_id, ca=ca, now=now
                 )
             except CertificateRefusedError as exc:
                 last = exc
@@ -256,7 +430,9 @@ def _check(
         assert last is not None
         raise last
     except CertificateRefusedError as exc:
-        reason, fix = CERTIFICATE_FIXES.get(exc.check, (exc.check, "see docs/provisioning.md"))
+        reason, fix = slot.fixes.get(exc.check, (exc.check, "see docs/provisioning.md"))
+        if slot.request is not None:
+            fix = fix.replace("{request}", str(slot.request))
         raise ProvisionRefusedError(Step.CERTIFICATE, reason, fix) from None
 
 
@@ -353,15 +529,21 @@ def _spki(key: ec.EllipticCurvePublicKey) -> bytes:
 
 __all__ = [
     "CERTIFICATE_FIXES",
+    "SIGNING_CERTIFICATE_FIXES",
+    "CertificateSlot",
     "Imported",
     "KeyResult",
     "ensure_csr",
     "ensure_key",
+    "ensure_signing_csr",
     "fingerprint",
     "import_certificate",
+    "import_certificates",
     "install_public",
     "load_certificates",
     "same_key",
+    "signing_slot",
+    "tls_slot",
 ]
 
 

@@ -103,7 +103,7 @@ class ProofReport:
 
 async def prove(
     cfg: Config,
-    key: ec.EllipticCurvePrivateKey,
+    signer: Signer,
     platform_key: ec.EllipticCurvePublicKey,
     *,
     connect_timeout_s: float = CONNECT_TIMEOUT_S,
@@ -111,8 +111,9 @@ async def prove(
     on_handshake: Callable[[str], None] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> ProofReport:
-    """Connect as the hub, publish a signed check, await the platform's signed confirmation
-    and reply to it. Raises :class:`ProvisionFailedError` for step 8 or 9 with the fix.
+    """Connect as the hub, publish a check signed by ``signer`` (the hub's signing key: its
+    key file, or the provider's key in a PKCS#11 token), await the platform's signed
+    confirmation and reply to it. Raises :class:`ProvisionFailedError` for step 8 or 9 with the fix.
 
     ``on_handshake(endpoint)`` is called once the broker accepted the connection (step 8's
     line, printed while step 9 waits). ``clock``: the wall clock judging the confirmation's
@@ -144,7 +145,6 @@ async def prove(
         await _handshake(uplink, running, refused, endpoint, connect_timeout_s)
         if on_handshake is not None:
             on_handshake(endpoint)
-        signer = Signer.from_key(key)
         check = os.urandom(CHECK_BYTES)
         started = time.monotonic()
         event = check_event(cfg.hub.id, int(clock()), check, signer.sign, signer.kid)

@@ -16,13 +16,14 @@ import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent import config, instance_lock
 from agent.config import PATIENT_ID_RE, Config
 from agent.errors import KeyMaterialError
+from agent.ingest import Signer
 from agent.profiles import HUB_ID_RE
 from agent.provisioning import identity, settings
 from agent.provisioning.bundle import MAX_HOST_CHARS
@@ -35,12 +36,17 @@ from agent.provisioning.steps import (
 )
 from agent.security import load_platform_key
 
+if TYPE_CHECKING:
+    from agent.keys.pkcs11_provider import Pkcs11KeyProvider
+    from agent.provisioning.token_key import TokenKey
+
 Show = Callable[[StepResult], None]
 
 PROFILES = ("mqtt", "azure_iot_hub", "aws_iot_core")
 
 ARGUMENT_NAMES: Final = {
     "certificate": "--cert",
+    "signing_certificate": "--signing-cert",
     "ca_chain": "--ca",
     "platform_cert": "--platform-cert",
     "client_ca": "--client-ca",
@@ -49,6 +55,7 @@ ARGUMENT_NAMES: Final = {
 }
 BUNDLE_NAMES: Final = {
     "certificate": "bundle pem.certificate",
+    "signing_certificate": "bundle pem.signing_certificate",
     "ca_chain": "bundle pem.ca_chain",
     "platform_cert": "bundle pem.platform_certificate",
     "client_ca": "bundle pem.client_ca",
@@ -71,6 +78,9 @@ class Inputs:
     profile: str | None = None
     ca_chain_pem: bytes | None = None
     certificate_pem: bytes | None = None
+    signing_certificate_pem: bytes | None = None
+    """The signing key's certificate: only for a hub whose signing key is not its TLS key
+    (``[keys] provider = "pkcs11"``)."""
     platform_cert_pem: bytes | None = None
     client_ca_pem: bytes | None = None
     patient_id: str | None = field(default=None, repr=False)
@@ -101,6 +111,18 @@ def csr_path_of(cfg: Config, hub_id: str, given: Path | None) -> Path:
     return given if given is not None else cfg.mqtt.cert_file.with_name(f"{hub_id}.csr")
 
 
+def signing_csr_path_of(csr_path: Path) -> Path:
+    """Where a token signing key's CSR goes: beside the TLS one, ``<name>-signing<suffix>``
+    (``hub-0042.csr``: ``hub-0042-signing.csr``)."""
+    return csr_path.with_name(f"{csr_path.stem}-signing{csr_path.suffix or '.csr'}")
+
+
+def signing_cert_path_of(cfg: Config) -> Path:
+    """Where the signing key's certificate goes: ``[signing] cert_file``, else
+    ``signing.pem`` beside the client certificate."""
+    return cfg.signing.cert_file or cfg.mqtt.cert_file.with_name("signing.pem")
+
+
 def patient_tag(patient_id: str) -> str:
     """A short, non-reversible tag of a patient reference for the technician's screen: the
     first 8 hex digits of SHA-256 (tells two references apart, never shows one)."""
@@ -128,10 +150,17 @@ def provision(config_path: Path, inputs: Inputs, options: Options, show: Show) -
                 f" ({exc.strerror})",
                 "create it (the daemon's [hub] state_dir) or run as the user who owns it",
             ) from None
-        return _run(config_path, cfg, inputs, options, show)
+        return _run(config_path, cfg, inputs, options, show, held)
 
 
-def _run(path: Path, cfg: Config, inputs: Inputs, options: Options, show: Show) -> list[StepResult]:
+def _run(
+    path: Path,
+    cfg: Config,
+    inputs: Inputs,
+    options: Options,
+    show: Show,
+    held: contextlib.ExitStack,
+) -> list[StepResult]:
     results: list[StepResult] = []
 
     def report(step: Step, outcome: Outcome, detail: str) -> None:
@@ -156,61 +185,114 @@ def _run(path: Path, cfg: Config, inputs: Inputs, options: Options, show: Show) 
     else:
         report(Step.IDENTITY, Outcome.UNCHANGED, f"hub id {hub_id}")
 
-    # 2. key
-    if cfg.keys.provider != "file":
-        raise ProvisionRefusedError(
-            Step.KEY,
-            f"[keys] provider {cfg.keys.provider!r}: provisioning makes file keys only so far",
-            'provision with [keys] provider = "file" (docs/provisioning.md, "PKCS#11")',
-        )
+    # 2. key (and the token's signing key)
     key_path = cfg.mqtt.key_file
+    token: Pkcs11KeyProvider | None = None
+    token_key: TokenKey | None = None
+    if cfg.keys.provider == "pkcs11":
+        from agent.provisioning.token_key import ensure_token_key, open_token
+
+        token = open_token(cfg)
+        held.callback(token.close)
+        token_key = ensure_token_key(token, cfg, rotate=inputs.rotate_key)
     made = identity.ensure_key(key_path, rotate=inputs.rotate_key)
     key = made.key
-    _check_signing_key(cfg, key)
-    if cfg.signing.key_file.resolve() != key_path.resolve():
-        wanted["signing.key_file"] = str(key_path.resolve())
-    report(
-        Step.KEY,
-        made.outcome,
-        f"P-256 key {key_path} (0600), kid {identity.fingerprint(key.public_key())}",
-    )
+    tls_detail = f"P-256 key {key_path} (0600), kid {identity.fingerprint(key.public_key())}"
+    if token_key is None:
+        _check_signing_key(cfg, key)
+        if cfg.signing.key_file.resolve() != key_path.resolve():
+            wanted["signing.key_file"] = str(key_path.resolve())
+        report(Step.KEY, made.outcome, tls_detail)
+    else:
+        report(
+            Step.KEY,
+            _key_outcome(made.outcome, token_key.outcome),
+            f"TLS: {tls_detail}, {made.outcome.value}; signing: P-256 key"
+            f" {token_key.label!r} in token {token_key.token!r} (never extractable), kid"
+            f" {identity.fingerprint(token_key.public_key)}, {token_key.outcome.value}",
+        )
 
-    # 3. CSR
+    # 3. CSR (and the signing key's, signed in the token)
     csr_path = csr_path_of(cfg, hub_id, inputs.csr_path)
     outcome = identity.ensure_csr(key, hub_id, csr_path)
-    report(Step.CSR, outcome, f"{csr_path} (CN={hub_id}): hand it to the depot's CA")
+    if token is None or token_key is None:
+        report(Step.CSR, outcome, f"{csr_path} (CN={hub_id}): hand it to the depot's CA")
+    else:
+        signing_csr_path = signing_csr_path_of(csr_path)
+        signing_outcome = identity.ensure_signing_csr(
+            token_key.public_key, hub_id, signing_csr_path, token.sign
+        )
+        both = Outcome.WRITTEN if Outcome.WRITTEN in (outcome, signing_outcome) else outcome
+        report(
+            Step.CSR,
+            both,
+            f"TLS {csr_path} and signing {signing_csr_path} (CN={hub_id}, keyUsage"
+            " digitalSignature): hand both to the depot's CA",
+        )
     if options.through is Step.CSR:
         if settings.differing(cfg, wanted):  # a new hub id, or the signing key's path
             _write_configuration(path, cfg, wanted, report)
         return results
 
-    # 4. certificate and CA chain
-    imported = identity.import_certificate(
-        key,
+    # 4. certificate(s) and CA chain
+    slots = [identity.tls_slot(key.public_key(), inputs.certificate_pem, cfg.mqtt.cert_file)]
+    if token_key is not None:
+        signing_path = signing_cert_path_of(cfg)
+        slots.append(
+            identity.signing_slot(
+                token_key.public_key,
+                inputs.signing_certificate_pem,
+                signing_path,
+                signing_csr_path_of(csr_path),
+            )
+        )
+    elif inputs.signing_certificate_pem is not None:
+        raise ProvisionRefusedError(
+            Step.CERTIFICATE,
+            f"a signing certificate ({inputs.names['signing_certificate']}) is given, but this"
+            " hub signs with its TLS key (one key, one certificate)",
+            f"leave out {inputs.names['signing_certificate']}; it is for a hub whose signing"
+            ' key lives in a PKCS#11 token ([keys] provider = "pkcs11")',
+        )
+    imported = identity.import_certificates(
         hub_id,
-        cert_pem=inputs.certificate_pem,
+        slots,
         chain_pem=inputs.ca_chain_pem,
         client_ca_pem=inputs.client_ca_pem,
-        cert_path=cfg.mqtt.cert_file,
         chain_path=cfg.mqtt.ca_file,
         now=dt.datetime.now(dt.UTC),
         names=inputs.names,
     )
-    if imported.certificate is Outcome.PENDING:
+    chain = "CA chain written" if imported.chain is Outcome.WRITTEN else "CA chain unchanged"
+    if token_key is None and imported.certificate is Outcome.PENDING:
         report(
             Step.CERTIFICATE,
             Outcome.PENDING,
             f"no certificate for this key yet: run again with --cert once the CA issued one for"
             f" {csr_path}",
         )
-    else:
-        chain = "CA chain written" if imported.chain is Outcome.WRITTEN else "CA chain unchanged"
-        expires = imported.expires.date().isoformat() if imported.expires else "?"
+    elif token_key is None:
+        expires = imported.expires[0].date().isoformat() if imported.expires[0] else "?"
         report(
             Step.CERTIFICATE,
             imported.certificate,
             f"{cfg.mqtt.cert_file} (CN={hub_id}, valid until {expires}); {chain}",
         )
+    else:
+        parts = [
+            _certificate_part(name, slot, outcome, expires, request)
+            for name, slot, outcome, expires, request in zip(
+                ("TLS", "signing"),
+                slots,
+                imported.outcomes,
+                imported.expires,
+                (csr_path, signing_csr_path_of(csr_path)),
+                strict=True,
+            )
+        ]
+        report(Step.CERTIFICATE, imported.certificate, f"{'; '.join(parts)}; {chain}")
+        if imported.outcomes[1] is not Outcome.PENDING:
+            wanted["signing.cert_file"] = str(slots[1].path.resolve())
 
     # 5. platform profile, endpoint and certificates
     platform_changes = _platform(cfg, inputs, wanted)
@@ -273,10 +355,11 @@ def _run(path: Path, cfg: Config, inputs: Inputs, options: Options, show: Show) 
             f"the platform certificate cannot be used ({exc.reason})",
             "give the platform's signing certificate again (--platform-cert)",
         ) from None
+    signer = Signer.from_key(key) if token is None else Signer.from_provider(token)
     report_ = asyncio.run(
         prove(
             cfg,
-            key,
+            signer,
             platform_key,
             connect_timeout_s=options.connect_timeout_s,
             answer_timeout_s=options.answer_timeout_s,
@@ -292,6 +375,30 @@ def _run(path: Path, cfg: Config, inputs: Inputs, options: Options, show: Show) 
         f" ({report_.round_trip_ms} ms)",
     )
     return results
+
+
+def _key_outcome(tls: Outcome, signing: Outcome) -> Outcome:
+    """Step 2's result for two keys: ``rotated`` or ``created`` when either was, else
+    ``kept``."""
+    for outcome in (Outcome.ROTATED, Outcome.CREATED):
+        if outcome in (tls, signing):
+            return outcome
+    return Outcome.KEPT
+
+
+def _certificate_part(
+    name: str,
+    slot: identity.CertificateSlot,
+    outcome: Outcome,
+    expires: dt.datetime | None,
+    request: Path,
+) -> str:
+    """One certificate's part of step 4's line on a hub with two."""
+    if outcome is Outcome.PENDING:
+        flag = "--cert" if slot.input_name == "certificate" else "--signing-cert"
+        return f"{name}: pending, run again with {flag} once the CA issued one for {request}"
+    until = expires.date().isoformat() if expires else "?"
+    return f"{name}: {slot.path} {outcome.value} (valid until {until})"
 
 
 def _write_configuration(
@@ -421,4 +528,6 @@ __all__ = [
     "csr_path_of",
     "patient_tag",
     "provision",
+    "signing_cert_path_of",
+    "signing_csr_path_of",
 ]

@@ -3,7 +3,8 @@ comments (tomlkit, as :mod:`agent.config_edit`).
 
 The keys: ``[hub] id``, ``[patient] id``, ``[mqtt] host``, ``port``, ``profile``,
 ``[signing] key_file`` (the hub key: the platform verifies what the hub signs with the
-certificate's key), ``[platform] cert_file`` and ``client_ca_file``. :func:`apply` compares
+certificate's key), ``[signing] cert_file`` (the certificate of a signing key kept in a
+PKCS#11 token), ``[platform] cert_file`` and ``client_ca_file``. :func:`apply` compares
 each with the file's value, and writes only when one differs: the edited document is
 validated as the daemon would (:func:`agent.config.from_mapping`) before the file is replaced
 atomically (:func:`agent.config_edit.write_atomically`), so provisioning never leaves a
@@ -39,6 +40,7 @@ def current(cfg: Config, key: str) -> Value | Path | None:
         "mqtt.port": cfg.mqtt.port,
         "mqtt.profile": cfg.mqtt.profile.name,
         "signing.key_file": cfg.signing.key_file,
+        "signing.cert_file": cfg.signing.cert_file,
         "platform.cert_file": cfg.platform.cert_file,
         "platform.client_ca_file": cfg.platform.client_ca_file,
     }

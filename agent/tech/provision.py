@@ -2,8 +2,9 @@
 that the platform accepts it (agent/provisioning/, docs/provisioning.md).
 
     homehub provision csr --config FILE [--hub-id ID] [--csr-out PATH] [--rotate-key]
-    homehub provision apply --config FILE [--cert PEM] [--ca PEM] [--platform-cert PEM]
-        [--client-ca PEM] [--host H] [--port N] [--profile P] [--patient-file FILE] ...
+    homehub provision apply --config FILE [--cert PEM] [--signing-cert PEM] [--ca PEM]
+        [--platform-cert PEM] [--client-ca PEM] [--host H] [--port N] [--profile P]
+        [--patient-file FILE] ...
     homehub provision bundle BUNDLE --config FILE [--csr-out PATH] [--no-check]
     homehub provision check --config FILE
 
@@ -60,6 +61,11 @@ def add_parser(sub: Any) -> None:
             "--rotate-key", action="store_true", help="make a new hub key even if one exists"
         )
     apply.add_argument("--cert", type=Path, help="the hub's certificate the CA issued (PEM)")
+    apply.add_argument(
+        "--signing-cert",
+        type=Path,
+        help="pkcs11: the token signing key's certificate the CA issued (PEM)",
+    )
     apply.add_argument("--ca", type=Path, help="the CA chain: broker's and issuing CA (PEM)")
     apply.add_argument("--platform-cert", type=Path, help="the platform signing certificate")
     apply.add_argument("--client-ca", type=Path, help="the CA that issues hub certificates")
@@ -155,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
             profile=args.profile,
             ca_chain_pem=_read(args.ca, "--ca"),
             certificate_pem=_read(args.cert, "--cert"),
+            signing_certificate_pem=_read(args.signing_cert, "--signing-cert"),
             platform_cert_pem=_read(args.platform_cert, "--platform-cert"),
             client_ca_pem=_read(args.client_ca, "--client-ca"),
             patient_id=_patient(args.patient_file),
@@ -176,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
             profile=parsed.profile,
             ca_chain_pem=parsed.ca_chain_pem,
             certificate_pem=parsed.certificate_pem,
+            signing_certificate_pem=parsed.signing_certificate_pem,
             platform_cert_pem=parsed.platform_cert_pem,
             client_ca_pem=parsed.client_ca_pem,
             patient_id=parsed.patient_id,
