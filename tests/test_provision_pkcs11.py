@@ -27,9 +27,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from pkcs11 import Attribute, KeyType, ObjectClass
 
-from agent import cose
+from agent import config, cose
+from agent.errors import ConfigError, KeyMaterialError
 from agent.keys.pkcs11_provider import Pkcs11KeyProvider
-from agent.provisioning.signing_csr import SIGNING_KEY_USAGE
+from agent.provisioning.signing_csr import SIGNING_KEY_USAGE, signing_csr
 from hil.broker import Broker
 from hil.crash_child import DEVICE, DEVICE_CONFIG, raw_measurement
 from hil.pki import DevPki
@@ -49,8 +50,6 @@ from tests.provision_home import (
     write_bundle,
 )
 
-pytestmark = pytest.mark.skipif(not keyhub.softhsm_available(), reason="softhsm2 not installed")
-
 T: Final = 10.0
 """Every wait is bounded; on loopback each takes milliseconds."""
 UNCHANGED: Final = {"kept", "unchanged", "checked", "skipped"}
@@ -60,6 +59,8 @@ SIGNING_LABEL: Final = "homehub-signing"
 @pytest.fixture
 def token(tmp_path: Path) -> Token:
     """A fresh SoftHSM2 token (no key in it), its PIN planted as a canary."""
+    if not keyhub.softhsm_available():
+        pytest.skip("softhsm2 not installed (make system-deps)")
     pin_dir = tmp_path / "pin"
     pin_dir.mkdir(mode=0o700)
     return keyhub.init_token(pin_dir)
@@ -369,3 +370,43 @@ async def test_rotate_key_replaces_the_token_key_and_both_requests(
     assert new != key
     assert x509.load_pem_x509_csr(hub.signing_csr.read_bytes()).public_key() == new
     assert file_state(hub.csr, hub.signing_csr) != requests
+
+
+async def test_a_signing_certificate_for_a_hub_whose_tls_key_signs_is_refused(
+    tmp_path: Path, dev_pki: DevPki
+) -> None:
+    """A file hub has one key and one certificate: a second certificate is a mistake."""
+    hub = fresh_hub(tmp_path)
+    run = await provision(["csr", "--config", str(hub.config)])
+    assert run.code == 0, run.err
+    cert = issue(dev_pki, hub.csr, hub.root / "issued.pem")
+
+    run = await provision(
+        ["apply", "--config", str(hub.config), "--cert", str(cert), "--signing-cert", str(cert),
+         "--ca", str(dev_pki.ca_cert), "--no-check", "--json"]
+    )  # fmt: skip
+
+    assert run.code == 2
+    assert run.json["failed"]["step"] == 4
+    assert "this hub signs with its TLS key" in run.json["failed"]["reason"]
+    assert "leave out --signing-cert" in run.json["failed"]["fix"]
+    assert not hub.cert.exists()
+
+
+def test_a_signing_request_the_token_signed_with_another_key_is_refused() -> None:
+    """The request is verified before it is written: a token whose signature does not match
+    the public key it reports gives no request."""
+    reported = ec.generate_private_key(ec.SECP256R1()).public_key()
+    other = ec.generate_private_key(ec.SECP256R1())
+    with pytest.raises(KeyMaterialError, match="does not verify"):
+        signing_csr(reported, "hub-0001", lambda message: cose.es256_sign(other, message))
+
+
+def test_the_signing_certificate_file_is_not_the_client_certificate(tmp_path: Path) -> None:
+    hub = fresh_hub(tmp_path)
+    text = hub.config.read_text().replace("[signing]\n", f'[signing]\ncert_file = "{hub.cert}"\n')
+    hub.config.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        config.load(hub.config)
+    assert caught.value.key == "signing.cert_file"
+    assert "[mqtt] cert_file" in caught.value.reason
