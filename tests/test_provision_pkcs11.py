@@ -410,3 +410,21 @@ def test_the_signing_certificate_file_is_not_the_client_certificate(tmp_path: Pa
         config.load(hub.config)
     assert caught.value.key == "signing.cert_file"
     assert "[mqtt] cert_file" in caught.value.reason
+
+
+async def test_a_bundle_without_certificates_stops_pending_naming_both_requests(
+    tmp_path: Path, hub: FreshHub, dev_pki: DevPki
+) -> None:
+    bundle = write_bundle(tmp_path / "b.toml", dev_pki, port=8883, certificate=None)
+
+    run = await provision(["bundle", str(bundle), "--config", str(hub.config), "--json"])
+
+    assert run.code == 0, run.err
+    results = run.results()
+    assert (results["key"], results["csr"]) == ("created", "written")
+    assert results["certificate"] == "pending"
+    assert results["handshake"] == results["check"] == "skipped"
+    detail = run.json["steps"][3]["detail"]
+    assert f"--cert once the CA issued one for {hub.csr}" in detail
+    assert f"--signing-cert once the CA issued one for {hub.signing_csr}" in detail
+    assert "cert_file" not in tomllib.loads(hub.config.read_text())["signing"]

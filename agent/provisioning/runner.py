@@ -226,8 +226,8 @@ def _run(
         report(
             Step.CSR,
             both,
-            f"TLS {csr_path} and signing {signing_csr_path} (CN={hub_id}, keyUsage"
-            " digitalSignature): hand both to the depot's CA",
+            f"TLS {csr_path} and signing {signing_csr_path} (keyUsage digitalSignature),"
+            f" CN={hub_id}: hand both to the depot's CA",
         )
     if options.through is Step.CSR:
         if settings.differing(cfg, wanted):  # a new hub id, or the signing key's path
