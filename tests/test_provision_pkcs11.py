@@ -428,3 +428,27 @@ async def test_a_bundle_without_certificates_stops_pending_naming_both_requests(
     assert f"--cert once the CA issued one for {hub.csr}" in detail
     assert f"--signing-cert once the CA issued one for {hub.signing_csr}" in detail
     assert "cert_file" not in tomllib.loads(hub.config.read_text())["signing"]
+
+
+async def test_a_platform_holding_only_the_tls_certificate_does_not_confirm(
+    hub: FreshHub,
+    dev_pki: DevPki,
+    broker: Broker,
+    console: PlatformConsole,
+    in_token: Pkcs11KeyProvider,
+) -> None:
+    """The check is signed by the token: a platform told the client certificate alone cannot
+    verify it, and step 9 says which certificate it lacks."""
+    cert, signing_cert, _ = await _csr_and_certificates(hub, dev_pki, in_token)
+    console.learn_hub_key(dev_pki.hub_id, hub_public_key(hub))  # the TLS key only
+    args = _apply_args(hub, dev_pki, broker, cert, signing_cert)
+    args[args.index("--timeout-s") + 1] = "1"
+
+    run = await provision(args)
+
+    assert run.code == 1
+    failed = run.json["failed"]
+    assert failed["step"] == 9
+    assert "must know this hub's signing certificate" in failed["fix"]
+    assert console.confirmed_checks == 0
+    assert console.unverified >= 1

@@ -149,8 +149,9 @@ async def prove(
         started = time.monotonic()
         event = check_event(cfg.hub.id, int(clock()), check, signer.sign, signer.kid)
         await _published(uplink.publish_message("events", event), "the check")
+        which = "signing certificate" if cfg.keys.provider == "pkcs11" else "certificate"
         confirmation = await _confirmation(
-            answers, platform_key, cfg.hub.id, check, clock, answer_timeout_s
+            answers, platform_key, cfg.hub.id, check, clock, answer_timeout_s, which
         )
         reply = build_reply(
             hub_id=cfg.hub.id, nonce=confirmation.nonce, op=CONFIRM_OP, signer=signer
@@ -226,7 +227,10 @@ async def _confirmation(
     check: bytes,
     clock: Callable[[], float],
     timeout_s: float,
+    which: str,
 ) -> Confirmation:
+    """The platform's confirmation of ``check``; ``which`` names the certificate the platform
+    verifies the check with (``"signing certificate"`` on a PKCS#11 hub) in the fix."""
     try:
         async with asyncio.timeout(timeout_s):
             while True:
@@ -243,7 +247,7 @@ async def _confirmation(
         raise ProvisionFailedError(
             Step.CHECK,
             f"the platform did not confirm the check within {timeout_s:g} s",
-            "the platform must know this hub's certificate (register it with the platform,"
+            f"the platform must know this hub's {which} (register it with the platform,"
             " as issued at step 4) and answer provisioning checks; then run"
             " `homehub provision check`",
         ) from None
