@@ -116,6 +116,7 @@ quota_bytes = {s["quota"]}
 
 [signing]
 key_file = "{self.root / "keys" / "hub-signing.pem"}"
+{s.get("signing", "")}
 
 [keys]
 {s["keys"]}
@@ -344,10 +345,15 @@ async def test_missing_tls_key_and_lost_data_key(home: Home) -> None:
 
 
 def _client_cert(
-    home: Home, path: Path, not_before: datetime, lifetime: timedelta, pki: DevPki | None = None
+    home: Home,
+    path: Path,
+    not_before: datetime,
+    lifetime: timedelta,
+    pki: DevPki | None = None,
+    cn: str = "hub-0001",
 ) -> Path:
     """A client certificate for the hub key of ``pki`` (the run's) from its CA, valid as
-    given."""
+    given, issued to ``cn``."""
     pki = pki or home.pki
     ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
     key = serialization.load_pem_private_key(pki.hub_key.read_bytes(), password=None)
@@ -358,7 +364,7 @@ def _client_cert(
         ca_cert,
         ca_key,
         key,
-        "hub-0001",
+        cn,
         ExtendedKeyUsageOID.CLIENT_AUTH,
         san=None,
         valid=(not_before, lifetime),
@@ -400,6 +406,34 @@ async def test_expired_certificate(home: Home) -> None:
         f"localhost:{home.broker_port}: the broker refused the hub's client certificate"
     )
     assert set(found) == {"certificate: TLS client", "platform reachable (TLS)"}
+
+
+async def test_signing_certificate_expired_or_another_hubs(home: Home, foreign_pki: DevPki) -> None:
+    """A token's signing key has its own certificate ([signing] cert_file): checked like the
+    client's (valid, this hub's), with provisioning's fix."""
+    now = datetime.now(UTC)
+    old = _client_cert(
+        home, home.root / "signing-old.pem", now - timedelta(days=60), timedelta(days=30)
+    )
+    day = (now - timedelta(days=30)).date().isoformat()
+    results = await home.check(signing=f'cert_file = "{old}"')
+    found = failures(results)
+    assert set(found) == {"certificate: signing"}
+    assert found["certificate: signing"][0] == f"{old} expired on {day}"
+    assert found["certificate: signing"][1].startswith("homehub provision apply --signing-cert")
+    foreign = _client_cert(
+        home, home.root / "other.pem", now - timedelta(days=1), timedelta(days=90), cn="hub-0002"
+    )
+    results = await home.check(signing=f'cert_file = "{foreign}"')
+    assert failures(results)["certificate: signing"][0] == (
+        f"{foreign} is issued to 'hub-0002', not to this hub ('hub-0001')"
+    )
+    fresh = _client_cert(
+        home, home.root / "signing.pem", now - timedelta(days=1), timedelta(days=90)
+    )
+    results = await home.check(signing=f'cert_file = "{fresh}"')
+    assert results["certificate: signing"].outcome is Outcome.PASS
+    assert failures(results) == {}
 
 
 async def test_another_hubs_certificate(home: Home, foreign_pki: DevPki) -> None:

@@ -50,6 +50,10 @@ _T = TypeVar("_T")
 REPO_UNIT: Final = Path(__file__).resolve().parents[2] / "systemd" / "homehub.service"
 PROVISION_FIX: Final = "homehub provision (it creates the hub's keys and certificate)"
 ROTATE_FIX: Final = "rotate the hub's certificate (homehub provision, or the platform's rotation)"
+SIGNING_FIX: Final = (
+    "homehub provision apply --signing-cert PEM (the depot's CA issues it for the hub's"
+    " <hub>-signing.csr; docs/provisioning.md, PKCS#11)"
+)
 RESET_FIX: Final = (
     "restore it from the hub's backup, or start over with `homehub factory-reset --yes`"
 )
@@ -275,6 +279,13 @@ def certificates(ctx: Context) -> list[CheckResult]:
     if certs:  # a wrong certificate matters before when it ends
         client = _client_identity(client, cfg, certs[0])
     results = [client]
+    if cfg.signing.cert_file is not None:  # a token's signing key has its own certificate
+        signing, signed = _certificate(
+            "certificate: signing", cfg.signing.cert_file, ctx.now, SIGNING_FIX, rotated_here=True
+        )
+        if signed:
+            signing = _names_this_hub(signing, cfg, cfg.signing.cert_file, signed[0])
+        results.append(signing)
     ca_fix = f"install the platform's current CA certificate as {cfg.mqtt.ca_file}"
     results.append(_certificate("certificate: broker CA", cfg.mqtt.ca_file, ctx.now, ca_fix)[0])
     for check, path in (
@@ -285,6 +296,22 @@ def certificates(ctx: Context) -> list[CheckResult]:
             fix = f"install the platform's current certificate as {path}"
             results.append(_certificate(check, path, ctx.now, fix)[0])
     return results
+
+
+def _names_this_hub(
+    judged: CheckResult, cfg: Config, path: Path, cert: x509.Certificate
+) -> CheckResult:
+    """A failure when ``cert`` (read from ``path``) is not issued to this hub, else
+    ``judged`` (its validity)."""
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    cn = str(names[0].value) if names else None
+    if cn != cfg.hub.id:
+        return CheckResult.failed(
+            judged.check,
+            f"{path} is issued to {cn!r}, not to this hub ({cfg.hub.id!r})",
+            SIGNING_FIX,
+        )
+    return judged
 
 
 def _client_identity(judged: CheckResult, cfg: Config, cert: x509.Certificate) -> CheckResult:
