@@ -22,8 +22,8 @@ runs, and no daemon can start during it) and then, in this order:
 The hub's identity (signing key, TLS key and certificate) is kept: it names the hub, not the
 patient, and the platform already trusts it, so a hub can go to the next patient without a
 new certificate. ``depot=True`` (``--depot``: a hub leaving service) destroys it too: the
-signing key file and the TLS key are overwritten and unlinked, the certificate unlinked. A
-signing key inside a PKCS#11 token is left to the token's own tools (reported as kept).
+signing key file and the TLS key are overwritten and unlinked, the certificate unlinked; a
+signing key inside a PKCS#11 token is destroyed there, and its own certificate unlinked.
 
 Every step runs even when an earlier one failed; each says what it did in a
 :class:`Removal`, and the report says whether anything failed (exit code 1 then). Running a
@@ -303,31 +303,53 @@ def _reset_configuration(path: Path) -> Removal:
 
 
 def _destroy_identity(cfg: Config) -> list[Removal]:
-    """``--depot``: the hub's signing key, TLS key and certificate."""
+    """``--depot``: the hub's signing key (a file, or the pair in the PKCS#11 token), TLS key
+    and certificate, and the signing certificate when it has its own."""
     removals = []
     keys: list[tuple[str, Path]] = [("TLS client key", cfg.mqtt.key_file)]
     if cfg.keys.provider == "file":
         keys.insert(0, ("signing key", cfg.signing.key_file))
     else:
-        removals.append(
-            Removal(
-                "signing key",
-                f"PKCS#11 token {cfg.keys.pkcs11_token}",
-                "kept: delete it with the token's own tools",
-            )
-        )
+        removals.append(_destroy_token_signing_key(cfg))
     for what, path in keys:
         try:
             result = "destroyed" if destroy_key_file(path, what) else "nothing left"
         except KeyMaterialError as exc:
             result = f"failed: {exc.reason}"
         removals.append(Removal(what, str(path), result))
-    try:
-        cfg.mqtt.cert_file.unlink()
-        result = "removed"
-    except FileNotFoundError:
-        result = "nothing left"
-    except OSError as exc:
-        result = f"failed: {exc.strerror}"
-    removals.append(Removal("TLS client certificate", str(cfg.mqtt.cert_file), result))
+    removals.append(_remove_file("TLS client certificate", cfg.mqtt.cert_file))
+    if cfg.signing.cert_file is not None:
+        removals.append(_remove_file("signing certificate", cfg.signing.cert_file))
     return removals
+
+
+def _remove_file(what: str, path: Path) -> Removal:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return Removal(what, str(path), "nothing left")
+    except OSError as exc:
+        return Removal(what, str(path), f"failed: {exc.strerror}")
+    return Removal(what, str(path), "removed")
+
+
+def _destroy_token_signing_key(cfg: Config) -> Removal:
+    """``--depot`` on a PKCS#11 hub: the signing key pair in the token (every object with its
+    label), through the provider the daemon uses."""
+    from agent.keys import open_provider
+    from agent.keys.pkcs11_provider import Pkcs11KeyProvider
+
+    where = f"PKCS#11 token {cfg.keys.pkcs11_token}"
+    try:
+        provider = open_provider(cfg)
+    except KeyMaterialError as exc:
+        return Removal("signing key", where, f"failed: {exc.reason}")
+    try:
+        if not isinstance(provider, Pkcs11KeyProvider):  # pragma: no cover - config says pkcs11
+            return Removal("signing key", where, "failed: not a PKCS#11 provider")
+        destroyed = provider.destroy_signing_key()
+    except KeyMaterialError as exc:
+        return Removal("signing key", where, f"failed: {exc.reason}")
+    finally:
+        provider.close()
+    return Removal("signing key", where, "destroyed" if destroyed else "nothing left")

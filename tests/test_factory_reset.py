@@ -471,6 +471,46 @@ def test_depot_reset_destroys_the_identity(tmp_path: Path) -> None:
     assert sorted(p.name for p in secrets_dir.iterdir()) == []
 
 
+def test_depot_reset_destroys_the_token_signing_key(tmp_path: Path) -> None:
+    """--depot on a PKCS#11 hub: the signing key pair goes from the token, and its own
+    certificate ([signing] cert_file) from the disk; the token and its PIN stay."""
+    hub = keyhub.make_hub(tmp_path / "hub", "pkcs11")
+    provider = keys.open_provider(hub.cfg)
+    try:
+        assert isinstance(provider, Pkcs11KeyProvider)
+        provider.generate_signing_key()
+        assert provider.has_signing_key()
+    finally:
+        provider.close()
+    signing_cert = hub.root / "secrets" / "signing.pem"
+    signing_cert.write_text("placeholder\n")
+    text = hub.config_file.read_text()
+    assert text.count("[signing]\n") == 1
+    hub.config_file.write_text(
+        text.replace("[signing]\n", f'[signing]\ncert_file = "{signing_cert}"\n')
+    )
+    kept = reset(hub.config_file, "--json")
+    assert kept.returncode == 0, kept.stderr
+    assert signing_cert.exists()
+    done = reset(hub.config_file, "--depot", "--json")
+    assert done.returncode == 0, done.stderr
+    results = {r["what"]: r["result"] for r in json.loads(done.stdout)["removed"]}
+    assert ("destroyed", "removed") == (results["signing key"], results["signing certificate"])
+    assert not signing_cert.exists()
+    provider = keys.open_provider(hub.cfg)
+    try:
+        assert isinstance(provider, Pkcs11KeyProvider)
+        assert not provider.has_signing_key()
+    finally:
+        provider.close()
+    again = reset(hub.config_file, "--depot", "--json")
+    results = {r["what"]: r["result"] for r in json.loads(again.stdout)["removed"]}
+    assert ("nothing left", "nothing left") == (
+        results["signing key"],
+        results["signing certificate"],
+    )
+
+
 async def test_reset_removes_the_bluez_bonds(bluez: BluezMock, tmp_path: Path) -> None:  # noqa: F811
     """On BlueZ the allow-listed devices are removed from the adapter, bond and all."""
     hub = keyhub.make_hub(tmp_path / "hub", "file")
