@@ -215,10 +215,24 @@ class Broker:
         _log.info("broker_killed", port=self._port)
         self._reap()
 
-    def restart(self) -> None:
-        """Graceful stop, then start again on the same port."""
+    def restart(self, *, forget: bool = False) -> None:
+        """Graceful stop, then start again on the same port.
+
+        ``forget``: delete the persistence file between the two, so a persistent broker comes
+        back without the sessions and queued messages it wrote on the stop (a platform broker
+        replaced by a fresh node); without persistence there is nothing to forget.
+        """
         self.stop()
+        if forget:
+            self.persistence_file.unlink(missing_ok=True)
         self.start()
+
+    @property
+    def persistence_file(self) -> Path:
+        """Where mosquitto writes its persistence (sessions, queued and retained messages)."""
+        if self._state_dir is None:
+            raise RuntimeError("broker not started yet: no state directory")
+        return self._state_dir / "mosquitto.db"
 
     def close(self) -> None:
         """Stop and remove the state directory if this broker created it."""
@@ -240,9 +254,9 @@ class Broker:
         """:meth:`kill` without blocking the event loop."""
         await asyncio.to_thread(self.kill)
 
-    async def arestart(self) -> None:
+    async def arestart(self, *, forget: bool = False) -> None:
         """:meth:`restart` without blocking the event loop."""
-        await asyncio.to_thread(self.restart)
+        await asyncio.to_thread(self.restart, forget=forget)
 
     async def aclose(self) -> None:
         """:meth:`close` without blocking the event loop."""

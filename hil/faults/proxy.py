@@ -479,7 +479,7 @@ class LoopbackProxy:
             self._count("upstream_failures")
             _reset(writer)
             return
-        if self._mode is ProxyMode.CUT:  # cut while we connected upstream
+        if self.mode is ProxyMode.CUT:  # cut while we connected upstream (read anew)
             _reset(writer)
             _reset(up_writer)
             return
