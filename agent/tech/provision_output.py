@@ -76,6 +76,10 @@ class StepPrinter:
         else:
             closing = "[green]provisioned[/green]: nothing changed"
         self._console.print(closing)
+        if _complete(results):
+            # The unit starts only once the hub holds its certificate (ConditionPathExists):
+            # after a first provisioning nothing else starts it.
+            self._console.print("next: systemctl start homehub (then: homehub status)")
 
     def _row(self, number: str, step: str, result: str, detail: str, style: str) -> None:
         cells = f"{number:>3}  {step:<{_STEP_WIDTH}}  {result:<{_RESULT_WIDTH}}"
