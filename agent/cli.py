@@ -49,6 +49,7 @@ from agent.logs import scrub_text
 from agent.tech import doctor, provision
 from agent.tech import factory_reset as tech_factory_reset
 from agent.tech import status as tech_status
+from agent.tech.arguments import seconds_up_to
 from agent.tech.output import json_default
 
 EXIT_OK = 0
@@ -153,15 +154,8 @@ def _baud(text: str) -> int:
 DEFAULT_MODEM_BAUD: Final = 115200
 
 
-def _modem_timeout(text: str) -> float:
-    """``--timeout-s``: seconds, 0 < S <= 600."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value <= 600:
-        raise argparse.ArgumentTypeError(f"{text!r} is not in (0, 600] seconds")
-    return value
+_modem_timeout = seconds_up_to(600)
+"""``--timeout-s``: seconds, 0 < S <= 600."""
 
 
 def _add_modem_parser(sub: Any) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from agent.errors import UsageError
+from agent.tech.arguments import seconds_up_to
 
 MAX_INPUT_BYTES: Final = 64 * 1024
 """A certificate, chain or patient file: a few KB at most."""
@@ -89,14 +90,7 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def _timeout(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value <= 300:
-        raise argparse.ArgumentTypeError(f"{text!r} is not in (0, 300] seconds")
-    return value
+_timeout = seconds_up_to(300)
 
 
 def _read(path: Path | None, what: str, limit: int = MAX_INPUT_BYTES) -> bytes | None:
