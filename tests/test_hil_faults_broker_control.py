@@ -14,8 +14,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from hil.broker import Broker
-from hil.faults.broker_control import BrokerControl, process_stopped
+from hil.faults.broker_control import BrokerControl
 from hil.faults.events import FaultLog
+from hil.faults.process import process_stopped
 from hil.pki import DevPki
 
 T: Final = 10.0

@@ -30,18 +30,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Final
 
 from hil.broker import Broker
 from hil.faults.events import FaultLog, record
-
-SIGNAL_TIMEOUT_S: Final = 2.0
-"""A signal stops or continues a process within microseconds; 2 s covers a loaded runner."""
-_POLL_S: Final = (0.001, 0.05)
-"""First and largest pause between looks at the process's state (doubling)."""
+from hil.faults.process import await_stopped
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +68,14 @@ class BrokerControl:
         """SIGSTOP: connections stay open, the kernel still accepts, nothing answers."""
         pid = self._pid()
         os.kill(pid, signal.SIGSTOP)
-        _await_state(pid, stopped=True)
+        await_stopped(pid, stopped=True)
         self._note("freeze")
 
     def thaw(self) -> None:
         """SIGCONT after :meth:`freeze` (``Broker.stop`` also thaws before it stops)."""
         pid = self._pid()
         os.kill(pid, signal.SIGCONT)
-        _await_state(pid, stopped=False)
+        await_stopped(pid, stopped=False)
         self._note("thaw")
 
     async def astop(self) -> None:
@@ -110,22 +103,3 @@ class BrokerControl:
     def _note(self, action: str, detail: str = "") -> None:
         where = f"port {self.broker.port}"
         record(self.log, "broker", action, f"{where} {detail}".strip())
-
-
-def process_stopped(pid: int) -> bool:
-    """Whether ``pid`` is stopped by a signal (Linux: its state in /proc is ``T``)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat.rsplit(")", 1)[1].split()[0] == "T"
-
-
-def _await_state(pid: int, *, stopped: bool) -> None:
-    """Return once ``pid`` is (not) stopped: a signal is delivered asynchronously, and the
-    action returns only once it took effect. Polled (another process's state has no event),
-    bounded by SIGNAL_TIMEOUT_S."""
-    deadline = time.monotonic() + SIGNAL_TIMEOUT_S
-    pause = _POLL_S[0]
-    while process_stopped(pid) is not stopped:
-        if time.monotonic() + pause > deadline:
-            raise TimeoutError(f"pid {pid} not {'stopped' if stopped else 'running'}")
-        time.sleep(pause)  # polling another process's state; nothing to wait on
-        pause = min(pause * 2, _POLL_S[1])
