@@ -99,25 +99,38 @@ async def running_hub(config_path: Path, **options: Any) -> AsyncIterator[Hub]:
             await run
 
 
-def issue_for_csr(pki: DevPki, csr_der: bytes, *, days: int = 30) -> bytes:
-    """What a platform's CA does with the hub's CSR: a client certificate (DER) for its key
-    and subject, issued by ``pki``'s CA."""
+def issue_for_csr(
+    pki: DevPki,
+    csr_der: bytes,
+    *,
+    days: int = 30,
+    valid: tuple[dt.datetime, dt.datetime] | None = None,
+    usage: x509.Extension[x509.ExtensionType] | None = None,
+) -> bytes:
+    """What a platform's CA does with the hub's CSR: a certificate (DER) for its key and
+    subject, issued by ``pki``'s CA: a client certificate valid for ``days`` from now, or
+    over ``valid`` (not before, not after); ``usage``: that extension in place of
+    clientAuth (a token key's signing certificate asks for keyUsage)."""
     csr = x509.load_der_x509_csr(csr_der)
     assert csr.is_signature_valid
     ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
     now = dt.datetime.now(dt.UTC)
-    cert = (
+    not_before, not_after = valid or (now - dt.timedelta(minutes=5), now + dt.timedelta(days=days))
+    builder = (
         x509.CertificateBuilder()
         .subject_name(csr.subject)
         .issuer_name(ca_cert.subject)
         .public_key(csr.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
     )
-    return cert.public_bytes(serialization.Encoding.DER)
+    if usage is None:
+        extended = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])
+        builder = builder.add_extension(extended, critical=False)
+    else:
+        builder = builder.add_extension(usage.value, critical=usage.critical)
+    return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from hil.pki import DevPki
 from tests import phi_canaries
@@ -130,47 +129,17 @@ def issue_signing(pki: DevPki, csr_path: Path, target: Path) -> Path:
     """The depot's CA issues a signing certificate for a token key's request: the CSR's
     subject and requested keyUsage, no clientAuth (it never authenticates a TLS link)."""
     csr = x509.load_pem_x509_csr(csr_path.read_bytes())
-    assert csr.is_signature_valid
     usage = csr.extensions.get_extension_for_class(x509.KeyUsage)
-    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(csr.subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(csr.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(usage.value, critical=usage.critical)
-        .sign(ca_key, hashes.SHA256())
-    )
-    target.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    der = issue_for_csr(pki, csr.public_bytes(serialization.Encoding.DER), usage=usage)
+    target.write_bytes(x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM))
     return target
 
 
 def _expired_for_csr(pki: DevPki, csr_der: bytes) -> bytes:
-    csr = x509.load_der_x509_csr(csr_der)
-    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
     now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(csr.subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(csr.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=40))
-        .not_valid_after(now - dt.timedelta(days=10))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
+    return issue_for_csr(
+        pki, csr_der, valid=(now - dt.timedelta(days=40), now - dt.timedelta(days=10))
     )
-    return cert.public_bytes(serialization.Encoding.DER)
 
 
 def write_bundle(
