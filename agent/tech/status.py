@@ -122,7 +122,6 @@ def watch(
     cannot be read (the outbox being replaced, a disk error) is shown as that error's one
     line, and the watch goes on. On a terminal (``terminal`` None: whether ``out`` is one)
     the table is redrawn in place; elsewhere (a pipe, a file) each refresh follows the last."""
-    shown = 0
 
     def frame() -> Any:
         try:
@@ -130,33 +129,32 @@ def watch(
         except Exception as exc:  # noqa: BLE001 - shown, then read again next refresh
             return {"error": f"{type(exc).__name__}: {exc}", "hub": cfg.hub.id}
 
-    if as_json:
+    def repeat(show: Callable[[Any], None]) -> int:
+        shown = 0
         while not stop.is_set():
-            out.write(to_json_line(frame()))
-            out.flush()
+            show(frame())
             shown += 1
             if frames is not None and shown >= frames:
                 break
             stop.wait(interval_s)
         return shown
+
+    def line(report: Any) -> None:
+        out.write(to_json_line(report))
+        out.flush()
+
+    if as_json:
+        return repeat(line)
     console = Console(file=out, force_terminal=terminal)
     if not console.is_terminal:  # nothing to redraw in place: one table after the other
-        while not stop.is_set():
-            console.print(render(frame()))
+
+        def table(report: Any) -> None:
+            console.print(render(report))
             out.flush()
-            shown += 1
-            if frames is not None and shown >= frames:
-                break
-            stop.wait(interval_s)
-        return shown
+
+        return repeat(table)
     with Live(console=console, auto_refresh=False, transient=False) as live:
-        while not stop.is_set():
-            live.update(render(frame()), refresh=True)
-            shown += 1
-            if frames is not None and shown >= frames:
-                break
-            stop.wait(interval_s)
-    return shown
+        return repeat(lambda report: live.update(render(report), refresh=True))
 
 
 def _age(seconds: float | None) -> str:
