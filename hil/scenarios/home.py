@@ -1,0 +1,367 @@
+"""One scenario run's home: the real parts, running, and what a scenario does to them.
+
+:class:`Home` is what a scenario's ``drive`` acts on and what the runner measures:
+
+- the platform: the reference receiver (hil/receiver.py) in this process, verifying with
+  pycose into its durable store (``<run>/platform``), receipting with the platform key;
+  :meth:`Home.replace_platform` swaps it for another (one that receipts or not) on the same
+  store, as a platform redeploys;
+- mosquitto (hil/broker.py) with the run's dev PKI: :meth:`Home.stop_broker`,
+  :meth:`Home.start_broker`;
+- the virtual radio with the scenario's emulated devices (:meth:`Home.cuff`,
+  :meth:`Home.measure` for a new measurement, :meth:`Home.add_device` for one that turns up);
+- ``homehub run`` as its own process, each life logging to ``<run>/agent-<n>.log``
+  (:meth:`Home.start_agent`, :meth:`Home.stop_agent`, :meth:`Home.kill_agent`);
+- what was measured: each verified reading's arrival, when each device reading was taken
+  (:meth:`Home.measure` stamps it), the outbox's depth sampled every
+  :data:`SAMPLE_INTERVAL_S` (read-only, the way ``homehub status`` reads it), fault windows.
+
+Waiting is on conditions (:meth:`Home.until`), re-checked whenever something changes: a
+reading arrives, or the sampler looked at the outbox and the daemon's log (another process's
+state, which nothing here can await), always under a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from agent.errors import StorageError
+from agent.outbox import peek_counts
+from hil.broker import Broker
+from hil.emulators.cuff import BpReading, EmulatedCuff
+from hil.pki import DevPki
+from hil.receiver import Receiver, ReceiverStats, VerifiedReading
+from hil.scenarios.base import Check, Cuff, RunIdentities, Scenario, bp_values, device_information
+from hil.scenarios.platform_view import bp_summary
+from hil.virtual_radio import VirtualRadio
+
+SAMPLE_INTERVAL_S: Final = 0.1
+"""How often the outbox's depth and the daemon's log are looked at: the depth plot's grain."""
+WAIT_S: Final = 30.0
+"""Default bound of one :meth:`Home.until`: a cold start and a BLE session take ~3 s here."""
+AGENT_STOP_TIMEOUT_S: Final = 20.0
+"""The unit's TimeoutStopSec (the daemon's ordered stop takes at most 5 s)."""
+LOG_READ_MAX_BYTES: Final = 16 * 1024 * 1024
+"""A daemon log past this is not read further (a scenario's logs are kilobytes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """A new verified reading at the platform and when (monotonic seconds)."""
+
+    reading: VerifiedReading
+    at: float
+
+
+@dataclass(slots=True)
+class Timeline:
+    """What the runner plots and reports, in seconds since the run's start."""
+
+    depth: list[tuple[float, int]] = field(default_factory=list)
+    """(t, pending records in the outbox)."""
+    faults: list[tuple[str, float, float | None]] = field(default_factory=list)
+    """(name, start, end) of each injected fault; end None while it lasts."""
+    taken: dict[tuple[str, Any], float] = field(default_factory=dict)
+    """(device label, values) -> when the device held that reading."""
+
+
+class HomeError(RuntimeError):
+    """Something of the home itself failed (not a check): the scenario errors."""
+
+
+class Home:
+    """The running home of one scenario (see the module doc); built by the runner."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        run_dir: Path,
+        pki: DevPki,
+        ids: RunIdentities,
+        broker: Broker,
+        radio: VirtualRadio,
+        config: Path,
+    ) -> None:
+        self.scenario = scenario
+        self.run_dir = run_dir
+        self.pki = pki
+        self.ids = ids
+        self.broker = broker
+        self.radio = radio
+        self.config = config
+        self.outbox_path = run_dir / "state" / "outbox.db"
+        self.started = time.monotonic()
+        self.timeline = Timeline()
+        self.arrivals: list[Arrival] = []
+        self.cuffs: dict[str, EmulatedCuff] = {}
+        self.measured: dict[str, list[BpReading]] = {}
+        """Readings each device took during the run (:meth:`measure`)."""
+        self.receiver: Receiver | None = None
+        self.retired_stats: list[ReceiverStats] = []
+        self.agent: asyncio.subprocess.Process | None = None
+        self.agent_exits: list[tuple[str, int]] = []
+        """(how it was stopped: ``"term"`` or ``"kill"``, exit code) of each life."""
+        self.lives = 0
+        self.pending = 0
+        self.samples = 0
+        """Outbox samples taken so far."""
+        self.notes: list[Check] = []
+        """Checks the scenario's ``drive`` made itself (reported with the platform-side ones)."""
+        self._change = asyncio.Event()
+
+    # -- time ---------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """Seconds since the run started."""
+        return time.monotonic() - self.started
+
+    @contextlib.asynccontextmanager
+    async def fault(self, name: str) -> AsyncIterator[None]:
+        """Mark a fault's window on the timeline (shaded in the depth plot)."""
+        index = len(self.timeline.faults)
+        self.timeline.faults.append((name, self.now(), None))
+        try:
+            yield
+        finally:
+            self.timeline.faults[index] = (name, self.timeline.faults[index][1], self.now())
+
+    def last_fault_end(self) -> float | None:
+        """When the last fault ended (seconds since start), None without any."""
+        ends = [end for _, _, end in self.timeline.faults if end is not None]
+        return max(ends) if ends else None
+
+    def note(self, name: str, ok: bool, detail: str) -> None:
+        """Record a check of the scenario's own (e.g. "nothing deleted by a forged receipt")."""
+        self.notes.append(Check(name, ok, detail))
+
+    # -- changes and waiting ------------------------------------------------------------
+
+    def changed(self) -> None:
+        """Wake every :meth:`until` to look again."""
+        event, self._change = self._change, asyncio.Event()
+        event.set()
+
+    async def until(
+        self, condition: Callable[[], bool], what: str, timeout_s: float = WAIT_S
+    ) -> None:
+        """Return once ``condition()`` holds; :class:`HomeError` naming ``what`` after
+        ``timeout_s``."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    change = self._change
+                    if condition():
+                        return
+                    await change.wait()
+        except TimeoutError:
+            raise HomeError(f"timed out after {timeout_s:g} s waiting for {what}") from None
+
+    async def fresh_sample(self) -> int:
+        """Wait for an outbox sample begun after this call; the pending count it read."""
+        target = self.samples + 2
+        await self.until(lambda: self.samples >= target, "a fresh outbox sample")
+        return self.pending
+
+    async def sample_forever(self) -> None:
+        """The sampler: the outbox's depth, then a wake-up for the waiters, every tick."""
+        while True:
+            pending = await asyncio.to_thread(self._peek_pending)
+            if pending is not None:
+                self.pending = pending
+                self.timeline.depth.append((round(self.now(), 3), pending))
+            self.samples += 1
+            self.changed()
+            await asyncio.sleep(SAMPLE_INTERVAL_S)  # a sampling period, not a synchronisation
+
+    def _peek_pending(self) -> int | None:
+        if not self.outbox_path.is_file():
+            return None
+        try:
+            return peek_counts(self.outbox_path).pending
+        except StorageError:
+            return None  # mid-creation: the next tick reads it
+
+    # -- the platform ---------------------------------------------------------------------
+
+    def new_receiver(self, *, receipts: bool) -> Receiver:
+        """A reference receiver on the run's durable store, recording each new reading."""
+
+        async def arrived(reading: VerifiedReading) -> None:
+            self.arrivals.append(Arrival(reading, time.monotonic()))
+            self.changed()
+
+        return Receiver.for_dev_pki(
+            self.pki,
+            self.broker.port,
+            receipts=receipts,
+            state_dir=self.run_dir / "platform",
+            consumer=arrived,
+            queue_max=1_000_000,
+        )
+
+    async def start_platform(self, *, receipts: bool) -> Receiver:
+        """Start a receiver and wait until it is subscribed."""
+        receiver = self.new_receiver(receipts=receipts)
+        await receiver.__aenter__()
+        self.receiver = receiver
+        await self.until(receiver.subscribed.is_set, "the platform's subscription")
+        return receiver
+
+    async def stop_platform(self) -> None:
+        """Stop the receiver (its store keeps what it held)."""
+        receiver, self.receiver = self.receiver, None
+        if receiver is not None:
+            self.retired_stats.append(receiver.stats)
+            await receiver.__aexit__(None, None, None)
+
+    async def replace_platform(self, *, receipts: bool) -> Receiver:
+        """Another receiver on the same store (a platform redeployed)."""
+        await self.stop_platform()
+        return await self.start_platform(receipts=receipts)
+
+    def platform_stats(self) -> list[ReceiverStats]:
+        """The stats of every receiver of the run."""
+        current = [] if self.receiver is None else [self.receiver.stats]
+        return [*self.retired_stats, *current]
+
+    def readings_from(self, label: str) -> list[VerifiedReading]:
+        """Verified readings whose values are one of device ``label``'s."""
+        wanted = {k[1] for k in self.timeline.taken if k[0] == label}
+        out = []
+        for arrival in self.arrivals:
+            with contextlib.suppress(KeyError, ValueError, TypeError):
+                if bp_summary(arrival.reading).values in wanted:
+                    out.append(arrival.reading)
+        return out
+
+    # -- the broker -----------------------------------------------------------------------
+
+    async def stop_broker(self) -> None:
+        """Graceful stop (without persistence it forgets every session and queued message)."""
+        await self.broker.astop()
+
+    async def kill_broker(self) -> None:
+        """SIGKILL mosquitto."""
+        await self.broker.akill()
+
+    async def start_broker(self) -> None:
+        """Start it again on the same port."""
+        await self.broker.astart()
+
+    # -- devices --------------------------------------------------------------------------
+
+    async def add_device(self, device: Cuff) -> EmulatedCuff:
+        """Power on one of the scenario's devices (its readings count as taken now)."""
+        index = self.scenario.index(device.label)
+        target = device.impostor_of or device.label
+        address_index = self.scenario.index(target)
+        options: dict[str, Any] = {"info": device_information(self.ids, index)}
+        options.update(device.options)
+        cuff = await self.radio.add_cuff(
+            device.readings, address=self.ids.address(address_index), **options
+        )
+        taken = self.now()
+        for reading in device.readings:
+            self.timeline.taken.setdefault((device.label, bp_values(reading)), taken)
+        self.cuffs[device.label] = cuff
+        return cuff
+
+    def cuff(self, label: str) -> EmulatedCuff:
+        """The running emulated cuff ``label``."""
+        return self.cuffs[label]
+
+    async def measure(self, label: str, reading: BpReading) -> None:
+        """Cuff ``label`` takes a new measurement now."""
+        self.timeline.taken[(label, bp_values(reading))] = self.now()
+        self.measured.setdefault(label, []).append(reading)
+        await self.cuffs[label].add_reading(reading)
+
+    # -- the daemon -----------------------------------------------------------------------
+
+    def agent_command(self) -> list[str]:
+        """``homehub run``: the installed console script beside this interpreter, else the
+        same entry point through ``python -m agent``."""
+        script = Path(sys.executable).with_name("homehub")
+        base = [str(script)] if script.is_file() else [sys.executable, "-m", "agent"]
+        return [*base, "run", "--config", str(self.config)]
+
+    async def start_agent(self) -> asyncio.subprocess.Process:
+        """Start a new life of ``homehub run``, its log in ``agent-<life>.log``."""
+        if self.agent is not None and self.agent.returncode is None:
+            raise HomeError("the agent is already running")
+        self.lives += 1
+        log = (self.run_dir / f"agent-{self.lives}.log").open("ab")
+        try:
+            self.agent = await asyncio.create_subprocess_exec(
+                *self.agent_command(),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,  # a Ctrl-C aimed at the runner is the runner's
+            )
+        finally:
+            log.close()
+        return self.agent
+
+    async def stop_agent(self) -> int:
+        """SIGTERM, as systemd stops it; SIGKILL after the unit's stop timeout."""
+        agent = self.agent
+        if agent is None:
+            raise HomeError("no agent to stop")
+        if agent.returncode is None:
+            agent.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(AGENT_STOP_TIMEOUT_S):
+                    await agent.wait()
+            except TimeoutError:
+                agent.kill()
+                await agent.wait()
+        return self._exited(agent, "term")
+
+    async def kill_agent(self) -> int:
+        """SIGKILL the daemon (a power cut, an OOM kill)."""
+        agent = self.agent
+        if agent is None:
+            raise HomeError("no agent to kill")
+        if agent.returncode is None:
+            agent.kill()
+            await agent.wait()
+        return self._exited(agent, "kill")
+
+    def _exited(self, agent: asyncio.subprocess.Process, how: str) -> int:
+        code = agent.returncode
+        assert code is not None
+        if len(self.agent_exits) < self.lives:
+            self.agent_exits.append((how, code))
+        return code
+
+    def agent_events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The daemon's log events of every life (``name``: only those), in order."""
+        events: list[dict[str, Any]] = []
+        for life in range(1, self.lives + 1):
+            path = self.run_dir / f"agent-{life}.log"
+            with contextlib.suppress(OSError), path.open("rb") as f:
+                data = f.read(LOG_READ_MAX_BYTES)
+            for line in data.decode("utf-8", "replace").splitlines():
+                if not line.startswith("{"):
+                    continue
+                with contextlib.suppress(json.JSONDecodeError):
+                    event = json.loads(line)
+                    if isinstance(event, dict) and (name is None or event.get("event") == name):
+                        events.append(event)
+        return events
+
+    def log_paths(self) -> list[Path]:
+        """Every log the run wrote: the daemon's lives, mosquitto's, the platform's."""
+        return sorted(p for p in self.run_dir.glob("*.log") if p.is_file())
