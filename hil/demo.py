@@ -240,8 +240,11 @@ def _on_receipt(p: Progress) -> Callable[[Receipt], None]:
     return receipt
 
 
-async def _until_done(agent: asyncio.subprocess.Process, p: Progress, timeout_s: float) -> int:
-    """0 once every reading is verified and deleted; 1 on a mismatch, a timeout or an exit."""
+async def _until_done(
+    agent: asyncio.subprocess.Process, p: Progress, timeout_s: float
+) -> str | None:
+    """None once every reading is verified and deleted; else what failed: a mismatch, a
+    timeout or the agent's exit."""
     try:
         async with asyncio.timeout(timeout_s), asyncio.TaskGroup() as tg:
             done = tg.create_task(p.wait_until(lambda: p.done), name="demo-progress")
@@ -251,18 +254,15 @@ async def _until_done(agent: asyncio.subprocess.Process, p: Progress, timeout_s:
             exited.cancel()
     except TimeoutError:
         verified = p.total - sum(len(r) for r in p.remaining.values())
-        print(
-            f"homehub demo: FAILED, {verified} of {p.total} readings verified and "
-            f"{p.hub.deleted} deleted on the hub after {timeout_s} s"
+        return (
+            f"{verified} of {p.total} readings verified and {p.hub.deleted} deleted on the hub"
+            f" after {timeout_s} s"
         )
-        return 1
-    if agent.returncode is not None:
-        print(f"homehub demo: FAILED, the agent exited with code {agent.returncode}")
-        return 1
     if p.mismatch is not None:
-        print(f"homehub demo: FAILED, {p.mismatch}")
-        return 1
-    return 0
+        return p.mismatch
+    if agent.returncode is not None:
+        return f"the agent exited with code {agent.returncode}"
+    return None
 
 
 async def run_demo(run_dir: Path, timeout_s: float = DEMO_TIMEOUT_S) -> int:
@@ -352,15 +352,13 @@ async def _run_agent(
                 tg.create_task(_read_agent_log(agent.stdout, log_file, p), name="demo-agent-log")
                 view = tg.create_task(_show(p), name="demo-view")
                 platform = tg.create_task(_watch_platform(receiver, p), name="demo-platform")
+                failure: str | None = "interrupted"
                 try:
-                    code = await _until_done(agent, p, timeout_s)
+                    failure = await _until_done(agent, p, timeout_s)
                 finally:
                     platform.cancel()
-                    p.showing = False
-                    p.events.put_nowait(None)
-                    await view
-                if code == 0:
-                    code = _report(receiver, p)
+                    await _close_view(p, view)
+                code = _report(receiver, p, failure)
                 if code == 0:
                     code = await _command_round_trip(console)
                 await _stop_agent(agent)  # the log reader ends with the agent's output
@@ -370,14 +368,27 @@ async def _run_agent(
     return code
 
 
-def _report(receiver: Receiver, p: Progress) -> int:
-    """The closing lines: what arrived, and the table of readings as the platform read them."""
-    print()
-    Console(width=120).print(summary_table(p.rows))
-    stats = receiver.stats
-    if not receiver.readings.empty():
-        print("homehub demo: FAILED, more readings arrived than the devices held")
+async def _close_view(p: Progress, view: asyncio.Task[None]) -> None:
+    """Let the view print what it holds and end (at once if its queue is full)."""
+    p.showing = False
+    try:
+        p.events.put_nowait(None)
+    except asyncio.QueueFull:
+        view.cancel()
+    await asyncio.wait({view})
+
+
+def _report(receiver: Receiver, p: Progress, failure: str | None) -> int:
+    """The closing lines: the table of readings as the platform read them, and the verdict."""
+    if p.rows:
+        print()
+        Console(width=120).print(summary_table(p.rows))
+    if failure is None and not receiver.readings.empty():
+        failure = "more readings arrived than the devices held"
+    if failure is not None:
+        print(f"homehub demo: FAILED, {failure}")
         return 1
+    stats = receiver.stats
     print(
         f"homehub demo: all {p.total} readings of the 3 devices arrived once, signed and verified,"
         f" values equal to what each device held; deleted on the hub after {stats.receipts_sent}"
