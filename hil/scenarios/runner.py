@@ -44,7 +44,9 @@ SETTLE_S: Final = 60.0
 @contextlib.contextmanager
 def platform_log(path: Path) -> Iterator[IO[str]]:
     """Send this process's structlog events and stdlib warnings (Bumble, paho) to ``path``
-    for the run, as JSON lines; restored afterwards."""
+    for the run, as JSON lines; the caller's configuration is restored afterwards (a test
+    session's own, under pytest)."""
+    previous = structlog.get_config()
     with path.open("a", buffering=1) as stream:
         structlog.configure(
             processors=[
@@ -63,7 +65,7 @@ def platform_log(path: Path) -> Iterator[IO[str]]:
             yield stream
         finally:
             root.removeHandler(handler)
-            structlog.reset_defaults()
+            structlog.configure(**previous)
 
 
 def everything_arrived(home: Home) -> bool:
