@@ -63,6 +63,11 @@ system-deps:
 	  echo "installing mosquitto (apt-get)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends mosquitto >/dev/null; \
 	fi
+	@# chromium: the headless browser that renders the HIL report in its test (tests/test_hil_report.py).
+	@if ! command -v chromium >/dev/null; then \
+	  echo "installing chromium (apt-get)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	fi
 	@if ! command -v openssl >/dev/null; then \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openssl >/dev/null; \
 	fi
@@ -115,8 +120,11 @@ demo: deps
 soak: deps
 	$(VENV)/bin/pytest -m soak tests
 
+# issue 12: every HIL scenario (hil/scenarios/) on the virtual home, the real daemon each
+# time; the report (junit.xml, report.html with its plots) in HIL_REPORT. Within 30 minutes.
+HIL_REPORT ?= build/hil-report
 hil: deps
-	$(PY) -m hil.campaign
+	timeout 1800 $(PY) -m hil.campaign --report $(HIL_REPORT)
 
 bench: deps
 	@for b in hil/bench/*.py; do echo "== $$b"; $(PY) -m hil.bench.$$(basename $$b .py); done

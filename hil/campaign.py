@@ -1,77 +1,51 @@
-"""``make hil``: the fault campaign on the virtual home, repeated.
+"""``make hil``: every HIL scenario (hil/scenarios/) on the virtual home, and the report.
 
-Runs the scenario tests that put the whole chain through faults (broker stopped mid-run, BLE
-link dropped mid-transfer, connect timeouts, SIGKILLed agents, poison records, stops
-mid-transfer, flooding devices, slow disks) ``--rounds`` times each and
-prints one line per round and a summary line of JSON. A flaky recovery path shows up here
-long before it shows up in a patient's home. Exit code 0 only if every round passed.
+A thin wrapper of ``python -m hil all`` for the Makefile and CI: ``--rounds N`` runs the
+whole set N times (a flaky recovery path shows up in repetition long before it shows up in a
+patient's home), each round's report in ``<report>/round-<k>`` when N > 1; one line per
+scenario, a summary line of JSON at the end. Exit code 0 only if every scenario of every
+round passed.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
-import subprocess
-import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
 
-ROOT: Final = Path(__file__).resolve().parents[1]
-SCENARIOS: Final = (
-    "tests/test_end_to_end.py",
-    "tests/test_ble_bps_session.py",
-    "tests/test_uplink.py",
-    "tests/test_publisher.py",
-    "tests/test_ble_stop.py",
-    "tests/test_ble_floods.py",
-    "tests/test_loop_responsive.py",
-    "tests/test_collector.py",
-    "tests/test_collector_watchdog.py",
-    "tests/test_device_quirks.py",
-    "tests/test_glucometer_quirks.py",
-    "tests/test_gls_download.py",
-)
+from hil.__main__ import run_all
+from hil.scenarios import SCENARIOS
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the campaign; the exit code."""
     parser = argparse.ArgumentParser(prog="python -m hil.campaign", description=__doc__)
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--report", type=Path, default=Path("build/hil-report"))
+    parser.add_argument("--quick", action="store_true", help="only make test's quick subset")
     args = parser.parse_args(argv)
-    present = [s for s in SCENARIOS if (ROOT / s).is_file()]
-    failures = 0
-    durations: list[float] = []
+    chosen = [s for s in SCENARIOS if s.quick or not args.quick]
+    failed = 0
+    started = time.monotonic()
     for round_no in range(1, args.rounds + 1):
-        started = time.monotonic()
-        result = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *present],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        took = time.monotonic() - started
-        durations.append(took)
-        last = (result.stdout.strip().splitlines() or ["(no output)"])[-1]
-        print(
-            f"round {round_no}/{args.rounds}: {'ok' if result.returncode == 0 else 'FAILED'} "
-            f"in {took:.1f} s: {last}"
-        )
-        if result.returncode != 0:
-            failures += 1
-            print(result.stdout[-4000:])
+        directory = args.report if args.rounds == 1 else args.report / f"round-{round_no}"
+        results = asyncio.run(run_all(chosen, directory))
+        failed += sum(1 for r in results if not r.passed)
+        print(f"round {round_no}/{args.rounds}: report {directory / 'report.html'}", flush=True)
     print(
         json.dumps(
             {
                 "rounds": args.rounds,
-                "failed": failures,
-                "scenarios": present,
-                "mean_round_s": round(sum(durations) / len(durations), 2),
+                "scenarios": [s.name for s in chosen],
+                "failed": failed,
+                "took_s": round(time.monotonic() - started, 1),
             }
         )
     )
-    return 0 if failures == 0 else 1
+    return 0 if failed == 0 else 1
 
 
 if __name__ == "__main__":
