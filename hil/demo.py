@@ -84,7 +84,8 @@ VIEW_SETTLE_S: Final = 0.05
 """A line of merged hops is printed once nothing of it came for this long."""
 EVENTS_MAX: Final = 10_000
 AGENT_LINE_MAX: Final = 1 << 20
-"""Longest agent log line read (its lines are short JSON; a longer one ends the reader)."""
+"""Longest agent log line parsed (its lines are short JSON; after a longer one the log is only
+kept, no longer shown)."""
 
 WANTED: Final[dict[str, tuple[Summary, ...]]] = {
     CUFF_LABEL: tuple(expected(r) for r in DEMO_READINGS),
@@ -112,7 +113,8 @@ def brief(summary: Summary) -> str:
 
 @dataclass(slots=True)
 class Progress:
-    """What the demo has seen so far; the view's events go through :meth:`emit`."""
+    """What the demo has seen so far; the view's events go through :meth:`emit`. Mutable on
+    purpose: the run's one tally, written only from the event loop."""
 
     started: float
     hub: HubLog
@@ -169,12 +171,18 @@ async def _stop_agent(agent: asyncio.subprocess.Process) -> int:
 
 
 async def _read_agent_log(stream: asyncio.StreamReader, log_file: IO[bytes], p: Progress) -> None:
-    """Keep ``agent.log`` and turn the daemon's log lines into hops, until it closes them."""
-    while raw := await stream.readline():
-        log_file.write(raw)
-        log_file.flush()
-        for event in p.hub.feed(raw.decode("utf-8", "replace"), p.now()):
-            p.emit(event)
+    """Keep ``agent.log`` and turn the daemon's log lines into hops, until it closes them.
+    The pipe is drained to the end whatever comes: a full pipe would stall the daemon."""
+    try:
+        while raw := await stream.readline():
+            log_file.write(raw)
+            log_file.flush()
+            for event in p.hub.feed(raw.decode("utf-8", "replace"), p.now()):
+                p.emit(event)
+    except ValueError:  # a line past AGENT_LINE_MAX: no more hops, the rest kept as it comes
+        log_file.write(b"[homehub demo: a log line past the reader's limit; no more parsing]\n")
+        while chunk := await stream.read(AGENT_LINE_MAX):
+            log_file.write(chunk)
 
 
 async def _show(p: Progress) -> None:
@@ -382,7 +390,7 @@ def _report(receiver: Receiver, p: Progress, failure: str | None) -> int:
     """The closing lines: the table of readings as the platform read them, and the verdict."""
     if p.rows:
         print()
-        Console(width=120).print(summary_table(p.rows))
+        Console(width=132).print(summary_table(p.rows))
     if failure is None and not receiver.readings.empty():
         failure = "more readings arrived than the devices held"
     if failure is not None:

@@ -228,7 +228,7 @@ def summary_table(rows: Sequence[TableRow]) -> Table:
     table = Table(title="at the platform, verified", title_justify="left")
     table.add_column("device")
     table.add_column("seq", justify="right")
-    table.add_column("reading (values as the platform read them)")
+    table.add_column("reading (values as the platform read them)", no_wrap=True)
     table.add_column("= device", justify="center")
     previous = None
     for row in sorted(rows, key=lambda r: (r.device, r.seq)):

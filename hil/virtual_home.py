@@ -69,6 +69,7 @@ MDC_PULSE: Final = "149546"
 MDC_GLUCOSE: Final = {1: "160184", 2: "160188"}
 """The glucose code by the meter's sample type: 1 capillary whole blood, 2 capillary plasma."""
 MDC_MEAL: Final = "8417864"
+MDC_CARBOHYDRATE: Final = "8417768"
 MEALS: Final = {1: ("8417868", "before a meal"), 2: ("8417872", "after a meal")}
 """The meal context's code and a clinician's words, by the meter's Meal value."""
 MDC_SPO2: Final = "150456"
@@ -253,19 +254,22 @@ def _decimal(value: object) -> Decimal:
 
 @dataclass(frozen=True, slots=True)
 class GlucoseSummary:
-    """A glucose record as a clinician reads it: value in the meter's unit, sample, meal."""
+    """A glucose record as a clinician reads it: value in the meter's unit, sample, and the
+    context's meal and carbohydrate (grams) when the meter recorded them."""
 
     value: Decimal
     unit: str
     code: str
     meal: str | None
+    carbohydrate_g: Decimal | None
     effective: str
 
     def line(self) -> str:
         """One human line."""
         sample = "capillary plasma" if self.code == MDC_GLUCOSE[2] else "capillary blood"
         meal = f", {self.meal}" if self.meal is not None else ""
-        return f"glucose {self.value} {self.unit} ({sample}{meal}) at {self.effective}"
+        carbs = f", {self.carbohydrate_g} g carbs" if self.carbohydrate_g is not None else ""
+        return f"glucose {self.value} {self.unit} ({sample}{meal}{carbs}) at {self.effective}"
 
 
 def summarize_glucose(reading: VerifiedReading) -> GlucoseSummary:
@@ -278,11 +282,15 @@ def summarize_glucose(reading: VerifiedReading) -> GlucoseSummary:
     if MDC_MEAL in observations:
         coded = observations[MDC_MEAL]["valueCodeableConcept"]["coding"][0]["code"]
         meal = next(words for c, words in MEALS.values() if c == coded)
+    carbohydrate = observations.get(MDC_CARBOHYDRATE)
     return GlucoseSummary(
         value=_decimal(quantity["value"]),
         unit=quantity["code"],
         code=code,
         meal=meal,
+        carbohydrate_g=None
+        if carbohydrate is None
+        else _decimal(carbohydrate["valueQuantity"]["value"]),
         effective=primary["effectiveDateTime"],
     )
 
@@ -295,14 +303,15 @@ def expected_glucose(record: GlucoseRecord, timezone: str = TIMEZONE) -> Glucose
         value, unit = record.concentration.scaleb(3), "mmol/L"
     else:
         value, unit = record.concentration.scaleb(5), "mg/dL"
-    meal = None
-    if record.context is not None and record.context.meal is not None:
-        meal = MEALS[record.context.meal][1]
+    context = record.context
+    meal = None if context is None or context.meal is None else MEALS[context.meal][1]
+    carbohydrate_kg = None if context is None else context.carbohydrate_kg
     return GlucoseSummary(
         value=Decimal(str(value)),
         unit=unit,
         code=MDC_GLUCOSE[record.sample_type],
         meal=meal,
+        carbohydrate_g=None if carbohydrate_kg is None else carbohydrate_kg.scaleb(3),
         effective=_local(record.base_time, timezone, record.time_offset_min or 0),
     )
 

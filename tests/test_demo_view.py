@@ -112,7 +112,8 @@ def test_glucose_meal_context_and_spot_check_summaries() -> None:
     meal = summarize_any(_golden_reading("glucose-mgdl-context"))
     assert isinstance(meal, GlucoseSummary)
     assert (meal.value, meal.unit, meal.meal) == (Decimal("98.5"), "mg/dL", "before a meal")
-    context = GlucoseContext(meal=1)
+    assert meal.carbohydrate_g == Decimal(45)
+    context = GlucoseContext(carbohydrate_id=1, carbohydrate_kg=Decimal("0.045"), meal=1)
     record = GlucoseRecord(1, DateTime(2026, 11, 23, 7, 15, 0), meal.value.scaleb(-5),
                            context=context)  # fmt: skip
     assert expected_glucose(record) == meal
