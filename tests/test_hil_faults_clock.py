@@ -1,0 +1,108 @@
+"""hil/faults/clock.py and its child wrapper, in real processes: once installed, ``time.time``
+and the agent's own wall clock (agent/wall_clock.py, its correction on top) run a step ahead,
+and datetimes still behave as the real class; ``homehub status --watch`` run under the wrapper
+reports the start step in its ``as_of``, then the signal step once the child announced it.
+Clocks are compared with the test's own (real) clock, within a slack for process start."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+from agent.outbox import Outbox
+from agent.sealing import DataKey, Sealer
+from hil.faults.clock import STEPPED_EVENT, ClockSteps, child_argv, step
+from hil.pki import DevPki
+from tests import phi_canaries
+from tests.platform_hub import write_hub_config
+
+T: Final = 15.0
+"""Starting the agent's CLI and its first report; a loaded runner takes a few seconds."""
+DAY_S: Final = 86_400.0
+BACK_S: Final = -7_200.0
+SLACK_S: Final = 5.0
+"""Between the test's reading of its clock and the child's (process start, a refresh)."""
+
+PROBE: Final = """
+import json, time
+from datetime import timedelta
+from hil.faults import clock
+clock.install(86400.0)
+import datetime
+from agent import wall_clock
+plain = wall_clock.now().timestamp()
+wall_clock.set_correction(timedelta(seconds=60))
+print(json.dumps({
+    "time": time.time(),
+    "time_ns": time.time_ns() / 1e9,
+    "wall_clock": plain,
+    "corrected": wall_clock.now().timestamp(),
+    "isinstance": isinstance(datetime.datetime(2026, 1, 1), datetime.datetime),
+    "parsed": type(datetime.datetime.fromisoformat("2026-01-01T00:00:00")).__name__,
+}))
+"""
+
+
+def test_install_steps_time_and_the_agents_wall_clock() -> None:
+    before = datetime.now().timestamp()  # noqa: DTZ005 - a Unix time; the zone is moot
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=T, check=False
+    )
+    after = datetime.now().timestamp()  # noqa: DTZ005
+    assert done.returncode == 0, done.stderr
+    seen: dict[str, Any] = json.loads(done.stdout)
+    for name in ("time", "time_ns", "wall_clock"):
+        assert before + DAY_S <= seen[name] <= after + DAY_S, name
+    assert seen["corrected"] - seen["wall_clock"] >= 60.0
+    assert seen["corrected"] <= after + DAY_S + 60.0
+    assert seen["isinstance"] is True
+    assert seen["parsed"] == "datetime"
+
+
+def _status_config(tmp_path: Path, pki: DevPki) -> Path:
+    path = write_hub_config(tmp_path, pki, 8883)  # no broker: status reads the disk only
+    Outbox.open(tmp_path / "state" / "outbox.db", Sealer(DataKey.generate()), pki.hub_id).close()
+    return path
+
+
+async def _as_of(stdout: asyncio.StreamReader) -> float:
+    line = await stdout.readline()
+    assert line, "status --watch ended"
+    return datetime.fromisoformat(json.loads(line)["as_of"]).timestamp()
+
+
+async def test_clock_child_steps_homehub_at_start_and_on_signal(
+    tmp_path: Path, dev_pki: DevPki
+) -> None:
+    config = _status_config(tmp_path, dev_pki)
+    homehub = ["status", "--config", str(config), "--json", "--watch", "--interval", "0.2"]
+    argv = child_argv(ClockSteps(at_start_s=DAY_S, on_signal_s=BACK_S), homehub)
+    stderr_path = phi_canaries.log_dir() / "test_hil_faults_clock.clock_child.log"
+    with stderr_path.open("wb") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL
+        )
+        assert proc.stdout is not None
+        try:
+            async with asyncio.timeout(T):
+                first = await _as_of(proc.stdout)
+                real = datetime.now().timestamp()  # noqa: DTZ005
+                assert abs(first - (real + DAY_S)) <= SLACK_S
+                step(proc.pid)
+                # Refreshes already written show the old offset; the step shows within one.
+                while (stepped := await _as_of(proc.stdout)) > first + BACK_S / 2:
+                    pass
+                real = datetime.now().timestamp()  # noqa: DTZ005
+        finally:
+            proc.terminate()
+            await proc.wait()
+    assert abs(stepped - (real + DAY_S + BACK_S)) <= SLACK_S
+    steps = [
+        json.loads(line) for line in stderr_path.read_text().splitlines() if STEPPED_EVENT in line
+    ]
+    assert [(s["by_s"], s["offset_s"]) for s in steps] == [(DAY_S, DAY_S), (BACK_S, DAY_S + BACK_S)]
