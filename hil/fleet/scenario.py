@@ -167,18 +167,19 @@ class _Workers:
             raise TimeoutError(f"fleet: not {what} within {timeout_s:.0f} s") from None
 
     def close(self) -> None:
-        if self._loop is not None:
-            for conn in self._conns:
+        """Close the pipes first: a worker still waiting for a command then sees the end of
+        its pipe and exits; join each (terminated if it has not ended within the timeout)."""
+        for conn in self._conns:
+            if self._loop is not None:
                 with contextlib.suppress(ValueError, OSError):
                     self._loop.remove_reader(conn.fileno())
+            conn.close()
         for proc in self._procs:
             if proc.pid is not None:
                 proc.join(JOIN_TIMEOUT_S)
                 if proc.is_alive():
                     proc.terminate()
                     proc.join(JOIN_TIMEOUT_S)
-        for conn in self._conns:
-            conn.close()
 
 
 async def _run(
