@@ -10,11 +10,24 @@ from __future__ import annotations
 
 from typing import Final
 
-from hil.scenarios import broker_restart, forged_receipt
+from hil.scenarios import (
+    broker_restart,
+    clock_2000,
+    forged_receipt,
+    impostor_cuff,
+    sigkill,
+    simultaneous,
+    unknown_neighbour,
+)
 from hil.scenarios.base import Scenario
 
 SCENARIOS: Final[tuple[Scenario, ...]] = (
     broker_restart.SCENARIO,
+    sigkill.SCENARIO,
+    impostor_cuff.SCENARIO,
+    unknown_neighbour.SCENARIO,
+    clock_2000.SCENARIO,
+    simultaneous.SCENARIO,
     forged_receipt.SCENARIO,
 )
 

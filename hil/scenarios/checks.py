@@ -9,7 +9,8 @@ free of what the scan looks for):
   nothing else arrived (an impostor's or a neighbour's reading is an unexpected one);
 - ``values and identifiers``: each arrival's values equal the emulator's; its hub identifier
   is its id, under this hub's device and run's patient; the IG identifier and the effective
-  time are the device's own when its clock is trusted, absent when not;
+  time are the device's own when its clock is trusted; from a clock the hub cannot trust,
+  no IG identifier and an effective time on the hub's timeline (minutes from its arrival);
 - ``signatures``: the platform rejected exactly the expected number of messages, and every
   arrival's envelope verifies a second time with the hub's own integrator API
   (agent/verify.py), independent of the receiver's pycose;
@@ -49,6 +50,10 @@ from hil.scenarios.base import (
 from hil.scenarios.home import Arrival, Home
 from hil.scenarios.platform_view import bp_summary
 
+HUB_TIME_TOLERANCE_S: Final = 600.0
+"""A reading from a clock the hub cannot trust lands on the hub's timeline: its effective time
+is the hub's receipt time, or the device time mapped through the coincident timestamp; either
+is within minutes of its arrival at the platform, never in the year 2000."""
 KEY_LINE_MIN_CHARS: Final = 16
 """Lines of the hub's PEM key at least this long are canaries (the header lines are not)."""
 
@@ -143,6 +148,15 @@ def _effective(reading: BpReading) -> str | None:
     return local.isoformat(timespec="seconds")
 
 
+def _near(effective: str, wall: float) -> bool:
+    """Whether ``effective`` is within :data:`HUB_TIME_TOLERANCE_S` of ``wall`` (Unix time)."""
+    try:
+        when = datetime.fromisoformat(effective).timestamp()
+    except ValueError:
+        return False
+    return abs(when - wall) <= HUB_TIME_TOLERANCE_S
+
+
 def check_values_and_identifiers(home: Home) -> Check:
     """Values, identifiers and times exact (see the module doc)."""
     wanted = expected_readings(home)
@@ -164,8 +178,11 @@ def check_values_and_identifiers(home: Home) -> Check:
                     problems["IG identifier"] += 1
                 if seen.effective != _effective(e.reading):
                     problems["effective time"] += 1
-            elif seen.ig_identifier is not None:
-                problems["IG identifier from an untrusted clock"] += 1
+            else:
+                if seen.ig_identifier is not None:
+                    problems["IG identifier from an untrusted clock"] += 1
+                if not _near(seen.effective, arrival.wall):
+                    problems["effective time (not the hub's)"] += 1
     checked = sum(len(a) for a in matched.values())
     detail = f"{checked} readings compared"
     if problems:

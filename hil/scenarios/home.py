@@ -57,10 +57,11 @@ LOG_READ_MAX_BYTES: Final = 16 * 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Arrival:
-    """A new verified reading at the platform and when (monotonic seconds)."""
+    """A new verified reading at the platform and when (monotonic seconds, and wall time)."""
 
     reading: VerifiedReading
     at: float
+    wall: float
 
 
 @dataclass(slots=True)
@@ -197,7 +198,7 @@ class Home:
         """A reference receiver on the run's durable store, recording each new reading."""
 
         async def arrived(reading: VerifiedReading) -> None:
-            self.arrivals.append(Arrival(reading, time.monotonic()))
+            self.arrivals.append(Arrival(reading, time.monotonic(), time.time()))
             self.changed()
 
         return Receiver.for_dev_pki(
@@ -276,6 +277,18 @@ class Home:
         self.cuffs[device.label] = cuff
         return cuff
 
+    async def remove_device(self, label: str) -> None:
+        """Power device ``label`` off and take its controller off the air (its address is
+        then free for another device: an impostor)."""
+        cuff = self.cuffs[label]
+        await cuff.stop()
+        if cuff in self.radio.cuffs:
+            self.radio.cuffs.remove(cuff)  # stopped once: the radio's close leaves it alone
+        address = cuff.device.random_address
+        for controller in list(self.radio.link.controllers):
+            if controller.random_address == address:
+                self.radio.link.remove_controller(controller)
+
     def cuff(self, label: str) -> EmulatedCuff:
         """The running emulated cuff ``label``."""
         return self.cuffs[label]
@@ -346,11 +359,19 @@ class Home:
             self.agent_exits.append((how, code))
         return code
 
-    def agent_events(self, name: str | None = None) -> list[dict[str, Any]]:
-        """The daemon's log events of every life (``name``: only those), in order."""
+    def agent_log(self, life: int | None = None) -> Path:
+        """The log file of daemon life ``life`` (default: the current one)."""
+        return self.run_dir / f"agent-{life or self.lives}.log"
+
+    def agent_events(
+        self, name: str | None = None, *, life: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The daemon's log events of every life, or of ``life`` (``name``: only those), in
+        order."""
         events: list[dict[str, Any]] = []
-        for life in range(1, self.lives + 1):
-            path = self.run_dir / f"agent-{life}.log"
+        lives = [life] if life is not None else range(1, self.lives + 1)
+        for n in lives:
+            path = self.run_dir / f"agent-{n}.log"
             with contextlib.suppress(OSError), path.open("rb") as f:
                 data = f.read(LOG_READ_MAX_BYTES)
             for line in data.decode("utf-8", "replace").splitlines():

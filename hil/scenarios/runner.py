@@ -174,9 +174,6 @@ async def _stop_all(home: Home) -> None:
     if home.agent is not None:
         await home.stop_agent()
     await home.stop_platform()
-    for cuff in home.cuffs.values():
-        with contextlib.suppress(Exception):
-            await cuff.stop()
 
 
 def _figures(
