@@ -17,6 +17,7 @@ from typing import Any, Final
 from agent.outbox import Outbox
 from agent.sealing import DataKey, Sealer
 from hil.faults.clock import STEPPED_EVENT, ClockSteps, child_argv, step
+from hil.faults.events import FaultLog
 from hil.pki import DevPki
 from tests import phi_canaries
 from tests.platform_hub import write_hub_config
@@ -80,6 +81,7 @@ async def test_clock_child_steps_homehub_at_start_and_on_signal(
     tmp_path: Path, dev_pki: DevPki
 ) -> None:
     config = _status_config(tmp_path, dev_pki)
+    log = FaultLog()
     homehub = ["status", "--config", str(config), "--json", "--watch", "--interval", "0.2"]
     argv = child_argv(ClockSteps(at_start_s=DAY_S, on_signal_s=BACK_S), homehub)
     stderr_path = phi_canaries.log_dir() / "test_hil_faults_clock.clock_child.log"
@@ -93,7 +95,7 @@ async def test_clock_child_steps_homehub_at_start_and_on_signal(
                 first = await _as_of(proc.stdout)
                 real = datetime.now().timestamp()  # noqa: DTZ005
                 assert abs(first - (real + DAY_S)) <= SLACK_S
-                step(proc.pid)
+                step(proc.pid, log)
                 # Refreshes already written show the old offset; the step shows within one.
                 while (stepped := await _as_of(proc.stdout)) > first + BACK_S / 2:
                     pass
@@ -105,4 +107,5 @@ async def test_clock_child_steps_homehub_at_start_and_on_signal(
     steps = [
         json.loads(line) for line in stderr_path.read_text().splitlines() if STEPPED_EVENT in line
     ]
+    assert [e.action for e in log.events("clock")] == ["step"]
     assert [(s["by_s"], s["offset_s"]) for s in steps] == [(DAY_S, DAY_S), (BACK_S, DAY_S + BACK_S)]

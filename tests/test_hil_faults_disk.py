@@ -14,6 +14,7 @@ from typing import Any, Final
 import pytest
 
 from hil.faults.disk import FileSizeLimit, TmpfsLimit, tmpfs_available
+from hil.faults.events import FaultLog
 
 T: Final = 10.0
 LIMIT: Final = 64 * 1024
@@ -58,6 +59,7 @@ def test_file_size_limit_fails_writes_with_efbig(tmp_path: Path) -> None:
 
 
 def test_file_size_limit_applied_to_a_running_process(tmp_path: Path) -> None:
+    log = FaultLog()
     child = subprocess.Popen(
         [*_writer(tmp_path / "wal", 4 * LIMIT), "wait"],
         stdin=subprocess.PIPE,
@@ -68,12 +70,13 @@ def test_file_size_limit_applied_to_a_running_process(tmp_path: Path) -> None:
     assert child.stdin is not None
     try:
         assert child.stdout.readline() == "ready\n"
-        FileSizeLimit(LIMIT).apply_to(child.pid)
+        FileSizeLimit(LIMIT).apply_to(child.pid, log)
         out, _ = child.communicate("go\n", timeout=T)
     finally:
         child.kill()
         child.wait(T)
     assert json.loads(out) == {"written": LIMIT, "errno": 27, "seed": None}
+    assert [e.detail for e in log.events("disk")] == [f"pid {child.pid} {LIMIT} bytes"]
 
 
 @pytest.mark.skipif(not tmpfs_available(), reason="no mount namespace with tmpfs here")

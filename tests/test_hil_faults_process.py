@@ -56,7 +56,9 @@ def test_kill_on_a_log_event_in_a_file_and_in_a_pipe(tmp_path: Path) -> None:
     log_path.touch()
     with log_path.open("ab") as out:
         child = _child(LOGGER, stdout=out)
-        armed = killer.on_log(child.pid, log_path, log_event("publish_started"), name="upload")
+        armed = killer.on_log(
+            child.pid, log_path, log_event("publish_started"), name="upload", offset=0
+        )
         shot = armed.wait(T)
     assert child.wait(T) == -9
     assert shot is not None

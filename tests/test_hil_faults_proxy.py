@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from typing import Any, Final
+
+import pytest
 
 from agent.uplink import LINK_DEAD_AFTER_KEEPALIVES, Uplink
 from hil.broker import Broker
@@ -66,7 +69,7 @@ async def test_cut_resets_the_connection_and_refuses_until_pass(
             await up.wait_until(lambda s: s.connects == 2)
         stats = proxy.stats()
     assert (stats.reset, stats.cuts, stats.accepted, stats.open) == (1, 1, 2, 1)
-    assert [e.action for e in log.events("proxy")] == ["pass", "cut", "pass", "cut"]  # + stop
+    assert [e.action for e in log.events("proxy")] == ["pass", "cut", "pass", "stop"]
 
 
 async def test_blackhole_is_found_by_the_keepalive_only(dev_pki: DevPki, broker: Broker) -> None:
@@ -103,3 +106,23 @@ async def test_flap_yields_a_reconnect_per_cycle(dev_pki: DevPki, broker: Broker
         stats = proxy.stats()
     assert uplink.stats.disconnects == cycles
     assert (stats.cuts, stats.reset, stats.mode) == (cycles, cycles, ProxyMode.PASS)
+
+
+def test_sync_use_and_the_connection_bound(broker: Broker) -> None:
+    """No event loop in the caller; past ``max_connections`` a connection is reset at once;
+    bytes sent into a blackhole are delivered once the link is back."""
+    with (
+        LoopbackProxy(broker.port, max_connections=1) as proxy,
+        socket.create_connection(("127.0.0.1", proxy.port), timeout=T) as first,
+        socket.create_connection(("127.0.0.1", proxy.port), timeout=T) as second,
+    ):
+        stats = proxy.wait_until(lambda s: s.over_limit == 1 and s.open == 1, T)
+        with pytest.raises(ConnectionResetError):
+            second.recv(1)
+        proxy.blackhole()
+        first.sendall(b"\x16" * 100)  # into the hole: held, as TCP holds them on a dead link
+        proxy.pass_through()
+        delivered = proxy.wait_until(lambda s: s.bytes_up == 100, T)
+    assert (stats.accepted, stats.mode) == (1, ProxyMode.PASS)
+    assert (delivered.accepted, delivered.over_limit) == (1, 1)
+    assert proxy.stats().open == 0

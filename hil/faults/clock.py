@@ -40,6 +40,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, SupportsIndex
 
+from hil.faults.events import FaultLog, record
+
 STEP_SIGNAL: Final = signal.SIGUSR2
 """What :func:`step` sends; the agent handles SIGTERM and SIGINT only, and tests/loop_blocker.py
 uses SIGUSR1."""
@@ -84,9 +86,10 @@ def child_argv(
     return [python, "-m", "hil.faults.clock_child", *steps.args(), "--", *homehub_args]
 
 
-def step(pid: int) -> None:
+def step(pid: int, log: FaultLog | None = None) -> None:
     """Ask the clock_child ``pid`` for its signal step (it announces it on stderr once taken)."""
     os.kill(pid, STEP_SIGNAL)
+    record(log, "clock", "step", f"pid {pid}")
 
 
 class SteppedClock:

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from hil.faults.events import FaultLog, record
+
 PROBE_TIMEOUT_S: Final = 5.0
 """``unshare`` plus a mount answers in milliseconds."""
 
@@ -62,10 +64,11 @@ class FileSizeLimit:
         """``command`` run under the limit (util-linux ``prlimit``, soft and hard)."""
         return [_tool("prlimit"), f"--fsize={self.max_bytes}", "--", *command]
 
-    def apply_to(self, pid: int) -> None:
+    def apply_to(self, pid: int, log: FaultLog | None = None) -> None:
         """Set the limit on a running process now (same user, or CAP_SYS_RESOURCE): the
         disk fills while the agent runs. Writes already past it fail from their next byte."""
         resource.prlimit(pid, resource.RLIMIT_FSIZE, (self.max_bytes, self.max_bytes))
+        record(log, "disk", "fsize_limit", f"pid {pid} {self.max_bytes} bytes")
 
     def preexec(self) -> None:
         """For ``preexec_fn`` where the parent has no threads (prefer :meth:`argv`)."""

@@ -180,11 +180,17 @@ class Killer:
         predicate: LinePredicate,
         *,
         name: str,
+        offset: int | None = None,
     ) -> Armed:
-        """Arm a shot for the first line of ``source`` (a file from its current end, or a
-        pipe) that satisfies ``predicate``; ``name`` says what it waits for, in the record."""
+        """Arm a shot for the first line of ``source`` that satisfies ``predicate``; ``name``
+        says what it waits for, in the record. A file is read from ``offset`` (its current end
+        when None: only what the process logs from now on; 0 for a log the process was started
+        with, so a line written before arming is not missed); a pipe as it comes."""
         armed_at = time.monotonic()
-        start = source.stat().st_size if isinstance(source, Path) else 0
+        if offset is not None:
+            start = offset
+        else:
+            start = source.stat().st_size if isinstance(source, Path) else 0
 
         def run(cancel: threading.Event) -> Shot | None:
             lines = (

@@ -56,8 +56,10 @@ MAX_CONNECTIONS: Final = 64
 """A hub keeps one MQTT connection; a reconnect storm during a blackhole is held to this."""
 UPSTREAM_CONNECT_TIMEOUT_S: Final = 2.0
 """Connecting to the broker on loopback takes < 1 ms; a broker that is down refuses at once."""
+SHUTDOWN_WAIT_S: Final = 3.0
+"""On stop, for connections still connecting upstream to end; outer to the connect timeout."""
 CONTROL_TIMEOUT_S: Final = 5.0
-"""A mode change or start on the proxy's loop; outer to UPSTREAM_CONNECT_TIMEOUT_S."""
+"""A mode change, start or stop on the proxy's loop; outer to SHUTDOWN_WAIT_S."""
 JOIN_TIMEOUT_S: Final = 5.0
 """Joining the proxy's thread on stop (its loop has nothing left to do by then)."""
 _T = TypeVar("_T")
@@ -179,6 +181,9 @@ class LoopbackProxy:
         self._held: socket.socket | None = None
         self._forwarding: asyncio.Event | None = None
         self._connections: set[_Connection] = set()
+        """Connections forwarding (or held by a blackhole): what a cut resets."""
+        self._serving: set[asyncio.Task[None]] = set()
+        """Every accepted connection not yet ended, connecting upstream included."""
         self._flap: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -368,7 +373,7 @@ class LoopbackProxy:
             bytes_up=c["bytes_up"],
             bytes_down=c["bytes_down"],
             accepted=c["accepted"],
-            open=len(self._connections),
+            open=len(self._serving),
             reset=c["reset"],
             upstream_failures=c["upstream_failures"],
             over_limit=c["over_limit"],
@@ -402,7 +407,8 @@ class LoopbackProxy:
             self._flap.cancel()
         self._flap = None
 
-    async def _apply(self, mode: ProxyMode) -> None:
+    async def _apply(self, mode: ProxyMode, *, action: str | None = None) -> None:
+        """Put ``mode`` in force; record it (as ``action`` when given) on the timeline."""
         if self._forwarding is None:
             self._forwarding = asyncio.Event()
         if mode is ProxyMode.CUT:
@@ -425,7 +431,7 @@ class LoopbackProxy:
         with self._changed:
             self._mode = mode
             self._wake_all()
-        record(self._log, "proxy", mode.value, f"port {self._port}")
+        record(self._log, "proxy", action or mode.value, f"port {self._port}")
 
     async def _open_listener(self) -> None:
         if self._server is not None:
@@ -448,8 +454,13 @@ class LoopbackProxy:
         self._held = held
 
     async def _shutdown(self) -> None:
+        flap = self._flap
         self._end_flap()
-        await self._apply(ProxyMode.CUT)
+        if flap is not None:  # let it take its cancellation before the loop stops
+            await asyncio.wait({flap}, timeout=SHUTDOWN_WAIT_S)
+        await self._apply(ProxyMode.CUT, action="stop")
+        if self._serving:  # let each connection's task see its reset and end
+            await asyncio.wait(set(self._serving), timeout=SHUTDOWN_WAIT_S)
         if self._held is not None:
             self._held.close()
             self._held = None
@@ -465,11 +476,21 @@ class LoopbackProxy:
         if self._mode is ProxyMode.CUT:  # accepted just before the listener closed
             _reset(writer)
             return
-        if len(self._connections) >= self.max_connections:
+        if len(self._serving) >= self.max_connections:  # counts those still connecting
             self._count("over_limit")
             _reset(writer)
             return
+        task = asyncio.current_task()
+        assert task is not None
+        self._serving.add(task)
         self._count("accepted")
+        try:
+            await self._proxy(reader, writer)
+        finally:
+            self._serving.discard(task)
+            self._notify()
+
+    async def _proxy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             async with asyncio.timeout(UPSTREAM_CONNECT_TIMEOUT_S):
                 up_reader, up_writer = await asyncio.open_connection(
@@ -485,7 +506,6 @@ class LoopbackProxy:
             return
         conn = _Connection(writer, up_writer)
         self._connections.add(conn)
-        self._notify()
         conn.pumps = [
             asyncio.create_task(self._pump(reader, up_writer, "bytes_up"), name="hil.proxy.up"),
             asyncio.create_task(self._pump(up_reader, writer, "bytes_down"), name="hil.proxy.down"),
@@ -499,7 +519,6 @@ class LoopbackProxy:
                     _reset(w)
                 else:
                     w.close()
-            self._notify()
 
     async def _pump(
         self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, counter: str
