@@ -16,6 +16,7 @@ import contextlib
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from agent import cose, dictionaries
 from agent.dictionaries import Dictionary
@@ -29,7 +30,7 @@ from agent.storage import StorageThread
 from agent.uplink import Uplink, UplinkSettings
 from hil.fleet.plan import HubSpec, WorkerPlan
 
-BROKER_HOST = "127.0.0.1"
+BROKER_HOST: Final = "127.0.0.1"
 
 
 def newest_dictionary() -> Dictionary:
