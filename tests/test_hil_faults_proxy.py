@@ -1,7 +1,8 @@
 """hil/faults/proxy.py against a real mosquitto (TLS, client certificates) and the hub's real
 uplink (agent/uplink.py): a connection through the proxy works in ``pass`` and its bytes are
 counted; a ``cut`` is seen by the client at once and refuses reconnects until ``pass``; a
-``blackhole`` is found only by the MQTT keepalive; a ``flap`` yields one reconnect per cycle.
+``blackhole`` is found only by the MQTT keepalive, and the hub reconnects once the link is
+back (bytes sent into it are delivered then); a ``flap`` yields one reconnect per cycle.
 Every wait is on the uplink's or the proxy's counters, under a timeout.
 """
 
@@ -87,12 +88,14 @@ async def test_blackhole_is_found_by_the_keepalive_only(dev_pki: DevPki, broker:
             await uplink.wait_until(lambda s: s.disconnects == 1)
             detected_s = loop.time() - blackholed_at
             # The reconnect is accepted (the kernel completes TCP) but its TLS goes nowhere.
-            await proxy.await_until(lambda s: s.accepted >= 2)
-        after = proxy.stats()
+            after = await proxy.await_until(lambda s: s.accepted >= 2)
+            assert uplink.stats.connects == 1
+            # The link is back: the hub reconnects through it.
+            await proxy.aset_mode(ProxyMode.PASS)
+            await uplink.wait_until(lambda s: s.connects == 2)
     assert detected_s <= LINK_DEAD_AFTER_KEEPALIVES * keepalive_s + SLACK_S
     assert "keepalives" in uplink.stats.last_failure
     assert (after.bytes_up, after.bytes_down) == (before.bytes_up, before.bytes_down)
-    assert uplink.stats.connects == 1
 
 
 async def test_flap_yields_a_reconnect_per_cycle(dev_pki: DevPki, broker: Broker) -> None:
