@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hil.pki import DevPki
-from hil.scenarios.base import HUB_ID, TIMEZONE, Cuff, RunIdentities
+from hil.scenarios.base import HUB_ID, TIMEZONE, RunIdentities
+from hil.scenarios.devices import Device
 
 
 def write_agent_config(
@@ -21,7 +22,7 @@ def write_agent_config(
     broker_port: int,
     pki: DevPki,
     ids: RunIdentities,
-    devices: Sequence[tuple[int, Cuff]],
+    devices: Sequence[tuple[int, Device]],
     receipt_timeout_s: float,
 ) -> Path:
     """Write ``run_dir/homehub.toml``: state and keys in their own directories; ``devices``

@@ -1,14 +1,15 @@
 """What a HIL scenario declares: its devices, its faults, what the platform must end up with.
 
 A scenario is data plus one coroutine: :class:`Scenario` names the emulated devices of the
-home (:class:`Cuff`, with its emulator's quirks), the faults it injects (a line each, for the
-report), what it expects (:class:`Expect`: readings exactly once are implied by the devices;
-security events, readings from an impostor, unknown devices reported are said here), and
-``drive``: what happens during the run (a broker restart, a SIGKILL, a forged receipt), acting
-on the running :class:`hil.scenarios.home.Home`. Everything else is the runner's
-(hil/scenarios/runner.py), the same for every scenario: the dev PKI, mosquitto, the reference
-platform, the virtual radio, ``homehub run``, the figures, and the platform-side checks
-(hil/scenarios/checks.py).
+home (hil/scenarios/devices.py: cuffs, glucometers, oximeters, with their emulators'
+quirks), the faults it injects (a line each, for the report), what it expects
+(:class:`Expect`: readings exactly once are implied by the devices; security events,
+readings from an impostor, unknown devices reported are said here), and ``drive``: what
+happens during the run (a broker restart, a SIGKILL, a forged receipt), acting on the
+running :class:`hil.scenarios.home.Home`. Everything else is the runner's
+(hil/scenarios/runner.py), the same for every scenario: the dev PKI, mosquitto, the
+reference platform, the virtual radio, ``homehub run``, the figures, and the platform-side
+checks (hil/scenarios/checks.py).
 
 The identities are synthetic and fresh for each run (:class:`RunIdentities`): the patient id,
 serial numbers, full addresses and System IDs are the canaries the log scan looks for.
@@ -17,24 +18,19 @@ serial numbers, full addresses and System IDs are the canaries the log scan look
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
 
 from drivers.device_information import SystemId
-from hil.emulators.cuff import BpReading, PressureUnit
-from hil.emulators.peripheral import DeviceInformation
+from hil.scenarios.devices import TIMEZONE, Device
 
 if TYPE_CHECKING:
     from hil.scenarios.home import Home
 
 HUB_ID: Final = "hub-hil-0001"
-TIMEZONE: Final = "Europe/Berlin"
-MDC_BP_PANEL: Final = "150020"
-IG_EPOCH: Final = datetime(2000, 1, 1)  # noqa: DTZ001 - the IG counts device-local seconds
-"""The PHD IG's conditional-create identifier counts seconds of device time since this."""
+
+__all__ = ["HUB_ID", "TIMEZONE", "Check", "Device", "Drive", "Expect", "RunIdentities", "Scenario"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,42 +70,9 @@ class RunIdentities:
         """Device ``index``'s System ID (manufacturer identifier, OUI)."""
         return (0x0012FFFE00 | (int(self.tag, 16) & 0xFF) << 8 | index, 0xCA7A00)
 
-
-@dataclass(frozen=True, slots=True)
-class Cuff:
-    """An emulated blood-pressure cuff in the home (hil/emulators/cuff.py).
-
-    Attributes:
-        label: its label in the hub's allow-list (also the scenario's handle on it).
-        readings: what it holds when the run starts (oldest first).
-        allow_listed: False for a device next door: it advertises, the hub must leave it.
-        impostor_of: the label of an allow-listed cuff whose address this one takes, with its
-            own Device Information: the hub must refuse it (security) and store nothing.
-        options: the emulator's keyword arguments (quirks: ``stamp_all_with``,
-            ``delete_on_confirm``, ``clock``...).
-        trusted_time: whether the platform must see the device's own time stamps (False for
-            a clock the hub cannot trust: the effective time is then the hub's).
-        starts: powered on when the run starts; False: the scenario's ``drive`` brings it
-            (:meth:`hil.scenarios.home.Home.add_device`).
-    """
-
-    label: str
-    readings: tuple[BpReading, ...] = ()
-    allow_listed: bool = True
-    impostor_of: str | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)
-    trusted_time: bool = True
-    starts: bool = True
-
-    @property
-    def kind(self) -> str:
-        """The hub's device kind."""
-        return "blood_pressure"
-
-    @property
-    def delivers(self) -> bool:
-        """Whether the platform must receive what it holds."""
-        return self.allow_listed and self.impostor_of is None
+    def eui64(self, index: int) -> str:
+        """Device ``index``'s System ID as the hub's identifiers write it (16 hex digits)."""
+        return SystemId(*self.system_id(index)).eui64.replace("-", "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +117,7 @@ class Scenario:
 
     name: str
     purpose: str
-    devices: tuple[Cuff, ...]
+    devices: tuple[Device, ...]
     faults: tuple[str, ...]
     drive: Drive
     expect: Expect = Expect()
@@ -164,7 +127,7 @@ class Scenario:
     receipt_timeout_s: float = 60.0
     timeout_s: float = 120.0
 
-    def device(self, label: str) -> Cuff:
+    def device(self, label: str) -> Device:
         """The device with ``label``."""
         for device in self.devices:
             if device.label == label:
@@ -174,52 +137,3 @@ class Scenario:
     def index(self, label: str) -> int:
         """Device ``label``'s index (what its identities derive from)."""
         return [d.label for d in self.devices].index(label)
-
-
-@dataclass(frozen=True, slots=True)
-class BpValues:
-    """A blood-pressure reading as a clinician reads it: what must arrive exactly."""
-
-    systolic: Decimal
-    diastolic: Decimal
-    mean: Decimal | None
-    pulse: Decimal | None
-    unit: str
-
-
-def bp_values(reading: BpReading) -> BpValues:
-    """What the platform must see of an emulated reading's values."""
-    return BpValues(
-        systolic=Decimal(reading.systolic),
-        diastolic=Decimal(reading.diastolic),
-        mean=None
-        if reading.mean_arterial_pressure is None
-        else Decimal(reading.mean_arterial_pressure),
-        pulse=None if reading.pulse_rate is None else Decimal(reading.pulse_rate),
-        unit="kPa" if reading.unit is PressureUnit.KPA else "mmHg",
-    )
-
-
-def device_seconds(reading: BpReading) -> int | None:
-    """The reading's device time as the IG counts it (seconds since 2000-01-01, device
-    local), or None without a usable time stamp."""
-    t = reading.time_stamp
-    if t is None or t.year == 0:
-        return None
-    stamp = datetime(t.year, t.month, t.day, t.hours, t.minutes, t.seconds)  # noqa: DTZ001
-    return int((stamp - IG_EPOCH).total_seconds())
-
-
-def ig_identifier(ids: RunIdentities, index: int, reading: BpReading) -> str | None:
-    """The PHD IG conditional-create identifier the panel must carry: System ID (EUI-64),
-    patient, MDC code, device seconds; None when the device time is not usable."""
-    seconds = device_seconds(reading)
-    if seconds is None:
-        return None
-    eui64 = SystemId(*ids.system_id(index)).eui64.replace("-", "")
-    return f"{eui64}-{ids.patient_id}-{MDC_BP_PANEL}-{seconds}"
-
-
-def device_information(ids: RunIdentities, index: int) -> DeviceInformation:
-    """Device ``index``'s DIS: the run's serial and System ID."""
-    return DeviceInformation(serial_number=ids.serial(index), system_id=ids.system_id(index))

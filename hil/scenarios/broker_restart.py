@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from hil.scenarios.base import Cuff, Scenario
+from hil.scenarios.base import Scenario
+from hil.scenarios.devices import Cuff
 from hil.scenarios.home import Home
 from hil.scenarios.readings import morning_readings
 

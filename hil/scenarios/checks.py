@@ -26,29 +26,19 @@ free of what the scan looks for):
 from __future__ import annotations
 
 import collections
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Final
-from zoneinfo import ZoneInfo
+from typing import Any, Final
 
 from agent.errors import HubError
 from agent.outbox import peek_counts
 from agent.verify import verify_envelope
-from drivers.device_information import SystemId
-from hil.emulators.cuff import BpReading
 from hil.platform_store import PlatformStore
-from hil.scenarios.base import (
-    HUB_ID,
-    MDC_BP_PANEL,
-    TIMEZONE,
-    BpValues,
-    Check,
-    bp_values,
-    ig_identifier,
-)
+from hil.scenarios.base import HUB_ID, Check
+from hil.scenarios.devices import Device, seen
 from hil.scenarios.home import Arrival, Home
-from hil.scenarios.platform_view import bp_summary
 
 HUB_TIME_TOLERANCE_S: Final = 600.0
 """A reading from a clock the hub cannot trust lands on the hub's timeline: its effective time
@@ -62,11 +52,15 @@ KEY_LINE_MIN_CHARS: Final = 16
 class Expected:
     """A reading the platform must hold once."""
 
-    label: str
+    device: Device
     index: int
-    reading: BpReading
-    values: BpValues
-    trusted_time: bool
+    reading: Any
+    values: Hashable
+
+    @property
+    def label(self) -> str:
+        """Its device's label."""
+        return self.device.label
 
 
 def expected_readings(home: Home) -> list[Expected]:
@@ -76,9 +70,7 @@ def expected_readings(home: Home) -> list[Expected]:
         if not device.delivers:
             continue
         for reading in (*device.readings, *home.measured.get(device.label, [])):
-            out.append(
-                Expected(device.label, index, reading, bp_values(reading), device.trusted_time)
-            )
+            out.append(Expected(device, index, reading, device.values(reading)))
     return out
 
 
@@ -86,18 +78,14 @@ def match(home: Home) -> tuple[dict[int, list[Arrival]], list[Arrival]]:
     """Arrivals per expected reading (by position in :func:`expected_readings`), and the
     arrivals that match none."""
     wanted = expected_readings(home)
-    by_values: dict[BpValues, list[int]] = collections.defaultdict(list)
+    by_values: dict[Hashable, list[int]] = collections.defaultdict(list)
     for n, e in enumerate(wanted):
         by_values[e.values].append(n)
     matched: dict[int, list[Arrival]] = {n: [] for n in range(len(wanted))}
     unexpected: list[Arrival] = []
     for arrival in home.arrivals:
-        try:
-            values = bp_summary(arrival.reading).values
-        except (KeyError, ValueError, TypeError):
-            unexpected.append(arrival)
-            continue
-        slots = by_values.get(values)
+        view = seen(arrival.reading)
+        slots = None if view is None else by_values.get(view.values)
         if not slots:
             unexpected.append(arrival)
             continue
@@ -138,16 +126,6 @@ def check_exactly_once(home: Home) -> Check:
     return Check("exactly once", not problems, "; ".join([summary, *problems]))
 
 
-def _effective(reading: BpReading) -> str | None:
-    t = reading.time_stamp
-    if t is None or t.year == 0:
-        return None
-    local = datetime(
-        t.year, t.month, t.day, t.hours, t.minutes, t.seconds, tzinfo=ZoneInfo(TIMEZONE)
-    )
-    return local.isoformat(timespec="seconds")
-
-
 def _near(effective: str, wall: float) -> bool:
     """Whether ``effective`` is within :data:`HUB_TIME_TOLERANCE_S` of ``wall`` (Unix time)."""
     try:
@@ -164,24 +142,27 @@ def check_values_and_identifiers(home: Home) -> Check:
     problems: collections.Counter[str] = collections.Counter()
     for n, arrivals in matched.items():
         e = wanted[n]
-        eui64 = SystemId(*home.ids.system_id(e.index)).eui64.replace("-", "")
-        prefix = f"{eui64}-{home.ids.patient_id}-{MDC_BP_PANEL}-"
+        prefix = f"{home.ids.eui64(e.index)}-{home.ids.patient_id}-"
         for arrival in arrivals:
             reading = arrival.reading
-            seen = bp_summary(reading)
+            view = seen(reading)
+            assert view is not None  # matched by its values
             if reading.hub_id != HUB_ID:
                 problems["hub id"] += 1
-            if seen.hub_identifier != reading.id or not reading.id.startswith(prefix):
+            if view.hub_identifier != reading.id or not reading.id.startswith(prefix):
                 problems["hub identifier"] += 1
-            if e.trusted_time:
-                if seen.ig_identifier != ig_identifier(home.ids, e.index, e.reading):
+            if e.device.trusted_time:
+                # <device>-<patient>-<MDC code>-<device seconds>[-<supplemental>]
+                ig = view.ig_identifier or ""
+                parts = ig.removeprefix(prefix).split("-")
+                if not ig.startswith(prefix) or parts[1:2] != [str(e.device.ig_seconds(e.reading))]:
                     problems["IG identifier"] += 1
-                if seen.effective != _effective(e.reading):
+                if view.effective != e.device.effective(e.reading):
                     problems["effective time"] += 1
             else:
-                if seen.ig_identifier is not None:
+                if view.ig_identifier is not None:
                     problems["IG identifier from an untrusted clock"] += 1
-                if not _near(seen.effective, arrival.wall):
+                if not _near(view.effective, arrival.wall):
                     problems["effective time (not the hub's)"] += 1
     checked = sum(len(a) for a in matched.values())
     detail = f"{checked} readings compared"
@@ -252,12 +233,14 @@ def canaries(home: Home) -> dict[str, str]:
     found = {"patient id": ids.patient_id}
     for index, device in enumerate(home.scenario.devices):
         address = ids.address(index)
-        eui64 = SystemId(*ids.system_id(index)).eui64
+        eui64 = ids.eui64(index)
         found[f"{device.label} serial"] = ids.serial(index)
         found[f"{device.label} address"] = address
         found[f"{device.label} address (hex)"] = address.replace(":", "")
-        found[f"{device.label} system id"] = eui64.replace("-", "")
-        found[f"{device.label} system id (dashes)"] = eui64
+        found[f"{device.label} system id"] = eui64
+        found[f"{device.label} system id (dashes)"] = "-".join(
+            eui64[i : i + 2] for i in range(0, 16, 2)
+        )
     key_lines = home.pki.hub_key.read_text().splitlines()
     for n, line in enumerate(key_lines):
         if len(line) >= KEY_LINE_MIN_CHARS and not line.startswith("-----"):
@@ -268,7 +251,7 @@ def canaries(home: Home) -> dict[str, str]:
 def scan_logs(paths: list[Path], planted: dict[str, str]) -> list[str]:
     """``"<canary> in <file>"`` for every canary found (case-insensitive)."""
     lowered = {name: text.lower() for name, text in planted.items()}
-    found = []
+    found: list[str] = []
     for path in paths:
         text = path.read_text(errors="replace").lower()
         found.extend(f"{name} in {path.name}" for name, t in lowered.items() if t in text)

@@ -13,7 +13,8 @@ from typing import Final
 from hil.emulators.cuff import BpReading
 from hil.emulators.encoding import DateTime
 from hil.emulators.peripheral import EmulatedClock
-from hil.scenarios.base import Cuff, Scenario
+from hil.scenarios.base import Scenario
+from hil.scenarios.devices import Cuff
 from hil.scenarios.home import Home, HomeError
 from hil.scenarios.readings import morning_readings
 

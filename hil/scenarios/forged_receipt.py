@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from hil.platform_signing import PlatformSigner, envelope_digest
 from hil.receiver import receipts_topic
-from hil.scenarios.base import HUB_ID, Cuff, Expect, Scenario
+from hil.scenarios.base import HUB_ID, Expect, Scenario
+from hil.scenarios.devices import Cuff
 from hil.scenarios.forger import publish_as_platform
 from hil.scenarios.home import Home
 from hil.scenarios.readings import morning_readings

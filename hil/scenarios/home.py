@@ -38,11 +38,11 @@ from typing import Any, Final
 from agent.errors import StorageError
 from agent.outbox import peek_counts
 from hil.broker import Broker
-from hil.emulators.cuff import BpReading, EmulatedCuff
+from hil.emulators.cuff import EmulatedCuff
 from hil.pki import DevPki
 from hil.receiver import Receiver, ReceiverStats, VerifiedReading
-from hil.scenarios.base import Check, Cuff, RunIdentities, Scenario, bp_values, device_information
-from hil.scenarios.platform_view import bp_summary
+from hil.scenarios.base import Check, RunIdentities, Scenario
+from hil.scenarios.devices import Device, device_information
 from hil.virtual_radio import VirtualRadio
 
 SAMPLE_INTERVAL_S: Final = 0.1
@@ -104,9 +104,12 @@ class Home:
         self.started = time.monotonic()
         self.timeline = Timeline()
         self.arrivals: list[Arrival] = []
-        self.cuffs: dict[str, EmulatedCuff] = {}
-        self.measured: dict[str, list[BpReading]] = {}
+        self.emulators: dict[str, Any] = {}
+        """The running emulator of each device, by label."""
+        self.measured: dict[str, list[Any]] = {}
         """Readings each device took during the run (:meth:`measure`)."""
+        self.stopped: set[str] = set()
+        """Labels of devices already powered off."""
         self.receiver: Receiver | None = None
         self.retired_stats: list[ReceiverStats] = []
         self.agent: asyncio.subprocess.Process | None = None
@@ -235,16 +238,6 @@ class Home:
         current = [] if self.receiver is None else [self.receiver.stats]
         return [*self.retired_stats, *current]
 
-    def readings_from(self, label: str) -> list[VerifiedReading]:
-        """Verified readings whose values are one of device ``label``'s."""
-        wanted = {k[1] for k in self.timeline.taken if k[0] == label}
-        out = []
-        for arrival in self.arrivals:
-            with contextlib.suppress(KeyError, ValueError, TypeError):
-                if bp_summary(arrival.reading).values in wanted:
-                    out.append(arrival.reading)
-        return out
-
     # -- the broker -----------------------------------------------------------------------
 
     async def stop_broker(self) -> None:
@@ -261,43 +254,57 @@ class Home:
 
     # -- devices --------------------------------------------------------------------------
 
-    async def add_device(self, device: Cuff) -> EmulatedCuff:
-        """Power on one of the scenario's devices (its readings count as taken now)."""
+    async def add_device(self, device: Device) -> Any:
+        """Power on one of the scenario's devices (its readings count as taken now); its
+        emulator. An impostor takes the address of the device it impersonates."""
         index = self.scenario.index(device.label)
-        target = device.impostor_of or device.label
-        address_index = self.scenario.index(target)
-        options: dict[str, Any] = {"info": device_information(self.ids, index)}
-        options.update(device.options)
-        cuff = await self.radio.add_cuff(
-            device.readings, address=self.ids.address(address_index), **options
-        )
+        address_index = self.scenario.index(device.impostor_of or device.label)
+        info = device_information(self.ids.serial(index), self.ids.system_id(index))
+        emulator = await device.power_on(self.radio, self.ids.address(address_index), info)
         taken = self.now()
         for reading in device.readings:
-            self.timeline.taken.setdefault((device.label, bp_values(reading)), taken)
-        self.cuffs[device.label] = cuff
-        return cuff
+            self.timeline.taken.setdefault((device.label, device.values(reading)), taken)
+        self.emulators[device.label] = emulator
+        return emulator
 
     async def remove_device(self, label: str) -> None:
         """Power device ``label`` off and take its controller off the air (its address is
         then free for another device: an impostor)."""
-        cuff = self.cuffs[label]
-        await cuff.stop()
-        if cuff in self.radio.cuffs:
-            self.radio.cuffs.remove(cuff)  # stopped once: the radio's close leaves it alone
-        address = cuff.device.random_address
+        emulator = self.emulators[label]
+        await emulator.stop()
+        if emulator in self.radio.cuffs:
+            self.radio.cuffs.remove(emulator)  # stopped once: the radio's close leaves it alone
+        self.stopped.add(label)
+        address = emulator.device.random_address
         for controller in list(self.radio.link.controllers):
             if controller.random_address == address:
                 self.radio.link.remove_controller(controller)
 
+    async def stop_devices(self) -> None:
+        """Stop every running emulator the radio does not stop itself (all but its cuffs)."""
+        for label, emulator in self.emulators.items():
+            if label not in self.stopped and emulator not in self.radio.cuffs:
+                self.stopped.add(label)
+                await emulator.stop()
+
     def cuff(self, label: str) -> EmulatedCuff:
         """The running emulated cuff ``label``."""
-        return self.cuffs[label]
+        emulator = self.emulators[label]
+        if not isinstance(emulator, EmulatedCuff):
+            raise HomeError(f"{label} is not a cuff")
+        return emulator
 
-    async def measure(self, label: str, reading: BpReading) -> None:
-        """Cuff ``label`` takes a new measurement now."""
-        self.timeline.taken[(label, bp_values(reading))] = self.now()
-        self.measured.setdefault(label, []).append(reading)
-        await self.cuffs[label].add_reading(reading)
+    def emulator(self, label: str) -> Any:
+        """The running emulator of device ``label``."""
+        return self.emulators[label]
+
+    async def measure(self, label: str, reading: Any) -> Any:
+        """Device ``label`` takes a new measurement now; the reading as it holds it."""
+        device = self.scenario.device(label)
+        self.timeline.taken[(label, device.values(reading))] = self.now()
+        held = await device.take(self.emulators[label], reading)
+        self.measured.setdefault(label, []).append(held)
+        return held
 
     # -- the daemon -----------------------------------------------------------------------
 

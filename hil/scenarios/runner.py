@@ -174,6 +174,7 @@ async def _stop_all(home: Home) -> None:
     if home.agent is not None:
         await home.stop_agent()
     await home.stop_platform()
+    await home.stop_devices()
 
 
 def _figures(
@@ -190,10 +191,10 @@ def _figures(
     duplicates = sum(s.duplicates for s in stats)
     stored = sum(s.verified for s in stats)
     end = home.last_fault_end()
-    delivering = {d.label for d in home.scenario.devices if d.delivers}
+    delivering = [d for d in home.scenario.devices if d.delivers and d.label in home.emulators]
     figures = Figures(
         readings_expected=len(wanted),
-        device_sends=sum(c.confirmations for label, c in home.cuffs.items() if label in delivering),
+        device_sends=sum(d.sends(home.emulators[d.label]) for d in delivering),
         platform_received=stored + duplicates,
         platform_stored=stored,
         duplicates_removed=duplicates,

@@ -22,7 +22,8 @@ import asyncio
 from typing import Final
 
 from hil.faults.process import Killer, LinePredicate, log_event
-from hil.scenarios.base import Cuff, Scenario
+from hil.scenarios.base import Scenario
+from hil.scenarios.devices import Cuff
 from hil.scenarios.home import Home, HomeError
 from hil.scenarios.readings import morning_readings
 

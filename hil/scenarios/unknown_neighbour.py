@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from hil.scenarios.base import Cuff, Expect, Scenario
+from hil.scenarios.base import Expect, Scenario
+from hil.scenarios.devices import Cuff
 from hil.scenarios.home import Home
 from hil.scenarios.readings import morning_readings
 
