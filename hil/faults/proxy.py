@@ -456,11 +456,12 @@ class LoopbackProxy:
     async def _shutdown(self) -> None:
         flap = self._flap
         self._end_flap()
-        if flap is not None:  # let it take its cancellation before the loop stops
-            await asyncio.wait({flap}, timeout=SHUTDOWN_WAIT_S)
         await self._apply(ProxyMode.CUT, action="stop")
-        if self._serving:  # let each connection's task see its reset and end
-            await asyncio.wait(set(self._serving), timeout=SHUTDOWN_WAIT_S)
+        # Let the flap take its cancellation and each connection's task see its reset (or
+        # its upstream connect end) before the loop stops: one bounded wait for all.
+        ending = set(self._serving) | ({flap} if flap is not None else set())
+        if ending:
+            await asyncio.wait(ending, timeout=SHUTDOWN_WAIT_S)
         if self._held is not None:
             self._held.close()
             self._held = None
