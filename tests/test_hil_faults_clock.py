@@ -2,29 +2,42 @@
 and the agent's own wall clock (agent/wall_clock.py, its correction on top) run a step ahead,
 and datetimes still behave as the real class; ``homehub status --watch`` run under the wrapper
 reports the start step in its ``as_of``, then the signal step once the child announced it.
-Clocks are compared with the test's own (real) clock, within a slack for process start."""
+``homehub run`` under it, in the virtual home (emulated cuff, TLS mosquitto, the reference
+receiver), stamps a reading with the stepped time. Clocks are compared with the test's own
+(real) clock, within a slack for process start."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
 from agent.outbox import Outbox
 from agent.sealing import DataKey, Sealer
+from hil.broker import Broker
+from hil.emulators.cuff import BpReading
+from hil.emulators.encoding import DateTime
 from hil.faults.clock import STEPPED_EVENT, ClockSteps, child_argv, step
 from hil.faults.events import FaultLog
 from hil.pki import DevPki
+from hil.receiver import Receiver
+from hil.virtual_radio import VirtualRadio
 from tests import phi_canaries
+from tests.agent_process import stop
 from tests.platform_hub import write_hub_config
+from tests.virtual_home_fixtures import canary_agent_config, collect
 
 T: Final = 15.0
 """Starting the agent's CLI and its first report; a loaded runner takes a few seconds."""
 DAY_S: Final = 86_400.0
+AHEAD_S: Final = 2 * DAY_S
+"""The daemon's step: far enough that no slack could mistake it for the real time."""
 BACK_S: Final = -7_200.0
 SLACK_S: Final = 5.0
 """Between the test's reading of its clock and the child's (process start, a refresh)."""
@@ -109,3 +122,37 @@ async def test_clock_child_steps_homehub_at_start_and_on_signal(
     ]
     assert [e.action for e in log.events("clock")] == ["step"]
     assert [(s["by_s"], s["offset_s"]) for s in steps] == [(DAY_S, DAY_S), (BACK_S, DAY_S + BACK_S)]
+
+
+async def test_homehub_run_under_the_clock_child_stamps_readings_with_the_stepped_time(
+    tmp_path: Path, dev_pki: DevPki, broker: Broker, receiver: Receiver
+) -> None:
+    reading = BpReading(121, 79, 93, time_stamp=DateTime(2026, 11, 20, 7, 45, 10), pulse_rate=68)
+    log_path = phi_canaries.log_dir() / "test_hil_faults_clock.homehub_run.agent.log"
+    async with VirtualRadio() as radio:
+        await radio.add_cuff([reading], address=phi_canaries.DEVICE_ADDRESS)
+        config = canary_agent_config(tmp_path, radio, dev_pki, broker.port)
+        argv = child_argv(ClockSteps(at_start_s=AHEAD_S), ["run", "--config", str(config)])
+        before = time.time()
+        with log_path.open("wb") as log:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            try:
+                got = await collect(receiver, 1)
+                after = time.time()
+            finally:
+                assert await stop(proc) == 0
+    payload = got[0].payload
+    hub_time = datetime.fromisoformat(payload["hub_time"]).timestamp()
+    issued = datetime.fromisoformat(payload["fhir"]["entry"][0]["resource"]["issued"]).timestamp()
+    assert before + AHEAD_S - 1 <= hub_time <= after + AHEAD_S  # stamps keep whole seconds
+    assert issued == hub_time
+    announced = [
+        json.loads(line) for line in log_path.read_text().splitlines() if STEPPED_EVENT in line
+    ]
+    assert [(s["by_s"], s["offset_s"]) for s in announced] == [(AHEAD_S, AHEAD_S)]
