@@ -83,7 +83,7 @@ class Expect:
         security_checks: the ``check`` of each ``security`` event the daemon must log, as a
             multiset (``("forged", "wrong_key")``); no other security event may appear.
         unknown_devices: how many ``ble_unknown_device_seen`` reports the daemon must log
-            (at least this many; each unknown device is reported once per daemon life).
+            (each unknown device is reported once per daemon life).
         platform_rejections: messages the platform must reject (failed verification).
         agent_exit_codes: what ``homehub run`` must exit with at the end (0: a clean stop).
     """

@@ -15,7 +15,7 @@ free of what the scan looks for):
   arrival's envelope verifies a second time with the hub's own integrator API
   (agent/verify.py), independent of the receiver's pycose;
 - ``security events``: the daemon logged exactly the expected ``security`` checks;
-- ``unknown devices``: at least the expected ``ble_unknown_device_seen`` reports;
+- ``unknown devices``: exactly the expected ``ble_unknown_device_seen`` reports;
 - ``outbox drained``: nothing pending or refused once the platform holds everything;
 - ``daemon exits``: every ``homehub run`` stopped with SIGTERM exited as expected;
 - whatever the scenario's ``drive`` noted itself (:meth:`hil.scenarios.home.Home.note`);
@@ -200,11 +200,11 @@ def check_security_events(home: Home) -> Check:
 
 
 def check_unknown_devices(home: Home) -> Check:
-    """At least the expected number of unknown devices reported."""
+    """Exactly the expected number of unknown-device reports (each unknown device once per
+    daemon life)."""
     seen = len(home.agent_events("ble_unknown_device_seen"))
     want = home.scenario.expect.unknown_devices
-    ok = seen >= want if want else seen == 0
-    return Check("unknown devices", ok, f"reported {seen}, expected {want or 'none'}")
+    return Check("unknown devices", seen == want, f"reported {seen}, expected {want}")
 
 
 def check_outbox_drained(home: Home) -> Check:
