@@ -14,7 +14,7 @@ from hil.__main__ import run_all
 from hil.scenarios import SCENARIOS
 from tests import phi_canaries
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(300)  # above the quick scenarios' own bounds (90 s each)
 
 
 async def test_quick_scenarios_pass_and_report(tmp_path: Path) -> None:
