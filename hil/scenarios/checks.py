@@ -223,8 +223,12 @@ def check_daemon_exits(home: Home) -> Check:
     allowed = home.scenario.expect.agent_exit_codes
     termed = [code for how, code in home.agent_exits if how == "term"]
     killed = sum(1 for how, _ in home.agent_exits if how == "kill")
-    ok = bool(termed) and all(code in allowed for code in termed)
-    return Check("daemon exits", ok, f"SIGTERM exits {termed}, SIGKILLed {killed} times")
+    alone = [code for how, code in home.agent_exits if how == "exited"]
+    ok = bool(termed) and all(code in allowed for code in termed) and not alone
+    detail = f"SIGTERM exits {termed}, SIGKILLed {killed} times"
+    if alone:
+        detail += f", exited by itself with {alone}"
+    return Check("daemon exits", ok, detail)
 
 
 def canaries(home: Home) -> dict[str, str]:

@@ -114,7 +114,8 @@ class Home:
         self.retired_stats: list[ReceiverStats] = []
         self.agent: asyncio.subprocess.Process | None = None
         self.agent_exits: list[tuple[str, int]] = []
-        """(how it was stopped: ``"term"`` or ``"kill"``, exit code) of each life."""
+        """(how it ended: ``"term"``, ``"kill"``, or ``"exited"`` by itself; exit code) of each
+        life."""
         self.lives = 0
         self.pending = 0
         self.samples = 0
@@ -166,9 +167,25 @@ class Home:
                     change = self._change
                     if condition():
                         return
+                    self._check_agent_alive(what)
                     await change.wait()
         except TimeoutError:
             raise HomeError(f"timed out after {timeout_s:g} s waiting for {what}") from None
+
+    def _check_agent_alive(self, what: str) -> None:
+        """A daemon that exited on its own ends the wait at once (it would only time out)."""
+        agent = self.agent
+        if (
+            agent is not None
+            and agent.returncode is not None
+            and len(self.agent_exits) < self.lives
+        ):
+            code = agent.returncode
+            self.agent_exits.append(("exited", code))
+            raise HomeError(
+                f"homehub run exited by itself with code {code} while waiting for {what} "
+                f"(see agent-{self.lives}.log)"
+            )
 
     async def fresh_sample(self) -> int:
         """Wait for an outbox sample begun after this call; the pending count it read."""

@@ -82,6 +82,8 @@ def settled(home: Home) -> bool:
 
 async def run_scenario(scenario: Scenario, run_dir: Path) -> ScenarioResult:
     """Run ``scenario`` in ``run_dir`` (created) and return what it found."""
+    # The agent reads relative paths of its configuration from the file's directory: absolute.
+    run_dir = await asyncio.to_thread(run_dir.absolute)
     await asyncio.to_thread(run_dir.mkdir, parents=True, exist_ok=True)
     started = time.monotonic()
     with platform_log(run_dir / "platform.log"):
