@@ -36,7 +36,7 @@ class Figures:
     """Measurement (the device holding the reading) to the platform's verified store."""
     latency_p99_s: float | None = None
     outbox_high_water: int = 0
-    """Most records pending in the outbox at once."""
+    """Most records pending in the outbox at once, as sampled (every 100 ms)."""
     security_events: int = 0
     duration_s: float = 0.0
 
