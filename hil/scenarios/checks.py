@@ -149,13 +149,14 @@ def check_values_and_identifiers(home: Home) -> Check:
             assert view is not None  # matched by its values
             if reading.hub_id != HUB_ID:
                 problems["hub id"] += 1
-            if view.hub_identifier != reading.id or not reading.id.startswith(prefix):
+            coded = f"{prefix}{view.code}-"
+            if view.hub_identifier != reading.id or not reading.id.startswith(coded):
                 problems["hub identifier"] += 1
             if e.device.trusted_time:
                 # <device>-<patient>-<MDC code>-<device seconds>[-<supplemental>]
                 ig = view.ig_identifier or ""
-                parts = ig.removeprefix(prefix).split("-")
-                if not ig.startswith(prefix) or parts[1:2] != [str(e.device.ig_seconds(e.reading))]:
+                seconds = ig.removeprefix(coded).split("-")[0]
+                if not ig.startswith(coded) or seconds != str(e.device.ig_seconds(e.reading)):
                     problems["IG identifier"] += 1
                 if view.effective != e.device.effective(e.reading):
                     problems["effective time"] += 1

@@ -57,6 +57,8 @@ class Seen:
 
     values: Hashable
     """Kind-tagged values, comparable with :meth:`Device.values`."""
+    code: str
+    """The primary Observation's MDC code (the identifiers' code part)."""
     effective: str
     ig_identifier: str | None
     """Present only when the device time identifies the reading."""
@@ -111,6 +113,7 @@ def seen(reading: VerifiedReading) -> Seen | None:
         return None
     return Seen(
         values,
+        code,
         str(primary.get("effectiveDateTime", "")),
         identifiers.get(IG_SYSTEM),
         identifiers.get(HUB_SYSTEM),

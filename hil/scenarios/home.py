@@ -43,7 +43,7 @@ from hil.pki import DevPki
 from hil.receiver import Receiver, ReceiverStats, VerifiedReading
 from hil.scenarios.base import Check, RunIdentities, Scenario
 from hil.scenarios.devices import Device, device_information
-from hil.virtual_radio import VirtualRadio
+from hil.virtual_radio import HubController, VirtualRadio
 
 SAMPLE_INTERVAL_S: Final = 0.1
 """How often the outbox's depth and the daemon's log are looked at: the depth plot's grain."""
@@ -303,6 +303,23 @@ class Home:
             if label not in self.stopped and emulator not in self.radio.cuffs:
                 self.stopped.add(label)
                 await emulator.stop()
+
+    async def reset_links(self) -> None:
+        """What the hub's adapter does when its host dies and the next one resets it: its
+        connection attempt is abandoned and every link ends.
+
+        A named workaround: Bumble's virtual controller keeps both across the next host's HCI
+        Reset, so a device connected (or being connected) to a killed daemon would stay
+        connected to nobody (until a ~30 s timeout, or for good when the attempt completes
+        after the host died). The links are ended from the devices' side (reason 0x08, as a
+        lost link), the pending attempt dropped from the controller.
+        """
+        for controller in self.radio.link.controllers:
+            if isinstance(controller, HubController):
+                controller.pending_le_connection = None
+        for label, emulator in self.emulators.items():
+            if label not in self.stopped:
+                await emulator.drop_link()
 
     def cuff(self, label: str) -> EmulatedCuff:
         """The running emulated cuff ``label``."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 import traceback
 from collections.abc import Iterator
@@ -69,6 +70,14 @@ def platform_log(path: Path) -> Iterator[IO[str]]:
             structlog.configure(**previous)
 
 
+def fresh_directory(path: Path) -> None:
+    """``path`` created empty: a run never starts on an earlier run's logs, outbox or
+    platform store (a report directory used twice)."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+
+
 def everything_arrived(home: Home) -> bool:
     """Every expected reading arrived at least once."""
     matched, _ = match(home)
@@ -81,10 +90,10 @@ def settled(home: Home) -> bool:
 
 
 async def run_scenario(scenario: Scenario, run_dir: Path) -> ScenarioResult:
-    """Run ``scenario`` in ``run_dir`` (created) and return what it found."""
+    """Run ``scenario`` in ``run_dir`` (made afresh) and return what it found."""
     # The agent reads relative paths of its configuration from the file's directory: absolute.
     run_dir = await asyncio.to_thread(run_dir.absolute)
-    await asyncio.to_thread(run_dir.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(fresh_directory, run_dir)
     started = time.monotonic()
     with platform_log(run_dir / "platform.log"):
         home, error, recovered_at = await _run(scenario, run_dir)

@@ -7,15 +7,17 @@ resumes where the last commit left it; and a cuff that keeps its memory and hand
 over at every connection (as many real cuffs do), so a reading it indicated just before a
 kill, before the hub's commit, comes again. The daemon is killed :data:`KILLS` times by
 hil/faults' :class:`~hil.faults.process.Killer`, alternately while readings come over the
-radio (at the k-th ``ble_measurement_received`` line of its log: sync) and while committed
-readings go to the platform (at the k-th ``measurement_stored`` line: upload), k drawn by
-the Killer's seeded RNG, and started again after each; the cuff takes two measurements and
-the meter one while it is down. The last life is stopped with SIGTERM.
+radio and while committed readings go to the platform, and started again after each: first
+at a moment drawn within the meter's first RACP download (after its request), then at the
+k-th ``measurement_stored`` line of the daemon's log (upload), then at the k-th
+``ble_measurement_received`` of the cuff's transfer, then at an upload again; k and the
+moment are drawn by the Killer's seeded RNG. The cuff takes two measurements and the meter
+one while the daemon is down. The last life is stopped with SIGTERM.
 
-Named workaround: a killed host leaves Bumble's virtual controller holding the LE link (it
-does not end its connections when the next host resets it, as a real controller does), so
-a device would think itself connected until a ~30 s timeout; the scenario ends the links
-from the devices' side after each kill, as the adapter's reset would.
+Named workaround: a killed host leaves Bumble's virtual controller holding its LE links and
+its connection attempt (it keeps both when the next host resets it; a real controller does
+not), so a device would stay connected to nobody; after each kill the scenario ends them as
+the adapter's reset would (:meth:`hil.scenarios.home.Home.reset_links`).
 """
 
 from __future__ import annotations
@@ -25,17 +27,27 @@ from typing import Final
 
 from hil.emulators.encoding import DateTime
 from hil.emulators.glucometer import GlucoseRecord, mg_per_dl
-from hil.faults.process import Killer, LinePredicate, log_event
+from hil.faults.process import Armed, Killer, LinePredicate, log_event
 from hil.scenarios.base import Scenario
 from hil.scenarios.devices import Cuff, Glucometer
 from hil.scenarios.home import Home, HomeError
 from hil.scenarios.readings import morning_readings
 
-KILLS: Final = 4
+PLAN: Final = (
+    ("racp", "SIGKILL mid RACP download (the meter's first sync)"),
+    ("upload", "SIGKILL during upload"),
+    ("transfer", "SIGKILL during the cuff's transfer"),
+    ("upload", "SIGKILL during upload"),
+)
+"""The kills in order (what, and how the report names its window)."""
+KILLS: Final = len(PLAN)
 SEED: Final = 12
-SYNC_KTH: Final = (1, 40)
-"""The k-th ``ble_measurement_received`` of a life a sync kill lands on (uniform): the cuff
-alone hands over 20 and more at each connection."""
+RACP_DELAY_S: Final = (0.0, 0.25)
+"""After the meter's RACP request was seen (within a 100 ms sampling tick): inside its
+~0.45 s download of 60 records."""
+TRANSFER_KTH: Final = (1, 40)
+"""The k-th ``ble_measurement_received`` of a life a transfer kill lands on (uniform): the
+cuff alone hands over 20 and more at each connection."""
 UPLOAD_KTH: Final = (1, 3)
 """The k-th ``measurement_stored`` of a life an upload kill lands on (uniform): at least the
 three readings taken while the daemon was down are new to it."""
@@ -71,18 +83,30 @@ def kth(event: str, k: int) -> LinePredicate:
     return predicate
 
 
+async def _arm(home: Home, killer: Killer, plan: str) -> Armed:
+    """Arm the kill ``plan`` names against the current life (see :data:`PLAN`): the RACP
+    kill waits for the meter's request (seen by the sampler's tick), then draws its moment."""
+    agent = home.agent
+    if agent is None:
+        raise HomeError("no daemon to kill")
+    if plan == "racp":
+        life = home.lives
+        await home.until(
+            lambda: bool(home.agent_events("gls_racp_request", life=life)),
+            "the meter's RACP request",
+        )
+        return killer.at_random(agent.pid, RACP_DELAY_S)
+    event = "ble_measurement_received" if plan == "transfer" else "measurement_stored"
+    k = round(killer.draw(TRANSFER_KTH if plan == "transfer" else UPLOAD_KTH))
+    return killer.on_log(agent.pid, home.agent_log(), kth(event, k), name=f"{event} #{k}")
+
+
 async def drive(home: Home) -> None:
-    """Kill, restart, measure; :data:`KILLS` times."""
+    """Kill as :data:`PLAN` says, reset the links, measure, restart; once per plan."""
     killer = Killer(seed=SEED)
-    for n in range(KILLS):
-        agent = home.agent
-        assert agent is not None
-        sync = n % 2 == 0
-        what = "SIGKILL during the devices' transfer (sync)" if sync else "SIGKILL during upload"
-        event = "ble_measurement_received" if sync else "measurement_stored"
-        k = round(killer.draw(SYNC_KTH if sync else UPLOAD_KTH))
-        armed = killer.on_log(agent.pid, home.agent_log(), kth(event, k), name=f"{event} #{k}")
-        async with home.fault(what):
+    for n, (plan, name) in enumerate(PLAN):
+        armed = await _arm(home, killer, plan)
+        async with home.fault(name):
             try:
                 async with asyncio.timeout(SHOT_WAIT_S):
                     await armed.await_shot()
@@ -90,8 +114,7 @@ async def drive(home: Home) -> None:
                 await asyncio.to_thread(armed.cancel)
                 raise HomeError(f"no moment for the kill within {SHOT_WAIT_S:g} s") from None
             await home.kill_agent()
-            for label in ("cuff", "glucometer"):  # the adapter's reset (see the module doc)
-                await home.emulator(label).drop_link()
+            await home.reset_links()  # the adapter's reset (see the module doc)
         for reading in BETWEEN[2 * n : 2 * n + 2]:
             await home.measure("cuff", reading)
         await home.measure("glucometer", LATER_RECORDS[n])
@@ -106,9 +129,9 @@ SCENARIO: Final = Scenario(
         Glucometer("glucometer", RECORDS, options={"record_interval_s": RECORD_INTERVAL_S}),
     ),
     faults=(
-        f"{KILLS} SIGKILLs (seed {SEED}), alternately at the k-th ble_measurement_received "
-        f"(sync, k in {SYNC_KTH}) and measurement_stored (upload, k in {UPLOAD_KTH}) line of "
-        "the daemon's log",
+        f"{KILLS} SIGKILLs (seed {SEED}): within the meter's first RACP download, at the k-th "
+        f"measurement_stored (upload, k in {UPLOAD_KTH}), at the k-th ble_measurement_received "
+        f"of the cuff (k in {TRANSFER_KTH}), at an upload again",
         "two cuff measurements and a glucose record taken while the daemon is down, each time",
     ),
     drive=drive,
