@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from hil.scenarios.base import Check
 
@@ -57,7 +56,6 @@ class ScenarioResult:
     fault_windows: tuple[tuple[str, float, float | None], ...] = ()
     latencies_s: tuple[float, ...] = ()
     run_dir: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
