@@ -7,8 +7,11 @@ same keys ``homehub check-config`` validates.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+import tomlkit
 
 from hil.pki import DevPki
 from hil.scenarios.base import HUB_ID, TIMEZONE, RunIdentities
@@ -24,9 +27,12 @@ def write_agent_config(
     ids: RunIdentities,
     devices: Sequence[tuple[int, Device]],
     receipt_timeout_s: float,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write ``run_dir/homehub.toml``: state and keys in their own directories; ``devices``
-    (index, device) are the allow-listed ones, each at its run address."""
+    (index, device) are the allow-listed ones, each at its run address; ``overrides``
+    (section -> key -> value) set or add keys and sections (a scenario's ``[modem]``, a
+    shorter backoff)."""
     state = run_dir / "state"
     keys = run_dir / "keys"
     for directory in (state, keys):
@@ -75,6 +81,13 @@ receipt_timeout_s = {receipt_timeout_s}
 [platform]
 cert_file = "{pki.platform_cert}"
 """
+    if overrides:
+        document = tomlkit.parse(text)
+        for section, keys in overrides.items():
+            table = document.setdefault(section, tomlkit.table())
+            for key, value in keys.items():
+                table[key] = value
+        text = tomlkit.dumps(document)
     path = run_dir / "homehub.toml"
     path.write_text(text)
     return path

@@ -30,7 +30,17 @@ if TYPE_CHECKING:
 
 HUB_ID: Final = "hub-hil-0001"
 
-__all__ = ["HUB_ID", "TIMEZONE", "Check", "Device", "Drive", "Expect", "RunIdentities", "Scenario"]
+__all__ = [
+    "HUB_ID",
+    "TIMEZONE",
+    "Check",
+    "Device",
+    "Drive",
+    "Expect",
+    "RunIdentities",
+    "Scenario",
+    "Setup",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +105,12 @@ class Expect:
 
 
 Drive = Callable[["Home"], Awaitable[None]]
+Setup = Callable[["Home"], Awaitable[None]]
+"""A scenario's own rig parts, started before the daemon's configuration is written: a
+:class:`hil.faults.proxy.LoopbackProxy` in the MQTT path (:attr:`Home.mqtt_port`), the modem
+emulator (:attr:`Home.config_overrides`), a clock or disk wrapper of the daemon's command
+(:attr:`Home.agent_wrappers`). What it starts it hands to :attr:`Home.parts` (an
+``AsyncExitStack``), closed after the daemon stopped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +129,7 @@ class Scenario:
         platform_receipts: whether the platform sends receipts from the start.
         receipt_timeout_s: the hub's ``mqtt.receipt_timeout_s``.
         timeout_s: the whole run's bound (drive and settling).
+        setup: the scenario's own rig parts (:data:`Setup`), None for none.
     """
 
     name: str
@@ -126,6 +143,7 @@ class Scenario:
     platform_receipts: bool = True
     receipt_timeout_s: float = 60.0
     timeout_s: float = 120.0
+    setup: Setup | None = None
 
     def device(self, label: str) -> Device:
         """The device with ``label``."""

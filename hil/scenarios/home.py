@@ -30,7 +30,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -91,7 +91,6 @@ class Home:
         ids: RunIdentities,
         broker: Broker,
         radio: VirtualRadio,
-        config: Path,
     ) -> None:
         self.scenario = scenario
         self.run_dir = run_dir
@@ -99,7 +98,20 @@ class Home:
         self.ids = ids
         self.broker = broker
         self.radio = radio
-        self.config = config
+        self.config = run_dir / "homehub.toml"
+        """The daemon's configuration (the runner writes it after the scenario's setup)."""
+        self.mqtt_port = broker.port
+        """Where the daemon connects: the broker, or a scenario's proxy in front of it."""
+        self.config_overrides: dict[str, dict[str, Any]] = {}
+        """Keys a scenario's setup sets in the daemon's configuration (section -> key)."""
+        self.agent_wrappers: list[Callable[[Sequence[str]], list[str]]] = []
+        """Wrappers of the daemon's command line, innermost first (a disk limit's
+        ``prlimit``); :attr:`agent_base` replaces its start (the clock child)."""
+        self.agent_base: list[str] | None = None
+        """The command that runs ``homehub`` (before ``run --config``), None for the
+        installed script."""
+        self.parts = contextlib.AsyncExitStack()
+        """The scenario's own rig parts, closed after the daemon stopped."""
         self.outbox_path = run_dir / "state" / "outbox.db"
         self.started = time.monotonic()
         self.timeline = Timeline()
@@ -347,7 +359,12 @@ class Home:
         same entry point through ``python -m agent``."""
         script = Path(sys.executable).with_name("homehub")
         base = [str(script)] if script.is_file() else [sys.executable, "-m", "agent"]
-        return [*base, "run", "--config", str(self.config)]
+        if self.agent_base is not None:
+            base = self.agent_base
+        command = [*base, "run", "--config", str(self.config)]
+        for wrap in self.agent_wrappers:
+            command = wrap(command)
+        return command
 
     async def start_agent(self) -> asyncio.subprocess.Process:
         """Start a new life of ``homehub run``, its log in ``agent-<life>.log``."""

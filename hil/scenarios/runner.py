@@ -138,18 +138,8 @@ async def _run(scenario: Scenario, run_dir: Path) -> tuple[Home | None, str | No
     try:
         await broker.astart()
         async with VirtualRadio() as radio:
-            allow_listed = [(i, d) for i, d in enumerate(scenario.devices) if d.delivers]
-            config = write_agent_config(
-                run_dir,
-                stack=radio.stack,
-                broker_port=broker.port,
-                pki=pki,
-                ids=ids,
-                devices=allow_listed,
-                receipt_timeout_s=scenario.receipt_timeout_s,
-            )
-            home = Home(scenario, run_dir, pki, ids, broker, radio, config)
-            async with asyncio.TaskGroup() as tg:
+            home = Home(scenario, run_dir, pki, ids, broker, radio)
+            async with home.parts, asyncio.TaskGroup() as tg:
                 sampler = tg.create_task(home.sample_forever(), name="hil.sampler")
                 try:
                     recovered_at = await _drive_and_settle(home)
@@ -169,9 +159,27 @@ async def _run(scenario: Scenario, run_dir: Path) -> tuple[Home | None, str | No
     return home, error, recovered_at
 
 
+def _write_config(home: Home) -> None:
+    scenario = home.scenario
+    allow_listed = [(i, d) for i, d in enumerate(scenario.devices) if d.delivers]
+    write_agent_config(
+        home.run_dir,
+        stack=home.radio.stack,
+        broker_port=home.mqtt_port,
+        pki=home.pki,
+        ids=home.ids,
+        devices=allow_listed,
+        receipt_timeout_s=scenario.receipt_timeout_s,
+        overrides=home.config_overrides,
+    )
+
+
 async def _drive_and_settle(home: Home) -> float:
     scenario = home.scenario
     async with asyncio.timeout(scenario.timeout_s):
+        if scenario.setup is not None:
+            await scenario.setup(home)
+        await asyncio.to_thread(_write_config, home)
         await home.start_platform(receipts=scenario.platform_receipts)
         for device in scenario.devices:
             if device.starts:
