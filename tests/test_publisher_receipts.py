@@ -432,3 +432,40 @@ async def test_broker_restart_without_persistence_loses_nothing(
     assert sorted(seqs) == sorted(rig.delivered)
     assert OutboxCounts(0, None) == await _counts(rig)
     assert [] == rig.security
+
+
+async def test_session_kept_by_the_broker_sends_nothing_again(
+    rig: Rig, dev_pki: DevPki, persistent_broker: Broker, signer: PlatformSigner
+) -> None:
+    """30 readings PUBACKed and stored by the platform, receipts held back; mosquitto
+    restarted keeping its sessions (persistence): the CONNACK says the session is present,
+    so the 30 keep waiting for their receipts instead of going again over a metered link.
+    Receipts let go: every reading deleted, each published once (30 PUBACKs in all), no
+    receipt timeout."""
+    platform = StandInPlatform(dev_pki, persistent_broker.port, signer, asyncio.get_running_loop())
+    try:
+        async with asyncio.timeout(TIMEOUT_S):
+            await platform.until(lambda: platform.subscriptions >= 1)
+        platform.receipting.clear()
+        seqs = await rig.storage.call(_store, rig, 30)
+        with watching_logs() as logs:
+            async with publishing(rig, dev_pki, persistent_broker) as (publisher, uplink):
+                async with asyncio.timeout(TIMEOUT_S):
+                    await platform.until(lambda: set(seqs) <= set(platform.stored))
+                    await uplink.wait_until(lambda s: s.acked >= 30)
+                await persistent_broker.arestart()
+                async with asyncio.timeout(TIMEOUT_S):
+                    await logs.until(lambda: bool(logs.named("receipt_awaiting_resumed")))
+                assert (True, 30) == (uplink.session_present, publisher.awaiting_receipt)
+                assert [30] == [e["count"] for e in logs.named("receipt_awaiting_resumed")]
+                platform.receipting.set()
+                async with asyncio.timeout(TIMEOUT_S):
+                    await rig.until(lambda: set(seqs) <= set(rig.delivered))
+                assert 30 == uplink.stats.acked
+                assert 0 == publisher.stats.receipt_timeouts
+        assert [] == logs.named("receipt_released")
+        assert {s: 1 for s in seqs} == platform.stored
+        assert sorted(seqs) == sorted(rig.delivered)
+        assert OutboxCounts(0, None) == await _counts(rig)
+    finally:
+        platform.close()
