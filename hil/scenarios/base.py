@@ -18,7 +18,7 @@ serial numbers, full addresses and System IDs are the canaries the log scan look
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -30,8 +30,26 @@ if TYPE_CHECKING:
 
 HUB_ID: Final = "hub-hil-0001"
 
+NEEDS: Final[Mapping[str, str]] = {
+    "emulated_devices": "its devices are emulators the runner drives and whose readings it"
+    " knows (implied by any device: every check compares the platform's readings with theirs)",
+    "virtual_radio": "the Bumble virtual radio's own link: controllers taken off its LocalLink,"
+    " the hub's virtual controller (Home.radio.link)",
+    "modem_emulator": "the AT modem emulator (hil/emulators/modem.py) in place of the cellular"
+    " module: SIM, signal, registration and USB faults on a pty",
+    "real_modem": "a real cellular module on the agent's [modem] AT port",
+    "power": "power cuts (Home.power_cut): the daemon killed and the links reset on the"
+    " virtual home, the power relay on a rig",
+    "proxy": "hil/faults' LoopbackProxy between the daemon and mosquitto (both on loopback)",
+    "clock_wrapper": "the daemon run under hil.faults.clock_child (stepped wall clock)",
+    "disk_limit": "a file-size limit or a tmpfs over the daemon's state (hil/faults/disk.py)",
+}
+"""The parts a scenario may need beyond the daemon, mosquitto and the reference platform
+(:attr:`Scenario.needs`); a rig (hil/rig.py) says which it meets, the virtual home meets all."""
+
 __all__ = [
     "HUB_ID",
+    "NEEDS",
     "TIMEZONE",
     "Check",
     "Device",
@@ -130,6 +148,8 @@ class Scenario:
         receipt_timeout_s: the hub's ``mqtt.receipt_timeout_s``.
         timeout_s: the whole run's bound (drive and settling).
         setup: the scenario's own rig parts (:data:`Setup`), None for none.
+        needs: the parts it needs (words of :data:`NEEDS`; ``emulated_devices`` is implied by
+            any device); None: not declared, and so never run on a real rig (hil/rig.py).
     """
 
     name: str
@@ -144,6 +164,23 @@ class Scenario:
     receipt_timeout_s: float = 60.0
     timeout_s: float = 120.0
     setup: Setup | None = None
+    needs: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        unknown = sorted((self.needs or frozenset()) - NEEDS.keys())
+        if unknown:
+            raise ValueError(
+                f"scenario {self.name}: needs {', '.join(unknown)} not known; "
+                f"known: {', '.join(NEEDS)}"
+            )
+
+    @property
+    def requirements(self) -> frozenset[str] | None:
+        """What it needs, ``emulated_devices`` included when it has devices; None when
+        undeclared."""
+        if self.needs is None:
+            return None
+        return self.needs | ({"emulated_devices"} if self.devices else set())
 
     def device(self, label: str) -> Device:
         """The device with ``label``."""

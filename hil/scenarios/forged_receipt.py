@@ -81,6 +81,7 @@ SCENARIO: Final = Scenario(
         "a platform receipt whose signature was altered in transit",
     ),
     drive=drive,
+    needs=frozenset(),  # the forger publishes to the runner's mosquitto, as on a rig
     expect=Expect(security_checks=("forged", "wrong_key")),
     platform_receipts=False,
     receipt_timeout_s=5.0,

@@ -48,6 +48,7 @@ SCENARIO: Final = Scenario(
     ),
     faults=("the genuine cuff leaves; an impostor with other DIS takes its address",),
     drive=drive,
+    needs=frozenset(),  # remove_device on a rig resets and releases the device's dongle
     expect=Expect(security_checks=("identity",)),
     quick=True,
     timeout_s=90.0,

@@ -52,5 +52,6 @@ SCENARIO: Final = Scenario(
     ),
     faults=("three devices of three kinds measure in the same instant (three sessions at once)",),
     drive=drive,
+    needs=frozenset(),  # three emulated devices: three dongles on a rig
     timeout_s=60.0,
 )

@@ -40,6 +40,7 @@ SCENARIO: Final = Scenario(
     ),
     faults=("an unknown cuff advertising the Blood Pressure Service next door",),
     drive=drive,
+    needs=frozenset(),
     expect=Expect(unknown_devices=1),
     quick=False,
     timeout_s=60.0,
