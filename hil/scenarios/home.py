@@ -410,6 +410,15 @@ class Home:
             await agent.wait()
         return self._exited(agent, "kill")
 
+    async def power_cut(self) -> None:
+        """The hub loses power. On the virtual home a power cut is the daemon SIGKILLed
+        (:meth:`kill_agent`) and the adapter reset (:meth:`reset_links`: every link ends, the
+        connection attempt is dropped); the modem and the broker connection die with the
+        process. The hub boots again with :meth:`start_agent`. A real rig cuts the hub's
+        supply instead (a power relay), with the same checks after."""
+        await self.kill_agent()
+        await self.reset_links()
+
     def _exited(self, agent: asyncio.subprocess.Process, how: str) -> int:
         code = agent.returncode
         assert code is not None
