@@ -14,6 +14,7 @@ from hil.scenarios import (
     broker_restart,
     clock_2000,
     forged_receipt,
+    glucose_cut_halfway,
     impostor_cuff,
     sigkill,
     simultaneous,
@@ -29,6 +30,7 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
     clock_2000.SCENARIO,
     simultaneous.SCENARIO,
     forged_receipt.SCENARIO,
+    glucose_cut_halfway.SCENARIO,
 )
 
 
