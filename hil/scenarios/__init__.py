@@ -16,6 +16,7 @@ from hil.scenarios import (
     forged_receipt,
     glucose_cut_halfway,
     impostor_cuff,
+    power_cut_download,
     sigkill,
     simultaneous,
     unknown_neighbour,
@@ -31,6 +32,7 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
     simultaneous.SCENARIO,
     forged_receipt.SCENARIO,
     glucose_cut_halfway.SCENARIO,
+    power_cut_download.SCENARIO,
 )
 
 
