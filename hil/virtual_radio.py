@@ -40,13 +40,12 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Final, Self
 
-from bumble import hci
+from bumble import hci, ll
 from bumble.controller import Controller
 from bumble.device import Device
 from bumble.host import Host
 from bumble.link import LocalLink
-from bumble.transport.common import AsyncPipeSink, Transport
-from bumble.transport.tcp_server import open_tcp_server_transport_with_socket
+from bumble.transport.common import AsyncPipeSink, StreamPacketSource
 
 from agent.logs import scrub_text
 from hil.emulators.cuff import BpReading, EmulatedCuff
@@ -73,7 +72,26 @@ DEFAULT_CUFF_ADDRESS: Final = "F0:00:00:00:10:01"
 
 
 class HubController(Controller):
-    """Bumble's virtual controller, with LE Create Connection Cancel as the spec has it."""
+    """Bumble's virtual controller, with LE Create Connection Cancel and HCI Reset as the
+    spec has them."""
+
+    def on_hci_reset_command(self, command: hci.HCI_Reset_Command) -> Any:
+        """Vol 4 Part E §7.3.2: a reset ends every connection and abandons a pending one.
+
+        Bumble's controller answers it and resets nothing (a TODO there), so a device
+        connected to a host that died (a SIGKILLed daemon, whose successor resets the
+        controller when it opens it) stayed connected to nobody, and a connection attempt of
+        the dead host completed later, for nobody. Here the attempt is dropped and each peer
+        sees its link end as a real one sees a controller gone silent: supervision timeout
+        (0x08); the host that reset gets no event for them (they ended with the old one).
+        """
+        self.pending_le_connection = None
+        for connection in list(self.le_connections.values()):
+            connection.send_ll_control_pdu(
+                ll.TerminateInd(hci.HCI_ErrorCode.CONNECTION_TIMEOUT_ERROR)
+            )
+            del self.le_connections[connection.peer_address]
+        return super().on_hci_reset_command(command)
 
     def on_hci_le_create_connection_cancel_command(
         self, command: hci.HCI_LE_Create_Connection_Cancel_Command
@@ -99,6 +117,56 @@ class HubController(Controller):
         return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
 
 
+class _HostSink:
+    """Controller to host: each packet to the host connected now, dropped without one (as a
+    controller's events are lost with no host on its UART)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+
+    def on_packet(self, packet: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(packet)
+
+
+class _HciConnection(asyncio.Protocol):
+    """One host's HCI connection to the hub's controller.
+
+    Bumble's tcp-server transport keeps one "current client" that *any* connection's end
+    clears: when a killed daemon's connection ended just after its successor connected, the
+    successor's packets were dropped and its HCI Reset never answered. Here only the current
+    connection's end clears it, a new host replaces the previous one, and a packet the dead
+    host left half-sent is forgotten (the parser starts afresh), as on a real UART reset.
+    """
+
+    def __init__(self, source: StreamPacketSource, sink: _HostSink) -> None:
+        self._source = source
+        self._sink = sink
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        previous = self._sink.transport
+        if previous is not None:
+            previous.close()
+        self._source.parser.reset()
+        self._transport = transport
+        self._sink.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._sink.transport is self._transport:
+            self._sink.transport = None
+
+    def eof_received(self) -> bool:
+        self.connection_lost(None)
+        return False
+
+    def data_received(self, data: bytes) -> None:
+        if self._sink.transport is self._transport:
+            self._source.data_received(data)
+
+
 class VirtualRadio:
     """A software "air" with the hub's controller served over HCI/TCP and emulated devices.
 
@@ -110,7 +178,8 @@ class VirtualRadio:
     def __init__(self, *, host: str = LOOPBACK, port: int = 0) -> None:
         self._bind = (host, port)
         self.link = LocalLink()  # type: ignore[no-untyped-call]  # (Bumble leaves it untyped)
-        self._transport: Transport | None = None
+        self._server: asyncio.Server | None = None
+        self._host_sink: _HostSink | None = None
         self._hub_controller: HubController | None = None
         self._controllers: list[Controller] = []
         self.cuffs: list[EmulatedCuff] = []
@@ -135,15 +204,16 @@ class VirtualRadio:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(self._bind)
             self.hci_port = sock.getsockname()[1]
-            self._transport = await open_tcp_server_transport_with_socket(sock)
+            source, sink = StreamPacketSource(), _HostSink()
+            self._server = await asyncio.get_running_loop().create_server(
+                lambda: _HciConnection(source, sink), sock=sock
+            )
         except BaseException:
             sock.close()
             raise
+        self._host_sink = sink
         self._hub_controller = HubController(
-            "hub",
-            host_source=self._transport.source,
-            host_sink=self._transport.sink,
-            link=self.link,
+            "hub", host_source=source, host_sink=sink, link=self.link
         )
         return self
 
@@ -158,18 +228,14 @@ class VirtualRadio:
         for controller in [*self._controllers, self._hub_controller]:
             if controller is not None and controller in self.link.controllers:
                 self.link.remove_controller(controller)
-        transport, self._transport = self._transport, None
-        if transport is not None:
-            # Bumble's tcp-server transport closes neither its listening socket nor the
-            # accepted connection on close(): do both, so the agent sees the radio go.
-            client = getattr(transport.sink, "transport", None)
+        server, self._server = self._server, None
+        if server is not None:
+            # The listening socket and the host's connection both: the agent sees the radio go.
+            server.close()
+            client = self._host_sink.transport if self._host_sink is not None else None
             if client is not None:
                 client.close()
-            server: asyncio.Server | None = getattr(transport, "server", None)
-            if server is not None:
-                server.close()
-                await server.wait_closed()
-            await transport.close()
+            await server.wait_closed()
 
     async def add_peripheral_device(self, address: str, name: str) -> Device:
         """A new controller on the link with an in-process Bumble host; not powered on."""
