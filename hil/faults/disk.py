@@ -70,6 +70,22 @@ class FileSizeLimit:
         resource.prlimit(pid, resource.RLIMIT_FSIZE, (self.max_bytes, self.max_bytes))
         record(log, "disk", "fsize_limit", f"pid {pid} {self.max_bytes} bytes")
 
+    def apply_soft_to(self, pid: int, log: FaultLog | None = None) -> None:
+        """:meth:`apply_to` on the soft limit only, the hard one kept: :meth:`lift` then
+        ends the fault without CAP_SYS_RESOURCE (which raising a hard limit needs)."""
+        _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+        if hard != resource.RLIM_INFINITY and hard < self.max_bytes:
+            raise ValueError(f"max_bytes above the process's hard limit ({hard})")
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (self.max_bytes, hard))
+        record(log, "disk", "fsize_soft_limit", f"pid {pid} {self.max_bytes} bytes")
+
+    @staticmethod
+    def lift(pid: int, log: FaultLog | None = None) -> None:
+        """The soft limit of a running process back up to its hard limit: room again."""
+        _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))
+        record(log, "disk", "fsize_lifted", f"pid {pid}")
+
     def preexec(self) -> None:
         """For ``preexec_fn`` where the parent has no threads (prefer :meth:`argv`)."""
         resource.setrlimit(resource.RLIMIT_FSIZE, (self.max_bytes, self.max_bytes))
