@@ -387,15 +387,24 @@ _REFUSALS_BUT_DECIMALS: Final[Mapping[int, Any]] = {
 
 
 def strict_cbor(
-    data: bytes, part: str, *, max_depth: int, decimal_fractions: bool = False
+    data: bytes,
+    part: str,
+    *,
+    max_depth: int,
+    decimal_fractions: bool = False,
+    deterministic: bool = True,
 ) -> object:
     """Decode a payload as strictly as the envelope: exactly one item, no duplicate keys, no
     indefinite lengths, no tags (but decimal fractions, tag 4, with ``decimal_fractions``),
-    nesting within ``max_depth``, in deterministic encoding (RFC 8949 §4.2.1).
+    nesting within ``max_depth``, in deterministic encoding (RFC 8949 §4.2.1) unless
+    ``deterministic`` is false (a compacted reading, version 2 or 3, whose receiver makes the
+    deterministic version 1 from it: docs/platform-protocol.md).
 
     Raises :class:`IntegrityError` (``what="COSE_Sign1"``) whose reason starts with ``part``.
     """
     value = _strict_loads(data, part, max_depth, decimal_fractions=decimal_fractions)
+    if not deterministic:
+        return value
     try:
         canonical = cbor2.dumps(value, canonical=True)
     except (cbor2.CBOREncodeError, ValueError, TypeError):

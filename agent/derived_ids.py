@@ -159,6 +159,18 @@ def expand(content: Mapping[str, Any]) -> tuple[bytes, dict[str, Any]]:
     return cbor2.dumps(expanded, canonical=True), expanded
 
 
+def entry_key(resource: object) -> str | None:
+    """An entry's ``Type/id`` (``resourceType``, ``/``, ``id``), or None when its resource has
+    no text ``resourceType`` (without ``/``) and ``id``."""
+    return _key(resource)
+
+
+def observation_id(resource: Mapping[str, Any]) -> str | None:
+    """The id rule 3 derives for an Observation from its one hub identifier (``obs-`` and 32
+    hex digits of SHA-256 over its value); None without exactly one such identifier."""
+    return _observation_id(resource)
+
+
 def _key(resource: object) -> str | None:
     if not isinstance(resource, dict):
         return None

@@ -14,8 +14,12 @@ what the publisher sends (docs/platform-protocol.md "Compression" and "Batches")
 
 With a dictionary trained on version-2 readings (:attr:`~agent.dictionaries.Dictionary.
 reading_version`), each reading goes in its version-2 form, without the identifiers the
-receiver derives (agent/derived_ids.py); a reading that has no exact version-2 form goes as
-version 1. The stored envelope and every identity stay version 1.
+receiver derives (agent/derived_ids.py); with one trained on version 3, in its version-3
+form (agent/device_refs.py): its Devices by reference when the caller says the platform
+holds their set (``known_device_sets``), else in full. A reading that has no exact form of
+that version goes as version 1. The stored envelope and every identity stay version 1. The
+result says which device sets it carried in full and which it named by reference (a receipt
+holding it confirms the first: agent/publisher.py).
 
 Both sign with the caller's ES256 operation (:class:`agent.ingest.Signer`, a key provider) and
 are deterministic when it is (RFC 6979): the same readings, dictionary and limit give the same
@@ -31,7 +35,7 @@ hub. Every fault raises :class:`~agent.errors.IntegrityError` naming it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn, Protocol
 
@@ -39,15 +43,15 @@ import cbor2
 import zstandard
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agent import cose, derived_ids
+from agent import cose, derived_ids, device_refs
 from agent.dictionaries import BATCH_COMPRESSION_LEVEL, COMPRESSION_LEVEL, Dictionary
-from agent.errors import IntegrityError, RecordTooLargeError
+from agent.errors import IntegrityError, RecordTooLargeError, UnknownDevicesError
 from agent.payload import CONTENT_TYPE as READING_CONTENT_TYPE
 
 BATCH_CONTENT_TYPE: Final = "application/vnd.homehub.readings+cbor"
 BATCH_VERSION: Final = 1
 READING_VERSION: Final = derived_ids.READING_V1
-READING_VERSIONS: Final = (derived_ids.READING_V1, derived_ids.READING_V2)
+READING_VERSIONS: Final = (derived_ids.READING_V1, derived_ids.READING_V2, device_refs.READING_V3)
 MAX_BATCH_READINGS: Final = 500
 MAX_DECOMPRESSED_BYTES: Final = 1024 * 1024
 """Largest payload, decompressed or plain, of any envelope: a verifier refuses a frame that
@@ -126,6 +130,22 @@ class Envelope:
     compressed: bool
     payload_bytes: int
     """Size of the payload before compression."""
+    device_sets_carried: frozenset[bytes] = frozenset()
+    """Digests of the device sets its version-3 readings carried in full (a receipt holding
+    it tells that the platform holds them)."""
+    device_sets_referenced: frozenset[bytes] = frozenset()
+    """Digests of the device sets its version-3 readings named by reference."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Wire:
+    """One reading as an envelope carries it, and what it did with its Devices."""
+
+    payload: bytes = field(repr=False)
+    carried: bytes | None = None
+    """Its device set's digest when it went in full in a version-3 reading."""
+    referenced: bytes | None = None
+    """Its device set's digest when it went by reference."""
 
 
 def digest_of(message: bytes) -> bytes:
@@ -140,17 +160,20 @@ def build_single(
     *,
     compress: bool | None = None,
     level: int = COMPRESSION_LEVEL,
+    known_device_sets: Container[bytes] = frozenset(),
 ) -> Envelope:
     """One reading in its own envelope, compressed (``compress``, by default: when a
     dictionary is given) with ``dictionary`` if any. Uncompressed, it is the stored envelope
-    again (byte for byte with a deterministic signer)."""
+    again (byte for byte with a deterministic signer). ``known_device_sets``: the digests of
+    the device sets the platform holds (a version-3 dictionary names those by reference)."""
     use_zstd = _compressing(compress, dictionary)
-    payload = _wire_payload(reading, dictionary if use_zstd else None)
+    wire = _wire_payload(reading, dictionary if use_zstd else None, known_device_sets)
+    payload = wire.payload
     if len(payload) > MAX_DECOMPRESSED_BYTES:
         raise RecordTooLargeError("observation", len(payload), MAX_DECOMPRESSED_BYTES)
     sent = _compress(payload, dictionary, level) if use_zstd else payload
     return _sign((reading.seq,), sent, len(payload), READING_CONTENT_TYPE, signer, dictionary,
-                 use_zstd)  # fmt: skip
+                 use_zstd, [wire])  # fmt: skip
 
 
 def build_batch(
@@ -161,6 +184,7 @@ def build_batch(
     *,
     compress: bool | None = None,
     level: int = BATCH_COMPRESSION_LEVEL,
+    known_device_sets: Container[bytes] = frozenset(),
 ) -> Envelope:
     """A batch of the first readings of ``readings`` that fit: at most
     :data:`MAX_BATCH_READINGS`, a payload of at most :data:`MAX_DECOMPRESSED_BYTES` before
@@ -168,7 +192,8 @@ def build_batch(
     how many were taken (at least one); the caller sends the rest in later envelopes.
 
     All readings must be of one hub (``ValueError`` otherwise, as for an empty list).
-    Raises :class:`RecordTooLargeError` when the first reading alone does not fit.
+    ``known_device_sets`` as for :func:`build_single`. Raises :class:`RecordTooLargeError`
+    when the first reading alone does not fit.
     """
     if not readings:
         raise ValueError("a batch needs at least one reading")
@@ -181,12 +206,15 @@ def build_batch(
     if count == 0:
         first = len(_batch_payload(hub, [r.payload for r in readings[:1]]))
         raise RecordTooLargeError("batch", first, min(MAX_DECOMPRESSED_BYTES, max_bytes))
-    wire = [_wire_payload(r, dictionary if use_zstd else None) for r in readings[:count]]
+    wire = [
+        _wire_payload(r, dictionary if use_zstd else None, known_device_sets)
+        for r in readings[:count]
+    ]
     best: tuple[int, bytes, int] | None = None  # (count, payload as sent, payload bytes)
     failed = count + 1  # the smallest count known not to fit
     guess = count
     while True:
-        payload = _batch_payload(hub, wire[:guess])
+        payload = _batch_payload(hub, [w.payload for w in wire[:guess]])
         sent = _compress(payload, dictionary, level) if use_zstd else payload
         size = _envelope_bytes(signer.kid, BATCH_CONTENT_TYPE, dictionary, use_zstd, len(sent))
         if size <= max_bytes:
@@ -203,7 +231,9 @@ def build_batch(
             guess = (best[0] + failed) // 2
     taken, sent, payload_bytes = best
     seqs = tuple(r.seq for r in readings[:taken])
-    return _sign(seqs, sent, payload_bytes, BATCH_CONTENT_TYPE, signer, dictionary, use_zstd)
+    return _sign(
+        seqs, sent, payload_bytes, BATCH_CONTENT_TYPE, signer, dictionary, use_zstd, wire[:taken]
+    )
 
 
 def _compressing(compress: bool | None, dictionary: Dictionary | None) -> bool:
@@ -247,12 +277,23 @@ def _batch_payload(hub: str, payloads: Sequence[bytes]) -> bytes:
     )
 
 
-def _wire_payload(reading: ReadingPayload, dictionary: Dictionary | None) -> bytes:
-    """The reading as sent with ``dictionary``: version 2 when the dictionary was trained on
-    version 2 and the reading has an exact version-2 form, else its stored version 1."""
-    if dictionary is None or dictionary.reading_version != derived_ids.READING_V2:
-        return reading.payload
-    return derived_ids.compact(reading.payload) or reading.payload
+def _wire_payload(
+    reading: ReadingPayload, dictionary: Dictionary | None, known: Container[bytes]
+) -> _Wire:
+    """The reading as sent with ``dictionary``: in the version the dictionary was trained on
+    (2 or 3; 3 with its Devices by reference when their set is ``known``) when the reading
+    has an exact form of it, else its stored version 1."""
+    version = dictionary.reading_version if dictionary is not None else derived_ids.READING_V1
+    if version == device_refs.READING_V3:
+        compacted = device_refs.compact(reading.payload, known)
+        if compacted is None:
+            return _Wire(reading.payload)
+        if compacted.by_reference:
+            return _Wire(compacted.payload, referenced=compacted.device_set)
+        return _Wire(compacted.payload, carried=compacted.device_set)
+    if version == derived_ids.READING_V2:
+        return _Wire(derived_ids.compact(reading.payload) or reading.payload)
+    return _Wire(reading.payload)
 
 
 def _compress(payload: bytes, dictionary: Dictionary | None, level: int) -> bytes:
@@ -291,6 +332,7 @@ def _sign(
     signer: EnvelopeSigner,
     dictionary: Dictionary | None,
     zstd: bool,
+    wire: Sequence[_Wire] = (),
 ) -> Envelope:
     data = cose.sign1_with(
         sent,
@@ -309,6 +351,8 @@ def _sign(
         dictionary_id=dictionary.id if dictionary is not None else None,
         compressed=zstd,
         payload_bytes=payload_bytes,
+        device_sets_carried=frozenset(w.carried for w in wire if w.carried is not None),
+        device_sets_referenced=frozenset(w.referenced for w in wire if w.referenced is not None),
     )
 
 
@@ -346,16 +390,20 @@ def open_envelope(
     message: bytes,
     hub_public_key: ec.EllipticCurvePublicKey,
     dictionaries: Mapping[int, Dictionary] | None = None,
+    device_sets: Mapping[bytes, Sequence[Mapping[str, Any]]] | None = None,
 ) -> OpenedEnvelope:
     """Verify a reading or batch envelope with the hub's key and return its readings.
 
     In order: the COSE_Sign1 (structure, header, kid, signature; :func:`cose.verify1`), then
     the frame (declared size at most :data:`MAX_DECOMPRESSED_BYTES`, the dictionary the header
     names among ``dictionaries``, no trailing bytes), then the payload: a reading, or a batch
-    map of exactly ``v``, ``hub`` and 1 to 500 ``readings``; every reading strict
-    deterministic CBOR, version 1, of the same hub, each seq once.
+    map of exactly ``v``, ``hub`` and 1 to 500 ``readings``; every reading strict CBOR
+    (deterministic for version 1), of the same hub, each seq once; a version-2 or -3 reading
+    expanded to version 1, a version-3 one's Devices by reference from ``device_sets``
+    (digest -> Device resources: :func:`device_sets_of` an earlier envelope).
 
-    Raises :class:`IntegrityError` naming the fault.
+    Raises :class:`IntegrityError` naming the fault, :class:`UnknownDevicesError` (one) when
+    a reading's device set is not in ``device_sets``.
     """
     verified = cose.verify1(
         message,
@@ -370,10 +418,11 @@ def open_envelope(
         payload = decompress(payload, verified.dictionary_id, dictionaries or {})
     elif len(payload) > MAX_DECOMPRESSED_BYTES:
         _refuse(f"payload of {len(payload)} bytes exceeds {MAX_DECOMPRESSED_BYTES}")
+    sets = device_sets or {}
     if verified.content_type == READING_CONTENT_TYPE:
-        hub, readings = _open_reading(payload)
+        hub, readings = _open_reading(payload, sets)
     else:
-        hub, readings = _open_batch(payload)
+        hub, readings = _open_batch(payload, sets)
     return OpenedEnvelope(
         content_type=verified.content_type,
         kid=verified.kid,
@@ -447,26 +496,65 @@ def _frame_length(frame: bytes) -> int:
     return len(frame) + 1
 
 
-def _open_reading(payload: bytes) -> tuple[str, tuple[OpenedReading, ...]]:
-    hub, reading = _opened_reading(payload, "reading")
+def device_sets_of(opened: OpenedEnvelope) -> dict[bytes, tuple[Mapping[str, Any], ...]]:
+    """The device sets an opened envelope's readings carry (digest -> Device resources): what
+    a later envelope of the same hub may name by reference (``open_envelope``'s
+    ``device_sets``)."""
+    sets: dict[bytes, tuple[Mapping[str, Any], ...]] = {}
+    for reading in opened.readings:
+        found = device_refs.device_set(reading.content)
+        if found is not None:
+            sets[found[0]] = found[1]
+    return sets
+
+
+def _open_reading(
+    payload: bytes, device_sets: Mapping[bytes, Sequence[Mapping[str, Any]]]
+) -> tuple[str, tuple[OpenedReading, ...]]:
+    hub, reading = _opened_reading(payload, "reading", device_sets)
     return hub, (reading,)
 
 
-def _opened_reading(data: bytes, part: str) -> tuple[str, OpenedReading]:
-    """One reading's payload decoded strictly; a version-2 reading expanded to the version-1
-    reading (bytes and content) it stands for (agent/derived_ids.py)."""
-    content = cose.strict_cbor(data, part, max_depth=READING_MAX_DEPTH, decimal_fractions=True)
+def _opened_reading(
+    data: bytes, part: str, device_sets: Mapping[bytes, Sequence[Mapping[str, Any]]]
+) -> tuple[str, OpenedReading]:
+    """One reading's payload decoded strictly; a version-2 or -3 reading expanded to the
+    version-1 reading (bytes and content) it stands for (agent/derived_ids.py,
+    agent/device_refs.py). Only version 1 must be in deterministic encoding: the receiver
+    makes it from the others."""
+    content = cose.strict_cbor(
+        data, part, max_depth=READING_MAX_DEPTH, decimal_fractions=True, deterministic=False
+    )
+    compacted = isinstance(content, dict) and content.get("v") in (
+        derived_ids.READING_V2,
+        device_refs.READING_V3,
+    )
+    if not compacted and not _deterministic(content, data):
+        _refuse(f"{part}: not in deterministic CBOR encoding")
     hub, seq = _reading_fields(content, part)
     assert isinstance(content, dict)
-    if content["v"] == derived_ids.READING_V2:
-        try:
+    try:
+        if content["v"] == derived_ids.READING_V2:
             data, content = derived_ids.expand(content)
-        except IntegrityError as exc:
-            _refuse(f"{part}: {exc.reason}")
+        elif content["v"] == device_refs.READING_V3:
+            data, content = device_refs.expand(content, device_sets.get)
+    except UnknownDevicesError as exc:
+        raise UnknownDevicesError("envelope", f"{part}: {exc.reason}", exc.digest) from None
+    except IntegrityError as exc:
+        _refuse(f"{part}: {exc.reason}")
     return hub, OpenedReading(seq, data, content)
 
 
-def _open_batch(payload: bytes) -> tuple[str, tuple[OpenedReading, ...]]:
+def _deterministic(content: object, data: bytes) -> bool:
+    try:
+        return cbor2.dumps(content, canonical=True) == data
+    except (cbor2.CBOREncodeError, ValueError, TypeError):
+        return False
+
+
+def _open_batch(
+    payload: bytes, device_sets: Mapping[bytes, Sequence[Mapping[str, Any]]]
+) -> tuple[str, tuple[OpenedReading, ...]]:
     batch = cose.strict_cbor(payload, "batch", max_depth=_BATCH_MAX_DEPTH)
     if not isinstance(batch, dict) or set(batch) != {"v", "hub", "readings"}:
         _refuse("batch is not a map of exactly v, hub and readings")
@@ -483,7 +571,7 @@ def _open_batch(payload: bytes) -> tuple[str, tuple[OpenedReading, ...]]:
         part = f"reading {index}"
         if not isinstance(item, bytes):
             _refuse(f"{part} is not a byte string")
-        reading_hub, reading = _opened_reading(item, part)
+        reading_hub, reading = _opened_reading(item, part, device_sets)
         if reading_hub != hub:
             _refuse(f"{part} is of another hub than the batch")
         if reading.seq in seen:
@@ -494,12 +582,12 @@ def _open_batch(payload: bytes) -> tuple[str, tuple[OpenedReading, ...]]:
 
 
 def _reading_fields(content: object, part: str) -> tuple[str, int]:
-    """A reading payload's hub and seq, after checking it is a version-1 or -2 reading map."""
+    """A reading payload's hub and seq, after checking it is a version 1, 2 or 3 reading map."""
     if not isinstance(content, dict):
         _refuse(f"{part} is not a map")
     version, hub, seq = content.get("v"), content.get("hub"), content.get("seq")
     if type(version) is not int or version not in READING_VERSIONS:
-        _refuse(f"{part}: version is not 1 or 2")
+        _refuse(f"{part}: version is not 1, 2 or 3")
     if not isinstance(hub, str):
         _refuse(f"{part}: hub is not a text string")
     if type(seq) is not int or seq < 0:

@@ -68,6 +68,7 @@ __all__ = [
     "StorageFullError",
     "StorageUnusableError",
     "TransportError",
+    "UnknownDevicesError",
     "UplinkError",
     "UplinkRefusedError",
     "UsageError",
@@ -321,6 +322,21 @@ class KeyMaterialError(CryptoError):
 
 class IntegrityError(CryptoError, ValueError):
     """A sealed record or a signed envelope failed authentication."""
+
+
+class UnknownDevicesError(IntegrityError):
+    """A version-3 reading names its Devices by a device-set digest its reader does not hold
+    (docs/platform-protocol.md "Devices by reference"): not a fault of the reading, which
+    expands once the set is known; a platform refuses it ``unknown_device`` and the hub
+    sends it again with its Devices in full.
+
+    Attributes:
+        digest: the device-set digest (16 bytes) that could not be resolved.
+    """
+
+    def __init__(self, what: str, reason: str, digest: bytes) -> None:
+        self.digest = digest
+        super().__init__(what, reason)
 
 
 # ---------------------------------------------------------------------------

@@ -33,12 +33,12 @@ def test_shipped_dictionaries_one_and_two() -> None:
         assert did == dictionary.reading_version
 
 
-def test_reading_version_must_be_1_or_2(tmp_path: Path) -> None:
+def test_reading_version_must_be_1_2_or_3(tmp_path: Path) -> None:
     directory = _copy(tmp_path)
     manifest = json.loads((directory / "manifest.json").read_text())
-    manifest["dictionaries"][1]["reading_version"] = 3
+    manifest["dictionaries"][1]["reading_version"] = 4
     (directory / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(IntegrityError, match="entry 2: reading_version is not 1 or 2"):
+    with pytest.raises(IntegrityError, match="entry 2: reading_version is not 1, 2 or 3"):
         dictionaries.load(directory)
 
 

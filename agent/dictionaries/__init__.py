@@ -25,6 +25,7 @@ from typing import Final
 import zstandard
 
 from agent.derived_ids import READING_V1, READING_V2
+from agent.device_refs import READING_V3
 from agent.errors import IntegrityError
 
 MANIFEST_NAME: Final = "manifest.json"
@@ -61,7 +62,8 @@ class Dictionary:
     """The same dictionary prepared for :data:`BATCH_COMPRESSION_LEVEL`."""
     reading_version: int = READING_V1
     """The reading payload version the dictionary was trained on and is sent with: 2 means
-    readings go without their derived identifiers (agent/derived_ids.py)."""
+    readings go without their derived identifiers (agent/derived_ids.py), 3 also with their
+    Devices by reference once the platform holds them (agent/device_refs.py)."""
 
     @classmethod
     def from_bytes(
@@ -153,8 +155,8 @@ def parse_manifest(text: bytes) -> tuple[ManifestEntry, ...]:
         if any(e.id == did for e in out):
             raise IntegrityError(what, f"id {did} listed twice")
         version = item.get("reading_version", READING_V1)
-        if type(version) is not int or version not in (READING_V1, READING_V2):
-            raise IntegrityError(what, f"entry {did}: reading_version is not 1 or 2")
+        if type(version) is not int or version not in (READING_V1, READING_V2, READING_V3):
+            raise IntegrityError(what, f"entry {did}: reading_version is not 1, 2 or 3")
         out.append(ManifestEntry(did, f"{did}.zdict", sha, tuple(kinds), version))
     return tuple(out)
 
