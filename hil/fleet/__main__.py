@@ -19,9 +19,9 @@ from typing import Final
 
 import structlog
 
-from hil.fleet.figures import report
+from hil.fleet.figures import failures, report
 from hil.fleet.plan import FleetOptions, RestartMode
-from hil.fleet.plot import plot_connections
+from hil.fleet.plot import plot_connections, title
 from hil.fleet.scenario import run_fleet
 
 DEFAULT_PLOT: Final = Path("build/fleet/reconnects.png")
@@ -102,17 +102,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = run_fleet(options, Path(tmp), progress)
     figures = run.figures
     if not args.no_plot:
-        title = (
-            f"{figures['hubs']} hubs, broker restart ({figures['restart']['mode']},"
-            f" down {figures['restart']['down_s']:.1f} s)"
+        drawn = plot_connections(
+            args.plot, run.boot_offsets_s, run.reconnect_offsets_s, title(figures)
         )
-        drawn = plot_connections(args.plot, run.boot_offsets_s, run.reconnect_offsets_s, title)
         figures["plot"] = str(args.plot) if drawn else None
         if not drawn:
             progress("matplotlib is not installed: no plot")
     report(figures)
+    for line in failures(figures):
+        print(f"FAILED {line}")
     print(json.dumps(figures, sort_keys=True))
-    return 0 if figures["platform"]["exactly_once"] else 1
+    return 0 if not failures(figures) else 1
 
 
 if __name__ == "__main__":

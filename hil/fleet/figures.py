@@ -4,17 +4,27 @@ A synchronised storm is every hub in the same instant; full jitter spreads them 
 the backoff's window. :func:`spread` puts the two side by side: the connections per 1 s bucket
 (the histogram and its maximum) beside what an even spread over the same span would put in
 one second (``uniform_per_s``), and the largest 100 ms bucket beside the number of hubs.
+:func:`failures` is the run's verdict: every backlog arrived exactly once, every hub came back,
+and not in a storm (:func:`synchronised_storm`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 BUCKET_S: Final = 1.0
 FINE_BUCKET_S: Final = 0.1
+STORM_SHARE: Final = 0.5
+"""Connections are a synchronised storm when more than this share of them fall in one 100 ms
+bucket. Without jitter every hub comes in the same instant; full jitter with a 1 s first
+ceiling put 3 % of 200 hubs in the busiest 100 ms (hil/fleet/README.md)."""
+STORM_MIN_COUNT: Final = 20
+"""The share is judged from this many connections on. Fewer meet in one 100 ms by chance
+(3 of 5 drawn evenly over one second do, one time in twelve): for them only every one in the
+same bucket is a storm."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +80,38 @@ def spread(times: Sequence[float], origin: float) -> Spread:
         uniform_per_s=len(offsets) / max(1.0, offsets[-1] - max(0.0, offsets[0])),
         max_per_100ms=max(_histogram(offsets, FINE_BUCKET_S)),
     )
+
+
+def synchronised_storm(s: Mapping[str, Any]) -> bool:
+    """Whether a spread (:meth:`Spread.as_dict`) is a storm: more than :data:`STORM_SHARE`
+    of its connections in one 100 ms, or all of them under :data:`STORM_MIN_COUNT`."""
+    count, most = s["count"], s["max_per_100ms"]
+    if count < 2:
+        return False
+    return bool(most > STORM_SHARE * count if count >= STORM_MIN_COUNT else most == count)
+
+
+def failures(f: Mapping[str, Any]) -> list[str]:
+    """What went wrong in a run by its figures, one line each; none: the run passed. A reading
+    missing, unexpected or handed on twice at the platform, a hub that did not come back after
+    the restart, reconnections in a synchronised storm."""
+    out = []
+    p = f["platform"]
+    if not p["exactly_once"]:
+        out.append(
+            f"backlog: {p['readings_handed_on']} readings handed on of {p['readings_expected']}"
+            f" expected, {p['missing']} missing, {p['handed_on_twice']} twice,"
+            f" {p['unexpected']} unexpected"
+        )
+    s = f["restart"]["reconnects"]
+    if s["count"] < f["hubs"]:
+        out.append(f"reconnections: {s['count']} of {f['hubs']} hubs came back")
+    if synchronised_storm(s):
+        out.append(
+            f"reconnections: {s['max_per_100ms']} of {s['count']} hubs within one 100 ms,"
+            " a synchronised storm"
+        )
+    return out
 
 
 def report(f: dict[str, Any], out: Callable[[str], None] = print) -> None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from hil.fleet.figures import BUCKET_S
 
@@ -19,11 +20,17 @@ def plotting_available() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
+def title(figures: Mapping[str, Any]) -> str:
+    """The plot's title from a run's figures: hubs, restart mode, outage."""
+    r = figures["restart"]
+    return f"{figures['hubs']} hubs, broker restart ({r['mode']}, down {r['down_s']:.1f} s)"
+
+
 def plot_connections(
     path: Path, boot_offsets_s: Sequence[float], reconnect_offsets_s: Sequence[float], title: str
 ) -> bool:
-    """Draw connections per second at boot and after the broker restart into ``path``; False
-    (nothing written) without matplotlib."""
+    """Draw connections per second at boot and after the broker restart into ``path``, each
+    with the hubs connected so far over time; False (nothing written) without matplotlib."""
     if not plotting_available():
         return False
     import matplotlib  # optional: imported only when a plot is asked for
@@ -43,6 +50,11 @@ def plot_connections(
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(axis="y", alpha=0.3)
+        so_far = ax.twinx()
+        ordered = sorted(shown)
+        so_far.step(ordered, range(1, len(ordered) + 1), where="post", color="tab:orange")
+        so_far.set_ylabel("hubs connected", color="tab:orange")
+        so_far.set_ylim(bottom=0)
     axes[0].set_title(title)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
