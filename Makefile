@@ -121,7 +121,8 @@ soak: deps
 	$(VENV)/bin/pytest -m soak tests
 
 # issue 12: every HIL scenario (hil/scenarios/) on the virtual home, the real daemon each
-# time; the report (junit.xml, report.html with its plots) in HIL_REPORT. Within 30 minutes.
+# time, then the fleet (hil/fleet/: 200 hubs, a broker restart); the report (junit.xml,
+# report.html with its plots, results.json) in HIL_REPORT. Within 30 minutes.
 HIL_REPORT ?= build/hil-report
 hil: deps
 	timeout 1800 $(PY) -m hil.campaign --report $(HIL_REPORT)

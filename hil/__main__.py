@@ -48,10 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run_all(
-    scenarios: Sequence[Scenario], report_dir: Path, *, echo: bool = True
+    scenarios: Sequence[Scenario], report_dir: Path, *, echo: bool = True, report: bool = True
 ) -> list[ScenarioResult]:
     """Run ``scenarios`` one after the other (each in ``report_dir/runs/<name>``), write the
-    report into ``report_dir``; the results."""
+    report into ``report_dir`` (unless ``report`` is False: hil/campaign.py writes it, with
+    the fleet's run); the results."""
     results = []
     for scenario in scenarios:
         started = time.monotonic()
@@ -63,7 +64,8 @@ async def run_all(
             print(f"{scenario.name}: {verdict} in {took:.1f} s", flush=True)
             for line in result.failures():
                 print(f"    {line}", flush=True)
-    await asyncio.to_thread(write_report, results, report_dir)
+    if report:
+        await asyncio.to_thread(write_report, results, report_dir)
     return results
 
 

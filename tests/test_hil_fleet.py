@@ -20,9 +20,11 @@ import pytest
 
 from hil.bench.drain import PATIENT
 from hil.crash_child import DEVICE
-from hil.fleet.figures import spread
+from hil.fleet.figures import failures, spread, synchronised_storm
 from hil.fleet.plan import FleetOptions, RestartMode
 from hil.fleet.scenario import FleetRun, run_fleet
+from hil.report import write_report
+from hil.scenarios.results import FleetResult
 
 OPTIONS: Final = FleetOptions(
     hubs=5,
@@ -91,6 +93,23 @@ def test_figures_describe_the_run(fleet: FleetRun) -> None:
 
 
 @pytest.mark.slow
+def test_the_report_holds_the_fleet(fleet: FleetRun, tmp_path: Path) -> None:
+    """``make hil``'s report made from this run's own figures: passed by the fleet's verdict
+    (every reading once; not every hub in one 100 ms, as asserted above), in each file."""
+    assert [] == failures(fleet.figures)
+    result = FleetResult(fleet.figures, fleet.boot_offsets_s, fleet.reconnect_offsets_s)
+    paths = write_report([], tmp_path, result)
+    junit = paths["junit"].read_text()
+    assert '<testcase classname="hil.fleet" name="fleet"' in junit
+    assert "<failure" not in junit
+    page = paths["html"].read_text()
+    assert '<p id="fleet-verdict"><span class="pass">PASS</span></p>' in page
+    assert '<tr data-figure="delivered"><th>' in page
+    assert (tmp_path / "fleet-reconnects.png").read_bytes().startswith(b"\x89PNG")
+    assert json.loads(paths["json"].read_text())["fleet"]["passed"] is True
+
+
+@pytest.mark.slow
 def test_nothing_of_a_reading_is_logged(fleet: FleetRun, run_dir: Path) -> None:
     """The broker's log and the figures hold counts and hub ids, never the patient or the
     device the synthetic readings name."""
@@ -114,3 +133,12 @@ def test_spread_tells_a_storm_from_full_jitter() -> None:
     assert jitter.uniform_per_s == pytest.approx(50 / 4.9)
     early = spread([99.9, 100.5], origin=100.0)  # a connect just before the broker's "ready"
     assert early.per_s == (2,)
+    assert synchronised_storm(storm.as_dict())
+    assert not synchronised_storm(jitter.as_dict())
+    # More than half of 20 hubs or more in one 100 ms; of fewer, every one of them.
+    half = spread([100.01] * 11 + [101.0 + i * 0.2 for i in range(9)], origin=100.0)
+    assert (half.count, half.max_per_100ms, synchronised_storm(half.as_dict())) == (20, 11, True)
+    few = spread([100.01, 100.02, 100.03, 100.5, 100.9], origin=100.0)
+    assert (few.max_per_100ms, synchronised_storm(few.as_dict())) == (3, False)
+    assert synchronised_storm(spread([100.01] * 5, origin=100.0).as_dict())
+    assert not synchronised_storm(spread([100.01], origin=100.0).as_dict())

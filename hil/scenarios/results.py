@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+from hil.fleet.figures import failures as fleet_failures
 from hil.scenarios.base import Check
 
 
@@ -102,4 +104,62 @@ def from_json(text: str) -> list[ScenarioResult]:
 def write_json(results: list[ScenarioResult], path: Path) -> Path:
     """Write ``results.json``."""
     path.write_text(to_json(results))
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class FleetResult:
+    """The fleet scenario's run (hil/fleet/, after the scenarios in ``make hil``): its figures
+    as ``python -m hil.fleet`` prints them (none if the run itself failed) and the connection
+    offsets its plot is drawn from (seconds after the boot, after the broker was back)."""
+
+    figures: dict[str, Any] = field(default_factory=dict)
+    boot_offsets_s: tuple[float, ...] = ()
+    reconnect_offsets_s: tuple[float, ...] = ()
+    error: str | None = None
+    """Why the run itself failed (a phase timed out, a worker died), if it did."""
+    duration_s: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        """Every backlog arrived exactly once, every hub came back, not in a storm
+        (:func:`hil.fleet.figures.failures`), and the run ended."""
+        return not self.failures()
+
+    def failures(self) -> list[str]:
+        """One line per failure (the run's error first), for JUnit, the page and the console."""
+        lines = [] if self.error is None else [f"run: {self.error}"]
+        if self.figures:
+            lines.extend(fleet_failures(self.figures))
+        elif self.error is None:
+            lines.append("run: no figures")
+        return lines
+
+
+def run_to_json(results: list[ScenarioResult], fleet: FleetResult | None) -> str:
+    """A whole run as JSON (``results.json``): ``{"scenarios": [...], "fleet": {...} | null}``,
+    each scenario as :func:`to_json` writes it, the fleet with its verdict."""
+    body: dict[str, Any] = {"scenarios": json.loads(to_json(results)), "fleet": None}
+    if fleet is not None:
+        body["fleet"] = {**asdict(fleet), "passed": fleet.passed, "failures": fleet.failures()}
+    return json.dumps(body, indent=1, sort_keys=True)
+
+
+def run_from_json(text: str) -> tuple[list[ScenarioResult], FleetResult | None]:
+    """A whole run read back from :func:`run_to_json`."""
+    body = json.loads(text)
+    results = from_json(json.dumps(body["scenarios"]))
+    item = body["fleet"]
+    if item is None:
+        return results, None
+    item.pop("passed", None)
+    item.pop("failures", None)
+    item["boot_offsets_s"] = tuple(item["boot_offsets_s"])
+    item["reconnect_offsets_s"] = tuple(item["reconnect_offsets_s"])
+    return results, FleetResult(**item)
+
+
+def write_run_json(results: list[ScenarioResult], fleet: FleetResult | None, path: Path) -> Path:
+    """Write ``results.json`` (:func:`run_to_json`)."""
+    path.write_text(run_to_json(results, fleet))
     return path
