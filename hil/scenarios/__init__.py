@@ -13,6 +13,8 @@ from typing import Final
 from hil.scenarios import (
     broker_restart,
     clock_2000,
+    disk_full_outage,
+    flapping_link,
     forged_receipt,
     glucose_cut_halfway,
     impostor_cuff,
@@ -33,6 +35,8 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
     forged_receipt.SCENARIO,
     glucose_cut_halfway.SCENARIO,
     power_cut_download.SCENARIO,
+    flapping_link.SCENARIO,
+    disk_full_outage.SCENARIO,
 )
 
 
