@@ -17,8 +17,10 @@ through :data:`PLAN`, one cycle at a time:
 
 The glucometer is switched on in the second cycle (a paced RACP download of
 :data:`RECORDS`, uploaded across the cuts that follow) and takes new records in later ones.
-What was published and cut before its PUBACK, or receipted into a reset connection, is sent
-again (only the platform's signed receipt deletes): the platform deduplicates by reading id.
+Only the platform's signed receipt deletes a reading: what had no PUBACK when its connection
+was cut is sent again, what the broker took waits for its receipt over the session the broker
+kept; a copy that arrives twice is deduplicated by reading id (none did in the runs so far:
+the kept session carried every receipt across the cuts).
 
 The scenario's own check (``link flapped``): the proxy's counters (connections accepted,
 connections reset by a cut, cuts, blackholes) show that the hub's connection really was
