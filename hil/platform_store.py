@@ -16,6 +16,11 @@ crash of the process and of the machine, so the receiver acknowledges a message 
   duplicates), with the reason code: counted, kept, never delivered.
 - ``receipts``: the receipts sent (rid, hub, iat, exp, item counts): the rids a platform must
   never reuse, and an audit of what it vouched for.
+- ``device_sets``: the device set of every reading stored (docs/platform-protocol.md "Devices
+  by reference"), by (hub, digest): the deterministic CBOR of the array of the reading's
+  Device resources, stored in the transaction that stores the reading, so a receipt holding
+  an envelope vouches that the sets it carried are here; what a version-3 reading naming its
+  set by digest is expanded with (:meth:`PlatformStore.device_set`).
 - ``hub_certificates``: hub certificates the platform learned while running (a rotation's new
   certificate, :meth:`hil.receiver.Receiver.add_hub_certificate`), DER: a restart loads them
   again beside those it is started with, so a hub's old and new certificates both stay known.
@@ -34,9 +39,11 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
-from hil.platform_verify import VerifiedEnvelope, VerifiedReading
+import cbor2
+
+from hil.platform_verify import VerifiedEnvelope, VerifiedReading, device_set_of
 
 DB_NAME: Final = "platform.db"
 
@@ -70,6 +77,13 @@ CREATE TABLE IF NOT EXISTS parked (
     received_at REAL NOT NULL,
     message BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS device_sets (
+    hub TEXT NOT NULL,
+    digest BLOB NOT NULL,
+    devices BLOB NOT NULL,
+    first_at REAL NOT NULL,
+    PRIMARY KEY (hub, digest)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS hub_certificates (
     hub TEXT NOT NULL,
     sha256 BLOB NOT NULL,
@@ -155,6 +169,13 @@ class PlatformStore:
                 "INSERT INTO envelopes VALUES (?, ?, ?, 1, ?, ?)",
                 (digest, envelope.hub_id, _seqs_text(envelope.seqs), now, envelope.envelope),
             )
+        for reading in envelope.readings:
+            found = device_set_of(reading.payload)
+            if found is not None:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO device_sets VALUES (?, ?, ?, ?)",
+                    (reading.hub_id, found[0], found[1], now),
+                )
         return [self._store_reading(r, digest, now) for r in envelope.readings]
 
     def _store_reading(self, reading: VerifiedReading, digest: bytes, now: float) -> Outcome:
@@ -225,6 +246,28 @@ class PlatformStore:
 
     # -- reads ----------------------------------------------------------------------------
 
+    def device_set(self, hub: str, digest: bytes) -> list[dict[str, Any]] | None:
+        """The Device resources of ``hub``'s device set ``digest``, None when not held (a
+        :data:`hil.platform_verify.DeviceSetLookup`)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT devices FROM device_sets WHERE hub = ? AND digest = ?", (hub, digest)
+            ).fetchone()
+        if row is None:
+            return None
+        devices = cbor2.loads(row[0])
+        return devices if isinstance(devices, list) else None
+
+    def forget_device_sets(self, hub: str | None = None) -> int:
+        """Drop the device sets of ``hub`` (every hub's when None), as a platform that lost
+        them would; how many were dropped (tests of ``unknown_device``)."""
+        with self.transaction():
+            if hub is None:
+                cursor = self._db.execute("DELETE FROM device_sets")
+            else:
+                cursor = self._db.execute("DELETE FROM device_sets WHERE hub = ?", (hub,))
+        return cursor.rowcount
+
     def hub_certificates(self) -> list[tuple[str, bytes]]:
         """``(hub, DER)`` of every certificate remembered, in the order they were added."""
         with self._lock:
@@ -234,8 +277,10 @@ class PlatformStore:
         return [(str(hub), bytes(der)) for hub, der in rows]
 
     def count(self, table: str) -> int:
-        """Rows of one of the tables (readings, envelopes, parked, receipts, hub_certificates)."""
-        if table not in ("readings", "envelopes", "parked", "receipts", "hub_certificates"):
+        """Rows of one of the tables (readings, envelopes, parked, receipts, hub_certificates,
+        device_sets)."""
+        tables = ("readings", "envelopes", "parked", "receipts", "hub_certificates", "device_sets")
+        if table not in tables:
             raise ValueError(f"no table {table!r}")
         with self._lock:
             (n,) = self._db.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608

@@ -26,7 +26,10 @@ For each MQTT message on ``homehub/v1/<hub_id>/readings``:
    batch ``{"v": 1, "hub", "readings": [bstr .cbor reading, ...]}`` of 1 to 500 such readings.
    A version-2 reading (docs/platform-protocol.md "Derived identifiers") is expanded to the
    version-1 reading it stands for, whose deterministic CBOR is the reading's bytes from then
-   on (:func:`expand_v2`, written from the document, not from the hub's code).
+   on (:func:`expand_v2`, written from the document, not from the hub's code); so is a
+   version-3 one ("Devices by reference", :func:`expand_v3`), its device set looked up in
+   the platform's store (``device_sets``): one it does not hold is refused
+   ``unknown_device``, and the hub sends the reading again with its Devices in full.
 8. Under an expired certificate, every reading's ``hub_time`` must lie within its validity and
    not after now: validity at signing time (the reasoning is :class:`HubDirectory`'s).
 
@@ -83,11 +86,16 @@ KID_BYTES: Final = 16
 SIGNATURE_BYTES: Final = 64
 PAYLOAD_VERSION: Final = 1
 PAYLOAD_VERSION_DERIVED_IDS: Final = 2
+PAYLOAD_VERSION_DEVICES_BY_REFERENCE: Final = 3
+DEVICE_SET_DIGEST_BYTES: Final = 16
+UNKNOWN_DEVICE: Final = "unknown_device"
+"""The receipt's reason for a version-3 reading naming a device set the platform lacks."""
 FULL_URL_NAMESPACE: Final = uuid.UUID("6f1f4a52-3c1e-5b0a-9d43-2b6c1a0e8f11")
 """docs/platform-protocol.md "Derived identifiers": an entry's fullUrl is urn:uuid: and the
 name-based UUID (version 5) of ``Type/id`` in this namespace."""
 HUB_IDENTIFIER_SYSTEM: Final = "urn:homehub:fhir:reading-id"
 MAX_BUNDLE_ENTRIES: Final = 64
+MAX_SET_DEVICES: Final = 16
 MAX_ENVELOPE_BYTES: Final = 256 * 1024
 """The largest profile limit (Azure IoT Hub's 256 KiB); a single reading's payload is at most
 32 KiB, a batch fills up to its profile's limit."""
@@ -173,6 +181,10 @@ class RejectedError(Exception):
         self.hub_id: str | None = None
         self.seqs: list[int] | None = None
         super().__init__(reason)
+
+
+DeviceSetLookup = Callable[[str, bytes], list[dict[str, Any]] | None]
+"""The platform's device sets: (hub id, digest) -> the Device resources, None when not held."""
 
 
 def _reject(reason: str, code: str = "malformed", *, refusable: bool = True) -> NoReturn:
@@ -459,9 +471,11 @@ def verify_envelope(
     dictionaries: Dictionaries | None = None,
     *,
     pure_pycose: bool = False,
+    device_sets: DeviceSetLookup | None = None,
 ) -> VerifiedEnvelope:
     """Verify one message (steps 1-7 of the module doc); RejectedError says why not, with
-    ``hub_id`` (the topic's, when valid) and ``seqs`` (when the payload names them) filled in."""
+    ``hub_id`` (the topic's, when valid) and ``seqs`` (when the payload names them) filled in.
+    ``device_sets``: where a version-3 reading's device set is looked up (none held without)."""
     match = TOPIC_RE.fullmatch(topic)
     if match is None:
         _park("topic is not homehub/v1/<hub id>/readings", "bad_topic")
@@ -482,7 +496,15 @@ def verify_envelope(
         plain = (
             dictionaries.decompress(payload, header.dictionary) if header.compressed else payload
         )
-        readings = _readings(plain, header.content_type, hub_id, header.kid, envelope)
+        lookup = device_sets or (lambda _hub, _digest: None)
+        readings = _readings(
+            plain,
+            header.content_type,
+            hub_id,
+            header.kid,
+            envelope,
+            lambda digest: lookup(hub_id, digest),
+        )
         if not valid_now and not _signed_while_valid(key.certs, readings, now):
             _not_valid(hub_id)  # expired, and not signed while it was valid
     except RejectedError as exc:
@@ -602,10 +624,15 @@ def _check_signature(
 
 
 def _readings(
-    plain: bytes, content_type: str, hub_id: str, kid: bytes, envelope: bytes
+    plain: bytes,
+    content_type: str,
+    hub_id: str,
+    kid: bytes,
+    envelope: bytes,
+    device_set: Callable[[bytes], list[dict[str, Any]] | None],
 ) -> tuple[VerifiedReading, ...]:
     if content_type == CONTENT_TYPE:
-        return (_reading(plain, hub_id, kid, envelope, "payload"),)
+        return (_reading(plain, hub_id, kid, envelope, "payload", device_set),)
     body = _decode_one(
         plain, "payload", allowed_tags={CBOR_DECIMAL_FRACTION_TAG}, max_depth=PAYLOAD_MAX_DEPTH
     )
@@ -621,7 +648,8 @@ def _readings(
     if not all(isinstance(item, bytes) for item in items):
         _reject("batch readings must be byte strings (bstr .cbor reading)")
     readings = tuple(
-        _reading(item, hub_id, kid, envelope, f"batch reading {i}") for i, item in enumerate(items)
+        _reading(item, hub_id, kid, envelope, f"batch reading {i}", device_set)
+        for i, item in enumerate(items)
     )
     seqs = [r.seq for r in readings]
     if len(set(seqs)) != len(seqs):
@@ -629,7 +657,14 @@ def _readings(
     return readings
 
 
-def _reading(data: bytes, hub_id: str, kid: bytes, envelope: bytes, what: str) -> VerifiedReading:
+def _reading(
+    data: bytes,
+    hub_id: str,
+    kid: bytes,
+    envelope: bytes,
+    what: str,
+    device_set: Callable[[bytes], list[dict[str, Any]] | None],
+) -> VerifiedReading:
     body = _decode_one(
         data, what, allowed_tags={CBOR_DECIMAL_FRACTION_TAG}, max_depth=PAYLOAD_MAX_DEPTH
     )
@@ -640,6 +675,8 @@ def _reading(data: bytes, hub_id: str, kid: bytes, envelope: bytes, what: str) -
             _reject(f"{what} field {name!r} missing or not {kind.__name__}")
     if body["v"] == PAYLOAD_VERSION_DERIVED_IDS:
         data, body = expand_v2(body, what)
+    elif body["v"] == PAYLOAD_VERSION_DEVICES_BY_REFERENCE:
+        data, body = expand_v3(body, what, device_set)
     elif body["v"] != PAYLOAD_VERSION:
         _reject(f"{what} version {body['v']} not supported")
     if body["hub"] != hub_id:
@@ -718,6 +755,133 @@ def expand_v2(body: dict[str, Any], what: str) -> tuple[bytes, dict[str, Any]]:
         for url, resource in zip(urls.values(), resources, strict=True)
     ]
     return cbor2.dumps(v1, canonical=True), v1
+
+
+def expand_v3(
+    body: dict[str, Any],
+    what: str,
+    device_set: Callable[[bytes], list[dict[str, Any]] | None],
+) -> tuple[bytes, dict[str, Any]]:
+    """A version-3 reading as the version-1 reading it stands for: its deterministic CBOR and
+    content. The steps of docs/platform-protocol.md "Devices by reference", in order: the
+    entries ``{"device": k}`` become the k-th resource of the set ``devices`` names (one not
+    held: ``unknown_device``), Observation ids from their hub identifier, fullUrls from
+    ``Type/id``, integer references made the fullUrl of that entry (in the reading's own
+    resources only), ``devices`` removed, ``v`` 1."""
+    fhir = body.get("fhir")
+    entries = fhir.get("entry") if isinstance(fhir, dict) else None
+    if not isinstance(entries, list) or not 0 < len(entries) <= MAX_BUNDLE_ENTRIES:
+        _reject(f"{what}: version 3 without 1 to {MAX_BUNDLE_ENTRIES} Bundle entries")
+    by_reference = [
+        n for n, entry in enumerate(entries) if isinstance(entry, dict) and set(entry) == {"device"}
+    ]
+    taken: list[dict[str, Any]] = []
+    if "devices" in body:
+        digest = body["devices"]
+        if not isinstance(digest, bytes) or len(digest) != DEVICE_SET_DIGEST_BYTES:
+            _reject(f"{what}: devices is not a {DEVICE_SET_DIGEST_BYTES}-byte digest")
+        if not by_reference:
+            _reject(f"{what}: names a device set and no entry is a Device by reference")
+        held = device_set(digest)
+        if held is None:
+            _reject(
+                f"{what}: device set {digest.hex()} is not held by the platform", UNKNOWN_DEVICE
+            )
+        if len(held) != len(by_reference):
+            _reject(f"{what}: the device set holds {len(held)} Devices, the reading names "
+                    f"{len(by_reference)}")  # fmt: skip
+        taken = held
+    elif by_reference:
+        _reject(f"{what}: a Device by reference without a device set (devices)")
+    resources: list[dict[str, Any]] = []
+    from_set: set[int] = set()
+    for n, entry in enumerate(entries):
+        if n in by_reference:
+            k = by_reference.index(n)
+            if type(entry["device"]) is not int or entry["device"] != k:
+                _reject(f"{what}: entry {n} is the Device {k} of the set, numbered otherwise")
+            device = taken[k]
+            if not isinstance(device, dict) or device.get("resourceType") != "Device":
+                _reject(f"{what}: the device set holds something other than a Device")
+            from_set.add(n)
+            resources.append(device)
+            continue
+        if not isinstance(entry, dict) or set(entry) != {"resource"}:
+            _reject(f"{what}: entry {n} of a version-3 Bundle is neither a resource nor a Device")
+        resource = dict(entry["resource"]) if isinstance(entry["resource"], dict) else None
+        if resource is None or not isinstance(resource.get("resourceType"), str):
+            _reject(f"{what}: entry {n} has no resource with a resourceType")
+        if "id" not in resource:
+            identifiers = resource.get("identifier")
+            hub_ids = [
+                i.get("value")
+                for i in (identifiers if isinstance(identifiers, list) else ())
+                if isinstance(i, dict) and i.get("system") == HUB_IDENTIFIER_SYSTEM
+            ]
+            if resource["resourceType"] != "Observation" or len(hub_ids) != 1:
+                _reject(f"{what}: entry {n} has no id and none can be derived")
+            if not isinstance(hub_ids[0], str):
+                _reject(f"{what}: entry {n}'s hub identifier is not text")
+            resource["id"] = "obs-" + hashlib.sha256(hub_ids[0].encode()).hexdigest()[:32]
+        if not isinstance(resource["id"], str):
+            _reject(f"{what}: entry {n}'s id is not text")
+        resources.append(resource)
+    urls: list[str] = []
+    names: set[str] = set()
+    for resource in resources:
+        name = f"{resource['resourceType']}/{resource['id']}"
+        if name in names:
+            _reject(f"{what}: two entries are {resource['resourceType']}s of one id")
+        names.add(name)
+        urls.append(f"urn:uuid:{uuid.uuid5(FULL_URL_NAMESPACE, name)}")
+
+    def linked(value: Any) -> Any:
+        if isinstance(value, dict):
+            out = {}
+            for k, v in value.items():
+                if k == "reference" and not isinstance(v, str):
+                    if type(v) is not int or not 0 <= v < len(urls):
+                        _reject(f"{what}: a reference is neither text nor an entry's index")
+                    out[k] = urls[v]
+                else:
+                    out[k] = linked(v)
+            return out
+        if isinstance(value, list):
+            return [linked(v) for v in value]
+        return value
+
+    assert isinstance(fhir, dict)
+    v1 = {k: v for k, v in body.items() if k != "devices"}
+    v1["v"] = PAYLOAD_VERSION
+    v1["fhir"] = {
+        **fhir,
+        "entry": [
+            {"fullUrl": url, "resource": resource if n in from_set else linked(resource)}
+            for n, (url, resource) in enumerate(zip(urls, resources, strict=True))
+        ],
+    }
+    return cbor2.dumps(v1, canonical=True), v1
+
+
+def device_set_of(reading: dict[str, Any]) -> tuple[bytes, bytes] | None:
+    """The device set of a (version-1) reading, as the platform keeps it: its digest (the
+    first 16 bytes of SHA-256 over the deterministic CBOR of the array of the Bundle's Device
+    resources, in order) and that CBOR; None when the Bundle holds no Device."""
+    fhir = reading.get("fhir")
+    entries = fhir.get("entry") if isinstance(fhir, dict) else None
+    if not isinstance(entries, list):
+        return None
+    devices = [
+        entry["resource"]
+        for entry in entries
+        if isinstance(entry, dict)
+        and isinstance(entry.get("resource"), dict)
+        and entry["resource"].get("resourceType") == "Device"
+    ]
+    if not devices or len(devices) > MAX_SET_DEVICES:
+        return None
+    encoded = cbor2.dumps(devices, canonical=True)
+    return hashlib.sha256(encoded).digest()[:DEVICE_SET_DIGEST_BYTES], encoded
 
 
 def _readable_seqs(

@@ -11,7 +11,9 @@ fleet, each message going to one of them):
 1. verify it (hil/platform_verify.py: topic, size, one tagged COSE_Sign1, header, the hub's
    certificate by hub id and kid, among every certificate the hub has had, the signature,
    decompression, the payload, one reading or a batch);
-2. store it durably (hil/platform_store.py, SQLite in ``--state-dir``): each reading
+2. store it durably (hil/platform_store.py, SQLite in ``--state-dir``; a version-3 reading's
+   Devices by reference are taken from the device sets stored with earlier readings, one
+   not held refused ``unknown_device``): each reading
    deduplicated by (hub, id) against everything held, also across this receiver's restarts;
    a byte-identical copy is a *duplicate* (stored once, not delivered again), the same id with
    other bytes a *conflicting duplicate* (parked for review); a message that fails verification
@@ -516,6 +518,8 @@ class Receiver:
     def _verify_and_store(self, batch: Sequence[_Incoming]) -> list[_Result]:
         """In a worker thread: verify every message, store all in one durable transaction."""
         results = []
+        store = self.store
+        assert store is not None
         for item in batch:
             try:
                 verified = verify_envelope(
@@ -524,13 +528,12 @@ class Receiver:
                     self.hubs,
                     self.dictionaries,
                     pure_pycose=self._pure_pycose,
+                    device_sets=store.device_set,
                 )
             except RejectedError as exc:
                 results.append(_Result(item, error=exc))
             else:
                 results.append(_Result(item, verified=verified))
-        store = self.store
-        assert store is not None
         now = time.time()
         with store.transaction():
             for result in results:

@@ -136,7 +136,7 @@ class TestRejects:
         ("override", "reason"),
         [
             ({"v": None}, "payload field 'v' missing or not int"),
-            ({"v": 3}, "payload version 3 not supported"),
+            ({"v": 4}, "payload version 4 not supported"),
             ({"v": 2}, "payload: version 2 without 1 to 64 Bundle entries"),
             ({"seq": "7"}, "payload field 'seq' missing or not int"),
             ({"id": None}, "payload field 'id' missing or not str"),
