@@ -15,21 +15,22 @@ time part when the device clock is trusted.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Protocol
 from zoneinfo import ZoneInfo
 
-from hil.emulators.cuff import BpReading, PressureUnit
+from bumble.device import Device as BumbleDevice
+
+from hil.emulators.cuff import BpReading, EmulatedCuff, PressureUnit
 from hil.emulators.encoding import DateTime
 from hil.emulators.glucometer import GLUCOSE_MEASUREMENT, GlucoseRecord, Unit
 from hil.emulators.glucometer import Glucometer as EmulatedGlucometer
 from hil.emulators.oximeter import EmulatedOximeter, SpotCheck
 from hil.emulators.peripheral import DeviceInformation
 from hil.receiver import VerifiedReading
-from hil.virtual_radio import VirtualRadio
 
 TIMEZONE: Final = "Europe/Berlin"
 IG_EPOCH: Final = datetime(2000, 1, 1)  # noqa: DTZ001 - the IG counts device-local seconds
@@ -49,6 +50,21 @@ IG_SYSTEM: Final = "http://hl7.org/fhir/uv/phd/StructureDefinition/PhdBaseObserv
 """The IG's conditional-create identifier's system (docs/fhir-profile.md, "Identifiers")."""
 HUB_SYSTEM: Final = "urn:homehub:fhir:reading-id"
 """The hub identifier's system: its value is the reading's id."""
+
+
+class Radio(Protocol):
+    """What a device's emulator is powered on with: the virtual radio
+    (hil/virtual_radio.py ``VirtualRadio``) or a real rig's (hil/rig.py ``RigRadio``)."""
+
+    async def add_cuff(
+        self, readings: Sequence[BpReading], *, address: str, **options: Any
+    ) -> EmulatedCuff:
+        """Start an emulated cuff at ``address`` (options: see ``EmulatedCuff``)."""
+        ...
+
+    async def add_peripheral_device(self, address: str, name: str) -> BumbleDevice:
+        """A Bumble device on a controller of its own, not powered on."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +184,7 @@ class Device:
         """Whether the platform must receive what it holds."""
         return self.allow_listed and self.impostor_of is None
 
-    async def power_on(self, radio: VirtualRadio, address: str, info: DeviceInformation) -> Any:
+    async def power_on(self, radio: Radio, address: str, info: DeviceInformation) -> Any:
         """Create, start and return its emulator on ``radio`` at ``address``."""
         raise NotImplementedError
 
@@ -204,7 +220,7 @@ class Cuff(Device):
 
     kind: ClassVar[str] = "blood_pressure"
 
-    async def power_on(self, radio: VirtualRadio, address: str, info: DeviceInformation) -> Any:
+    async def power_on(self, radio: Radio, address: str, info: DeviceInformation) -> Any:
         """The radio's own cuff (stopped by the radio at the end)."""
         options = {"info": info, **self.options}
         return await radio.add_cuff(self.readings, address=address, **options)
@@ -245,7 +261,7 @@ class Glucometer(Device):
 
     kind: ClassVar[str] = "glucose"
 
-    async def power_on(self, radio: VirtualRadio, address: str, info: DeviceInformation) -> Any:
+    async def power_on(self, radio: Radio, address: str, info: DeviceInformation) -> Any:
         """A meter on its own controller of the radio."""
         device = await radio.add_peripheral_device(address, "glucometer")
         meter = EmulatedGlucometer(device, self.readings, **{"info": info, **self.options})
@@ -284,7 +300,7 @@ class Oximeter(Device):
 
     kind: ClassVar[str] = "pulse_oximeter"
 
-    async def power_on(self, radio: VirtualRadio, address: str, info: DeviceInformation) -> Any:
+    async def power_on(self, radio: Radio, address: str, info: DeviceInformation) -> Any:
         """An oximeter on its own controller of the radio."""
         device = await radio.add_peripheral_device(address, "oximeter")
         oximeter = EmulatedOximeter(device, self.readings, **{"info": info, **self.options})

@@ -41,6 +41,7 @@ from hil.broker import Broker
 from hil.emulators.cuff import EmulatedCuff
 from hil.pki import DevPki
 from hil.receiver import Receiver, ReceiverStats, VerifiedReading
+from hil.rig import Rig, RigRadio, cut_power
 from hil.scenarios.base import Check, RunIdentities, Scenario
 from hil.scenarios.devices import Device, device_information
 from hil.virtual_radio import HubController, VirtualRadio
@@ -90,7 +91,8 @@ class Home:
         pki: DevPki,
         ids: RunIdentities,
         broker: Broker,
-        radio: VirtualRadio,
+        radio: VirtualRadio | RigRadio,
+        rig: Rig | None = None,
     ) -> None:
         self.scenario = scenario
         self.run_dir = run_dir
@@ -98,6 +100,9 @@ class Home:
         self.ids = ids
         self.broker = broker
         self.radio = radio
+        self.rig = rig
+        """The real rig this home is on (hil/rig.py, with a :class:`RigRadio`), None for the
+        virtual home."""
         self.config = run_dir / "homehub.toml"
         """The daemon's configuration (the runner writes it after the scenario's setup)."""
         self.mqtt_port = broker.port
@@ -304,6 +309,9 @@ class Home:
         if emulator in self.radio.cuffs:
             self.radio.cuffs.remove(emulator)  # stopped once: the radio's close leaves it alone
         self.stopped.add(label)
+        if isinstance(self.radio, RigRadio):  # a real controller: reset, its dongle released
+            await self.radio.release(emulator.device)
+            return
         address = emulator.device.random_address
         for controller in list(self.radio.link.controllers):
             if controller.random_address == address:
@@ -324,8 +332,11 @@ class Home:
         Reset, so a device connected (or being connected) to a killed daemon would stay
         connected to nobody (until a ~30 s timeout, or for good when the attempt completes
         after the host died). The links are ended from the devices' side (reason 0x08, as a
-        lost link), the pending attempt dropped from the controller.
+        lost link), the pending attempt dropped from the controller. On a rig nothing is done:
+        the real adapter does what it does, and the run shows it.
         """
+        if isinstance(self.radio, RigRadio):
+            return
         for controller in self.radio.link.controllers:
             if isinstance(controller, HubController):
                 controller.pending_le_connection = None
@@ -416,6 +427,9 @@ class Home:
         connection attempt is dropped); the modem and the broker connection die with the
         process. The hub boots again with :meth:`start_agent`. A real rig cuts the hub's
         supply instead (a power relay), with the same checks after."""
+        if self.rig is not None:  # the relay (hil/rig.py cut_power)
+            await cut_power(self)
+            return
         await self.kill_agent()
         await self.reset_links()
 

@@ -58,11 +58,20 @@ class ScenarioResult:
     fault_windows: tuple[tuple[str, float, float | None], ...] = ()
     latencies_s: tuple[float, ...] = ()
     run_dir: str = ""
+    skipped: str | None = None
+    """Why it did not run (a real rig lacks a part it needs: hil/rig.py), if it did not."""
+    rig: str | None = None
+    """The real rig it ran on (its ``[rig] name``), None for the virtual home."""
 
     @property
     def passed(self) -> bool:
         """No error and every check passed."""
         return self.error is None and bool(self.checks) and all(c.ok for c in self.checks)
+
+    @property
+    def failed(self) -> bool:
+        """It ran and did not pass (a skipped scenario neither passed nor failed)."""
+        return self.skipped is None and not self.passed
 
     def failures(self) -> list[str]:
         """One line per failed check (and the error), for JUnit and the console."""

@@ -11,6 +11,11 @@ systemd stops it, everything else is closed, and the platform-side checks run
 (the daemon's lives), ``mosquitto.log``, ``platform.log`` (receiver, broker control, Bumble
 and paho warnings of this process).
 
+On a real rig (hil/rig.py, ``rig`` given) the same, with the rig's radio (each emulated
+device on a dongle of its own) in place of the virtual radio and the agent's configuration
+written with the rig's stack and modem; a scenario needing what the rig lacks is not run but
+reported skipped, with the reason.
+
 Bounds nest: each wait of a scenario is bounded (``Home.until``, 30 s by default), the drive
 and settling together by the scenario's ``timeout_s``, the stops by their own timeouts.
 """
@@ -31,6 +36,7 @@ import structlog
 
 from hil.broker import Broker
 from hil.pki import make_dev_pki
+from hil.rig import Rig, RigRadio, RigRunError
 from hil.scenarios.agent_config import write_agent_config
 from hil.scenarios.base import HUB_ID, Check, RunIdentities, Scenario
 from hil.scenarios.checks import all_checks, expected_readings, match
@@ -89,14 +95,28 @@ def settled(home: Home) -> bool:
     return home.outbox_path.is_file() and home.pending == 0 and everything_arrived(home)
 
 
-async def run_scenario(scenario: Scenario, run_dir: Path) -> ScenarioResult:
-    """Run ``scenario`` in ``run_dir`` (made afresh) and return what it found."""
+async def run_scenario(
+    scenario: Scenario, run_dir: Path, *, rig: Rig | None = None
+) -> ScenarioResult:
+    """Run ``scenario`` in ``run_dir`` (made afresh) and return what it found; on ``rig``
+    when given (the virtual home when None), skipped when the rig lacks what it needs."""
+    if rig is not None and (reason := rig.skip_reason(scenario)) is not None:
+        return ScenarioResult(
+            name=scenario.name,
+            purpose=scenario.purpose,
+            faults=scenario.faults,
+            quick=scenario.quick,
+            checks=(),
+            figures=Figures(),
+            skipped=reason,
+            rig=rig.name,
+        )
     # The agent reads relative paths of its configuration from the file's directory: absolute.
     run_dir = await asyncio.to_thread(run_dir.absolute)
     await asyncio.to_thread(fresh_directory, run_dir)
     started = time.monotonic()
     with platform_log(run_dir / "platform.log"):
-        home, error, recovered_at = await _run(scenario, run_dir)
+        home, error, recovered_at = await _run(scenario, run_dir, rig)
     checks: tuple[Check, ...] = ()
     if home is not None:
         try:
@@ -119,10 +139,13 @@ async def run_scenario(scenario: Scenario, run_dir: Path) -> ScenarioResult:
         fault_windows=tuple(home.timeline.faults) if home is not None else (),
         latencies_s=tuple(round(x, 4) for x in latencies),
         run_dir=str(run_dir),
+        rig=None if rig is None else rig.name,
     )
 
 
-async def _run(scenario: Scenario, run_dir: Path) -> tuple[Home | None, str | None, float | None]:
+async def _run(
+    scenario: Scenario, run_dir: Path, rig: Rig | None = None
+) -> tuple[Home | None, str | None, float | None]:
     """Build the home, drive, settle, stop: (home, error, when it settled)."""
     ids = RunIdentities.fresh()
     pki = await asyncio.to_thread(make_dev_pki, run_dir / "pki", HUB_ID)
@@ -137,13 +160,15 @@ async def _run(scenario: Scenario, run_dir: Path) -> tuple[Home | None, str | No
     recovered_at: float | None = None
     try:
         await broker.astart()
-        async with VirtualRadio() as radio:
-            home = Home(scenario, run_dir, pki, ids, broker, radio)
+        async with VirtualRadio() if rig is None else RigRadio(rig) as radio:
+            home = Home(scenario, run_dir, pki, ids, broker, radio, rig)
+            if rig is not None:
+                rig.apply(home)
             async with home.parts, asyncio.TaskGroup() as tg:
                 sampler = tg.create_task(home.sample_forever(), name="hil.sampler")
                 try:
                     recovered_at = await _drive_and_settle(home)
-                except (HomeError, TimeoutError) as exc:
+                except (HomeError, TimeoutError, RigRunError) as exc:
                     error = str(exc) or f"the scenario's bound of {scenario.timeout_s:g} s passed"
                 except Exception as exc:  # noqa: BLE001 - a scenario's bug fails that run only
                     error = f"{type(exc).__name__}: {exc}"
