@@ -123,9 +123,10 @@ soak: deps
 # issue 12: every HIL scenario (hil/scenarios/) on the virtual home, the real daemon each
 # time, then the fleet (hil/fleet/: 200 hubs, a broker restart); the report (junit.xml,
 # report.html with its plots, results.json) in HIL_REPORT. Within 30 minutes.
+# RIG=FILE: on the real rig FILE describes instead, without the fleet (hil/README.md, "Real rig").
 HIL_REPORT ?= build/hil-report
 hil: deps
-	timeout 1800 $(PY) -m hil.campaign --report $(HIL_REPORT)
+	timeout 1800 $(PY) -m hil.campaign --report $(HIL_REPORT)$(if $(RIG), --rig '$(RIG)')
 
 bench: deps
 	@for b in hil/bench/*.py; do echo "== $$b"; $(PY) -m hil.bench.$$(basename $$b .py); done

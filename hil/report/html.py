@@ -30,6 +30,7 @@ th, td { border: 1px solid #bbb; padding: 0.35em 0.5em; vertical-align: top; fon
 th { background: #eee; text-align: left; }
 .pass { color: #176b2c; font-weight: bold; }
 .fail { color: #a61b1b; font-weight: bold; }
+.skip { color: #8a6d00; font-weight: bold; }
 ul { margin: 0; padding-left: 1.1em; }
 figure { display: inline-block; margin: 0.5em; }
 td.checks { min-width: 24em; }
@@ -73,6 +74,9 @@ def _row(result: ScenarioResult) -> str:
     )
     if result.error is not None:
         checks += f'<li><span class="fail">ERROR</span> {html.escape(result.error)}</li>'
+    if result.skipped is not None:  # on a real rig lacking a part it needs (hil/rig.py)
+        verdict = '<span class="skip">SKIPPED</span>'
+        checks += f'<li><span class="skip">SKIPPED</span> {html.escape(result.skipped)}</li>'
     cells = [
         f"<td>{html.escape(result.name)}{' (quick)' if result.quick else ''}</td>",
         f"<td>{verdict}</td>",
@@ -90,7 +94,9 @@ def _row(result: ScenarioResult) -> str:
         f"<td>{f.security_events}</td>",
         f"<td>{_fmt(f.duration_s, ' s')}</td>",
     ]
-    return f'<tr class="scenario" data-name="{html.escape(result.name)}">{"".join(cells)}</tr>'
+    state = "skipped" if result.skipped is not None else "passed" if result.passed else "failed"
+    name = html.escape(result.name)
+    return f'<tr class="scenario" data-name="{name}" data-state="{state}">{"".join(cells)}</tr>'
 
 
 FLEET_PLOT: Final = "fleet-reconnects.png"
@@ -210,7 +216,15 @@ def render(
     """The page's HTML; ``images``: file name -> PNG, in display order; ``fleet_image``: the
     fleet's plot (file name, PNG)."""
     passed = sum(1 for r in results if r.passed)
-    all_passed = passed == len(results) and bool(results) and (fleet is None or fleet.passed)
+    skipped = sum(1 for r in results if r.skipped is not None)
+    all_passed = passed == len(results) - skipped and passed > 0 and (fleet is None or fleet.passed)
+    also = f", {skipped} skipped" if skipped else ""
+    rigs = sorted({r.rig for r in results if r.rig is not None})
+    where = (
+        "the Bumble virtual radio"
+        if not rigs
+        else f"the real rig {html.escape(', '.join(rigs))} (hil/rig.py; skipped: what it lacks)"
+    )
     verdict_class = "pass" if all_passed else "fail"
     fleet_section = "" if fleet is None else _fleet_section(fleet, fleet_image)
     fleet_summary = ""
@@ -228,11 +242,11 @@ def render(
 <style>{STYLE}</style><script>{IMAGES_LOADED}</script></head>
 <body>
 <h1>homehub HIL report</h1>
-<p class="{verdict_class}" id="verdict">{passed} of {len(results)} scenarios passed</p>
+<p class="{verdict_class}" id="verdict">{passed} of {len(results)} scenarios passed{also}</p>
 {fleet_summary}
 <p>Made {when}. Each scenario ran the real daemon (<code>homehub run</code>) against a real
-mosquitto (TLS, client certificates), the reference platform and emulated devices on the
-Bumble virtual radio. Latency: from the device holding a reading to the platform's verified,
+mosquitto (TLS, client certificates), the reference platform and emulated devices on
+{where}. Latency: from the device holding a reading to the platform's verified,
 durable store.</p>
 <table id="scenarios"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>
 <h2>Plots</h2>
@@ -245,7 +259,7 @@ durable store.</p>
 def write_html(results: list[ScenarioResult], path: Path, fleet: FleetResult | None = None) -> Path:
     """Write ``report.html`` and its PNGs (``<scenario>-outbox.png``, ``latency.png``, the
     fleet's ``fleet-reconnects.png`` when it ran)."""
-    images = {f"{r.name}-outbox.png": outbox_depth_png(r) for r in results}
+    images = {f"{r.name}-outbox.png": outbox_depth_png(r) for r in results if r.skipped is None}
     images["latency.png"] = latency_histogram_png(results)
     for name, png in images.items():
         (path.parent / name).write_bytes(png)
