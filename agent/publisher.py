@@ -47,14 +47,11 @@ memory, so keeping the window full costs no fsync:
    ``receipt_rejected`` and raises a ``security`` event (:mod:`agent.security`). An envelope
    without its receipt :data:`~agent.receipts.RECEIPT_TIMEOUT_S` after its PUBACK, or
    unreceipted when the connection ended, is sent again (the same bytes: a receipt that still
-   comes for the first copy deletes it all the same); unless the next CONNACK says the broker
-   kept the hub's session: then what it PUBACKed is still on its way to the platform and
-   waits for its receipt another timeout, from the reconnection
-   (:meth:`~agent.receipts.ReceiptBook.resume`), and only the rest is sent again. How many
-   envelopes may await a receipt is a :class:`~agent.receipts.ReceiptWindow`: from
-   :data:`PUBLISH_WINDOW`, one more per envelope receipted up to
-   :data:`~agent.receipts.AWAITING_MAX`, halved by a timeout, so a backlog drains at the
-   link's pace while a platform that never answers costs one window per timeout.
+   comes for the first copy deletes it all the same). How many envelopes may await a receipt
+   is a :class:`~agent.receipts.ReceiptWindow`: from :data:`PUBLISH_WINDOW`, one more per
+   envelope receipted up to :data:`~agent.receipts.AWAITING_MAX`, halved by a timeout, so a
+   backlog drains at the link's pace while a platform that never answers costs one window per
+   timeout.
 7. :meth:`Publisher.stop`: no new publishes; the ones in flight get up to
    :data:`STOP_DRAIN_S` for their PUBACK (and receipt), the acknowledged ones are deleted, and
    :meth:`Publisher.run` returns. What had no PUBACK stays pending and is sent after the
@@ -463,19 +460,12 @@ class Publisher:
         backfill (agent/batching.py), each record alone or in batches."""
         self._acked_on_connection = 0
         if self._book is not None:
-            if self.uplink.session_present:
-                # The broker kept the session: what it PUBACKed still reaches the platform,
-                # whose receipts come on this connection; only the rest goes again.
-                released = self._book.resume(asyncio.get_running_loop().time())
-                if self._book.awaiting:
-                    log.info("receipt_awaiting_resumed", count=self._book.awaiting)
-            else:
+            released = self._book.release_all()
+            if released:
                 # Unreceipted at the end of the last connection: sent again (a receipt that
                 # still comes for the old copy deletes them all the same).
-                released = self._book.release_all()
-            if released:
                 log.info("receipt_released", count=len(released), first_seq=min(released))
-            self._book_changed_now()
+                self._book_changed_now()
         await self._judge_suspect()
         fresh_from = await self._fresh_from()
         if fresh_from is None:

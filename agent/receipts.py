@@ -452,24 +452,6 @@ class ReceiptBook:
             seqs.extend(self._release(digest))
         return seqs
 
-    def resume(self, now: float) -> list[int]:
-        """The connection ended and the next one found the broker holding this hub's session:
-        what it PUBACKed is still queued for the platform, so those envelopes keep waiting
-        for their receipt, each with a fresh deadline ``now + timeout_s`` (the outage did not
-        count against the platform); the ones never PUBACKed are released. Their seqs.
-
-        Sending the PUBACKed ones again would cost a copy of each over a metered link for
-        nothing; a broker that claimed the session and lost them costs one receipt timeout.
-        """
-        seqs: list[int] = []
-        for digest, entry in list(self._sent.items()):
-            if entry.acked_at is None:
-                seqs.extend(self._release(digest))
-        deadline = now + self.timeout_s
-        for digest in self._deadlines:
-            self._deadlines[digest] = deadline
-        return seqs
-
     def _release(self, digest: bytes) -> frozenset[int]:
         entry = self._sent.pop(digest, None)
         if entry is None:

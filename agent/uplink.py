@@ -1050,9 +1050,6 @@ class Uplink:
         self._reconnect_now = False
         self._wake = asyncio.Event()
         self.connected = asyncio.Event()
-        self.session_present = False
-        """The broker's CONNACK of the current (or last) connection said it kept this hub's
-        session (MQTT 5 §3.2.2.1.1): what it PUBACKed before is still queued for the platform."""
         self.stats = UplinkStats()
         self._window = asyncio.Semaphore(settings.inflight_max)
         self._conn: _Connection | None = None
@@ -1492,7 +1489,6 @@ class Uplink:
             conn.discard(UplinkRefusedError("connect cancelled"))
             raise
         self.stats.connects += 1
-        self.session_present = session_present
         self.connected.set()
         self._log.info("mqtt_connected", session_present=session_present)
         self._changed()

@@ -394,22 +394,6 @@ class TestTimeouts:
         assert [2, 3] == sorted(book.expire(80.0))
         assert (0, None) == (len(book), book.next_deadline())
 
-    def test_resume_keeps_what_the_broker_acknowledged_with_fresh_deadlines(self) -> None:
-        """The broker kept the session: PUBACKed envelopes wait again, their deadlines
-        counted from the reconnection; one never PUBACKed is released (sent again)."""
-        book = ReceiptBook(HUB_ID, timeout_s=60.0)
-        book.sent(A, [1])
-        book.sent(B, [2, 3])
-        book.sent(C, [4])
-        book.acked(A, 10.0)
-        book.acked(B, 20.0)
-        assert [4] == book.resume(500.0)
-        assert (2, 2) == (len(book), book.awaiting)
-        assert (True, True, False) == (book.holds(1), book.holds(3), book.holds(4))
-        assert 560.0 == book.next_deadline()
-        assert [] == book.expire(559.9)
-        assert [1, 2, 3] == sorted(book.expire(560.0))
-
     def test_late_receipt_of_a_released_envelope_still_deletes(
         self, signer: PlatformSigner, platform_key: ec.EllipticCurvePublicKey
     ) -> None:
