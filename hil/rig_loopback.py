@@ -5,15 +5,15 @@ runner with ``--rig``) can be run on any machine::
     python -m hil.rig_loopback --devices 2 --write /tmp/loop-rig.toml &
     python -m hil run impostor-cuff --rig /tmp/loop-rig.toml
 
-One controller is the hub's (the agent opens it as ``bumble:tcp-client:127.0.0.1:<port>``,
-with the virtual radio's LE Create Connection Cancel fix), one per emulated device (the
-rig's radio opens each as ``tcp-client:127.0.0.1:<port>`` where a real rig has ``usb:N``),
-all on one Bumble ``LocalLink``. It serves until interrupted (SIGINT, SIGTERM).
+One controller is the hub's (the agent opens it as ``bumble:tcp-client:127.0.0.1:<port>``),
+one per emulated device (the rig's radio opens each as ``tcp-client:127.0.0.1:<port>`` where a
+real rig has ``usb:N``), all on one Bumble ``LocalLink``, each the virtual radio's
+:class:`~hil.virtual_radio.HubController` (HCI Reset and LE Create Connection Cancel as the
+spec has them) served as the virtual radio serves the hub's: one host at a time, a new host
+replacing the last. It serves until interrupted (SIGINT, SIGTERM).
 
-What it is not: a real controller. Bumble's virtual controller keeps a dead host's links
-(hil/README.md, "Known limits"), and on a rig ``Home.reset_links`` does nothing, so a scenario
-that kills the daemon mid-session may leave a device connected to nobody here, as it would not
-on real hardware; and each served controller takes one host at a time.
+What it is not: real controllers and radio (no range, no interference, instant links), nor
+BlueZ, nor USB.
 """
 
 from __future__ import annotations
@@ -26,30 +26,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from bumble.controller import Controller
 from bumble.link import LocalLink
-from bumble.transport.tcp_server import open_tcp_server_transport_with_socket
+from bumble.transport.common import StreamPacketSource
 
-from hil.virtual_radio import LOOPBACK, HubController
+# The virtual radio's own HCI server parts (hil-internal): one host at a time, as a UART.
+from hil.virtual_radio import LOOPBACK, HubController, _HciConnection, _HostSink
 
 MAX_DEVICES: Final = 8
 
 
-async def serve(link: LocalLink, *, hub: bool) -> tuple[int, asyncio.Server]:
+async def serve(link: LocalLink, name: str) -> tuple[int, asyncio.Server]:
     """One controller on ``link`` served over HCI/TCP on loopback: (port, server)."""
+    # IPPROTO_TCP: asyncio sets TCP_NODELAY only then (hil/virtual_radio.py says why).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((LOOPBACK, 0))
     port: int = sock.getsockname()[1]
-    transport = await open_tcp_server_transport_with_socket(sock)
-    kind = HubController if hub else Controller
-    kind(
-        "hub" if hub else f"dongle-{port}",
-        host_source=transport.source,
-        host_sink=transport.sink,
-        link=link,
+    source, sink = StreamPacketSource(), _HostSink()
+    server = await asyncio.get_running_loop().create_server(
+        lambda: _HciConnection(source, sink), sock=sock
     )
-    server: asyncio.Server = transport.server  # type: ignore[attr-defined]
+    HubController(name, host_source=source, host_sink=sink, link=link)
     return port, server
 
 
@@ -73,8 +70,8 @@ transports = [{transports}]
 async def run(devices: int, write: Path, name: str) -> None:
     """Serve until SIGINT or SIGTERM; the rig file written once every controller listens."""
     link = LocalLink()  # type: ignore[no-untyped-call]  # (Bumble leaves it untyped)
-    hub_port, hub_server = await serve(link, hub=True)
-    served = [await serve(link, hub=False) for _ in range(devices)]
+    hub_port, hub_server = await serve(link, "hub")
+    served = [await serve(link, f"dongle-{n}") for n in range(devices)]
     text = rig_text(name, hub_port, [port for port, _ in served])
     await asyncio.to_thread(write.write_text, text)
     print(f"rig {name}: hub on {hub_port}, {devices} devices; rig file {write}", flush=True)
