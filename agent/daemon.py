@@ -57,6 +57,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import itertools
 import math
 import os
 import random
@@ -194,6 +195,8 @@ class Arrival:
     label: str  #: for logs: the last two address octets
     device_key: str  #: the configured label: names the device's sync state in the outbox
     raw: RawMeasurement
+    session: int = 0
+    """The BLE session that received it (0: a source of its own, :meth:`Hub.receive`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +366,14 @@ class Hub:
         """Set each time the figures file for ``homehub status`` is written."""
         self._uncommitted: dict[str, _Uncommitted] = {}
         """Per device label: readings queued and not yet committed (see :meth:`_session`)."""
+        self._sync_held: dict[str, int] = {}
+        """Per device label: the session one of whose readings a storage fault kept out of the
+        outbox. That session's later readings are stored without the sync state they carry,
+        so a glucometer's high-water mark never passes the reading that was not stored: the
+        next session asks again from the last committed mark (what was stored meanwhile
+        comes again as duplicates). Written by :meth:`_report`, read by :meth:`_store_batch`,
+        never at once: the ingest task stores a batch, then reports it, then takes the next."""
+        self._session_numbers = itertools.count(1)
         self._urgent_stored: list[int] = []
         """Seqs of the last stored batch whose values crossed an alert limit
         (agent/urgency.py): written by :meth:`_store_batch` on the storage thread, read by
@@ -1096,10 +1107,15 @@ class Hub:
 
     # -- collecting ---------------------------------------------------------------------
 
-    async def receive(self, raw: RawMeasurement, facts: DeviceFacts, device: DeviceConfig) -> None:
+    async def receive(
+        self, raw: RawMeasurement, facts: DeviceFacts, device: DeviceConfig, *, session: int = 0
+    ) -> None:
         """Queue one raw measurement for storing (the sessions' ``on_measurement``); returns
-        once it is queued. Waits while the queue is full (the session buffers, bounded)."""
-        await self._queue.put(Arrival(facts, device_label(device.address), device.label, raw))
+        once it is queued. Waits while the queue is full (the session buffers, bounded).
+        ``session`` numbers the BLE session (:attr:`_sync_held`); a source of its own leaves
+        it 0, so after a storage fault its sync state is held until the daemon restarts."""
+        arrival = Arrival(facts, device_label(device.address), device.label, raw, session)
+        await self._queue.put(arrival)
 
     async def _collector(self) -> None:
         if self._source is not None:
@@ -1197,7 +1213,12 @@ class Hub:
     ) -> str:
         """Run one session and log how it ended; that end as one of
         :data:`agent.hub_state.SESSION_RESULTS` (for ``homehub status``)."""
-        on_measurement = functools.partial(self._on_measurement, device=device, vetting=vetting)
+        on_measurement = functools.partial(
+            self._on_measurement,
+            device=device,
+            vetting=vetting,
+            session=next(self._session_numbers),
+        )
         try:
             # BlueZ: a required device is connected only with the bond homehub pair made
             # (Bumble's backend refuses by itself: the stack's may_pair).
@@ -1286,7 +1307,13 @@ class Hub:
             return "misbehaved"
 
     async def _on_measurement(
-        self, raw: RawMeasurement, facts: DeviceFacts, *, device: DeviceConfig, vetting: _Vetting
+        self,
+        raw: RawMeasurement,
+        facts: DeviceFacts,
+        *,
+        device: DeviceConfig,
+        vetting: _Vetting,
+        session: int,
     ) -> None:
         if vetting.first_pin is not None:
             # Trust on first use: the identity is pinned by the same commit as the first
@@ -1298,7 +1325,7 @@ class Hub:
         uncommitted = self._uncommitted.setdefault(device.label, _Uncommitted())
         uncommitted.add()
         try:
-            await self.receive(raw, facts, device)
+            await self.receive(raw, facts, device, session=session)
         except BaseException:
             uncommitted.done()  # never queued: nothing to wait for
             raise
@@ -1343,8 +1370,13 @@ class Hub:
             except DecodeError as exc:
                 fates.append(Rejected(exc))
                 continue
-            # The reading and the sync state it advances commit in one transaction.
-            sync = {(arrival.device_key, k): v for k, v in arrival.raw.sync_state.items()}
+            # The reading and the sync state it advances commit in one transaction (none
+            # after a reading of this session was not stored: _sync_held).
+            sync = (
+                {}
+                if self._holds_sync(arrival)
+                else {(arrival.device_key, k): v for k, v in arrival.raw.sync_state.items()}
+            )
             items.append(
                 Item(
                     prepared.kind,
@@ -1398,9 +1430,15 @@ class Hub:
                     operation=getattr(error, "operation", "append"),
                     reason=str(getattr(error, "reason", error)),
                 )
+                # A storage fault (not a record too large to ever store): this session's
+                # later readings must not advance the mark past this one.
+                if isinstance(error, StorageError) and not self._holds_sync(arrival):
+                    self._sync_held[arrival.device_key] = arrival.session
+                    bound.warning("sync_state_held", session=arrival.session)
             else:
-                for key, value in arrival.raw.sync_state.items():
-                    self._sync_cache[(arrival.device_key, key)] = value
+                if not self._holds_sync(arrival):
+                    for key, value in arrival.raw.sync_state.items():
+                        self._sync_cache[(arrival.device_key, key)] = value
                 self._last_reading_at[arrival.device_key] = time.time()
                 self._last_reading_mono[arrival.device_key] = time.monotonic()
                 self._storage_failing = False
@@ -1439,6 +1477,10 @@ class Hub:
                     if isinstance(f, Outcome) and f.status is not Status.NOT_STORED
                 ]
             )
+
+    def _holds_sync(self, arrival: Arrival) -> bool:
+        """Whether ``arrival``'s sync state must not advance (:attr:`_sync_held`)."""
+        return self._sync_held.get(arrival.device_key) == arrival.session
 
     def _shed_continuous(self, outbox: Outbox, arrival: Arrival) -> bool:
         """Whether to drop this continuous-oximetry sample because storage is under pressure."""
