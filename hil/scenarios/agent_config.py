@@ -83,9 +83,9 @@ cert_file = "{pki.platform_cert}"
 """
     if overrides:
         document = tomlkit.parse(text)
-        for section, keys in overrides.items():
+        for section, values in overrides.items():
             table = document.setdefault(section, tomlkit.table())
-            for key, value in keys.items():
+            for key, value in values.items():
                 table[key] = value
         text = tomlkit.dumps(document)
     path = run_dir / "homehub.toml"
