@@ -52,7 +52,16 @@ memory, so keeping the window full costs no fsync:
    envelope receipted up to :data:`~agent.receipts.AWAITING_MAX`, halved by a timeout, so a
    backlog drains at the link's pace while a platform that never answers costs one window per
    timeout.
-7. :meth:`Publisher.stop`: no new publishes; the ones in flight get up to
+7. Devices by reference (docs/platform-protocol.md "Devices by reference", agent/device_refs.py):
+   with a version-3 dictionary and receipts, a reading names its device set by digest once
+   the platform holds it: the publisher remembers which sets each envelope carried in full,
+   and a receipt holding the envelope confirms them (:class:`~agent.device_refs.
+   ConfirmedDeviceSets`, kept in the outbox's sync state with the platform key's id, written
+   when it changes). A receipt refusing an envelope ``unknown_device`` (the platform lost the
+   sets) marks nothing refused: every confirmed set is forgotten and the envelope's readings
+   go again with their Devices in full (``device_sets_forgotten``). Only an envelope that named
+   no set by reference and is refused so anyway is refused like any other.
+8. :meth:`Publisher.stop`: no new publishes; the ones in flight get up to
    :data:`STOP_DRAIN_S` for their PUBACK (and receipt), the acknowledged ones are deleted, and
    :meth:`Publisher.run` returns. What had no PUBACK stays pending and is sent after the
    next start.
@@ -74,7 +83,7 @@ import functools
 import itertools
 import random
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -82,6 +91,7 @@ from typing import Final
 import structlog
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from agent import cose
 from agent.batching import (
     BATCH_MAX_READINGS,
     FRESH_WINDOW_S,
@@ -96,6 +106,7 @@ from agent.batching import (
 )
 from agent.budget import PERSIST_EVERY_S, BudgetState, ByteBudget
 from agent.cancellation import first_of
+from agent.device_refs import UNKNOWN_DEVICE_REASON, ConfirmedDeviceSets
 from agent.dictionaries import Dictionary
 from agent.envelopes import (
     MAX_BATCH_READINGS,
@@ -119,9 +130,11 @@ from agent.profiles import AckMode, MessageKind
 from agent.receipts import (
     AWAITING_MAX,
     RECEIPT_TIMEOUT_S,
+    RELEASED_MAX,
     ItemFate,
     Receipt,
     ReceiptBook,
+    ReceiptItem,
     ReceiptWindow,
     Settlement,
     envelope_digest,
@@ -198,6 +211,13 @@ BUDGET_STATE_DEVICE: Final = "hub.publisher"
 """Sync-state owner of the budget's state in the outbox (never a device label: those have no
 '.')."""
 BUDGET_STATE_KEY: Final = "budget"
+DEVICE_SETS_STATE_KEY: Final = "device_sets"
+"""Sync-state key (owner :data:`BUDGET_STATE_DEVICE`) of the device sets the platform holds."""
+
+DEVICE_NOTES_MAX: Final = AWAITING_MAX + RELEASED_MAX
+"""Envelopes whose device sets (carried in full, named by reference) are remembered until
+their receipt: as many as the receipt book recognises (awaiting and released), so a receipt
+the book accepts finds its envelope's note."""
 
 
 @dataclass(slots=True)
@@ -231,6 +251,13 @@ class PublisherStats:
     """MQTT payload bytes handed to the uplink (every try)."""
     batches_split: int = 0
     """Batches refused or lost with a connection: their readings went singly."""
+    device_sets_confirmed: int = 0
+    """Device sets a receipt confirmed the platform holds (sent by reference from then on)."""
+    device_sets_forgotten: int = 0
+    """Times the platform said it lacks a device set (``unknown_device``) and every confirmed
+    set was forgotten."""
+    resent_in_full: int = 0
+    """Readings sent again with their Devices in full after an ``unknown_device`` refusal."""
 
 
 class Publisher:
@@ -351,10 +378,15 @@ class Publisher:
         self._book: ReceiptBook | None = None
         self._receipt_window = ReceiptWindow(window, max(window, AWAITING_MAX))
         self._book_changed = asyncio.Event()
+        self._device_sets: ConfirmedDeviceSets | None = None
+        """The device sets the platform holds (receipts only: nothing else confirms them)."""
+        self._device_notes: OrderedDict[bytes, _DeviceNote] = OrderedDict()
+        """Envelope digest -> the device sets it carried and named, until its receipt."""
         if ack is AckMode.RECEIPT:
             if platform_key is None:
                 raise ValueError("ack 'receipt' needs the platform key")
             self._book = ReceiptBook(uplink.settings.hub_id, timeout_s=receipt_timeout_s)
+            self._device_sets = ConfirmedDeviceSets(cose.key_id(platform_key))
             uplink.on_message(MessageKind.RECEIPTS, self._on_receipt)
 
     # -- public -------------------------------------------------------------------------
@@ -404,9 +436,15 @@ class Publisher:
         """Envelopes that may await a receipt at once now (:class:`ReceiptWindow`)."""
         return self._receipt_window.size
 
+    @property
+    def known_device_sets(self) -> frozenset[bytes]:
+        """The device sets the platform is known to hold (named by reference)."""
+        return self._device_sets.known if self._device_sets is not None else frozenset()
+
     async def run(self) -> None:
         """Publish until :meth:`stop`; then drain for up to :data:`STOP_DRAIN_S` and return."""
         await self._load_budget()
+        await self._load_device_sets()
         try:
             async with asyncio.TaskGroup() as tg:
                 acks = tg.create_task(self._delete_acknowledged(), name="hub.publisher.acks")
@@ -627,6 +665,7 @@ class Publisher:
             dictionary,
             self._batch_bytes,
             batch=unit.kind is UnitKind.BATCH,
+            known_device_sets=self.known_device_sets,
         )
         if built.not_readings:
             self._solo.add(built.not_readings)
@@ -642,6 +681,8 @@ class Publisher:
         if self._book is not None:
             digest = out.digest if out.digest is not None else envelope_digest(out.data)
             self._book.sent(digest, out.seqs)
+            if out.carried or out.referenced:
+                self._note_devices(digest, _DeviceNote(out.carried, out.referenced))
         self._budget.charge(len(out.data), self._wall_clock())
         stats = self.stats
         stats.envelopes += 1
@@ -1043,6 +1084,7 @@ class Publisher:
         report_security(SecurityEvent("receipt", exc.reason.value, exc.detail), self._on_security)
 
     async def _take_receipt(self, settlement: Settlement) -> None:
+        settlement = await self._take_device_sets(settlement)
         self.stats.receipts_accepted += 1
         taken = settlement.count(ItemFate.HELD) + settlement.count(ItemFate.REFUSED)
         self._receipt_window.receipted(taken)
@@ -1079,6 +1121,99 @@ class Publisher:
             for seq in item.seqs:
                 await self._refuse(seq, None, "platform_refused", item.reason)
 
+    # -- device sets (docs/platform-protocol.md "Devices by reference") --------------------
+
+    def _note_devices(self, digest: bytes, note: _DeviceNote) -> None:
+        self._device_notes[digest] = note
+        self._device_notes.move_to_end(digest)
+        while len(self._device_notes) > DEVICE_NOTES_MAX:
+            self._device_notes.popitem(last=False)
+
+    async def _take_device_sets(self, settlement: Settlement) -> Settlement:
+        """The device-set side of an accepted receipt: sets carried in full by a held envelope
+        are confirmed; an envelope refused ``unknown_device`` that named a set by reference is
+        taken out of the settlement (not refused): every set is forgotten and its readings
+        go again, with their Devices in full. The settlement left to take as usual."""
+        sets = self._device_sets
+        if sets is None:
+            return settlement
+        confirmed: set[bytes] = set()
+        resend: list[int] = []
+        fates: list[tuple[ReceiptItem, ItemFate]] = []
+        for item, fate in settlement.fates:
+            note = (
+                self._device_notes.pop(item.digest, None)
+                if fate in (ItemFate.HELD, ItemFate.REFUSED)
+                else None
+            )
+            if fate is ItemFate.HELD and note is not None:
+                confirmed.update(note.carried)
+            if (
+                fate is ItemFate.REFUSED
+                and item.reason == UNKNOWN_DEVICE_REASON
+                and note is not None
+                and note.referenced
+            ):
+                resend.extend(item.seqs)
+                continue
+            fates.append((item, fate))
+        changed = False
+        if resend:
+            if sets.forget():
+                changed = True
+                self.stats.device_sets_forgotten += 1
+            self.stats.resent_in_full += len(resend)
+            log.warning("device_sets_forgotten", readings=len(resend), first_seq=min(resend))
+            self._rescan = True
+            self._wake.set()
+        # Sets held in this very receipt were stored after whatever the platform lost.
+        if sets.confirm(confirmed):
+            changed = True
+            self.stats.device_sets_confirmed += len(confirmed)
+            log.info("device_sets_confirmed", known=len(sets))
+        if changed:
+            await self._save_device_sets()
+        if not resend:
+            return settlement
+        taken = frozenset(resend)
+        return Settlement(
+            settlement.rid,
+            settlement.held,
+            tuple(r for r in settlement.refused if r[0] not in taken),
+            tuple(fates),
+            settlement.repeated,
+        )
+
+    async def _load_device_sets(self) -> None:
+        sets = self._device_sets
+        if sets is None:
+            return
+        try:
+            data = await self.storage.call_low(
+                self.outbox.get_sync_state, BUDGET_STATE_DEVICE, DEVICE_SETS_STATE_KEY
+            )
+            if data is not None:
+                self._device_sets = ConfirmedDeviceSets.from_bytes(data, sets.platform_kid)
+        except (StorageError, IntegrityError) as exc:
+            # Start as if the platform held none: Devices in full until receipts confirm them.
+            log.error("device_sets_unreadable", error=type(exc).__name__)
+
+    async def _save_device_sets(self) -> None:
+        """Write the confirmed device sets (each time they change: rarely); a failure is
+        logged, the sets kept in memory (written with the next change)."""
+        sets = self._device_sets
+        if sets is None:
+            return
+        try:
+            await self.storage.call_low(
+                self.outbox.set_sync_state,
+                BUDGET_STATE_DEVICE,
+                DEVICE_SETS_STATE_KEY,
+                sets.to_bytes(),
+            )
+        except StorageError as exc:
+            self._storage_failed(exc)
+
     def _storage_failed(self, exc: StorageError) -> None:
         log.error(
             "outbox_unavailable",
@@ -1087,6 +1222,16 @@ class Publisher:
             reason=exc.reason,
             retry_in_s=STORAGE_RETRY_S,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _DeviceNote:
+    """What one envelope did with device sets (agent/device_refs.py)."""
+
+    carried: frozenset[bytes]
+    """Sets it carried in full: held, the platform holds them."""
+    referenced: frozenset[bytes]
+    """Sets it named by reference: refused ``unknown_device``, it goes again in full."""
 
 
 @dataclass(slots=True)
@@ -1101,6 +1246,10 @@ class _Outgoing:
     compressed: bool = False
     not_readings: tuple[int, ...] = ()
     """Records met while building that are not plain readings: they go singly, as stored."""
+    carried: frozenset[bytes] = frozenset()
+    """Device sets its version-3 readings carried in full."""
+    referenced: frozenset[bytes] = frozenset()
+    """Device sets its version-3 readings named by reference."""
 
 
 class _LaneState:
@@ -1169,6 +1318,7 @@ def _build_envelope(
     max_bytes: int,
     *,
     batch: bool,
+    known_device_sets: frozenset[bytes] = frozenset(),
 ) -> _Outgoing:
     """On the storage thread: the envelope for the first of ``records`` (a single,
     compressed with ``dictionary``) or for as many of them as fit one batch. A record that is
@@ -1186,9 +1336,13 @@ def _build_envelope(
         return _Outgoing((first.seq,), first.body, None, not_readings=not_readings)
     try:
         if batch and len(payloads) > 1:
-            envelope = build_batch(payloads, signer, dictionary, max_bytes)
+            envelope = build_batch(
+                payloads, signer, dictionary, max_bytes, known_device_sets=known_device_sets
+            )
         else:
-            envelope = build_single(payloads[0], signer, dictionary)
+            envelope = build_single(
+                payloads[0], signer, dictionary, known_device_sets=known_device_sets
+            )
     except RecordTooLargeError:
         # Larger than a batch may be even alone: as stored, alone (and refused by the
         # broker if it is too large for it too: the per-record rules apply).
@@ -1202,6 +1356,8 @@ def _build_envelope(
         batch=len(envelope.seqs) > 1,
         compressed=envelope.compressed,
         not_readings=not_readings,
+        carried=envelope.device_sets_carried,
+        referenced=envelope.device_sets_referenced,
     )
 
 

@@ -32,13 +32,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import cbor2
 import zstandard
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agent import cose, derived_ids, dictionaries
+from agent import cose, derived_ids, device_refs, dictionaries
 from agent.ble.uuids import (
     BLOOD_PRESSURE_MEASUREMENT,
     GLUCOSE_MEASUREMENT,
@@ -56,6 +56,9 @@ from hil.emulators.cuff import BpReading, PressureUnit
 from hil.emulators.encoding import DateTime
 from hil.emulators.glucometer import GlucoseContext, GlucoseRecord, Unit, mg_per_dl, mmol_per_l
 from hil.emulators.oximeter import ContinuousSample, SpotCheck
+
+if TYPE_CHECKING:
+    from agent.envelopes import ReadingPayload
 
 KINDS: Final = ("blood_pressure", "glucose", "pulse_oximetry")
 """Device kinds, each with its own generator below."""
@@ -367,19 +370,25 @@ class DictionaryPlan:
     size_bytes: int = DICTIONARY_BYTES
     reading_version: int = derived_ids.READING_V1
     """The reading payloads it is trained on and sent with: 2 is without derived identifiers
-    (agent/derived_ids.py)."""
+    (agent/derived_ids.py), 3 also with Devices by reference (agent/device_refs.py)."""
+    segment: int = _TRAIN_K
+    """COVER's segment size k (fixed per plan: the shipped files must reproduce)."""
 
 
 PLANS: Final = (
     DictionaryPlan(1, KINDS),
     DictionaryPlan(2, KINDS, reading_version=derived_ids.READING_V2),
+    DictionaryPlan(3, KINDS, reading_version=device_refs.READING_V3, segment=2048),
 )
 """What ships: one dictionary for all kinds per reading version. Measured on held-out
 readings, one 64 KiB dictionary trained on every kind compresses each kind 3-6 % better than
 a 32 KiB dictionary per kind (the Bundles share most of their structure: Devices, categories,
 code systems), and a batch, which mixes kinds, can only name one. Dictionary 2, on version-2
 readings, is what a platform that announces it gets (the highest announced id is used);
-dictionary 1 stays for a platform that announces only it."""
+dictionary 1 stays for a platform that announces only it. Dictionary 3 is trained on
+version-3 readings as a hub sends them (:func:`training_samples`): the first reading of a
+device with its Devices in full, the next ones by reference; k = 2048 (measured on held-out
+readings: 2-12 bytes smaller singles than 1024, and than 4096 for glucose)."""
 
 
 def train(plan: DictionaryPlan, samples: list[bytes]) -> bytes:
@@ -388,7 +397,7 @@ def train(plan: DictionaryPlan, samples: list[bytes]) -> bytes:
         plan.size_bytes,
         list[bytes | bytearray | memoryview](samples),
         dict_id=plan.dictionary_id,
-        k=_TRAIN_K,
+        k=plan.segment,
         d=_TRAIN_D,
         threads=0,
         level=19,
@@ -406,12 +415,32 @@ def training_samples(
     reading_version: int = derived_ids.READING_V1,
 ) -> list[bytes]:
     """The payloads of ``per_kind`` synthetic readings of each kind, interleaved, in the
-    reading version asked for (as a compressed envelope carries them)."""
+    reading version asked for (as a compressed envelope carries them). Version 3 as a hub
+    whose platform confirmed each reading's predecessor sends them: a reading whose device
+    set is the one of the reading before it (a run of one device: :func:`synthetic_readings`)
+    names it by reference, the first of a run carries its Devices in full (about a third)."""
     by_kind = [synthetic_readings(k, per_kind, seed) for k in kinds]
+    if reading_version == device_refs.READING_V3:
+        compacted = [_steady_v3([r.payload for r in group]) for group in by_kind]
+        return [p for group in zip(*compacted, strict=True) for p in group]
     payloads = [r.payload for group in zip(*by_kind, strict=True) for r in group]
     if reading_version == derived_ids.READING_V1:
         return payloads
     return [derived_ids.compact(p) or p for p in payloads]
+
+
+def _steady_v3(payloads: list[bytes]) -> list[bytes]:
+    """Version 3 of each payload, by reference when the one before had the same device set."""
+    out: list[bytes] = []
+    previous: bytes | None = None
+    for payload in payloads:
+        found = device_refs.device_set(cbor2.loads(payload))
+        digest = found[0] if found is not None else None
+        known = {previous} if previous is not None else set()
+        compacted = device_refs.compact(payload, known)
+        out.append(compacted.payload if compacted is not None else payload)
+        previous = digest
+    return out
 
 
 def trained_dictionaries(
@@ -463,6 +492,19 @@ class SizeRow:
     batch10_dictionary: int
     batch50_zstd: int
     batch50_dictionary: int
+    first: tuple[int, int] | None = None
+    """With a version-3 dictionary: singles whose Devices go in full (the first reading of a
+    device, before the platform holds them); ``dictionary`` is then the steady state, each
+    reading's Devices by reference. None for the other versions (no difference)."""
+
+
+def _known_sets(readings: list[ReadingPayload]) -> frozenset[bytes]:
+    """Every device set of ``readings``: a platform holding them all (steady state)."""
+    return frozenset(
+        found[0]
+        for r in readings
+        if (found := device_refs.device_set(cbor2.loads(r.payload))) is not None
+    )
 
 
 def measure(dictionary: Dictionary, count: int = 60) -> list[SizeRow]:
@@ -470,6 +512,7 @@ def measure(dictionary: Dictionary, count: int = 60) -> list[SizeRow]:
     from agent.envelopes import ReadingPayload, build_single
 
     signer = synthetic_signer(HELD_OUT_SEED)
+    v3 = dictionary.reading_version == device_refs.READING_V3
     rows = []
     for kind in (*KINDS, "glucose+context", "mixed"):
         if kind == "mixed":
@@ -480,17 +523,23 @@ def measure(dictionary: Dictionary, count: int = 60) -> list[SizeRow]:
         else:
             held = synthetic_readings(kind, count, HELD_OUT_SEED)
         readings = [ReadingPayload.from_stored(_seq(r), r.envelope) for r in held]
-
+        known = _known_sets(readings)
+        singles = [
+            len(build_single(r, signer, dictionary, known_device_sets=known).data) for r in readings
+        ]
         rows.append(
             SizeRow(
                 kind,
                 _spread([len(r.envelope) for r in held]),
                 _spread([len(build_single(r, signer, None, compress=True).data) for r in readings]),
-                _spread([len(build_single(r, signer, dictionary).data) for r in readings]),
+                _spread(singles),
                 _per_reading(kind, 10, None),
                 _per_reading(kind, 10, dictionary),
                 _per_reading(kind, 50, None),
                 _per_reading(kind, 50, dictionary),
+                _spread([len(build_single(r, signer, dictionary).data) for r in readings])
+                if v3
+                else None,
             )
         )
     return rows
@@ -511,7 +560,12 @@ def _per_reading(kind: str, n: int, dictionary: Dictionary | None) -> int:
         for r in hub_backlog(n, HELD_OUT_SEED + n, kinds)
     ]
     batch = build_batch(
-        readings, synthetic_signer(HELD_OUT_SEED), dictionary, 1 << 20, compress=True
+        readings,
+        synthetic_signer(HELD_OUT_SEED),
+        dictionary,
+        1 << 20,
+        compress=True,
+        known_device_sets=_known_sets(readings),
     )
     assert len(batch.seqs) == n
     return round(len(batch.data) / n)
@@ -524,13 +578,17 @@ def _seq(reading: SyntheticReading) -> int:
 
 
 def print_sizes(rows: list[SizeRow], out: Callable[[str], None]) -> None:
-    out("envelope bytes on held-out readings: single (median/max), per reading in a batch")
-    out(f"{'kind':15} {'stored':>11} {'zstd':>9} {'dict':>9}   "
-        f"{'b10 zstd':>8} {'b10 dict':>8} {'b50 zstd':>8} {'b50 dict':>8}")  # fmt: skip
+    first = any(r.first is not None for r in rows)
+    out("envelope bytes on held-out readings: single (median/max), per reading in a batch"
+        + ("; dict: Devices by reference (steady), first: in full" if first else ""))  # fmt: skip
+    out(f"{'kind':15} {'stored':>11} {'zstd':>9} {'dict':>9}"
+        + (f" {'first':>9}" if first else "")
+        + f"   {'b10 zstd':>8} {'b10 dict':>8} {'b50 zstd':>8} {'b50 dict':>8}")  # fmt: skip
     for r in rows:
+        firsts = f" {r.first[0]:>4}/{r.first[1]:<4}" if r.first is not None else ""
         out(
             f"{r.kind:15} {r.stored[0]:>5}/{r.stored[1]:<5} {r.zstd[0]:>4}/{r.zstd[1]:<4}"
-            f" {r.dictionary[0]:>4}/{r.dictionary[1]:<4}   {r.batch10_zstd:>8}"
+            f" {r.dictionary[0]:>4}/{r.dictionary[1]:<4}{firsts}   {r.batch10_zstd:>8}"
             f" {r.batch10_dictionary:>8} {r.batch50_zstd:>8} {r.batch50_dictionary:>8}"
         )
 

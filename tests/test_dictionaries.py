@@ -22,9 +22,10 @@ def _copy(tmp_path: Path) -> Path:
 
 
 def test_shipped_dictionaries_one_and_two() -> None:
-    """1 for version-1 readings, 2 for version 2 (without derived identifiers)."""
+    """1 for version-1 readings, 2 for version 2 (without derived identifiers), 3 for version 3
+    (Devices by reference)."""
     loaded = dictionaries.load()
-    assert [1, 2] == sorted(loaded)
+    assert [1, 2, 3] == sorted(loaded)
     for did, dictionary in loaded.items():
         assert ("blood_pressure", "glucose", "pulse_oximetry") == dictionary.kinds
         assert did == zstandard.ZstdCompressionDict(dictionary.data).dict_id()
@@ -61,10 +62,10 @@ def test_oversized_file_is_not_read_past_the_bound(tmp_path: Path) -> None:
 def test_zstd_id_must_be_our_id(tmp_path: Path) -> None:
     directory = _copy(tmp_path)
     data = (directory / "1.zdict").read_bytes()
-    (directory / "3.zdict").write_bytes(data)
+    (directory / "9.zdict").write_bytes(data)
     manifest = json.loads((directory / "manifest.json").read_text())
     manifest["dictionaries"].append(
-        {"id": 3, "file": "3.zdict", "sha256": hashlib.sha256(data).hexdigest(), "kinds": []}
+        {"id": 9, "file": "9.zdict", "sha256": hashlib.sha256(data).hexdigest(), "kinds": []}
     )
     (directory / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IntegrityError, match="its zstd dictionary id is 1"):

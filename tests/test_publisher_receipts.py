@@ -10,7 +10,9 @@ receipts this stand-in does.) Negative receipts are published by the tests thems
 
 The headline: mosquitto restarted without persistence in the middle of a 3,000-reading backlog
 loses nothing: what it had PUBACKed and not delivered is sent again, because only receipts
-delete.
+delete. And with dictionary 3 (Devices by reference), a platform that lost the device sets
+refuses the readings naming them ``unknown_device``: the hub sends them again in full and
+loses nothing.
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from agent import cose
+from agent import cose, dictionaries
+from agent.device_refs import ConfirmedDeviceSets
+from agent.envelopes import decompress
 from agent.errors import ReceiptRejection
+from agent.ingest import Signer
 from agent.outbox import Outbox, OutboxCounts
 from agent.profiles import AckMode
 from agent.publisher import Publisher
@@ -42,6 +47,14 @@ from agent.uplink import Uplink
 from hil.broker import Broker
 from hil.pki import DevPki
 from hil.platform_signing import PlatformSigner
+from hil.platform_verify import (
+    Dictionaries,
+    HubDirectory,
+    RejectedError,
+    device_set_of,
+    verify_envelope,
+)
+from hil.train_dictionaries import hub_backlog
 from tests.conftest import HUB_ID, uplink_settings
 from tests.test_publisher import watching_logs
 
@@ -61,16 +74,27 @@ NOW: Final = 1_800_000_000
 # ---------------------------------------------------------------------------
 
 
+Judge = Callable[[bytes], tuple[list[int], str | None]]
+"""A stand-in's verdict on an envelope: its seqs, and the reason it is refused (None: held)."""
+
+
 class StandInPlatform:
     """Subscribes to readings (QoS 1), stores seqs, sends signed receipts (see module doc).
 
-    paho runs in its own thread; the test's loop is told of every change.
+    paho runs in its own thread; the test's loop is told of every change. ``judge`` reads
+    an envelope (by default: a plain single, held).
     """
 
     def __init__(
-        self, pki: DevPki, port: int, signer: PlatformSigner, loop: asyncio.AbstractEventLoop
+        self,
+        pki: DevPki,
+        port: int,
+        signer: PlatformSigner,
+        loop: asyncio.AbstractEventLoop,
+        judge: Judge | None = None,
     ) -> None:
         self.signer = signer
+        self.judge = judge
         self.loop = loop
         self.stored: dict[int, int] = {}
         """seq -> how many copies arrived."""
@@ -78,6 +102,7 @@ class StandInPlatform:
         self.receipting.set()
         self._lock = threading.Lock()
         self._items: list[tuple[bytes, list[int]]] = []
+        self._refused: list[tuple[bytes, list[int], str]] = []
         self._change = asyncio.Event()
         self._stop = threading.Event()
         self.subscriptions = 0
@@ -107,10 +132,17 @@ class StandInPlatform:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         envelope = bytes(msg.payload)
-        seq = cbor2.loads(cbor2.loads(envelope).value[2])["seq"]
+        if self.judge is None:
+            seqs, reason = [cbor2.loads(cbor2.loads(envelope).value[2])["seq"]], None
+        else:
+            seqs, reason = self.judge(envelope)
         with self._lock:
-            self.stored[seq] = self.stored.get(seq, 0) + 1
-            self._items.append((envelope_digest(envelope), [seq]))
+            if reason is not None:
+                self._refused.append((envelope_digest(envelope), seqs, reason))
+            else:
+                for seq in seqs:
+                    self.stored[seq] = self.stored.get(seq, 0) + 1
+                self._items.append((envelope_digest(envelope), seqs))
         self._changed()
 
     def _flush_loop(self) -> None:
@@ -119,8 +151,11 @@ class StandInPlatform:
                 continue
             with self._lock:
                 items, self._items = self._items[:1000], self._items[1000:]
-            if items:
-                receipt = self.signer.receipt(HUB_ID, items, iat=NOW, exp=NOW + 600, strict=True)
+                refused, self._refused = self._refused[:100], self._refused[100:]
+            if items or refused:
+                receipt = self.signer.receipt(
+                    HUB_ID, items, refused, iat=NOW, exp=NOW + 600, strict=True
+                )
                 self.client.publish(RECEIPTS, receipt, qos=1)
 
     def _changed(self) -> None:
@@ -431,4 +466,120 @@ async def test_broker_restart_without_persistence_loses_nothing(
     assert set(seqs) == set(platform.stored)
     assert sorted(seqs) == sorted(rig.delivered)
     assert OutboxCounts(0, None) == await _counts(rig)
+    assert [] == rig.security
+
+
+V3: Final = dictionaries.load()[3]
+
+
+def _store_payloads(rig: Rig, payloads: Sequence[bytes]) -> list[int]:
+    """On the storage thread: real readings (version-1 payloads) re-signed as this hub's."""
+    seqs = []
+    for payload in payloads:
+
+        def envelope(seq: int, payload: bytes = payload) -> bytes:
+            content = cbor2.loads(payload)
+            content["seq"], content["hub"] = seq, HUB_ID
+            return cose.sign1(cbor2.dumps(content, canonical=True), rig.key, rig.kid)
+
+        result = rig.box.append("observation", f"{cbor2.loads(payload)['id']}-{id(rig)}", envelope)
+        assert result.seq is not None
+        seqs.append(result.seq)
+    return seqs
+
+
+class DeviceSetsPlatform:
+    """The stand-in's judge for dictionary 3: verifies as the reference platform does, with
+    device sets kept in memory (``lost``: forgotten, as by a platform restored from an old
+    backup); records each reading's arrival and whether its Devices came by reference."""
+
+    def __init__(self, pki: DevPki) -> None:
+        self.hubs = HubDirectory.load(pki.ca_cert, [(HUB_ID, pki.hub_cert)])
+        self.held = Dictionaries({V3.id: V3.data})
+        self.sets: dict[bytes, list[dict[str, Any]]] = {}
+        self.arrivals: list[tuple[int, bool, str | None]] = []
+        """(seq, its Devices by reference, the refusal's reason or None)."""
+
+    def lose(self) -> None:
+        self.sets.clear()
+
+    def judge(self, envelope: bytes) -> tuple[list[int], str | None]:
+        message = cose.split1(envelope)
+        plain = decompress(message.payload, message.dictionary_id, {V3.id: V3})
+        body = cbor2.loads(plain)
+        readings = [body] if "seq" in body else [cbor2.loads(r) for r in body["readings"]]
+        try:
+            verified = verify_envelope(
+                f"homehub/v1/{HUB_ID}/readings",
+                envelope,
+                self.hubs,
+                self.held,
+                device_sets=lambda _hub, digest: self.sets.get(digest),
+            )
+        except RejectedError as exc:
+            self.arrivals += [(r["seq"], "devices" in r, exc.code) for r in readings]
+            return [r["seq"] for r in readings], exc.code
+        for reading in verified.readings:
+            found = device_set_of(reading.payload)
+            if found is not None:
+                self.sets[found[0]] = cbor2.loads(found[1])
+        self.arrivals += [(r["seq"], "devices" in r, None) for r in readings]
+        return verified.seqs, None
+
+
+async def test_a_platform_that_lost_the_device_sets_gets_the_devices_again(
+    rig: Rig, dev_pki: DevPki, broker: Broker, signer: PlatformSigner
+) -> None:
+    """Dictionary 3: the first reading carries its Devices in full; its receipt confirms the
+    set, and the next reading names it by reference. The platform then loses its device sets:
+    the next two, by reference, are refused ``unknown_device``; the hub marks nothing refused,
+    forgets the set and sends them again in full. Every reading is held and deleted once,
+    none refused, and the set is confirmed again and kept in the outbox."""
+    judge = DeviceSetsPlatform(dev_pki)
+    platform = StandInPlatform(
+        dev_pki, broker.port, signer, asyncio.get_running_loop(), judge=judge.judge
+    )
+    payloads = [r.payload for r in hub_backlog(4, 4040, ("blood_pressure",))]
+    digest = device_set_of(cbor2.loads(payloads[0]))
+    assert digest is not None
+    try:
+        async with asyncio.timeout(TIMEOUT_S):
+            await platform.until(lambda: platform.subscriptions >= 1)
+        options = {"signer": Signer.from_key(rig.key), "dictionary": lambda: V3}
+        with watching_logs() as logs:
+            async with publishing(rig, dev_pki, broker, **options) as (publisher, _uplink):
+                for first, last in ((0, 1), (1, 2)):
+                    (seq,) = await rig.storage.call(_store_payloads, rig, payloads[first:last])
+                    publisher.wake()
+                    async with asyncio.timeout(TIMEOUT_S):
+                        await rig.until(lambda seq=seq: seq in rig.delivered)
+                    assert frozenset({digest[0]}) == publisher.known_device_sets
+                judge.lose()
+                later = await rig.storage.call(_store_payloads, rig, payloads[2:])
+                publisher.wake()
+                async with asyncio.timeout(TIMEOUT_S):
+                    await rig.until(lambda: set(later) <= set(rig.delivered))
+                assert frozenset({digest[0]}) == publisher.known_device_sets
+                assert 2 == publisher.stats.resent_in_full
+                assert publisher.stats.device_sets_forgotten >= 1
+            saved = await rig.storage.call(rig.box.get_sync_state, "hub.publisher", "device_sets")
+    finally:
+        platform.close()
+    a, b = sorted(rig.delivered)[:2]
+    c, d = later
+    assert [
+        (a, False, None),
+        (b, True, None),
+        (c, False, None),
+        (c, True, "unknown_device"),
+        (d, False, None),
+        (d, True, "unknown_device"),
+    ] == sorted(judge.arrivals)
+    assert OutboxCounts(0, None) == await _counts(rig)
+    assert [] == logs.named("measurement_refused")
+    assert logs.named("device_sets_forgotten")
+    assert saved is not None
+    assert digest[0] in ConfirmedDeviceSets.from_bytes(saved, cose.key_id(
+        load_platform_key(dev_pki.platform_cert)
+    )).known  # fmt: skip
     assert [] == rig.security
