@@ -18,6 +18,7 @@ from hil.scenarios import (
     forged_receipt,
     glucose_cut_halfway,
     impostor_cuff,
+    modem_registration,
     power_cut_download,
     sigkill,
     simultaneous,
@@ -35,6 +36,7 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
     forged_receipt.SCENARIO,
     glucose_cut_halfway.SCENARIO,
     power_cut_download.SCENARIO,
+    modem_registration.SCENARIO,
     flapping_link.SCENARIO,
     disk_full_outage.SCENARIO,
 )
