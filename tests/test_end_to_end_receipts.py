@@ -8,6 +8,9 @@ reference platform (hil/receiver.py: verifies with pycose, stores, sends signed 
   everything is deleted.
 - The issue's headline with the real platform: mosquitto restarted without persistence in the
   middle of a 3,000-reading backlog loses nothing.
+- Devices by reference (dictionary 3 announced): a platform that lost its store refuses a
+  reading naming its Devices by digest (``unknown_device``); the hub sends it again with its
+  Devices in full, and nothing is lost or refused.
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from typing import Any, Final
 
 import pytest
 
+from agent import dictionaries
 from hil.broker import Broker
 from hil.crash_child import DEVICE, DEVICE_CONFIG, raw_measurement
 from hil.pki import DevPki
+from hil.platform_console import PlatformConsole
+from hil.platform_verify import Dictionaries
 from hil.receiver import Receiver
 from tests.platform_hub import running_hub, write_hub_config
 
@@ -127,3 +133,52 @@ def _port_of(path: Path) -> int:
         if line.startswith("port = "):
             return int(line.removeprefix("port = "))
     raise AssertionError("no port in the configuration")
+
+
+async def test_a_platform_that_lost_its_store_gets_the_devices_again(
+    tmp_path: Path, dev_pki: DevPki, broker: Broker
+) -> None:
+    """The platform announces dictionary 3. The first reading carries its Devices in full;
+    once its receipt is in, the second names them by digest. The platform is then rebuilt
+    with an empty store (its database lost): the third reading, naming the Devices by digest,
+    is refused ``unknown_device``; the hub marks nothing refused and sends it again with its
+    Devices in full, which the platform holds. Every reading deleted once, none refused."""
+    config_path = write_hub_config(tmp_path, dev_pki, broker.port, receipt_timeout_s=5.0)
+    held = Dictionaries.load(dictionaries.PACKAGE_DIR)
+    hub_id = dev_pki.hub_id
+    deliveries = Deliveries()
+    async with (
+        PlatformConsole.for_dev_pki(dev_pki, broker.port) as console,
+        running_hub(config_path, observer=deliveries) as hub,
+    ):
+        async with asyncio.timeout(T):
+            await console.wait_for(lambda m: m.kind == "status")
+            reply = await console.ask(hub_id, "announce", {"dictionaries": held.ids})
+        assert reply.body["ok"] is True
+        async with Receiver.for_dev_pki(dev_pki, broker.port, dictionaries=held) as platform:
+            async with asyncio.timeout(T):
+                await platform.subscribed.wait()
+                for i in range(2):
+                    await hub.receive(raw_measurement(i), DEVICE, DEVICE_CONFIG)
+                    await deliveries.until(i + 1)
+            store = platform.store
+            assert store is not None
+            assert (2, 2, 1) == (
+                platform.stats.verified,
+                platform.stats.compressed,
+                store.count("device_sets"),
+            )
+        async with Receiver.for_dev_pki(
+            dev_pki, broker.port, dictionaries=held, client_id="platform-rebuilt"
+        ) as rebuilt:
+            async with asyncio.timeout(T):
+                await rebuilt.subscribed.wait()
+                await hub.receive(raw_measurement(2), DEVICE, DEVICE_CONFIG)
+                await deliveries.until(3)
+            assert (1, 1) == (rebuilt.stats.refused_items, rebuilt.stats.verified)
+            assert rebuilt.store is not None
+            assert ["unknown_device"] == rebuilt.store.parked_codes()
+        counts = await hub.counts()
+        assert (0, 0) == (counts.pending, counts.refused)
+        assert 0 == hub.security_events
+    assert [1, 2, 3] == sorted(deliveries.seqs)
