@@ -30,7 +30,10 @@ Behaviour:
   with it, the samples go round and round while a central listens. Notifications are
   unconfirmed (Vol 3 Part F §3.4.7.1): a sample notified while the link drops is simply
   gone, as with a real oximeter. ``flood_continuous`` (misbehaviour, for the hub's bounds)
-  notifies without pause.
+  notifies without pause. A caller may pace the stream itself instead
+  (:meth:`EmulatedOximeter.notify_continuous`, one sample at a time, e.g. a night's output
+  compressed in time) and bound when the central took the samples in
+  (:meth:`EmulatedOximeter.central_round_trip`: an ATT request answered after them).
 
 - **Measurement storage** (``stored_records``, with storage in the features): the RACP
   procedures as PLXS restricts them (ble-spec-facts §6.4): only the operator "all records"
@@ -86,6 +89,9 @@ PLX_SPOT_CHECK_MEASUREMENT: Final = 0x2A5E
 PLX_CONTINUOUS_MEASUREMENT: Final = 0x2A5F
 PLX_FEATURES: Final = 0x2A60
 RECORD_ACCESS_CONTROL_POINT: Final = 0x2A52
+GAP_DEVICE_NAME: Final = 0x2A00
+"""Read on the central by :meth:`EmulatedOximeter.central_round_trip` (every GATT server has
+the GAP service; an error answer serves as well)."""
 
 DEFAULT_LOCAL_NAME: Final = "HH Oximeter"
 DEFAULT_ADVERTISING_INTERVAL_MS: Final = 100.0
@@ -577,6 +583,46 @@ class EmulatedOximeter(HeldReadingsPeripheral[SpotCheck]):
         while len(self.notified_values) < count:
             self._notified_changed.clear()
             await self._notified_changed.wait()
+
+    # -- continuous: paced by the caller ------------------------------------------------
+
+    @property
+    def continuous_subscribed(self) -> bool:
+        """Whether a central is connected with notifications on 0x2A5F enabled."""
+        connection = self._connection
+        return connection is not None and bool(
+            self._cccd(connection, self._continuous) & CCCD_NOTIFY
+        )
+
+    async def notify_continuous(self, sample: ContinuousSample) -> bool:
+        """Notify ``sample`` on 0x2A5F now, the caller pacing the stream (a scenario that
+        compresses a night's 1 Hz output in time); recorded in ``notified_values`` as the
+        emulator's own stream records its samples. False, and nothing sent, when no central
+        listens (no link, or notifications not enabled)."""
+        connection = self._connection
+        if connection is None or not self._cccd(connection, self._continuous) & CCCD_NOTIFY:
+            return False
+        value = bytes(sample)
+        await self.device.notify_subscriber(connection, self._continuous, value)
+        self.notified_values.append(value)
+        self._notified_changed.set()
+        return True
+
+    async def central_round_trip(self) -> bool:
+        """One ATT request to the central and its answer: a Read Using Characteristic UUID of
+        the GAP Device Name 0x2A00 over its GATT server (whatever it answers, an error
+        included). ATT PDUs travel in order on the bearer and a host hands each notification
+        to its subscriber as it takes it in, so once this returns the central has taken in
+        every notification sent before it: a bound on *when* the central saw them, for a
+        scenario judging a rule of the central's clock (not a wait for a guessed time).
+        False without a link."""
+        connection = self._connection
+        if connection is None:
+            return False
+        await connection.gatt_client.read_characteristics_by_uuid(
+            UUID.from_16_bits(GAP_DEVICE_NAME), None
+        )
+        return self._connection is connection
 
     # -- measurement storage: RACP ------------------------------------------------------
 
