@@ -64,7 +64,11 @@ class Expected:
 
 
 def expected_readings(home: Home) -> list[Expected]:
-    """Every reading of a delivering device: held at the start or taken during the run."""
+    """Every reading of a delivering device: held at the start or taken during the run.
+
+    A continuous oximeter's samples (devices.ContinuousOximeter) count only where the hub's
+    thinning rule keeps them: the scenario takes those with ``Home.measure`` and notifies the
+    rest on the emulator, never expected (one of those arriving is an unexpected reading)."""
     out = []
     for index, device in enumerate(home.scenario.devices):
         if not device.delivers:

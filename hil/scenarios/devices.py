@@ -11,6 +11,8 @@ time part when the device clock is trusted.
 - :class:`Cuff`: blood pressure (BPS 0x1810), hil/emulators/cuff.py.
 - :class:`Glucometer`: glucose (GLS 0x1808 with RACP sync), hil/emulators/glucometer.py.
 - :class:`Oximeter`: pulse oximeter spot-checks (PLXS 0x1822), hil/emulators/oximeter.py.
+- :class:`ContinuousOximeter`: a worn oximeter streaming PLX Continuous Measurements (0x2A5F),
+  paced by the scenario; only the samples the hub's thinning rule keeps are expected.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from hil.emulators.cuff import BpReading, EmulatedCuff, PressureUnit
 from hil.emulators.encoding import DateTime
 from hil.emulators.glucometer import GLUCOSE_MEASUREMENT, GlucoseRecord, Unit
 from hil.emulators.glucometer import Glucometer as EmulatedGlucometer
-from hil.emulators.oximeter import EmulatedOximeter, SpotCheck
+from hil.emulators.oximeter import ContinuousSample, EmulatedOximeter, SpotCheck
 from hil.emulators.peripheral import DeviceInformation
 from hil.receiver import VerifiedReading
 
@@ -325,6 +327,67 @@ class Oximeter(Device):
     def sends(self, emulator: Any) -> int:
         """Confirmed spot-check indications."""
         return len(emulator.confirmed_values)
+
+
+@dataclass(frozen=True, slots=True)
+class ContinuousOximeter(Oximeter):
+    """A worn pulse oximeter streaming PLX Continuous Measurements 0x2A5F
+    (:class:`~hil.emulators.oximeter.ContinuousSample`), beside any spot-checks it holds in
+    ``readings``. Its emulator advertises while worn, whatever it holds
+    (``advertise_when_empty``: a scenario may set the attribute False to take it off).
+
+    The scenario paces the stream (:meth:`EmulatedOximeter.notify_continuous`), because what
+    the platform must hold depends on *when* the hub took each sample in: a continuous sample
+    carries no time stamp, and the hub hands on at most one per ``continuous_interval_s`` of
+    its own monotonic clock, the first of each interval (agent/ble/plx_session.py). How the
+    checks count continuous samples (hil/scenarios/checks.py): a sample the hub's rule keeps
+    is taken with :meth:`Home.measure <hil.scenarios.home.Home.measure>` (``take`` notifies
+    it), so :func:`~hil.scenarios.checks.expected_readings` expects it exactly once; the
+    others are notified on the emulator directly and never expected, so one of them at the
+    platform is an *unexpected* reading and fails "exactly once". The platform's copy is
+    matched by its values (:func:`~hil.scenarios.checks.match`): give every sample of a run
+    its own SpO2/pulse pair, in SpO2PR-Normal only (:func:`seen` reads the Normal pair).
+
+    ``trusted_time`` is False by default: without a time stamp the hub stamps a sample with
+    its receipt time and gives it no IG identifier, which is what the checks expect of a
+    clock they cannot trust; spot-checks it holds are judged the same way (give it none, or
+    untimed ones). :meth:`sends` counts notifications and confirmed spot-checks.
+    """
+
+    trusted_time: bool = False
+
+    async def power_on(self, radio: Radio, address: str, info: DeviceInformation) -> Any:
+        """An oximeter on its own controller of the radio, advertising while worn."""
+        device = await radio.add_peripheral_device(address, "oximeter")
+        options = {"info": info, "advertise_when_empty": True, **self.options}
+        oximeter = EmulatedOximeter(device, self.readings, **options)
+        await oximeter.start()
+        return oximeter
+
+    async def take(self, emulator: Any, reading: Any) -> Any:
+        """A continuous sample: notified now (the hub must be listening); a spot-check: as
+        :class:`Oximeter`."""
+        if isinstance(reading, ContinuousSample):
+            if not await emulator.notify_continuous(reading):
+                raise RuntimeError("no central listens to the continuous measurements")
+            return reading
+        return await Oximeter.take(self, emulator, reading)
+
+    def values(self, reading: Any) -> Hashable:
+        """SpO2 and pulse rate (SpO2PR-Normal for a continuous sample)."""
+        if isinstance(reading, ContinuousSample):
+            return ("spo2", Decimal(reading.spo2), Decimal(reading.pulse_rate))  # type: ignore[arg-type]
+        return Oximeter.values(self, reading)
+
+    def device_time(self, reading: Any) -> datetime | None:
+        """None for a continuous sample (no time stamp: the hub's receipt time)."""
+        if isinstance(reading, ContinuousSample):
+            return None
+        return Oximeter.device_time(self, reading)
+
+    def sends(self, emulator: Any) -> int:
+        """Continuous notifications plus confirmed spot-check indications."""
+        return len(emulator.notified_values) + len(emulator.confirmed_values)
 
 
 def device_information(serial: str, system_id: tuple[int, int]) -> DeviceInformation:
