@@ -19,10 +19,12 @@ from hil.scenarios import (
     glucose_cut_halfway,
     impostor_cuff,
     modem_registration,
+    oximetry_night,
     power_cut_download,
     sigkill,
     simultaneous,
     unknown_neighbour,
+    week_outage,
 )
 from hil.scenarios.base import Scenario
 
@@ -39,6 +41,8 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
     modem_registration.SCENARIO,
     flapping_link.SCENARIO,
     disk_full_outage.SCENARIO,
+    week_outage.SCENARIO,
+    oximetry_night.SCENARIO,
 )
 
 
