@@ -6,6 +6,7 @@
                                        devices, outbox, receipts, uplink, modem, clock,
                                        storage, status light, version; live with --watch
     homehub verify ENVELOPE_FILE --cert HUB_CERT [--ca CA] [--dictionaries DIR]
+                   [--devices-from EARLIER_FILE ...]
                                        verify a captured envelope (hex, base64 or CBOR) and
                                        print its content as JSON
     homehub check-config FILE          validate a configuration file
@@ -137,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--dictionaries", type=Path, help="directory of zstd dictionaries (default: the hub's)"
     )
+    verify.add_argument(
+        "--devices-from",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="EARLIER_FILE",
+        help="an earlier envelope of the same hub that carried the Devices a reading names by"
+        " digest (repeatable)",
+    )
     _add_modem_parser(sub)
     return parser
 
@@ -201,9 +211,16 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     data = _read_input(args.envelope, verify.MAX_INPUT_BYTES, "envelope")
     cert = _read_input(args.cert, verify.MAX_CERTIFICATE_BYTES, "--cert")
     ca = _read_input(args.ca, verify.MAX_CERTIFICATE_BYTES, "--ca") if args.ca else None
+    if len(args.devices_from) > verify.MAX_DEVICES_FROM:
+        raise UsageError("--devices-from", f"at most {verify.MAX_DEVICES_FROM} files")
+    earlier = [
+        _read_input(path, verify.MAX_INPUT_BYTES, "--devices-from") for path in args.devices_from
+    ]
     try:
         loaded = dictionaries.load(args.dictionaries or dictionaries.PACKAGE_DIR)
-        result = verify.verify_envelope(data, cert, ca_pem=ca, dictionaries=loaded)
+        result = verify.verify_envelope(
+            data, cert, ca_pem=ca, dictionaries=loaded, devices_from=earlier
+        )
     except CryptoError as exc:
         sys.stderr.write(f"homehub: verify: {exc}\n")
         return EXIT_BAD_INPUT

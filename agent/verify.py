@@ -11,9 +11,13 @@ in order: the input's size and encoding; the certificate (a P-256 key, valid now
 signed by the CA when one is given, and the CA valid now); the envelope with the
 certificate's key (:func:`agent.envelopes.open_envelope`: structure, header, kid, signature,
 bounded decompression, every reading's payload); and that the readings' hub is the
-certificate's CN. It returns the decoded content (:class:`VerifiedEnvelope`,
-:meth:`VerifiedEnvelope.to_json`) or raises :class:`~agent.errors.IntegrityError` whose
-``what`` and ``reason`` name the first check that failed.
+certificate's CN. A version-3 reading naming its Devices by digest (docs/platform-protocol.md
+"Devices by reference") is expanded with the Devices of earlier envelopes of the same hub that
+carried them (``devices_from``); without them it says so
+(:class:`~agent.errors.UnknownDevicesError`). It returns the decoded content
+(:class:`VerifiedEnvelope`, :meth:`VerifiedEnvelope.to_json`) or raises
+:class:`~agent.errors.IntegrityError` whose ``what`` and ``reason`` name the first check that
+failed.
 
 Sans-I/O: bytes in, a typed result out (the CLI reads the files).
 """
@@ -25,7 +29,7 @@ import binascii
 import datetime as dt
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
@@ -36,12 +40,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from agent.dictionaries import Dictionary
-from agent.envelopes import OpenedEnvelope, OpenedReading, open_envelope
-from agent.errors import IntegrityError
+from agent.envelopes import OpenedEnvelope, OpenedReading, device_sets_of, open_envelope
+from agent.errors import IntegrityError, UnknownDevicesError
 
 MAX_INPUT_BYTES: Final = 4 * 1024 * 1024
 """Largest captured input: the largest envelope (about 1 MiB) as hex is about 2 MiB."""
 MAX_CERTIFICATE_BYTES: Final = 64 * 1024
+MAX_DEVICES_FROM: Final = 16
+"""Earlier envelopes given for their Devices at most (one carrying them in full is enough)."""
 
 _TEXT_SPACE: Final = re.compile(rb"\s+")
 _HEX: Final = re.compile(rb"[0-9a-fA-F]+")
@@ -170,10 +176,17 @@ def verify_envelope(
     ca_pem: bytes | None = None,
     dictionaries: Mapping[int, Dictionary] | None = None,
     now: dt.datetime | None = None,
+    devices_from: Sequence[bytes] = (),
 ) -> VerifiedEnvelope:
     """Verify a captured envelope (see the module docstring); ``dictionaries`` defaults to
-    the hub's shipped ones, ``now`` to the current UTC time. Raises :class:`IntegrityError`."""
+    the hub's shipped ones, ``now`` to the current UTC time. ``devices_from``: earlier
+    captured envelopes of the same hub (as ``data`` is given), each verified the same way and
+    in order, whose readings' Devices a version-3 reading may name by digest. Raises
+    :class:`IntegrityError` (:class:`~agent.errors.UnknownDevicesError` when a reading names
+    Devices none of ``devices_from`` carried)."""
     message, input_format = decode_input(data)
+    if len(devices_from) > MAX_DEVICES_FROM:
+        raise IntegrityError("devices-from", f"more than {MAX_DEVICES_FROM} envelopes")
     cert = load_certificate(cert_pem, "hub certificate")
     ca = load_certificate(ca_pem, "CA certificate") if ca_pem is not None else None
     key = check_certificate(cert, ca, now or dt.datetime.now(dt.UTC))
@@ -181,12 +194,38 @@ def verify_envelope(
         from agent import dictionaries as shipped
 
         dictionaries = shipped.load()
-    opened = open_envelope(message, key, dictionaries)
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     signer = str(names[0].value) if names else None
+    sets: dict[bytes, tuple[Mapping[str, Any], ...]] = {}
+    for n, earlier in enumerate(devices_from, 1):
+        try:
+            opened = _open(decode_input(earlier)[0], key, dictionaries, sets, signer)
+        except IntegrityError as exc:
+            raise IntegrityError(f"devices-from {n}: {exc.what}", exc.reason) from None
+        sets.update(device_sets_of(opened))
+    try:
+        opened = _open(message, key, dictionaries, sets, signer)
+    except UnknownDevicesError as exc:
+        raise UnknownDevicesError(
+            exc.what,
+            f"{exc.reason}: verifying it needs an earlier envelope of this hub that carried"
+            " them in full (--devices-from FILE)",
+            exc.digest,
+        ) from None
+    return VerifiedEnvelope(signer, ca is not None, input_format, opened)
+
+
+def _open(
+    message: bytes,
+    key: ec.EllipticCurvePublicKey,
+    dictionaries: Mapping[int, Dictionary],
+    sets: Mapping[bytes, Sequence[Mapping[str, Any]]],
+    signer: str | None,
+) -> OpenedEnvelope:
+    opened = open_envelope(message, key, dictionaries, sets)
     if signer is not None and opened.hub != signer:
         raise IntegrityError("envelope", "its hub is not the certificate's CN")
-    return VerifiedEnvelope(signer, ca is not None, input_format, opened)
+    return opened
 
 
 # ---------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """`homehub verify` and agent.verify: a captured envelope verified against the hub's certificate.
 
 Valid: a single reading (the wire-format example, as raw CBOR, hex and base64), a compressed
-single, a compressed batch. Refused, exit 2 with the reason on one line: a tampered byte, the
-wrong certificate, the wrong CA, an expired certificate, a hub that is not the certificate's
-CN, an unknown dictionary, garbage.
+single, a compressed batch, a batch naming its Devices by digest given an earlier envelope that
+carried them (``--devices-from``; without it, refused saying it needs one). Refused, exit 2
+with the reason on one line: a tampered byte, the wrong certificate, the wrong CA, an expired
+certificate, a hub that is not the certificate's CN, an unknown dictionary, garbage.
 """
 
 from __future__ import annotations
@@ -180,6 +181,32 @@ class TestValid:
         assert batch.digest.hex() == doc["digest"]
         assert _same_digits([cbor2.loads(r.payload) for r in readings], doc["readings"])
         assert "E" not in json.dumps(doc["readings"][0]["hub_time"])
+
+    def test_devices_by_reference_given_an_earlier_envelope(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Dictionary 3: a batch naming its Devices by digest is expanded with an earlier
+        envelope that carried them in full (``--devices-from``), every reading the stored
+        version 1; without it, exit 2 saying what is needed."""
+        readings, signer = _backlog_envelopes()
+        v3 = dictionaries.load()[3]
+        earlier = build_batch(readings, signer, v3, 64 * 1024)  # Devices in full
+        known = earlier.device_sets_carried
+        assert 3 == len(known)  # a cuff, a meter and an oximeter, each with the hub
+        batch = build_batch(readings, signer, v3, 64 * 1024, known_device_sets=known)
+        assert (frozenset(), known) == (batch.device_sets_carried, batch.device_sets_referenced)
+        cert = _cert(signer.key, readings[0].hub)  # type: ignore[arg-type]
+        args = _run(tmp_path, batch.data, cert, _pem(CA))
+        assert 2 == main(args)
+        err = capsys.readouterr().err
+        assert err.startswith("homehub: verify: envelope: reading 0: its Devices are by reference")
+        assert err.endswith("needs an earlier envelope of this hub that carried them in full"
+                            " (--devices-from FILE)\n")  # fmt: skip
+        (tmp_path / "earlier").write_bytes(earlier.data.hex().encode())
+        assert 0 == main([*args, "--devices-from", str(tmp_path / "earlier")])
+        doc = json.loads(capsys.readouterr().out, parse_float=Decimal)
+        assert (3, 12) == (doc["dictionary"], len(doc["readings"]))
+        assert _same_digits([cbor2.loads(r.payload) for r in readings], doc["readings"])
 
     def test_compressed_single_api(self) -> None:
         readings, signer = _backlog_envelopes()
