@@ -43,7 +43,7 @@ from typing import Any, Final
 
 import cbor2
 
-from hil.platform_verify import VerifiedEnvelope, VerifiedReading, device_set_of
+from hil.platform_verify import VerifiedEnvelope, VerifiedReading
 
 DB_NAME: Final = "platform.db"
 
@@ -170,11 +170,10 @@ class PlatformStore:
                 (digest, envelope.hub_id, _seqs_text(envelope.seqs), now, envelope.envelope),
             )
         for reading in envelope.readings:
-            found = device_set_of(reading.payload)
-            if found is not None:
+            if reading.device_set is not None:  # one named by reference is held already
                 self._db.execute(
                     "INSERT OR IGNORE INTO device_sets VALUES (?, ?, ?, ?)",
-                    (reading.hub_id, found[0], found[1], now),
+                    (reading.hub_id, *reading.device_set, now),
                 )
         return [self._store_reading(r, digest, now) for r in envelope.readings]
 

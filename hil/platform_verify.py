@@ -138,6 +138,10 @@ class VerifiedReading:
     payload: dict[str, Any] = field(repr=False)
     envelope: bytes = field(repr=False)
     reading_bytes: bytes = field(default=b"", repr=False)
+    device_set: tuple[bytes, bytes] | None = field(default=None, repr=False)
+    """The device set the reading carried in full (digest, deterministic CBOR of the array of
+    its Device resources), which the platform keeps; None when it had none or named it by
+    reference (held already)."""
 
     @property
     def conflict_of(self) -> int | None:
@@ -673,9 +677,11 @@ def _reading(
     for name, kind in (("v", int), ("hub", str), ("seq", int), ("id", str), ("kind", str)):
         if type(body.get(name)) is not kind:
             _reject(f"{what} field {name!r} missing or not {kind.__name__}")
+    by_reference = False
     if body["v"] == PAYLOAD_VERSION_DERIVED_IDS:
         data, body = expand_v2(body, what)
     elif body["v"] == PAYLOAD_VERSION_DEVICES_BY_REFERENCE:
+        by_reference = "devices" in body
         data, body = expand_v3(body, what, device_set)
     elif body["v"] != PAYLOAD_VERSION:
         _reject(f"{what} version {body['v']} not supported")
@@ -697,6 +703,7 @@ def _reading(
         payload=body,
         envelope=envelope,
         reading_bytes=data,
+        device_set=None if by_reference else device_set_of(body),
     )
 
 

@@ -68,6 +68,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
+import cbor2
 import paho.mqtt.client as mqtt
 import structlog
 from cryptography import x509
@@ -520,6 +521,14 @@ class Receiver:
         results = []
         store = self.store
         assert store is not None
+        # Device sets carried by the messages before, stored with them in this transaction: a
+        # later message of the batch may name them (a backlog sent again all at once).
+        learned: dict[tuple[str, bytes], list[dict[str, Any]]] = {}
+
+        def device_set(hub: str, digest: bytes) -> list[dict[str, Any]] | None:
+            found = learned.get((hub, digest))
+            return found if found is not None else store.device_set(hub, digest)
+
         for item in batch:
             try:
                 verified = verify_envelope(
@@ -528,12 +537,16 @@ class Receiver:
                     self.hubs,
                     self.dictionaries,
                     pure_pycose=self._pure_pycose,
-                    device_sets=store.device_set,
+                    device_sets=device_set,
                 )
             except RejectedError as exc:
                 results.append(_Result(item, error=exc))
             else:
                 results.append(_Result(item, verified=verified))
+                for reading in verified.readings:
+                    if reading.device_set is not None:
+                        digest, devices = reading.device_set
+                        learned.setdefault((verified.hub_id, digest), cbor2.loads(devices))
         now = time.time()
         with store.transaction():
             for result in results:

@@ -336,10 +336,11 @@ class TestCompression:
 
 
 class TestHubEnvelopes:
-    """The hub's own envelopes (agent/envelopes.py, dictionaries 1 and 2 of agent/dictionaries/)
-    verify in the independent platform, single and batched, compressed or not."""
+    """The hub's own envelopes (agent/envelopes.py, dictionaries 1, 2 and 3 of
+    agent/dictionaries/) verify in the independent platform, single and batched, compressed or
+    not."""
 
-    @pytest.mark.parametrize("dictionary_id", [1, 2])
+    @pytest.mark.parametrize("dictionary_id", [1, 2, 3])
     def test_single_and_batch_with_the_shipped_dictionary(
         self, hub_key: ec.EllipticCurvePrivateKey, hubs: HubDirectory, dictionary_id: int
     ) -> None:
@@ -375,4 +376,4 @@ class TestHubEnvelopes:
             assert [p.payload for p in payloads[: len(envelope.seqs)]] == [
                 r.reading_bytes for r in verified.readings
             ]
-        assert [1, 2] == platform_dictionaries.ids
+        assert [1, 2, 3] == platform_dictionaries.ids
