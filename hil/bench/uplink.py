@@ -31,21 +31,26 @@
    wire (MQTT payloads).
 
    When the publisher's constructor takes ``dictionary`` (batching and compression), it is
-   given the newest shipped dictionary (:data:`DICTIONARY_ID`, 2: version-2 readings, without
-   derived identifiers) as a platform that announced it would (a callable returning it, as
-   the constructor asks since f73c6e9), and ``signer``, the hub's key: a backlog then
-   goes in compressed batches (``batch_max_readings``, fresh window and budget at the
-   product's defaults). The platform holds the shipped dictionaries in every case.
+   given the newest shipped dictionary (:data:`DICTIONARY_ID`, 3: version-3 readings, without
+   derived identifiers, their Devices by reference once a receipt confirmed the platform holds
+   them) as a platform that announced it would (a callable returning it, as the constructor
+   asks since f73c6e9), and ``signer``, the hub's key: a backlog then goes in compressed
+   batches (``batch_max_readings``, fresh window and budget at the product's defaults). The
+   platform holds the shipped dictionaries in every case.
 
 2. **Envelope bytes per reading**, per device kind (blood pressure, glucose with its
    Measurement Context, glucose, pulse oximetry): readings made by the real pipeline from
    emulated device bytes (``hil/train_dictionaries.py``'s generators) with a seed of their own
    (:data:`SIZE_SEED`: neither the training seed nor the documented held-out one); single
    envelopes as stored (uncompressed) and as :func:`agent.envelopes.build_single` makes them
-   with the shipped dictionary; per reading in batches of 10 and 50 of one hub
-   (:func:`agent.envelopes.build_batch`), plain beside dictionary-compressed. Goals (issue 9): a
-   single blood-pressure envelope ≤ 400 B, glucose with context ≤ 600 B, a reading in a batch
-   ≤ 250 B; judged on the median (the maximum printed beside it and reported too).
+   with the newest shipped dictionary, for the **first** reading of a device (its Devices in
+   full: the platform does not hold them yet) and in **steady state** (its Devices by
+   reference: docs/platform-protocol.md "Devices by reference"), beside the newest dictionary
+   before it (:data:`BASELINE_DICTIONARY_ID`, 2: version-2 readings); per reading in batches
+   of 10 and 50 of one hub (:func:`agent.envelopes.build_batch`, steady state), plain beside
+   dictionary-compressed. Goals (issue 9): a single blood-pressure envelope ≤ 400 B, glucose
+   with context ≤ 600 B, a reading in a batch ≤ 250 B; judged on the steady-state median (the
+   maximum and the first reading's printed beside it and reported too).
 
 3. **IP bytes per idle day** per profile: :func:`hil.bench.idle_link.measure` (kernel TCP_INFO
    counters of idle TLS connections, extrapolated to each profile's keepalive) beside today's
@@ -83,7 +88,7 @@ import paho.mqtt.client as mqtt
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from agent import cose, dictionaries
+from agent import cose, device_refs, dictionaries
 from agent.dictionaries import Dictionary
 from agent.envelopes import ReadingPayload, build_batch, build_single
 from agent.ingest import Signer
@@ -122,6 +127,10 @@ SIZE_SEED: Final = 555_000_001
 DICTIONARY_ID: Final = max(dictionaries.load())
 """The dictionary the hub compresses with: the newest shipped, as a platform holding all of
 them announces (the hub takes the highest announced id)."""
+BASELINE_DICTIONARY_ID: Final = max(
+    (d.id for d in dictionaries.load().values() if d.reading_version < device_refs.READING_V3),
+)
+"""The newest shipped dictionary before Devices by reference (2): the singles' baseline."""
 SIZE_COUNT: Final = 60
 """Single envelopes measured per kind (median and maximum)."""
 SIZE_BATCHES: Final = 5
@@ -699,7 +708,9 @@ def _drain_figures(run: _Run, stored: list[bytes], options: dict[str, Any]) -> d
 @dataclass(frozen=True, slots=True)
 class KindSizes:
     """Envelope bytes of one kind: singles (median, max) stored and compressed with the
-    dictionary; per reading in a batch of each size, plain and with the dictionary."""
+    dictionary, in steady state (``single``: Devices by reference) and for a device's first
+    reading (``first``: Devices in full), and with the baseline dictionary; per reading in a
+    batch of each size (steady state), plain and with the dictionary."""
 
     kind: str
     stored_median: int
@@ -708,6 +719,10 @@ class KindSizes:
     single_max: int
     batch_plain: dict[str, int]
     batch: dict[str, int]
+    first_median: int
+    first_max: int
+    baseline_median: int
+    baseline_max: int
 
 
 def _seq(reading: SyntheticReading) -> int:
@@ -743,22 +758,50 @@ def _hub_batch_readings(kind: str, count: int, seed: int) -> list[SyntheticReadi
     return held
 
 
+def _device_sets(payloads: Sequence[ReadingPayload]) -> frozenset[bytes]:
+    """The device sets of ``payloads``: what a platform that received them holds."""
+    return frozenset(
+        found[0]
+        for p in payloads
+        if (found := device_refs.device_set(cbor2.loads(p.payload))) is not None
+    )
+
+
+def _single_sizes(
+    payloads: Sequence[ReadingPayload],
+    signer: Signer,
+    dictionary: Dictionary,
+    known: frozenset[bytes],
+) -> list[int]:
+    """Each reading's single envelope bytes, ascending (Devices by reference when ``known``)."""
+    return sorted(
+        len(build_single(p, signer, dictionary, known_device_sets=known).data) for p in payloads
+    )
+
+
 def measure_sizes(count: int, batches: int, seed: int = SIZE_SEED) -> list[KindSizes]:
     """Part 2 (see the module doc)."""
-    dictionary = dictionaries.load()[DICTIONARY_ID]
+    loaded = dictionaries.load()
+    dictionary, baseline = loaded[DICTIONARY_ID], loaded[BASELINE_DICTIONARY_ID]
     signer = synthetic_signer(seed)
     rows = []
     for kind in SIZE_KINDS:
         held = _kind_readings(kind, count, seed)
         stored = sorted(len(r.envelope) for r in held)
-        single = sorted(len(build_single(p, signer, dictionary).data) for p in _payloads(held))
+        singles = _payloads(held)
+        known = _device_sets(singles)
+        single = _single_sizes(singles, signer, dictionary, known)
+        first = _single_sizes(singles, signer, dictionary, frozenset())
+        before = _single_sizes(singles, signer, baseline, frozenset())
         plain: dict[str, int] = {}
         compressed: dict[str, int] = {}
         for n in BATCH_SIZES:
             per_plain, per_dict = [], []
             for b in range(batches):
                 payloads = _payloads(_hub_batch_readings(kind, n, seed + 1000 * n + b))
-                envelope = build_batch(payloads, signer, dictionary, 1 << 20)
+                envelope = build_batch(
+                    payloads, signer, dictionary, 1 << 20, known_device_sets=_device_sets(payloads)
+                )
                 bare = build_batch(payloads, signer, None, 1 << 20, compress=False)
                 if len(envelope.seqs) != n or len(bare.seqs) != n:
                     raise RuntimeError(f"a batch of {n} {kind} readings was cut")
@@ -775,6 +818,10 @@ def measure_sizes(count: int, batches: int, seed: int = SIZE_SEED) -> list[KindS
                 single_max=single[-1],
                 batch_plain=plain,
                 batch=compressed,
+                first_median=first[len(first) // 2],
+                first_max=first[-1],
+                baseline_median=before[len(before) // 2],
+                baseline_max=before[-1],
             )
         )
     return rows
@@ -791,6 +838,8 @@ def _size_figures(rows: list[KindSizes], count: int, batches: int) -> dict[str, 
                 "max": row.single_max,
                 "met": row.single_median <= goal,
                 "met_by_max": row.single_max <= goal,
+                "first_median": row.first_median,
+                "met_by_first": row.first_median <= goal,
             }
         for n, per in row.batch.items():
             goals[f"batch{n}_{row.kind}"] = {
@@ -803,6 +852,7 @@ def _size_figures(rows: list[KindSizes], count: int, batches: int) -> dict[str, 
         "singles_per_kind": count,
         "batches_per_size": batches,
         "dictionary_id": DICTIONARY_ID,
+        "baseline_dictionary_id": BASELINE_DICTIONARY_ID,
         "kinds": {row.kind: asdict(row) for row in rows},
         "goals": goals,
         "all_goals_met": all(g["met"] for g in goals.values()),
@@ -914,23 +964,36 @@ def report(f: dict[str, Any], out: Callable[[str], None] = print) -> None:
     out(
         f"envelope bytes per reading (seed {s['seed']}; singles: median/max of"
         f" {s['singles_per_kind']}; batches: median of {s['batches_per_size']}),"
-        f" dictionary {s['dictionary_id']}:"
+        f" dictionary {s['dictionary_id']} (first: a device's first reading, Devices in full;"
+        f" steady: Devices by reference; batches steady) beside dictionary"
+        f" {s['baseline_dictionary_id']}:"
     )
     header = "".join(
         f"{'b' + str(n) + ' plain':>10}{'b' + str(n) + ' dict':>9}" for n in BATCH_SIZES
     )
-    out(f"  {'kind':<22}{'stored':>13}{'single dict':>13}{header}")
+    out(
+        f"  {'kind':<22}{'stored':>13}{'first':>13}{'steady':>13}"
+        f"{'dict ' + str(s['baseline_dictionary_id']):>13}{header}"
+    )
     for kind, row in s["kinds"].items():
         batches = "".join(
             f"{row['batch_plain'][str(n)]:>10}{row['batch'][str(n)]:>9}" for n in BATCH_SIZES
         )
         out(
             f"  {kind:<22}{row['stored_median']:>6}/{row['stored_max']:<6}"
-            f"{row['single_median']:>6}/{row['single_max']:<6}{batches}"
+            f"{row['first_median']:>6}/{row['first_max']:<6}"
+            f"{row['single_median']:>6}/{row['single_max']:<6}"
+            f"{row['baseline_median']:>6}/{row['baseline_max']:<6}{batches}"
         )
     for name, g in s["goals"].items():
-        extra = f", max {g['max']}" if "max" in g else ""
-        out(f"  goal {name}: {g['median']} B{extra} <= {g['goal_bytes']} B: {_met(g['met'])}")
+        extra = f" (max {g['max']})" if "max" in g else ""
+        first = ""
+        if "first_median" in g:
+            first = f"; a device's first reading {g['first_median']} B: {_met(g['met_by_first'])}"
+        out(
+            f"  goal {name}: {g['median']} B{extra} <= {g['goal_bytes']} B: {_met(g['met'])}"
+            + first
+        )
     idle = f["idle"]
     if idle is None:
         out("idle link: not measured (--no-idle)")
