@@ -534,12 +534,13 @@ async def test_a_platform_that_lost_the_device_sets_gets_the_devices_again(
     set, and the next reading names it by reference. The platform then loses its device sets:
     the next two, by reference, are refused ``unknown_device``; the hub marks nothing refused,
     forgets the set and sends them again in full. Every reading is held and deleted once,
-    none refused, and the set is confirmed again and kept in the outbox."""
+    none refused, and the set is confirmed again and kept in the outbox: after a restart the
+    next reading names it at once."""
     judge = DeviceSetsPlatform(dev_pki)
     platform = StandInPlatform(
         dev_pki, broker.port, signer, asyncio.get_running_loop(), judge=judge.judge
     )
-    payloads = [r.payload for r in hub_backlog(4, 4040, ("blood_pressure",))]
+    payloads = [r.payload for r in hub_backlog(5, 4040, ("blood_pressure",))]
     digest = device_set_of(cbor2.loads(payloads[0]))
     assert digest is not None
     try:
@@ -555,7 +556,7 @@ async def test_a_platform_that_lost_the_device_sets_gets_the_devices_again(
                         await rig.until(lambda seq=seq: seq in rig.delivered)
                     assert frozenset({digest[0]}) == publisher.known_device_sets
                 judge.lose()
-                later = await rig.storage.call(_store_payloads, rig, payloads[2:])
+                later = await rig.storage.call(_store_payloads, rig, payloads[2:4])
                 publisher.wake()
                 async with asyncio.timeout(TIMEOUT_S):
                     await rig.until(lambda: set(later) <= set(rig.delivered))
@@ -563,6 +564,12 @@ async def test_a_platform_that_lost_the_device_sets_gets_the_devices_again(
                 assert 2 == publisher.stats.resent_in_full
                 assert publisher.stats.device_sets_forgotten >= 1
             saved = await rig.storage.call(rig.box.get_sync_state, "hub.publisher", "device_sets")
+            # A restart: the set is read back from the outbox, the next reading names it.
+            async with publishing(rig, dev_pki, broker, **options) as (publisher, _uplink):
+                (e,) = await rig.storage.call(_store_payloads, rig, payloads[4:])
+                publisher.wake()
+                async with asyncio.timeout(TIMEOUT_S):
+                    await rig.until(lambda: e in rig.delivered)
     finally:
         platform.close()
     a, b = sorted(rig.delivered)[:2]
@@ -574,6 +581,7 @@ async def test_a_platform_that_lost_the_device_sets_gets_the_devices_again(
         (c, True, "unknown_device"),
         (d, False, None),
         (d, True, "unknown_device"),
+        (e, True, None),
     ] == sorted(judge.arrivals)
     assert OutboxCounts(0, None) == await _counts(rig)
     assert [] == logs.named("measurement_refused")
