@@ -60,6 +60,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.cose import key_id, strict_loads, verify1
 from agent.errors import IntegrityError, ReceiptRejectedError, ReceiptRejection
+from agent.network_time import TOLERANCE_S
 
 # ---------------------------------------------------------------------------
 # Constants (docs/platform-protocol.md)
@@ -76,9 +77,18 @@ RID_BYTES: Final = 16
 MAX_VALIDITY_S: Final = 3600
 """``exp - iat`` of a receipt is at most an hour (the contract)."""
 
-CLOCK_SKEW_S: Final = 300
-"""A receipt is accepted from ``iat - 300`` s by the hub's clock: the platform's clock may be
-ahead of ours by up to five minutes."""
+CLOCK_SKEW_S: Final = 1200
+"""How far the hub's clock may be from the platform's when it judges a receipt's ``iat`` and
+``exp``: 20 minutes either way. The hub corrects its wall clock by the network's time only
+once the two are more than :data:`agent.network_time.TOLERANCE_S` (15 minutes) apart, so a hub
+up to that far off is a healthy hub, and the platform's clock may be off by a few minutes
+more. With a narrower bound a hub 10 minutes behind refused every receipt as "issued in the
+future" (raising a ``security`` event each time) and never emptied its outbox. A wider bound
+costs nothing against a forger (a receipt is signed) and little against a replay: a rid is
+remembered until ``exp`` + this skew, and the receipt must still name envelopes this hub sent
+and has not had receipted."""
+if CLOCK_SKEW_S <= TOLERANCE_S:  # pragma: no cover - a static relation between constants
+    raise ImportError("a hub the network's time leaves alone would refuse receipts")
 
 MAX_ITEMS: Final = 1000
 """``held`` and ``refused`` together name 1 to 1,000 envelopes (the contract)."""
@@ -487,7 +497,7 @@ class ReceiptBook:
         """
         if receipt.hub != self.hub_id:
             raise ReceiptRejectedError(ReceiptRejection.WRONG_HUB, "for another hub")
-        if not receipt.iat - CLOCK_SKEW_S <= wall <= receipt.exp:
+        if not receipt.iat - CLOCK_SKEW_S <= wall <= receipt.exp + CLOCK_SKEW_S:
             detail = "expired" if wall > receipt.exp else "issued in the future"
             raise ReceiptRejectedError(ReceiptRejection.EXPIRED, detail)
         self._forget_rids(wall)
@@ -561,7 +571,8 @@ class ReceiptBook:
             self._receipted.popitem(last=False)
 
     def _forget_rids(self, wall: float) -> None:
-        while self._rid_heap and self._rid_heap[0][0] < wall:
+        # Kept while a receipt with that exp is still accepted (the skew past exp).
+        while self._rid_heap and self._rid_heap[0][0] + CLOCK_SKEW_S < wall:
             _, rid = heapq.heappop(self._rid_heap)
             self._rids.pop(rid, None)
 

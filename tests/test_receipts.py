@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from agent.errors import ReceiptRejectedError, ReceiptRejection
+from agent.network_time import TOLERANCE_S
 from agent.receipts import (
     CLOCK_SKEW_S,
     RECEIPT_CONTENT_TYPE,
@@ -263,8 +264,14 @@ class TestSettle:
         rid = b"r" * 16
         first = _receipt(signer, [(A, [1])], rid=rid, iat=NOW, exp=NOW + 10)
         book.settle(Receipt.from_bytes(first, platform_key), NOW)
-        later = _receipt(signer, [(B, [2, 3])], rid=rid, iat=NOW + 20, exp=NOW + 30)
-        assert (2, 3) == book.settle(Receipt.from_bytes(later, platform_key), NOW + 20).held
+        # Still accepted by its exp and the skew: remembered, a replay.
+        replay = _receipt(signer, [(B, [2, 3])], rid=rid, iat=NOW + 20, exp=NOW + 30)
+        with pytest.raises(ReceiptRejectedError) as excinfo:
+            book.settle(Receipt.from_bytes(replay, platform_key), NOW + 10 + CLOCK_SKEW_S)
+        assert ReceiptRejection.REPLAYED is _rejected(excinfo)
+        after = NOW + 11 + CLOCK_SKEW_S
+        later = _receipt(signer, [(B, [2, 3])], rid=rid, iat=after, exp=after + 10)
+        assert (2, 3) == book.settle(Receipt.from_bytes(later, platform_key), after).held
 
     def test_replay_memory_is_bounded_and_never_opens_a_replay(
         self, signer: PlatformSigner, platform_key: ec.EllipticCurvePublicKey
@@ -288,7 +295,7 @@ class TestSettle:
     @pytest.mark.parametrize(
         ("iat", "exp", "wall"),
         [
-            (NOW - 100, NOW - 1, NOW),  # expired a second ago
+            (NOW - 100 - CLOCK_SKEW_S, NOW - 1 - CLOCK_SKEW_S, NOW),  # expired, past the skew
             (NOW + CLOCK_SKEW_S + 1, NOW + CLOCK_SKEW_S + 60, NOW),  # issued too far ahead
         ],
     )
@@ -312,6 +319,18 @@ class TestSettle:
     ) -> None:
         message = _receipt(signer, [(A, [1])], iat=NOW + CLOCK_SKEW_S, exp=NOW + CLOCK_SKEW_S)
         assert (1,) == _book().settle(Receipt.from_bytes(message, platform_key), NOW).held
+        past = _receipt(signer, [(A, [1])], iat=NOW - CLOCK_SKEW_S - 60, exp=NOW - CLOCK_SKEW_S)
+        assert (1,) == _book().settle(Receipt.from_bytes(past, platform_key), NOW).held
+
+    @pytest.mark.parametrize("hub_off_s", [-TOLERANCE_S, TOLERANCE_S])
+    def test_a_hub_clock_the_network_time_leaves_alone_takes_receipts(
+        self, signer: PlatformSigner, platform_key: ec.EllipticCurvePublicKey, hub_off_s: float
+    ) -> None:
+        """A hub clock 15 minutes off (agent/network_time.py corrects it only beyond that),
+        behind or ahead, with a receipt valid for 15 minutes: accepted."""
+        message = _receipt(signer, [(A, [1])], iat=NOW, exp=NOW + 900)
+        wall = NOW + hub_off_s + (900 if hub_off_s > 0 else 0)
+        assert (1,) == _book().settle(Receipt.from_bytes(message, platform_key), wall).held
 
     def test_other_hub(
         self, signer: PlatformSigner, platform_key: ec.EllipticCurvePublicKey
