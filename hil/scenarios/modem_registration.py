@@ -370,4 +370,5 @@ SCENARIO: Final = Scenario(
     receipt_timeout_s=5.0,
     timeout_s=RESET_WAIT_S + BACK_WAIT_S + 120.0,
     setup=setup,
+    needs=frozenset({"modem_emulator", "proxy"}),  # a real module cannot be told to lose its cell
 )
