@@ -237,7 +237,7 @@ def expand_content(content: Mapping[str, Any], device_sets: DeviceSets) -> dict[
             k = entry[PLACEHOLDER_KEY]
             if type(k) is not int or k != placeholders[index]:
                 _refuse(f"entry {index}: the Devices by reference are not numbered 0, 1, …")
-            resources.append(stored[k])
+            resources.append(dict(stored[k]))  # as it is (a Mapping given: a map again)
             continue
         if not isinstance(entry, dict) or entry.keys() != {"resource"}:
             _refuse(f"entry {index} is not a map of exactly resource, or of exactly device")
