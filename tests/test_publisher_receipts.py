@@ -39,6 +39,7 @@ from agent.ingest import Signer
 from agent.outbox import Outbox, OutboxCounts
 from agent.profiles import AckMode
 from agent.publisher import Publisher
+from agent.receipts import CLOCK_SKEW_S as SKEW
 from agent.receipts import envelope_digest
 from agent.sealing import DataKey, Sealer
 from agent.security import SecurityEvent, load_platform_key
@@ -361,7 +362,7 @@ async def test_bad_receipts_delete_nothing_and_raise_security_events(
         (bytes(forged), ReceiptRejection.FORGED),
         (signer.receipt("hub-0002", [(d[b], [b])], **window), ReceiptRejection.WRONG_HUB),
         (
-            signer.receipt(HUB_ID, [(d[b], [b])], iat=NOW - 120, exp=NOW - 60),
+            signer.receipt(HUB_ID, [(d[b], [b])], iat=NOW - SKEW - 120, exp=NOW - SKEW - 60),
             ReceiptRejection.EXPIRED,
         ),
         (signer.receipt(HUB_ID, [(d[b], [b, c])], **window), ReceiptRejection.MISMATCHED),
