@@ -707,6 +707,26 @@ def _reading(
     )
 
 
+def _give_id(resource: dict[str, Any], what: str, n: int) -> None:
+    """Rule 3 of "Derived identifiers" reversed for entry ``n``: an Observation without ``id``
+    gets ``obs-`` and 32 hex digits of SHA-256 over its one hub identifier; every resource's
+    ``id`` must then be text."""
+    if "id" not in resource:
+        identifiers = resource.get("identifier")
+        hub_ids = [
+            i.get("value")
+            for i in (identifiers if isinstance(identifiers, list) else ())
+            if isinstance(i, dict) and i.get("system") == HUB_IDENTIFIER_SYSTEM
+        ]
+        if resource["resourceType"] != "Observation" or len(hub_ids) != 1:
+            _reject(f"{what}: entry {n} has no id and none can be derived")
+        if not isinstance(hub_ids[0], str):
+            _reject(f"{what}: entry {n}'s hub identifier is not text")
+        resource["id"] = "obs-" + hashlib.sha256(hub_ids[0].encode()).hexdigest()[:32]
+    if not isinstance(resource["id"], str):
+        _reject(f"{what}: entry {n}'s id is not text")
+
+
 def expand_v2(body: dict[str, Any], what: str) -> tuple[bytes, dict[str, Any]]:
     """A version-2 reading as the version-1 reading it stands for: its deterministic CBOR and
     content. Each step of docs/platform-protocol.md "Derived identifiers", reversed:
@@ -723,19 +743,7 @@ def expand_v2(body: dict[str, Any], what: str) -> tuple[bytes, dict[str, Any]]:
         resource = dict(entry["resource"]) if isinstance(entry["resource"], dict) else None
         if resource is None or not isinstance(resource.get("resourceType"), str):
             _reject(f"{what}: entry {n} has no resource with a resourceType")
-        if "id" not in resource:
-            hub_ids = [
-                i.get("value")
-                for i in resource.get("identifier", ())
-                if isinstance(i, dict) and i.get("system") == HUB_IDENTIFIER_SYSTEM
-            ]
-            if resource["resourceType"] != "Observation" or len(hub_ids) != 1:
-                _reject(f"{what}: entry {n} has no id and none can be derived")
-            if not isinstance(hub_ids[0], str):
-                _reject(f"{what}: entry {n}'s hub identifier is not text")
-            resource["id"] = "obs-" + hashlib.sha256(hub_ids[0].encode()).hexdigest()[:32]
-        if not isinstance(resource["id"], str):
-            _reject(f"{what}: entry {n}'s id is not text")
+        _give_id(resource, what, n)
         resources.append(resource)
     urls: dict[str, str] = {}
     for resource in resources:
@@ -818,20 +826,7 @@ def expand_v3(
         resource = dict(entry["resource"]) if isinstance(entry["resource"], dict) else None
         if resource is None or not isinstance(resource.get("resourceType"), str):
             _reject(f"{what}: entry {n} has no resource with a resourceType")
-        if "id" not in resource:
-            identifiers = resource.get("identifier")
-            hub_ids = [
-                i.get("value")
-                for i in (identifiers if isinstance(identifiers, list) else ())
-                if isinstance(i, dict) and i.get("system") == HUB_IDENTIFIER_SYSTEM
-            ]
-            if resource["resourceType"] != "Observation" or len(hub_ids) != 1:
-                _reject(f"{what}: entry {n} has no id and none can be derived")
-            if not isinstance(hub_ids[0], str):
-                _reject(f"{what}: entry {n}'s hub identifier is not text")
-            resource["id"] = "obs-" + hashlib.sha256(hub_ids[0].encode()).hexdigest()[:32]
-        if not isinstance(resource["id"], str):
-            _reject(f"{what}: entry {n}'s id is not text")
+        _give_id(resource, what, n)
         resources.append(resource)
     urls: list[str] = []
     names: set[str] = set()

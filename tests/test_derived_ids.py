@@ -101,6 +101,7 @@ def test_a_reading_without_an_exact_version_2_goes_as_version_1() -> None:
         pytest.param(lambda e: e.append(copy.deepcopy(e[-1])), id="entry-twice"),
         pytest.param(lambda e: _device(e).pop("id"), id="device-without-id"),
         pytest.param(lambda e: e[0]["resource"].pop("identifier"), id="no-hub-identifier"),
+        pytest.param(lambda e: e[0]["resource"].update(identifier=5), id="identifier-not-a-list"),
         pytest.param(lambda e: e.__setitem__(0, []), id="entry-not-a-map"),
     ],
 )
