@@ -764,7 +764,7 @@ def expand_v2(body: dict[str, Any], what: str) -> tuple[bytes, dict[str, Any]]:
 
     v1 = dict(body)
     v1["v"] = PAYLOAD_VERSION
-    v1["fhir"] = dict(fhir)
+    v1["fhir"] = {**fhir, "entry": []} if isinstance(fhir, dict) else {}  # (a dict: see above)
     v1["fhir"]["entry"] = [
         {"fullUrl": url, "resource": linked(resource)}
         for url, resource in zip(urls.values(), resources, strict=True)
