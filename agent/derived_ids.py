@@ -48,6 +48,19 @@ MAX_ENTRIES: Final = 64
 """Most entries a version-2 Bundle may hold (ours hold at most ~12): expansion is bounded."""
 
 
+def decode_noting_references(payload: bytes) -> tuple[Any, list[dict[Any, Any]]]:
+    """``payload`` decoded, with the maps that hold a ``reference`` (noted while decoding, so
+    that compacting them needs no walk over the whole Bundle)."""
+    holders: list[dict[Any, Any]] = []
+
+    def note_references(value: Mapping[Any, Any], _immutable: bool) -> Mapping[Any, Any]:
+        if "reference" in value and isinstance(value, dict):
+            holders.append(value)
+        return value
+
+    return cbor2.loads(payload, object_hook=note_references), holders
+
+
 def compact(payload: bytes) -> bytes | None:
     """The version-2 form of a stored version-1 reading payload, or None when it has none:
     not a version-1 reading with a Bundle, or expanding the result would not give the same
@@ -58,14 +71,7 @@ def compact(payload: bytes) -> bytes | None:
     compacts every reading of a backlog). The result is plain CBOR, not deterministic: only
     version 1, which the receiver makes, needs to be.
     """
-    holders: list[dict[Any, Any]] = []
-
-    def note_references(value: Mapping[Any, Any], _immutable: bool) -> Mapping[Any, Any]:
-        if "reference" in value and isinstance(value, dict):
-            holders.append(value)
-        return value
-
-    content = cbor2.loads(payload, object_hook=note_references)
+    content, holders = decode_noting_references(payload)
     if not _compact_in_place(content, holders):
         return None
     return cbor2.dumps(content)

@@ -134,14 +134,7 @@ def compact(payload: bytes, known: Container[bytes] = frozenset()) -> Compacted 
     Made in place on a fresh decode (the maps holding a ``reference`` are noted while
     decoding), the device set's digest taken before anything changes.
     """
-    holders: list[dict[Any, Any]] = []
-
-    def note_references(value: Mapping[Any, Any], _immutable: bool) -> Mapping[Any, Any]:
-        if "reference" in value and isinstance(value, dict):
-            holders.append(value)
-        return value
-
-    content = cbor2.loads(payload, object_hook=note_references)
+    content, holders = derived_ids.decode_noting_references(payload)
     if not isinstance(content, dict) or content.get("v") != derived_ids.READING_V1:
         return None
     if DEVICES_KEY in content:
