@@ -21,12 +21,9 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import structlog
 
 from hil.__main__ import run_all
 from hil.fleet.figures import report
@@ -36,34 +33,7 @@ from hil.report import write_report
 from hil.rig import RigError, open_rig
 from hil.scenarios import SCENARIOS
 from hil.scenarios.results import FleetResult
-
-
-@contextmanager
-def _fleet_log(path: Path) -> Iterator[None]:
-    """This process's structlog events of warning and above, and stdlib warnings (paho), to
-    ``path`` as JSON lines while the fleet runs (the platform's info events, one per duplicate,
-    would be thousands); the previous configuration restored afterwards."""
-    previous = structlog.get_config()
-    with path.open("a", buffering=1) as stream:
-        structlog.configure(
-            processors=[
-                structlog.processors.add_log_level,
-                structlog.processors.TimeStamper(fmt="iso"),
-                structlog.processors.JSONRenderer(),
-            ],
-            wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-            logger_factory=structlog.PrintLoggerFactory(stream),
-            cache_logger_on_first_use=False,
-        )
-        handler = logging.StreamHandler(stream)
-        handler.setLevel(logging.WARNING)
-        root = logging.getLogger()
-        root.addHandler(handler)
-        try:
-            yield
-        finally:
-            root.removeHandler(handler)
-            structlog.configure(**previous)
+from hil.scenarios.runner import platform_log
 
 
 def _describe(exc: BaseException) -> str:
@@ -89,7 +59,8 @@ def run_fleet_for_report(options: FleetOptions, run_dir: Path, *, echo: bool = T
 
     try:
         with (
-            _fleet_log(run_dir / "platform.log"),
+            # warnings and above: the platform's info events, one per duplicate, are thousands
+            platform_log(run_dir / "platform.log", min_level=logging.WARNING),
             tempfile.TemporaryDirectory(prefix="work-", dir=run_dir) as tmp,
         ):
             try:

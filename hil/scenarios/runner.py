@@ -50,10 +50,10 @@ and a resend take seconds."""
 
 
 @contextlib.contextmanager
-def platform_log(path: Path) -> Iterator[IO[str]]:
-    """Send this process's structlog events and stdlib warnings (Bumble, paho) to ``path``
-    for the run, as JSON lines; the caller's configuration is restored afterwards (a test
-    session's own, under pytest)."""
+def platform_log(path: Path, *, min_level: int = logging.NOTSET) -> Iterator[IO[str]]:
+    """Send this process's structlog events (of ``min_level`` and above) and stdlib warnings
+    (Bumble, paho) to ``path`` for the run, as JSON lines; the caller's configuration is
+    restored afterwards (a test session's own, under pytest)."""
     previous = structlog.get_config()
     with path.open("a", buffering=1) as stream:
         structlog.configure(
@@ -62,6 +62,7 @@ def platform_log(path: Path) -> Iterator[IO[str]]:
                 structlog.processors.TimeStamper(fmt="iso"),
                 structlog.processors.JSONRenderer(),
             ],
+            wrapper_class=structlog.make_filtering_bound_logger(min_level),
             logger_factory=structlog.PrintLoggerFactory(stream),
             cache_logger_on_first_use=False,
         )
