@@ -325,15 +325,13 @@ class Home:
                 await emulator.stop()
 
     async def reset_links(self) -> None:
-        """What the hub's adapter does when its host dies and the next one resets it: its
-        connection attempt is abandoned and every link ends.
+        """The hub's radio falls silent at once (its power is cut): its connection attempt is
+        abandoned and every device sees its link end (reason 0x08, a supervision timeout).
 
-        A named workaround: Bumble's virtual controller keeps both across the next host's HCI
-        Reset, so a device connected (or being connected) to a killed daemon would stay
-        connected to nobody (until a ~30 s timeout, or for good when the attempt completes
-        after the host died). The links are ended from the devices' side (reason 0x08, as a
-        lost link), the pending attempt dropped from the controller. On a rig nothing is done:
-        the real adapter does what it does, and the run shows it.
+        A daemon that is only killed needs none of this: its successor's HCI Reset ends the
+        links and the attempt (hil/virtual_radio.py's hub controller). A power cut takes the
+        adapter down with the daemon, so the devices notice before the hub is back
+        (:meth:`power_cut`). On a rig nothing is done: the relay cuts the real adapter.
         """
         if isinstance(self.radio, RigRadio):
             return

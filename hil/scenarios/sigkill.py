@@ -14,10 +14,10 @@ k-th ``measurement_stored`` line of the daemon's log (upload), then at the k-th
 moment are drawn by the Killer's seeded RNG. The cuff takes two measurements and the meter
 one while the daemon is down. The last life is stopped with SIGTERM.
 
-Named workaround: a killed host leaves Bumble's virtual controller holding its LE links and
-its connection attempt (it keeps both when the next host resets it; a real controller does
-not), so a device would stay connected to nobody; after each kill the scenario ends them as
-the adapter's reset would (:meth:`hil.scenarios.home.Home.reset_links`).
+A killed daemon leaves its adapter holding the links and the connection attempt it had; the
+next daemon's HCI Reset ends them (hil/virtual_radio.py's hub controller does as the spec
+says), so a device connected at the kill stays connected to nobody only until the daemon is
+back.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ async def _arm(home: Home, killer: Killer, plan: str) -> Armed:
 
 
 async def drive(home: Home) -> None:
-    """Kill as :data:`PLAN` says, reset the links, measure, restart; once per plan."""
+    """Kill as :data:`PLAN` says, measure, restart; once per plan."""
     killer = Killer(seed=SEED)
     for n, (plan, name) in enumerate(PLAN):
         armed = await _arm(home, killer, plan)
@@ -114,7 +114,6 @@ async def drive(home: Home) -> None:
                 await asyncio.to_thread(armed.cancel)
                 raise HomeError(f"no moment for the kill within {SHOT_WAIT_S:g} s") from None
             await home.kill_agent()
-            await home.reset_links()  # the adapter's reset (see the module doc)
         for reading in BETWEEN[2 * n : 2 * n + 2]:
             await home.measure("cuff", reading)
         await home.measure("glucometer", LATER_RECORDS[n])
@@ -135,7 +134,7 @@ SCENARIO: Final = Scenario(
         "two cuff measurements and a glucose record taken while the daemon is down, each time",
     ),
     drive=drive,
-    needs=frozenset(),  # reset_links works around the virtual radio only: a no-op on a rig
+    needs=frozenset(),  # a real adapter ends the links as the next daemon resets it
     receipt_timeout_s=5.0,
     timeout_s=150.0,
 )
