@@ -989,7 +989,11 @@ def report(f: dict[str, Any], out: Callable[[str], None] = print) -> None:
         extra = f" (max {g['max']})" if "max" in g else ""
         first = ""
         if "first_median" in g:
-            first = f"; a device's first reading {g['first_median']} B: {_met(g['met_by_first'])}"
+            over = "" if g["met_by_first"] else ", over the goal"
+            first = (
+                f"; a device's first reading (once per device set: its Devices in full)"
+                f" {g['first_median']} B{over}"
+            )
         out(
             f"  goal {name}: {g['median']} B{extra} <= {g['goal_bytes']} B: {_met(g['met'])}"
             + first
