@@ -123,6 +123,14 @@ class _HostSink:
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self.gone: list[asyncio.Event] = []
+        """Set (and dropped) when the host connected now goes: :meth:`VirtualRadio.host_gone`."""
+
+    def host_went(self) -> None:
+        self.transport = None
+        gone, self.gone = self.gone, []
+        for event in gone:
+            event.set()
 
     def on_packet(self, packet: bytes) -> None:
         transport = self.transport
@@ -150,13 +158,14 @@ class _HciConnection(asyncio.Protocol):
         previous = self._sink.transport
         if previous is not None:
             previous.close()
+            self._sink.host_went()
         self._source.parser.reset()
         self._transport = transport
         self._sink.transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._sink.transport is self._transport:
-            self._sink.transport = None
+            self._sink.host_went()
 
     def eof_received(self) -> bool:
         self.connection_lost(None)
@@ -194,6 +203,17 @@ class VirtualRadio:
     def stack(self) -> str:
         """The agent's ``ble.stack`` value for this radio."""
         return f"bumble:{self.hci_transport}"
+
+    def host_gone(self) -> asyncio.Event:
+        """An event set once the host connected to the hub's controller now has gone (its
+        connection ended: an agent stopped); already set when none is connected."""
+        event = asyncio.Event()
+        sink = self._host_sink
+        if sink is None or sink.transport is None:
+            event.set()
+        else:
+            sink.gone.append(event)
+        return event
 
     async def __aenter__(self) -> Self:
         # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says

@@ -49,26 +49,9 @@ async def start_meter(
 
 
 def hci_client_watch(radio: VirtualRadio) -> asyncio.Event:
-    """An event set when the radio's HCI server sees its current host go (a restarted agent).
-
-    Bumble's tcp-server transport clears its one client on ``connection_lost``; a new host
-    connecting before the old connection's loss is processed would be cleared with it, a
-    race only an in-process restart within microseconds can hit: wait for this first.
-    """
-    transport = radio._transport
-    assert transport is not None
-    connection = getattr(transport.sink, "transport", None)
-    assert isinstance(connection, asyncio.BaseTransport)
-    protocol = connection.get_protocol()
-    gone = asyncio.Event()
-    lost = protocol.connection_lost
-
-    def connection_lost(error: Exception | None) -> None:
-        lost(error)
-        gone.set()
-
-    protocol.connection_lost = connection_lost  # type: ignore[method-assign,assignment]
-    return gone
+    """An event set when the radio's HCI server sees its current host go (a stopped agent or
+    ``homehub pair``), so the next step starts with the hub's controller free."""
+    return radio.host_gone()
 
 
 async def find(ble: BleStack, address: str = DEVICE_ADDRESS) -> BLEDevice:
