@@ -77,16 +77,25 @@ def compact(payload: bytes) -> bytes | None:
     return cbor2.dumps(content)
 
 
+def v1_bundle_entries(content: object) -> list[Any] | None:
+    """The Bundle entries of a decoded version-1 reading (1 to :data:`MAX_ENTRIES`), or None
+    when ``content`` is not one."""
+    if not isinstance(content, dict) or content.get("v") != READING_V1:
+        return None
+    fhir = content.get("fhir")
+    if not isinstance(fhir, dict):
+        return None
+    entries = fhir.get("entry")
+    if not isinstance(entries, list) or not 0 < len(entries) <= MAX_ENTRIES:
+        return None
+    return entries
+
+
 def _compact_in_place(content: object, holders: list[dict[Any, Any]]) -> bool:
     """Make ``content`` (a decoded version-1 reading, whose maps holding a ``reference`` are
     ``holders``) version 2; False (``content`` then half done) when it cannot be."""
-    if not isinstance(content, dict) or content.get("v") != READING_V1:
-        return False
-    fhir = content.get("fhir")
-    if not isinstance(fhir, dict):
-        return False
-    entries = fhir.get("entry")
-    if not isinstance(entries, list) or not 0 < len(entries) <= MAX_ENTRIES:
+    entries = v1_bundle_entries(content)
+    if entries is None or not isinstance(content, dict):  # (a dict when it has entries)
         return False
     key_of_url: dict[str, str] = {}
     for entry in entries:

@@ -135,15 +135,8 @@ def compact(payload: bytes, known: Container[bytes] = frozenset()) -> Compacted 
     decoding), the device set's digest taken before anything changes.
     """
     content, holders = derived_ids.decode_noting_references(payload)
-    if not isinstance(content, dict) or content.get("v") != derived_ids.READING_V1:
-        return None
-    if DEVICES_KEY in content:
-        return None
-    fhir = content.get("fhir")
-    if not isinstance(fhir, dict):
-        return None
-    entries = fhir.get("entry")
-    if not isinstance(entries, list) or not 0 < len(entries) <= MAX_ENTRIES:
+    entries = derived_ids.v1_bundle_entries(content)
+    if entries is None or DEVICES_KEY in content:
         return None
     index_of_url: dict[str, int] = {}
     devices: list[int] = []
@@ -180,7 +173,7 @@ def compact(payload: bytes, known: Container[bytes] = frozenset()) -> Compacted 
         if resource["resourceType"] == derived_ids.OBSERVATION and resource["id"] == derived:
             del resource["id"]
         compacted.append({"resource": _ordered(resource, _RANK)})
-    fhir["entry"] = compacted
+    content["fhir"]["entry"] = compacted
     content["v"] = READING_V3
     if by_reference:
         content[DEVICES_KEY] = digest
