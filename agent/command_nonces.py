@@ -37,17 +37,20 @@ import structlog
 from agent.cert_rotation import write_private_file
 from agent.errors import KeyMaterialError, StorageError
 from agent.private_files import read_private_file_up_to
+from agent.receipts import CLOCK_SKEW_S
 
 log = structlog.get_logger("agent.command_nonces")
 
 NONCE_BYTES: Final = 16
 MAX_LIFETIME_S: Final = 3600
 """``exp - iat`` of a command, at most (docs/platform-protocol.md)."""
-MAX_SKEW_S: Final = 300
-"""A command is accepted from ``iat - 300`` on: the platform's clock may be ahead by that."""
+MAX_SKEW_S: Final = CLOCK_SKEW_S
+"""A command is accepted from ``iat - MAX_SKEW_S`` (20 minutes) on: the hub's clock may be
+that far behind the platform's, as for receipts (:data:`agent.receipts.CLOCK_SKEW_S`: the hub
+corrects its clock by the network's time only beyond 15 minutes off)."""
 MAX_NONCES: Final = 1024
-"""Unexpired nonces held. A nonce is held at most ``MAX_LIFETIME_S + MAX_SKEW_S`` (65 min),
-so the platform may send 1,024 commands in any 65 minutes: a home hub gets a handful a day."""
+"""Unexpired nonces held. A nonce is held at most ``MAX_LIFETIME_S + MAX_SKEW_S`` (80 min),
+so the platform may send 1,024 commands in any 80 minutes: a home hub gets a handful a day."""
 
 FILE_NAME: Final = "command_nonces"
 _MAGIC: Final = b"HHN1"

@@ -16,7 +16,7 @@ The sans-I/O core is :meth:`Command.from_bytes`: the bytes of one MQTT message o
    encoding) holding exactly ``v`` (1), ``hub``,
    ``nonce`` (16 bytes), ``iat``, ``exp`` (uint, ``0 <= exp - iat <= 3600``), ``op`` and
    ``args`` (a map): else ``malformed``;
-3. ``hub`` is this hub (``wrong_hub``); ``iat - 300 <= now <= exp`` by the injected clock
+3. ``hub`` is this hub (``wrong_hub``); ``iat - 1200 <= now <= exp`` by the injected clock
    (``expired``); ``op`` is known (``unknown_op``); ``args`` are exactly the op's
    (``bad_args``; a ``set_config`` key must be on :data:`SETTABLE_KEYS`).
 

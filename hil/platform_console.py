@@ -57,8 +57,9 @@ CONTENT_TYPES: Final = {
 PROVISIONING_EVENT: Final = "provisioning_check"
 CONFIRM_OP: Final = "confirm_provisioning"
 CHECK_BYTES: Final = 16
-COMMAND_VALIDITY_S: Final = 300
-"""``exp - iat`` of the console's commands."""
+COMMAND_VALIDITY_S: Final = 1200
+"""``exp - iat`` of the console's commands: 20 minutes, so a hub whose clock is as far ahead
+still takes them (docs/platform-protocol.md, Commands)."""
 MESSAGES_KEPT: Final = 1000
 
 CertificateSink = Callable[[str, bytes], Awaitable[object]]

@@ -14,6 +14,7 @@ import structlog
 
 from agent.command_nonces import (
     MAX_NONCES,
+    MAX_SKEW_S,
     Admission,
     NonceFile,
     NonceMemory,
@@ -87,7 +88,7 @@ class TestMemory:
             NonceMemory.from_bytes(data, max_nonces=1 if "bound" in reason else 4)
 
     def test_the_bound_covers_an_hour_of_commands(self) -> None:
-        """1,024 nonces held at most 65 min each: about one command every 4 s, sustained."""
+        """1,024 nonces held at most 80 min each: about one command every 5 s, sustained."""
         assert MAX_NONCES == 1024
 
 
@@ -116,7 +117,7 @@ class TestFile:
     @pytest.mark.parametrize("damage", ["garbage", "mode"])
     def test_lost_file_refuses_what_it_may_have_held(self, tmp_path: Path, damage: str) -> None:
         """A damaged (or group-readable) file is not taken as empty: commands issued up to
-        load + 300 s are refused as replayed, later ones pass."""
+        load + MAX_SKEW_S are refused as replayed, later ones pass."""
         clock = FakeWallClock()
         path = tmp_path / "command_nonces"
         NonceFile(path, clock).admit(A, issued_at_s=NOW, expires_at_s=NOW + 600)
@@ -128,17 +129,18 @@ class TestFile:
         with structlog.testing.capture_logs() as logs:
             reloaded = NonceFile(path, clock)
         assert [(e["event"], e["refused_until_iat_s"]) for e in logs] == [
-            ("command_nonces_lost", NOW + 310)
+            ("command_nonces_lost", NOW + 10 + MAX_SKEW_S)
         ]
         assert reloaded.admit(A, issued_at_s=NOW, expires_at_s=NOW + 600) is Admission.REPLAYED
-        assert reloaded.admit(B, issued_at_s=NOW + 310, expires_at_s=NOW + 900) is (
+        floor = NOW + 10 + MAX_SKEW_S
+        assert reloaded.admit(B, issued_at_s=floor, expires_at_s=floor + 600) is (
             Admission.REPLAYED
         )
-        assert reloaded.admit(B, issued_at_s=NOW + 311, expires_at_s=NOW + 900) is (
+        assert reloaded.admit(B, issued_at_s=floor + 1, expires_at_s=floor + 600) is (
             Admission.ADMITTED
         )
         # The floor is kept in the file it writes back.
-        assert NonceFile(path, clock).memory.floor_s == NOW + 310
+        assert NonceFile(path, clock).memory.floor_s == floor
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
     def test_unwritable_admits_nothing(self, tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from agent import cose
 from agent.commands import COMMAND_CONTENT_TYPE
 from agent.errors import IntegrityError
+from agent.receipts import CLOCK_SKEW_S as RECEIPT_CLOCK_SKEW_S
 from agent.status_messages import EVENT_CONTENT_TYPE
 
 EVENT_KIND: Final = "provisioning_check"
@@ -39,7 +40,8 @@ CHECK_BYTES: Final = 16
 NONCE_BYTES: Final = 16
 PROTOCOL_VERSION: Final = 1
 MAX_VALIDITY_S: Final = 3600
-CLOCK_SKEW_S: Final = 300
+CLOCK_SKEW_S: Final = RECEIPT_CLOCK_SKEW_S
+"""The hub's clock may be 20 minutes behind the platform's (as for receipts and commands)."""
 _FIELDS: Final = frozenset({"v", "hub", "nonce", "iat", "exp", "op", "args"})
 _MAX_DEPTH: Final = 3
 
@@ -59,7 +61,7 @@ class Distrust(enum.StrEnum):
     """It does not verify with ``[platform] cert_file``: that file is not this platform's."""
     WRONG_HUB = "wrong_hub"
     EXPIRED = "expired"
-    """Outside ``iat - 300 .. exp`` by the hub's clock: one of the two clocks is wrong."""
+    """Outside ``iat - 1200 .. exp`` by the hub's clock: one of the two clocks is wrong."""
     MALFORMED = "malformed"
 
 
