@@ -123,19 +123,26 @@ def _compact_in_place(content: object, holders: list[dict[Any, Any]]) -> bool:
     return True
 
 
-def expand_content(content: Mapping[str, Any]) -> dict[str, Any]:
-    """A decoded version-2 reading as the version-1 reading it stands for.
-
-    Raises :class:`IntegrityError` (``what="reading"``) naming what cannot be expanded.
-    """
-    if content.get("v") != READING_V2:
-        _refuse("version is not 2")
+def entries_to_expand(content: Mapping[str, Any], version: int) -> list[Any]:
+    """The Bundle entries of a decoded reading of ``version`` (2 or 3) to expand;
+    :class:`IntegrityError` (``what="reading"``) when it is not one."""
+    if content.get("v") != version:
+        _refuse(f"version is not {version}")
     fhir = content.get("fhir")
     if not isinstance(fhir, dict):
         _refuse("fhir is not a map")
     entries = fhir.get("entry")
     if not isinstance(entries, list) or not 0 < len(entries) <= MAX_ENTRIES:
         _refuse(f"fhir.entry is not an array of 1 to {MAX_ENTRIES} entries")
+    return entries
+
+
+def expand_content(content: Mapping[str, Any]) -> dict[str, Any]:
+    """A decoded version-2 reading as the version-1 reading it stands for.
+
+    Raises :class:`IntegrityError` (``what="reading"``) naming what cannot be expanded.
+    """
+    entries = entries_to_expand(content, READING_V2)
     resources: list[dict[str, Any]] = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or entry.keys() != {"resource"}:
@@ -163,7 +170,7 @@ def expand_content(content: Mapping[str, Any]) -> dict[str, Any]:
         {"fullUrl": url_of_key[key], "resource": _references_to_urls(r, url_of_key)}
         for r, key in zip(resources, url_of_key, strict=True)
     ]
-    return {**content, "v": READING_V1, "fhir": {**fhir, "entry": expanded}}
+    return {**content, "v": READING_V1, "fhir": {**content["fhir"], "entry": expanded}}
 
 
 def expand(content: Mapping[str, Any]) -> tuple[bytes, dict[str, Any]]:

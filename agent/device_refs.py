@@ -200,14 +200,7 @@ def expand_content(content: Mapping[str, Any], device_sets: DeviceSets) -> dict[
     reading may be fine), :class:`~agent.errors.IntegrityError` (``what="reading"``) naming
     what is malformed.
     """
-    if content.get("v") != READING_V3:
-        _refuse("version is not 3")
-    fhir = content.get("fhir")
-    if not isinstance(fhir, dict):
-        _refuse("fhir is not a map")
-    entries = fhir.get("entry")
-    if not isinstance(entries, list) or not 0 < len(entries) <= MAX_ENTRIES:
-        _refuse(f"fhir.entry is not an array of 1 to {MAX_ENTRIES} entries")
+    entries = derived_ids.entries_to_expand(content, READING_V3)
     placeholders = {
         i: k
         for k, i in enumerate(
@@ -258,7 +251,7 @@ def expand_content(content: Mapping[str, Any], device_sets: DeviceSets) -> dict[
     ]
     out = {k: v for k, v in content.items() if k != DEVICES_KEY}
     out["v"] = derived_ids.READING_V1
-    out["fhir"] = {**fhir, "entry": expanded}
+    out["fhir"] = {**content["fhir"], "entry": expanded}
     return out
 
 
