@@ -707,6 +707,16 @@ def _reading(
     )
 
 
+def _entry_resource(entry: dict[str, Any], what: str, n: int) -> dict[str, Any]:
+    """A copy of entry ``n``'s resource, with its ``id`` (:func:`_give_id`); rejected when it
+    is not a map with a ``resourceType``."""
+    resource = dict(entry["resource"]) if isinstance(entry["resource"], dict) else None
+    if resource is None or not isinstance(resource.get("resourceType"), str):
+        _reject(f"{what}: entry {n} has no resource with a resourceType")
+    _give_id(resource, what, n)
+    return resource
+
+
 def _give_id(resource: dict[str, Any], what: str, n: int) -> None:
     """Rule 3 of "Derived identifiers" reversed for entry ``n``: an Observation without ``id``
     gets ``obs-`` and 32 hex digits of SHA-256 over its one hub identifier; every resource's
@@ -740,11 +750,7 @@ def expand_v2(body: dict[str, Any], what: str) -> tuple[bytes, dict[str, Any]]:
     for n, entry in enumerate(entries):
         if not isinstance(entry, dict) or set(entry) != {"resource"}:
             _reject(f"{what}: entry {n} of a version-2 Bundle must hold only its resource")
-        resource = dict(entry["resource"]) if isinstance(entry["resource"], dict) else None
-        if resource is None or not isinstance(resource.get("resourceType"), str):
-            _reject(f"{what}: entry {n} has no resource with a resourceType")
-        _give_id(resource, what, n)
-        resources.append(resource)
+        resources.append(_entry_resource(entry, what, n))
     urls: dict[str, str] = {}
     for resource in resources:
         name = f"{resource['resourceType']}/{resource['id']}"
@@ -823,11 +829,7 @@ def expand_v3(
             continue
         if not isinstance(entry, dict) or set(entry) != {"resource"}:
             _reject(f"{what}: entry {n} of a version-3 Bundle is neither a resource nor a Device")
-        resource = dict(entry["resource"]) if isinstance(entry["resource"], dict) else None
-        if resource is None or not isinstance(resource.get("resourceType"), str):
-            _reject(f"{what}: entry {n} has no resource with a resourceType")
-        _give_id(resource, what, n)
-        resources.append(resource)
+        resources.append(_entry_resource(entry, what, n))
     urls: list[str] = []
     names: set[str] = set()
     for resource in resources:
